@@ -1,0 +1,268 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { mkdir } from "node:fs/promises";
+import {
+  agentv1,
+  commonv1,
+  CoordinatorKeyMismatchError,
+  enrollMessage,
+  factsFingerprint,
+  loadOrCreateIdentity,
+  parseJoinString,
+  VERSION,
+  type Identity,
+  type Logger,
+} from "@flotilla/protocol";
+import { agentClient, connect, greet, type Connection } from "./connection.ts";
+import { collectFacts } from "./facts/index.ts";
+import { Outbox } from "./outbox/outbox.ts";
+import { StateDir, type Enrollment } from "./state.ts";
+import { backoffDelay, sleep, Wakeup } from "./wakeup.ts";
+
+/** Everything an agent needs to run; see config.ts for each option's meaning. */
+export interface AgentOptions {
+  stateDir: string;
+  /** A join string, needed only until the agent is enrolled. */
+  join?: string;
+  factsIntervalMs: number;
+  /** Reconnect when the coordinator has said nothing (not even a keep-alive) for this long. */
+  watchTimeoutMs: number;
+  backoffMinMs: number;
+  backoffMaxMs: number;
+}
+
+/** Why the agent stopped. */
+export type AgentExit = "stopped" | "decommissioned" | "rejected";
+
+/** A failure the agent cannot recover from by retrying; the process exits non-zero. */
+export class FatalAgentError extends Error {
+  override name = "FatalAgentError";
+}
+
+const BATCH_RECORDS = 500;
+const BATCH_BYTES = 1024 * 1024;
+
+function isRetryable(err: unknown): boolean {
+  if (err instanceof CoordinatorKeyMismatchError) return false;
+  const ce = ConnectError.from(err);
+  return [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Internal, Code.Canceled, Code.Aborted, Code.ResourceExhausted].includes(ce.code);
+}
+
+function describe(err: unknown): string {
+  return err instanceof ConnectError ? err.rawMessage : err instanceof Error ? err.message : String(err);
+}
+
+/** Enrolls with a join string: checks the coordinator's key, proves ours, sends our facts. */
+async function enroll(
+  joinText: string,
+  identity: Identity,
+  state: StateDir,
+  opts: AgentOptions,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<Enrollment> {
+  let join;
+  try {
+    join = parseJoinString(joinText);
+  } catch (err) {
+    throw new FatalAgentError(describe(err));
+  }
+  for (let attempt = 0; ; attempt++) {
+    let close: (() => void) | undefined;
+    try {
+      const opened = await agentClient(join.url, join.pin);
+      close = opened.close;
+      const client = opened.client;
+      const challenge = await greet(client, join.pin, signal);
+      const facts = await collectFacts({ agentVersion: VERSION, capabilities: [] });
+      const res = await client.enroll(
+        {
+          joinSecret: join.secret,
+          publicKey: identity.publicKey,
+          challenge,
+          signature: identity.sign(enrollMessage(challenge, join.secret)),
+          facts,
+        },
+        { signal, timeoutMs: 30_000 },
+      );
+      const enrollment: Enrollment = {
+        url: join.url,
+        pin: join.pin,
+        deviceId: res.deviceId,
+        name: res.name,
+        orgId: res.organizationId,
+        enrolledAt: Date.now(),
+      };
+      await state.writeEnrollment(enrollment);
+      await state.writeFactsFingerprint(factsFingerprint(facts));
+      log.info("enrolled", { device: res.deviceId, name: res.name, lifecycle: commonv1.Lifecycle[res.lifecycle] });
+      return enrollment;
+    } catch (err) {
+      if (signal.aborted) throw new FatalAgentError("stopped before enrollment finished");
+      if (err instanceof CoordinatorKeyMismatchError) {
+        throw new FatalAgentError(`refusing to enroll: ${err.message}. The join string does not belong to this coordinator.`);
+      }
+      if (!isRetryable(err)) throw new FatalAgentError(`enrollment refused: ${describe(err)}`);
+      const delay = backoffDelay(attempt, opts.backoffMinMs, opts.backoffMaxMs);
+      log.warn("coordinator unreachable, retrying enrollment", { err: describe(err), retryInMs: delay });
+      await sleep(delay, signal);
+    } finally {
+      close?.();
+    }
+  }
+}
+
+/**
+ * Runs an agent until it is stopped (`signal`), decommissioned or rejected. Enrolls first when
+ * the state directory holds no enrollment. Throws FatalAgentError for what retrying cannot fix.
+ */
+export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSignal): Promise<AgentExit> {
+  await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+  const state = new StateDir(opts.stateDir);
+  const identity = await loadOrCreateIdentity(state.keyPath);
+  let enrollment = await state.readEnrollment();
+  if (!enrollment) {
+    if (!opts.join) throw new FatalAgentError("this agent is not enrolled yet: start it with --join 'JOIN-STRING'");
+    enrollment = await enroll(opts.join, identity, state, opts, log, signal);
+  } else if (opts.join) {
+    log.info("already enrolled; ignoring --join", { device: enrollment.deviceId });
+  }
+  const outbox = await Outbox.open(state.outboxDir);
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  signal.addEventListener("abort", onAbort);
+
+  let current: Connection | undefined;
+  const connectionChanged = new Wakeup();
+  const outboxChanged = new Wakeup();
+  const offAppend = outbox.onAppend(() => outboxChanged.notify());
+  let lastStatusGeneration = (await state.readApplied())?.generation ?? -1;
+
+  async function sendLoop(): Promise<void> {
+    while (!stop.signal.aborted) {
+      const conn = current;
+      if (!conn) {
+        await connectionChanged.wait(stop.signal);
+        continue;
+      }
+      const batch = await outbox.pending(BATCH_RECORDS, BATCH_BYTES);
+      if (batch.length === 0) {
+        await Promise.race([outboxChanged.wait(stop.signal), connectionChanged.wait(stop.signal)]);
+        continue;
+      }
+      try {
+        const entries = batch.map((r) => {
+          const e = fromBinary(agentv1.OutboxEntrySchema, r.body);
+          e.stream = r.stream;
+          e.seq = BigInt(r.seq);
+          e.time = timestampFromMs(r.time);
+          return e;
+        });
+        const res = await conn.client.report({ entries }, { signal: stop.signal, timeoutMs: 30_000 });
+        for (const ack of res.acks) await outbox.ack(ack.stream, Number(ack.seq));
+      } catch (err) {
+        if (stop.signal.aborted) return;
+        log.warn("could not deliver outbox", { err: describe(err), pending: outbox.size() });
+        await connectionChanged.wait(stop.signal, opts.backoffMaxMs);
+      }
+    }
+  }
+
+  async function queue(stream: string, body: agentv1.OutboxEntry["body"]): Promise<void> {
+    await outbox.append(stream, toBinary(agentv1.OutboxEntrySchema, create(agentv1.OutboxEntrySchema, { body })));
+  }
+
+  async function factsLoop(): Promise<void> {
+    while (!stop.signal.aborted) {
+      try {
+        const facts = await collectFacts({ agentVersion: VERSION, capabilities: [] });
+        const sha = factsFingerprint(facts);
+        if (sha !== (await state.readFactsFingerprint())) {
+          await queue("facts", { case: "facts", value: facts });
+          await state.writeFactsFingerprint(sha);
+          log.info("facts changed; queued for the coordinator");
+        }
+      } catch (err) {
+        log.warn("could not collect facts", { err: describe(err) });
+      }
+      await sleep(opts.factsIntervalMs, stop.signal);
+    }
+  }
+
+  /** Applies desired state; returns an exit reason when the device was retired. */
+  async function apply(desired: agentv1.DesiredState): Promise<AgentExit | undefined> {
+    const lifecycle = desired.lifecycle;
+    if (lifecycle === commonv1.Lifecycle.DECOMMISSIONED || lifecycle === commonv1.Lifecycle.REJECTED) {
+      return lifecycle === commonv1.Lifecycle.DECOMMISSIONED ? "decommissioned" : "rejected";
+    }
+    const generation = Number(desired.generation);
+    await state.writeApplied({ generation, labels: desired.labels, lifecycle: commonv1.Lifecycle[lifecycle] ?? "" });
+    if (generation !== lastStatusGeneration) {
+      await queue("status", { case: "status", value: create(agentv1.StatusSchema, { observedGeneration: desired.generation, labels: desired.labels }) });
+      lastStatusGeneration = generation;
+      log.info("desired state applied", { generation, labels: JSON.stringify(desired.labels) });
+    }
+    return undefined;
+  }
+
+  async function watchLoop(e: Enrollment): Promise<AgentExit> {
+    for (let attempt = 0; !stop.signal.aborted; attempt++) {
+      const streamAbort = new AbortController();
+      const abortStream = () => streamAbort.abort();
+      stop.signal.addEventListener("abort", abortStream);
+      let silence: NodeJS.Timeout | undefined;
+      const heard = () => {
+        clearTimeout(silence);
+        silence = setTimeout(abortStream, opts.watchTimeoutMs);
+      };
+      let conn: Connection | undefined;
+      try {
+        conn = await connect(e.url, e.pin, identity, streamAbort.signal);
+        heard();
+        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [] }, { signal: streamAbort.signal });
+        current = conn;
+        connectionChanged.notify();
+        for await (const msg of stream) {
+          heard();
+          if (msg.event.case === "desired") {
+            attempt = 0;
+            const exit = await apply(msg.event.value);
+            if (exit) return exit;
+          }
+        }
+        log.warn("coordinator closed the watch stream; reconnecting");
+      } catch (err) {
+        if (stop.signal.aborted) break;
+        if (err instanceof CoordinatorKeyMismatchError) log.error("coordinator key check failed", { err: err.message });
+        else log.warn("connection to coordinator lost", { err: describe(err) });
+      } finally {
+        clearTimeout(silence);
+        stop.signal.removeEventListener("abort", abortStream);
+        current = undefined;
+        connectionChanged.notify();
+        conn?.close();
+      }
+      await sleep(backoffDelay(attempt, opts.backoffMinMs, opts.backoffMaxMs), stop.signal);
+    }
+    return "stopped";
+  }
+
+  log.info("agent running", { device: enrollment.deviceId, name: enrollment.name, coordinator: enrollment.url });
+  const background = [sendLoop(), factsLoop()];
+  let exit: AgentExit;
+  try {
+    exit = await watchLoop(enrollment);
+  } finally {
+    stop.abort();
+    signal.removeEventListener("abort", onAbort);
+    offAppend();
+    await Promise.allSettled(background);
+    await outbox.close();
+  }
+  if (exit !== "stopped") {
+    await state.forget();
+    log.warn(exit === "decommissioned" ? "device decommissioned: credentials forgotten, stopping" : "enrollment rejected by an admin: credentials forgotten, stopping");
+  }
+  return exit;
+}

@@ -1,0 +1,68 @@
+import { createClient, type Client } from "@connectrpc/connect";
+import {
+  agentv1,
+  authenticateMessage,
+  bearerInterceptor,
+  coordinatorTransport,
+  newNonce,
+  verifyCoordinatorProof,
+  type Identity,
+} from "@flotilla/protocol";
+
+export type AgentClient = Client<typeof agentv1.AgentService>;
+
+/** A client for the coordinator at `url`, whose key must hash to `pin`, and its closer. */
+export async function agentClient(
+  url: string,
+  pin: string,
+  token?: () => string | undefined,
+): Promise<{ client: AgentClient; close(): void }> {
+  const { transport, close } = await coordinatorTransport({
+    url,
+    pin,
+    interceptors: token ? [bearerInterceptor(token)] : [],
+  });
+  return { client: createClient(agentv1.AgentService, transport), close };
+}
+
+/** Hello: checks the coordinator holds the pinned key and returns a challenge to sign. */
+export async function greet(client: AgentClient, pin: string, signal?: AbortSignal): Promise<Uint8Array> {
+  const nonce = newNonce();
+  const res = await client.hello({ clientNonce: nonce }, { signal, timeoutMs: 15_000 });
+  return verifyCoordinatorProof(res.proof, nonce, pin);
+}
+
+/** An authenticated connection: a client whose calls carry a fresh session token. */
+export interface Connection {
+  client: AgentClient;
+  session: agentv1.AuthenticateResponse;
+  /** Closes the HTTP/2 connection. */
+  close(): void;
+}
+
+/** Hello, then Authenticate: proves both keys and opens a session. */
+export async function connect(
+  url: string,
+  pin: string,
+  identity: Identity,
+  signal?: AbortSignal,
+): Promise<Connection> {
+  let token: string | undefined;
+  const { client, close } = await agentClient(url, pin, () => token);
+  try {
+    const challenge = await greet(client, pin, signal);
+    const session = await client.authenticate(
+      {
+        publicKey: identity.publicKey,
+        challenge,
+        signature: identity.sign(authenticateMessage(challenge)),
+      },
+      { signal, timeoutMs: 15_000 },
+    );
+    token = session.sessionToken;
+    return { client, session, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
+}

@@ -1,0 +1,1 @@
+export { collectFacts, type CollectFactsOptions } from "./collect.ts";

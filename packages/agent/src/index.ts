@@ -1,0 +1,3 @@
+export { runAgent, FatalAgentError, type AgentExit, type AgentOptions } from "./agent.ts";
+export { StateDir, type Enrollment, type AppliedState } from "./state.ts";
+export { agentOptionSpecs } from "./config.ts";

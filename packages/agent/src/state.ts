@@ -1,0 +1,60 @@
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { readJsonIfExists as readJson, writeJsonAtomic } from "@flotilla/protocol";
+
+/** What the agent remembers of its enrollment, in `<state-dir>/enrollment.json`. */
+export interface Enrollment {
+  url: string;
+  /** keyPin() of the coordinator's key: checked on every connection. */
+  pin: string;
+  deviceId: string;
+  name: string;
+  orgId: string;
+  enrolledAt: number;
+}
+
+/** The desired state the agent last applied, in `<state-dir>/desired.json`. */
+export interface AppliedState {
+  generation: number;
+  labels: Record<string, string>;
+  lifecycle: string;
+}
+
+/** The files of an agent's state directory. */
+export class StateDir {
+  constructor(readonly dir: string) {}
+
+  get keyPath(): string {
+    return join(this.dir, "agent.key");
+  }
+  get outboxDir(): string {
+    return join(this.dir, "outbox");
+  }
+
+  readEnrollment(): Promise<Enrollment | undefined> {
+    return readJson<Enrollment>(join(this.dir, "enrollment.json"));
+  }
+  writeEnrollment(e: Enrollment): Promise<void> {
+    return writeJsonAtomic(join(this.dir, "enrollment.json"), e);
+  }
+  readApplied(): Promise<AppliedState | undefined> {
+    return readJson<AppliedState>(join(this.dir, "desired.json"));
+  }
+  writeApplied(s: AppliedState): Promise<void> {
+    return writeJsonAtomic(join(this.dir, "desired.json"), s);
+  }
+  async readFactsFingerprint(): Promise<string | undefined> {
+    return (await readJson<{ sha: string }>(join(this.dir, "facts.json")))?.sha;
+  }
+  writeFactsFingerprint(sha: string): Promise<void> {
+    return writeJsonAtomic(join(this.dir, "facts.json"), { sha });
+  }
+
+  /** Forgets every credential: the key, the enrollment and everything queued for the coordinator. */
+  async forget(): Promise<void> {
+    for (const f of ["enrollment.json", "agent.key", "desired.json", "facts.json"]) {
+      await rm(join(this.dir, f), { force: true });
+    }
+    await rm(this.outboxDir, { recursive: true, force: true });
+  }
+}

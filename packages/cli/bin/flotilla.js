@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+// The `flotilla` program. Runs the bundle that `npm install` builds (scripts/build.mjs) when it
+// is newer than every source file; otherwise the TypeScript sources through tsx, so an edited
+// checkout never runs stale code.
+import { readdirSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const cli = join(dirname(fileURLToPath(import.meta.url)), "..");
+const bundle = join(cli, "dist", "flotilla.mjs");
+
+function newestSource(dir) {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestSource(path));
+    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+function bundleIsFresh() {
+  try {
+    const built = statSync(bundle).mtimeMs;
+    const packages = join(cli, "..");
+    return readdirSync(packages).every((p) => newestSource(join(packages, p, "src")) <= built);
+  } catch {
+    return false;
+  }
+}
+
+if (bundleIsFresh()) {
+  await import(bundle);
+} else {
+  const { register } = await import("tsx/esm/api");
+  register();
+  await import("../src/entry.ts");
+}

@@ -1,0 +1,141 @@
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import {
+  adminv1,
+  bearerInterceptor,
+  certificatePublicKey,
+  coordinatorTransport,
+  fetchCertificate,
+  keyPin,
+  loginMessage,
+  newNonce,
+  verifyCoordinatorProof,
+} from "@flotilla/protocol";
+import { UsageError } from "../errors.ts";
+import { Credentials, type CoordinatorEntry } from "./credentials.ts";
+
+export type AdminClient = Client<typeof adminv1.AdminService>;
+
+export interface AdminTarget {
+  /** --coordinator; default: the one last logged in to. */
+  coordinator?: string;
+  home: string;
+}
+
+/** Normalizes a coordinator URL: scheme required, no trailing slash. */
+export function normalizeUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new UsageError(`invalid coordinator URL ${JSON.stringify(url)}: expected http(s)://host:port`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") {
+    throw new UsageError(`invalid coordinator URL ${JSON.stringify(url)}: expected http(s)://host:port`);
+  }
+  return `${u.protocol}//${u.host}`;
+}
+
+/**
+ * Logs in with the admin key: Hello (checking the coordinator's key against the pin recorded at
+ * the first login), then Login with a signed challenge. Records the session.
+ */
+export async function login(
+  creds: Credentials,
+  url: string,
+  opts: { setupCode?: string; keyName?: string } = {},
+): Promise<CoordinatorEntry> {
+  const ctx = await creds.context();
+  const known = ctx.coordinators[url];
+  const identity = await creds.identity();
+  const { transport, close } = await coordinatorTransport({ url, pin: known?.pin ?? (await firstUsePin(url)) });
+  const client = createClient(adminv1.AdminService, transport);
+  let pin: string;
+  let res: adminv1.LoginResponse;
+  try {
+    const nonce = newNonce();
+    const hello = await client.hello({ clientNonce: nonce });
+    const proof = hello.proof;
+    // The first login pins the coordinator's key (trust on first use, as ssh does); later ones check it.
+    pin = known?.pin ?? (proof ? keyPin(proof.coordinatorKey) : "");
+    const challenge = verifyCoordinatorProof(proof, nonce, pin);
+    res = await client.login({
+      publicKey: identity.publicKey,
+      challenge,
+      signature: identity.sign(loginMessage(challenge)),
+      setupCode: opts.setupCode ?? "",
+      keyName: opts.keyName ?? "",
+    });
+  } finally {
+    close();
+  }
+  const entry: CoordinatorEntry = {
+    pin,
+    session: { token: res.sessionToken, expiresAt: Number(res.expiresAt?.seconds ?? 0n) * 1000 },
+    organization: res.organization ? { id: res.organization.id, name: res.organization.name } : undefined,
+    role: res.role,
+  };
+  ctx.coordinators[url] = entry;
+  ctx.current = url;
+  await creds.saveContext(ctx);
+  return entry;
+}
+
+/**
+ * At the first login over https, the pin of the coordinator's own certificate, if it serves one
+ * made from its key; Hello then proves the coordinator holds that key.
+ */
+async function firstUsePin(url: string): Promise<string | undefined> {
+  if (!url.startsWith("https:")) return undefined;
+  try {
+    return keyPin(certificatePublicKey(await fetchCertificate(url)));
+  } catch {
+    return undefined; // a CA-issued certificate: ordinary CA validation applies
+  }
+}
+
+/** The coordinator URL a command talks to. */
+export async function targetUrl(target: AdminTarget): Promise<string> {
+  if (target.coordinator) return normalizeUrl(target.coordinator);
+  const current = (await new Credentials(target.home).context()).current;
+  if (!current) {
+    throw new UsageError("not logged in: run `flotilla login --coordinator URL --setup-code CODE` first");
+  }
+  return current;
+}
+
+/**
+ * A client for admin calls. Uses the recorded session and logs in again, once, when the session
+ * has expired or the coordinator no longer knows it.
+ */
+export async function adminClient(target: AdminTarget): Promise<AdminClient> {
+  const creds = new Credentials(target.home);
+  const url = await targetUrl(target);
+  let entry = (await creds.context()).coordinators[url];
+  if (!entry?.session || entry.session.expiresAt < Date.now() + 30_000) entry = await login(creds, url);
+  let token = entry.session?.token;
+  const relogin: Interceptor = (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (err) {
+      if (req.stream || ConnectError.from(err).code !== Code.Unauthenticated) throw err;
+      token = (await login(creds, url)).session?.token;
+      req.header.set("authorization", `Bearer ${token}`);
+      return next(req);
+    }
+  };
+  const { transport, close } = await coordinatorTransport({
+    url,
+    pin: entry.pin,
+    interceptors: [relogin, bearerInterceptor(() => token)],
+  });
+  openConnections.add(close);
+  return createClient(adminv1.AdminService, transport);
+}
+
+const openConnections = new Set<() => void>();
+
+/** Closes the connections of every admin client made in this process, so it can exit. */
+export function closeAdminClients(): void {
+  for (const close of openConnections) close();
+  openConnections.clear();
+}

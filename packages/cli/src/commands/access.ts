@@ -1,0 +1,131 @@
+import { readFile } from "node:fs/promises";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { Command } from "commander";
+import { fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey } from "@flotilla/protocol";
+import { adminClient, login, normalizeUrl, type AdminTarget } from "../admin/client.ts";
+import { Credentials } from "../admin/credentials.ts";
+import { UsageError } from "../errors.ts";
+import { json, parseDuration, parseLabels, table } from "../output.ts";
+import type { Run } from "./run.ts";
+
+/** login, admin keys and join tokens: who may manage the fleet and how machines join it. */
+export function registerAccessCommands(program: Command, target: () => AdminTarget, run: Run): void {
+  program
+    .command("login")
+    .description("log in to a coordinator with this admin key (the first owner uses the setup code)")
+    .option("--setup-code <code>", "the one-time owner setup code printed at the coordinator's first start")
+    .option("--key-name <name>", "a name for this key when it is registered", "")
+    .action((opts: { setupCode?: string; keyName: string }) =>
+      run(async (out) => {
+        const t = target();
+        if (!t.coordinator) throw new UsageError("login needs --coordinator URL");
+        const url = normalizeUrl(t.coordinator);
+        const entry = await login(new Credentials(t.home), url, { setupCode: opts.setupCode, keyName: opts.keyName });
+        out(`logged in to ${url} as ${entry.role} of organization ${entry.organization?.name ?? "?"}\n`);
+      }),
+    );
+
+  const admin = program.command("admin").description("admin keys");
+  admin
+    .command("add-key <key>")
+    .description("register another admin key: an OpenSSH ed25519 public key (file or line) or a node id")
+    .option("--name <name>", "a name for the key", "")
+    .option("--role <role>", "owner, admin, deployer or viewer", "admin")
+    .action((key: string, opts: { name: string; role: string }) =>
+      run(async (out) => {
+        const text = key.startsWith("ssh-") || /^[A-Za-z0-9_-]{43}$/.test(key) ? key : await readKeyFile(key);
+        const res = await (await adminClient(target())).addAdminKey({ publicKey: text, name: opts.name, role: opts.role });
+        out(`added ${res.key?.role} key ${res.key?.name} (${fingerprint(res.key?.publicKey ?? new Uint8Array())})\n`);
+      }),
+    );
+  admin
+    .command("ls-keys")
+    .description("list admin keys")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) =>
+      run(async (out) => {
+        const { keys } = await (await adminClient(target())).listAdminKeys({});
+        const rows = keys.map((k) => ({ id: k.id, name: k.name, role: k.role, key: nodeId(k.publicKey), fingerprint: fingerprint(k.publicKey) }));
+        out(opts.json ? json(rows) : table(["ID", "NAME", "ROLE", "FINGERPRINT"], rows.map((r) => [r.id, r.name, r.role, r.fingerprint])));
+      }),
+    );
+
+  const tokens = program.command("join-token").description("tokens that let new machines enroll");
+  tokens
+    .command("create")
+    .description("create a join token; prints the join string alone on the last line")
+    .option("--labels <k=v,...>", "labels every device enrolled with it gets", "")
+    .option("--uses <n>", "how many devices may enroll with it (0: unlimited)", "1")
+    .option("--expires <duration>", "validity, e.g. 1h, 7d", "24h")
+    .option("--auto-approve", "devices are approved at once instead of waiting as pending")
+    .option("--coordinator-url <url>", "the address agents should dial, if not the coordinator's own")
+    .action((opts: { labels: string; uses: string; expires: string; autoApprove?: boolean; coordinatorUrl?: string }) =>
+      run(async (out) => {
+        const uses = Number(opts.uses);
+        if (!Number.isInteger(uses) || uses < 0 || uses > 1_000_000) throw new UsageError("--uses must be a whole number from 0");
+        const res = await (await adminClient(target())).createJoinToken({
+          labels: parseLabels(opts.labels),
+          usesAllowed: uses,
+          expiresInSeconds: BigInt(Math.round(parseDuration(opts.expires) / 1000)),
+          autoApprove: opts.autoApprove ?? false,
+          coordinatorUrl: opts.coordinatorUrl ? normalizeUrl(opts.coordinatorUrl) : "",
+        });
+        const t = res.token;
+        out(
+          `join token ${t?.id}: ${uses || "unlimited"} use(s), expires ${t?.expiresAt ? new Date(timestampMs(t.expiresAt)).toISOString() : "?"}` +
+            `${opts.autoApprove ? ", auto-approve" : ""}\n` +
+            `on each machine: flotilla agent --join '<join string>' --state-dir /var/lib/flotilla-agent\n` +
+            `${res.joinString}\n`,
+        );
+      }),
+    );
+  tokens
+    .command("ls")
+    .description("list join tokens")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) =>
+      run(async (out) => {
+        const { tokens: list } = await (await adminClient(target())).listJoinTokens({});
+        const rows = list.map((t) => ({
+          id: t.id,
+          labels: t.labels,
+          uses: t.uses,
+          usesAllowed: t.usesAllowed,
+          autoApprove: t.autoApprove,
+          revoked: t.revoked,
+          expiresAt: t.expiresAt ? new Date(timestampMs(t.expiresAt)).toISOString() : null,
+        }));
+        out(
+          opts.json
+            ? json(rows)
+            : table(
+                ["ID", "USES", "EXPIRES", "AUTO-APPROVE", "REVOKED", "LABELS"],
+                rows.map((r) => [r.id, `${r.uses}/${r.usesAllowed || "∞"}`, r.expiresAt ?? "", String(r.autoApprove), String(r.revoked), Object.entries(r.labels).map(([k, v]) => `${k}=${v}`).join(",")]),
+              ),
+        );
+      }),
+    );
+  tokens
+    .command("revoke <id>")
+    .description("revoke a join token; devices already enrolled stay")
+    .action((id: string) =>
+      run(async (out) => {
+        await (await adminClient(target())).revokeJoinToken({ id });
+        out(`revoked join token ${id}\n`);
+      }),
+    );
+}
+
+async function readKeyFile(path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch {
+    throw new UsageError(`cannot read key file ${path}`);
+  }
+  try {
+    return formatOpenSshPublicKey(parseAnyPublicKey(text.trim()));
+  } catch (err) {
+    throw new UsageError(`${path}: ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,152 @@
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { Command } from "commander";
+import { adminv1, commonv1, flattenFacts, nodeId } from "@flotilla/protocol";
+import { adminClient, type AdminTarget } from "../admin/client.ts";
+import { UsageError } from "../errors.ts";
+import { ago, json, parseLabels, table } from "../output.ts";
+import type { Run } from "./run.ts";
+
+
+/** pending | online | offline | decommissioned | rejected: what `device ls` shows. */
+export function deviceStatus(d: adminv1.Device): string {
+  switch (d.lifecycle) {
+    case commonv1.Lifecycle.PENDING:
+      return "pending";
+    case commonv1.Lifecycle.REJECTED:
+      return "rejected";
+    case commonv1.Lifecycle.DECOMMISSIONED:
+      return "decommissioned";
+    default:
+      return d.connection === adminv1.Connection.ONLINE ? "online" : "offline";
+  }
+}
+
+/** The JSON form of a device, for `--json` and scripts. */
+export function deviceJson(d: adminv1.Device) {
+  return {
+    id: d.id,
+    name: d.name,
+    status: deviceStatus(d),
+    labels: d.labels,
+    facts: d.facts ? flattenFacts(d.facts) : {},
+    agentVersion: d.agentVersion,
+    lastSeen: d.lastSeen ? new Date(timestampMs(d.lastSeen)).toISOString() : null,
+    createdAt: d.createdAt ? new Date(timestampMs(d.createdAt)).toISOString() : null,
+    publicKey: nodeId(d.publicKey),
+    generation: Number(d.generation),
+    observedGeneration: Number(d.observedGeneration),
+    capabilities: d.capabilities,
+  };
+}
+
+function labelText(labels: Record<string, string>): string {
+  return Object.entries(labels)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(",");
+}
+
+export function registerDeviceCommands(program: Command, target: () => AdminTarget, run: Run): void {
+  const device = program.command("device").description("list, inspect, approve and label devices");
+
+  device
+    .command("ls")
+    .description("list devices, optionally those matching a selector over labels and facts")
+    .option("-s, --selector <selector>", "e.g. 'env=prod,arch in (aarch64,x86_64)'", "")
+    .option("--json", "print a JSON array")
+    .action(
+      (opts: { selector: string; json?: boolean }) =>
+        run(async (out) => {
+          const client = await adminClient(target());
+          const { devices } = await client.listDevices({ selector: opts.selector });
+          if (opts.json) return out(json(devices.map(deviceJson)));
+          const now = Date.now();
+          out(
+            table(
+              ["NAME", "STATUS", "ARCH", "OS", "LABELS", "LAST SEEN", "ID"],
+              devices.map((d) => [
+                d.name,
+                deviceStatus(d),
+                d.facts?.arch ?? "",
+                [d.facts?.os, d.facts?.osVersion].filter(Boolean).join(" "),
+                labelText(d.labels),
+                d.lastSeen ? ago(timestampMs(d.lastSeen), now) : "never",
+                d.id,
+              ]),
+            ),
+          );
+        }),
+    );
+
+  device
+    .command("show <device>")
+    .description("everything known of one device (id or name)")
+    .option("--json", "print JSON")
+    .action(
+      (ref: string, opts: { json?: boolean }) =>
+        run(async (out) => {
+          const { device: d } = await (await adminClient(target())).getDevice({ device: ref });
+          if (!d) throw new UsageError(`no device ${ref}`);
+          const j = deviceJson(d);
+          if (opts.json) return out(json(j));
+          const lines = [
+            `name:          ${j.name}`,
+            `id:            ${j.id}`,
+            `status:        ${j.status}`,
+            `labels:        ${labelText(j.labels) || "(none)"}`,
+            `agent:         ${j.agentVersion}`,
+            `last seen:     ${j.lastSeen ?? "never"}`,
+            `enrolled:      ${j.createdAt ?? ""}`,
+            `generation:    desired ${j.generation}, applied ${j.observedGeneration}`,
+            `public key:    ${j.publicKey}`,
+            "facts:",
+            ...Object.entries(j.facts).map(([k, v]) => `  ${k.padEnd(22)} ${v}`),
+          ];
+          out(lines.join("\n") + "\n");
+        }),
+    );
+
+  const lifecycle = (name: "approve" | "reject" | "decommission", description: string) =>
+    device
+      .command(`${name} <device>`)
+      .description(description)
+      .action(
+        (ref: string) =>
+          run(async (out) => {
+            const client = await adminClient(target());
+            const res =
+              name === "approve"
+                ? await client.approveDevice({ device: ref })
+                : name === "reject"
+                  ? await client.rejectDevice({ device: ref })
+                  : await client.decommissionDevice({ device: ref });
+            out(`${res.device?.name ?? ref}: ${res.device ? deviceStatus(res.device) : ""}\n`);
+          }),
+      );
+  lifecycle("approve", "approve a pending device");
+  lifecycle("reject", "refuse a pending device; its agent forgets its credentials");
+  lifecycle("decommission", "retire a device; its agent forgets its credentials and stops");
+
+  const label = device.command("label").description("set or remove device labels");
+  label
+    .command("set <device> <labels...>")
+    .description("set labels, e.g. `device label set web-1 env=prod site=lab`")
+    .action(
+      (ref: string, labels: string[]) =>
+        run(async (out) => {
+          const set = parseLabels(labels.join(","));
+          const res = await (await adminClient(target())).updateDeviceLabels({ device: ref, set });
+          out(`${res.device?.name}: ${labelText(res.device?.labels ?? {}) || "(no labels)"}\n`);
+        }),
+    );
+  label
+    .command("rm <device> <keys...>")
+    .description("remove labels by key")
+    .action(
+      (ref: string, keys: string[]) =>
+        run(async (out) => {
+          const res = await (await adminClient(target())).updateDeviceLabels({ device: ref, remove: keys });
+          out(`${res.device?.name}: ${labelText(res.device?.labels ?? {}) || "(no labels)"}\n`);
+        }),
+    );
+}

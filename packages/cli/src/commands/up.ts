@@ -1,0 +1,90 @@
+import { resolve, join } from "node:path";
+import type { Command } from "commander";
+import { agentOptionSpecs } from "@flotilla/agent/config";
+import type { Coordinator } from "@flotilla/coordinator";
+import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
+import { createLogger, loadConfig, newId, nodeId } from "@flotilla/protocol";
+import { adminClient, login } from "../admin/client.ts";
+import { Credentials } from "../admin/credentials.ts";
+import type { Run } from "./run.ts";
+import { stopSignal, waitForAbort } from "./roles.ts";
+
+/**
+ * Whoever can run `flotilla up` in this folder owns its data directory, so the local admin key
+ * becomes an owner: through the setup code on the first start, directly in the store after.
+ */
+async function ensureLocalOwner(c: Coordinator, creds: Credentials): Promise<void> {
+  if (c.setupCode) {
+    await login(creds, c.url, { setupCode: c.setupCode, keyName: "local owner" });
+    return;
+  }
+  const identity = await creds.identity();
+  const registered = await c.store.findAdminKeysByPublicKey(identity.id);
+  if (registered.length === 0) {
+    const org = (await c.store.listOrgs())[0];
+    if (!org) throw new Error("the data directory has no organization; remove it and start again");
+    await c.store.addAdminKey({
+      id: `key_${newId()}`,
+      orgId: org.id,
+      name: "local owner",
+      publicKey: nodeId(identity.publicKey),
+      role: "owner",
+      createdAt: Date.now(),
+      revokedAt: null,
+    });
+  }
+  await login(creds, c.url);
+}
+
+export function registerUpCommand(program: Command, home: () => string, run: Run): void {
+  program
+    .command("up")
+    .description("a coordinator with its embedded database in ./.flotilla, a local agent enrolled, and you logged in as owner")
+    .option("--data-dir <dir>", "the coordinator's data directory", ".flotilla")
+    .option("--listen <host:port>", "where the coordinator listens", "127.0.0.1:7700")
+    .action((opts: { dataDir: string; listen: string }) =>
+      run(async (out) => {
+        const stop = stopSignal();
+        const { startCoordinator } = await import("@flotilla/coordinator");
+        const { runAgent, StateDir } = await import("@flotilla/agent");
+        const dataDir = resolve(opts.dataDir);
+        const config = loadConfig(coordinatorOptionSpecs, { flags: { dataDir, listen: opts.listen }, env: process.env });
+        const c = await startCoordinator(config.values);
+        try {
+          const creds = new Credentials(home());
+          await ensureLocalOwner(c, creds);
+          const client = await adminClient({ coordinator: c.url, home: creds.home });
+          const agentState = join(dataDir, "agent");
+          let joinString: string | undefined;
+          if (!(await new StateDir(agentState).readEnrollment())) {
+            const res = await client.createJoinToken({ usesAllowed: 1, expiresInSeconds: 600n, autoApprove: true, labels: { local: "true" } });
+            joinString = res.joinString;
+          }
+          const more = await client.createJoinToken({ usesAllowed: 10, expiresInSeconds: 7n * 86400n });
+          const agentConfig = loadConfig(agentOptionSpecs, {
+            flags: { stateDir: agentState, join: joinString },
+            env: {},
+          });
+          const agentStop = new AbortController();
+          const agentDone = runAgent(agentConfig.values, createLogger({ role: "agent" }), agentStop.signal);
+          out(
+            [
+              `Flotilla is up: coordinator ${c.url}, data in ${dataDir}`,
+              `You are logged in as owner (key in ${creds.home}). Try:  npx flotilla device ls`,
+              "",
+              "To add more machines (they wait for `flotilla device approve`), run on each:",
+              `  flotilla agent --state-dir /var/lib/flotilla-agent --join '${more.joinString}'`,
+              "",
+              "Ctrl-C stops the coordinator and the local agent.",
+              "",
+            ].join("\n"),
+          );
+          await Promise.race([waitForAbort(stop), agentDone]);
+          agentStop.abort();
+          await agentDone;
+        } finally {
+          await c.close();
+        }
+      }),
+    );
+}

@@ -1,0 +1,56 @@
+import { Command, CommanderError } from "commander";
+import { VERSION } from "@flotilla/protocol";
+import { closeAdminClients } from "./admin/client.ts";
+import { flotillaHome } from "./admin/credentials.ts";
+import { registerAccessCommands } from "./commands/access.ts";
+import { registerDeviceCommands } from "./commands/device.ts";
+import { registerIdCommand } from "./commands/id.ts";
+import { registerRoleCommands } from "./commands/roles.ts";
+import type { Run } from "./commands/run.ts";
+import { registerUpCommand } from "./commands/up.ts";
+import { describeError, exitCodeFor } from "./errors.ts";
+
+/** Runs the `flotilla` program with these arguments; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let exitCode = 0;
+  const program = new Command("flotilla")
+    .description("Flotilla: fleet management and deployment for NixOS and Linux machines")
+    .version(VERSION)
+    .option("--coordinator <url>", "the coordinator to talk to (default: the one logged in to) [FLOTILLA_COORDINATOR]")
+    .option("-v, --verbose", "show more detail on errors")
+    .showHelpAfterError()
+    .exitOverride()
+
+  const globals = () => program.opts<{ coordinator?: string; verbose?: boolean }>();
+  const home = () => flotillaHome();
+  const target = () => ({ coordinator: globals().coordinator ?? process.env.FLOTILLA_COORDINATOR, home: home() });
+  const run: Run = async (action) => {
+    try {
+      await action((text) => process.stdout.write(text));
+    } catch (err) {
+      process.stderr.write(`error: ${describeError(err, globals().coordinator)}\n`);
+      if (globals().verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+      exitCode = exitCodeFor(err);
+    }
+  };
+
+  registerUpCommand(program, home, run);
+  registerRoleCommands(program, run);
+  registerIdCommand(program, home, run);
+  registerAccessCommands(program, target, run);
+  registerDeviceCommands(program, target, run);
+
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    closeAdminClients();
+  } catch (err) {
+    closeAdminClients();
+    if (err instanceof CommanderError) {
+      // Help and version exit 0; usage mistakes were already printed as one line.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    process.stderr.write(`error: ${describeError(err)}\n`);
+    return 1;
+  }
+  return exitCode;
+}

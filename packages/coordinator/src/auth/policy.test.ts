@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import { adminv1, agentv1, healthv1 } from "@flotilla/protocol";
+import { policy, rolePermissions, ruleFor } from "./policy.ts";
+
+const services = [adminv1.AdminService, agentv1.AgentService, healthv1.Health];
+
+describe("the access table", () => {
+  it("has a rule for every RPC of every service the coordinator serves", () => {
+    for (const service of services) {
+      for (const method of service.methods) {
+        expect(ruleFor(service.typeName, method.name), `${service.typeName}/${method.name}`).toBeDefined();
+      }
+    }
+  });
+
+  it("has no rule for a method the schema does not have", () => {
+    expect(ruleFor(adminv1.AdminService.typeName, "DropEverything")).toBeUndefined();
+    expect(ruleFor("flotilla.evil.v1.Service", "Hello")).toBeUndefined();
+    expect(Object.keys(policy).sort()).toEqual(services.map((s) => s.typeName).sort());
+  });
+
+  it("leaves only the handshake and health public", () => {
+    const open = services.flatMap((s) =>
+      s.methods.filter((m) => ruleFor(s.typeName, m.name) === "public").map((m) => `${s.typeName}/${m.name}`),
+    );
+    expect(open.sort()).toEqual(
+      [
+        "flotilla.admin.v1.AdminService/Hello",
+        "flotilla.admin.v1.AdminService/Login",
+        "flotilla.agent.v1.AgentService/Authenticate",
+        "flotilla.agent.v1.AgentService/Enroll",
+        "flotilla.agent.v1.AgentService/Hello",
+        "grpc.health.v1.Health/Check",
+        "grpc.health.v1.Health/List",
+        "grpc.health.v1.Health/Watch",
+      ].sort(),
+    );
+  });
+
+  it("gives viewers read permissions only", () => {
+    for (const p of rolePermissions.viewer) expect(p === "session" || p.endsWith(":read")).toBe(true);
+    expect(rolePermissions.owner.has("keys:write")).toBe(true);
+    expect(rolePermissions.admin.has("keys:write")).toBe(false);
+  });
+});

@@ -1,0 +1,97 @@
+/**
+ * Every coordinator option, in one place: flag, environment variable, TOML key, validation and
+ * default. Values come from a flag, then FLOTILLA_*, then the config file, then the default.
+ */
+import { z } from "zod";
+import { defineOptions } from "@flotilla/protocol";
+
+const positiveMs = z.coerce.number().int().positive();
+
+export const coordinatorOptionSpecs = defineOptions({
+  dataDir: {
+    flag: "data-dir",
+    env: "FLOTILLA_DATA_DIR",
+    key: "data_dir",
+    schema: z.string().min(1),
+    default: ".flotilla",
+    doc: "where the coordinator keeps its key, its SQLite database and artifacts",
+  },
+  listen: {
+    flag: "listen",
+    env: "FLOTILLA_LISTEN",
+    key: "listen",
+    schema: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):\d{1,5}$/, "expected host:port"),
+    default: "127.0.0.1:7700",
+    doc: "host:port; plain HTTP on loopback, TLS on any other address",
+  },
+  databaseUrl: {
+    flag: "database-url",
+    env: "FLOTILLA_DATABASE_URL",
+    key: "database_url",
+    schema: z.string().regex(/^postgres(ql)?:\/\//, "expected postgres://...").optional(),
+    doc: "PostgreSQL instead of the embedded SQLite database (several replicas may share it)",
+    secret: true,
+  },
+  tlsCert: {
+    flag: "tls-cert",
+    env: "FLOTILLA_TLS_CERT",
+    key: "tls_cert",
+    schema: z.string().optional(),
+    doc: "PEM certificate file; without it, a certificate made from the coordinator's own key",
+  },
+  tlsKey: {
+    flag: "tls-key",
+    env: "FLOTILLA_TLS_KEY",
+    key: "tls_key",
+    schema: z.string().optional(),
+    doc: "PEM private key file for --tls-cert",
+  },
+  publicUrl: {
+    flag: "public-url",
+    env: "FLOTILLA_PUBLIC_URL",
+    key: "public_url",
+    schema: z.string().regex(/^https?:\/\/[^\s/]+$/, "expected http(s)://host:port").optional(),
+    doc: "the address agents dial, put into join strings (default: derived from --listen)",
+  },
+  setupCode: {
+    flag: "setup-code",
+    env: "FLOTILLA_SETUP_CODE",
+    key: "setup_code",
+    schema: z.string().min(8).optional(),
+    doc: "the one-time owner setup code, for unattended installs (default: a random one, printed)",
+    secret: true,
+  },
+  maxMessageBytes: {
+    flag: "max-message-bytes",
+    env: "FLOTILLA_MAX_MESSAGE_BYTES",
+    key: "max_message_bytes",
+    schema: z.coerce.number().int().min(64 * 1024).max(256 * 1024 * 1024),
+    default: 4 * 1024 * 1024,
+    doc: "largest RPC message accepted or sent, in bytes",
+  },
+  sessionTtlMs: {
+    flag: "session-ttl-ms",
+    env: "FLOTILLA_SESSION_TTL_MS",
+    key: "session_ttl_ms",
+    schema: positiveMs,
+    default: 3_600_000,
+    doc: "how long a session token lives",
+  },
+  keepaliveMs: {
+    flag: "keepalive-ms",
+    env: "FLOTILLA_KEEPALIVE_MS",
+    key: "keepalive_ms",
+    schema: positiveMs,
+    default: 15_000,
+    doc: "how often Watch streams send a keep-alive and refresh last-seen",
+  },
+  offlineAfterMs: {
+    flag: "offline-after-ms",
+    env: "FLOTILLA_OFFLINE_AFTER_MS",
+    key: "offline_after_ms",
+    schema: positiveMs,
+    default: 45_000,
+    doc: "a device not heard from for this long shows as offline",
+  },
+});
+

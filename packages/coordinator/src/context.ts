@@ -1,0 +1,20 @@
+import type { Identity, Logger } from "@flotilla/protocol";
+import type { Challenges } from "./auth/challenges.ts";
+import type { Hub } from "./hub.ts";
+import type { Store } from "./store/index.ts";
+
+/** What the services share: built once by the coordinator and handed to each service. */
+export interface ServiceContext {
+  identity: Identity;
+  store: Store;
+  challenges: Challenges;
+  hub: Hub;
+  log: Logger;
+  /** The address put into join strings. */
+  publicUrl: string;
+  sessionTtlMs: number;
+  /** How often Watch sends a keep-alive and refreshes last-seen. */
+  keepaliveMs: number;
+  /** A device not seen for this long counts as offline. */
+  offlineAfterMs: number;
+}

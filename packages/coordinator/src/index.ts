@@ -1,0 +1,4 @@
+export { startCoordinator, parseHostPort, type Coordinator, type CoordinatorOptions } from "./coordinator.ts";
+export { coordinatorOptionSpecs } from "./config.ts";
+export { policy, rolePermissions, ruleFor, type Permission } from "./auth/policy.ts";
+export { openStore, type Store } from "./store/index.ts";

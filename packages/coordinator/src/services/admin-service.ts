@@ -1,0 +1,273 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import {
+  adminv1,
+  encodeJoinString,
+  flattenFacts,
+  hashSecret,
+  keyPin,
+  loginMessage,
+  matchesSelector,
+  newId,
+  newSecret,
+  nodeId,
+  parseAnyPublicKey,
+  parseNodeId,
+  parseSelector,
+  SelectorError,
+  verifySignature,
+} from "@flotilla/protocol";
+import { adminOf } from "../auth/principal.ts";
+import { openSession } from "../auth/sessions.ts";
+import type { ServiceContext } from "../context.ts";
+import type { AdminKeyRow, DevicePatch, DeviceRow, JoinTokenRow, Role } from "../store/index.ts";
+import { deviceToProto, factsFromJson } from "./convert.ts";
+import { hello } from "./hello.ts";
+
+const ROLES: readonly Role[] = ["owner", "admin", "deployer", "viewer"];
+const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^[A-Za-z0-9._:+@-]{0,63}$/;
+const MAX_LABELS = 64;
+const MAX_TOKEN_SECONDS = 365 * 24 * 3600;
+const FIRST_ORG_NAME = "default";
+
+/** Checks a label map from the network; throws InvalidArgument naming the bad entry. */
+export function validateLabels(labels: Record<string, string>): void {
+  const entries = Object.entries(labels);
+  if (entries.length > MAX_LABELS) throw new ConnectError(`at most ${MAX_LABELS} labels`, Code.InvalidArgument);
+  for (const [k, v] of entries) {
+    if (!LABEL_KEY.test(k)) throw new ConnectError(`invalid label key ${JSON.stringify(k)}`, Code.InvalidArgument);
+    if (!LABEL_VALUE.test(v)) {
+      throw new ConnectError(`invalid value for label ${k}: ${JSON.stringify(v)}`, Code.InvalidArgument);
+    }
+  }
+}
+
+function keyToProto(k: AdminKeyRow): adminv1.AdminKey {
+  return create(adminv1.AdminKeySchema, {
+    id: k.id,
+    name: k.name,
+    publicKey: parseNodeId(k.publicKey),
+    role: k.role,
+    createdAt: timestampFromMs(k.createdAt),
+  });
+}
+
+function tokenToProto(t: JoinTokenRow): adminv1.JoinToken {
+  return create(adminv1.JoinTokenSchema, {
+    id: t.id,
+    labels: t.labels,
+    usesAllowed: t.usesAllowed,
+    uses: t.uses,
+    expiresAt: timestampFromMs(t.expiresAt),
+    autoApprove: t.autoApprove,
+    createdAt: timestampFromMs(t.createdAt),
+    revoked: t.revokedAt !== null,
+  });
+}
+
+export function adminService(ctx: ServiceContext): ServiceImpl<typeof adminv1.AdminService> {
+  const { store, challenges, log } = ctx;
+  const view = (row: DeviceRow) => deviceToProto(row, Date.now(), ctx.offlineAfterMs);
+
+  async function findDevice(hctx: HandlerContext, ref: string): Promise<DeviceRow> {
+    const { orgId } = adminOf(hctx);
+    if (!ref || ref.length > 128) throw new ConnectError("a device id or name is required", Code.InvalidArgument);
+    const row = (await store.getDevice(orgId, ref)) ?? (await store.getDeviceByName(orgId, ref));
+    if (!row) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
+    return row;
+  }
+
+  async function change(hctx: HandlerContext, ref: string, patch: DevicePatch, action: string) {
+    const device = await findDevice(hctx, ref);
+    const updated = await store.updateDevice(device.orgId, device.id, patch, Date.now());
+    if (!updated) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
+    log.info(`device ${action}`, { device: updated.id, name: updated.name, by: adminOf(hctx).keyId });
+    return { device: view(updated) };
+  }
+
+  return {
+    hello(req) {
+      return { proof: hello(ctx, req.clientNonce) };
+    },
+
+    async login(req) {
+      if (!verifySignature(req.publicKey, loginMessage(req.challenge), req.signature)) {
+        throw new ConnectError("login signature does not verify", Code.Unauthenticated);
+      }
+      await challenges.consume(req.challenge);
+      const now = Date.now();
+      let key: AdminKeyRow | undefined;
+      if (req.setupCode) {
+        const boot = await store.bootstrapOwner({
+          setupCodeHash: hashSecret(normalizeSetupCode(req.setupCode)),
+          orgId: `org_${newId()}`,
+          orgName: FIRST_ORG_NAME,
+          key: {
+            id: `key_${newId()}`,
+            name: req.keyName.slice(0, 64) || "owner",
+            publicKey: nodeId(req.publicKey),
+            role: "owner",
+            createdAt: now,
+          },
+          now,
+        });
+        if (!boot) throw new ConnectError("setup code is wrong or was already used", Code.PermissionDenied);
+        log.info("first owner registered", { org: boot.org.id, key: boot.key.id });
+        key = boot.key;
+      } else {
+        key = (await store.findAdminKeysByPublicKey(nodeId(req.publicKey)))[0];
+        if (!key) throw new ConnectError("this key is not registered as an admin key", Code.Unauthenticated);
+      }
+      const org = await store.getOrg(key.orgId);
+      const session = await openSession(store, { kind: "admin", id: key.id, orgId: key.orgId }, ctx.sessionTtlMs);
+      return {
+        sessionToken: session.token,
+        expiresAt: timestampFromMs(session.expiresAt),
+        organization: { id: key.orgId, name: org?.name ?? "" },
+        role: key.role,
+      };
+    },
+
+    async whoAmI(_req, hctx) {
+      const p = adminOf(hctx);
+      const [org, key] = await Promise.all([store.getOrg(p.orgId), store.getAdminKey(p.orgId, p.keyId)]);
+      return { organization: { id: p.orgId, name: org?.name ?? "" }, role: p.role, keyId: p.keyId, keyName: key?.name ?? "" };
+    },
+
+    async addAdminKey(req, hctx) {
+      const p = adminOf(hctx);
+      let raw: Uint8Array;
+      try {
+        raw = parseAnyPublicKey(req.publicKey.slice(0, 2048));
+      } catch (err) {
+        throw new ConnectError((err as Error).message, Code.InvalidArgument);
+      }
+      const role = (req.role || "admin") as Role;
+      if (!ROLES.includes(role)) throw new ConnectError(`unknown role ${JSON.stringify(req.role)}`, Code.InvalidArgument);
+      if (role === "owner" && p.role !== "owner") throw new ConnectError("only owners may add owners", Code.PermissionDenied);
+      const existing = await store.listAdminKeys(p.orgId);
+      if (existing.some((k) => k.publicKey === nodeId(raw) && k.revokedAt === null)) {
+        throw new ConnectError("this key is already registered", Code.AlreadyExists);
+      }
+      const row: AdminKeyRow = {
+        id: `key_${newId()}`,
+        orgId: p.orgId,
+        name: req.name.slice(0, 64) || "admin",
+        publicKey: nodeId(raw),
+        role,
+        createdAt: Date.now(),
+        revokedAt: null,
+      };
+      await store.addAdminKey(row);
+      log.info("admin key added", { key: row.id, role, by: p.keyId });
+      return { key: keyToProto(row) };
+    },
+
+    async listAdminKeys(_req, hctx) {
+      const keys = await store.listAdminKeys(adminOf(hctx).orgId);
+      return { keys: keys.filter((k) => k.revokedAt === null).map(keyToProto) };
+    },
+
+    async createJoinToken(req, hctx) {
+      const p = adminOf(hctx);
+      validateLabels(req.labels);
+      const seconds = Number(req.expiresInSeconds || 24n * 3600n);
+      if (seconds <= 0 || seconds > MAX_TOKEN_SECONDS) {
+        throw new ConnectError("expiry must be between 1 second and 365 days", Code.InvalidArgument);
+      }
+      const url = req.coordinatorUrl || ctx.publicUrl;
+      if (!/^https?:\/\/[^\s/]+$/.test(url)) throw new ConnectError("coordinator_url must be http(s)://host:port", Code.InvalidArgument);
+      const now = Date.now();
+      const secret = newSecret(24);
+      const row: JoinTokenRow = {
+        id: newId(10),
+        orgId: p.orgId,
+        secretHash: hashSecret(secret),
+        labels: req.labels,
+        usesAllowed: req.usesAllowed,
+        uses: 0,
+        expiresAt: now + seconds * 1000,
+        autoApprove: req.autoApprove,
+        createdAt: now,
+        revokedAt: null,
+      };
+      await store.createJoinToken(row);
+      log.info("join token created", { token: row.id, by: p.keyId });
+      return {
+        token: tokenToProto(row),
+        joinString: encodeJoinString({ url, pin: keyPin(ctx.identity.publicKey), secret: `${row.id}.${secret}` }),
+      };
+    },
+
+    async listJoinTokens(_req, hctx) {
+      return { tokens: (await store.listJoinTokens(adminOf(hctx).orgId)).map(tokenToProto) };
+    },
+
+    async revokeJoinToken(req, hctx) {
+      if (!(await store.revokeJoinToken(adminOf(hctx).orgId, req.id, Date.now()))) {
+        throw new ConnectError(`no join token ${JSON.stringify(req.id)}`, Code.NotFound);
+      }
+      return {};
+    },
+
+    async listDevices(req, hctx) {
+      let selector;
+      try {
+        selector = parseSelector(req.selector);
+      } catch (err) {
+        if (err instanceof SelectorError) throw new ConnectError(err.message, Code.InvalidArgument);
+        throw err;
+      }
+      const rows = await store.listDevices(adminOf(hctx).orgId);
+      const devices = rows
+        .filter((row) => matchesSelector(selector, { ...flattenFacts(factsFromJson(row.facts)), ...row.labels }))
+        .map(view);
+      return { devices };
+    },
+
+    async getDevice(req, hctx) {
+      return { device: view(await findDevice(hctx, req.device)) };
+    },
+
+    async approveDevice(req, hctx) {
+      const device = await findDevice(hctx, req.device);
+      if (device.lifecycle !== "pending" && device.lifecycle !== "approved") {
+        throw new ConnectError(`device is ${device.lifecycle}; it cannot be approved`, Code.FailedPrecondition);
+      }
+      return change(hctx, device.id, { lifecycle: "approved" }, "approved");
+    },
+
+    async rejectDevice(req, hctx) {
+      const device = await findDevice(hctx, req.device);
+      if (device.lifecycle !== "pending") {
+        throw new ConnectError(`only pending devices can be rejected (device is ${device.lifecycle})`, Code.FailedPrecondition);
+      }
+      return change(hctx, device.id, { lifecycle: "rejected" }, "rejected");
+    },
+
+    async decommissionDevice(req, hctx) {
+      const device = await findDevice(hctx, req.device);
+      if (device.lifecycle === "decommissioned") return { device: view(device) };
+      return change(hctx, device.id, { lifecycle: "decommissioned" }, "decommissioned");
+    },
+
+    async updateDeviceLabels(req, hctx) {
+      validateLabels(req.set);
+      for (const k of req.remove) {
+        if (!LABEL_KEY.test(k)) throw new ConnectError(`invalid label key ${JSON.stringify(k)}`, Code.InvalidArgument);
+      }
+      const device = await findDevice(hctx, req.device);
+      if (device.lifecycle === "decommissioned" || device.lifecycle === "rejected") {
+        throw new ConnectError(`device is ${device.lifecycle}`, Code.FailedPrecondition);
+      }
+      return change(hctx, device.id, { setLabels: req.set, removeLabels: req.remove }, "labels changed");
+    },
+  };
+}
+
+/** Setup codes are shown grouped (ABCD-EFGH-...); accept them with or without dashes, any case. */
+export function normalizeSetupCode(code: string): string {
+  return code.toUpperCase().replace(/[^A-Z0-9]/g, "");
+}

@@ -1,0 +1,18 @@
+import { join } from "node:path";
+import { openPostgresStore } from "./postgres.ts";
+import { openSqliteStore } from "./sqlite.ts";
+import type { Store } from "./store.ts";
+
+export type * from "./store.ts";
+export { openPostgresStore } from "./postgres.ts";
+export { openSqliteStore } from "./sqlite.ts";
+
+/**
+ * Opens the coordinator's store: PostgreSQL when `databaseUrl` is postgres://..., otherwise the
+ * SQLite file `flotilla.db` in the data directory.
+ */
+export function openStore(opts: { databaseUrl?: string; dataDir: string }): Promise<Store> {
+  if (!opts.databaseUrl) return openSqliteStore(join(opts.dataDir, "flotilla.db"));
+  if (/^postgres(ql)?:\/\//.test(opts.databaseUrl)) return openPostgresStore(opts.databaseUrl);
+  throw new Error("--database-url must be a postgres:// or postgresql:// URL");
+}

@@ -1,0 +1,91 @@
+import { EventEmitter } from "node:events";
+import pg from "pg";
+import { Kysely, PostgresDialect, sql } from "kysely";
+import type { StoreAdapter } from "./adapter.ts";
+import { KyselyStore } from "./kysely-store.ts";
+import type { Database } from "./schema.ts";
+import type { Store } from "./store.ts";
+
+const CHANNEL = "flotilla_device";
+const INT8 = 20;
+
+// bigint columns hold milliseconds and counters, all well inside 2^53: read them as numbers.
+const types = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === INT8 && format !== "binary" ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+/**
+ * Device-change notifications through LISTEN/NOTIFY, so every replica sharing the database
+ * wakes its agents' Watch streams. NOTIFY is sent inside the transaction: PostgreSQL delivers it
+ * on commit only, and to this replica too, so there is one path for local and remote changes.
+ */
+class PgNotifier {
+  private readonly events = new EventEmitter();
+  private client: pg.Client | undefined;
+  private closed = false;
+  private retry: NodeJS.Timeout | undefined;
+
+  constructor(private readonly url: string) {
+    this.events.setMaxListeners(0);
+  }
+
+  async start(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url });
+    client.on("notification", (msg) => {
+      const [orgId, deviceId] = (msg.payload ?? "").split(":");
+      if (orgId && deviceId) this.events.emit("change", orgId, deviceId);
+    });
+    client.on("error", () => this.reconnect());
+    client.on("end", () => this.reconnect());
+    await client.connect();
+    await client.query(`LISTEN ${CHANNEL}`);
+    this.client = client;
+  }
+
+  private reconnect(): void {
+    if (this.closed || this.retry) return;
+    this.client = undefined;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.start().catch(() => this.reconnect());
+    }, 1000);
+  }
+
+  listen(listener: (orgId: string, deviceId: string) => void): () => void {
+    this.events.on("change", listener);
+    return () => void this.events.off("change", listener);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
+    await this.client?.end().catch(() => {});
+  }
+}
+
+/** Opens the PostgreSQL database at `url` and migrates it (replicas may do so at once). */
+export async function openPostgresStore(url: string): Promise<Store> {
+  const pool = new pg.Pool({ connectionString: url, max: 10, types });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const notifier = new PgNotifier(url);
+  const adapter: StoreAdapter = {
+    dialect: "postgres",
+    rowLocks: true,
+    async notifyInTransaction(trx, orgId, deviceId) {
+      await sql`SELECT pg_notify(${CHANNEL}, ${`${orgId}:${deviceId}`})`.execute(trx);
+    },
+    notifyAfterCommit: () => {},
+    listen: (listener) => notifier.listen(listener),
+    close: () => notifier.close(),
+  };
+  const store = new KyselyStore(db, adapter);
+  try {
+    await store.migrate();
+    await notifier.start();
+  } catch (err) {
+    await store.close();
+    throw new Error(`cannot open PostgreSQL database: ${(err as Error).message}`);
+  }
+  return store;
+}

@@ -1,0 +1,54 @@
+/** Table shapes as Kysely sees them. Times are bigint milliseconds; booleans 0/1; JSON as text. */
+export interface Database {
+  orgs: { id: string; name: string; created_at: number };
+  admin_keys: {
+    id: string;
+    org_id: string;
+    name: string;
+    public_key: string;
+    role: string;
+    created_at: number;
+    revoked_at: number | null;
+  };
+  sessions: {
+    token_hash: string;
+    org_id: string;
+    principal_kind: string;
+    principal_id: string;
+    created_at: number;
+    expires_at: number;
+  };
+  nonces: { nonce: string; expires_at: number };
+  join_tokens: {
+    id: string;
+    org_id: string;
+    secret_hash: string;
+    labels: string;
+    uses_allowed: number;
+    uses: number;
+    expires_at: number;
+    auto_approve: number;
+    created_at: number;
+    revoked_at: number | null;
+  };
+  devices: {
+    id: string;
+    org_id: string;
+    name: string;
+    public_key: string;
+    lifecycle: string;
+    labels: string;
+    facts: string;
+    agent_version: string;
+    capabilities: string;
+    generation: number;
+    observed_generation: number;
+    connected: number;
+    last_seen_at: number | null;
+    join_token_id: string | null;
+    created_at: number;
+    updated_at: number;
+  };
+  device_streams: { device_id: string; stream: string; acked_seq: number };
+  settings: { key: string; value: string };
+}

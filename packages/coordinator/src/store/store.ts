@@ -1,0 +1,195 @@
+/**
+ * The coordinator's storage contract. One implementation over Kysely serves SQLite and
+ * PostgreSQL; dialect differences live in the adapter, never in callers.
+ *
+ * Every method that reads or writes an organization's objects takes `orgId` and scopes its
+ * query by it, so no call can return another organization's rows. The few unscoped look-ups
+ * (by public key, by join token id, by session hash) exist only to establish who a caller is
+ * and which organization it belongs to.
+ *
+ * Times are milliseconds since the epoch. Public keys are raw 32-byte ed25519 keys in base64url
+ * (a node id).
+ */
+
+export type Role = "owner" | "admin" | "deployer" | "viewer";
+export type Lifecycle = "pending" | "approved" | "rejected" | "decommissioned";
+export type PrincipalKind = "admin" | "device";
+
+export interface OrgRow {
+  id: string;
+  name: string;
+  createdAt: number;
+}
+
+export interface AdminKeyRow {
+  id: string;
+  orgId: string;
+  name: string;
+  publicKey: string;
+  role: Role;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
+export interface SessionRow {
+  /** sha256 of the bearer token, hex. The token itself is never stored. */
+  tokenHash: string;
+  orgId: string;
+  principalKind: PrincipalKind;
+  principalId: string;
+  createdAt: number;
+  expiresAt: number;
+}
+
+export interface JoinTokenRow {
+  id: string;
+  orgId: string;
+  /** sha256 of the token's secret, hex. */
+  secretHash: string;
+  labels: Record<string, string>;
+  /** 0 means unlimited. */
+  usesAllowed: number;
+  uses: number;
+  expiresAt: number;
+  autoApprove: boolean;
+  createdAt: number;
+  revokedAt: number | null;
+}
+
+export interface DeviceRow {
+  id: string;
+  orgId: string;
+  name: string;
+  publicKey: string;
+  lifecycle: Lifecycle;
+  labels: Record<string, string>;
+  /** The last reported facts, in the protobuf JSON form of flotilla.common.v1.Facts. */
+  facts: Record<string, unknown>;
+  agentVersion: string;
+  capabilities: string[];
+  /** Grows by one with every change of desired state (labels, lifecycle). */
+  generation: number;
+  observedGeneration: number;
+  /** True while a Watch stream is open on some coordinator. */
+  connected: boolean;
+  lastSeenAt: number | null;
+  joinTokenId: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface NewDevice {
+  id: string;
+  publicKey: string;
+  /** The wanted name; the store appends -2, -3, ... when the organization already has it. */
+  name: string;
+  facts: Record<string, unknown>;
+  agentVersion: string;
+  capabilities: string[];
+}
+
+export type EnrollResult =
+  | { ok: true; device: DeviceRow }
+  | { ok: false; reason: "unknown-token" | "revoked" | "expired" | "used-up" | "key-enrolled" };
+
+export interface DevicePatch {
+  lifecycle?: Lifecycle;
+  /** Labels to set (added or overwritten). */
+  setLabels?: Record<string, string>;
+  /** Label keys to remove. */
+  removeLabels?: string[];
+}
+
+export interface Store {
+  /** Which database this is, for messages and `--print-config`. */
+  readonly dialect: "sqlite" | "postgres";
+
+  /** Runs pending migrations. Safe to call on every start and from several replicas. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  // Settings: small coordinator-wide values (the setup code hash, for one).
+  getSetting(key: string): Promise<string | undefined>;
+  setSetting(key: string, value: string): Promise<void>;
+
+  /**
+   * Creates the first organization and registers `key` as its owner, if `setupCodeHash`
+   * equals the stored setting "setup_code_hash" and setting "setup_code_used" is not set;
+   * marks the code used in the same transaction. Returns undefined when the code is wrong or
+   * spent.
+   */
+  bootstrapOwner(input: {
+    setupCodeHash: string;
+    orgId: string;
+    orgName: string;
+    key: Omit<AdminKeyRow, "orgId" | "revokedAt">;
+    now: number;
+  }): Promise<{ org: OrgRow; key: AdminKeyRow } | undefined>;
+
+  createOrg(org: OrgRow): Promise<void>;
+  getOrg(orgId: string): Promise<OrgRow | undefined>;
+  listOrgs(): Promise<OrgRow[]>;
+
+  addAdminKey(key: AdminKeyRow): Promise<void>;
+  listAdminKeys(orgId: string): Promise<AdminKeyRow[]>;
+  getAdminKey(orgId: string, id: string): Promise<AdminKeyRow | undefined>;
+  /** Unscoped: every unrevoked registration of this key, in any organization. */
+  findAdminKeysByPublicKey(publicKey: string): Promise<AdminKeyRow[]>;
+
+  createSession(session: SessionRow): Promise<void>;
+  /** The session with this hash, if it has not expired at `now`. */
+  getSession(tokenHash: string, now: number): Promise<SessionRow | undefined>;
+  deleteSessionsOf(principalKind: PrincipalKind, principalId: string): Promise<void>;
+
+  /**
+   * Records a single-use nonce. Returns false when it was recorded before (a replay).
+   * Nonces past `expiresAt` may be purged.
+   */
+  useNonce(nonce: string, expiresAt: number, now: number): Promise<boolean>;
+
+  createJoinToken(token: JoinTokenRow): Promise<void>;
+  listJoinTokens(orgId: string): Promise<JoinTokenRow[]>;
+  /** Returns false when the organization has no such token. */
+  revokeJoinToken(orgId: string, id: string, now: number): Promise<boolean>;
+  /** Unscoped: the token an enrolling agent presents. */
+  getJoinToken(id: string): Promise<JoinTokenRow | undefined>;
+
+  /**
+   * In one transaction: checks the token (exists, not revoked, not expired at `now`, not used
+   * up), counts one use, and creates the device in the token's organization with the token's
+   * labels, pending or approved as the token says. Nothing is written when it refuses.
+   */
+  enrollDevice(tokenId: string, device: NewDevice, now: number): Promise<EnrollResult>;
+
+  getDevice(orgId: string, id: string): Promise<DeviceRow | undefined>;
+  getDeviceByName(orgId: string, name: string): Promise<DeviceRow | undefined>;
+  /** Unscoped: the device an authenticating agent claims to be. */
+  findDeviceByPublicKey(publicKey: string): Promise<DeviceRow | undefined>;
+  /** Every device of the organization, ordered by name. */
+  listDevices(orgId: string): Promise<DeviceRow[]>;
+  /**
+   * Applies a change of desired state and bumps `generation` by one, in one transaction.
+   * Returns undefined when the organization has no such device.
+   */
+  updateDevice(orgId: string, id: string, patch: DevicePatch, now: number): Promise<DeviceRow | undefined>;
+  /** Reported state; does not bump `generation`. */
+  recordFacts(
+    orgId: string,
+    id: string,
+    report: { facts: Record<string, unknown>; agentVersion: string; capabilities: string[] },
+    now: number,
+  ): Promise<void>;
+  setObservedGeneration(orgId: string, id: string, generation: number): Promise<void>;
+  setConnection(orgId: string, id: string, connected: boolean, lastSeenAt: number): Promise<void>;
+
+  /** The highest contiguous seq stored for (device, stream); 0 when none. */
+  getAckedSeq(deviceId: string, stream: string): Promise<number>;
+  setAckedSeq(deviceId: string, stream: string, seq: number): Promise<void>;
+
+  /**
+   * Calls `listener` after any committed change of a device's desired state (updateDevice,
+   * enrollDevice), on this coordinator and, on PostgreSQL, on every replica sharing the
+   * database (LISTEN/NOTIFY). Returns a function that removes the listener.
+   */
+  onDeviceChange(listener: (orgId: string, deviceId: string) => void): () => void;
+}

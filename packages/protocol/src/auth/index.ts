@@ -1,0 +1,3 @@
+export * from "./handshake.ts";
+export * from "./join-string.ts";
+export * from "./tokens.ts";

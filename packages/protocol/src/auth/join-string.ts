@@ -1,0 +1,57 @@
+/**
+ * Join strings: what an admin hands to a new machine. They carry the coordinator's address,
+ * the pin of its key (so the agent needs no CA and cannot be fooled by an impostor) and the
+ * token's secret. Form: `flotilla-join-v1.` + base64url(JSON {u, p, s}).
+ */
+
+const PREFIX = "flotilla-join-v1.";
+const MAX_LENGTH = 4096;
+
+export interface JoinString {
+  /** The coordinator's URL, e.g. https://coord.example:7700. */
+  url: string;
+  /** keyPin() of the coordinator's public key. */
+  pin: string;
+  /** `<token id>.<secret>`; the coordinator stores only a hash of the secret. */
+  secret: string;
+}
+
+export function encodeJoinString(join: JoinString): string {
+  const body = JSON.stringify({ u: join.url, p: join.pin, s: join.secret });
+  return PREFIX + Buffer.from(body).toString("base64url");
+}
+
+/** Parses a join string; throws an Error with one clear line for anything malformed. */
+export function parseJoinString(text: string): JoinString {
+  const trimmed = text.trim();
+  if (trimmed.length > MAX_LENGTH) throw new Error("invalid join string: too long");
+  if (!trimmed.startsWith(PREFIX)) throw new Error(`invalid join string: it must start with ${PREFIX}`);
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.from(trimmed.slice(PREFIX.length), "base64url").toString("utf8"));
+  } catch {
+    throw new Error("invalid join string: it is damaged (not base64url JSON)");
+  }
+  const { u, p, s } = (body ?? {}) as Record<string, unknown>;
+  if (typeof u !== "string" || typeof p !== "string" || typeof s !== "string") {
+    throw new Error("invalid join string: address, key pin or secret missing");
+  }
+  let url: URL;
+  try {
+    url = new URL(u);
+  } catch {
+    throw new Error(`invalid join string: bad coordinator address ${JSON.stringify(u)}`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new Error("invalid join string: the coordinator address must be http or https");
+  }
+  if (!/^[A-Za-z0-9_-]{43}$/.test(p)) throw new Error("invalid join string: bad key pin");
+  if (!/^[a-z0-9]+\.[A-Za-z0-9_-]{20,100}$/.test(s)) throw new Error("invalid join string: bad secret");
+  return { url: u.replace(/\/+$/, ""), pin: p, secret: s };
+}
+
+/** Splits a join secret into its token id and secret part. */
+export function splitJoinSecret(secret: string): { tokenId: string; secret: string } | undefined {
+  const m = /^([a-z0-9]+)\.([A-Za-z0-9_-]{20,100})$/.exec(secret);
+  return m ? { tokenId: m[1]!, secret: m[2]! } : undefined;
+}

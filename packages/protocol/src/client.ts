@@ -1,0 +1,63 @@
+import type { Interceptor, Transport } from "@connectrpc/connect";
+import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { CoordinatorKeyMismatchError } from "./auth/handshake.ts";
+import { fetchPinnedCertificate, pinnedTlsOptions } from "./tls/index.ts";
+
+export interface CoordinatorTransportOptions {
+  /** The coordinator's URL, http:// (loopback) or https://. */
+  url: string;
+  /**
+   * keyPin() of the coordinator's key. Over https, a certificate made from that key is trusted
+   * exactly (no CA needed); any other certificate must pass the system's CA checks for the host.
+   */
+  pin?: string;
+  interceptors?: Interceptor[];
+  /** Largest message accepted or sent, in bytes. */
+  maxMessageBytes?: number;
+}
+
+/** A transport and the means to close its HTTP/2 connection (which otherwise keeps a process alive). */
+export interface ClosableTransport {
+  transport: Transport;
+  close(): void;
+}
+
+/**
+ * A ConnectRPC transport to a coordinator over HTTP/2 (h2c on plain http). The transport
+ * pins TLS to the coordinator's own key when it serves a certificate made from it.
+ */
+export async function coordinatorTransport(opts: CoordinatorTransportOptions): Promise<ClosableTransport> {
+  const url = new URL(opts.url);
+  let nodeOptions: { ca?: string[]; checkServerIdentity?: () => undefined } = {};
+  if (url.protocol === "https:" && opts.pin) {
+    try {
+      nodeOptions = pinnedTlsOptions(await fetchPinnedCertificate(opts.url, opts.pin));
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      // A certificate made from some other ed25519 key is an impostor; a CA-issued certificate
+      // (RSA, ECDSA) gets ordinary CA validation, and Hello still checks the pin.
+      if (/does not match the pinned key/.test(message)) throw new CoordinatorKeyMismatchError(message);
+      if (!/not an ed25519 key/.test(message)) throw err;
+    }
+  }
+  // Pings find a dead connection (a coordinator killed, a NAT that forgot us) within seconds.
+  const sessionManager = new Http2SessionManager(opts.url, { pingIntervalMs: 10_000, pingTimeoutMs: 10_000 }, nodeOptions);
+  const transport = createConnectTransport({
+    baseUrl: opts.url,
+    httpVersion: "2",
+    sessionManager,
+    interceptors: opts.interceptors ?? [],
+    readMaxBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
+    writeMaxBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
+  });
+  return { transport, close: () => sessionManager.abort() };
+}
+
+/** An interceptor that adds `authorization: Bearer <token>` from a getter, on every call. */
+export function bearerInterceptor(token: () => string | undefined): Interceptor {
+  return (next) => (req) => {
+    const t = token();
+    if (t) req.header.set("authorization", `Bearer ${t}`);
+    return next(req);
+  };
+}

@@ -1,0 +1,14 @@
+export * as adminv1 from "./gen/flotilla/admin/v1/admin_pb.ts";
+export * as agentv1 from "./gen/flotilla/agent/v1/agent_pb.ts";
+export * as commonv1 from "./gen/flotilla/common/v1/common_pb.ts";
+export * as healthv1 from "./gen/grpc/health/v1/health_pb.ts";
+export * from "./auth/index.ts";
+export * from "./client.ts";
+export * from "./config/index.ts";
+export * from "./facts.ts";
+export * from "./fs.ts";
+export * from "./identity/index.ts";
+export * from "./log.ts";
+export * from "./selector/index.ts";
+export * from "./tls/index.ts";
+export * from "./version.ts";

@@ -1,0 +1,36 @@
+// Bundles the `flotilla` program into packages/cli/dist/flotilla.mjs: our TypeScript compiled
+// into one file (third-party packages stay external), so a command starts without compiling
+// sources at every run. bin/flotilla.js falls back to the sources when the bundle is stale.
+import { build } from "esbuild";
+import { rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+await rm(join(root, "packages/cli/dist"), { recursive: true, force: true });
+
+await build({
+  entryPoints: [join(root, "packages/cli/src/entry.ts")],
+  outdir: join(root, "packages/cli/dist"),
+  entryNames: "flotilla",
+  chunkNames: "chunks/[name]-[hash]",
+  outExtension: { ".js": ".mjs" },
+  splitting: true,
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  sourcemap: "inline",
+  logLevel: "warning",
+  plugins: [
+    {
+      name: "external-third-party",
+      setup(b) {
+        // Bare imports other than our workspace packages are left to Node's resolver.
+        b.onResolve({ filter: /^[^./]/ }, (args) =>
+          args.path.startsWith("@flotilla/") ? undefined : { path: args.path, external: true },
+        );
+      },
+    },
+  ],
+});

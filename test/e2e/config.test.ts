@@ -1,0 +1,44 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, expect, it } from "vitest";
+import { Sandbox } from "./harness.ts";
+
+let sb: Sandbox;
+beforeEach(() => {
+  sb = new Sandbox();
+});
+afterEach(async () => {
+  await sb.cleanup();
+});
+
+it("takes each option from a flag, then FLOTILLA_*, then the config file, and says where each came from", async () => {
+  const dir = await sb.dir();
+  const file = join(dir, "coordinator.toml");
+  await writeFile(file, 'listen = "127.0.0.1:7001"\ndata_dir = "/from/file"\nkeepalive_ms = 1234\n');
+  const r = await sb.run(
+    ["coordinator", "--config", file, "--data-dir", "/from/flag", "--print-config"],
+    { FLOTILLA_LISTEN: "127.0.0.1:7002" },
+  );
+  expect(r.code).toBe(0);
+  const line = (key: string) => r.stdout.split("\n").find((l) => l.startsWith(`${key} =`)) ?? "";
+  expect(line("data_dir")).toMatch(/"\/from\/flag".*--data-dir/);
+  expect(line("listen")).toMatch(/"127\.0\.0\.1:7002".*FLOTILLA_LISTEN/);
+  expect(line("keepalive_ms")).toMatch(/1234.*coordinator\.toml/);
+  expect(line("max_message_bytes")).toMatch(/4194304.*default/);
+});
+
+it("refuses an invalid option value with one line naming the option", async () => {
+  const r = await sb.run(["coordinator", "--listen", "nonsense", "--print-config"]);
+  expect(r.code).not.toBe(0);
+  expect(r.stderr.trim().split("\n")).toHaveLength(1);
+  expect(r.stderr).toMatch(/--listen/);
+});
+
+it("refuses an unknown key in the config file", async () => {
+  const dir = await sb.dir();
+  const file = join(dir, "agent.toml");
+  await writeFile(file, 'stat_dir = "/typo"\n');
+  const r = await sb.run(["agent", "--config", file, "--print-config"]);
+  expect(r.code).not.toBe(0);
+  expect(r.stderr).toMatch(/stat_dir/);
+});

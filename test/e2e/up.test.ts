@@ -1,0 +1,38 @@
+import { afterEach, beforeEach, expect, it } from "vitest";
+import { freePort, Sandbox, waitFor, type DeviceJson } from "./harness.ts";
+
+let sb: Sandbox;
+beforeEach(() => {
+  sb = new Sandbox();
+});
+afterEach(async () => {
+  await sb.cleanup();
+});
+
+it("`flotilla up` brings up a coordinator and an enrolled local agent, with the user logged in as owner", async () => {
+  const dataDir = await sb.dir("flotilla-up-");
+  const home = await sb.dir("flotilla-home-");
+  const port = await freePort();
+  const up = sb.spawn(["up", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`], { FLOTILLA_HOME: home }, "up");
+  await up.waitForOutput(/Flotilla is up/);
+  expect(up.stdout).toMatch(/flotilla agent --state-dir \S+ --join 'flotilla-join-v1\./);
+
+  const device = await waitFor("the local device online", async () => {
+    const r = await sb.run(["device", "ls", "--json"], { FLOTILLA_HOME: home });
+    if (r.code !== 0) throw new Error(r.stderr);
+    const list = JSON.parse(r.stdout) as DeviceJson[];
+    return list.length === 1 && list[0]!.status === "online" ? list[0] : undefined;
+  });
+  expect(device.labels).toEqual({ local: "true" });
+
+  // A second start reuses the data directory, the enrollment and the login.
+  await up.stop();
+  const again = sb.spawn(["up", "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`], { FLOTILLA_HOME: home }, "up");
+  await again.waitForOutput(/Flotilla is up/);
+  const list = await waitFor("the same device online again", async () => {
+    const r = await sb.run(["device", "ls", "--json"], { FLOTILLA_HOME: home });
+    const l = r.code === 0 ? (JSON.parse(r.stdout) as DeviceJson[]) : [];
+    return l.length === 1 && l[0]!.status === "online" ? l : undefined;
+  });
+  expect(list[0]!.id).toBe(device.id);
+});
