@@ -95,6 +95,12 @@ export interface RunResult {
 export class Sandbox {
   readonly procs: Proc[] = [];
   private dirs: string[] = [];
+  private cleanups: (() => Promise<void>)[] = [];
+
+  /** Runs `fn` at cleanup, after every process is gone. */
+  onCleanup(fn: () => Promise<void>): void {
+    this.cleanups.push(fn);
+  }
 
   async dir(prefix = "flotilla-e2e-"): Promise<string> {
     const d = await mkdtemp(join(tmpdir(), prefix));
@@ -123,6 +129,7 @@ export class Sandbox {
   async cleanup(): Promise<void> {
     await Promise.all(this.procs.map((p) => p.stop("SIGKILL")));
     await Promise.all(this.dirs.map((d) => rm(d, { recursive: true, force: true })));
+    for (const fn of this.cleanups.splice(0)) await fn();
   }
 }
 
@@ -213,4 +220,25 @@ export interface DeviceJson {
   publicKey: string;
   generation: number;
   observedGeneration: number;
+}
+
+/** A fresh PostgreSQL database for one test, when FLOTILLA_TEST_POSTGRES_URL is set. */
+export async function freshPostgresDatabase(sandbox: Sandbox): Promise<string> {
+  const base = process.env.FLOTILLA_TEST_POSTGRES_URL;
+  if (!base) throw new Error("FLOTILLA_TEST_POSTGRES_URL is not set");
+  const { default: pg } = await import("pg");
+  const name = `flotilla_e2e_${Math.random().toString(36).slice(2, 10)}`;
+  const c = new pg.Client({ connectionString: base });
+  await c.connect();
+  await c.query(`CREATE DATABASE ${name}`);
+  await c.end();
+  sandbox.onCleanup(async () => {
+    const d = new pg.Client({ connectionString: base });
+    await d.connect();
+    await d.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await d.end();
+  });
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return url.toString();
 }
