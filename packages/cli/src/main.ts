@@ -17,13 +17,18 @@ export async function main(argv: string[]): Promise<number> {
     .description("Flotilla: fleet management and deployment for NixOS and Linux machines")
     .version(VERSION)
     .option("--coordinator <url>", "the coordinator to talk to (default: the one logged in to) [FLOTILLA_COORDINATOR]")
+    .option("--key <file>", "admin key to use: an OpenSSH ed25519 key or a Flotilla key file (default: $FLOTILLA_HOME/admin.key) [FLOTILLA_ADMIN_KEY]")
     .option("-v, --verbose", "show more detail on errors")
     .showHelpAfterError()
     .exitOverride()
 
-  const globals = () => program.opts<{ coordinator?: string; verbose?: boolean }>();
+  const globals = () => program.opts<{ coordinator?: string; key?: string; verbose?: boolean }>();
   const home = () => flotillaHome();
-  const target = () => ({ coordinator: globals().coordinator ?? process.env.FLOTILLA_COORDINATOR, home: home() });
+  const target = () => ({
+    coordinator: globals().coordinator ?? process.env.FLOTILLA_COORDINATOR,
+    home: home(),
+    keyFile: globals().key ?? process.env.FLOTILLA_ADMIN_KEY,
+  });
   const run: Run = async (action) => {
     try {
       await action((text) => process.stdout.write(text));

@@ -19,6 +19,8 @@ export interface AdminTarget {
   /** --coordinator; default: the one last logged in to. */
   coordinator?: string;
   home: string;
+  /** --key: an admin key file other than the default one in `home`. */
+  keyFile?: string;
 }
 
 /** Normalizes a coordinator URL: scheme required, no trailing slash. */
@@ -108,7 +110,7 @@ export async function targetUrl(target: AdminTarget): Promise<string> {
  * has expired or the coordinator no longer knows it.
  */
 export async function adminClient(target: AdminTarget): Promise<AdminClient> {
-  const creds = new Credentials(target.home);
+  const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
   let entry = (await creds.context()).coordinators[url];
   if (!entry?.session || entry.session.expiresAt < Date.now() + 30_000) entry = await login(creds, url);

@@ -1,6 +1,6 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { loadOrCreateIdentity, readJsonIfExists, writeJsonAtomic, type Identity } from "@flotilla/protocol";
+import { loadIdentity, loadOrCreateIdentity, readJsonIfExists, writeJsonAtomic, type Identity } from "@flotilla/protocol";
 
 /** What the CLI knows of one coordinator. */
 export interface CoordinatorEntry {
@@ -25,15 +25,23 @@ export function flotillaHome(env: NodeJS.ProcessEnv = process.env): string {
 
 /** The admin key and context kept under one home directory. */
 export class Credentials {
-  constructor(readonly home: string) {}
+  /**
+   * @param keyFile an admin key to use instead of `$FLOTILLA_HOME/admin.key`: PKCS#8 PEM or an
+   *   unencrypted OpenSSH ed25519 key such as ~/.ssh/id_ed25519.
+   */
+  constructor(
+    readonly home: string,
+    readonly keyFile?: string,
+  ) {}
 
-  get keyPath(): string {
-    return join(this.home, "admin.key");
-  }
-
-  /** The admin key, created on first use (mode 0600). */
-  identity(): Promise<Identity> {
-    return loadOrCreateIdentity(this.keyPath);
+  /** The admin key; the default one is created on first use (mode 0600). */
+  async identity(): Promise<Identity> {
+    if (!this.keyFile) return loadOrCreateIdentity(join(this.home, "admin.key"));
+    try {
+      return await loadIdentity(this.keyFile);
+    } catch (err) {
+      throw new Error(`cannot use admin key ${this.keyFile}: ${(err as Error).message}`);
+    }
   }
 
   async context(): Promise<AdminContext> {

@@ -20,7 +20,7 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
         const t = target();
         if (!t.coordinator) throw new UsageError("login needs --coordinator URL");
         const url = normalizeUrl(t.coordinator);
-        const entry = await login(new Credentials(t.home), url, { setupCode: opts.setupCode, keyName: opts.keyName });
+        const entry = await login(new Credentials(t.home, t.keyFile), url, { setupCode: opts.setupCode, keyName: opts.keyName });
         out(`logged in to ${url} as ${entry.role} of organization ${entry.organization?.name ?? "?"}\n`);
       }),
     );

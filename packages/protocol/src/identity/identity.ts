@@ -10,6 +10,7 @@ import {
 } from "node:crypto";
 import { chmod, mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
+import { openSshPrivateKeyToPkcs8 } from "./openssh.ts";
 
 /** Length in bytes of an ed25519 public key. */
 export const PUBLIC_KEY_LENGTH = 32;
@@ -111,8 +112,12 @@ export async function loadOrCreateIdentity(path: string): Promise<Identity> {
   return identity;
 }
 
+/** Loads a private key file: PKCS#8 PEM (as Flotilla writes) or an OpenSSH ed25519 key. */
 export async function loadIdentity(path: string): Promise<Identity> {
   const pem = await readFile(path, "utf8");
+  if (pem.includes("BEGIN OPENSSH PRIVATE KEY")) {
+    return identityFromPrivateKey(createPrivateKey({ key: openSshPrivateKeyToPkcs8(pem), format: "der", type: "pkcs8" }));
+  }
   return identityFromPrivateKey(createPrivateKey(pem));
 }
 

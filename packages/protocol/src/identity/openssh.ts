@@ -47,3 +47,47 @@ export function parseAnyPublicKey(text: string): Uint8Array {
     throw new Error("not a public key: expected 'ssh-ed25519 AAAA...' or a Flotilla node id");
   }
 }
+
+const PKCS8_ED25519_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
+
+/**
+ * Reads an unencrypted OpenSSH ed25519 private key ("-----BEGIN OPENSSH PRIVATE KEY-----",
+ * the openssh-key-v1 format of OpenSSH's PROTOCOL.key) and returns it as PKCS#8 DER, which
+ * node:crypto loads. Encrypted keys are refused: use them through ssh-agent instead.
+ */
+export function openSshPrivateKeyToPkcs8(pem: string): Buffer {
+  const body = pem
+    .replace(/-----(BEGIN|END) OPENSSH PRIVATE KEY-----/g, "")
+    .replace(/\s+/g, "");
+  const buf = Buffer.from(body, "base64");
+  const magic = Buffer.from("openssh-key-v1\0");
+  if (!buf.subarray(0, magic.length).equals(magic)) throw new Error("not an OpenSSH private key");
+  let off = magic.length;
+  const next = () => {
+    const r = readString(buf, off);
+    off = r.next;
+    return r.value;
+  };
+  const cipher = next().toString();
+  const kdf = next().toString();
+  next(); // kdf options
+  if (cipher !== "none" || kdf !== "none") {
+    throw new Error("the OpenSSH key is encrypted with a passphrase; load it into ssh-agent, or use an unencrypted key");
+  }
+  if (off + 4 > buf.length || buf.readUInt32BE(off) !== 1) throw new Error("expected exactly one key in the file");
+  off += 4;
+  next(); // public key blob
+  const priv = next();
+  if (priv.length < 8 || priv.readUInt32BE(0) !== priv.readUInt32BE(4)) throw new Error("damaged OpenSSH private key");
+  let p = 8;
+  const field = () => {
+    const r = readString(priv, p);
+    p = r.next;
+    return r.value;
+  };
+  if (field().toString() !== "ssh-ed25519") throw new Error("only ssh-ed25519 keys are supported");
+  field(); // public key
+  const secret = field();
+  if (secret.length !== 64) throw new Error("damaged ssh-ed25519 private key");
+  return Buffer.concat([PKCS8_ED25519_PREFIX, secret.subarray(0, 32)]);
+}
