@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, formatConfig, loadConfig, type OptionSpec } from "@flotilla/protocol";
+import { createLogger, formatConfig, loadConfig, type OptionSpec, type OptionSpecs } from "@flotilla/protocol";
 import type { Run } from "./run.ts";
 
 /** Adds one commander option per spec, e.g. `--data-dir <value>`, documented from the spec. */
@@ -46,15 +46,20 @@ export function setupBanner(url: string, code: string): string {
   ].join("\n");
 }
 
+/** The effective configuration of a role from its flags, FLOTILLA_* and the config file. */
+function loadRoleConfig<S extends OptionSpecs>(specs: S, opts: Record<string, unknown>) {
+  return loadConfig(specs, {
+    flags: flagsFor(specs, opts),
+    env: process.env,
+    configFile: (opts.config as string | undefined) ?? process.env.FLOTILLA_CONFIG,
+  });
+}
+
 export function registerRoleCommands(program: Command, run: Run): void {
   const coordinator = program.command("coordinator").description("run the coordinator: the fleet's source of truth");
   addSpecOptions(coordinator, coordinatorOptionSpecs).action((opts: Record<string, unknown>) =>
     run(async (out) => {
-      const loaded = loadConfig(coordinatorOptionSpecs, {
-        flags: flagsFor(coordinatorOptionSpecs, opts),
-        env: process.env,
-        configFile: (opts.config as string | undefined) ?? process.env.FLOTILLA_CONFIG,
-      });
+      const loaded = loadRoleConfig(coordinatorOptionSpecs, opts);
       if (opts.printConfig) return out(formatConfig(coordinatorOptionSpecs, loaded));
       const stop = stopSignal();
       // Loaded here, not at the top: admin commands start faster without the coordinator's code.
@@ -70,11 +75,7 @@ export function registerRoleCommands(program: Command, run: Run): void {
   const agent = program.command("agent").description("run the agent on a managed machine");
   addSpecOptions(agent, agentOptionSpecs).action((opts: Record<string, unknown>) =>
     run(async (out) => {
-      const loaded = loadConfig(agentOptionSpecs, {
-        flags: flagsFor(agentOptionSpecs, opts),
-        env: process.env,
-        configFile: (opts.config as string | undefined) ?? process.env.FLOTILLA_CONFIG,
-      });
+      const loaded = loadRoleConfig(agentOptionSpecs, opts);
       if (opts.printConfig) return out(formatConfig(agentOptionSpecs, loaded));
       const { FatalAgentError, runAgent } = await import("@flotilla/agent");
       const exit = await runAgent(loaded.values, createLogger({ role: "agent" }), stopSignal());

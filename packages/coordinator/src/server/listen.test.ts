@@ -5,6 +5,7 @@ import net from "node:net";
 import { generateIdentity, selfSignedCertificate } from "@flotilla/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./listen.ts";
+import { h2Get } from "@flotilla/protocol/testing";
 
 const listeners: Listener[] = [];
 
@@ -58,21 +59,6 @@ function http1Get(url: string, options: https.RequestOptions = {}): Promise<stri
   });
 }
 
-function h2Get(url: string, options: http2.SecureClientSessionOptions = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(url, options);
-    session.on("error", reject);
-    const stream = session.request({ ":path": "/" });
-    let body = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => (body += chunk));
-    stream.on("end", () => {
-      session.close();
-      resolve(body);
-    });
-    stream.on("error", reject);
-  });
-}
 
 /** Resolves once `condition` holds, checking on every turn of the event loop. */
 function until(condition: () => boolean): Promise<void> {

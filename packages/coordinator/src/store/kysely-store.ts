@@ -180,6 +180,8 @@ export class KyselyStore implements Store {
   }
 
   async createSession(s: SessionRow): Promise<void> {
+    // Expired sessions are useless; sweeping them here keeps the table small without a timer.
+    await this.db.deleteFrom("sessions").where("expires_at", "<=", s.createdAt).execute();
     await this.db
       .insertInto("sessions")
       .values({

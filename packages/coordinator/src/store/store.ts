@@ -136,6 +136,7 @@ export interface Store {
   /** Unscoped: every unrevoked registration of this key, in any organization. */
   findAdminKeysByPublicKey(publicKey: string): Promise<AdminKeyRow[]>;
 
+  /** Stores a session; sessions expired at its creation time may be purged. */
   createSession(session: SessionRow): Promise<void>;
   /** The session with this hash, if it has not expired at `now`. */
   getSession(tokenHash: string, now: number): Promise<SessionRow | undefined>;

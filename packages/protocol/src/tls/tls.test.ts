@@ -6,6 +6,7 @@ import tls from "node:tls";
 import { afterEach, describe, expect, it } from "vitest";
 import { generateIdentity, keyPin } from "../identity/index.ts";
 import { certificatePublicKey, fetchPinnedCertificate, pinnedTlsOptions, selfSignedCertificate } from "./tls.ts";
+import { h2Get } from "../testing.ts";
 
 const servers: { close(): void }[] = [];
 
@@ -42,21 +43,6 @@ function httpsGet(url: string, options: https.RequestOptions): Promise<string> {
   });
 }
 
-function h2Get(url: string, options: http2.SecureClientSessionOptions): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(url, options);
-    session.on("error", reject);
-    const stream = session.request({ ":path": "/" });
-    let body = "";
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk: string) => (body += chunk));
-    stream.on("end", () => {
-      session.close();
-      resolve(body);
-    });
-    stream.on("error", reject);
-  });
-}
 
 describe("selfSignedCertificate", () => {
   it("makes a certificate whose key is the identity's key", async () => {
