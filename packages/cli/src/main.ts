@@ -5,6 +5,7 @@ import { flotillaHome } from "./admin/credentials.ts";
 import { registerAccessCommands } from "./commands/access.ts";
 import { registerDeviceCommands } from "./commands/device.ts";
 import { registerIdCommand } from "./commands/id.ts";
+import { registerOrgCommands } from "./commands/org.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import type { Run } from "./commands/run.ts";
 import { registerUpCommand } from "./commands/up.ts";
@@ -18,16 +19,19 @@ export async function main(argv: string[]): Promise<number> {
     .version(VERSION)
     .option("--coordinator <url>", "the coordinator to talk to (default: the one logged in to) [FLOTILLA_COORDINATOR]")
     .option("--key <file>", "admin key to use: an OpenSSH ed25519 key or a Flotilla key file (default: $FLOTILLA_HOME/admin.key) [FLOTILLA_ADMIN_KEY]")
+    .option("--org <name>", "the organization to act in (default: your key's first) [FLOTILLA_ORG]")
     .option("-v, --verbose", "show more detail on errors")
     .showHelpAfterError()
     .exitOverride()
 
-  const globals = () => program.opts<{ coordinator?: string; key?: string; verbose?: boolean }>();
+  const globals = () => program.opts<{ coordinator?: string; key?: string; org?: string; verbose?: boolean }>();
   const home = () => flotillaHome();
   const target = () => ({
     coordinator: globals().coordinator ?? process.env.FLOTILLA_COORDINATOR,
     home: home(),
     keyFile: globals().key ?? process.env.FLOTILLA_ADMIN_KEY,
+    org: globals().org ?? process.env.FLOTILLA_ORG,
+    apiToken: process.env.FLOTILLA_TOKEN || undefined,
   });
   const run: Run = async (action) => {
     try {
@@ -44,6 +48,7 @@ export async function main(argv: string[]): Promise<number> {
   registerIdCommand(program, home, run);
   registerAccessCommands(program, target, run);
   registerDeviceCommands(program, target, run);
+  registerOrgCommands(program, target, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -1,4 +1,5 @@
 import type { Identity, Logger } from "@flotilla/protocol";
+import type { Auditor } from "./audit/auditor.ts";
 import type { Challenges } from "./auth/challenges.ts";
 import type { Hub } from "./hub.ts";
 import type { Store } from "./store/index.ts";
@@ -9,6 +10,7 @@ export interface ServiceContext {
   store: Store;
   challenges: Challenges;
   hub: Hub;
+  auditor: Auditor;
   log: Logger;
   /** The address put into join strings. */
   publicUrl: string;

@@ -17,11 +17,14 @@ import {
 import { randomBytes } from "node:crypto";
 import { Challenges } from "./auth/challenges.ts";
 import { authorizationInterceptor } from "./auth/interceptor.ts";
-import { remoteAddressKey } from "./auth/principal.ts";
+import { webLoginHandler } from "./auth/web-login.ts";
+import { cookieHeaderKey, remoteAddressKey } from "./auth/principal.ts";
+import { Auditor } from "./audit/auditor.ts";
 import type { ServiceContext } from "./context.ts";
 import { Hub } from "./hub.ts";
-import { isLoopback, listen, type Listener } from "./server/listen.ts";
-import { adminService, normalizeSetupCode } from "./services/admin-service.ts";
+import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
+import { adminService } from "./services/admin-service.ts";
+import { normalizeSetupCode } from "./services/access-service.ts";
 import { agentService } from "./services/agent-service.ts";
 import { healthService } from "./services/health-service.ts";
 import { openStore, type Store } from "./store/index.ts";
@@ -95,12 +98,14 @@ export async function startCoordinator(
   }
 
   const hub = new Hub(store);
+  const auditor = new Auditor(store, log);
   const shutdown = new AbortController();
   const ctx: ServiceContext = {
     identity,
     store,
     challenges: new Challenges(identity, store),
     hub,
+    auditor,
     log,
     publicUrl: opts.publicUrl ?? "",
     sessionTtlMs: opts.sessionTtlMs,
@@ -116,16 +121,25 @@ export async function startCoordinator(
         healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName]),
       );
     },
-    interceptors: [authorizationInterceptor(store)],
+    interceptors: [authorizationInterceptor(store, auditor)],
     readMaxBytes: opts.maxMessageBytes,
     writeMaxBytes: opts.maxMessageBytes,
     shutdownSignal: shutdown.signal,
-    contextValues: (req) => createContextValues().set(remoteAddressKey, req.socket.remoteAddress ?? ""),
+    contextValues: (req) =>
+      createContextValues()
+        .set(remoteAddressKey, req.socket.remoteAddress ?? "")
+        .set(cookieHeaderKey, typeof req.headers.cookie === "string" ? req.headers.cookie : ""),
   });
+
+  const webLogin = webLoginHandler(ctx, { secureCookies: tls !== undefined });
+  const connect: RequestHandler = handler;
+  const routes: RequestHandler = (req, res) => {
+    if (!webLogin(req, res)) connect(req, res);
+  };
 
   let listener: Listener;
   try {
-    listener = await listen({ host, port, handler, tls });
+    listener = await listen({ host, port, handler: routes, tls });
   } catch (err) {
     hub.close();
     await store.close();

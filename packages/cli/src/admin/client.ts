@@ -21,6 +21,10 @@ export interface AdminTarget {
   home: string;
   /** --key: an admin key file other than the default one in `home`. */
   keyFile?: string;
+  /** --org: the organization to act in (default: the key's first). */
+  org?: string;
+  /** FLOTILLA_TOKEN: an API token to use instead of a key login. */
+  apiToken?: string;
 }
 
 /** Normalizes a coordinator URL: scheme required, no trailing slash. */
@@ -44,7 +48,7 @@ export function normalizeUrl(url: string): string {
 export async function login(
   creds: Credentials,
   url: string,
-  opts: { setupCode?: string; keyName?: string } = {},
+  opts: { setupCode?: string; keyName?: string; organization?: string } = {},
 ): Promise<CoordinatorEntry> {
   const ctx = await creds.context();
   const known = ctx.coordinators[url];
@@ -66,16 +70,15 @@ export async function login(
       signature: identity.sign(loginMessage(challenge)),
       setupCode: opts.setupCode ?? "",
       keyName: opts.keyName ?? "",
+      organization: opts.organization ?? "",
     });
   } finally {
     close();
   }
-  const entry: CoordinatorEntry = {
-    pin,
-    session: { token: res.sessionToken, expiresAt: Number(res.expiresAt?.seconds ?? 0n) * 1000 },
-    organization: res.organization ? { id: res.organization.id, name: res.organization.name } : undefined,
-    role: res.role,
-  };
+  const session = { token: res.sessionToken, expiresAt: Number(res.expiresAt?.seconds ?? 0n) * 1000 };
+  const entry: CoordinatorEntry = opts.organization
+    ? { ...known, pin, orgSessions: { ...known?.orgSessions, [opts.organization]: { ...session, role: res.role } } }
+    : { ...known, pin, session, organization: res.organization ? { id: res.organization.id, name: res.organization.name } : undefined, role: res.role };
   ctx.coordinators[url] = entry;
   ctx.current = url;
   await creds.saveContext(ctx);
@@ -112,22 +115,36 @@ export async function targetUrl(target: AdminTarget): Promise<string> {
 export async function adminClient(target: AdminTarget): Promise<AdminClient> {
   const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
-  let entry = (await creds.context()).coordinators[url];
-  if (!entry?.session || entry.session.expiresAt < Date.now() + 30_000) entry = await login(creds, url);
-  let token = entry.session?.token;
+  const known = (await creds.context()).coordinators[url];
+  if (target.apiToken) {
+    // CI: the token is the credential; no key, no login.
+    const { transport, close } = await coordinatorTransport({
+      url,
+      pin: known?.pin ?? (await firstUsePin(url)),
+      interceptors: [bearerInterceptor(() => target.apiToken)],
+    });
+    openConnections.add(close);
+    return createClient(adminv1.AdminService, transport);
+  }
+  const org = target.org;
+  const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
+  let entry = known;
+  const current = sessionOf(entry);
+  if (!current || current.expiresAt < Date.now() + 30_000) entry = await login(creds, url, { organization: org });
+  let token = sessionOf(entry)?.token;
   const relogin: Interceptor = (next) => async (req) => {
     try {
       return await next(req);
     } catch (err) {
       if (req.stream || ConnectError.from(err).code !== Code.Unauthenticated) throw err;
-      token = (await login(creds, url)).session?.token;
+      token = sessionOf(await login(creds, url, { organization: org }))?.token;
       req.header.set("authorization", `Bearer ${token}`);
       return next(req);
     }
   };
   const { transport, close } = await coordinatorTransport({
     url,
-    pin: entry.pin,
+    pin: entry?.pin,
     interceptors: [relogin, bearerInterceptor(() => token)],
   });
   openConnections.add(close);

@@ -6,9 +6,12 @@ import { loadIdentity, loadOrCreateIdentity, readJsonIfExists, writeJsonAtomic, 
 export interface CoordinatorEntry {
   /** keyPin() of the coordinator's key, recorded at the first login and checked ever after. */
   pin: string;
+  /** The session in the default organization (the first the key belongs to). */
   session?: { token: string; expiresAt: number };
   organization?: { id: string; name: string };
   role?: string;
+  /** Sessions opened with --org, by the organization as given. */
+  orgSessions?: Record<string, { token: string; expiresAt: number; role: string }>;
 }
 
 /** `$FLOTILLA_HOME/context.json` (mode 0600). */

@@ -23,15 +23,10 @@ async function ensureLocalOwner(c: Coordinator, creds: Credentials): Promise<voi
   if (registered.length === 0) {
     const org = (await c.store.listOrgs())[0];
     if (!org) throw new Error("the data directory has no organization; remove it and start again");
-    await c.store.addAdminKey({
-      id: `key_${newId()}`,
-      orgId: org.id,
-      name: "local owner",
-      publicKey: nodeId(identity.publicKey),
-      role: "owner",
-      createdAt: Date.now(),
-      revokedAt: null,
-    });
+    const now = Date.now();
+    const memberId = `mem_${newId()}`;
+    await c.store.addMember({ id: memberId, orgId: org.id, name: `local-owner-${newId(6)}`, role: "owner", passwordHash: null, createdAt: now, removedAt: null });
+    await c.store.addAdminKey({ id: `key_${newId()}`, orgId: org.id, memberId, name: "local owner", publicKey: nodeId(identity.publicKey), createdAt: now, revokedAt: null });
   }
   await login(creds, c.url);
 }

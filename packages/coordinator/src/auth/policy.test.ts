@@ -39,7 +39,14 @@ describe("the access table", () => {
 
   it("gives viewers read permissions only", () => {
     for (const p of rolePermissions.viewer) expect(p === "session" || p.endsWith(":read")).toBe(true);
-    expect(rolePermissions.owner.has("keys:write")).toBe(true);
-    expect(rolePermissions.admin.has("keys:write")).toBe(false);
+  });
+
+  it("lets deployers change no membership, keys or tokens, and only owners create organizations", () => {
+    for (const p of ["members:write", "keys:write", "api-tokens:write"] as const) {
+      expect(rolePermissions.deployer.has(p)).toBe(false);
+      expect(rolePermissions.admin.has(p)).toBe(true);
+    }
+    expect(rolePermissions.admin.has("orgs:create")).toBe(false);
+    expect(rolePermissions.owner.has("orgs:create")).toBe(true);
   });
 });

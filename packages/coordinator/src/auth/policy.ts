@@ -6,7 +6,11 @@
 import { adminv1, agentv1, healthv1 } from "@flotilla/protocol";
 import type { Role } from "../store/index.ts";
 
-/** What a call needs. `public`: nobody needs to be logged in; `device`: an enrolled agent. */
+/**
+ * What a call needs. `public`: nobody needs to be logged in; `device`: an enrolled agent;
+ * `session`: any admin of the organization. A permission ending in `:write` or `:create` marks
+ * a change: every such call is written to the audit log.
+ */
 export type Permission =
   | "public"
   | "device"
@@ -15,8 +19,14 @@ export type Permission =
   | "devices:write"
   | "tokens:read"
   | "tokens:write"
+  | "members:read"
+  | "members:write"
   | "keys:read"
-  | "keys:write";
+  | "keys:write"
+  | "api-tokens:read"
+  | "api-tokens:write"
+  | "audit:read"
+  | "orgs:create";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -26,6 +36,7 @@ const admin: Record<MethodNames<typeof adminv1.AdminService>, Permission> = {
   whoAmI: "session",
   addAdminKey: "keys:write",
   listAdminKeys: "keys:read",
+  revokeAdminKey: "keys:write",
   createJoinToken: "tokens:write",
   listJoinTokens: "tokens:read",
   revokeJoinToken: "tokens:write",
@@ -35,6 +46,16 @@ const admin: Record<MethodNames<typeof adminv1.AdminService>, Permission> = {
   rejectDevice: "devices:write",
   decommissionDevice: "devices:write",
   updateDeviceLabels: "devices:write",
+  createOrganization: "orgs:create",
+  listOrganizations: "session",
+  addMember: "members:write",
+  listMembers: "members:read",
+  removeMember: "members:write",
+  createApiToken: "api-tokens:write",
+  listApiTokens: "api-tokens:read",
+  revokeApiToken: "api-tokens:write",
+  listAuditEntries: "audit:read",
+  verifyAuditLog: "audit:read",
 };
 
 const agent: Record<MethodNames<typeof agentv1.AgentService>, Permission> = {
@@ -51,26 +72,43 @@ const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   watch: "public",
 };
 
-/** Rules by fully qualified service name, then by the method's local name as in the schema. */
+/** Rules by fully qualified service name, then by the method's name as in the schema. */
 export const policy: Record<string, Record<string, Permission>> = {
-  [adminv1.AdminService.typeName]: byLocalName(adminv1.AdminService, admin),
-  [agentv1.AgentService.typeName]: byLocalName(agentv1.AgentService, agent),
-  [healthv1.Health.typeName]: byLocalName(healthv1.Health, health),
+  [adminv1.AdminService.typeName]: byName(adminv1.AdminService, admin),
+  [agentv1.AgentService.typeName]: byName(agentv1.AgentService, agent),
+  [healthv1.Health.typeName]: byName(healthv1.Health, health),
 };
 
-function byLocalName(
+function byName(
   service: { methods: readonly { name: string; localName: string }[] },
   rules: Record<string, Permission>,
 ): Record<string, Permission> {
-  return Object.fromEntries(service.methods.map((m) => [m.name, rules[m.localName] ?? ("missing" as Permission)]));
+  const out: Record<string, Permission> = {};
+  for (const m of service.methods) {
+    const rule = rules[m.localName];
+    if (rule) out[m.name] = rule;
+  }
+  return out;
 }
 
-const viewer: Permission[] = ["session", "devices:read", "tokens:read", "keys:read"];
+const viewer: Permission[] = ["session", "devices:read", "tokens:read"];
+// Releases and rollouts join here as they arrive; deployers change no membership.
 const deployer: Permission[] = [...viewer];
-const adminRole: Permission[] = [...deployer, "devices:write", "tokens:write"];
-const owner: Permission[] = [...adminRole, "keys:write"];
+const adminRole: Permission[] = [
+  ...deployer,
+  "devices:write",
+  "tokens:write",
+  "members:read",
+  "members:write",
+  "keys:read",
+  "keys:write",
+  "api-tokens:read",
+  "api-tokens:write",
+  "audit:read",
+];
+const owner: Permission[] = [...adminRole, "orgs:create"];
 
-/** The permissions each admin role holds. */
+/** The permissions each role holds. */
 export const rolePermissions: Record<Role, ReadonlySet<Permission>> = {
   viewer: new Set(viewer),
   deployer: new Set(deployer),
@@ -78,8 +116,20 @@ export const rolePermissions: Record<Role, ReadonlySet<Permission>> = {
   owner: new Set(owner),
 };
 
+/** Roles from least to most powerful: a caller may grant only roles up to its own. */
+export const roleOrder: readonly Role[] = ["viewer", "deployer", "admin", "owner"];
+
+/** Whether `actor` may hand out `granted` (to a member or an API token). */
+export function mayGrant(actor: Role, granted: Role): boolean {
+  return roleOrder.indexOf(granted) <= roleOrder.indexOf(actor);
+}
+
 /** The rule for a method, or undefined when the table has none (the call is refused). */
 export function ruleFor(serviceTypeName: string, methodName: string): Permission | undefined {
-  const rule = policy[serviceTypeName]?.[methodName];
-  return rule === ("missing" as Permission) ? undefined : rule;
+  return policy[serviceTypeName]?.[methodName];
+}
+
+/** Whether a call under this rule changes something, and so goes to the audit log. */
+export function isChange(rule: Permission): boolean {
+  return rule.endsWith(":write") || rule.endsWith(":create");
 }

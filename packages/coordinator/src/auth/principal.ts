@@ -2,10 +2,20 @@ import { createContextKey, type HandlerContext } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Role } from "../store/index.ts";
 
+/** An admin caller: a key, a password login or an API token, with its role in one organization. */
+export interface AdminPrincipal {
+  kind: "admin";
+  orgId: string;
+  role: Role;
+  /** For the audit log: key:NAME, member:NAME or token:NAME. */
+  actor: string;
+  keyId?: string;
+  memberId?: string;
+  tokenId?: string;
+}
+
 /** Who is calling, as established by the authorization interceptor. */
-export type Principal =
-  | { kind: "admin"; orgId: string; keyId: string; role: Role }
-  | { kind: "device"; orgId: string; deviceId: string };
+export type Principal = AdminPrincipal | { kind: "device"; orgId: string; deviceId: string };
 
 export const principalKey = createContextKey<Principal | undefined>(undefined, {
   description: "the authenticated caller",
@@ -14,7 +24,10 @@ export const principalKey = createContextKey<Principal | undefined>(undefined, {
 /** The caller's network address, for logs and the audit trail. */
 export const remoteAddressKey = createContextKey<string>("", { description: "caller address" });
 
-export function adminOf(ctx: HandlerContext): Extract<Principal, { kind: "admin" }> {
+/** The request's Cookie header, for web sessions. */
+export const cookieHeaderKey = createContextKey<string>("", { description: "cookie header" });
+
+export function adminOf(ctx: HandlerContext): AdminPrincipal {
   const p = ctx.values.get(principalKey);
   if (p?.kind !== "admin") throw new ConnectError("an admin session is required", Code.Unauthenticated);
   return p;

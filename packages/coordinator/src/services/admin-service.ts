@@ -7,30 +7,23 @@ import {
   flattenFacts,
   hashSecret,
   keyPin,
-  loginMessage,
   matchesSelector,
   newId,
   newSecret,
-  nodeId,
-  parseAnyPublicKey,
-  parseNodeId,
   parseSelector,
   SelectorError,
-  verifySignature,
 } from "@flotilla/protocol";
 import { adminOf } from "../auth/principal.ts";
-import { openSession } from "../auth/sessions.ts";
 import type { ServiceContext } from "../context.ts";
-import type { AdminKeyRow, DevicePatch, DeviceRow, JoinTokenRow, Role } from "../store/index.ts";
+import type { DevicePatch, DeviceRow, JoinTokenRow } from "../store/index.ts";
+import { accessMethods } from "./access-service.ts";
 import { deviceToProto, factsFromJson } from "./convert.ts";
 import { hello } from "./hello.ts";
 
-const ROLES: readonly Role[] = ["owner", "admin", "deployer", "viewer"];
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$/;
 const LABEL_VALUE = /^[A-Za-z0-9._:+@-]{0,63}$/;
 const MAX_LABELS = 64;
 const MAX_TOKEN_SECONDS = 365 * 24 * 3600;
-const FIRST_ORG_NAME = "default";
 
 /** Checks a label map from the network; throws InvalidArgument naming the bad entry. */
 export function validateLabels(labels: Record<string, string>): void {
@@ -42,16 +35,6 @@ export function validateLabels(labels: Record<string, string>): void {
       throw new ConnectError(`invalid value for label ${k}: ${JSON.stringify(v)}`, Code.InvalidArgument);
     }
   }
-}
-
-function keyToProto(k: AdminKeyRow): adminv1.AdminKey {
-  return create(adminv1.AdminKeySchema, {
-    id: k.id,
-    name: k.name,
-    publicKey: parseNodeId(k.publicKey),
-    role: k.role,
-    createdAt: timestampFromMs(k.createdAt),
-  });
 }
 
 function tokenToProto(t: JoinTokenRow): adminv1.JoinToken {
@@ -67,8 +50,27 @@ function tokenToProto(t: JoinTokenRow): adminv1.JoinToken {
   });
 }
 
+/** The admin service: devices and join tokens here, access control in access-service.ts. */
 export function adminService(ctx: ServiceContext): ServiceImpl<typeof adminv1.AdminService> {
-  const { store, challenges, log } = ctx;
+  return { ...fleetMethods(ctx), ...accessMethods(ctx) };
+}
+
+type FleetMethods = Pick<
+  ServiceImpl<typeof adminv1.AdminService>,
+  | "hello"
+  | "createJoinToken"
+  | "listJoinTokens"
+  | "revokeJoinToken"
+  | "listDevices"
+  | "getDevice"
+  | "approveDevice"
+  | "rejectDevice"
+  | "decommissionDevice"
+  | "updateDeviceLabels"
+>;
+
+function fleetMethods(ctx: ServiceContext): FleetMethods {
+  const { store, log } = ctx;
   const view = (row: DeviceRow) => deviceToProto(row, Date.now(), ctx.offlineAfterMs);
 
   async function findDevice(hctx: HandlerContext, ref: string): Promise<DeviceRow> {
@@ -90,84 +92,6 @@ export function adminService(ctx: ServiceContext): ServiceImpl<typeof adminv1.Ad
   return {
     hello(req) {
       return { proof: hello(ctx, req.clientNonce) };
-    },
-
-    async login(req) {
-      if (!verifySignature(req.publicKey, loginMessage(req.challenge), req.signature)) {
-        throw new ConnectError("login signature does not verify", Code.Unauthenticated);
-      }
-      await challenges.consume(req.challenge);
-      const now = Date.now();
-      let key: AdminKeyRow | undefined;
-      if (req.setupCode) {
-        const boot = await store.bootstrapOwner({
-          setupCodeHash: hashSecret(normalizeSetupCode(req.setupCode)),
-          orgId: `org_${newId()}`,
-          orgName: FIRST_ORG_NAME,
-          key: {
-            id: `key_${newId()}`,
-            name: req.keyName.slice(0, 64) || "owner",
-            publicKey: nodeId(req.publicKey),
-            role: "owner",
-            createdAt: now,
-          },
-          now,
-        });
-        if (!boot) throw new ConnectError("setup code is wrong or was already used", Code.PermissionDenied);
-        log.info("first owner registered", { org: boot.org.id, key: boot.key.id });
-        key = boot.key;
-      } else {
-        key = (await store.findAdminKeysByPublicKey(nodeId(req.publicKey)))[0];
-        if (!key) throw new ConnectError("this key is not registered as an admin key", Code.Unauthenticated);
-      }
-      const org = await store.getOrg(key.orgId);
-      const session = await openSession(store, { kind: "admin", id: key.id, orgId: key.orgId }, ctx.sessionTtlMs);
-      return {
-        sessionToken: session.token,
-        expiresAt: timestampFromMs(session.expiresAt),
-        organization: { id: key.orgId, name: org?.name ?? "" },
-        role: key.role,
-      };
-    },
-
-    async whoAmI(_req, hctx) {
-      const p = adminOf(hctx);
-      const [org, key] = await Promise.all([store.getOrg(p.orgId), store.getAdminKey(p.orgId, p.keyId)]);
-      return { organization: { id: p.orgId, name: org?.name ?? "" }, role: p.role, keyId: p.keyId, keyName: key?.name ?? "" };
-    },
-
-    async addAdminKey(req, hctx) {
-      const p = adminOf(hctx);
-      let raw: Uint8Array;
-      try {
-        raw = parseAnyPublicKey(req.publicKey.slice(0, 2048));
-      } catch (err) {
-        throw new ConnectError((err as Error).message, Code.InvalidArgument);
-      }
-      const role = (req.role || "admin") as Role;
-      if (!ROLES.includes(role)) throw new ConnectError(`unknown role ${JSON.stringify(req.role)}`, Code.InvalidArgument);
-      if (role === "owner" && p.role !== "owner") throw new ConnectError("only owners may add owners", Code.PermissionDenied);
-      const existing = await store.listAdminKeys(p.orgId);
-      if (existing.some((k) => k.publicKey === nodeId(raw) && k.revokedAt === null)) {
-        throw new ConnectError("this key is already registered", Code.AlreadyExists);
-      }
-      const row: AdminKeyRow = {
-        id: `key_${newId()}`,
-        orgId: p.orgId,
-        name: req.name.slice(0, 64) || "admin",
-        publicKey: nodeId(raw),
-        role,
-        createdAt: Date.now(),
-        revokedAt: null,
-      };
-      await store.addAdminKey(row);
-      log.info("admin key added", { key: row.id, role, by: p.keyId });
-      return { key: keyToProto(row) };
-    },
-
-    async listAdminKeys(_req, hctx) {
-      const keys = await store.listAdminKeys(adminOf(hctx).orgId);
-      return { keys: keys.filter((k) => k.revokedAt === null).map(keyToProto) };
     },
 
     async createJoinToken(req, hctx) {
@@ -267,7 +191,3 @@ export function adminService(ctx: ServiceContext): ServiceImpl<typeof adminv1.Ad
   };
 }
 
-/** Setup codes are shown grouped (ABCD-EFGH-...); accept them with or without dashes, any case. */
-export function normalizeSetupCode(code: string): string {
-  return code.toUpperCase().replace(/[^A-Z0-9]/g, "");
-}

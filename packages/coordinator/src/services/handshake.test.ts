@@ -151,7 +151,9 @@ describe("handshake", () => {
     expect(await codeOf(admin.listDevices({}))).toBe(Code.Unauthenticated);
     expect(await codeOf(admin.listDevices({}, { headers: { authorization: "Bearer fls_not-a-real-session-token" } }))).toBe(Code.Unauthenticated);
     const owner = generateIdentity();
-    await coord.store.addAdminKey({ id: "k2", orgId: (await coord.store.listOrgs())[0]!.id, name: "x", publicKey: owner.id, role: "viewer", createdAt: Date.now(), revokedAt: null });
+    const orgId = (await coord.store.listOrgs())[0]!.id;
+    await coord.store.addMember({ id: "m2", orgId, name: "viewer", role: "viewer", passwordHash: null, createdAt: Date.now(), removedAt: null });
+    await coord.store.addAdminKey({ id: "k2", orgId, memberId: "m2", name: "x", publicKey: owner.id, createdAt: Date.now(), revokedAt: null });
     const ch = await challenge(admin);
     const s = await admin.login({ publicKey: owner.publicKey, challenge: ch, signature: owner.sign(loginMessage(ch)) });
     const headers = { authorization: `Bearer ${s.sessionToken}` };

@@ -4,6 +4,10 @@ import { migrationProvider } from "./migrations.ts";
 import type { Database } from "./schema.ts";
 import type {
   AdminKeyRow,
+  ApiTokenRow,
+  AuditEntryRow,
+  MemberRow,
+  NewAuditEntry,
   DevicePatch,
   DeviceRow,
   EnrollResult,
@@ -59,27 +63,74 @@ function toToken(r: Selectable<Database["join_tokens"]>): JoinTokenRow {
   };
 }
 
-function toKey(r: Selectable<Database["admin_keys"]>): AdminKeyRow {
+type KeyWithMember = Selectable<Database["admin_keys"]> & { member_role: string; member_removed_at: number | string | null };
+
+function toKey(r: KeyWithMember): AdminKeyRow {
+  return {
+    id: r.id,
+    orgId: r.org_id,
+    memberId: r.member_id ?? "",
+    name: r.name,
+    publicKey: r.public_key,
+    role: r.member_role as Role,
+    createdAt: num(r.created_at),
+    // A removed member's keys count as revoked from the moment of removal.
+    revokedAt: numOrNull(r.revoked_at) ?? numOrNull(r.member_removed_at),
+  };
+}
+
+function keyRecord(k: Omit<AdminKeyRow, "role">, role: string): Database["admin_keys"] {
+  return {
+    id: k.id,
+    org_id: k.orgId,
+    member_id: k.memberId,
+    name: k.name,
+    public_key: k.publicKey,
+    role,
+    created_at: k.createdAt,
+    revoked_at: k.revokedAt,
+  };
+}
+
+function toMember(r: Selectable<Database["members"]>): MemberRow {
   return {
     id: r.id,
     orgId: r.org_id,
     name: r.name,
-    publicKey: r.public_key,
     role: r.role as Role,
+    passwordHash: r.password_hash,
     createdAt: num(r.created_at),
+    removedAt: numOrNull(r.removed_at),
+  };
+}
+
+function toApiToken(r: Selectable<Database["api_tokens"]>): ApiTokenRow {
+  return {
+    id: r.id,
+    orgId: r.org_id,
+    name: r.name,
+    role: r.role as Role,
+    secretHash: r.secret_hash,
+    createdBy: r.created_by,
+    createdAt: num(r.created_at),
+    expiresAt: num(r.expires_at),
     revokedAt: numOrNull(r.revoked_at),
   };
 }
 
-function keyRecord(k: AdminKeyRow): Database["admin_keys"] {
+function toAudit(r: Selectable<Database["audit_log"]>): AuditEntryRow {
   return {
-    id: k.id,
-    org_id: k.orgId,
-    name: k.name,
-    public_key: k.publicKey,
-    role: k.role,
-    created_at: k.createdAt,
-    revoked_at: k.revokedAt,
+    orgId: r.org_id,
+    seq: num(r.seq),
+    time: num(r.time),
+    actor: r.actor,
+    action: r.action,
+    target: r.target,
+    source: r.source,
+    outcome: r.outcome,
+    detail: r.detail,
+    prevHash: r.prev_hash,
+    hash: r.hash,
   };
 }
 
@@ -133,8 +184,12 @@ export class KyselyStore implements Store {
       if (Number(used.numInsertedOrUpdatedRows ?? 0n) !== 1) return undefined;
       const org: OrgRow = { id: input.orgId, name: input.orgName, createdAt: input.now };
       await trx.insertInto("orgs").values({ id: org.id, name: org.name, created_at: org.createdAt }).execute();
-      const key: AdminKeyRow = { ...input.key, orgId: org.id, revokedAt: null };
-      await trx.insertInto("admin_keys").values(keyRecord(key)).execute();
+      await trx
+        .insertInto("members")
+        .values({ id: input.member.id, org_id: org.id, name: input.member.name, role: "owner", password_hash: null, created_at: input.member.createdAt, removed_at: null })
+        .execute();
+      const key: AdminKeyRow = { ...input.key, orgId: org.id, memberId: input.member.id, role: "owner", revokedAt: null };
+      await trx.insertInto("admin_keys").values(keyRecord(key, "owner")).execute();
       return { org, key };
     });
   }
@@ -153,30 +208,200 @@ export class KyselyStore implements Store {
     return rows.map((r) => ({ id: r.id, name: r.name, createdAt: num(r.created_at) }));
   }
 
-  async addAdminKey(key: AdminKeyRow): Promise<void> {
-    await this.db.insertInto("admin_keys").values(keyRecord(key)).execute();
+  async getOrgByName(name: string): Promise<OrgRow | undefined> {
+    const r = await this.db.selectFrom("orgs").selectAll().where("name", "=", name).executeTakeFirst();
+    return r && { id: r.id, name: r.name, createdAt: num(r.created_at) };
+  }
+
+  async addMember(m: MemberRow): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      const clash = await trx
+        .selectFrom("members")
+        .select("id")
+        .where("org_id", "=", m.orgId)
+        .where("name", "=", m.name)
+        .where("removed_at", "is", null)
+        .executeTakeFirst();
+      if (clash) throw new Error(`a member named ${m.name} already exists`);
+      await trx
+        .insertInto("members")
+        .values({ id: m.id, org_id: m.orgId, name: m.name, role: m.role, password_hash: m.passwordHash, created_at: m.createdAt, removed_at: m.removedAt })
+        .execute();
+    });
+  }
+
+  async getMember(orgId: string, id: string): Promise<MemberRow | undefined> {
+    const r = await this.db.selectFrom("members").selectAll().where("org_id", "=", orgId).where("id", "=", id).executeTakeFirst();
+    return r && toMember(r);
+  }
+
+  async getMemberByName(orgId: string, name: string): Promise<MemberRow | undefined> {
+    const r = await this.db
+      .selectFrom("members")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("name", "=", name)
+      .where("removed_at", "is", null)
+      .executeTakeFirst();
+    return r && toMember(r);
+  }
+
+  async listMembers(orgId: string): Promise<MemberRow[]> {
+    const rows = await this.db.selectFrom("members").selectAll().where("org_id", "=", orgId).where("removed_at", "is", null).orderBy("name").execute();
+    return rows.map(toMember);
+  }
+
+  async removeMember(orgId: string, id: string, now: number): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      const r = await trx
+        .updateTable("members")
+        .set({ removed_at: now })
+        .where("org_id", "=", orgId)
+        .where("id", "=", id)
+        .where("removed_at", "is", null)
+        .executeTakeFirst();
+      if (Number(r.numUpdatedRows) !== 1) return false;
+      await trx.updateTable("admin_keys").set({ revoked_at: now }).where("org_id", "=", orgId).where("member_id", "=", id).where("revoked_at", "is", null).execute();
+      return true;
+    });
+  }
+
+  private keys() {
+    return this.db
+      .selectFrom("admin_keys")
+      .innerJoin("members", "members.id", "admin_keys.member_id")
+      .selectAll("admin_keys")
+      .select(["members.role as member_role", "members.removed_at as member_removed_at"]);
+  }
+
+  async addAdminKey(key: Omit<AdminKeyRow, "role">): Promise<void> {
+    const member = await this.getMember(key.orgId, key.memberId);
+    if (!member || member.removedAt !== null) throw new Error("no such member");
+    await this.db.insertInto("admin_keys").values(keyRecord(key, member.role)).execute();
   }
 
   async listAdminKeys(orgId: string): Promise<AdminKeyRow[]> {
-    const rows = await this.db.selectFrom("admin_keys").selectAll().where("org_id", "=", orgId).orderBy("created_at").orderBy("id").execute();
+    const rows = await this.keys()
+      .where("admin_keys.org_id", "=", orgId)
+      .where("admin_keys.revoked_at", "is", null)
+      .where("members.removed_at", "is", null)
+      .orderBy("admin_keys.created_at")
+      .orderBy("admin_keys.id")
+      .execute();
     return rows.map(toKey);
   }
 
   async getAdminKey(orgId: string, id: string): Promise<AdminKeyRow | undefined> {
-    const r = await this.db.selectFrom("admin_keys").selectAll().where("org_id", "=", orgId).where("id", "=", id).executeTakeFirst();
+    const r = await this.keys().where("admin_keys.org_id", "=", orgId).where("admin_keys.id", "=", id).executeTakeFirst();
     return r && toKey(r);
   }
 
-  async findAdminKeysByPublicKey(publicKey: string): Promise<AdminKeyRow[]> {
-    const rows = await this.db
-      .selectFrom("admin_keys")
-      .selectAll()
-      .where("public_key", "=", publicKey)
+  async revokeAdminKey(orgId: string, id: string, now: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable("admin_keys")
+      .set({ revoked_at: now })
+      .where("org_id", "=", orgId)
+      .where("id", "=", id)
       .where("revoked_at", "is", null)
-      .orderBy("created_at")
-      .orderBy("id")
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+
+  async findAdminKeysByPublicKey(publicKey: string): Promise<AdminKeyRow[]> {
+    const rows = await this.keys()
+      .where("admin_keys.public_key", "=", publicKey)
+      .where("admin_keys.revoked_at", "is", null)
+      .where("members.removed_at", "is", null)
+      .orderBy("admin_keys.created_at")
+      .orderBy("admin_keys.id")
       .execute();
     return rows.map(toKey);
+  }
+
+  async createApiToken(t: ApiTokenRow): Promise<void> {
+    await this.db
+      .insertInto("api_tokens")
+      .values({
+        id: t.id,
+        org_id: t.orgId,
+        name: t.name,
+        role: t.role,
+        secret_hash: t.secretHash,
+        created_by: t.createdBy,
+        created_at: t.createdAt,
+        expires_at: t.expiresAt,
+        revoked_at: t.revokedAt,
+      })
+      .execute();
+  }
+
+  async listApiTokens(orgId: string): Promise<ApiTokenRow[]> {
+    const rows = await this.db.selectFrom("api_tokens").selectAll().where("org_id", "=", orgId).orderBy("created_at").orderBy("id").execute();
+    return rows.map(toApiToken);
+  }
+
+  async getApiToken(id: string): Promise<ApiTokenRow | undefined> {
+    const r = await this.db.selectFrom("api_tokens").selectAll().where("id", "=", id).executeTakeFirst();
+    return r && toApiToken(r);
+  }
+
+  async revokeApiToken(orgId: string, id: string, now: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable("api_tokens")
+      .set({ revoked_at: now })
+      .where("org_id", "=", orgId)
+      .where("id", "=", id)
+      .where("revoked_at", "is", null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+
+  async appendAudit(entry: NewAuditEntry, seal: (seq: number, prevHash: string) => string): Promise<AuditEntryRow> {
+    return this.db.transaction().execute(async (trx) => {
+      // The head row serializes appends per organization (a row lock on PostgreSQL; SQLite has
+      // one writer at a time).
+      await trx
+        .insertInto("audit_heads")
+        .values({ org_id: entry.orgId, seq: 0, hash: "" })
+        .onConflict((oc) => oc.column("org_id").doNothing())
+        .execute();
+      let q = trx.selectFrom("audit_heads").selectAll().where("org_id", "=", entry.orgId);
+      if (this.adapter.rowLocks) q = q.forUpdate();
+      const head = await q.executeTakeFirstOrThrow();
+      const seq = num(head.seq) + 1;
+      const row: AuditEntryRow = { ...entry, seq, prevHash: head.hash, hash: seal(seq, head.hash) };
+      await trx
+        .insertInto("audit_log")
+        .values({
+          org_id: row.orgId,
+          seq: row.seq,
+          time: row.time,
+          actor: row.actor,
+          action: row.action,
+          target: row.target,
+          source: row.source,
+          outcome: row.outcome,
+          detail: row.detail,
+          prev_hash: row.prevHash,
+          hash: row.hash,
+        })
+        .execute();
+      await trx.updateTable("audit_heads").set({ seq, hash: row.hash }).where("org_id", "=", entry.orgId).execute();
+      return row;
+    });
+  }
+
+  async getAuditHead(orgId: string): Promise<{ seq: number; hash: string } | undefined> {
+    const r = await this.db.selectFrom("audit_heads").selectAll().where("org_id", "=", orgId).executeTakeFirst();
+    return r && { seq: num(r.seq), hash: r.hash };
+  }
+
+  async listAudit(orgId: string, filter: { since?: number; actor?: string; limit?: number } = {}): Promise<AuditEntryRow[]> {
+    let q = this.db.selectFrom("audit_log").selectAll().where("org_id", "=", orgId);
+    if (filter.since !== undefined) q = q.where("time", ">=", filter.since);
+    if (filter.actor) q = q.where("actor", "=", filter.actor);
+    const rows = await q.orderBy("seq", "desc").limit(filter.limit ?? 1_000_000).execute();
+    return rows.map(toAudit).reverse();
   }
 
   async createSession(s: SessionRow): Promise<void> {

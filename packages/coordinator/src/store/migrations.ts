@@ -96,9 +96,79 @@ const initial: Migration = {
   },
 };
 
+/**
+ * Members, API tokens and the audit log. Admin keys become credentials of members; every key
+ * that existed before becomes a member of its own, with the key's role.
+ */
+const members: Migration = {
+  async up(db: Kysely<any>) {
+    await db.schema
+      .createTable("members")
+      .addColumn("id", "text", (c) => c.primaryKey())
+      .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+      .addColumn("name", "text", (c) => c.notNull())
+      .addColumn("role", "text", (c) => c.notNull())
+      .addColumn("password_hash", "text")
+      .addColumn("created_at", "bigint", (c) => c.notNull())
+      .addColumn("removed_at", "bigint")
+      .execute();
+    await db.schema.createIndex("members_org_name").on("members").columns(["org_id", "name"]).execute();
+
+    await db.schema.alterTable("admin_keys").addColumn("member_id", "text").execute();
+    const keys = await db.selectFrom("admin_keys").select(["id", "org_id", "name", "role", "created_at"]).execute();
+    for (const k of keys as { id: string; org_id: string; name: string; role: string; created_at: number }[]) {
+      const memberId = `mem_${k.id}`;
+      await db
+        .insertInto("members")
+        .values({ id: memberId, org_id: k.org_id, name: `${k.name}-${k.id}`, role: k.role, password_hash: null, created_at: k.created_at, removed_at: null })
+        .execute();
+      await db.updateTable("admin_keys").set({ member_id: memberId }).where("id", "=", k.id).execute();
+    }
+
+    await db.schema
+      .createTable("api_tokens")
+      .addColumn("id", "text", (c) => c.primaryKey())
+      .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+      .addColumn("name", "text", (c) => c.notNull())
+      .addColumn("role", "text", (c) => c.notNull())
+      .addColumn("secret_hash", "text", (c) => c.notNull())
+      .addColumn("created_by", "text", (c) => c.notNull())
+      .addColumn("created_at", "bigint", (c) => c.notNull())
+      .addColumn("expires_at", "bigint", (c) => c.notNull())
+      .addColumn("revoked_at", "bigint")
+      .execute();
+    await db.schema.createIndex("api_tokens_org").on("api_tokens").column("org_id").execute();
+
+    await db.schema
+      .createTable("audit_log")
+      .addColumn("org_id", "text", (c) => c.notNull())
+      .addColumn("seq", "bigint", (c) => c.notNull())
+      .addColumn("time", "bigint", (c) => c.notNull())
+      .addColumn("actor", "text", (c) => c.notNull())
+      .addColumn("action", "text", (c) => c.notNull())
+      .addColumn("target", "text", (c) => c.notNull())
+      .addColumn("source", "text", (c) => c.notNull())
+      .addColumn("outcome", "text", (c) => c.notNull())
+      .addColumn("detail", "text", (c) => c.notNull())
+      .addColumn("prev_hash", "text", (c) => c.notNull())
+      .addColumn("hash", "text", (c) => c.notNull())
+      .addPrimaryKeyConstraint("audit_log_pk", ["org_id", "seq"])
+      .execute();
+    await db.schema.createIndex("audit_log_time").on("audit_log").columns(["org_id", "time"]).execute();
+
+    await db.schema
+      .createTable("audit_heads")
+      .addColumn("org_id", "text", (c) => c.primaryKey())
+      .addColumn("seq", "bigint", (c) => c.notNull())
+      .addColumn("hash", "text", (c) => c.notNull())
+      .execute();
+  },
+};
+
 /** Migrations by name; names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
   "0001_initial": initial,
+  "0002_members_tokens_audit": members,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -4,6 +4,8 @@ export interface Database {
   admin_keys: {
     id: string;
     org_id: string;
+    /** Added by migration 0002; set for every key since. */
+    member_id: string | null;
     name: string;
     public_key: string;
     role: string;
@@ -51,4 +53,38 @@ export interface Database {
   };
   device_streams: { device_id: string; stream: string; acked_seq: number };
   settings: { key: string; value: string };
+  members: {
+    id: string;
+    org_id: string;
+    name: string;
+    role: string;
+    password_hash: string | null;
+    created_at: number;
+    removed_at: number | null;
+  };
+  api_tokens: {
+    id: string;
+    org_id: string;
+    name: string;
+    role: string;
+    secret_hash: string;
+    created_by: string;
+    created_at: number;
+    expires_at: number;
+    revoked_at: number | null;
+  };
+  audit_log: {
+    org_id: string;
+    seq: number;
+    time: number;
+    actor: string;
+    action: string;
+    target: string;
+    source: string;
+    outcome: string;
+    detail: string;
+    prev_hash: string;
+    hash: string;
+  };
+  audit_heads: { org_id: string; seq: number; hash: string };
 }

@@ -110,15 +110,16 @@ for (const backend of backends) {
 
     it("bootstraps the first owner once, and refuses a wrong or spent setup code writing nothing", async () => {
       await store.setSetting("setup_code_hash", "good");
-      const key = { id: "key1", name: "owner", publicKey: "k".repeat(43), role: "owner" as const, createdAt: NOW };
-      expect(await store.bootstrapOwner({ setupCodeHash: "bad", orgId: "org1", orgName: "first", key, now: NOW })).toBeUndefined();
+      const key = { id: "key1", name: "owner", publicKey: "k".repeat(43), createdAt: NOW };
+      const member = { id: "mem1", name: "owner", createdAt: NOW };
+      expect(await store.bootstrapOwner({ setupCodeHash: "bad", orgId: "org1", orgName: "first", member, key, now: NOW })).toBeUndefined();
       expect(await store.getOrg("org1")).toBeUndefined();
 
-      const ok = await store.bootstrapOwner({ setupCodeHash: "good", orgId: "org1", orgName: "first", key, now: NOW });
+      const ok = await store.bootstrapOwner({ setupCodeHash: "good", orgId: "org1", orgName: "first", member, key, now: NOW });
       expect(ok?.key.orgId).toBe("org1");
       expect((await store.findAdminKeysByPublicKey("k".repeat(43))).map((k) => k.role)).toEqual(["owner"]);
 
-      const again = await store.bootstrapOwner({ setupCodeHash: "good", orgId: "org2", orgName: "second", key: { ...key, id: "key2" }, now: NOW });
+      const again = await store.bootstrapOwner({ setupCodeHash: "good", orgId: "org2", orgName: "second", member: { ...member, id: "mem2" }, key: { ...key, id: "key2" }, now: NOW });
       expect(again).toBeUndefined();
       expect(await store.getOrg("org2")).toBeUndefined();
     });

@@ -13,7 +13,8 @@
 
 export type Role = "owner" | "admin" | "deployer" | "viewer";
 export type Lifecycle = "pending" | "approved" | "rejected" | "decommissioned";
-export type PrincipalKind = "admin" | "device";
+/** admin: an admin key; member: a password login; device: an agent. */
+export type PrincipalKind = "admin" | "member" | "device";
 
 export interface OrgRow {
   id: string;
@@ -21,15 +22,60 @@ export interface OrgRow {
   createdAt: number;
 }
 
+export interface MemberRow {
+  id: string;
+  orgId: string;
+  /** e.g. alice@acme: unique within the organization. */
+  name: string;
+  role: Role;
+  /** An encoded scrypt hash (auth/password.ts), or null for key-only members. */
+  passwordHash: string | null;
+  createdAt: number;
+  removedAt: number | null;
+}
+
+/** An admin key: a credential of one member. Its role is the member's. */
 export interface AdminKeyRow {
   id: string;
   orgId: string;
+  memberId: string;
   name: string;
   publicKey: string;
+  /** The member's role (read through the member). */
   role: Role;
   createdAt: number;
   revokedAt: number | null;
 }
+
+export interface ApiTokenRow {
+  id: string;
+  orgId: string;
+  name: string;
+  role: Role;
+  /** sha256 of the token's secret, hex. */
+  secretHash: string;
+  createdBy: string;
+  createdAt: number;
+  expiresAt: number;
+  revokedAt: number | null;
+}
+
+export interface AuditEntryRow {
+  orgId: string;
+  seq: number;
+  time: number;
+  actor: string;
+  action: string;
+  target: string;
+  source: string;
+  outcome: string;
+  detail: string;
+  prevHash: string;
+  hash: string;
+}
+
+/** An audit entry before the store places it in the chain. */
+export type NewAuditEntry = Omit<AuditEntryRow, "seq" | "prevHash" | "hash">;
 
 export interface SessionRow {
   /** sha256 of the bearer token, hex. The token itself is never stored. */
@@ -122,19 +168,54 @@ export interface Store {
     setupCodeHash: string;
     orgId: string;
     orgName: string;
-    key: Omit<AdminKeyRow, "orgId" | "revokedAt">;
+    member: Omit<MemberRow, "orgId" | "removedAt" | "passwordHash" | "role">;
+    key: Omit<AdminKeyRow, "orgId" | "revokedAt" | "memberId" | "role">;
     now: number;
   }): Promise<{ org: OrgRow; key: AdminKeyRow } | undefined>;
 
   createOrg(org: OrgRow): Promise<void>;
   getOrg(orgId: string): Promise<OrgRow | undefined>;
+  getOrgByName(name: string): Promise<OrgRow | undefined>;
+  /** Every organization; for the coordinator itself (bootstrap, `up`), never for a caller. */
   listOrgs(): Promise<OrgRow[]>;
 
-  addAdminKey(key: AdminKeyRow): Promise<void>;
+  /** Refuses (throws) a name the organization already uses for a current member. */
+  addMember(member: MemberRow): Promise<void>;
+  getMember(orgId: string, id: string): Promise<MemberRow | undefined>;
+  getMemberByName(orgId: string, name: string): Promise<MemberRow | undefined>;
+  /** Current (not removed) members, by name. */
+  listMembers(orgId: string): Promise<MemberRow[]>;
+  /** Marks the member removed and revokes its keys, in one transaction. */
+  removeMember(orgId: string, id: string, now: number): Promise<boolean>;
+
+  addAdminKey(key: Omit<AdminKeyRow, "role">): Promise<void>;
+  /** Unrevoked keys of current members. */
   listAdminKeys(orgId: string): Promise<AdminKeyRow[]>;
+  /** The key, revoked or not; `role` is its member's. */
   getAdminKey(orgId: string, id: string): Promise<AdminKeyRow | undefined>;
-  /** Unscoped: every unrevoked registration of this key, in any organization. */
+  revokeAdminKey(orgId: string, id: string, now: number): Promise<boolean>;
+  /** Unscoped: every unrevoked registration of this key by a current member, in any organization. */
   findAdminKeysByPublicKey(publicKey: string): Promise<AdminKeyRow[]>;
+
+  createApiToken(token: ApiTokenRow): Promise<void>;
+  listApiTokens(orgId: string): Promise<ApiTokenRow[]>;
+  /** Unscoped: the token a caller presents. */
+  getApiToken(id: string): Promise<ApiTokenRow | undefined>;
+  revokeApiToken(orgId: string, id: string, now: number): Promise<boolean>;
+
+  /**
+   * Appends to the organization's audit chain in one transaction (serialized per organization):
+   * `seal` receives the new entry's seq and the previous entry's hash ("" for the first) and
+   * returns the new entry's hash.
+   */
+  appendAudit(
+    entry: NewAuditEntry,
+    seal: (seq: number, prevHash: string) => string,
+  ): Promise<AuditEntryRow>;
+  /** The chain's head as the last append left it; undefined before the first entry. */
+  getAuditHead(orgId: string): Promise<{ seq: number; hash: string } | undefined>;
+  /** Entries in seq order, optionally only from `since` and by `actor`, the newest `limit`. */
+  listAudit(orgId: string, filter?: { since?: number; actor?: string; limit?: number }): Promise<AuditEntryRow[]>;
 
   /** Stores a session; sessions expired at its creation time may be purged. */
   createSession(session: SessionRow): Promise<void>;

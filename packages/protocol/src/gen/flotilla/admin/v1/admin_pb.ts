@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/admin.proto.
  */
 export const file_flotilla_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mbG90aWxsYS9hZG1pbi92MS9hZG1pbi5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiJAoMSGVsbG9SZXF1ZXN0EhQKDGNsaWVudF9ub25jZRgBIAEoDCJECg1IZWxsb1Jlc3BvbnNlEjMKBXByb29mGAEgASgLMiQuZmxvdGlsbGEuY29tbW9uLnYxLkNvb3JkaW5hdG9yUHJvb2YiKAoMT3JnYW5pemF0aW9uEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkibgoMTG9naW5SZXF1ZXN0EhIKCnB1YmxpY19rZXkYASABKAwSEQoJY2hhbGxlbmdlGAIgASgMEhEKCXNpZ25hdHVyZRgDIAEoDBISCgpzZXR1cF9jb2RlGAQgASgJEhAKCGtleV9uYW1lGAUgASgJIpsBCg1Mb2dpblJlc3BvbnNlEhUKDXNlc3Npb25fdG9rZW4YASABKAkSLgoKZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoMb3JnYW5pemF0aW9uGAMgASgLMh8uZmxvdGlsbGEuYWRtaW4udjEuT3JnYW5pemF0aW9uEgwKBHJvbGUYBCABKAkiDwoNV2hvQW1JUmVxdWVzdCJ3Cg5XaG9BbUlSZXNwb25zZRI1Cgxvcmdhbml6YXRpb24YASABKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24SDAoEcm9sZRgCIAEoCRIOCgZrZXlfaWQYAyABKAkSEAoIa2V5X25hbWUYBCABKAkidgoIQWRtaW5LZXkSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwdWJsaWNfa2V5GAMgASgMEgwKBHJvbGUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoSQWRkQWRtaW5LZXlSZXF1ZXN0EhIKCnB1YmxpY19rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJIj8KE0FkZEFkbWluS2V5UmVzcG9uc2USKAoDa2V5GAEgASgLMhsuZmxvdGlsbGEuYWRtaW4udjEuQWRtaW5LZXkiFgoUTGlzdEFkbWluS2V5c1JlcXVlc3QiQgoVTGlzdEFkbWluS2V5c1Jlc3BvbnNlEikKBGtleXMYASADKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BZG1pbktleSKrAgoJSm9pblRva2VuEgoKAmlkGAEgASgJEjgKBmxhYmVscxgCIAMoCzIoLmZsb3RpbGxhLmFkbWluLnYxLkpvaW5Ub2tlbi5MYWJlbHNFbnRyeRIUCgx1c2VzX2FsbG93ZWQYAyABKA0SDAoEdXNlcxgEIAEoDRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxhdXRvX2FwcHJvdmUYBiABKAgSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcmV2b2tlZBgIIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIu8BChZDcmVhdGVKb2luVG9rZW5SZXF1ZXN0EkUKBmxhYmVscxgBIAMoCzI1LmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QuTGFiZWxzRW50cnkSFAoMdXNlc19hbGxvd2VkGAIgASgNEhoKEmV4cGlyZXNfaW5fc2Vjb25kcxgDIAEoBBIUCgxhdXRvX2FwcHJvdmUYBCABKAgSFwoPY29vcmRpbmF0b3JfdXJsGAUgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWwoXQ3JlYXRlSm9pblRva2VuUmVzcG9uc2USKwoFdG9rZW4YASABKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Kb2luVG9rZW4SEwoLam9pbl9zdHJpbmcYAiABKAkiFwoVTGlzdEpvaW5Ub2tlbnNSZXF1ZXN0IkYKFkxpc3RKb2luVG9rZW5zUmVzcG9uc2USLAoGdG9rZW5zGAEgAygLMhwuZmxvdGlsbGEuYWRtaW4udjEuSm9pblRva2VuIiQKFlJldm9rZUpvaW5Ub2tlblJlcXVlc3QSCgoCaWQYASABKAkiGQoXUmV2b2tlSm9pblRva2VuUmVzcG9uc2Ui6AMKBkRldmljZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEjAKCWxpZmVjeWNsZRgDIAEoDjIdLmZsb3RpbGxhLmNvbW1vbi52MS5MaWZlY3ljbGUSMQoKY29ubmVjdGlvbhgEIAEoDjIdLmZsb3RpbGxhLmFkbWluLnYxLkNvbm5lY3Rpb24SNQoGbGFiZWxzGAUgAygLMiUuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlLkxhYmVsc0VudHJ5EigKBWZhY3RzGAYgASgLMhkuZmxvdGlsbGEuY29tbW9uLnYxLkZhY3RzEhUKDWFnZW50X3ZlcnNpb24YByABKAkSLQoJbGFzdF9zZWVuGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpwdWJsaWNfa2V5GAogASgMEhIKCmdlbmVyYXRpb24YCyABKAQSGwoTb2JzZXJ2ZWRfZ2VuZXJhdGlvbhgMIAEoBBIUCgxjYXBhYmlsaXRpZXMYDSADKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASImChJMaXN0RGV2aWNlc1JlcXVlc3QSEAoIc2VsZWN0b3IYASABKAkiQQoTTGlzdERldmljZXNSZXNwb25zZRIqCgdkZXZpY2VzGAEgAygLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIiIKEEdldERldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIj4KEUdldERldmljZVJlc3BvbnNlEikKBmRldmljZRgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZSImChRBcHByb3ZlRGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkiQgoVQXBwcm92ZURldmljZVJlc3BvbnNlEikKBmRldmljZRgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZSIlChNSZWplY3REZXZpY2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCSJBChRSZWplY3REZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiKwoZRGVjb21taXNzaW9uRGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkiRwoaRGVjb21taXNzaW9uRGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIqsBChlVcGRhdGVEZXZpY2VMYWJlbHNSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCRJCCgNzZXQYAiADKAsyNS5mbG90aWxsYS5hZG1pbi52MS5VcGRhdGVEZXZpY2VMYWJlbHNSZXF1ZXN0LlNldEVudHJ5Eg4KBnJlbW92ZRgDIAMoCRoqCghTZXRFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkcKGlVwZGF0ZURldmljZUxhYmVsc1Jlc3BvbnNlEikKBmRldmljZRgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZSpXCgpDb25uZWN0aW9uEhoKFkNPTk5FQ1RJT05fVU5TUEVDSUZJRUQQABIVChFDT05ORUNUSU9OX09OTElORRABEhYKEkNPTk5FQ1RJT05fT0ZGTElORRACMtMKCgxBZG1pblNlcnZpY2USSgoFSGVsbG8SHy5mbG90aWxsYS5hZG1pbi52MS5IZWxsb1JlcXVlc3QaIC5mbG90aWxsYS5hZG1pbi52MS5IZWxsb1Jlc3BvbnNlEkoKBUxvZ2luEh8uZmxvdGlsbGEuYWRtaW4udjEuTG9naW5SZXF1ZXN0GiAuZmxvdGlsbGEuYWRtaW4udjEuTG9naW5SZXNwb25zZRJNCgZXaG9BbUkSIC5mbG90aWxsYS5hZG1pbi52MS5XaG9BbUlSZXF1ZXN0GiEuZmxvdGlsbGEuYWRtaW4udjEuV2hvQW1JUmVzcG9uc2USXAoLQWRkQWRtaW5LZXkSJS5mbG90aWxsYS5hZG1pbi52MS5BZGRBZG1pbktleVJlcXVlc3QaJi5mbG90aWxsYS5hZG1pbi52MS5BZGRBZG1pbktleVJlc3BvbnNlEmIKDUxpc3RBZG1pbktleXMSJy5mbG90aWxsYS5hZG1pbi52MS5MaXN0QWRtaW5LZXlzUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBZG1pbktleXNSZXNwb25zZRJoCg9DcmVhdGVKb2luVG9rZW4SKS5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVKb2luVG9rZW5SZXF1ZXN0GiouZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVzcG9uc2USZQoOTGlzdEpvaW5Ub2tlbnMSKC5mbG90aWxsYS5hZG1pbi52MS5MaXN0Sm9pblRva2Vuc1JlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5MaXN0Sm9pblRva2Vuc1Jlc3BvbnNlEmgKD1Jldm9rZUpvaW5Ub2tlbhIpLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUpvaW5Ub2tlblJlcXVlc3QaKi5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VKb2luVG9rZW5SZXNwb25zZRJcCgtMaXN0RGV2aWNlcxIlLmZsb3RpbGxhLmFkbWluLnYxLkxpc3REZXZpY2VzUmVxdWVzdBomLmZsb3RpbGxhLmFkbWluLnYxLkxpc3REZXZpY2VzUmVzcG9uc2USVgoJR2V0RGV2aWNlEiMuZmxvdGlsbGEuYWRtaW4udjEuR2V0RGV2aWNlUmVxdWVzdBokLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlc3BvbnNlEmIKDUFwcHJvdmVEZXZpY2USJy5mbG90aWxsYS5hZG1pbi52MS5BcHByb3ZlRGV2aWNlUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkFwcHJvdmVEZXZpY2VSZXNwb25zZRJfCgxSZWplY3REZXZpY2USJi5mbG90aWxsYS5hZG1pbi52MS5SZWplY3REZXZpY2VSZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuUmVqZWN0RGV2aWNlUmVzcG9uc2UScQoSRGVjb21taXNzaW9uRGV2aWNlEiwuZmxvdGlsbGEuYWRtaW4udjEuRGVjb21taXNzaW9uRGV2aWNlUmVxdWVzdBotLmZsb3RpbGxhLmFkbWluLnYxLkRlY29tbWlzc2lvbkRldmljZVJlc3BvbnNlEnEKElVwZGF0ZURldmljZUxhYmVscxIsLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZURldmljZUxhYmVsc1JlcXVlc3QaLS5mbG90aWxsYS5hZG1pbi52MS5VcGRhdGVEZXZpY2VMYWJlbHNSZXNwb25zZWIGcHJvdG8z", [file_flotilla_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("Ch1mbG90aWxsYS9hZG1pbi92MS9hZG1pbi5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiJAoMSGVsbG9SZXF1ZXN0EhQKDGNsaWVudF9ub25jZRgBIAEoDCJECg1IZWxsb1Jlc3BvbnNlEjMKBXByb29mGAEgASgLMiQuZmxvdGlsbGEuY29tbW9uLnYxLkNvb3JkaW5hdG9yUHJvb2YiKAoMT3JnYW5pemF0aW9uEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkihAEKDExvZ2luUmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgMEhEKCWNoYWxsZW5nZRgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSEgoKc2V0dXBfY29kZRgEIAEoCRIQCghrZXlfbmFtZRgFIAEoCRIUCgxvcmdhbml6YXRpb24YBiABKAkimwEKDUxvZ2luUmVzcG9uc2USFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1Cgxvcmdhbml6YXRpb24YAyABKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24SDAoEcm9sZRgEIAEoCSIPCg1XaG9BbUlSZXF1ZXN0IncKDldob0FtSVJlc3BvbnNlEjUKDG9yZ2FuaXphdGlvbhgBIAEoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk9yZ2FuaXphdGlvbhIMCgRyb2xlGAIgASgJEg4KBmtleV9pZBgDIAEoCRIQCghrZXlfbmFtZRgEIAEoCSKGAQoIQWRtaW5LZXkSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwdWJsaWNfa2V5GAMgASgMEgwKBHJvbGUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGbWVtYmVyGAYgASgJIlQKEkFkZEFkbWluS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIOCgZtZW1iZXIYBCABKAkiPwoTQWRkQWRtaW5LZXlSZXNwb25zZRIoCgNrZXkYASABKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BZG1pbktleSIWChRMaXN0QWRtaW5LZXlzUmVxdWVzdCJCChVMaXN0QWRtaW5LZXlzUmVzcG9uc2USKQoEa2V5cxgBIAMoCzIbLmZsb3RpbGxhLmFkbWluLnYxLkFkbWluS2V5IqsCCglKb2luVG9rZW4SCgoCaWQYASABKAkSOAoGbGFiZWxzGAIgAygLMiguZmxvdGlsbGEuYWRtaW4udjEuSm9pblRva2VuLkxhYmVsc0VudHJ5EhQKDHVzZXNfYWxsb3dlZBgDIAEoDRIMCgR1c2VzGAQgASgNEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGF1dG9fYXBwcm92ZRgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7wEKFkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QSRQoGbGFiZWxzGAEgAygLMjUuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVxdWVzdC5MYWJlbHNFbnRyeRIUCgx1c2VzX2FsbG93ZWQYAiABKA0SGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgEEhQKDGF1dG9fYXBwcm92ZRgEIAEoCBIXCg9jb29yZGluYXRvcl91cmwYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRIrCgV0b2tlbhgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkpvaW5Ub2tlbhITCgtqb2luX3N0cmluZxgCIAEoCSIXChVMaXN0Sm9pblRva2Vuc1JlcXVlc3QiRgoWTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRIsCgZ0b2tlbnMYASADKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Kb2luVG9rZW4iJAoWUmV2b2tlSm9pblRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSIZChdSZXZva2VKb2luVG9rZW5SZXNwb25zZSLoAwoGRGV2aWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSMAoJbGlmZWN5Y2xlGAMgASgOMh0uZmxvdGlsbGEuY29tbW9uLnYxLkxpZmVjeWNsZRIxCgpjb25uZWN0aW9uGAQgASgOMh0uZmxvdGlsbGEuYWRtaW4udjEuQ29ubmVjdGlvbhI1CgZsYWJlbHMYBSADKAsyJS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UuTGFiZWxzRW50cnkSKAoFZmFjdHMYBiABKAsyGS5mbG90aWxsYS5jb21tb24udjEuRmFjdHMSFQoNYWdlbnRfdmVyc2lvbhgHIAEoCRItCglsYXN0X3NlZW4YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnB1YmxpY19rZXkYCiABKAwSEgoKZ2VuZXJhdGlvbhgLIAEoBBIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAwgASgEEhQKDGNhcGFiaWxpdGllcxgNIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiYKEkxpc3REZXZpY2VzUmVxdWVzdBIQCghzZWxlY3RvchgBIAEoCSJBChNMaXN0RGV2aWNlc1Jlc3BvbnNlEioKB2RldmljZXMYASADKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiIgoQR2V0RGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkiPgoRR2V0RGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIiYKFEFwcHJvdmVEZXZpY2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCSJCChVBcHByb3ZlRGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIiUKE1JlamVjdERldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIkEKFFJlamVjdERldmljZVJlc3BvbnNlEikKBmRldmljZRgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZSIrChlEZWNvbW1pc3Npb25EZXZpY2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCSJHChpEZWNvbW1pc3Npb25EZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiqwEKGVVwZGF0ZURldmljZUxhYmVsc1JlcXVlc3QSDgoGZGV2aWNlGAEgASgJEkIKA3NldBgCIAMoCzI1LmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZURldmljZUxhYmVsc1JlcXVlc3QuU2V0RW50cnkSDgoGcmVtb3ZlGAMgAygJGioKCFNldEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRwoaVXBkYXRlRGV2aWNlTGFiZWxzUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIikKGUNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJTChpDcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRI1Cgxvcmdhbml6YXRpb24YASABKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24iGgoYTGlzdE9yZ2FuaXphdGlvbnNSZXF1ZXN0ImIKGUxpc3RPcmdhbml6YXRpb25zUmVzcG9uc2USNgoNb3JnYW5pemF0aW9ucxgBIAMoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk9yZ2FuaXphdGlvbhINCgVyb2xlcxgCIAMoCSKEAQoGTWVtYmVyEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxoYXNfcGFzc3dvcmQYBSABKAgSDAoEa2V5cxgGIAEoDSJUChBBZGRNZW1iZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEcm9sZRgCIAEoCRISCgpwdWJsaWNfa2V5GAMgASgJEhAKCHBhc3N3b3JkGAQgASgJIj4KEUFkZE1lbWJlclJlc3BvbnNlEikKBm1lbWJlchgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLk1lbWJlciIUChJMaXN0TWVtYmVyc1JlcXVlc3QiQQoTTGlzdE1lbWJlcnNSZXNwb25zZRIqCgdtZW1iZXJzGAEgAygLMhkuZmxvdGlsbGEuYWRtaW4udjEuTWVtYmVyIiUKE1JlbW92ZU1lbWJlclJlcXVlc3QSDgoGbWVtYmVyGAEgASgJIhYKFFJlbW92ZU1lbWJlclJlc3BvbnNlIiQKFVJldm9rZUFkbWluS2V5UmVxdWVzdBILCgNrZXkYASABKAkiGAoWUmV2b2tlQWRtaW5LZXlSZXNwb25zZSK3AQoIQXBpVG9rZW4SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jldm9rZWQYBiABKAgSEgoKY3JlYXRlZF9ieRgHIAEoCSJPChVDcmVhdGVBcGlUb2tlblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRyb2xlGAIgASgJEhoKEmV4cGlyZXNfaW5fc2Vjb25kcxgDIAEoBCJUChZDcmVhdGVBcGlUb2tlblJlc3BvbnNlEioKBXRva2VuGAEgASgLMhsuZmxvdGlsbGEuYWRtaW4udjEuQXBpVG9rZW4SDgoGc2VjcmV0GAIgASgJIhYKFExpc3RBcGlUb2tlbnNSZXF1ZXN0IkQKFUxpc3RBcGlUb2tlbnNSZXNwb25zZRIrCgZ0b2tlbnMYASADKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BcGlUb2tlbiImChVSZXZva2VBcGlUb2tlblJlcXVlc3QSDQoFdG9rZW4YASABKAkiGAoWUmV2b2tlQXBpVG9rZW5SZXNwb25zZSKxAQoKQXVkaXRFbnRyeRILCgNzZXEYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYAyABKAkSDgoGYWN0aW9uGAQgASgJEg4KBnRhcmdldBgFIAEoCRIOCgZzb3VyY2UYBiABKAkSDwoHb3V0Y29tZRgHIAEoCRIOCgZkZXRhaWwYCCABKAkSDAoEaGFzaBgJIAEoCSJiChdMaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBIpCgVzaW5jZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYAiABKAkSDQoFbGltaXQYAyABKA0iSgoYTGlzdEF1ZGl0RW50cmllc1Jlc3BvbnNlEi4KB2VudHJpZXMYASADKAsyHS5mbG90aWxsYS5hZG1pbi52MS5BdWRpdEVudHJ5IhcKFVZlcmlmeUF1ZGl0TG9nUmVxdWVzdCJdChZWZXJpZnlBdWRpdExvZ1Jlc3BvbnNlEgoKAm9rGAEgASgIEg8KB2VudHJpZXMYAiABKAQSFQoNZmlyc3RfYmFkX3NlcRgDIAEoBBIPCgdwcm9ibGVtGAQgASgJKlcKCkNvbm5lY3Rpb24SGgoWQ09OTkVDVElPTl9VTlNQRUNJRklFRBAAEhUKEUNPTk5FQ1RJT05fT05MSU5FEAESFgoSQ09OTkVDVElPTl9PRkZMSU5FEAIyuhMKDEFkbWluU2VydmljZRJKCgVIZWxsbxIfLmZsb3RpbGxhLmFkbWluLnYxLkhlbGxvUmVxdWVzdBogLmZsb3RpbGxhLmFkbWluLnYxLkhlbGxvUmVzcG9uc2USSgoFTG9naW4SHy5mbG90aWxsYS5hZG1pbi52MS5Mb2dpblJlcXVlc3QaIC5mbG90aWxsYS5hZG1pbi52MS5Mb2dpblJlc3BvbnNlEk0KBldob0FtSRIgLmZsb3RpbGxhLmFkbWluLnYxLldob0FtSVJlcXVlc3QaIS5mbG90aWxsYS5hZG1pbi52MS5XaG9BbUlSZXNwb25zZRJcCgtBZGRBZG1pbktleRIlLmZsb3RpbGxhLmFkbWluLnYxLkFkZEFkbWluS2V5UmVxdWVzdBomLmZsb3RpbGxhLmFkbWluLnYxLkFkZEFkbWluS2V5UmVzcG9uc2USYgoNTGlzdEFkbWluS2V5cxInLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBZG1pbktleXNSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuTGlzdEFkbWluS2V5c1Jlc3BvbnNlEmgKD0NyZWF0ZUpvaW5Ub2tlbhIpLmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QaKi5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVKb2luVG9rZW5SZXNwb25zZRJlCg5MaXN0Sm9pblRva2VucxIoLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RKb2luVG9rZW5zUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RKb2luVG9rZW5zUmVzcG9uc2USaAoPUmV2b2tlSm9pblRva2VuEikuZmxvdGlsbGEuYWRtaW4udjEuUmV2b2tlSm9pblRva2VuUmVxdWVzdBoqLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUpvaW5Ub2tlblJlc3BvbnNlElwKC0xpc3REZXZpY2VzEiUuZmxvdGlsbGEuYWRtaW4udjEuTGlzdERldmljZXNSZXF1ZXN0GiYuZmxvdGlsbGEuYWRtaW4udjEuTGlzdERldmljZXNSZXNwb25zZRJWCglHZXREZXZpY2USIy5mbG90aWxsYS5hZG1pbi52MS5HZXREZXZpY2VSZXF1ZXN0GiQuZmxvdGlsbGEuYWRtaW4udjEuR2V0RGV2aWNlUmVzcG9uc2USYgoNQXBwcm92ZURldmljZRInLmZsb3RpbGxhLmFkbWluLnYxLkFwcHJvdmVEZXZpY2VSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuQXBwcm92ZURldmljZVJlc3BvbnNlEl8KDFJlamVjdERldmljZRImLmZsb3RpbGxhLmFkbWluLnYxLlJlamVjdERldmljZVJlcXVlc3QaJy5mbG90aWxsYS5hZG1pbi52MS5SZWplY3REZXZpY2VSZXNwb25zZRJxChJEZWNvbW1pc3Npb25EZXZpY2USLC5mbG90aWxsYS5hZG1pbi52MS5EZWNvbW1pc3Npb25EZXZpY2VSZXF1ZXN0Gi0uZmxvdGlsbGEuYWRtaW4udjEuRGVjb21taXNzaW9uRGV2aWNlUmVzcG9uc2UScQoSVXBkYXRlRGV2aWNlTGFiZWxzEiwuZmxvdGlsbGEuYWRtaW4udjEuVXBkYXRlRGV2aWNlTGFiZWxzUmVxdWVzdBotLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZURldmljZUxhYmVsc1Jlc3BvbnNlEnEKEkNyZWF0ZU9yZ2FuaXphdGlvbhIsLmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaLS5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJuChFMaXN0T3JnYW5pemF0aW9ucxIrLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RPcmdhbml6YXRpb25zUmVxdWVzdBosLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RPcmdhbml6YXRpb25zUmVzcG9uc2USVgoJQWRkTWVtYmVyEiMuZmxvdGlsbGEuYWRtaW4udjEuQWRkTWVtYmVyUmVxdWVzdBokLmZsb3RpbGxhLmFkbWluLnYxLkFkZE1lbWJlclJlc3BvbnNlElwKC0xpc3RNZW1iZXJzEiUuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE1lbWJlcnNSZXF1ZXN0GiYuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE1lbWJlcnNSZXNwb25zZRJfCgxSZW1vdmVNZW1iZXISJi5mbG90aWxsYS5hZG1pbi52MS5SZW1vdmVNZW1iZXJSZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuUmVtb3ZlTWVtYmVyUmVzcG9uc2USZQoOUmV2b2tlQWRtaW5LZXkSKC5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBZG1pbktleVJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBZG1pbktleVJlc3BvbnNlEmUKDkNyZWF0ZUFwaVRva2VuEiguZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlQXBpVG9rZW5SZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlQXBpVG9rZW5SZXNwb25zZRJiCg1MaXN0QXBpVG9rZW5zEicuZmxvdGlsbGEuYWRtaW4udjEuTGlzdEFwaVRva2Vuc1JlcXVlc3QaKC5mbG90aWxsYS5hZG1pbi52MS5MaXN0QXBpVG9rZW5zUmVzcG9uc2USZQoOUmV2b2tlQXBpVG9rZW4SKC5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBcGlUb2tlblJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBcGlUb2tlblJlc3BvbnNlEmsKEExpc3RBdWRpdEVudHJpZXMSKi5mbG90aWxsYS5hZG1pbi52MS5MaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBorLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBdWRpdEVudHJpZXNSZXNwb25zZRJlCg5WZXJpZnlBdWRpdExvZxIoLmZsb3RpbGxhLmFkbWluLnYxLlZlcmlmeUF1ZGl0TG9nUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlZlcmlmeUF1ZGl0TG9nUmVzcG9uc2ViBnByb3RvMw", [file_flotilla_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message flotilla.admin.v1.HelloRequest
@@ -110,6 +110,13 @@ export type LoginRequest = Message<"flotilla.admin.v1.LoginRequest"> & {
    * @generated from field: string key_name = 5;
    */
   keyName: string;
+
+  /**
+   * The organization (name or id) to open the session in; default: the first the key belongs to.
+   *
+   * @generated from field: string organization = 6;
+   */
+  organization: string;
 };
 
 /**
@@ -226,6 +233,13 @@ export type AdminKey = Message<"flotilla.admin.v1.AdminKey"> & {
    * @generated from field: google.protobuf.Timestamp created_at = 5;
    */
   createdAt?: Timestamp | undefined;
+
+  /**
+   * The member the key belongs to.
+   *
+   * @generated from field: string member = 6;
+   */
+  member: string;
 };
 
 /**
@@ -252,9 +266,18 @@ export type AddAdminKeyRequest = Message<"flotilla.admin.v1.AddAdminKeyRequest">
   name: string;
 
   /**
+   * The role of the member created for this key, when `member` is empty.
+   *
    * @generated from field: string role = 3;
    */
   role: string;
+
+  /**
+   * An existing member (name or id) to add the key to.
+   *
+   * @generated from field: string member = 4;
+   */
+  member: string;
 };
 
 /**
@@ -790,6 +813,594 @@ export const UpdateDeviceLabelsResponseSchema: GenMessage<UpdateDeviceLabelsResp
   messageDesc(file_flotilla_admin_v1_admin, 31);
 
 /**
+ * @generated from message flotilla.admin.v1.CreateOrganizationRequest
+ */
+export type CreateOrganizationRequest = Message<"flotilla.admin.v1.CreateOrganizationRequest"> & {
+  /**
+   * Lowercase letters, digits and dashes.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.CreateOrganizationRequest.
+ * Use `create(CreateOrganizationRequestSchema)` to create a new message.
+ */
+export const CreateOrganizationRequestSchema: GenMessage<CreateOrganizationRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 32);
+
+/**
+ * @generated from message flotilla.admin.v1.CreateOrganizationResponse
+ */
+export type CreateOrganizationResponse = Message<"flotilla.admin.v1.CreateOrganizationResponse"> & {
+  /**
+   * @generated from field: flotilla.admin.v1.Organization organization = 1;
+   */
+  organization?: Organization | undefined;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.CreateOrganizationResponse.
+ * Use `create(CreateOrganizationResponseSchema)` to create a new message.
+ */
+export const CreateOrganizationResponseSchema: GenMessage<CreateOrganizationResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 33);
+
+/**
+ * @generated from message flotilla.admin.v1.ListOrganizationsRequest
+ */
+export type ListOrganizationsRequest = Message<"flotilla.admin.v1.ListOrganizationsRequest"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ListOrganizationsRequest.
+ * Use `create(ListOrganizationsRequestSchema)` to create a new message.
+ */
+export const ListOrganizationsRequestSchema: GenMessage<ListOrganizationsRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 34);
+
+/**
+ * @generated from message flotilla.admin.v1.ListOrganizationsResponse
+ */
+export type ListOrganizationsResponse = Message<"flotilla.admin.v1.ListOrganizationsResponse"> & {
+  /**
+   * @generated from field: repeated flotilla.admin.v1.Organization organizations = 1;
+   */
+  organizations: Organization[];
+
+  /**
+   * The caller's role in each, in the same order.
+   *
+   * @generated from field: repeated string roles = 2;
+   */
+  roles: string[];
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ListOrganizationsResponse.
+ * Use `create(ListOrganizationsResponseSchema)` to create a new message.
+ */
+export const ListOrganizationsResponseSchema: GenMessage<ListOrganizationsResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 35);
+
+/**
+ * @generated from message flotilla.admin.v1.Member
+ */
+export type Member = Message<"flotilla.admin.v1.Member"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * e.g. alice@acme; unique within the organization.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string role = 3;
+   */
+  role: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool has_password = 5;
+   */
+  hasPassword: boolean;
+
+  /**
+   * @generated from field: uint32 keys = 6;
+   */
+  keys: number;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.Member.
+ * Use `create(MemberSchema)` to create a new message.
+ */
+export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 36);
+
+/**
+ * @generated from message flotilla.admin.v1.AddMemberRequest
+ */
+export type AddMemberRequest = Message<"flotilla.admin.v1.AddMemberRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string role = 2;
+   */
+  role: string;
+
+  /**
+   * An OpenSSH ed25519 public key line or a node id to register for the member.
+   *
+   * @generated from field: string public_key = 3;
+   */
+  publicKey: string;
+
+  /**
+   * A password for the web UI; at least 12 characters. Stored as a scrypt hash.
+   *
+   * @generated from field: string password = 4;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.AddMemberRequest.
+ * Use `create(AddMemberRequestSchema)` to create a new message.
+ */
+export const AddMemberRequestSchema: GenMessage<AddMemberRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 37);
+
+/**
+ * @generated from message flotilla.admin.v1.AddMemberResponse
+ */
+export type AddMemberResponse = Message<"flotilla.admin.v1.AddMemberResponse"> & {
+  /**
+   * @generated from field: flotilla.admin.v1.Member member = 1;
+   */
+  member?: Member | undefined;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.AddMemberResponse.
+ * Use `create(AddMemberResponseSchema)` to create a new message.
+ */
+export const AddMemberResponseSchema: GenMessage<AddMemberResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 38);
+
+/**
+ * @generated from message flotilla.admin.v1.ListMembersRequest
+ */
+export type ListMembersRequest = Message<"flotilla.admin.v1.ListMembersRequest"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ListMembersRequest.
+ * Use `create(ListMembersRequestSchema)` to create a new message.
+ */
+export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 39);
+
+/**
+ * @generated from message flotilla.admin.v1.ListMembersResponse
+ */
+export type ListMembersResponse = Message<"flotilla.admin.v1.ListMembersResponse"> & {
+  /**
+   * @generated from field: repeated flotilla.admin.v1.Member members = 1;
+   */
+  members: Member[];
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ListMembersResponse.
+ * Use `create(ListMembersResponseSchema)` to create a new message.
+ */
+export const ListMembersResponseSchema: GenMessage<ListMembersResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 40);
+
+/**
+ * @generated from message flotilla.admin.v1.RemoveMemberRequest
+ */
+export type RemoveMemberRequest = Message<"flotilla.admin.v1.RemoveMemberRequest"> & {
+  /**
+   * Name or id.
+   *
+   * @generated from field: string member = 1;
+   */
+  member: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.RemoveMemberRequest.
+ * Use `create(RemoveMemberRequestSchema)` to create a new message.
+ */
+export const RemoveMemberRequestSchema: GenMessage<RemoveMemberRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 41);
+
+/**
+ * @generated from message flotilla.admin.v1.RemoveMemberResponse
+ */
+export type RemoveMemberResponse = Message<"flotilla.admin.v1.RemoveMemberResponse"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.RemoveMemberResponse.
+ * Use `create(RemoveMemberResponseSchema)` to create a new message.
+ */
+export const RemoveMemberResponseSchema: GenMessage<RemoveMemberResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 42);
+
+/**
+ * @generated from message flotilla.admin.v1.RevokeAdminKeyRequest
+ */
+export type RevokeAdminKeyRequest = Message<"flotilla.admin.v1.RevokeAdminKeyRequest"> & {
+  /**
+   * Key id, or a fingerprint as `key ls` prints it.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.RevokeAdminKeyRequest.
+ * Use `create(RevokeAdminKeyRequestSchema)` to create a new message.
+ */
+export const RevokeAdminKeyRequestSchema: GenMessage<RevokeAdminKeyRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 43);
+
+/**
+ * @generated from message flotilla.admin.v1.RevokeAdminKeyResponse
+ */
+export type RevokeAdminKeyResponse = Message<"flotilla.admin.v1.RevokeAdminKeyResponse"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.RevokeAdminKeyResponse.
+ * Use `create(RevokeAdminKeyResponseSchema)` to create a new message.
+ */
+export const RevokeAdminKeyResponseSchema: GenMessage<RevokeAdminKeyResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 44);
+
+/**
+ * @generated from message flotilla.admin.v1.ApiToken
+ */
+export type ApiToken = Message<"flotilla.admin.v1.ApiToken"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string role = 3;
+   */
+  role: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 5;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool revoked = 6;
+   */
+  revoked: boolean;
+
+  /**
+   * @generated from field: string created_by = 7;
+   */
+  createdBy: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ApiToken.
+ * Use `create(ApiTokenSchema)` to create a new message.
+ */
+export const ApiTokenSchema: GenMessage<ApiToken> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 45);
+
+/**
+ * @generated from message flotilla.admin.v1.CreateApiTokenRequest
+ */
+export type CreateApiTokenRequest = Message<"flotilla.admin.v1.CreateApiTokenRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string role = 2;
+   */
+  role: string;
+
+  /**
+   * @generated from field: uint64 expires_in_seconds = 3;
+   */
+  expiresInSeconds: bigint;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.CreateApiTokenRequest.
+ * Use `create(CreateApiTokenRequestSchema)` to create a new message.
+ */
+export const CreateApiTokenRequestSchema: GenMessage<CreateApiTokenRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 46);
+
+/**
+ * @generated from message flotilla.admin.v1.CreateApiTokenResponse
+ */
+export type CreateApiTokenResponse = Message<"flotilla.admin.v1.CreateApiTokenResponse"> & {
+  /**
+   * @generated from field: flotilla.admin.v1.ApiToken token = 1;
+   */
+  token?: ApiToken | undefined;
+
+  /**
+   * The bearer token, shown once; only its hash is stored.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.CreateApiTokenResponse.
+ * Use `create(CreateApiTokenResponseSchema)` to create a new message.
+ */
+export const CreateApiTokenResponseSchema: GenMessage<CreateApiTokenResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 47);
+
+/**
+ * @generated from message flotilla.admin.v1.ListApiTokensRequest
+ */
+export type ListApiTokensRequest = Message<"flotilla.admin.v1.ListApiTokensRequest"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ListApiTokensRequest.
+ * Use `create(ListApiTokensRequestSchema)` to create a new message.
+ */
+export const ListApiTokensRequestSchema: GenMessage<ListApiTokensRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 48);
+
+/**
+ * @generated from message flotilla.admin.v1.ListApiTokensResponse
+ */
+export type ListApiTokensResponse = Message<"flotilla.admin.v1.ListApiTokensResponse"> & {
+  /**
+   * @generated from field: repeated flotilla.admin.v1.ApiToken tokens = 1;
+   */
+  tokens: ApiToken[];
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ListApiTokensResponse.
+ * Use `create(ListApiTokensResponseSchema)` to create a new message.
+ */
+export const ListApiTokensResponseSchema: GenMessage<ListApiTokensResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 49);
+
+/**
+ * @generated from message flotilla.admin.v1.RevokeApiTokenRequest
+ */
+export type RevokeApiTokenRequest = Message<"flotilla.admin.v1.RevokeApiTokenRequest"> & {
+  /**
+   * Id or name.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.RevokeApiTokenRequest.
+ * Use `create(RevokeApiTokenRequestSchema)` to create a new message.
+ */
+export const RevokeApiTokenRequestSchema: GenMessage<RevokeApiTokenRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 50);
+
+/**
+ * @generated from message flotilla.admin.v1.RevokeApiTokenResponse
+ */
+export type RevokeApiTokenResponse = Message<"flotilla.admin.v1.RevokeApiTokenResponse"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.RevokeApiTokenResponse.
+ * Use `create(RevokeApiTokenResponseSchema)` to create a new message.
+ */
+export const RevokeApiTokenResponseSchema: GenMessage<RevokeApiTokenResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 51);
+
+/**
+ * @generated from message flotilla.admin.v1.AuditEntry
+ */
+export type AuditEntry = Message<"flotilla.admin.v1.AuditEntry"> & {
+  /**
+   * Position in the organization's chain, from 1.
+   *
+   * @generated from field: uint64 seq = 1;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Who: key:NAME, token:NAME, member:NAME, agent:DEVICE.
+   *
+   * @generated from field: string actor = 3;
+   */
+  actor: string;
+
+  /**
+   * What: the RPC, e.g. ApproveDevice.
+   *
+   * @generated from field: string action = 4;
+   */
+  action: string;
+
+  /**
+   * On what: a device, token, member, key...
+   *
+   * @generated from field: string target = 5;
+   */
+  target: string;
+
+  /**
+   * The caller's network address.
+   *
+   * @generated from field: string source = 6;
+   */
+  source: string;
+
+  /**
+   * ok, denied, or error:<code>.
+   *
+   * @generated from field: string outcome = 7;
+   */
+  outcome: string;
+
+  /**
+   * @generated from field: string detail = 8;
+   */
+  detail: string;
+
+  /**
+   * sha256 over the previous entry's hash and this entry.
+   *
+   * @generated from field: string hash = 9;
+   */
+  hash: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.AuditEntry.
+ * Use `create(AuditEntrySchema)` to create a new message.
+ */
+export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 52);
+
+/**
+ * @generated from message flotilla.admin.v1.ListAuditEntriesRequest
+ */
+export type ListAuditEntriesRequest = Message<"flotilla.admin.v1.ListAuditEntriesRequest"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp since = 1;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string actor = 2;
+   */
+  actor: string;
+
+  /**
+   * At most this many, newest last; 0 means 1000.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ListAuditEntriesRequest.
+ * Use `create(ListAuditEntriesRequestSchema)` to create a new message.
+ */
+export const ListAuditEntriesRequestSchema: GenMessage<ListAuditEntriesRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 53);
+
+/**
+ * @generated from message flotilla.admin.v1.ListAuditEntriesResponse
+ */
+export type ListAuditEntriesResponse = Message<"flotilla.admin.v1.ListAuditEntriesResponse"> & {
+  /**
+   * @generated from field: repeated flotilla.admin.v1.AuditEntry entries = 1;
+   */
+  entries: AuditEntry[];
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ListAuditEntriesResponse.
+ * Use `create(ListAuditEntriesResponseSchema)` to create a new message.
+ */
+export const ListAuditEntriesResponseSchema: GenMessage<ListAuditEntriesResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 54);
+
+/**
+ * @generated from message flotilla.admin.v1.VerifyAuditLogRequest
+ */
+export type VerifyAuditLogRequest = Message<"flotilla.admin.v1.VerifyAuditLogRequest"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.VerifyAuditLogRequest.
+ * Use `create(VerifyAuditLogRequestSchema)` to create a new message.
+ */
+export const VerifyAuditLogRequestSchema: GenMessage<VerifyAuditLogRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 55);
+
+/**
+ * @generated from message flotilla.admin.v1.VerifyAuditLogResponse
+ */
+export type VerifyAuditLogResponse = Message<"flotilla.admin.v1.VerifyAuditLogResponse"> & {
+  /**
+   * @generated from field: bool ok = 1;
+   */
+  ok: boolean;
+
+  /**
+   * @generated from field: uint64 entries = 2;
+   */
+  entries: bigint;
+
+  /**
+   * The first entry that does not verify, when not ok.
+   *
+   * @generated from field: uint64 first_bad_seq = 3;
+   */
+  firstBadSeq: bigint;
+
+  /**
+   * @generated from field: string problem = 4;
+   */
+  problem: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.VerifyAuditLogResponse.
+ * Use `create(VerifyAuditLogResponseSchema)` to create a new message.
+ */
+export const VerifyAuditLogResponseSchema: GenMessage<VerifyAuditLogResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 56);
+
+/**
  * Whether the device's agent is connected now, as derived by the coordinator.
  *
  * @generated from enum flotilla.admin.v1.Connection
@@ -938,6 +1549,102 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof UpdateDeviceLabelsRequestSchema;
     output: typeof UpdateDeviceLabelsResponseSchema;
+  },
+  /**
+   * Organizations the caller's key belongs to; creating one makes the caller its owner.
+   *
+   * @generated from rpc flotilla.admin.v1.AdminService.CreateOrganization
+   */
+  createOrganization: {
+    methodKind: "unary";
+    input: typeof CreateOrganizationRequestSchema;
+    output: typeof CreateOrganizationResponseSchema;
+  },
+  /**
+   * @generated from rpc flotilla.admin.v1.AdminService.ListOrganizations
+   */
+  listOrganizations: {
+    methodKind: "unary";
+    input: typeof ListOrganizationsRequestSchema;
+    output: typeof ListOrganizationsResponseSchema;
+  },
+  /**
+   * Members of the caller's organization: people and machines with a role.
+   *
+   * @generated from rpc flotilla.admin.v1.AdminService.AddMember
+   */
+  addMember: {
+    methodKind: "unary";
+    input: typeof AddMemberRequestSchema;
+    output: typeof AddMemberResponseSchema;
+  },
+  /**
+   * @generated from rpc flotilla.admin.v1.AdminService.ListMembers
+   */
+  listMembers: {
+    methodKind: "unary";
+    input: typeof ListMembersRequestSchema;
+    output: typeof ListMembersResponseSchema;
+  },
+  /**
+   * @generated from rpc flotilla.admin.v1.AdminService.RemoveMember
+   */
+  removeMember: {
+    methodKind: "unary";
+    input: typeof RemoveMemberRequestSchema;
+    output: typeof RemoveMemberResponseSchema;
+  },
+  /**
+   * @generated from rpc flotilla.admin.v1.AdminService.RevokeAdminKey
+   */
+  revokeAdminKey: {
+    methodKind: "unary";
+    input: typeof RevokeAdminKeyRequestSchema;
+    output: typeof RevokeAdminKeyResponseSchema;
+  },
+  /**
+   * API tokens for CI: scoped to the organization and a role, with an expiry, shown once.
+   *
+   * @generated from rpc flotilla.admin.v1.AdminService.CreateApiToken
+   */
+  createApiToken: {
+    methodKind: "unary";
+    input: typeof CreateApiTokenRequestSchema;
+    output: typeof CreateApiTokenResponseSchema;
+  },
+  /**
+   * @generated from rpc flotilla.admin.v1.AdminService.ListApiTokens
+   */
+  listApiTokens: {
+    methodKind: "unary";
+    input: typeof ListApiTokensRequestSchema;
+    output: typeof ListApiTokensResponseSchema;
+  },
+  /**
+   * @generated from rpc flotilla.admin.v1.AdminService.RevokeApiToken
+   */
+  revokeApiToken: {
+    methodKind: "unary";
+    input: typeof RevokeApiTokenRequestSchema;
+    output: typeof RevokeApiTokenResponseSchema;
+  },
+  /**
+   * The organization's append-only, hash-chained audit log.
+   *
+   * @generated from rpc flotilla.admin.v1.AdminService.ListAuditEntries
+   */
+  listAuditEntries: {
+    methodKind: "unary";
+    input: typeof ListAuditEntriesRequestSchema;
+    output: typeof ListAuditEntriesResponseSchema;
+  },
+  /**
+   * @generated from rpc flotilla.admin.v1.AdminService.VerifyAuditLog
+   */
+  verifyAuditLog: {
+    methodKind: "unary";
+    input: typeof VerifyAuditLogRequestSchema;
+    output: typeof VerifyAuditLogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_flotilla_admin_v1_admin, 0);

@@ -1,0 +1,186 @@
+import { readFile } from "node:fs/promises";
+import { createInterface } from "node:readline";
+import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Command } from "commander";
+import { fingerprint } from "@flotilla/protocol";
+import { adminClient, type AdminTarget } from "../admin/client.ts";
+import { UsageError } from "../errors.ts";
+import { json, parseDuration, table } from "../output.ts";
+import type { Run } from "./run.ts";
+
+const iso = (t: Timestamp | undefined) => (t ? new Date(timestampMs(t)).toISOString() : "");
+
+/** A password from the terminal (not echoed) or, in scripts, the first line of standard input. */
+async function readPassword(): Promise<string> {
+  if (!process.stdin.isTTY) {
+    let text = "";
+    for await (const chunk of process.stdin) text += String(chunk);
+    return text.split("\n")[0] ?? "";
+  }
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  process.stderr.write("password: ");
+  const muted = rl as unknown as { _writeToOutput: (s: string) => void };
+  muted._writeToOutput = () => {};
+  const answer = await new Promise<string>((resolve) => rl.question("", resolve));
+  rl.close();
+  process.stderr.write("\n");
+  return answer;
+}
+
+async function publicKeyArg(text: string): Promise<string> {
+  if (text.startsWith("ssh-") || /^[A-Za-z0-9_-]{43}$/.test(text)) return text;
+  try {
+    return (await readFile(text, "utf8")).trim();
+  } catch {
+    throw new UsageError(`cannot read public key file ${text}`);
+  }
+}
+
+/** Organizations, members, admin keys, API tokens and the audit log. */
+export function registerOrgCommands(program: Command, target: () => AdminTarget, run: Run): void {
+  const client = () => adminClient(target());
+
+  const org = program.command("org").description("organizations");
+  org
+    .command("create <name>")
+    .description("create an organization; you become its owner (use it with --org NAME)")
+    .action((name: string) =>
+      run(async (out) => {
+        const res = await (await client()).createOrganization({ name });
+        out(`created organization ${res.organization?.name} (${res.organization?.id})\n`);
+      }),
+    );
+  org
+    .command("ls")
+    .description("the organizations your key belongs to, with your role in each")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) =>
+      run(async (out) => {
+        const res = await (await client()).listOrganizations({});
+        const rows = res.organizations.map((o, i) => ({ id: o.id, name: o.name, role: res.roles[i] ?? "" }));
+        out(opts.json ? json(rows) : table(["NAME", "ROLE", "ID"], rows.map((r) => [r.name, r.role, r.id])));
+      }),
+    );
+
+  const member = program.command("member").description("members of the organization and their roles");
+  member
+    .command("add <name>")
+    .description("add a member (e.g. alice@acme) with a role")
+    .option("--role <role>", "owner, admin, deployer or viewer", "viewer")
+    .option("--ssh-key <file>", "an OpenSSH ed25519 public key (file or line) the member logs in with")
+    .option("--password", "set a web UI password (asked for, or read from standard input)")
+    .action((name: string, opts: { role: string; sshKey?: string; password?: boolean }) =>
+      run(async (out) => {
+        const publicKey = opts.sshKey ? await publicKeyArg(opts.sshKey) : "";
+        const password = opts.password ? await readPassword() : "";
+        const res = await (await client()).addMember({ name, role: opts.role, publicKey, password });
+        out(`added ${res.member?.role} ${res.member?.name}\n`);
+      }),
+    );
+  member
+    .command("ls")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) =>
+      run(async (out) => {
+        const { members } = await (await client()).listMembers({});
+        const rows = members.map((m) => ({ id: m.id, name: m.name, role: m.role, keys: m.keys, password: m.hasPassword, createdAt: iso(m.createdAt) }));
+        out(opts.json ? json(rows) : table(["NAME", "ROLE", "KEYS", "PASSWORD", "ID"], rows.map((r) => [r.name, r.role, String(r.keys), r.password ? "yes" : "no", r.id])));
+      }),
+    );
+  member
+    .command("rm <member>")
+    .description("remove a member: their keys and sessions stop working at once")
+    .action((ref: string) =>
+      run(async (out) => {
+        await (await client()).removeMember({ member: ref });
+        out(`removed ${ref}\n`);
+      }),
+    );
+
+  const key = program.command("key").description("admin keys");
+  key
+    .command("ls")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) =>
+      run(async (out) => {
+        const { keys } = await (await client()).listAdminKeys({});
+        const rows = keys.map((k) => ({ id: k.id, name: k.name, member: k.member, role: k.role, fingerprint: fingerprint(k.publicKey) }));
+        out(opts.json ? json(rows) : table(["ID", "NAME", "MEMBER", "ROLE", "FINGERPRINT"], rows.map((r) => [r.id, r.name, r.member, r.role, r.fingerprint])));
+      }),
+    );
+  key
+    .command("revoke <key>")
+    .description("revoke an admin key (id or fingerprint): its sessions end at once")
+    .action((ref: string) =>
+      run(async (out) => {
+        await (await client()).revokeAdminKey({ key: ref });
+        out(`revoked ${ref}\n`);
+      }),
+    );
+
+  const token = program.command("token").description("API tokens for CI (use with FLOTILLA_TOKEN)");
+  token
+    .command("create <name>")
+    .description("create an API token; prints the token alone on its last line, once")
+    .option("--role <role>", "the token's role", "deployer")
+    .option("--expires <duration>", "validity, e.g. 90d", "90d")
+    .action((name: string, opts: { role: string; expires: string }) =>
+      run(async (out) => {
+        const res = await (await client()).createApiToken({
+          name,
+          role: opts.role,
+          expiresInSeconds: BigInt(Math.round(parseDuration(opts.expires) / 1000)),
+        });
+        out(`API token ${res.token?.name} (${res.token?.role}), expires ${iso(res.token?.expiresAt)}; shown once:\n${res.secret}\n`);
+      }),
+    );
+  token
+    .command("ls")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) =>
+      run(async (out) => {
+        const { tokens } = await (await client()).listApiTokens({});
+        const rows = tokens.map((t) => ({ id: t.id, name: t.name, role: t.role, expiresAt: iso(t.expiresAt), revoked: t.revoked, createdBy: t.createdBy }));
+        out(opts.json ? json(rows) : table(["ID", "NAME", "ROLE", "EXPIRES", "REVOKED", "CREATED BY"], rows.map((r) => [r.id, r.name, r.role, r.expiresAt, String(r.revoked), r.createdBy])));
+      }),
+    );
+  token
+    .command("revoke <token>")
+    .description("revoke an API token (id or name); it stops working at once")
+    .action((ref: string) =>
+      run(async (out) => {
+        await (await client()).revokeApiToken({ token: ref });
+        out(`revoked ${ref}\n`);
+      }),
+    );
+
+  const audit = program.command("audit").description("the organization's tamper-evident audit log");
+  audit
+    .command("ls")
+    .option("--since <duration>", "only entries this recent, e.g. 24h")
+    .option("--actor <actor>", "only entries by this actor, e.g. key:alice or token:ci")
+    .option("--limit <n>", "at most this many (newest)", "1000")
+    .option("--json", "print JSON")
+    .action((opts: { since?: string; actor?: string; limit: string; json?: boolean }) =>
+      run(async (out) => {
+        const since = opts.since ? Date.now() - parseDuration(opts.since) : undefined;
+        const { entries } = await (await client()).listAuditEntries({
+          since: since === undefined ? undefined : timestampFromMs(since),
+          actor: opts.actor ?? "",
+          limit: Number(opts.limit) || 1000,
+        });
+        const rows = entries.map((e) => ({ seq: Number(e.seq), time: iso(e.time), actor: e.actor, action: e.action, target: e.target, source: e.source, outcome: e.outcome, hash: e.hash }));
+        out(opts.json ? json(rows) : table(["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "SOURCE", "OUTCOME"], rows.map((r) => [String(r.seq), r.time, r.actor, r.action, r.target, r.source, r.outcome])));
+      }),
+    );
+  audit
+    .command("verify")
+    .description("check the hash chain: exits non-zero and names the first entry that was altered or deleted")
+    .action(() =>
+      run(async (out) => {
+        const res = await (await client()).verifyAuditLog({});
+        if (!res.ok) throw new Error(`audit log does not verify: ${res.problem} (entry ${res.firstBadSeq})`);
+        out(`audit log verifies: ${res.entries} entries\n`);
+      }),
+    );
+}
