@@ -12,3 +12,4 @@ export * from "./log.ts";
 export * from "./selector/index.ts";
 export * from "./tls/index.ts";
 export * from "./version.ts";
+export * from "./release.ts";
