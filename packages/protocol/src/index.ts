@@ -1,5 +1,5 @@
-export * as adminv1 from "./gen/flotilla/admin/v1/admin_pb.ts";
-export * as agentv1 from "./gen/flotilla/agent/v1/agent_pb.ts";
+export * as adminv1 from "./api/adminv1.ts";
+export * as agentv1 from "./api/agentv1.ts";
 export * as commonv1 from "./gen/flotilla/common/v1/common_pb.ts";
 export * as healthv1 from "./gen/grpc/health/v1/health_pb.ts";
 export * from "./auth/index.ts";
