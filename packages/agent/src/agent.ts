@@ -74,7 +74,8 @@ async function enroll(
       const opened = await agentClient(join.url, join.pin);
       close = opened.close;
       const client = opened.client;
-      const challenge = await greet(client, join.pin, signal);
+      let pin = join.pin;
+      const challenge = await greet(client, join.pin, signal, { presentedPin: opened.presentedPin, onRotated: (p) => (pin = p) });
       const facts = await collectFacts({ agentVersion: VERSION, capabilities: [] });
       const res = await client.enroll(
         {
@@ -88,7 +89,7 @@ async function enroll(
       );
       const enrollment: Enrollment = {
         url: join.url,
-        pin: join.pin,
+        pin,
         deviceId: res.deviceId,
         name: res.name,
         orgId: res.organizationId,
@@ -219,6 +220,11 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
       let conn: Connection | undefined;
       try {
         conn = await connect(e.url, e.pin, identity, streamAbort.signal);
+        if (conn.rotatedPin) {
+          log.info("coordinator key rotated; following its endorsement and re-pinning", { from: e.pin, to: conn.rotatedPin });
+          e = { ...e, pin: conn.rotatedPin };
+          await state.writeEnrollment(e);
+        }
         heard();
         const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [] }, { signal: streamAbort.signal });
         current = conn;

@@ -1,4 +1,4 @@
-import type { Identity, Logger } from "@flotilla/protocol";
+import type { commonv1, Identity, Logger } from "@flotilla/protocol";
 import type { Auditor } from "./audit/auditor.ts";
 import type { Challenges } from "./auth/challenges.ts";
 import type { Hub } from "./hub.ts";
@@ -7,6 +7,8 @@ import type { Store } from "./store/index.ts";
 /** What the services share: built once by the coordinator and handed to each service. */
 export interface ServiceContext {
   identity: Identity;
+  /** The chain from earlier coordinator keys to `identity` (key-rotation.ts), sent in Hello. */
+  endorsements: commonv1.KeyEndorsement[];
   store: Store;
   challenges: Challenges;
   hub: Hub;

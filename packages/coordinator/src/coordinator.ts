@@ -1,6 +1,5 @@
 import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
-import { join } from "node:path";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
@@ -9,7 +8,6 @@ import {
   createLogger,
   hashSecret,
   healthv1,
-  loadOrCreateIdentity,
   selfSignedCertificate,
   type Identity,
   type Logger,
@@ -22,6 +20,7 @@ import { cookieHeaderKey, remoteAddressKey } from "./auth/principal.ts";
 import { Auditor } from "./audit/auditor.ts";
 import type { ServiceContext } from "./context.ts";
 import { Hub } from "./hub.ts";
+import { loadCoordinatorIdentity, loadEndorsements } from "./key-rotation.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
 import { adminService } from "./services/admin-service.ts";
 import { normalizeSetupCode } from "./services/access-service.ts";
@@ -85,7 +84,8 @@ export async function startCoordinator(
   log: Logger = createLogger({ role: "coordinator" }),
 ): Promise<Coordinator> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
-  const identity = await loadOrCreateIdentity(join(opts.dataDir, "coordinator.key"));
+  const identity = await loadCoordinatorIdentity(opts.dataDir);
+  const endorsements = await loadEndorsements(opts.dataDir);
   const store = await openStore({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
   const { host, port } = parseHostPort(opts.listen);
 
@@ -102,6 +102,7 @@ export async function startCoordinator(
   const shutdown = new AbortController();
   const ctx: ServiceContext = {
     identity,
+    endorsements,
     store,
     challenges: new Challenges(identity, store),
     hub,

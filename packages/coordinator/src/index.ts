@@ -2,3 +2,4 @@ export { startCoordinator, parseHostPort, type Coordinator, type CoordinatorOpti
 export { coordinatorOptionSpecs } from "./config.ts";
 export { policy, rolePermissions, ruleFor, type Permission } from "./auth/policy.ts";
 export { openStore, type Store } from "./store/index.ts";
+export { rotateCoordinatorKey, describeRotation } from "./key-rotation.ts";

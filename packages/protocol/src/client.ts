@@ -1,7 +1,8 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { CoordinatorKeyMismatchError } from "./auth/handshake.ts";
-import { fetchPinnedCertificate, pinnedTlsOptions } from "./tls/index.ts";
+import { keyPin } from "./identity/index.ts";
+import { certificatePublicKey, fetchCertificate, fetchPinnedCertificate, pinnedTlsOptions } from "./tls/index.ts";
 
 export interface CoordinatorTransportOptions {
   /** The coordinator's URL, http:// (loopback) or https://. */
@@ -14,12 +15,21 @@ export interface CoordinatorTransportOptions {
   interceptors?: Interceptor[];
   /** Largest message accepted or sent, in bytes. */
   maxMessageBytes?: number;
+  /**
+   * Over https, trust a certificate made from another ed25519 key than the pinned one for this
+   * transport, and report that key's pin as `presentedPin`, instead of refusing. Only for a
+   * caller that runs Hello first and checks the key rotation there (verifyCoordinatorProof with
+   * `tlsKeyPin: presentedPin`) before it sends anything secret.
+   */
+  allowRotation?: boolean;
 }
 
 /** A transport and the means to close its HTTP/2 connection (which otherwise keeps a process alive). */
 export interface ClosableTransport {
   transport: Transport;
   close(): void;
+  /** With `allowRotation`: the pin of the unpinned ed25519 key the certificate carried. */
+  presentedPin?: string;
 }
 
 /**
@@ -29,15 +39,23 @@ export interface ClosableTransport {
 export async function coordinatorTransport(opts: CoordinatorTransportOptions): Promise<ClosableTransport> {
   const url = new URL(opts.url);
   let nodeOptions: { ca?: string[]; checkServerIdentity?: () => undefined } = {};
+  let presentedPin: string | undefined;
   if (url.protocol === "https:" && opts.pin) {
     try {
       nodeOptions = pinnedTlsOptions(await fetchPinnedCertificate(opts.url, opts.pin));
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
-      // A certificate made from some other ed25519 key is an impostor; a CA-issued certificate
-      // (RSA, ECDSA) gets ordinary CA validation, and Hello still checks the pin.
-      if (/does not match the pinned key/.test(message)) throw new CoordinatorKeyMismatchError(message);
-      if (!/not an ed25519 key/.test(message)) throw err;
+      // A certificate made from some other ed25519 key is an impostor, unless the caller checks
+      // a rotation in Hello; a CA-issued certificate (RSA, ECDSA) gets ordinary CA validation,
+      // and Hello still checks the pin.
+      if (/does not match the pinned key/.test(message)) {
+        if (!opts.allowRotation) throw new CoordinatorKeyMismatchError(message);
+        const cert = await fetchCertificate(opts.url);
+        presentedPin = keyPin(certificatePublicKey(cert));
+        nodeOptions = pinnedTlsOptions(cert);
+      } else if (!/not an ed25519 key/.test(message)) {
+        throw err;
+      }
     }
   }
   // Pings find a dead connection (a coordinator killed, a NAT that forgot us) within seconds.
@@ -50,7 +68,7 @@ export async function coordinatorTransport(opts: CoordinatorTransportOptions): P
     readMaxBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
     writeMaxBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
   });
-  return { transport, close: () => sessionManager.abort() };
+  return { transport, close: () => sessionManager.abort(), presentedPin };
 }
 
 /** An interceptor that adds `authorization: Bearer <token>` from a getter, on every call. */

@@ -3,12 +3,14 @@ import {
   adminv1,
   bearerInterceptor,
   certificatePublicKey,
+  CoordinatorKeyMismatchError,
   coordinatorTransport,
   fetchCertificate,
   keyPin,
   loginMessage,
   newNonce,
   verifyCoordinatorProof,
+  type ClosableTransport,
 } from "@flotilla/protocol";
 import { UsageError } from "../errors.ts";
 import { Credentials, type CoordinatorEntry } from "./credentials.ts";
@@ -53,7 +55,11 @@ export async function login(
   const ctx = await creds.context();
   const known = ctx.coordinators[url];
   const identity = await creds.identity();
-  const { transport, close } = await coordinatorTransport({ url, pin: known?.pin ?? (await firstUsePin(url)) });
+  const { transport, close, presentedPin } = await coordinatorTransport({
+    url,
+    pin: known?.pin ?? (await firstUsePin(url)),
+    allowRotation: true,
+  });
   const client = createClient(adminv1.AdminService, transport);
   let pin: string;
   let res: adminv1.LoginResponse;
@@ -63,7 +69,8 @@ export async function login(
     const proof = hello.proof;
     // The first login pins the coordinator's key (trust on first use, as ssh does); later ones check it.
     pin = known?.pin ?? (proof ? keyPin(proof.coordinatorKey) : "");
-    const challenge = verifyCoordinatorProof(proof, nonce, pin);
+    // A rotated coordinator key is accepted when a chain of endorsements leads to it from the pin.
+    const challenge = verifyCoordinatorProof(proof, nonce, pin, { tlsKeyPin: presentedPin, onRotated: (p) => (pin = p) });
     res = await client.login({
       publicKey: identity.publicKey,
       challenge,
@@ -129,10 +136,8 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
   const org = target.org;
   const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
   let entry = known;
-  const current = sessionOf(entry);
-  if (!current || current.expiresAt < Date.now() + 30_000) entry = await login(creds, url, { organization: org });
   let token = sessionOf(entry)?.token;
-  const relogin: Interceptor = (next) => async (req) => {
+  const relogin = (): Interceptor => (next) => async (req) => {
     try {
       return await next(req);
     } catch (err) {
@@ -142,13 +147,23 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
       return next(req);
     }
   };
-  const { transport, close } = await coordinatorTransport({
-    url,
-    pin: entry?.pin,
-    interceptors: [relogin, bearerInterceptor(() => token)],
-  });
-  openConnections.add(close);
-  return createClient(adminv1.AdminService, transport);
+  const current = sessionOf(entry);
+  if (!current || current.expiresAt < Date.now() + 30_000) {
+    entry = await login(creds, url, { organization: org });
+    token = sessionOf(entry)?.token;
+  }
+  let opened: ClosableTransport;
+  try {
+    opened = await coordinatorTransport({ url, pin: entry?.pin, interceptors: [relogin(), bearerInterceptor(() => token)] });
+  } catch (err) {
+    if (!(err instanceof CoordinatorKeyMismatchError)) throw err;
+    // The certificate's key changed: log in again, which accepts only an endorsed rotation.
+    entry = await login(creds, url, { organization: org });
+    token = sessionOf(entry)?.token;
+    opened = await coordinatorTransport({ url, pin: entry.pin, interceptors: [relogin(), bearerInterceptor(() => token)] });
+  }
+  openConnections.add(opened.close);
+  return createClient(adminv1.AdminService, opened.transport);
 }
 
 const openConnections = new Set<() => void>();

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import type { Command } from "commander";
-import { formatOpenSshPublicKey, loadIdentity, loadOrCreateIdentity } from "@flotilla/protocol";
+import { formatOpenSshPublicKey, keyPin, loadIdentity, loadOrCreateIdentity } from "@flotilla/protocol";
 import { UsageError } from "../errors.ts";
 import type { Run } from "./run.ts";
 
@@ -11,7 +11,8 @@ export function registerIdCommand(program: Command, home: () => string, run: Run
     .option("--state-dir <dir>", "print the id of the agent with this state directory")
     .option("--data-dir <dir>", "print the id of the coordinator with this data directory")
     .option("--ssh", "print it as an OpenSSH public key line")
-    .action((opts: { stateDir?: string; dataDir?: string; ssh?: boolean }) =>
+    .option("--pin", "print the key's pin, as join strings and known coordinators record it")
+    .action((opts: { stateDir?: string; dataDir?: string; ssh?: boolean; pin?: boolean }) =>
       run(async (out) => {
         if (opts.stateDir && opts.dataDir) throw new UsageError("give --state-dir or --data-dir, not both");
         const identity = opts.stateDir
@@ -23,7 +24,8 @@ export function registerIdCommand(program: Command, home: () => string, run: Run
                 throw new UsageError(`no coordinator key in ${opts.dataDir}`);
               })
             : await loadOrCreateIdentity(join(home(), "admin.key"));
-        out(`${opts.ssh ? formatOpenSshPublicKey(identity.publicKey, "flotilla") : identity.id}\n`);
+        const text = opts.ssh ? formatOpenSshPublicKey(identity.publicKey, "flotilla") : opts.pin ? keyPin(identity.publicKey) : identity.id;
+        out(`${text}\n`);
       }),
     );
 }

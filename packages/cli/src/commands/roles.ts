@@ -72,6 +72,20 @@ export function registerRoleCommands(program: Command, run: Run): void {
     }),
   );
 
+  coordinator
+    .command("rotate-key")
+    .description("replace the coordinator's key with a new one endorsed by the old; agents and admins follow by themselves (stop the coordinator first)")
+    .option("--data-dir <dir>", "the coordinator's data directory [FLOTILLA_DATA_DIR]")
+    .action((opts: { dataDir?: string }) =>
+      run(async (out) => {
+        // `--data-dir` after `coordinator` is parsed as the parent's option; either place works.
+        const parentDir = coordinator.opts<{ dataDir?: string }>().dataDir;
+        const dataDir = opts.dataDir ?? parentDir ?? process.env.FLOTILLA_DATA_DIR ?? String(coordinatorOptionSpecs.dataDir.default);
+        const { describeRotation, rotateCoordinatorKey } = await import("@flotilla/coordinator");
+        out(describeRotation(await rotateCoordinatorKey(dataDir)) + "\n");
+      }),
+    );
+
   const agent = program.command("agent").description("run the agent on a managed machine");
   addSpecOptions(agent, agentOptionSpecs).action((opts: Record<string, unknown>) =>
     run(async (out) => {

@@ -14,5 +14,6 @@ export function hello(ctx: ServiceContext, clientNonce: Uint8Array): commonv1.Co
     signature: ctx.identity.sign(helloMessage(clientNonce, challenge)),
     challenge,
     version: VERSION,
+    endorsements: ctx.endorsements,
   });
 }

@@ -7,7 +7,9 @@
  * key against its pin, then signs the challenge with its own key (Enroll, Authenticate, Login).
  */
 import { randomBytes } from "node:crypto";
+import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { keyPin, verifySignature } from "../identity/identity.ts";
+import { endorsedByPin } from "./rotation.ts";
 
 const encoder = new TextEncoder();
 
@@ -50,6 +52,20 @@ export interface CoordinatorProofLike {
   coordinatorKey: Uint8Array;
   signature: Uint8Array;
   challenge: Uint8Array;
+  /** The chain from earlier keys to this one, after rotations (rotation.ts). */
+  endorsements?: { oldKey: Uint8Array; newKey: Uint8Array; time?: Timestamp; signature: Uint8Array }[];
+}
+
+/** How a caller treats a coordinator key other than the pinned one. */
+export interface ProofCheckOptions {
+  /**
+   * Accept a key that a chain of endorsements leads to from the pinned key (a rotation); called
+   * with the new key's pin once the proof verifies, so the caller can re-pin. Without it, only
+   * the pinned key is accepted.
+   */
+  onRotated?: (newPin: string) => void;
+  /** keyPin of the key the TLS certificate carried, when the transport trusted it provisionally. */
+  tlsKeyPin?: string;
 }
 
 /** Raised when the coordinator does not hold the pinned key. */
@@ -65,10 +81,16 @@ export function verifyCoordinatorProof(
   proof: CoordinatorProofLike | undefined,
   clientNonce: Uint8Array,
   pin: string,
+  opts: ProofCheckOptions = {},
 ): Uint8Array {
   if (!proof) throw new CoordinatorKeyMismatchError("the coordinator sent no proof of its key");
   const got = keyPin(proof.coordinatorKey);
-  if (got !== pin) {
+  if (opts.tlsKeyPin !== undefined && opts.tlsKeyPin !== got) {
+    throw new CoordinatorKeyMismatchError("the coordinator's TLS certificate and its Hello key differ");
+  }
+  const endorsements = (proof.endorsements ?? []).map((e) => ({ ...e, timeMs: e.time ? timestampMs(e.time) : 0 }));
+  const rotated = got !== pin && opts.onRotated !== undefined && endorsedByPin(pin, proof.coordinatorKey, endorsements);
+  if (got !== pin && !rotated) {
     throw new CoordinatorKeyMismatchError(
       `the coordinator's key does not match the pinned key (expected ${pin}, got ${got})`,
     );
@@ -76,5 +98,6 @@ export function verifyCoordinatorProof(
   if (!verifySignature(proof.coordinatorKey, helloMessage(clientNonce, proof.challenge), proof.signature)) {
     throw new CoordinatorKeyMismatchError("the coordinator's signature over our nonce does not verify");
   }
+  if (rotated) opts.onRotated?.(got);
   return proof.challenge;
 }

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/common/v1/common.proto.
  */
 export const file_flotilla_common_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("Ch9mbG90aWxsYS9jb21tb24vdjEvY29tbW9uLnByb3RvEhJmbG90aWxsYS5jb21tb24udjEiYgoQQ29vcmRpbmF0b3JQcm9vZhIXCg9jb29yZGluYXRvcl9rZXkYASABKAwSEQoJc2lnbmF0dXJlGAIgASgMEhEKCWNoYWxsZW5nZRgDIAEoDBIPCgd2ZXJzaW9uGAQgASgJIl8KBERpc2sSDQoFbW91bnQYASABKAkSDgoGZGV2aWNlGAIgASgJEg8KB2ZzX3R5cGUYAyABKAkSEwoLdG90YWxfYnl0ZXMYBCABKAQSEgoKZnJlZV9ieXRlcxgFIAEoBCJAChBOZXR3b3JrSW50ZXJmYWNlEgwKBG5hbWUYASABKAkSCwoDbWFjGAIgASgJEhEKCWFkZHJlc3NlcxgDIAMoCSKBAwoFRmFjdHMSEAoIaG9zdG5hbWUYASABKAkSCgoCb3MYAiABKAkSEgoKb3NfdmVyc2lvbhgDIAEoCRIWCg5vc19wcmV0dHlfbmFtZRgEIAEoCRIOCgZrZXJuZWwYBSABKAkSDAoEYXJjaBgGIAEoCRIRCgljcHVfbW9kZWwYByABKAkSEQoJY3B1X2NvdW50GAggASgNEhQKDG1lbW9yeV9ieXRlcxgJIAEoBBInCgVkaXNrcxgKIAMoCzIYLmZsb3RpbGxhLmNvbW1vbi52MS5EaXNrEjgKCmludGVyZmFjZXMYCyADKAsyJC5mbG90aWxsYS5jb21tb24udjEuTmV0d29ya0ludGVyZmFjZRIVCg1uaXhvc192ZXJzaW9uGAwgASgJEhUKDWFnZW50X3ZlcnNpb24YDSABKAkSFAoMY2FwYWJpbGl0aWVzGA4gAygJEi0KCWJvb3RfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqiwEKCUxpZmVjeWNsZRIZChVMSUZFQ1lDTEVfVU5TUEVDSUZJRUQQABIVChFMSUZFQ1lDTEVfUEVORElORxABEhYKEkxJRkVDWUNMRV9BUFBST1ZFRBACEhYKEkxJRkVDWUNMRV9SRUpFQ1RFRBADEhwKGExJRkVDWUNMRV9ERUNPTU1JU1NJT05FRBAEYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch9mbG90aWxsYS9jb21tb24vdjEvY29tbW9uLnByb3RvEhJmbG90aWxsYS5jb21tb24udjEinAEKEENvb3JkaW5hdG9yUHJvb2YSFwoPY29vcmRpbmF0b3Jfa2V5GAEgASgMEhEKCXNpZ25hdHVyZRgCIAEoDBIRCgljaGFsbGVuZ2UYAyABKAwSDwoHdmVyc2lvbhgEIAEoCRI4CgxlbmRvcnNlbWVudHMYBSADKAsyIi5mbG90aWxsYS5jb21tb24udjEuS2V5RW5kb3JzZW1lbnQibwoOS2V5RW5kb3JzZW1lbnQSDwoHb2xkX2tleRgBIAEoDBIPCgduZXdfa2V5GAIgASgMEigKBHRpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXNpZ25hdHVyZRgEIAEoDCJfCgREaXNrEg0KBW1vdW50GAEgASgJEg4KBmRldmljZRgCIAEoCRIPCgdmc190eXBlGAMgASgJEhMKC3RvdGFsX2J5dGVzGAQgASgEEhIKCmZyZWVfYnl0ZXMYBSABKAQiQAoQTmV0d29ya0ludGVyZmFjZRIMCgRuYW1lGAEgASgJEgsKA21hYxgCIAEoCRIRCglhZGRyZXNzZXMYAyADKAkigQMKBUZhY3RzEhAKCGhvc3RuYW1lGAEgASgJEgoKAm9zGAIgASgJEhIKCm9zX3ZlcnNpb24YAyABKAkSFgoOb3NfcHJldHR5X25hbWUYBCABKAkSDgoGa2VybmVsGAUgASgJEgwKBGFyY2gYBiABKAkSEQoJY3B1X21vZGVsGAcgASgJEhEKCWNwdV9jb3VudBgIIAEoDRIUCgxtZW1vcnlfYnl0ZXMYCSABKAQSJwoFZGlza3MYCiADKAsyGC5mbG90aWxsYS5jb21tb24udjEuRGlzaxI4CgppbnRlcmZhY2VzGAsgAygLMiQuZmxvdGlsbGEuY29tbW9uLnYxLk5ldHdvcmtJbnRlcmZhY2USFQoNbml4b3NfdmVyc2lvbhgMIAEoCRIVCg1hZ2VudF92ZXJzaW9uGA0gASgJEhQKDGNhcGFiaWxpdGllcxgOIAMoCRItCglib290X3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKosBCglMaWZlY3ljbGUSGQoVTElGRUNZQ0xFX1VOU1BFQ0lGSUVEEAASFQoRTElGRUNZQ0xFX1BFTkRJTkcQARIWChJMSUZFQ1lDTEVfQVBQUk9WRUQQAhIWChJMSUZFQ1lDTEVfUkVKRUNURUQQAxIcChhMSUZFQ1lDTEVfREVDT01NSVNTSU9ORUQQBGIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A coordinator's proof that it holds its identity key, asked for on every new connection.
@@ -49,6 +49,15 @@ export type CoordinatorProof = Message<"flotilla.common.v1.CoordinatorProof"> & 
    * @generated from field: string version = 4;
    */
   version: string;
+
+  /**
+   * After the coordinator's key was rotated: the chain from each earlier key to the current
+   * one, each link signed by the key it replaces. A caller that pinned an earlier key follows
+   * it to accept the current key.
+   *
+   * @generated from field: repeated flotilla.common.v1.KeyEndorsement endorsements = 5;
+   */
+  endorsements: KeyEndorsement[];
 };
 
 /**
@@ -57,6 +66,43 @@ export type CoordinatorProof = Message<"flotilla.common.v1.CoordinatorProof"> & 
  */
 export const CoordinatorProofSchema: GenMessage<CoordinatorProof> = /*@__PURE__*/
   messageDesc(file_flotilla_common_v1_common, 0);
+
+/**
+ * An old coordinator key vouching for its successor.
+ *
+ * @generated from message flotilla.common.v1.KeyEndorsement
+ */
+export type KeyEndorsement = Message<"flotilla.common.v1.KeyEndorsement"> & {
+  /**
+   * @generated from field: bytes old_key = 1;
+   */
+  oldKey: Uint8Array;
+
+  /**
+   * @generated from field: bytes new_key = 2;
+   */
+  newKey: Uint8Array;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 3;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * ed25519 signature by old_key over
+   * "flotilla/key-rotation/v1\n" || old_key || new_key || time as 8-byte big-endian ms.
+   *
+   * @generated from field: bytes signature = 4;
+   */
+  signature: Uint8Array;
+};
+
+/**
+ * Describes the message flotilla.common.v1.KeyEndorsement.
+ * Use `create(KeyEndorsementSchema)` to create a new message.
+ */
+export const KeyEndorsementSchema: GenMessage<KeyEndorsement> = /*@__PURE__*/
+  messageDesc(file_flotilla_common_v1_common, 1);
 
 /**
  * @generated from message flotilla.common.v1.Disk
@@ -93,7 +139,7 @@ export type Disk = Message<"flotilla.common.v1.Disk"> & {
  * Use `create(DiskSchema)` to create a new message.
  */
 export const DiskSchema: GenMessage<Disk> = /*@__PURE__*/
-  messageDesc(file_flotilla_common_v1_common, 1);
+  messageDesc(file_flotilla_common_v1_common, 2);
 
 /**
  * @generated from message flotilla.common.v1.NetworkInterface
@@ -120,7 +166,7 @@ export type NetworkInterface = Message<"flotilla.common.v1.NetworkInterface"> & 
  * Use `create(NetworkInterfaceSchema)` to create a new message.
  */
 export const NetworkInterfaceSchema: GenMessage<NetworkInterface> = /*@__PURE__*/
-  messageDesc(file_flotilla_common_v1_common, 2);
+  messageDesc(file_flotilla_common_v1_common, 3);
 
 /**
  * What a machine is. Sent at enrollment and again whenever it changes.
@@ -221,7 +267,7 @@ export type Facts = Message<"flotilla.common.v1.Facts"> & {
  * Use `create(FactsSchema)` to create a new message.
  */
 export const FactsSchema: GenMessage<Facts> = /*@__PURE__*/
-  messageDesc(file_flotilla_common_v1_common, 3);
+  messageDesc(file_flotilla_common_v1_common, 4);
 
 /**
  * Where a device is in its lifecycle, as decided by admins.
