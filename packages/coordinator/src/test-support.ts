@@ -2,7 +2,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import {
   adminv1,
   agentv1,
@@ -23,6 +23,8 @@ export const SETUP_CODE = "TEST-SETU-PCOD-E123";
 
 export interface TestCoordinator {
   coord: Coordinator;
+  /** A transport to the coordinator, for clients of any service. */
+  transport: Transport;
   admin: Client<typeof adminv1.AdminService>;
   agent: Client<typeof agentv1.AgentService>;
   /** A fresh challenge from Hello, checked against the coordinator's key. */
@@ -75,6 +77,7 @@ export async function startTestCoordinator(): Promise<TestCoordinator> {
 
   return {
     coord,
+    transport: t.transport,
     admin,
     agent,
     challenge,
