@@ -22,6 +22,8 @@ import { cookieHeaderKey, remoteAddressKey } from "./auth/principal.ts";
 import { Auditor } from "./audit/auditor.ts";
 import type { ServiceContext } from "./context.ts";
 import { Hub } from "./hub.ts";
+import { nixCacheHandler } from "./nixcache/http-cache.ts";
+import { nixService } from "./nixcache/nix-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
 import { adminService } from "./services/admin-service.ts";
 import { normalizeSetupCode } from "./services/access-service.ts";
@@ -116,6 +118,7 @@ export async function startCoordinator(
     routes(router) {
       router.service(agentv1.AgentService, agentService(ctx));
       router.service(adminv1.AdminService, adminService(ctx));
+      router.service(adminv1.NixService, nixService(ctx));
       router.service(
         healthv1.Health,
         healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName]),
@@ -132,9 +135,10 @@ export async function startCoordinator(
   });
 
   const webLogin = webLoginHandler(ctx, { secureCookies: tls !== undefined });
+  const nixCache = nixCacheHandler(ctx, { dir: join(opts.dataDir, "nix") });
   const connect: RequestHandler = handler;
   const routes: RequestHandler = (req, res) => {
-    if (!webLogin(req, res)) connect(req, res);
+    if (!webLogin(req, res) && !nixCache(req, res)) connect(req, res);
   };
 
   let listener: Listener;
