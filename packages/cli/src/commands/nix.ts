@@ -1,0 +1,67 @@
+import { readFile } from "node:fs/promises";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { Command } from "commander";
+import { adminv1 } from "@flotilla/protocol";
+import { serviceClient, type AdminTarget } from "../admin/client.ts";
+import { UsageError } from "../errors.ts";
+import { json } from "../output.ts";
+import type { Run } from "./run.ts";
+
+/** A key given as `name:base64`, or the path of a file holding one (keeps secrets out of `ps`). */
+async function keyArg(text: string): Promise<string> {
+  if (/^[A-Za-z0-9._-]+:[A-Za-z0-9+/]+={0,2}$/.test(text)) return text;
+  try {
+    return (await readFile(text, "utf8")).trim();
+  } catch {
+    throw new UsageError(`${JSON.stringify(text)} is neither a Nix key name:base64 nor a readable file`);
+  }
+}
+
+/** nix-key: the organization's Nix signing keys, which sign the paths in its binary cache. */
+export function registerNixCommands(program: Command, target: () => AdminTarget, run: Run): void {
+  const client = () => serviceClient(target(), adminv1.NixService);
+  const nixKey = program.command("nix-key").description("the organization's Nix signing keys (binary cache at /nix/<org>/)");
+  nixKey
+    .command("create <name>")
+    .description("generate a signing key on the coordinator; prints its public key (name:base64)")
+    .action((name: string) =>
+      run(async (out) => {
+        const { key } = await (await client()).createNixKey({ name });
+        out(`${key?.publicKey}\n`);
+      }),
+    );
+  nixKey
+    .command("import <key>")
+    .description("import a key made with nix-store --generate-binary-cache-key: the secret key (the coordinator signs uploads) or the public key (uploads must come signed); a name:base64 string or a file")
+    .action((key: string) =>
+      run(async (out) => {
+        const res = await (await client()).importNixKey({ key: await keyArg(key) });
+        out(`${res.key?.publicKey}${res.key?.canSign ? "" : " (public only: uploads must be signed by its secret key)"}\n`);
+      }),
+    );
+  nixKey
+    .command("ls")
+    .description("list keys as name:publickey lines, ready for trusted-public-keys")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) =>
+      run(async (out) => {
+        const { keys } = await (await client()).listNixKeys({});
+        const rows = keys.map((k) => ({
+          name: k.name,
+          publicKey: k.publicKey,
+          canSign: k.canSign,
+          createdAt: k.createdAt ? new Date(timestampMs(k.createdAt)).toISOString() : "",
+        }));
+        out(opts.json ? json(rows) : rows.map((r) => `${r.publicKey}\n`).join(""));
+      }),
+    );
+  nixKey
+    .command("rm <name>")
+    .description("delete a key: paths it signed stay signed, but nothing new is signed with it")
+    .action((name: string) =>
+      run(async (out) => {
+        await (await client()).deleteNixKey({ name });
+        out(`deleted Nix key ${name}\n`);
+      }),
+    );
+}
