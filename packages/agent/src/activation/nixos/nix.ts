@@ -41,8 +41,10 @@ export class NixTool {
       "--option", "trusted-public-keys", trustedKeys.join(" "),
       "--option", "substituters", "",
       "--option", "netrc-file", this.opts.netrcPath,
-      // Paths just published must not hide behind a cached "not there".
+      // Ask the cache itself: a path just published must not hide behind a cached "not there",
+      // nor a narinfo this machine uploaded (unsigned) stand in for the signed one served.
       "--option", "narinfo-cache-negative-ttl", "0",
+      "--option", "narinfo-cache-positive-ttl", "0",
       "--from", cacheUrl,
       storePath,
     ];
