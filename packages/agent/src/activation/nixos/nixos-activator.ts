@@ -218,6 +218,10 @@ function release(r: InstalledRelease): InstalledRelease {
   return { name: r.name, version: r.version, counter: r.counter, sha256: r.sha256 };
 }
 
+/** nix's error from the end of its stderr: from the last "error:" line on, on one line. */
 function lastLine(text: string): string {
-  return text.trim().split("\n").pop() || "no output";
+  const lines = text.trim().split("\n");
+  const start = lines.findLastIndex((l) => l.trimStart().startsWith("error:"));
+  const msg = lines.slice(start >= 0 ? start : lines.length - 1).join(" ").replace(/\s+/g, " ").trim();
+  return msg.slice(0, 500) || "no output";
 }
