@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseReleaseMeta, type ReleaseMeta } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationStep } from "../../packages/agent/src/activation/activator.ts";
 import { NixosActivator } from "../../packages/agent/src/activation/nixos/index.ts";
-import { Fleet, Sandbox } from "./harness.ts";
+import { spawn } from "node:child_process";
+import { Fleet, Proc, Sandbox, repoRoot } from "./harness.ts";
 import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./nix-support.ts";
 
 let sb: Sandbox;
@@ -55,6 +56,8 @@ interface Setup {
   /** Builds a system, uploads its closure and removes it from the local store. */
   publish(exitCode?: number): Promise<string>;
   activator(opts?: { trustedPublicKeys?: string[]; confirmWindowMs?: number }): NixosActivator;
+  /** Starts an activation in another process whose confirm window never ends by itself. */
+  activateInChild(m: ReleaseMeta): Proc;
 }
 
 async function setup(): Promise<Setup> {
@@ -80,6 +83,17 @@ async function setup(): Promise<Setup> {
       if (up.code !== 0) throw new Error(`upload failed: ${up.stderr}`);
       await deleteFromStore(paths);
       return system;
+    },
+    activateInChild(m) {
+      const cfg = { stateDir: join(work, "agent"), cacheUrl, profile, publicKey, token: readToken, meta: m };
+      const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "test/e2e/nix-activate-child.ts"), JSON.stringify(cfg)], {
+        cwd: repoRoot,
+        env: nixEnv,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      const p = new Proc(child, "activation");
+      sb.procs.push(p);
+      return p;
     },
     activator(opts = {}) {
       return new NixosActivator({
@@ -197,6 +211,42 @@ describe("the NixOS activator", () => {
     expect(await realpath(s.profile)).toBe(good);
     expect(await readlink(s.profile)).toBe("system-1-link");
     expect(await switchLog(s.log)).toEqual([`${good} switch`]);
+  });
+
+  it("after a crash in the confirm window, confirms the new system once the coordinator is reached again", async () => {
+    const s = await setup();
+    const good = await s.publish();
+    const next = await s.publish();
+    expect((await s.activator().activate({ meta: meta(good), sha256: "" }, recorder(reachVia(s.cacheUrl, s.readToken)).events, new AbortController().signal)).outcome).toBe("healthy");
+    const m = meta(next);
+    const child = s.activateInChild(m);
+    await child.waitForOutput(/step health-checking/, 60_000);
+    await child.stop("SIGKILL");
+
+    const after = await s.activator().recover(recorder(reachVia(s.cacheUrl, s.readToken)).events);
+
+    expect(after.get("kiosk")?.outcome).toBe("healthy");
+    expect(after.get("kiosk")?.current?.version).toBe(m.version);
+    expect(await realpath(s.profile)).toBe(next);
+    expect(await switchLog(s.log)).toEqual([`${good} switch`, `${next} switch`]);
+  });
+
+  it("after a crash in the confirm window, rolls back when the coordinator stays out of reach", async () => {
+    const s = await setup();
+    const good = await s.publish();
+    const next = await s.publish();
+    const first = await s.activator().activate({ meta: meta(good), sha256: "" }, recorder(reachVia(s.cacheUrl, s.readToken)).events, new AbortController().signal);
+    expect(first.outcome).toBe("healthy");
+    const child = s.activateInChild(meta(next));
+    await child.waitForOutput(/step health-checking/, 60_000);
+    await child.stop("SIGKILL");
+
+    const after = await s.activator({ confirmWindowMs: 1500 }).recover(recorder(unreachable).events);
+
+    expect(after.get("kiosk")?.outcome).toBe("rolled-back");
+    expect(after.get("kiosk")?.current?.version).toBe(first.current?.version);
+    expect(await realpath(s.profile)).toBe(good);
+    expect(await switchLog(s.log)).toEqual([`${good} switch`, `${next} switch`, `${good} switch`]);
   });
 
   it("reports the nixos capability only where the profile's directory is writable", async () => {
