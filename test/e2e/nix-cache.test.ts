@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Fleet, Sandbox } from "./harness.ts";
-import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixOrg, writeNetrc } from "./nix-support.ts";
+import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./nix-support.ts";
 
 let sb: Sandbox;
 beforeEach(() => {
@@ -121,5 +121,22 @@ describe("the coordinator's Nix binary cache", () => {
     expect(signed.code, signed.stderr).toBe(0);
     const remote = await pathInfo(["--store", cacheUrl, "--option", "netrc-file", netrc, system]);
     expect(remote[0]?.signatures).toEqual([expect.stringMatching(/^ci-key:/)]);
+  });
+
+  it("`flotilla nix-cache push` copies a closure with the admin's own login, signed by the organization's key", async () => {
+    const fleet = await new Fleet(sb).start();
+    const { token } = await nixOrg(fleet);
+    const system = await buildSystem(sb, join(await sb.dir(), "switch.log"));
+
+    const url = await fleet.admin(["nix-cache", "url"]);
+    expect(url.code, url.stderr).toBe(0);
+    const cacheUrl = url.stdout.trim();
+    expect(cacheUrl).toMatch(new RegExp(`^${fleet.url}/nix/org_`));
+    const push = await fleet.admin(["nix-cache", "push", system], { NIX_CONFIG: nixEnv.NIX_CONFIG ?? "" });
+    expect(push.code, push.stderr).toBe(0);
+
+    const remote = await pathInfo(["--store", cacheUrl, "--option", "netrc-file", await writeNetrc(sb, fleet.url, token), "-r", system]);
+    expect(remote).toHaveLength(2);
+    expect(remote.every((p) => p.signatures?.[0]?.startsWith("kiosk-cache:"))).toBe(true);
   });
 });
