@@ -23,6 +23,8 @@ export const SETUP_CODE = "TEST-SETU-PCOD-E123";
 
 export interface TestCoordinator {
   coord: Coordinator;
+  /** The coordinator's data directory. */
+  dataDir: string;
   admin: Client<typeof adminv1.AdminService>;
   agent: Client<typeof agentv1.AgentService>;
   /** A fresh challenge from Hello, checked against the coordinator's key. */
@@ -77,6 +79,7 @@ export async function startTestCoordinator(): Promise<TestCoordinator> {
     coord,
     admin,
     agent,
+    dataDir: dir,
     challenge,
     login,
     as,

@@ -73,8 +73,11 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
     if (!principal) throw new HttpError(401, "log in: HTTP basic auth with a session or API token as the password");
     const org = (await ctx.store.getOrgByName(orgSegment)) ?? (await ctx.store.getOrg(orgSegment));
     if (!org || org.id !== principal.orgId) throw new HttpError(403, "not a member of this organization");
+    // Devices read once approved: a pending, rejected or decommissioned one gets nothing.
     const allowed =
-      principal.kind === "device" ? !write : rolePermissions[principal.role].has(write ? "nix:write" : "nix:read");
+      principal.kind === "device"
+        ? !write && (await ctx.store.getDevice(org.id, principal.deviceId))?.lifecycle === "approved"
+        : rolePermissions[principal.role].has(write ? "nix:write" : "nix:read");
     if (!allowed) throw new HttpError(403, write ? "uploading needs the nix:write permission" : "reading needs nix:read");
     return { orgId: org.id, principal };
   }
@@ -161,9 +164,14 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
   async function handle(req: Request, res: Response, path: string): Promise<void> {
     const rest = path.slice(PREFIX.length);
     const slash = rest.indexOf("/");
-    const orgSegment = decodeURIComponent(rest.slice(0, slash));
+    let orgSegment = "";
+    try {
+      orgSegment = decodeURIComponent(rest.slice(0, slash));
+    } catch {
+      throw new HttpError(400, "malformed organization in the path");
+    }
     const file = rest.slice(slash + 1);
-    if (slash <= 0 || !orgSegment || !file) throw new HttpError(404, "expected /nix/<organization>/<file>");
+    if (slash <= 0 || !orgSegment || orgSegment.length > 200 || !file) throw new HttpError(404, "expected /nix/<organization>/<file>");
     const method = req.method ?? "GET";
     const write = method === "PUT";
     if (!write && method !== "GET" && method !== "HEAD") throw new HttpError(405, "use GET, HEAD or PUT");

@@ -18,6 +18,9 @@ import { runHealthChecks } from "./health.ts";
 import { NixTool } from "./nix.ts";
 import { runProgram } from "./run.ts";
 
+/** A Nix public key as `trusted-public-keys` takes it: `name:base64` of 32 bytes. */
+const NIX_PUBLIC_KEY = /^[A-Za-z0-9._-]{1,128}:[A-Za-z0-9+/]{43}=$/;
+
 /** The default profile of a NixOS system. */
 export const DEFAULT_NIXOS_PROFILE = "/nix/var/nix/profiles/system";
 
@@ -85,6 +88,11 @@ export class NixosActivator implements Activator {
 
   async close(): Promise<void> {}
 
+  /**
+   * Activates a verified NixOS release. Aborting `signal` stops a fetch (nothing changes) but
+   * never a running switch; in the confirm window it rejects and keeps the journal, so that
+   * recover() at the next start confirms or rolls back.
+   */
   activate(req: ActivationRequest, events: ActivationEvents, signal: AbortSignal): Promise<ActivationOutcome> {
     return this.serialize(() => this.run(req, events, signal));
   }
@@ -124,11 +132,15 @@ export class NixosActivator implements Activator {
     events.step("activating");
     const output = (stream: "stdout" | "stderr", line: string) => events.output(meta.name, stream, line);
 
-    const keys = await this.opts.trustedPublicKeys();
+    const keys = (await this.opts.trustedPublicKeys()).filter((k) => NIX_PUBLIC_KEY.test(k));
     if (!keys.length) return notChanged("the organization has no Nix public key to trust");
     const fetchSignal = AbortSignal.any([signal, AbortSignal.timeout(this.opts.fetchTimeoutMs ?? 3_600_000)]);
-    const fetched = await this.nix.fetch(this.opts.cacheUrl, storePath, keys, await this.opts.token(), fetchSignal, output);
-    if (fetched.code !== 0) return notChanged(`fetching ${storePath} failed: ${lastLine(fetched.tail)}`);
+    try {
+      const fetched = await this.nix.fetch(this.opts.cacheUrl, storePath, keys, await this.opts.token(), fetchSignal, output);
+      if (fetched.code !== 0) return notChanged(`fetching ${storePath} failed: ${lastLine(fetched.tail)}`);
+    } catch (err) {
+      return notChanged(`fetching ${storePath} failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
     const script = join(storePath, "bin/switch-to-configuration");
     try {
       await access(script, constants.X_OK);
@@ -177,6 +189,9 @@ export class NixosActivator implements Activator {
       ]);
     } catch (err) {
       window.abort();
+      // The agent is stopping (perhaps restarted by the switch itself): the journal stays, and
+      // recover() at the next start runs the window again instead of undoing a good switch.
+      if (signal.aborted) throw new Error("activation interrupted in the confirm window; recover() resumes it");
       return this.rollBack(journal, err instanceof Error ? err.message : String(err), events);
     } finally {
       clearTimeout(timer);
