@@ -139,4 +139,27 @@ describe("the coordinator's Nix binary cache", () => {
     expect(remote).toHaveLength(2);
     expect(remote.every((p) => p.signatures?.[0]?.startsWith("kiosk-cache:"))).toBe(true);
   });
+
+  it("`flotilla nix-key` creates, lists and deletes the organization's keys; a viewer lists but may not create", async () => {
+    const fleet = await new Fleet(sb).start();
+    const created = await fleet.admin(["nix-key", "create", "kiosk-cache"]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.stdout).toMatch(/^kiosk-cache:[A-Za-z0-9+/]{43}=\n$/);
+    const again = await fleet.admin(["nix-key", "create", "kiosk-cache"]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/already has a Nix key named kiosk-cache/);
+    const bad = await fleet.admin(["nix-key", "import", "kiosk:bm90IGEga2V5"]);
+    expect(bad.code).toBe(2);
+
+    const viewer = await apiToken(fleet, "viewer");
+    const listed = await fleet.admin(["nix-key", "ls"], { FLOTILLA_TOKEN: viewer });
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toBe(created.stdout);
+    const denied = await fleet.admin(["nix-key", "create", "mine"], { FLOTILLA_TOKEN: viewer });
+    expect(denied.code).toBe(4);
+
+    expect((await fleet.admin(["nix-key", "rm", "kiosk-cache"])).code).toBe(0);
+    expect((await fleet.admin(["nix-key", "ls"])).stdout).toBe("");
+    expect((await fleet.admin(["nix-key", "rm", "kiosk-cache"])).code).toBe(5);
+  });
 });
