@@ -5,7 +5,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { generateIdentity, newId } from "@flotilla/protocol";
 import { openSession } from "../auth/sessions.ts";
 import { startTestCoordinator, type TestCoordinator } from "../test-support.ts";
-import { toNixBase32 } from "./nix-format.ts";
+import { formatSha256, toNixBase32 } from "./nix-format.ts";
+import { generateNixKey, KeySealer } from "./nix-keys.ts";
+import { sealContext } from "./nix-service.ts";
 
 let t: TestCoordinator;
 beforeEach(async () => {
@@ -91,5 +93,42 @@ describe("NAR uploads", () => {
     expect(await stored()).toEqual([createHash("sha256").update(body).digest("hex")]);
     // Stored is not served: only a narinfo of the organization naming it makes it readable.
     expect((await fetch(`${t.coord.url}/nix/acme/nar/${name}.nar`, { headers: deployer })).status).toBe(404);
+  });
+
+  it("lets a narinfo name only a NAR its own organization uploaded", async () => {
+    const [a, b] = [await org("acme"), await org("globex")];
+    const sealer = new KeySealer(t.coord.identity);
+    for (const orgId of [a, b]) {
+      const key = generateNixKey("k");
+      await t.coord.store.nix.addKey({ orgId, name: "k", publicKey: Buffer.from(key.publicKey).toString("base64"), sealedSecret: sealer.seal(key.seed!, sealContext(orgId, "k")), createdAt: Date.now() });
+    }
+    const deployerOf = async (orgId: string) => basic((await t.as(orgId, "deployer")).headers.authorization!.slice("Bearer ".length));
+    const [da, db] = [await deployerOf(a), await deployerOf(b)];
+    const nar = Buffer.from("the bytes of acme's NAR");
+    const hex = createHash("sha256").update(nar).digest("hex");
+    const hashPart = "0".repeat(31) + "1";
+    const narinfo = [
+      `StorePath: /nix/store/${hashPart}-secret-config`,
+      `URL: nar/${toNixBase32(Buffer.from(hex, "hex"))}.nar`,
+      "Compression: none",
+      `FileHash: ${formatSha256(hex)}`,
+      `FileSize: ${nar.length}`,
+      `NarHash: ${formatSha256(hex)}`,
+      `NarSize: ${nar.length}`,
+      "References: ",
+    ].join("\n");
+    const put = (orgName: string, file: string, headers: Record<string, string>, body: string | Buffer) =>
+      fetch(`${t.coord.url}/nix/${orgName}/${file}`, { method: "PUT", headers, body });
+
+    expect((await put("acme", `nar/${toNixBase32(Buffer.from(hex, "hex"))}.nar`, da, nar)).status).toBe(200);
+    const stolen = await put("globex", `${hashPart}.narinfo`, db, narinfo);
+    expect(stolen.status).toBe(409);
+    expect((await fetch(`${t.coord.url}/nix/globex/${hashPart}.narinfo`, { headers: db })).status).toBe(404);
+
+    expect((await put("acme", `${hashPart}.narinfo`, da, narinfo)).status).toBe(200);
+    const served = await fetch(`${t.coord.url}/nix/acme/${hashPart}.narinfo`, { headers: da });
+    expect(await served.text()).toMatch(/^Sig: k:/m);
+    expect((await fetch(`${t.coord.url}/nix/acme/nar/${toNixBase32(Buffer.from(hex, "hex"))}.nar`, { headers: da })).status).toBe(200);
+    expect((await fetch(`${t.coord.url}/nix/globex/nar/${toNixBase32(Buffer.from(hex, "hex"))}.nar`, { headers: db })).status).toBe(404);
   });
 });

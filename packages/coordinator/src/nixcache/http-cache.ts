@@ -108,16 +108,17 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
     stream.pipe(res as NodeJS.WritableStream);
   }
 
-  async function putNar(req: Request, name: string, res: Response): Promise<void> {
+  async function putNar(req: Request, name: string, orgId: string, res: Response): Promise<void> {
     const m = /^([0-9a-z]{52})\.nar(\.[a-z0-9]+)?$/.exec(name);
     if (!m) throw new HttpError(400, "NAR names are nar/<base32 sha256>.nar");
     if (m[2]) throw new HttpError(415, "only uncompressed NARs are accepted: copy to the cache URL with ?compression=none");
-    const { kept } = await files
+    const { kept, hex } = await files
       .put(req as AsyncIterable<Buffer>, MAX_NAR_SIZE, (hex) => toNixBase32(Buffer.from(hex, "hex")) === m[1])
       .catch((err: unknown) => {
         throw err instanceof TooLargeError ? new HttpError(413, err.message) : err;
       });
     if (!kept) throw new HttpError(400, "the NAR's sha256 does not match its name");
+    await ctx.store.nix.recordNar(orgId, hex, Date.now());
     send(res, 200, "stored\n");
   }
 
@@ -136,7 +137,8 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
     try {
       sigs = await checkUpload(info, hashPart, {
         keys: await orgNixKeys(ctx, orgId),
-        narSize: (hex) => files.size(hex),
+        // Only NARs this organization uploaded: knowing another's hash must not make it readable.
+        narSize: async (hex) => ((await ctx.store.nix.hasNar(orgId, hex)) ? files.size(hex) : undefined),
         existing: (parts) => ctx.store.nix.existingPaths(orgId, parts),
       });
     } catch (err) {
@@ -184,7 +186,7 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
       return send(res, 200, head ? "" : CACHE_INFO, { "content-type": "text/x-nix-cache-info" });
     }
     if (narinfo) return write ? putNarInfo(req, narinfo[1]!, orgId, principal, res) : getNarInfo(orgId, narinfo[1]!, res, head);
-    if (file.startsWith("nar/")) return write ? putNar(req, file.slice(4), res) : getNar(orgId, file.slice(4), res, head);
+    if (file.startsWith("nar/")) return write ? putNar(req, file.slice(4), orgId, res) : getNar(orgId, file.slice(4), res, head);
     throw new HttpError(write ? 403 : 404, write ? "this cache accepts only NARs and narinfo files" : "not found");
   }
 

@@ -14,6 +14,14 @@ export const nixMigration: Migration = {
       .execute();
 
     await db.schema
+      .createTable("nix_nars")
+      .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
+      .addColumn("file_hash", "text", (c) => c.notNull())
+      .addColumn("created_at", "bigint", (c) => c.notNull())
+      .addPrimaryKeyConstraint("nix_nars_pk", ["org_id", "file_hash"])
+      .execute();
+
+    await db.schema
       .createTable("nix_paths")
       .addColumn("org_id", "text", (c) => c.notNull().references("orgs.id"))
       .addColumn("hash_part", "text", (c) => c.notNull())

@@ -109,5 +109,12 @@ for (const backend of backends) {
       expect(await store.nix.hasFile("org_a", "e".repeat(64))).toBe(true);
       expect(await store.nix.hasFile("org_b", "e".repeat(64))).toBe(false);
     });
+
+    it("remembers which organization uploaded which NAR", async () => {
+      await store.nix.recordNar("org_a", "e".repeat(64), NOW);
+      await store.nix.recordNar("org_a", "e".repeat(64), NOW + 1);
+      expect(await store.nix.hasNar("org_a", "e".repeat(64))).toBe(true);
+      expect(await store.nix.hasNar("org_b", "e".repeat(64))).toBe(false);
+    });
   });
 }

@@ -37,6 +37,11 @@ export interface NixStore {
   listKeys(orgId: string): Promise<NixKeyRow[]>;
   deleteKey(orgId: string, name: string): Promise<boolean>;
 
+  /** Records that the organization uploaded the NAR file with this hash (idempotent). */
+  recordNar(orgId: string, fileHash: string, now: number): Promise<void>;
+  /** Whether the organization uploaded the NAR file with this hash. */
+  hasNar(orgId: string, fileHash: string): Promise<boolean>;
+
   /** Adds or replaces the path's metadata. */
   putPath(path: NixPathRow): Promise<void>;
   getPath(orgId: string, hashPart: string): Promise<NixPathRow | undefined>;
@@ -89,6 +94,19 @@ export class KyselyNixStore implements NixStore {
   async deleteKey(orgId: string, name: string): Promise<boolean> {
     const r = await this.db.deleteFrom("nix_keys").where("org_id", "=", orgId).where("name", "=", name).executeTakeFirst();
     return Number(r.numDeletedRows) > 0;
+  }
+
+  async recordNar(orgId: string, fileHash: string, now: number): Promise<void> {
+    await this.db
+      .insertInto("nix_nars")
+      .values({ org_id: orgId, file_hash: fileHash, created_at: now })
+      .onConflict((oc) => oc.columns(["org_id", "file_hash"]).doNothing())
+      .execute();
+  }
+
+  async hasNar(orgId: string, fileHash: string): Promise<boolean> {
+    const r = await this.db.selectFrom("nix_nars").select("file_hash").where("org_id", "=", orgId).where("file_hash", "=", fileHash).executeTakeFirst();
+    return r !== undefined;
   }
 
   async putPath(p: NixPathRow): Promise<void> {

@@ -9,6 +9,8 @@ export interface NixTables {
     sealed_secret: string | null;
     created_at: number;
   };
+  /** NAR files an organization uploaded: a narinfo may name only its own organization's. */
+  nix_nars: { org_id: string; file_hash: string; created_at: number };
   nix_paths: {
     org_id: string;
     /** The 32-character hash part of the store path. */
