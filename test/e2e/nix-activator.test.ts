@@ -2,11 +2,11 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, readdir, readlink, realpath, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { parseReleaseMeta, type ReleaseMeta } from "@flotilla/protocol";
+import { loadOrCreateIdentity, parseReleaseMeta, selfSignedCertificate, type ReleaseMeta } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationStep } from "../../packages/agent/src/activation/activator.ts";
 import { NixosActivator } from "../../packages/agent/src/activation/nixos/index.ts";
 import { spawn } from "node:child_process";
-import { Fleet, Proc, Sandbox, repoRoot } from "./harness.ts";
+import { Fleet, Proc, Sandbox, freePort, repoRoot } from "./harness.ts";
 import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./nix-support.ts";
 
 let sb: Sandbox;
@@ -247,6 +247,45 @@ describe("the NixOS activator", () => {
     expect(after.get("kiosk")?.current?.version).toBe(first.current?.version);
     expect(await realpath(s.profile)).toBe(good);
     expect(await switchLog(s.log)).toEqual([`${good} switch`, `${next} switch`, `${good} switch`]);
+  });
+
+  it("fetches over the coordinator's self-signed TLS, trusting exactly its certificate, after `flotilla nix-cache push`", async () => {
+    // A coordinator whose certificate is made from its own key, as on any non-loopback address.
+    const tls = await sb.dir("flotilla-tls-");
+    const fleet = new Fleet(sb, ["--tls-cert", join(tls, "cert.pem"), "--tls-key", join(tls, "key.pem")]);
+    fleet.dataDir = await sb.dir("flotilla-coord-");
+    fleet.adminHome = await sb.dir("flotilla-admin-");
+    fleet.port = await freePort();
+    const pair = await selfSignedCertificate(await loadOrCreateIdentity(join(fleet.dataDir, "coordinator.key")), { hosts: ["127.0.0.1"] });
+    await writeFile(join(tls, "cert.pem"), pair.certPem);
+    await writeFile(join(tls, "key.pem"), pair.keyPem, { mode: 0o600 });
+    await fleet.startCoordinator();
+    expect(fleet.url).toMatch(/^https:/);
+    const code = (await fleet.coordinator.waitForOutput(/--setup-code (\S+)/))[1]!;
+    expect((await fleet.admin(["login", "--setup-code", code])).code).toBe(0);
+    const { publicKey } = await nixOrg(fleet);
+    const readToken = await apiToken(fleet, "viewer");
+    const work = await sb.dir("flotilla-nixos-");
+    const log = join(work, "switch.log");
+    const system = await buildSystem(sb, log);
+    const paths = await closure(system);
+
+    const push = await fleet.admin(["nix-cache", "push", system], { NIX_CONFIG: nixEnv.NIX_CONFIG ?? "" });
+    expect(push.code, push.stderr).toBe(0);
+    await deleteFromStore(paths);
+
+    const cacheUrl = (await fleet.admin(["nix-cache", "url"])).stdout.trim();
+    const activator = (caCertFile?: string) =>
+      new NixosActivator({ stateDir: join(work, "agent"), cacheUrl, caCertFile, trustedPublicKeys: () => [publicKey], token: () => readToken, profile: join(work, "system"), env: nixEnv });
+    const reach = recorder(async () => {}).events;
+    const untrusted = await activator().activate({ meta: meta(system), sha256: "" }, reach, new AbortController().signal);
+    expect(untrusted.outcome).toBe("failed");
+    expect(untrusted.outcome === "failed" && untrusted.error).toMatch(/SSL|certificate/i);
+
+    const out = await activator(join(tls, "cert.pem")).activate({ meta: meta(system), sha256: "" }, reach, new AbortController().signal);
+    expect(out.outcome, JSON.stringify(out)).toBe("healthy");
+    expect(await realpath(join(work, "system"))).toBe(system);
+    expect(await switchLog(log)).toEqual([`${system} switch`]);
   });
 
   it("reports the nixos capability only where the profile's directory is writable", async () => {

@@ -16,6 +16,8 @@ export class NixTool {
       env?: NodeJS.ProcessEnv;
       /** Where the netrc with the session token is written (0600). */
       netrcPath: string;
+      /** PEM certificates nix trusts for https (the coordinator's own, when self-signed). */
+      caCertFile?: string;
     },
   ) {
     this.nix = opts.binDir ? join(opts.binDir, "nix") : "nix";
@@ -48,7 +50,9 @@ export class NixTool {
       "--from", cacheUrl,
       storePath,
     ];
-    return runProgram(this.nix, args, { env: this.opts.env, signal, onLine });
+    // nix 2.x reads the CA bundle from the environment; `--option ssl-cert-file` comes too late.
+    const env = this.opts.caCertFile ? { ...(this.opts.env ?? process.env), NIX_SSL_CERT_FILE: this.opts.caCertFile } : this.opts.env;
+    return runProgram(this.nix, args, { env, signal, onLine });
   }
 
   /** Points the profile at `storePath` as a new generation. */

@@ -33,6 +33,11 @@ export interface NixosActivatorOptions {
   trustedPublicKeys: () => string[] | Promise<string[]>;
   /** The agent's current session token; written into a 0600 netrc before every fetch. */
   token: () => string | Promise<string>;
+  /**
+   * PEM file of the certificate(s) nix trusts for an https cache instead of the system's CA
+   * bundle: the coordinator's self-signed certificate, which the agent has pinned.
+   */
+  caCertFile?: string;
   /** The system profile (default /nix/var/nix/profiles/system). */
   profile?: string;
   /** Directory of `nix` and `nix-env` (default: PATH). */
@@ -74,7 +79,7 @@ export class NixosActivator implements Activator {
     this.profile = opts.profile ?? DEFAULT_NIXOS_PROFILE;
     this.journalPath = join(opts.stateDir, "nixos-journal.json");
     this.installedPath = join(opts.stateDir, "nixos-installed.json");
-    this.nix = new NixTool({ binDir: opts.nixBinDir, env: opts.env, netrcPath: join(opts.stateDir, "nix-netrc") });
+    this.nix = new NixTool({ binDir: opts.nixBinDir, env: opts.env, netrcPath: join(opts.stateDir, "nix-netrc"), caCertFile: opts.caCertFile });
   }
 
   async available(): Promise<boolean> {
