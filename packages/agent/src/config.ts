@@ -56,4 +56,20 @@ export const agentOptionSpecs = defineOptions({
     default: 30_000,
     doc: "longest reconnect delay",
   },
+  nixosProfile: {
+    flag: "nixos-profile",
+    env: "FLOTILLA_NIXOS_PROFILE",
+    key: "nixos_profile",
+    schema: z.string().min(1),
+    default: "/nix/var/nix/profiles/system",
+    doc: "the NixOS system profile that nixos releases switch (nix-env --profile)",
+  },
+  nixosSwitchTimeoutMs: {
+    flag: "nixos-switch-timeout-ms",
+    env: "FLOTILLA_NIXOS_SWITCH_TIMEOUT_MS",
+    key: "nixos_switch_timeout_ms",
+    schema: positiveMs,
+    default: 60_000,
+    doc: "after a NixOS switch, how long the agent has to reach the coordinator again before it rolls back (a release's health window overrides it)",
+  },
 });

@@ -1,4 +1,5 @@
 import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { hostname } from "node:os";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -21,6 +22,8 @@ import { Auditor } from "./audit/auditor.ts";
 import type { ServiceContext } from "./context.ts";
 import { Hub } from "./hub.ts";
 import { loadCoordinatorIdentity, loadEndorsements } from "./key-rotation.ts";
+import { nixCacheHandler } from "./nixcache/http-cache.ts";
+import { nixService } from "./nixcache/nix-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
 import { adminService } from "./services/admin-service.ts";
 import { normalizeSetupCode } from "./services/access-service.ts";
@@ -117,6 +120,7 @@ export async function startCoordinator(
     routes(router) {
       router.service(agentv1.AgentService, agentService(ctx));
       router.service(adminv1.AdminService, adminService(ctx));
+      router.service(adminv1.NixService, nixService(ctx));
       router.service(
         healthv1.Health,
         healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName]),
@@ -133,9 +137,10 @@ export async function startCoordinator(
   });
 
   const webLogin = webLoginHandler(ctx, { secureCookies: tls !== undefined });
+  const nixCache = nixCacheHandler(ctx, { dir: join(opts.dataDir, "nix") });
   const connect: RequestHandler = handler;
   const routes: RequestHandler = (req, res) => {
-    if (!webLogin(req, res)) connect(req, res);
+    if (!webLogin(req, res) && !nixCache(req, res)) connect(req, res);
   };
 
   let listener: Listener;

@@ -25,6 +25,8 @@ export interface TestCoordinator {
   coord: Coordinator;
   /** A transport to the coordinator, for clients of any service. */
   transport: Transport;
+  /** The coordinator's data directory. */
+  dataDir: string;
   admin: Client<typeof adminv1.AdminService>;
   agent: Client<typeof agentv1.AgentService>;
   /** A fresh challenge from Hello, checked against the coordinator's key. */
@@ -80,6 +82,7 @@ export async function startTestCoordinator(): Promise<TestCoordinator> {
     transport: t.transport,
     admin,
     agent,
+    dataDir: dir,
     challenge,
     login,
     as,

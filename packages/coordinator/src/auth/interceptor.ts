@@ -60,7 +60,11 @@ export function authorizationInterceptor(store: Store, auditor: Auditor): Interc
   };
 }
 
-async function resolve(
+/**
+ * Resolves a caller from an Authorization header (a session or API token) or a web session
+ * cookie with its CSRF header. Also used by the Nix binary cache for HTTP basic auth.
+ */
+export async function resolve(
   store: Store,
   authorization: string | null,
   cookies: string,

@@ -26,7 +26,9 @@ export type Permission =
   | "api-tokens:read"
   | "api-tokens:write"
   | "audit:read"
-  | "orgs:create";
+  | "orgs:create"
+  | "nix:read"
+  | "nix:write";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -66,6 +68,13 @@ const agent: Record<MethodNames<typeof agentv1.AgentService>, Permission> = {
   report: "device",
 };
 
+const nix: Record<MethodNames<typeof adminv1.NixService>, Permission> = {
+  createNixKey: "nix:write",
+  importNixKey: "nix:write",
+  listNixKeys: "nix:read",
+  deleteNixKey: "nix:write",
+};
+
 const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   check: "public",
   list: "public",
@@ -77,6 +86,7 @@ export const policy: Record<string, Record<string, Permission>> = {
   [adminv1.AdminService.typeName]: byName(adminv1.AdminService, admin),
   [agentv1.AgentService.typeName]: byName(agentv1.AgentService, agent),
   [healthv1.Health.typeName]: byName(healthv1.Health, health),
+  [adminv1.NixService.typeName]: byName(adminv1.NixService, nix),
 };
 
 function byName(
@@ -91,9 +101,9 @@ function byName(
   return out;
 }
 
-const viewer: Permission[] = ["session", "devices:read", "tokens:read"];
+const viewer: Permission[] = ["session", "devices:read", "tokens:read", "nix:read"];
 // Releases and rollouts join here as they arrive; deployers change no membership.
-const deployer: Permission[] = [...viewer];
+const deployer: Permission[] = [...viewer, "nix:write"];
 const adminRole: Permission[] = [
   ...deployer,
   "devices:write",

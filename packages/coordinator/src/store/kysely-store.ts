@@ -1,6 +1,7 @@
 import { Migrator, type Kysely, type Selectable, type Transaction } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
 import { migrationProvider } from "./migrations.ts";
+import { KyselyNixStore, type NixStore } from "./nix-store.ts";
 import type { Database } from "./schema.ts";
 import type {
   AdminKeyRow,
@@ -139,7 +140,11 @@ export class KyselyStore implements Store {
   constructor(
     private readonly db: Kysely<Database>,
     private readonly adapter: StoreAdapter,
-  ) {}
+  ) {
+    this.nix = new KyselyNixStore(db, adapter);
+  }
+
+  readonly nix: NixStore;
 
   get dialect(): "sqlite" | "postgres" {
     return this.adapter.dialect;

@@ -11,6 +11,8 @@
  * (a node id).
  */
 
+import type { NixStore } from "./nix-store.ts";
+
 export type Role = "owner" | "admin" | "deployer" | "viewer";
 export type Lifecycle = "pending" | "approved" | "rejected" | "decommissioned";
 /** admin: an admin key; member: a password login; device: an agent. */
@@ -149,6 +151,9 @@ export interface DevicePatch {
 export interface Store {
   /** Which database this is, for messages and `--print-config`. */
   readonly dialect: "sqlite" | "postgres";
+
+  /** The Nix binary cache's keys and paths. */
+  readonly nix: NixStore;
 
   /** Runs pending migrations. Safe to call on every start and from several replicas. */
   migrate(): Promise<void>;

@@ -1,0 +1,1 @@
+export { DEFAULT_NIXOS_PROFILE, NixosActivator, type NixosActivatorOptions } from "./nixos-activator.ts";

@@ -1,0 +1,209 @@
+/**
+ * The Nix binary-cache HTTP protocol, one cache per organization at /nix/<organization>/
+ * (name or id): `nix-cache-info`, `<hash>.narinfo`, `nar/<filehash>.nar`. What `nix copy
+ * --from/--to`, `nix path-info --store` and substituters speak.
+ *
+ * Authentication is HTTP basic (nix reads it from a netrc file): the password is a session
+ * token (a device's or an admin's) or an API token; the user name is ignored. Devices and admins
+ * with `nix:read` read; admins with `nix:write` upload with PUT.
+ *
+ * Uploads are verified before anything is recorded: the NAR's sha256 must match its name, the
+ * narinfo must name a stored NAR of the stated size and hash (uncompressed only: Node has no xz),
+ * its references must already be in the cache, and every `Sig` by one of the organization's key
+ * names must verify. Signatures by other keys are dropped. A narinfo with no valid signature of
+ * the organization is signed on upload with the keys whose secret the coordinator holds, and
+ * refused when it holds none.
+ */
+import type http from "node:http";
+import type http2 from "node:http2";
+import { resolve } from "../auth/interceptor.ts";
+import { rolePermissions } from "../auth/policy.ts";
+import type { Principal } from "../auth/principal.ts";
+import type { ServiceContext } from "../context.ts";
+import { NarFiles, TooLargeError } from "./nar-files.ts";
+import { HASH_PART, MAX_NAR_SIZE, fromNixBase32, formatNarInfo, parseNarInfo, toNixBase32 } from "./nix-format.ts";
+import { orgNixKeys } from "./nix-service.ts";
+import { checkUpload, HttpError } from "./upload.ts";
+
+type Request = http.IncomingMessage | http2.Http2ServerRequest;
+type Response = http.ServerResponse | http2.Http2ServerResponse;
+
+const PREFIX = "/nix/";
+const MAX_NARINFO_BYTES = 256 * 1024;
+const CACHE_INFO = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
+
+function send(res: Response, status: number, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store", ...headers });
+  res.end(body);
+}
+
+function credential(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const basic = /^Basic ([A-Za-z0-9+/=]{1,2048})$/.exec(header);
+  if (basic) {
+    const text = Buffer.from(basic[1]!, "base64").toString("utf8");
+    const i = text.indexOf(":");
+    return i >= 0 ? text.slice(i + 1) : undefined;
+  }
+  const bearer = /^Bearer (\S{1,2048})$/.exec(header);
+  return bearer?.[1];
+}
+
+async function readSmall(req: Request, max: number): Promise<string> {
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) throw new HttpError(413, `larger than ${max} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/**
+ * Returns a request handler for /nix/...; it answers and returns true for those paths, and
+ * returns false for any other. NARs live in `dir` (content-addressed), metadata in the store.
+ */
+export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
+  const files = new NarFiles(opts.dir);
+
+  async function authorize(req: Request, orgSegment: string, write: boolean): Promise<{ orgId: string; principal: Principal }> {
+    const token = credential(typeof req.headers.authorization === "string" ? req.headers.authorization : undefined);
+    const principal = token ? await resolve(ctx.store, `Bearer ${token}`, "", null) : undefined;
+    if (!principal) throw new HttpError(401, "log in: HTTP basic auth with a session or API token as the password");
+    const org = (await ctx.store.getOrgByName(orgSegment)) ?? (await ctx.store.getOrg(orgSegment));
+    if (!org || org.id !== principal.orgId) throw new HttpError(403, "not a member of this organization");
+    // Devices read once approved: a pending, rejected or decommissioned one gets nothing.
+    const allowed =
+      principal.kind === "device"
+        ? !write && (await ctx.store.getDevice(org.id, principal.deviceId))?.lifecycle === "approved"
+        : rolePermissions[principal.role].has(write ? "nix:write" : "nix:read");
+    if (!allowed) throw new HttpError(403, write ? "uploading needs the nix:write permission" : "reading needs nix:read");
+    return { orgId: org.id, principal };
+  }
+
+  async function getNarInfo(orgId: string, hashPart: string, res: Response, head: boolean): Promise<void> {
+    const p = await ctx.store.nix.getPath(orgId, hashPart);
+    if (!p) return send(res, 404, "no such path\n");
+    const body = formatNarInfo({ ...p, url: `nar/${toNixBase32(Buffer.from(p.fileHash, "hex"))}.nar`, compression: "none" });
+    res.writeHead(200, { "content-type": "text/x-nix-narinfo", "content-length": String(Buffer.byteLength(body)) });
+    res.end(head ? "" : body);
+  }
+
+  async function getNar(orgId: string, name: string, res: Response, head: boolean): Promise<void> {
+    const m = /^([0-9a-z]{52})\.nar$/.exec(name);
+    let hex: string | undefined;
+    try {
+      hex = m ? Buffer.from(fromNixBase32(m[1]!, 32)).toString("hex") : undefined;
+    } catch {
+      hex = undefined;
+    }
+    if (!hex || !(await ctx.store.nix.hasFile(orgId, hex))) return send(res, 404, "no such NAR\n");
+    const size = await files.size(hex);
+    if (size === undefined) return send(res, 404, "no such NAR\n");
+    res.writeHead(200, { "content-type": "application/x-nix-nar", "content-length": String(size) });
+    if (head) return void res.end();
+    const stream = files.open(hex);
+    stream.on("error", () => res.destroy());
+    stream.pipe(res as NodeJS.WritableStream);
+  }
+
+  async function putNar(req: Request, name: string, orgId: string, res: Response): Promise<void> {
+    const m = /^([0-9a-z]{52})\.nar(\.[a-z0-9]+)?$/.exec(name);
+    if (!m) throw new HttpError(400, "NAR names are nar/<base32 sha256>.nar");
+    if (m[2]) throw new HttpError(415, "only uncompressed NARs are accepted: copy to the cache URL with ?compression=none");
+    const { kept, hex } = await files
+      .put(req as AsyncIterable<Buffer>, MAX_NAR_SIZE, (hex) => toNixBase32(Buffer.from(hex, "hex")) === m[1])
+      .catch((err: unknown) => {
+        throw err instanceof TooLargeError ? new HttpError(413, err.message) : err;
+      });
+    if (!kept) throw new HttpError(400, "the NAR's sha256 does not match its name");
+    await ctx.store.nix.recordNar(orgId, hex, Date.now());
+    send(res, 200, "stored\n");
+  }
+
+  async function putNarInfo(req: Request, hashPart: string, orgId: string, principal: Principal, res: Response): Promise<void> {
+    let info;
+    try {
+      info = parseNarInfo(await readSmall(req, MAX_NARINFO_BYTES));
+    } catch (err) {
+      throw err instanceof HttpError ? err : new HttpError(400, `invalid narinfo: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    const source = req.socket.remoteAddress ?? "";
+    const actor = principal.kind === "admin" ? principal.actor : `device:${principal.deviceId}`;
+    const audit = (outcome: string, detail = "") =>
+      ctx.auditor.record({ orgId, actor, action: "NixUpload", target: info.storePath, source, outcome, detail: detail.slice(0, 500) });
+    let sigs: string[];
+    try {
+      sigs = await checkUpload(info, hashPart, {
+        keys: await orgNixKeys(ctx, orgId),
+        // Only NARs this organization uploaded: knowing another's hash must not make it readable.
+        narSize: async (hex) => ((await ctx.store.nix.hasNar(orgId, hex)) ? files.size(hex) : undefined),
+        existing: (parts) => ctx.store.nix.existingPaths(orgId, parts),
+      });
+    } catch (err) {
+      if (err instanceof HttpError) await audit("refused", err.message);
+      throw err;
+    }
+    await ctx.store.nix.putPath({
+      orgId,
+      hashPart,
+      storePath: info.storePath,
+      fileHash: info.fileHash,
+      fileSize: info.fileSize,
+      narHash: info.narHash,
+      narSize: info.narSize,
+      references: info.references,
+      deriver: info.deriver,
+      sigs,
+      ca: info.ca,
+      createdAt: Date.now(),
+    });
+    await audit("ok");
+    send(res, 200, "stored\n");
+  }
+
+  async function handle(req: Request, res: Response, path: string): Promise<void> {
+    const rest = path.slice(PREFIX.length);
+    const slash = rest.indexOf("/");
+    let orgSegment = "";
+    try {
+      orgSegment = decodeURIComponent(rest.slice(0, slash));
+    } catch {
+      throw new HttpError(400, "malformed organization in the path");
+    }
+    const file = rest.slice(slash + 1);
+    if (slash <= 0 || !orgSegment || orgSegment.length > 200 || !file) throw new HttpError(404, "expected /nix/<organization>/<file>");
+    const method = req.method ?? "GET";
+    const write = method === "PUT";
+    if (!write && method !== "GET" && method !== "HEAD") throw new HttpError(405, "use GET, HEAD or PUT");
+    const { orgId, principal } = await authorize(req, orgSegment, write);
+    const head = method === "HEAD";
+    const narinfo = /^([0-9a-z]+)\.narinfo$/.exec(file);
+    if (narinfo && !HASH_PART.test(narinfo[1]!)) throw new HttpError(404, "not a store path hash");
+    if (file === "nix-cache-info") {
+      if (write) throw new HttpError(403, "the cache's info is fixed");
+      return send(res, 200, head ? "" : CACHE_INFO, { "content-type": "text/x-nix-cache-info" });
+    }
+    if (narinfo) return write ? putNarInfo(req, narinfo[1]!, orgId, principal, res) : getNarInfo(orgId, narinfo[1]!, res, head);
+    if (file.startsWith("nar/")) return write ? putNar(req, file.slice(4), orgId, res) : getNar(orgId, file.slice(4), res, head);
+    throw new HttpError(write ? 403 : 404, write ? "this cache accepts only NARs and narinfo files" : "not found");
+  }
+
+  return (req: Request, res: Response): boolean => {
+    const path = (req.url ?? "").split("?")[0] ?? "";
+    if (!path.startsWith(PREFIX)) return false;
+    handle(req, res, path).catch((err: unknown) => {
+      if (err instanceof HttpError) {
+        const extra: Record<string, string> = err.status === 401 ? { "www-authenticate": 'Basic realm="flotilla nix cache"' } : {};
+        if (!res.headersSent) send(res, err.status, `${err.message}\n`, extra);
+        else res.destroy();
+        return;
+      }
+      ctx.log.error("nix cache request failed", { err: String(err), path });
+      if (!res.headersSent) send(res, 500, "internal error\n");
+      else res.destroy();
+    });
+    return true;
+  };
+}

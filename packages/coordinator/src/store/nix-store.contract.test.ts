@@ -1,0 +1,120 @@
+/**
+ * The NixStore contract on every database: SQLite always, PostgreSQL when
+ * FLOTILLA_TEST_POSTGRES_URL is set (a fresh database per test, dropped afterwards).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { openPostgresStore, openSqliteStore, type NixPathRow, type Store } from "./index.ts";
+
+const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
+
+const backends = [
+  {
+    name: "SQLite",
+    enabled: true,
+    async create(): Promise<{ store: Store; drop(): Promise<void> }> {
+      const dir = await mkdtemp(join(tmpdir(), "flotilla-nixstore-"));
+      return { store: await openSqliteStore(join(dir, "flotilla.db")), drop: () => rm(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: "PostgreSQL",
+    enabled: Boolean(pgUrl),
+    async create(): Promise<{ store: Store; drop(): Promise<void> }> {
+      const name = `flotilla_test_${randomBytes(6).toString("hex")}`;
+      const admin = new pg.Client({ connectionString: pgUrl });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${name}`);
+      await admin.end();
+      const url = new URL(pgUrl!);
+      url.pathname = `/${name}`;
+      return {
+        store: await openPostgresStore(url.toString()),
+        async drop() {
+          const c = new pg.Client({ connectionString: pgUrl });
+          await c.connect();
+          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+          await c.end();
+        },
+      };
+    },
+  },
+];
+
+const NOW = 1_800_000_000_000;
+const hashPart = (c: string) => c.repeat(32);
+
+function path(orgId: string, over: Partial<NixPathRow> = {}): NixPathRow {
+  const h = over.hashPart ?? hashPart("a");
+  return {
+    orgId,
+    hashPart: h,
+    storePath: `/nix/store/${h}-system`,
+    fileHash: "f".repeat(64),
+    fileSize: 1234,
+    narHash: "f".repeat(64),
+    narSize: 1234,
+    references: [`${hashPart("b")}-dep`],
+    deriver: `${hashPart("c")}-system.drv`,
+    sigs: ["k:sig"],
+    ca: "",
+    createdAt: NOW,
+    ...over,
+  };
+}
+
+for (const backend of backends) {
+  describe.runIf(backend.enabled)(`NixStore on ${backend.name}`, () => {
+    let store: Store;
+    let drop: () => Promise<void>;
+    beforeEach(async () => {
+      ({ store, drop } = await backend.create());
+      for (const id of ["org_a", "org_b"]) await store.createOrg({ id, name: id, createdAt: NOW });
+    });
+    afterEach(async () => {
+      await store.close();
+      await drop();
+    });
+
+    it("keeps one key per name in an organization, lists and deletes them per organization", async () => {
+      const key = { orgId: "org_a", name: "cache-1", publicKey: "cHVi", sealedSecret: "v1:x", createdAt: NOW };
+      expect(await store.nix.addKey(key)).toBe(true);
+      expect(await store.nix.addKey({ ...key, publicKey: "b3RoZXI=" })).toBe(false);
+      expect(await store.nix.addKey({ ...key, orgId: "org_b", sealedSecret: null })).toBe(true);
+      expect(await store.nix.listKeys("org_a")).toEqual([key]);
+      expect(await store.nix.deleteKey("org_b", "cache-1")).toBe(true);
+      expect(await store.nix.deleteKey("org_b", "cache-1")).toBe(false);
+      expect(await store.nix.listKeys("org_a")).toHaveLength(1);
+    });
+
+    it("stores path metadata per organization and replaces it on a new upload", async () => {
+      await store.nix.putPath(path("org_a"));
+      expect(await store.nix.getPath("org_a", hashPart("a"))).toEqual(path("org_a"));
+      expect(await store.nix.getPath("org_b", hashPart("a"))).toBeUndefined();
+      await store.nix.putPath(path("org_a", { sigs: ["k:other"], narSize: 99 }));
+      expect((await store.nix.getPath("org_a", hashPart("a")))?.sigs).toEqual(["k:other"]);
+      expect((await store.nix.getPath("org_a", hashPart("a")))?.narSize).toBe(99);
+    });
+
+    it("answers which paths and NAR files an organization holds, and only its own", async () => {
+      await store.nix.putPath(path("org_a"));
+      await store.nix.putPath(path("org_a", { hashPart: hashPart("d"), fileHash: "e".repeat(64) }));
+      expect(await store.nix.existingPaths("org_a", [hashPart("a"), hashPart("b"), hashPart("d")])).toEqual(new Set([hashPart("a"), hashPart("d")]));
+      expect(await store.nix.existingPaths("org_b", [hashPart("a")])).toEqual(new Set());
+      expect(await store.nix.existingPaths("org_a", [])).toEqual(new Set());
+      expect(await store.nix.hasFile("org_a", "e".repeat(64))).toBe(true);
+      expect(await store.nix.hasFile("org_b", "e".repeat(64))).toBe(false);
+    });
+
+    it("remembers which organization uploaded which NAR", async () => {
+      await store.nix.recordNar("org_a", "e".repeat(64), NOW);
+      await store.nix.recordNar("org_a", "e".repeat(64), NOW + 1);
+      expect(await store.nix.hasNar("org_a", "e".repeat(64))).toBe(true);
+      expect(await store.nix.hasNar("org_b", "e".repeat(64))).toBe(false);
+    });
+  });
+}

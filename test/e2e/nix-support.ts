@@ -1,0 +1,106 @@
+/**
+ * Real Nix for the NixOS tests: Debian's `nix-bin`, single-user, run as root on the machine's
+ * /nix/store (builds need no nixbld group and no sandbox). Every test builds derivations of its
+ * own (a random tag in the name), so tests never share a store path, and deletes what it uploaded
+ * so the agent side must fetch it back from the coordinator.
+ */
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type { Fleet, Sandbox } from "./harness.ts";
+
+const exec = promisify(execFile);
+
+/** Settings for every nix the tests run: no daemon users, no sandbox, no cache.nixos.org. */
+export const nixEnv: NodeJS.ProcessEnv = {
+  ...process.env,
+  NIX_CONFIG: "experimental-features = nix-command\nsandbox = false\nbuild-users-group =\nsubstituters =\n",
+};
+
+export interface NixResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a nix command; never throws for a non-zero exit. */
+export async function nix(program: string, args: string[]): Promise<NixResult> {
+  try {
+    const r = await exec(program, args, { env: nixEnv, maxBuffer: 16 * 1024 * 1024 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === "number" ? e.code : 1, stdout: e.stdout ?? "", stderr: e.stderr ?? String(err) };
+  }
+}
+
+async function ok(program: string, args: string[]): Promise<string> {
+  const r = await nix(program, args);
+  if (r.code !== 0) throw new Error(`${program} ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+const SYSTEM_NIX = `{ tag, log, exitCode }:
+let dep = derivation {
+  name = "dep-\${tag}"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
+  args = [ "-c" "mkdir -p $out; echo \${tag} > $out/greeting" ];
+};
+in derivation {
+  name = "nixos-system-\${tag}"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin";
+  inherit log exitCode dep;
+  args = [ "-c" ''
+    mkdir -p $out/bin
+    ln -s $dep $out/dep
+    printf '#!/bin/sh\\necho "%s $1" >> "%s"\\nexit %s\\n' "$out" "$log" "$exitCode" > $out/bin/switch-to-configuration
+    chmod +x $out/bin/switch-to-configuration
+  '' ];
+}
+`;
+
+/**
+ * Builds a NixOS-like system: a store path with `bin/switch-to-configuration` that appends
+ * "<its store path> <argument>" to `log` and exits with `exitCode`, referring to a second path.
+ */
+export async function buildSystem(sb: Sandbox, log: string, exitCode = 0): Promise<string> {
+  const dir = await sb.dir("flotilla-nixexpr-");
+  await writeFile(join(dir, "system.nix"), SYSTEM_NIX);
+  const tag = randomBytes(5).toString("hex");
+  return ok("nix-build", [join(dir, "system.nix"), "--argstr", "tag", tag, "--argstr", "log", log, "--argstr", "exitCode", String(exitCode), "--no-out-link"]);
+}
+
+/** The closure of a local store path, itself included. */
+export async function closure(path: string): Promise<string[]> {
+  return (await ok("nix-store", ["-qR", path])).split("\n").filter(Boolean);
+}
+
+/** Deletes paths from the local store, so only the coordinator's cache has them. */
+export async function deleteFromStore(paths: string[]): Promise<void> {
+  await ok("nix-store", ["--delete", ...paths]);
+}
+
+/** A netrc for the coordinator at `url` with `token` as the password (what nix reads for basic auth). */
+export async function writeNetrc(sb: Sandbox, url: string, token: string): Promise<string> {
+  const path = join(await sb.dir("flotilla-netrc-"), "netrc");
+  await writeFile(path, `machine ${new URL(url).hostname} login flotilla password ${token}\n`, { mode: 0o600 });
+  return path;
+}
+
+/** An organization with a coordinator-held Nix key and an API token of `role`. */
+export async function nixOrg(fleet: Fleet, role = "deployer"): Promise<{ publicKey: string; token: string; cacheUrl: string }> {
+  const key = await fleet.admin(["nix-key", "create", "kiosk-cache"]);
+  if (key.code !== 0) throw new Error(`nix-key create failed: ${key.stderr}`);
+  return { publicKey: key.stdout.trim(), token: await apiToken(fleet, role), cacheUrl: `${fleet.url}/nix/default` };
+}
+
+export async function apiToken(fleet: Fleet, role: string): Promise<string> {
+  const t = await fleet.admin(["token", "create", `${role}-${randomBytes(3).toString("hex")}`, "--role", role]);
+  if (t.code !== 0) throw new Error(`token create failed: ${t.stderr}`);
+  return t.stdout.trim().split("\n").pop()!;
+}
+
+/** `nix copy --to` the coordinator's cache (uncompressed, as it accepts). */
+export function copyTo(cacheUrl: string, netrc: string, path: string): Promise<NixResult> {
+  return nix("nix", ["copy", "--to", `${cacheUrl}?compression=none`, "--option", "netrc-file", netrc, path]);
+}
