@@ -4,6 +4,7 @@ import { openSqliteStore } from "./sqlite.ts";
 import type { Store } from "./store.ts";
 
 export type * from "./store.ts";
+export type * from "./telemetry-store.ts";
 export { openPostgresStore } from "./postgres.ts";
 export { openSqliteStore } from "./sqlite.ts";
 

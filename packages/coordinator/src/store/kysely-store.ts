@@ -2,6 +2,7 @@ import { Migrator, type Kysely, type Selectable, type Transaction } from "kysely
 import type { StoreAdapter } from "./adapter.ts";
 import { migrationProvider } from "./migrations.ts";
 import type { Database } from "./schema.ts";
+import { KyselyTelemetryStore, type TelemetryStore } from "./telemetry-store.ts";
 import type {
   AdminKeyRow,
   ApiTokenRow,
@@ -136,10 +137,14 @@ function toAudit(r: Selectable<Database["audit_log"]>): AuditEntryRow {
 
 /** The store over Kysely: one implementation, SQLite or PostgreSQL underneath. */
 export class KyselyStore implements Store {
+  readonly telemetry: TelemetryStore;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly adapter: StoreAdapter,
-  ) {}
+  ) {
+    this.telemetry = new KyselyTelemetryStore(db, adapter);
+  }
 
   get dialect(): "sqlite" | "postgres" {
     return this.adapter.dialect;

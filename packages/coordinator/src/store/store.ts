@@ -10,6 +10,7 @@
  * Times are milliseconds since the epoch. Public keys are raw 32-byte ed25519 keys in base64url
  * (a node id).
  */
+import type { TelemetryStore } from "./telemetry-store.ts";
 
 export type Role = "owner" | "admin" | "deployer" | "viewer";
 export type Lifecycle = "pending" | "approved" | "rejected" | "decommissioned";
@@ -149,6 +150,8 @@ export interface DevicePatch {
 export interface Store {
   /** Which database this is, for messages and `--print-config`. */
   readonly dialect: "sqlite" | "postgres";
+  /** Device logs and metrics (telemetry-store.ts). */
+  readonly telemetry: TelemetryStore;
 
   /** Runs pending migrations. Safe to call on every start and from several replicas. */
   migrate(): Promise<void>;
