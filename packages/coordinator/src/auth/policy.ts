@@ -26,6 +26,7 @@ export type Permission =
   | "api-tokens:read"
   | "api-tokens:write"
   | "audit:read"
+  | "logs:read"
   | "orgs:create";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
@@ -66,6 +67,17 @@ const agent: Record<MethodNames<typeof agentv1.AgentService>, Permission> = {
   report: "device",
 };
 
+const agentTelemetry: Record<MethodNames<typeof agentv1.TelemetryService>, Permission> = {
+  shipLogs: "device",
+  shipMetrics: "device",
+};
+
+const adminTelemetry: Record<MethodNames<typeof adminv1.TelemetryService>, Permission> = {
+  queryLogs: "logs:read",
+  followLogs: "logs:read",
+  getMetrics: "logs:read",
+};
+
 const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   check: "public",
   list: "public",
@@ -77,6 +89,8 @@ export const policy: Record<string, Record<string, Permission>> = {
   [adminv1.AdminService.typeName]: byName(adminv1.AdminService, admin),
   [agentv1.AgentService.typeName]: byName(agentv1.AgentService, agent),
   [healthv1.Health.typeName]: byName(healthv1.Health, health),
+  [agentv1.TelemetryService.typeName]: byName(agentv1.TelemetryService, agentTelemetry),
+  [adminv1.TelemetryService.typeName]: byName(adminv1.TelemetryService, adminTelemetry),
 };
 
 function byName(
@@ -91,7 +105,7 @@ function byName(
   return out;
 }
 
-const viewer: Permission[] = ["session", "devices:read", "tokens:read"];
+const viewer: Permission[] = ["session", "devices:read", "tokens:read", "logs:read"];
 // Releases and rollouts join here as they arrive; deployers change no membership.
 const deployer: Permission[] = [...viewer];
 const adminRole: Permission[] = [
