@@ -5,6 +5,7 @@ import { flotillaHome } from "./admin/credentials.ts";
 import { registerAccessCommands } from "./commands/access.ts";
 import { registerDeviceCommands } from "./commands/device.ts";
 import { registerIdCommand } from "./commands/id.ts";
+import { registerLogsCommands } from "./commands/logs.ts";
 import { registerOrgCommands } from "./commands/org.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import type { Run } from "./commands/run.ts";
@@ -49,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
   registerAccessCommands(program, target, run);
   registerDeviceCommands(program, target, run);
   registerOrgCommands(program, target, run);
+  registerLogsCommands(program, target, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

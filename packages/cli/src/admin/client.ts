@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
   adminv1,
   bearerInterceptor,
@@ -113,6 +113,11 @@ export async function targetUrl(target: AdminTarget): Promise<string> {
  * has expired or the coordinator no longer knows it.
  */
 export async function adminClient(target: AdminTarget): Promise<AdminClient> {
+  return createClient(adminv1.AdminService, await adminTransport(target));
+}
+
+/** The authenticated transport adminClient uses, for clients of the other admin services. */
+export async function adminTransport(target: AdminTarget): Promise<Transport> {
   const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
   const known = (await creds.context()).coordinators[url];
@@ -124,7 +129,7 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
       interceptors: [bearerInterceptor(() => target.apiToken)],
     });
     openConnections.add(close);
-    return createClient(adminv1.AdminService, transport);
+    return transport;
   }
   const org = target.org;
   const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
@@ -148,7 +153,7 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
     interceptors: [relogin, bearerInterceptor(() => token)],
   });
   openConnections.add(close);
-  return createClient(adminv1.AdminService, transport);
+  return transport;
 }
 
 const openConnections = new Set<() => void>();
