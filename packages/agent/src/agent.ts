@@ -35,7 +35,7 @@ export interface AgentOptions {
   logBufferBytes?: number;
   metricsIntervalMs?: number;
   journalUnits?: string[];
-  logFileUnits?: string[];
+  logFileUnit?: string[];
 }
 
 /** Why the agent stopped. */
@@ -131,7 +131,7 @@ export async function runAgent(opts: AgentOptions, baseLog: Logger, signal: Abor
       logBufferBytes: opts.logBufferBytes ?? 256 << 20,
       metricsIntervalMs: opts.metricsIntervalMs ?? 10_000,
       journalUnits: opts.journalUnits ?? [],
-      logFileUnits: opts.logFileUnits ?? [],
+      logFileUnits: opts.logFileUnit ?? [],
       backoffMinMs: opts.backoffMinMs,
       backoffMaxMs: opts.backoffMaxMs,
     },

@@ -80,7 +80,7 @@ export const agentOptionSpecs = defineOptions({
     default: [],
     doc: "systemd units whose journal is captured, comma-separated (needs journalctl)",
   },
-  logFileUnits: {
+  logFileUnit: {
     flag: "log-file-unit",
     env: "FLOTILLA_LOG_FILE_UNITS",
     key: "log_file_units",
