@@ -50,6 +50,8 @@ const UNIT_SUFFIX: Record<string, string> = { "1": "ratio", By: "bytes", s: "sec
  */
 export function prometheusName(name: string, unit: string, monotonic: boolean): string {
   let n = name.replace(/[^a-zA-Z0-9_]/g, "_");
+  // Prometheus keeps _count for histograms and summaries: system.cpu.logical.count {cpu} becomes system_cpu_logical_cpus.
+  if (n.endsWith("_count")) n = `${n.slice(0, -6)}_${/^\{(\w+)\}$/.exec(unit)?.[1] ?? "number"}s`;
   const suffix = UNIT_SUFFIX[unit];
   if (suffix && !n.endsWith(`_${suffix}`)) n += `_${suffix}`;
   if (monotonic) n += "_total";
