@@ -51,7 +51,8 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
     shipLogs: (req, hctx) =>
       refused(async () => {
         const row = await device(hctx, req.stream);
-        const { records } = decode("LogRecords", () => fromBinary(agentv1.LogRecordsSchema, inflate(req.compression, req.payload)));
+        const payload = inflate(req.compression, req.payload);
+        const { records } = decode("LogRecords", () => fromBinary(agentv1.LogRecordsSchema, payload));
         const seqs = checkSeqs(records.map((r) => r.seq));
         const drops = checkDrops(req.drops, seqs[0]);
         const input: LogRecordInput[] = records.map((r, i) => {
@@ -71,7 +72,8 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
     shipMetrics: (req, hctx) =>
       refused(async () => {
         const row = await device(hctx, req.stream);
-        const { samples } = decode("MetricSamples", () => fromBinary(agentv1.MetricSamplesSchema, inflate(req.compression, req.payload)));
+        const payload = inflate(req.compression, req.payload);
+        const { samples } = decode("MetricSamples", () => fromBinary(agentv1.MetricSamplesSchema, payload));
         const seqs = checkSeqs(samples.map((s) => s.seq));
         const drops = checkDrops(req.drops, seqs[0]);
         const input = samples.map((s, i) => {
