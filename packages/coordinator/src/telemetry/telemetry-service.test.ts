@@ -1,18 +1,10 @@
 import { gzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import {
-  adminv1,
-  agentv1,
-  authenticateMessage,
-  commonv1,
-  coordinatorTransport,
-  enrollMessage,
-  generateIdentity,
-  parseJoinString,
-} from "@flotilla/protocol";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { adminv1, agentv1 } from "@flotilla/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { startTestCoordinator, SETUP_CODE, type TestCoordinator } from "../test-support.ts";
+import { startTestCoordinator, type TestCoordinator } from "../test-support.ts";
+import { enrollTestDevice } from "./testing.ts";
 
 let t: TestCoordinator;
 const closers: (() => void)[] = [];
@@ -33,26 +25,10 @@ async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
   }
 }
 
-/** Logs in the first owner, enrolls an auto-approved device and opens its session. */
 async function setup() {
-  const owner = await t.login(generateIdentity(), { setupCode: SETUP_CODE });
-  const tok = await t.admin.createJoinToken({ usesAllowed: 1, autoApprove: true }, owner);
-  const secret = parseJoinString(tok.joinString).secret;
-  const id = generateIdentity();
-  let ch = await t.challenge();
-  const enrolled = await t.agent.enroll({ joinSecret: secret, publicKey: id.publicKey, challenge: ch, signature: id.sign(enrollMessage(ch, secret)), facts: create(commonv1.FactsSchema, { hostname: "box" }) });
-  ch = await t.challenge();
-  const session = await t.agent.authenticate({ publicKey: id.publicKey, challenge: ch, signature: id.sign(authenticateMessage(ch)) });
-  const device = { headers: { authorization: `Bearer ${session.sessionToken}` } };
-  const tr = await coordinatorTransport({ url: t.coord.url });
-  closers.push(tr.close);
-  return {
-    owner,
-    device,
-    orgId: enrolled.organizationId,
-    ship: createClient(agentv1.TelemetryService, tr.transport),
-    query: createClient(adminv1.TelemetryService, tr.transport),
-  };
+  const d = await enrollTestDevice(t);
+  closers.push(d.close);
+  return d;
 }
 
 const batch = (seqs: number[], over: Partial<agentv1.LogRecord> = {}) =>
