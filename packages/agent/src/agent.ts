@@ -250,7 +250,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
         const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [] }, { signal: streamAbort.signal });
         current = conn;
         connectionChanged.notify();
-        telemetry.connect(conn.transport);
+        telemetry.connect(conn.transport, abortStream);
         for await (const msg of stream) {
           heard();
           if (msg.event.case === "desired") {

@@ -9,8 +9,9 @@ const CHUNK = 1 << 20;
  * Follows a log file an application writes (`--log-file-unit NAME=PATH`) into a unit. The
  * position (inode and offset) is stored with the lines in the buffer, so after a crash or
  * restart the tail resumes exactly where the last stored line ended. A file that is replaced
- * (rotated: another inode) or truncated is read again from its start. A last line without its
- * line break waits until the break is written.
+ * (rotated: another inode) or truncated (noticed when it is shorter than the position, as with
+ * `tail -F`) is read again from its start. A last line without its line break waits until the
+ * break is written.
  */
 export class FileTail {
   private watcher: FSWatcher | undefined;

@@ -46,7 +46,10 @@ export class JournalTail {
     this.child = child;
     let errText = "";
     child.stderr?.setEncoding("utf8").on("data", (d: string) => (errText = (errText + d).slice(-500)));
-    child.on("error", (err) => this.log.warn("cannot run journalctl", { err: err.message }));
+    child.on("error", (err: NodeJS.ErrnoException) => {
+      this.log.warn("cannot run journalctl; journal units are not captured", { err: err.message });
+      if (err.code === "ENOENT") this.stopped = true;
+    });
     const lines = createInterface({ input: child.stdout! });
     lines.on("line", (text) => {
       let e: JournalEntry;

@@ -1,4 +1,4 @@
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "@flotilla/protocol";
 import { backoffDelay, Wakeup } from "../wakeup.ts";
 import type { BufferedRecord, DropStats, SegmentBuffer } from "./segment-buffer.ts";
@@ -20,6 +20,7 @@ export interface ShipperOptions {
  */
 export class Shipper {
   private send: SendBatch | undefined;
+  private reconnect: (() => void) | undefined;
   private readonly wake = new Wakeup();
   private readonly offAppend: () => void;
 
@@ -32,9 +33,13 @@ export class Shipper {
     this.offAppend = buffer.onAppend(() => this.wake.notify());
   }
 
-  /** Sets (or, with undefined, clears) how batches reach the coordinator. */
-  connect(send: SendBatch | undefined): void {
+  /**
+   * Sets (or, with undefined, clears) how batches reach the coordinator. `reconnect` is called
+   * when the coordinator no longer accepts the session (it expired), to get a fresh one.
+   */
+  connect(send: SendBatch | undefined, reconnect?: () => void): void {
     this.send = send;
+    this.reconnect = reconnect;
     this.wake.notify();
   }
 
@@ -62,6 +67,7 @@ export class Shipper {
         throw new Error(`the coordinator acknowledged seq ${acked}, not beyond ${before}`);
       } catch (err) {
         if (signal.aborted) return;
+        if (ConnectError.from(err).code === Code.Unauthenticated) this.reconnect?.();
         if (failures === 0 || failures % 20 === 0) {
           this.log.warn(`could not ship ${this.name}`, { err: err instanceof ConnectError ? err.rawMessage : (err as Error).message, pending: this.buffer.lastSeq - this.buffer.acked });
         }

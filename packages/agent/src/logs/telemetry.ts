@@ -82,8 +82,11 @@ export class AgentTelemetry {
     this.tasks.push(this.logShipper.run(this.stop.signal), this.metricShipper.run(this.stop.signal), this.sampleLoop());
   }
 
-  /** Ships over `transport` (the agent's authenticated connection), or stops shipping when undefined. */
-  connect(transport: Transport | undefined): void {
+  /**
+   * Ships over `transport` (the agent's authenticated connection), or stops shipping when
+   * undefined. `reconnect` asks the agent for a new connection when the session was refused.
+   */
+  connect(transport: Transport | undefined, reconnect?: () => void): void {
     if (!transport) {
       this.logShipper.connect(undefined);
       this.metricShipper.connect(undefined);
@@ -97,7 +100,7 @@ export class AgentTelemetry {
         { signal, timeoutMs: 30_000 },
       );
       return Number(res.ackedSeq);
-    });
+    }, reconnect);
     this.metricShipper.connect(async (records, drops, signal) => {
       const payload = toBinary(agentv1.MetricSamplesSchema, create(agentv1.MetricSamplesSchema, { samples: records.map(toSample) }));
       const res = await client.shipMetrics(
@@ -105,7 +108,7 @@ export class AgentTelemetry {
         { signal, timeoutMs: 30_000 },
       );
       return Number(res.ackedSeq);
-    });
+    }, reconnect);
   }
 
   /** Stops everything and flushes both buffers to disk. */
