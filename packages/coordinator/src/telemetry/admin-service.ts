@@ -10,6 +10,7 @@ import { UNIT_RE } from "./validate.ts";
 
 const MAX_LIMIT = 10_000;
 const KEEPALIVE_MS = 15_000;
+const MAX_QUEUED = 50_000;
 
 interface Resolved {
   orgId: string;
@@ -95,8 +96,11 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
       let queued: FedLine[] = [];
       let wake: (() => void) | undefined;
       // Subscribe before reading the tail, so no line stored in between is missed.
+      let overflow = false;
       const off = feed.subscribe(r.orgId, (lines) => {
         queued.push(...lines.filter(match));
+        // A reader that cannot keep up is cut off rather than allowed to grow memory without bound.
+        if (queued.length > MAX_QUEUED) overflow = true;
         wake?.();
       });
       try {
@@ -118,6 +122,7 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
               hctx.signal.addEventListener("abort", done);
             });
           }
+          if (overflow) throw new ConnectError("the follower fell too far behind; follow again", Code.ResourceExhausted);
           const batch = queued.filter((l) => l.seq > (seen.get(`${l.deviceId}/${l.stream}`) ?? 0));
           queued = [];
           if (hctx.signal.aborted) return;

@@ -104,7 +104,11 @@ export async function collect(store: Store, counters: TelemetryCounters, offline
     for (const p of s.points) {
       const name = prometheusName(p.name, p.unit, p.monotonic);
       const labels: Labels = { org: d.org, device: d.name };
-      for (const [k, v] of Object.entries(p.attributes)) labels[k.replace(/[^a-zA-Z0-9_]/g, "_")] = v;
+      for (const [k, v] of Object.entries(p.attributes)) {
+        const key = k.replace(/[^a-zA-Z0-9_]/g, "_");
+        // An attribute named like our own labels (system.network.io's "device") is prefixed: network_device.
+        labels[key in labels ? `${p.name.split(".")[1] ?? "attr"}_${key}` : key] = v;
+      }
       e.add(name, p.monotonic ? "counter" : "gauge", `${p.name} (${p.unit}) of each device, its latest sample.`, p.value, labels);
     }
   }
