@@ -86,7 +86,7 @@ export interface TelemetryStore {
 }
 
 const num = (v: number | string | bigint): number => Number(v);
-const CHUNK = 500;
+const CHUNK = 1000;
 
 /** Escapes LIKE wildcards; `\` is the escape character. */
 function likePattern(text: string): string {
@@ -182,7 +182,9 @@ export class KyselyTelemetryStore implements TelemetryStore {
     if (q.unit) query = query.where("unit", "=", q.unit);
     if (q.since) query = query.where("time", ">=", q.since);
     if (q.grep) query = query.where(sql<boolean>`lower(line) like ${likePattern(q.grep)} escape '\\'`);
-    const rows = await query.orderBy("time", "desc").orderBy("device_id", "desc").orderBy("seq", "desc").limit(q.limit).execute();
+    // One device: capture order is seq order, whatever its clock did. Several: by time.
+    const ordered = q.deviceIds?.length === 1 ? query.orderBy("seq", "desc") : query.orderBy("time", "desc").orderBy("device_id", "desc").orderBy("seq", "desc");
+    const rows = await ordered.limit(q.limit).execute();
     return rows.reverse().map((r) => ({
       orgId: r.org_id,
       deviceId: r.device_id,
