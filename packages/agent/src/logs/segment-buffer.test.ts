@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readdir, rm, stat } from "node:fs/promises";
+import { appendFile, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -91,6 +91,26 @@ describe("SegmentBuffer", () => {
     for (let i = 201; i <= 1200; i += 50) await b.append(items(i, 50, 60));
     const left = await b.read(200, 10_000, 1 << 30);
     expect(b.drops().droppedTotal + left.length).toBe(1000);
+    await b.close();
+  });
+
+  it("counts records before damage in an older segment as dropped, so shipping is never stuck behind a hole", async () => {
+    let b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 4096 });
+    await b.append(items(1, 400));
+    await b.close();
+    const segs = (await readdir(dir)).filter((f) => f.startsWith("seg-")).sort();
+    expect(segs.length).toBeGreaterThan(3);
+    const victim = join(dir, segs[1]!);
+    const data = await readFile(victim);
+    data[Math.floor(data.length / 2)]! ^= 0xff;
+    await writeFile(victim, data);
+    b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 4096 });
+    const left = await b.read(0, 1000, 1 << 30);
+    const { droppedThrough, droppedTotal } = b.drops();
+    expect(left[0]!.seq).toBe(droppedThrough + 1);
+    expect(left.map((r) => r.seq)).toEqual(Array.from({ length: left.length }, (_, i) => droppedThrough + 1 + i));
+    expect(left.at(-1)!.seq).toBe(400);
+    expect(droppedTotal).toBe(droppedThrough);
     await b.close();
   });
 });

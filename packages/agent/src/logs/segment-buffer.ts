@@ -321,6 +321,23 @@ export class SegmentBuffer {
     }
   }
 
+  /**
+   * Damage inside an older segment leaves a hole in the seqs, which the coordinator could never
+   * acknowledge past. Everything unacknowledged before such a hole counts as dropped instead, so
+   * shipping goes on (the segments themselves are removed with the acknowledged ones).
+   */
+  private dropBeforeGaps(): void {
+    let expect = Math.max(this.state.acked, this.state.droppedThrough);
+    for (const seg of this.segments) {
+      if (!seg.firstSeq || seg.lastSeq <= expect) continue;
+      if (seg.firstSeq > expect + 1) {
+        this.state.droppedTotal += seg.firstSeq - 1 - Math.max(this.state.acked, this.state.droppedThrough);
+        this.state.droppedThrough = seg.firstSeq - 1;
+      }
+      expect = seg.lastSeq;
+    }
+  }
+
   private async recover(): Promise<void> {
     try {
       const s = JSON.parse(await readFile(join(this.dir, STATE), "utf8")) as Partial<State>;
@@ -372,9 +389,11 @@ export class SegmentBuffer {
       this.segments.push(seg);
     }
     this.nextSeq = Math.max(this.state.acked, this.state.droppedThrough, ...this.segments.map((s) => s.lastSeq)) + 1;
+    this.dropBeforeGaps();
     await this.writeState();
     const last = this.segments.at(-1);
-    for (const s of this.segments.filter((x) => x !== last && (x.lastSeq <= this.state.acked || x.bytes === 0))) {
+    const done = Math.max(this.state.acked, this.state.droppedThrough);
+    for (const s of this.segments.filter((x) => x !== last && (x.lastSeq <= done || x.bytes === 0))) {
       await this.removeSegment(s);
     }
     if (last && last.bytes < this.segmentBytes) this.active = { seg: last, fh: await open(last.path, "a", 0o600) };

@@ -54,7 +54,7 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
         const payload = inflate(req.compression, req.payload);
         const { records } = decode("LogRecords", () => fromBinary(agentv1.LogRecordsSchema, payload));
         const seqs = checkSeqs(records.map((r) => r.seq));
-        const drops = checkDrops(req.drops, seqs[0]);
+        const drops = checkDrops(req.drops);
         const input: LogRecordInput[] = records.map((r, i) => {
           if (!UNIT_RE.test(r.unit)) throw new ConnectError(`invalid unit name ${JSON.stringify(r.unit.slice(0, 140))}`, Code.InvalidArgument);
           if (r.source.length > 32) throw new ConnectError("source longer than 32 characters", Code.InvalidArgument);
@@ -75,7 +75,7 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
         const payload = inflate(req.compression, req.payload);
         const { samples } = decode("MetricSamples", () => fromBinary(agentv1.MetricSamplesSchema, payload));
         const seqs = checkSeqs(samples.map((s) => s.seq));
-        const drops = checkDrops(req.drops, seqs[0]);
+        const drops = checkDrops(req.drops);
         const input = samples.map((s, i) => {
           if (s.points.length > 1000) throw new ConnectError("at most 1000 points per sample", Code.InvalidArgument);
           const points: MetricPointRow[] = s.points.map((p) => {
