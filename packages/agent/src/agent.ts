@@ -16,6 +16,7 @@ import {
 } from "@flotilla/protocol";
 import { agentClient, connect, greet, type Connection } from "./connection.ts";
 import { collectFacts } from "./facts/index.ts";
+import { AgentTelemetry } from "./logs/telemetry.ts";
 import { Outbox } from "./outbox/outbox.ts";
 import { StateDir, type Enrollment } from "./state.ts";
 import { backoffDelay, sleep, Wakeup } from "./wakeup.ts";
@@ -30,6 +31,11 @@ export interface AgentOptions {
   watchTimeoutMs: number;
   backoffMinMs: number;
   backoffMaxMs: number;
+  /** Logs and metrics (logs/telemetry.ts); defaults as in config.ts. */
+  logBufferBytes?: number;
+  metricsIntervalMs?: number;
+  journalUnits?: string[];
+  logFileUnit?: string[];
 }
 
 /** Why the agent stopped. */
@@ -118,8 +124,29 @@ async function enroll(
  * Runs an agent until it is stopped (`signal`), decommissioned or rejected. Enrolls first when
  * the state directory holds no enrollment. Throws FatalAgentError for what retrying cannot fix.
  */
-export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSignal): Promise<AgentExit> {
+export async function runAgent(opts: AgentOptions, baseLog: Logger, signal: AbortSignal): Promise<AgentExit> {
   await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+  const telemetry = await AgentTelemetry.open(
+    {
+      stateDir: opts.stateDir,
+      logBufferBytes: opts.logBufferBytes ?? 256 << 20,
+      metricsIntervalMs: opts.metricsIntervalMs ?? 10_000,
+      journalUnits: opts.journalUnits ?? [],
+      logFileUnits: opts.logFileUnit ?? [],
+      backoffMinMs: opts.backoffMinMs,
+      backoffMaxMs: opts.backoffMaxMs,
+    },
+    baseLog,
+  );
+  const log = telemetry.logger(baseLog);
+  try {
+    return await runEnrolledAgent(opts, log, signal, telemetry);
+  } finally {
+    await telemetry.close();
+  }
+}
+
+async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSignal, telemetry: AgentTelemetry): Promise<AgentExit> {
   const state = new StateDir(opts.stateDir);
   const identity = await loadOrCreateIdentity(state.keyPath);
   let enrollment = await state.readEnrollment();
@@ -229,6 +256,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
         const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [] }, { signal: streamAbort.signal });
         current = conn;
         connectionChanged.notify();
+        telemetry.connect(conn.transport, abortStream);
         for await (const msg of stream) {
           heard();
           if (msg.event.case === "desired") {
@@ -247,6 +275,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
         stop.signal.removeEventListener("abort", abortStream);
         current = undefined;
         connectionChanged.notify();
+        telemetry.connect(undefined);
         conn?.close();
       }
       await sleep(backoffDelay(attempt, opts.backoffMinMs, opts.backoffMaxMs), stop.signal);
@@ -255,6 +284,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
   }
 
   log.info("agent running", { device: enrollment.deviceId, name: enrollment.name, coordinator: enrollment.url });
+  telemetry.start();
   const background = [sendLoop(), factsLoop()];
   let exit: AgentExit;
   try {

@@ -72,4 +72,44 @@ export const agentOptionSpecs = defineOptions({
     default: 60_000,
     doc: "after a NixOS switch, how long the agent has to reach the coordinator again before it rolls back (a release's health window overrides it)",
   },
+  logBufferBytes: {
+    flag: "log-buffer-bytes",
+    env: "FLOTILLA_LOG_BUFFER_BYTES",
+    key: "log_buffer_bytes",
+    schema: z.coerce.number().int().min(64 * 1024),
+    default: 256 * 1024 * 1024,
+    doc: "disk space for logs not yet acknowledged by the coordinator; beyond it the oldest are dropped (and counted)",
+  },
+  metricsIntervalMs: {
+    flag: "metrics-interval-ms",
+    env: "FLOTILLA_METRICS_INTERVAL_MS",
+    key: "metrics_interval_ms",
+    schema: z.coerce.number().int().min(100),
+    default: 10_000,
+    doc: "how often CPU, memory, disk, network, load and uptime are sampled",
+  },
+  journalUnits: {
+    flag: "journal-units",
+    env: "FLOTILLA_JOURNAL_UNITS",
+    key: "journal_units",
+    schema: listOf(/^[A-Za-z0-9_.@:-]{1,128}$/, "a systemd unit name"),
+    default: [],
+    doc: "systemd units whose journal is captured, comma-separated (needs journalctl)",
+  },
+  logFileUnit: {
+    flag: "log-file-unit",
+    env: "FLOTILLA_LOG_FILE_UNITS",
+    key: "log_file_units",
+    schema: listOf(/^[A-Za-z0-9_.@:-]{1,128}=\/.+$/, "NAME=/absolute/path"),
+    default: [],
+    doc: "log files to follow into units, NAME=/absolute/path, comma-separated",
+  },
 });
+
+/** A list option: an array (TOML) or comma-separated text (flag, environment), each item checked. */
+function listOf(item: RegExp, what: string) {
+  return z
+    .union([z.string(), z.array(z.string())])
+    .transform((v) => (Array.isArray(v) ? v : v.split(",")).map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.string().regex(item, `expected ${what}`)));
+}

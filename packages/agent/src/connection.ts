@@ -1,4 +1,4 @@
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import {
   agentv1,
   authenticateMessage,
@@ -19,14 +19,14 @@ export async function agentClient(
   url: string,
   pin: string,
   token?: () => string | undefined,
-): Promise<{ client: AgentClient; close(): void; presentedPin?: string }> {
+): Promise<{ client: AgentClient; transport: Transport; close(): void; presentedPin?: string }> {
   const { transport, close, presentedPin } = await coordinatorTransport({
     url,
     pin,
     interceptors: token ? [bearerInterceptor(token)] : [],
     allowRotation: true,
   });
-  return { client: createClient(agentv1.AgentService, transport), close, presentedPin };
+  return { client: createClient(agentv1.AgentService, transport), transport, close, presentedPin };
 }
 
 /**
@@ -53,6 +53,8 @@ export interface Connection {
   session: agentv1.AuthenticateResponse;
   /** Set when the coordinator's key was rotated since `pin`: the new key's pin, to re-pin. */
   rotatedPin?: string;
+  /** The same authenticated transport, for clients of other agent services. */
+  transport: Transport;
   /** Closes the HTTP/2 connection. */
   close(): void;
 }
@@ -66,7 +68,7 @@ export async function connect(
 ): Promise<Connection> {
   let token: string | undefined;
   let rotatedPin: string | undefined;
-  const { client, close, presentedPin } = await agentClient(url, pin, () => token);
+  const { client, transport, close, presentedPin } = await agentClient(url, pin, () => token);
   try {
     const challenge = await greet(client, pin, signal, { presentedPin, onRotated: (p) => (rotatedPin = p) });
     const session = await client.authenticate(
@@ -78,7 +80,7 @@ export async function connect(
       { signal, timeoutMs: 15_000 },
     );
     token = session.sessionToken;
-    return { client, session, close, rotatedPin };
+    return { client, session, transport, close, rotatedPin };
   } catch (err) {
     close();
     throw err;

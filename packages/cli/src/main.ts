@@ -6,6 +6,7 @@ import { registerAccessCommands } from "./commands/access.ts";
 import { registerDeviceCommands } from "./commands/device.ts";
 import { registerIdCommand } from "./commands/id.ts";
 import { registerNixCommands } from "./commands/nix.ts";
+import { registerLogsCommands } from "./commands/logs.ts";
 import { registerOrgCommands } from "./commands/org.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import type { Run } from "./commands/run.ts";
@@ -51,6 +52,7 @@ export async function main(argv: string[]): Promise<number> {
   registerDeviceCommands(program, target, run);
   registerOrgCommands(program, target, run);
   registerNixCommands(program, target, run);
+  registerLogsCommands(program, target, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -93,5 +93,35 @@ export const coordinatorOptionSpecs = defineOptions({
     default: 45_000,
     doc: "a device not heard from for this long shows as offline",
   },
+  logRetentionMs: {
+    flag: "log-retention-ms",
+    env: "FLOTILLA_LOG_RETENTION_MS",
+    key: "log_retention_ms",
+    schema: positiveMs,
+    default: 7 * 24 * 3_600_000,
+    doc: "device logs and metric samples older than this are deleted (default 7 days)",
+  },
+  logRetentionBytes: {
+    flag: "log-retention-bytes",
+    env: "FLOTILLA_LOG_RETENTION_BYTES",
+    key: "log_retention_bytes",
+    schema: z.coerce.number().int().min(1024 * 1024),
+    default: 1024 ** 3,
+    doc: "device logs beyond about this many bytes are deleted, oldest first",
+  },
+  otlpUrl: {
+    flag: "otlp-url",
+    env: "FLOTILLA_OTLP_URL",
+    key: "otlp_url",
+    schema: z.string().regex(/^https?:\/\/\S+$/, "expected http(s)://host:port").optional(),
+    doc: "forward device metrics as OTLP/HTTP JSON to this collector (POST <url>/v1/metrics)",
+  },
+  metricsToken: {
+    flag: "metrics-token",
+    env: "FLOTILLA_METRICS_TOKEN",
+    key: "metrics_token",
+    schema: z.string().min(16).optional(),
+    doc: "bearer token for GET /metrics; without it /metrics answers loopback callers only",
+    secret: true,
+  },
 });
-

@@ -30,9 +30,10 @@ import { normalizeSetupCode } from "./services/access-service.ts";
 import { agentService } from "./services/agent-service.ts";
 import { healthService } from "./services/health-service.ts";
 import { openStore, type Store } from "./store/index.ts";
+import { createTelemetry, type TelemetryOptions } from "./telemetry/index.ts";
 
 /** Everything a coordinator needs to start; see config.ts for each option's meaning. */
-export interface CoordinatorOptions {
+export interface CoordinatorOptions extends TelemetryOptions {
   dataDir: string;
   /** host:port to listen on. */
   listen: string;
@@ -116,14 +117,16 @@ export async function startCoordinator(
     keepaliveMs: opts.keepaliveMs,
     offlineAfterMs: opts.offlineAfterMs,
   };
+  const telemetry = createTelemetry(ctx, opts);
   const handler = connectNodeAdapter({
     routes(router) {
+      telemetry.routes(router);
       router.service(agentv1.AgentService, agentService(ctx));
       router.service(adminv1.AdminService, adminService(ctx));
       router.service(adminv1.NixService, nixService(ctx));
       router.service(
         healthv1.Health,
-        healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName]),
+        healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName, ...telemetry.serviceNames]),
       );
     },
     interceptors: [authorizationInterceptor(store, auditor)],
@@ -140,13 +143,14 @@ export async function startCoordinator(
   const nixCache = nixCacheHandler(ctx, { dir: join(opts.dataDir, "nix") });
   const connect: RequestHandler = handler;
   const routes: RequestHandler = (req, res) => {
-    if (!webLogin(req, res) && !nixCache(req, res)) connect(req, res);
+    if (!webLogin(req, res) && !nixCache(req, res) && !telemetry.http(req, res)) connect(req, res);
   };
 
   let listener: Listener;
   try {
     listener = await listen({ host, port, handler: routes, tls });
   } catch (err) {
+    telemetry.close();
     hub.close();
     await store.close();
     throw err;
@@ -164,6 +168,7 @@ export async function startCoordinator(
     setupCode,
     async close() {
       shutdown.abort();
+      telemetry.close();
       hub.close();
       await listener.close();
       await store.close();

@@ -1,5 +1,5 @@
 import type { DescService } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
   adminv1,
   bearerInterceptor,
@@ -120,12 +120,17 @@ export async function targetUrl(target: AdminTarget): Promise<string> {
  * A client for admin calls. Uses the recorded session and logs in again, once, when the session
  * has expired or the coordinator no longer knows it.
  */
-export function adminClient(target: AdminTarget): Promise<AdminClient> {
+export async function adminClient(target: AdminTarget): Promise<AdminClient> {
   return serviceClient(target, adminv1.AdminService);
 }
 
 /** A client for any admin-side service (AdminService, NixService, ...), authenticated as adminClient's. */
 export async function serviceClient<S extends DescService>(target: AdminTarget, service: S): Promise<Client<S>> {
+  return createClient(service, await adminTransport(target));
+}
+
+/** The authenticated transport adminClient uses, for clients of the other admin services. */
+export async function adminTransport(target: AdminTarget): Promise<Transport> {
   const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
   const known = (await creds.context()).coordinators[url];
@@ -137,7 +142,7 @@ export async function serviceClient<S extends DescService>(target: AdminTarget, 
       interceptors: [bearerInterceptor(() => target.apiToken)],
     });
     openConnections.add(close);
-    return createClient(service, transport);
+    return transport;
   }
   const org = target.org;
   const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
@@ -169,7 +174,7 @@ export async function serviceClient<S extends DescService>(target: AdminTarget, 
     opened = await coordinatorTransport({ url, pin: entry.pin, interceptors: [relogin(), bearerInterceptor(() => token)] });
   }
   openConnections.add(opened.close);
-  return createClient(service, opened.transport);
+  return opened.transport;
 }
 
 const openConnections = new Set<() => void>();

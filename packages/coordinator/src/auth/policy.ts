@@ -28,7 +28,8 @@ export type Permission =
   | "audit:read"
   | "orgs:create"
   | "nix:read"
-  | "nix:write";
+  | "nix:write"
+  | "logs:read";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -75,6 +76,17 @@ const nix: Record<MethodNames<typeof adminv1.NixService>, Permission> = {
   deleteNixKey: "nix:write",
 };
 
+const agentTelemetry: Record<MethodNames<typeof agentv1.TelemetryService>, Permission> = {
+  shipLogs: "device",
+  shipMetrics: "device",
+};
+
+const adminTelemetry: Record<MethodNames<typeof adminv1.TelemetryService>, Permission> = {
+  queryLogs: "logs:read",
+  followLogs: "logs:read",
+  getMetrics: "logs:read",
+};
+
 const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   check: "public",
   list: "public",
@@ -87,6 +99,8 @@ export const policy: Record<string, Record<string, Permission>> = {
   [agentv1.AgentService.typeName]: byName(agentv1.AgentService, agent),
   [healthv1.Health.typeName]: byName(healthv1.Health, health),
   [adminv1.NixService.typeName]: byName(adminv1.NixService, nix),
+  [agentv1.TelemetryService.typeName]: byName(agentv1.TelemetryService, agentTelemetry),
+  [adminv1.TelemetryService.typeName]: byName(adminv1.TelemetryService, adminTelemetry),
 };
 
 function byName(
@@ -101,7 +115,7 @@ function byName(
   return out;
 }
 
-const viewer: Permission[] = ["session", "devices:read", "tokens:read", "nix:read"];
+const viewer: Permission[] = ["session", "devices:read", "tokens:read", "nix:read", "logs:read"];
 // Releases and rollouts join here as they arrive; deployers change no membership.
 const deployer: Permission[] = [...viewer, "nix:write"];
 const adminRole: Permission[] = [

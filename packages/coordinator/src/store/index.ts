@@ -5,6 +5,7 @@ import type { Store } from "./store.ts";
 
 export type * from "./store.ts";
 export type * from "./nix-store.ts";
+export type * from "./telemetry-store.ts";
 export { openPostgresStore } from "./postgres.ts";
 export { openSqliteStore } from "./sqlite.ts";
 

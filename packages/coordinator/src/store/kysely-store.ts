@@ -3,6 +3,7 @@ import type { StoreAdapter } from "./adapter.ts";
 import { migrationProvider } from "./migrations.ts";
 import { KyselyNixStore, type NixStore } from "./nix-store.ts";
 import type { Database } from "./schema.ts";
+import { KyselyTelemetryStore, type TelemetryStore } from "./telemetry-store.ts";
 import type {
   AdminKeyRow,
   ApiTokenRow,
@@ -137,11 +138,14 @@ function toAudit(r: Selectable<Database["audit_log"]>): AuditEntryRow {
 
 /** The store over Kysely: one implementation, SQLite or PostgreSQL underneath. */
 export class KyselyStore implements Store {
+  readonly telemetry: TelemetryStore;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly adapter: StoreAdapter,
   ) {
     this.nix = new KyselyNixStore(db, adapter);
+    this.telemetry = new KyselyTelemetryStore(db, adapter);
   }
 
   readonly nix: NixStore;

@@ -4,6 +4,7 @@
  */
 import type { Kysely, Migration, MigrationProvider } from "kysely";
 import { nixMigration } from "./migration-nix.ts";
+import { telemetryMigration } from "./migration-telemetry.ts";
 
 const initial: Migration = {
   async up(db: Kysely<unknown>) {
@@ -171,6 +172,7 @@ export const migrations: Record<string, Migration> = {
   "0001_initial": initial,
   "0002_members_tokens_audit": members,
   "0007_nix": nixMigration,
+  "0005_telemetry": telemetryMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,7 +1,8 @@
 import type { NixTables } from "./schema-nix.ts";
+import type { TelemetryTables } from "./schema-telemetry.ts";
 
 /** Table shapes as Kysely sees them. Times are bigint milliseconds; booleans 0/1; JSON as text. */
-export interface Database extends NixTables {
+export interface Database extends NixTables, TelemetryTables {
   orgs: { id: string; name: string; created_at: number };
   admin_keys: {
     id: string;

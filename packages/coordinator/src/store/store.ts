@@ -10,6 +10,7 @@
  * Times are milliseconds since the epoch. Public keys are raw 32-byte ed25519 keys in base64url
  * (a node id).
  */
+import type { TelemetryStore } from "./telemetry-store.ts";
 
 import type { NixStore } from "./nix-store.ts";
 
@@ -151,6 +152,8 @@ export interface DevicePatch {
 export interface Store {
   /** Which database this is, for messages and `--print-config`. */
   readonly dialect: "sqlite" | "postgres";
+  /** Device logs and metrics (telemetry-store.ts). */
+  readonly telemetry: TelemetryStore;
 
   /** The Nix binary cache's keys and paths. */
   readonly nix: NixStore;

@@ -1,0 +1,156 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { adminv1, flattenFacts, matchesSelector, parseSelector, SelectorError } from "@flotilla/protocol";
+import { adminOf } from "../auth/principal.ts";
+import type { ServiceContext } from "../context.ts";
+import { factsFromJson } from "../services/convert.ts";
+import type { DeviceRow, LogLineRow } from "../store/index.ts";
+import type { FedLine, LogFeed } from "./feed.ts";
+import { UNIT_RE } from "./validate.ts";
+
+const MAX_LIMIT = 10_000;
+const KEEPALIVE_MS = 15_000;
+const MAX_QUEUED = 50_000;
+
+interface Resolved {
+  orgId: string;
+  /** undefined: every device of the organization. */
+  deviceIds: string[] | undefined;
+  unit: string;
+  since: number;
+  grep: string;
+  names: Map<string, string>;
+}
+
+const bad = (msg: string) => new ConnectError(msg, Code.InvalidArgument);
+
+/** The admin TelemetryService: QueryLogs, FollowLogs, GetMetrics, scoped to the caller's organization. */
+export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): ServiceImpl<typeof adminv1.TelemetryService> {
+  const { store } = ctx;
+
+  async function findDevice(orgId: string, ref: string): Promise<DeviceRow> {
+    if (!ref || ref.length > 128) throw bad("a device id or name is required");
+    const row = (await store.getDevice(orgId, ref)) ?? (await store.getDeviceByName(orgId, ref));
+    if (!row) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
+    return row;
+  }
+
+  async function resolve(hctx: HandlerContext, f: adminv1.LogFilter | undefined): Promise<Resolved> {
+    const { orgId } = adminOf(hctx);
+    const device = f?.device ?? "";
+    const selectorText = f?.selector ?? "";
+    if (device && selectorText) throw bad("give a device or a selector, not both");
+    if (f?.unit && !UNIT_RE.test(f.unit)) throw bad("invalid unit name");
+    if ((f?.grep.length ?? 0) > 256) throw bad("--grep text longer than 256 characters");
+    const since = Number(f?.sinceUnixMs ?? 0n);
+    if (!Number.isSafeInteger(since) || since < 0) throw bad("since out of range");
+    const all = await store.listDevices(orgId);
+    const names = new Map(all.map((d) => [d.id, d.name]));
+    let deviceIds: string[] | undefined;
+    if (device) {
+      deviceIds = [(await findDevice(orgId, device)).id];
+    } else if (selectorText) {
+      let selector;
+      try {
+        selector = parseSelector(selectorText);
+      } catch (err) {
+        if (err instanceof SelectorError) throw bad(err.message);
+        throw err;
+      }
+      deviceIds = all.filter((d) => matchesSelector(selector, { ...flattenFacts(factsFromJson(d.facts)), ...d.labels })).map((d) => d.id);
+    }
+    return { orgId, deviceIds, unit: f?.unit ?? "", since, grep: f?.grep ?? "", names };
+  }
+
+  const toLine = (r: Resolved) => (l: LogLineRow | FedLine) =>
+    create(adminv1.LogLineSchema, {
+      deviceId: l.deviceId,
+      deviceName: "deviceName" in l ? l.deviceName : (r.names.get(l.deviceId) ?? l.deviceId),
+      unit: l.unit,
+      source: l.source,
+      timeUnixMs: BigInt(l.time),
+      seq: BigInt(l.seq),
+      line: l.line,
+    });
+
+  const query = (r: Resolved, limit: number) =>
+    store.telemetry.queryLogs(r.orgId, { deviceIds: r.deviceIds, unit: r.unit || undefined, since: r.since || undefined, grep: r.grep || undefined, limit });
+
+  function matcher(r: Resolved): (l: FedLine) => boolean {
+    const ids = r.deviceIds && new Set(r.deviceIds);
+    const grep = r.grep.toLowerCase();
+    return (l) => (!ids || ids.has(l.deviceId)) && (!r.unit || l.unit === r.unit) && l.time >= r.since && (!grep || l.line.toLowerCase().includes(grep));
+  }
+
+  return {
+    async queryLogs(req, hctx) {
+      if (req.limit > MAX_LIMIT) throw bad(`limit is at most ${MAX_LIMIT}`);
+      const r = await resolve(hctx, req.filter);
+      return { lines: (await query(r, req.limit || 1000)).map(toLine(r)) };
+    },
+
+    async *followLogs(req, hctx) {
+      if (req.tail > MAX_LIMIT) throw bad(`tail is at most ${MAX_LIMIT}`);
+      const r = await resolve(hctx, req.filter);
+      const match = matcher(r);
+      let queued: FedLine[] = [];
+      let wake: (() => void) | undefined;
+      // Subscribe before reading the tail, so no line stored in between is missed.
+      let overflow = false;
+      const off = feed.subscribe(r.orgId, (lines) => {
+        queued.push(...lines.filter(match));
+        // A reader that cannot keep up is cut off rather than allowed to grow memory without bound.
+        if (queued.length > MAX_QUEUED) overflow = true;
+        wake?.();
+      });
+      try {
+        const seen = new Map<string, number>();
+        const tail = req.tail > 0 ? await query(r, req.tail) : [];
+        for (const l of tail) seen.set(`${l.deviceId}/${l.stream}`, Math.max(seen.get(`${l.deviceId}/${l.stream}`) ?? 0, l.seq));
+        yield { lines: tail.map(toLine(r)) };
+        while (!hctx.signal.aborted) {
+          if (queued.length === 0) {
+            await new Promise<void>((res) => {
+              const timer = setTimeout(done, KEEPALIVE_MS);
+              function done() {
+                clearTimeout(timer);
+                hctx.signal.removeEventListener("abort", done);
+                wake = undefined;
+                res();
+              }
+              wake = done;
+              hctx.signal.addEventListener("abort", done);
+            });
+          }
+          if (overflow) throw new ConnectError("the follower fell too far behind; follow again", Code.ResourceExhausted);
+          const batch = queued.filter((l) => l.seq > (seen.get(`${l.deviceId}/${l.stream}`) ?? 0));
+          queued = [];
+          if (hctx.signal.aborted) return;
+          yield { lines: batch.map(toLine(r)) };
+        }
+      } finally {
+        off();
+      }
+    },
+
+    async getMetrics(req, hctx) {
+      if (req.limit > MAX_LIMIT) throw bad(`limit is at most ${MAX_LIMIT}`);
+      const { orgId } = adminOf(hctx);
+      const d = await findDevice(orgId, req.device);
+      const samples = await store.telemetry.recentMetrics(orgId, d.id, req.limit || 60);
+      const dropped = await store.telemetry.dropped(orgId, d.id);
+      return {
+        deviceId: d.id,
+        deviceName: d.name,
+        samples: samples.map((s) =>
+          create(adminv1.MetricSampleSchema, {
+            timeUnixMs: BigInt(s.time),
+            values: s.points.map((p) => create(adminv1.MetricValueSchema, p)),
+          }),
+        ),
+        logsDropped: BigInt(dropped.logs ?? 0),
+        metricsDropped: BigInt(dropped.metrics ?? 0),
+      };
+    },
+  };
+}

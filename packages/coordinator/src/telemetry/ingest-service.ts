@@ -1,0 +1,99 @@
+import { fromBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { agentv1 } from "@flotilla/protocol";
+import { deviceOf } from "../auth/principal.ts";
+import type { ServiceContext } from "../context.ts";
+import type { DeviceRow, LogRecordInput, MetricPointRow } from "../store/index.ts";
+import type { TelemetryCounters } from "./counters.ts";
+import type { LogFeed } from "./feed.ts";
+import type { OtlpExporter } from "./otlp.ts";
+import { checkDrops, checkSeqs, checkTime, inflate, MAX_LINE_CHARS, STREAM_RE, UNIT_RE } from "./validate.ts";
+
+/** What the ingest service shares with the rest of the coordinator's telemetry. */
+export interface IngestDeps {
+  feed: LogFeed;
+  counters: TelemetryCounters;
+  otlp: OtlpExporter | undefined;
+}
+
+function decode<T>(what: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch {
+    throw new ConnectError(`payload is not a valid ${what} message`, Code.InvalidArgument);
+  }
+}
+
+/**
+ * The agent-facing TelemetryService: validates a batch completely (a refused batch stores
+ * nothing), stores it idempotently and answers the highest contiguous seq.
+ */
+export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImpl<typeof agentv1.TelemetryService> {
+  const { store } = ctx;
+
+  async function device(hctx: HandlerContext, stream: string): Promise<DeviceRow> {
+    if (!STREAM_RE.test(stream)) throw new ConnectError("stream must match [a-z0-9_-]{1,64}", Code.InvalidArgument);
+    const p = deviceOf(hctx);
+    const row = await store.getDevice(p.orgId, p.deviceId);
+    if (!row || row.lifecycle !== "approved") {
+      throw new ConnectError(`device is ${row?.lifecycle ?? "unknown"}: telemetry is taken from approved devices only`, Code.FailedPrecondition);
+    }
+    return row;
+  }
+
+  const refused = <T>(fn: () => Promise<T>): Promise<T> =>
+    fn().catch((err: unknown) => {
+      deps.counters.refusedBatches++;
+      throw err;
+    });
+
+  return {
+    shipLogs: (req, hctx) =>
+      refused(async () => {
+        const row = await device(hctx, req.stream);
+        const payload = inflate(req.compression, req.payload);
+        const { records } = decode("LogRecords", () => fromBinary(agentv1.LogRecordsSchema, payload));
+        const seqs = checkSeqs(records.map((r) => r.seq));
+        const drops = checkDrops(req.drops);
+        const input: LogRecordInput[] = records.map((r, i) => {
+          if (!UNIT_RE.test(r.unit)) throw new ConnectError(`invalid unit name ${JSON.stringify(r.unit.slice(0, 140))}`, Code.InvalidArgument);
+          if (r.source.length > 32) throw new ConnectError("source longer than 32 characters", Code.InvalidArgument);
+          if (r.line.length > MAX_LINE_CHARS) throw new ConnectError(`line longer than ${MAX_LINE_CHARS} characters`, Code.InvalidArgument);
+          return { seq: seqs[i]!, time: checkTime(r.timeUnixMs), unit: r.unit, source: r.source, line: r.line };
+        });
+        const { ackedSeq, added } = await store.telemetry.ingestLogs(row.orgId, row.id, req.stream, input, drops);
+        deps.counters.logBatches++;
+        deps.counters.logLines += added.length;
+        deps.counters.logLinesDuplicate += input.length - added.length;
+        deps.feed.publish(row.orgId, added.map((l) => ({ ...l, deviceName: row.name })));
+        return { ackedSeq: BigInt(ackedSeq) };
+      }),
+
+    shipMetrics: (req, hctx) =>
+      refused(async () => {
+        const row = await device(hctx, req.stream);
+        const payload = inflate(req.compression, req.payload);
+        const { samples } = decode("MetricSamples", () => fromBinary(agentv1.MetricSamplesSchema, payload));
+        const seqs = checkSeqs(samples.map((s) => s.seq));
+        const drops = checkDrops(req.drops);
+        const input = samples.map((s, i) => {
+          if (s.points.length > 1000) throw new ConnectError("at most 1000 points per sample", Code.InvalidArgument);
+          const points: MetricPointRow[] = s.points.map((p) => {
+            if (!/^[a-z][a-z0-9_.]{0,127}$/.test(p.name)) throw new ConnectError(`invalid metric name ${JSON.stringify(p.name.slice(0, 140))}`, Code.InvalidArgument);
+            const attrs = Object.entries(p.attributes);
+            if (attrs.length > 16 || attrs.some(([k, v]) => !/^[a-z][a-z0-9_.]{0,63}$/.test(k) || v.length > 256)) {
+              throw new ConnectError(`invalid attributes on ${p.name}`, Code.InvalidArgument);
+            }
+            if (!Number.isFinite(p.value) || p.unit.length > 32) throw new ConnectError(`invalid value or unit on ${p.name}`, Code.InvalidArgument);
+            return { name: p.name, value: p.value, attributes: { ...p.attributes }, unit: p.unit, monotonic: p.monotonic };
+          });
+          return { seq: seqs[i]!, time: checkTime(s.timeUnixMs), points };
+        });
+        const { ackedSeq, added } = await store.telemetry.ingestMetrics(row.orgId, row.id, req.stream, input, drops);
+        deps.counters.metricBatches++;
+        deps.counters.metricSamples += added.length;
+        deps.otlp?.enqueue(row, added);
+        return { ackedSeq: BigInt(ackedSeq) };
+      }),
+  };
+}

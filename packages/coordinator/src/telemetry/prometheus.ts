@@ -1,0 +1,163 @@
+import { timingSafeEqual } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import type { Logger } from "@flotilla/protocol";
+import { isLoopback } from "../server/listen.ts";
+import type { Store } from "../store/index.ts";
+import type { TelemetryCounters } from "./counters.ts";
+
+type Labels = Record<string, string>;
+interface Family {
+  help: string;
+  type: "gauge" | "counter";
+  samples: { labels: Labels; value: number }[];
+}
+
+/** Builds the Prometheus text exposition format (version 0.0.4). */
+export class Exposition {
+  private readonly families = new Map<string, Family>();
+
+  add(name: string, type: Family["type"], help: string, value: number, labels: Labels = {}): void {
+    let f = this.families.get(name);
+    if (!f) this.families.set(name, (f = { help, type, samples: [] }));
+    f.samples.push({ labels, value });
+  }
+
+  text(): string {
+    const out: string[] = [];
+    for (const [name, f] of this.families) {
+      out.push(`# HELP ${name} ${f.help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}`, `# TYPE ${name} ${f.type}`);
+      for (const s of f.samples) {
+        const labels = Object.entries(s.labels).map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`);
+        out.push(`${name}${labels.length ? `{${labels.join(",")}}` : ""} ${formatValue(s.value)}`);
+      }
+    }
+    return out.join("\n") + "\n";
+  }
+}
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "+Inf" : "-Inf";
+  return String(v);
+}
+
+const UNIT_SUFFIX: Record<string, string> = { "1": "ratio", By: "bytes", s: "seconds" };
+
+/**
+ * An OpenTelemetry metric name as Prometheus spells it (the OTLP-to-Prometheus conventions):
+ * dots become underscores, the unit becomes a suffix, counters end in _total.
+ */
+export function prometheusName(name: string, unit: string, monotonic: boolean): string {
+  let n = name.replace(/[^a-zA-Z0-9_]/g, "_");
+  // Prometheus keeps _count for histograms and summaries: system.cpu.logical.count {cpu} becomes system_cpu_logical_cpus.
+  if (n.endsWith("_count")) n = `${n.slice(0, -6)}_${/^\{(\w+)\}$/.exec(unit)?.[1] ?? "number"}s`;
+  const suffix = UNIT_SUFFIX[unit];
+  if (suffix && !n.endsWith(`_${suffix}`)) n += `_${suffix}`;
+  if (monotonic) n += "_total";
+  return n;
+}
+
+const startedAt = Date.now();
+
+/** The coordinator's own, fleet-level and latest per-device metrics. */
+export async function collect(store: Store, counters: TelemetryCounters, offlineAfterMs: number): Promise<string> {
+  const e = new Exposition();
+  const mem = process.memoryUsage();
+  const cpu = process.cpuUsage();
+  e.add("process_start_time_seconds", "gauge", "Start time of the coordinator process since the epoch, in seconds.", Math.floor(startedAt / 1000));
+  e.add("process_resident_memory_bytes", "gauge", "Resident memory of the coordinator process.", mem.rss);
+  e.add("process_cpu_seconds_total", "counter", "CPU time used by the coordinator process.", (cpu.user + cpu.system) / 1e6);
+  e.add("nodejs_heap_used_bytes", "gauge", "V8 heap in use.", mem.heapUsed);
+
+  e.add("flotilla_log_batches_received_total", "counter", "Log batches stored by this coordinator since it started.", counters.logBatches);
+  e.add("flotilla_log_lines_received_total", "counter", "New log lines stored by this coordinator since it started.", counters.logLines);
+  e.add("flotilla_log_lines_duplicate_total", "counter", "Resent log lines that were already stored.", counters.logLinesDuplicate);
+  e.add("flotilla_metric_samples_received_total", "counter", "Device metric samples stored since start.", counters.metricSamples);
+  e.add("flotilla_telemetry_batches_refused_total", "counter", "Telemetry batches refused (invalid or from unapproved devices).", counters.refusedBatches);
+  e.add("flotilla_otlp_exported_total", "counter", "Device batches forwarded to the OTLP collector.", counters.otlpExported);
+  e.add("flotilla_otlp_failed_total", "counter", "Device batches the OTLP collector did not take.", counters.otlpFailed);
+
+  const now = Date.now();
+  const states = new Map<string, number>();
+  const deviceNames = new Map<string, { org: string; name: string }>();
+  for (const org of await store.listOrgs()) {
+    for (const d of await store.listDevices(org.id)) {
+      deviceNames.set(d.id, { org: org.name, name: d.name });
+      const online = d.connected && d.lastSeenAt !== null && now - d.lastSeenAt < offlineAfterMs;
+      const state = d.lifecycle === "approved" ? (online ? "online" : "offline") : d.lifecycle;
+      const key = `${org.name}\u0000${state}`;
+      states.set(key, (states.get(key) ?? 0) + 1);
+    }
+  }
+  for (const [key, n] of states) {
+    const [org = "", state = ""] = key.split("\u0000");
+    e.add("flotilla_devices", "gauge", "Devices by organization and state.", n, { org, state });
+  }
+  for (const [stream, n] of Object.entries(await store.telemetry.droppedTotals())) {
+    e.add("flotilla_agent_buffer_dropped_records", "gauge", "Records agents dropped unshipped to stay within their buffer bound, as reported, summed over devices.", n, { stream });
+  }
+
+  for (const s of await store.telemetry.latestMetrics()) {
+    const d = deviceNames.get(s.deviceId);
+    if (!d) continue;
+    for (const p of s.points) {
+      const name = prometheusName(p.name, p.unit, p.monotonic);
+      const labels: Labels = { org: d.org, device: d.name };
+      for (const [k, v] of Object.entries(p.attributes)) {
+        const key = k.replace(/[^a-zA-Z0-9_]/g, "_");
+        // An attribute named like our own labels (system.network.io's "device") is prefixed: network_device.
+        labels[key in labels ? `${p.name.split(".")[1] ?? "attr"}_${key}` : key] = v;
+      }
+      e.add(name, p.monotonic ? "counter" : "gauge", `${p.name} (${p.unit}) of each device, its latest sample.`, p.value, labels);
+    }
+  }
+  return e.text();
+}
+
+type Req = IncomingMessage | Http2ServerRequest;
+type Res = ServerResponse | Http2ServerResponse;
+
+/**
+ * GET /metrics. With a token configured, the caller must send `Authorization: Bearer <token>`;
+ * without one, only loopback callers are served (a scraper on the same machine).
+ */
+export function metricsHandler(
+  store: Store,
+  counters: TelemetryCounters,
+  opts: { token?: string; offlineAfterMs: number },
+  log: Logger,
+): (req: Req, res: Res) => boolean {
+  return (req, res) => {
+    const path = (req.url ?? "").split("?")[0];
+    if (path !== "/metrics") return false;
+    const r = res as ServerResponse;
+    const send = (status: number, body: string, type = "text/plain; charset=utf-8") => {
+      r.writeHead(status, { "content-type": type, "cache-control": "no-store" });
+      r.end(body);
+    };
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      send(405, "method not allowed\n");
+      return true;
+    }
+    if (opts.token) {
+      const given = Buffer.from(String(req.headers.authorization ?? ""));
+      const want = Buffer.from(`Bearer ${opts.token}`);
+      if (given.length !== want.length || !timingSafeEqual(given, want)) {
+        send(401, "a bearer token is required\n");
+        return true;
+      }
+    } else if (!isLoopback((req.socket.remoteAddress ?? "").replace(/^::ffff:/, ""))) {
+      send(403, "/metrics answers loopback callers only; set --metrics-token to allow others\n");
+      return true;
+    }
+    collect(store, counters, opts.offlineAfterMs).then(
+      (text) => send(200, text, "text/plain; version=0.0.4; charset=utf-8"),
+      (err: unknown) => {
+        log.warn("cannot collect metrics", { err: (err as Error).message });
+        send(500, "cannot collect metrics\n");
+      },
+    );
+    return true;
+  };
+}

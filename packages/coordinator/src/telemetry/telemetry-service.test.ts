@@ -1,0 +1,104 @@
+import { gzipSync } from "node:zlib";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { adminv1, agentv1 } from "@flotilla/protocol";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { startTestCoordinator, type TestCoordinator } from "../test-support.ts";
+import { enrollTestDevice } from "./testing.ts";
+
+let t: TestCoordinator;
+const closers: (() => void)[] = [];
+beforeEach(async () => {
+  t = await startTestCoordinator();
+});
+afterEach(async () => {
+  for (const c of closers.splice(0)) c();
+  await t.close();
+});
+
+async function codeOf(p: Promise<unknown>): Promise<Code | "ok"> {
+  try {
+    await p;
+    return "ok";
+  } catch (err) {
+    return ConnectError.from(err).code;
+  }
+}
+
+async function setup() {
+  const d = await enrollTestDevice(t);
+  closers.push(d.close);
+  return d;
+}
+
+const batch = (seqs: number[], over: Partial<agentv1.LogRecord> = {}) =>
+  gzipSync(toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, {
+    records: seqs.map((s) => create(agentv1.LogRecordSchema, { seq: BigInt(s), timeUnixMs: BigInt(Date.now()), unit: "webapp", source: "stdout", line: `line ${s}`, ...over })),
+  })));
+
+const GZIP = agentv1.Compression.GZIP;
+
+describe("the telemetry services", () => {
+  it("stores a resent batch once and acknowledges the highest contiguous seq", async () => {
+    const s = await setup();
+    expect((await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2, 3]) }, s.device)).ackedSeq).toBe(3n);
+    expect((await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([2, 3, 4]) }, s.device)).ackedSeq).toBe(4n);
+    const { lines } = await s.query.queryLogs({ filter: { device: "box" } }, s.owner);
+    expect(lines.map((l) => l.line)).toEqual(["line 1", "line 2", "line 3", "line 4"]);
+    expect(lines[0]!.deviceName).toBe("box");
+  });
+
+  it("refuses invalid batches whole, with InvalidArgument or ResourceExhausted, and stores nothing of them", async () => {
+    const s = await setup();
+    const ship = (payload: Uint8Array, stream = "logs", compression = GZIP) => codeOf(s.ship.shipLogs({ stream, compression, payload }, s.device));
+    expect(await ship(batch([1, 2, 3], { unit: "bad unit/../x" }))).toBe(Code.InvalidArgument);
+    expect(await ship(batch([2, 1]))).toBe(Code.InvalidArgument);
+    expect(await ship(batch([0]))).toBe(Code.InvalidArgument);
+    expect(await ship(batch([1]), "Logs!")).toBe(Code.InvalidArgument);
+    expect(await ship(Buffer.from("not gzip"))).toBe(Code.InvalidArgument);
+    expect(await ship(gzipSync(Buffer.alloc(80 * 1024 * 1024)))).toBe(Code.ResourceExhausted);
+    expect(await codeOf(s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([5]), drops: { droppedThrough: 2n ** 60n, droppedTotal: 1n } }, s.device))).toBe(Code.InvalidArgument);
+    expect((await s.query.queryLogs({ filter: {} }, s.owner)).lines).toEqual([]);
+  });
+
+  it("counts records dropped while their batch was on its way as delivered", async () => {
+    const s = await setup();
+    const res = await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2, 3]), drops: { droppedThrough: 5n, droppedTotal: 5n } }, s.device);
+    expect(res.ackedSeq).toBe(5n);
+    expect((await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([6]), drops: { droppedThrough: 5n, droppedTotal: 5n } }, s.device)).ackedSeq).toBe(6n);
+    expect((await s.query.getMetrics({ device: "box" }, s.owner)).logsDropped).toBe(5n);
+  });
+
+  it("takes telemetry from devices only and answers queries to signed-in admins only", async () => {
+    const s = await setup();
+    expect(await codeOf(s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1]) }, s.owner))).toBe(Code.PermissionDenied);
+    expect(await codeOf(s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1]) }))).toBe(Code.Unauthenticated);
+    expect(await codeOf(s.query.queryLogs({ filter: {} }))).toBe(Code.Unauthenticated);
+    expect(await codeOf(s.query.queryLogs({ filter: {} }, s.device))).toBe(Code.PermissionDenied);
+  });
+
+  it("lets a viewer read its own organization's logs and never another's", async () => {
+    const s = await setup();
+    await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1]) }, s.device);
+    await t.coord.store.createOrg({ id: "org_b", name: "globex", createdAt: Date.now() });
+    await t.coord.store.telemetry.ingestLogs("org_b", "dev_b", "logs", [{ seq: 1, time: Date.now(), unit: "webapp", source: "stdout", line: "secret" }], { droppedThrough: 0, droppedTotal: 0 });
+    const viewer = await t.as(s.orgId, "viewer");
+    const { lines } = await s.query.queryLogs({ filter: { grep: "" } }, viewer);
+    expect(lines.map((l) => l.line)).toEqual(["line 1"]);
+    expect(await codeOf(s.query.queryLogs({ filter: { device: "dev_b" } }, viewer))).toBe(Code.NotFound);
+    const other = await t.as("org_b", "owner");
+    expect((await s.query.queryLogs({ filter: {} }, other)).lines.map((l) => l.line)).toEqual(["secret"]);
+  });
+
+  it("follows new lines after the stored tail, each once", async () => {
+    const s = await setup();
+    await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2]) }, s.device);
+    const ac = new AbortController();
+    const stream = s.query.followLogs({ filter: { device: "box" }, tail: 1 }, { ...s.owner, signal: ac.signal })[Symbol.asyncIterator]();
+    expect((await stream.next()).value?.lines.map((l: adminv1.LogLine) => l.line)).toEqual(["line 2"]);
+    await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([2, 3]) }, s.device);
+    expect((await stream.next()).value?.lines.map((l: adminv1.LogLine) => l.line)).toEqual(["line 3"]);
+    ac.abort();
+    await stream.return?.();
+  });
+});

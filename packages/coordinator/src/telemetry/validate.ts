@@ -1,0 +1,57 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { gunzipSync } from "node:zlib";
+import { agentv1 } from "@flotilla/protocol";
+
+export const STREAM_RE = /^[a-z0-9_-]{1,64}$/;
+export const UNIT_RE = /^[A-Za-z0-9_.@:-]{1,128}$/;
+export const MAX_LINE_CHARS = 64 * 1024;
+export const MAX_RECORDS = 20_000;
+/** Largest payload once decompressed: a guard against compression bombs. */
+export const MAX_INFLATED = 64 * 1024 * 1024;
+
+const bad = (msg: string) => new ConnectError(msg, Code.InvalidArgument);
+
+/** The payload, decompressed as the request says, within MAX_INFLATED. */
+export function inflate(compression: agentv1.Compression, payload: Uint8Array): Uint8Array {
+  if (compression === agentv1.Compression.UNSPECIFIED) return payload;
+  if (compression !== agentv1.Compression.GZIP) throw bad("unknown compression");
+  try {
+    return gunzipSync(payload, { maxOutputLength: MAX_INFLATED });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+      throw new ConnectError(`payload inflates beyond ${MAX_INFLATED} bytes`, Code.ResourceExhausted);
+    }
+    throw bad("payload is not valid gzip");
+  }
+}
+
+/** Checks seqs are positive, safe integers and strictly ascending; returns them as numbers. */
+export function checkSeqs(seqs: bigint[]): number[] {
+  if (seqs.length > MAX_RECORDS) throw new ConnectError(`at most ${MAX_RECORDS} records per batch`, Code.ResourceExhausted);
+  const out: number[] = [];
+  let prev = 0;
+  for (const s of seqs) {
+    const n = Number(s);
+    if (s <= 0n || s > BigInt(Number.MAX_SAFE_INTEGER) || n <= prev) throw bad("record seqs must be positive and strictly ascending");
+    out.push(n);
+    prev = n;
+  }
+  return out;
+}
+
+/**
+ * The drop report, in range. dropped_through may reach into or beyond the batch: the buffer may
+ * drop records while a batch of them is on its way; those seqs then count as delivered.
+ */
+export function checkDrops(d: agentv1.DropReport | undefined): { droppedThrough: number; droppedTotal: number } {
+  const through = Number(d?.droppedThrough ?? 0n);
+  const total = Number(d?.droppedTotal ?? 0n);
+  if (!Number.isSafeInteger(through) || !Number.isSafeInteger(total)) throw bad("drop counts out of range");
+  return { droppedThrough: through, droppedTotal: total };
+}
+
+export function checkTime(t: bigint): number {
+  const n = Number(t);
+  if (!Number.isSafeInteger(n) || n < 0 || n > 8_640_000_000_000_000) throw bad("record time out of range");
+  return n;
+}
