@@ -19,6 +19,8 @@ import { collectFacts } from "./facts/index.ts";
 import { Outbox } from "./outbox/outbox.ts";
 import { StateDir, type Enrollment } from "./state.ts";
 import { backoffDelay, sleep, Wakeup } from "./wakeup.ts";
+import { tunnelCapabilities } from "./tunnel/ports.ts";
+import { serveTunnels } from "./tunnel/tunnels.ts";
 
 /** Everything an agent needs to run; see config.ts for each option's meaning. */
 export interface AgentOptions {
@@ -30,6 +32,8 @@ export interface AgentOptions {
   watchTimeoutMs: number;
   backoffMinMs: number;
   backoffMaxMs: number;
+  /** Local TCP ports admins may reach through tunnels; the coordinator cannot change them. */
+  tunnelPorts: number[];
 }
 
 /** Why the agent stopped. */
@@ -75,7 +79,7 @@ async function enroll(
       close = opened.close;
       const client = opened.client;
       const challenge = await greet(client, join.pin, signal);
-      const facts = await collectFacts({ agentVersion: VERSION, capabilities: [] });
+      const facts = await collectFacts({ agentVersion: VERSION, capabilities: tunnelCapabilities(opts.tunnelPorts) });
       const res = await client.enroll(
         {
           joinSecret: join.secret,
@@ -176,7 +180,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
   async function factsLoop(): Promise<void> {
     while (!stop.signal.aborted) {
       try {
-        const facts = await collectFacts({ agentVersion: VERSION, capabilities: [] });
+        const facts = await collectFacts({ agentVersion: VERSION, capabilities: tunnelCapabilities(opts.tunnelPorts) });
         const sha = factsFingerprint(facts);
         if (sha !== (await state.readFactsFingerprint())) {
           await queue("facts", { case: "facts", value: facts });
@@ -220,9 +224,10 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
       try {
         conn = await connect(e.url, e.pin, identity, streamAbort.signal);
         heard();
-        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [] }, { signal: streamAbort.signal });
+        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: tunnelCapabilities(opts.tunnelPorts) }, { signal: streamAbort.signal });
         current = conn;
         connectionChanged.notify();
+        void serveTunnels(conn.transport, { ports: opts.tunnelPorts }, log, streamAbort.signal);
         for await (const msg of stream) {
           heard();
           if (msg.event.case === "desired") {

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { defineOptions } from "@flotilla/protocol";
+import { tunnelPortsSchema } from "./tunnel/ports.ts";
 
 const positiveMs = z.coerce.number().int().positive();
 
@@ -55,5 +56,13 @@ export const agentOptionSpecs = defineOptions({
     schema: positiveMs,
     default: 30_000,
     doc: "longest reconnect delay",
+  },
+  tunnelPorts: {
+    flag: "tunnel-ports",
+    env: "FLOTILLA_TUNNEL_PORTS",
+    key: "tunnel_ports",
+    schema: tunnelPortsSchema,
+    default: [22],
+    doc: "local TCP ports admins may reach through tunnels, e.g. 22,8080 ('none': no tunnels); the coordinator cannot change this",
   },
 });

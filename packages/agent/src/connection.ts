@@ -1,4 +1,4 @@
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Transport } from "@connectrpc/connect";
 import {
   agentv1,
   authenticateMessage,
@@ -16,13 +16,13 @@ export async function agentClient(
   url: string,
   pin: string,
   token?: () => string | undefined,
-): Promise<{ client: AgentClient; close(): void }> {
+): Promise<{ client: AgentClient; transport: Transport; close(): void }> {
   const { transport, close } = await coordinatorTransport({
     url,
     pin,
     interceptors: token ? [bearerInterceptor(token)] : [],
   });
-  return { client: createClient(agentv1.AgentService, transport), close };
+  return { client: createClient(agentv1.AgentService, transport), transport, close };
 }
 
 /** Hello: checks the coordinator holds the pinned key and returns a challenge to sign. */
@@ -36,6 +36,8 @@ export async function greet(client: AgentClient, pin: string, signal?: AbortSign
 export interface Connection {
   client: AgentClient;
   session: agentv1.AuthenticateResponse;
+  /** The same authenticated HTTP/2 connection, for the agent's other services. */
+  transport: Transport;
   /** Closes the HTTP/2 connection. */
   close(): void;
 }
@@ -48,7 +50,7 @@ export async function connect(
   signal?: AbortSignal,
 ): Promise<Connection> {
   let token: string | undefined;
-  const { client, close } = await agentClient(url, pin, () => token);
+  const { client, transport, close } = await agentClient(url, pin, () => token);
   try {
     const challenge = await greet(client, pin, signal);
     const session = await client.authenticate(
@@ -60,7 +62,7 @@ export async function connect(
       { signal, timeoutMs: 15_000 },
     );
     token = session.sessionToken;
-    return { client, session, close };
+    return { client, session, transport, close };
   } catch (err) {
     close();
     throw err;

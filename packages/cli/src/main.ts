@@ -8,6 +8,7 @@ import { registerIdCommand } from "./commands/id.ts";
 import { registerOrgCommands } from "./commands/org.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import type { Run } from "./commands/run.ts";
+import { registerTunnelCommands } from "./commands/tunnel.ts";
 import { registerUpCommand } from "./commands/up.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
 
@@ -35,7 +36,8 @@ export async function main(argv: string[]): Promise<number> {
   });
   const run: Run = async (action) => {
     try {
-      await action((text) => process.stdout.write(text));
+      const code = await action((text) => process.stdout.write(text));
+      if (typeof code === "number") exitCode = code;
     } catch (err) {
       process.stderr.write(`error: ${describeError(err, globals().coordinator)}\n`);
       if (globals().verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
@@ -49,6 +51,7 @@ export async function main(argv: string[]): Promise<number> {
   registerAccessCommands(program, target, run);
   registerDeviceCommands(program, target, run);
   registerOrgCommands(program, target, run);
+  registerTunnelCommands(program, target, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -28,6 +28,7 @@ import { normalizeSetupCode } from "./services/access-service.ts";
 import { agentService } from "./services/agent-service.ts";
 import { healthService } from "./services/health-service.ts";
 import { openStore, type Store } from "./store/index.ts";
+import { registerTunnelServices, tunnelServiceNames, TunnelRegistry } from "./tunnel/index.ts";
 
 /** Everything a coordinator needs to start; see config.ts for each option's meaning. */
 export interface CoordinatorOptions {
@@ -54,6 +55,8 @@ export interface Coordinator {
   readonly store: Store;
   /** The owner setup code, when no owner exists yet. */
   readonly setupCode: string | undefined;
+  /** Open tunnels and the agents listening for them (tests read its held-bytes gauge). */
+  readonly tunnels: TunnelRegistry;
   close(): Promise<void>;
 }
 
@@ -100,6 +103,7 @@ export async function startCoordinator(
   const hub = new Hub(store);
   const auditor = new Auditor(store, log);
   const shutdown = new AbortController();
+  const tunnels = new TunnelRegistry();
   const ctx: ServiceContext = {
     identity,
     store,
@@ -116,9 +120,10 @@ export async function startCoordinator(
     routes(router) {
       router.service(agentv1.AgentService, agentService(ctx));
       router.service(adminv1.AdminService, adminService(ctx));
+      registerTunnelServices(router, ctx, tunnels);
       router.service(
         healthv1.Health,
-        healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName]),
+        healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName, ...tunnelServiceNames]),
       );
     },
     interceptors: [authorizationInterceptor(store, auditor)],
@@ -156,8 +161,10 @@ export async function startCoordinator(
     identity,
     store,
     setupCode,
+    tunnels,
     async close() {
       shutdown.abort();
+      tunnels.close();
       hub.close();
       await listener.close();
       await store.close();

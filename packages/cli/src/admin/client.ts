@@ -1,4 +1,4 @@
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
   adminv1,
   bearerInterceptor,
@@ -113,6 +113,15 @@ export async function targetUrl(target: AdminTarget): Promise<string> {
  * has expired or the coordinator no longer knows it.
  */
 export async function adminClient(target: AdminTarget): Promise<AdminClient> {
+  return createClient(adminv1.AdminService, await adminTransport(target));
+}
+
+/**
+ * An authenticated transport for any admin service, with the same credentials as
+ * {@link adminClient}: FLOTILLA_TOKEN, or the recorded session (renewed when it expires).
+ * Streams are not retried after a late Unauthenticated; the session is renewed before.
+ */
+export async function adminTransport(target: AdminTarget): Promise<Transport> {
   const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
   const known = (await creds.context()).coordinators[url];
@@ -124,7 +133,7 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
       interceptors: [bearerInterceptor(() => target.apiToken)],
     });
     openConnections.add(close);
-    return createClient(adminv1.AdminService, transport);
+    return transport;
   }
   const org = target.org;
   const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
@@ -148,7 +157,7 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
     interceptors: [relogin, bearerInterceptor(() => token)],
   });
   openConnections.add(close);
-  return createClient(adminv1.AdminService, transport);
+  return transport;
 }
 
 const openConnections = new Set<() => void>();

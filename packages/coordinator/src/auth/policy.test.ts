@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { adminv1, agentv1, healthv1 } from "@flotilla/protocol";
-import { policy, rolePermissions, ruleFor } from "./policy.ts";
+import { isAuditedWhenRefused, policy, rolePermissions, ruleFor } from "./policy.ts";
 
-const services = [adminv1.AdminService, agentv1.AgentService, healthv1.Health];
+const services = [adminv1.AdminService, agentv1.AgentService, healthv1.Health, adminv1.TunnelService, agentv1.AgentTunnelService];
 
 describe("the access table", () => {
   it("has a rule for every RPC of every service the coordinator serves", () => {
@@ -48,5 +48,15 @@ describe("the access table", () => {
     }
     expect(rolePermissions.admin.has("orgs:create")).toBe(false);
     expect(rolePermissions.owner.has("orgs:create")).toBe(true);
+  });
+
+  it("lets only admins and owners open tunnels, and audits a refused one", () => {
+    expect(ruleFor(adminv1.TunnelService.typeName, "Open")).toBe("tunnel:open");
+    expect(rolePermissions.viewer.has("tunnel:open")).toBe(false);
+    expect(rolePermissions.deployer.has("tunnel:open")).toBe(false);
+    expect(rolePermissions.admin.has("tunnel:open")).toBe(true);
+    expect(rolePermissions.owner.has("tunnel:open")).toBe(true);
+    expect(isAuditedWhenRefused("tunnel:open")).toBe(true);
+    expect(isAuditedWhenRefused("devices:read")).toBe(false);
   });
 });

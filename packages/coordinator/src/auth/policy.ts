@@ -26,7 +26,8 @@ export type Permission =
   | "api-tokens:read"
   | "api-tokens:write"
   | "audit:read"
-  | "orgs:create";
+  | "orgs:create"
+  | "tunnel:open";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -66,6 +67,15 @@ const agent: Record<MethodNames<typeof agentv1.AgentService>, Permission> = {
   report: "device",
 };
 
+const tunnel: Record<MethodNames<typeof adminv1.TunnelService>, Permission> = {
+  open: "tunnel:open",
+};
+
+const agentTunnel: Record<MethodNames<typeof agentv1.AgentTunnelService>, Permission> = {
+  listen: "device",
+  attach: "device",
+};
+
 const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   check: "public",
   list: "public",
@@ -77,6 +87,8 @@ export const policy: Record<string, Record<string, Permission>> = {
   [adminv1.AdminService.typeName]: byName(adminv1.AdminService, admin),
   [agentv1.AgentService.typeName]: byName(agentv1.AgentService, agent),
   [healthv1.Health.typeName]: byName(healthv1.Health, health),
+  [adminv1.TunnelService.typeName]: byName(adminv1.TunnelService, tunnel),
+  [agentv1.AgentTunnelService.typeName]: byName(agentv1.AgentTunnelService, agentTunnel),
 };
 
 function byName(
@@ -105,6 +117,7 @@ const adminRole: Permission[] = [
   "api-tokens:read",
   "api-tokens:write",
   "audit:read",
+  "tunnel:open",
 ];
 const owner: Permission[] = [...adminRole, "orgs:create"];
 
@@ -127,6 +140,14 @@ export function mayGrant(actor: Role, granted: Role): boolean {
 /** The rule for a method, or undefined when the table has none (the call is refused). */
 export function ruleFor(serviceTypeName: string, methodName: string): Permission | undefined {
   return policy[serviceTypeName]?.[methodName];
+}
+
+/**
+ * Whether a refused call under this rule goes to the audit log even though it changes nothing:
+ * reaching into a device (a tunnel) is audited whether allowed or not.
+ */
+export function isAuditedWhenRefused(rule: Permission): boolean {
+  return isChange(rule) || rule === "tunnel:open";
 }
 
 /** Whether a call under this rule changes something, and so goes to the audit log. */
