@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import net from "node:net";
 import type { Command } from "commander";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createClient } from "@connectrpc/connect";
 import { adminv1 } from "@flotilla/protocol";
 import { adminTransport, targetUrl, type AdminTarget } from "../admin/client.ts";
 import { describeError, UsageError } from "../errors.ts";
@@ -131,7 +131,7 @@ export function registerTunnelCommands(program: Command, target: () => AdminTarg
         const transport = await adminTransport(target());
         const { device: found } = await createClient(adminv1.AdminService, transport).getDevice({ device });
         if (found && deviceStatus(found) !== "online") {
-          throw new ConnectError(`device ${found.name} is ${deviceStatus(found)}`, Code.Unavailable);
+          throw new Error(`device ${found.name} is ${deviceStatus(found)}`);
         }
         const client = tunnelClient(transport);
         const stop = stopSignal();

@@ -24,9 +24,9 @@ function refusal(start: agentv1.AttachStart, port: number): ConnectError {
     case agentv1.AttachError.PORT_NOT_ALLOWED:
       return new ConnectError(text || `port ${port} is not in the agent's allowed tunnel ports`, Code.PermissionDenied);
     case agentv1.AttachError.CONNECT_FAILED:
-      return new ConnectError(text || `the agent could not connect to port ${port}`, Code.Unavailable);
+      return new ConnectError(text || `the agent could not connect to port ${port}`, Code.FailedPrecondition);
     default:
-      return new ConnectError(text || "the agent refused the tunnel", Code.Unavailable);
+      return new ConnectError(text || "the agent refused the tunnel", Code.FailedPrecondition);
   }
 }
 
@@ -63,7 +63,7 @@ export function agentTunnelService(ctx: ServiceContext, tunnels: TunnelRegistry)
         return;
       }
       tunnel.answer({ ok: true });
-      const onAbort = () => tunnel.abort(new ConnectError("the device's agent disconnected", Code.Unavailable));
+      const onAbort = () => tunnel.abort(new ConnectError("the device's agent disconnected", Code.Aborted));
       hctx.signal.addEventListener("abort", onAbort);
       try {
         const downstream = background(

@@ -107,6 +107,7 @@ export class TunnelRegistry {
   private readonly listeners = new Map<string, TunnelListener[]>();
   private readonly tunnels = new Map<string, Tunnel>();
   private held = 0;
+  private listenWaiters: (() => void)[] = [];
 
   /** Bytes all tunnels hold in the coordinator right now: the flow-control bound made visible. */
   get heldBytes(): number {
@@ -125,7 +126,29 @@ export class TunnelRegistry {
       else this.listeners.set(deviceId, list);
     });
     this.listeners.set(deviceId, [...(this.listeners.get(deviceId) ?? []), listener]);
+    for (const wake of this.listenWaiters.splice(0)) wake();
     return listener;
+  }
+
+  /**
+   * Waits up to `ms` for a Listen stream of `deviceId` (an agent that just reconnected opens it
+   * right after its Watch stream); true when one is there.
+   */
+  async waitForListener(deviceId: string, ms: number, signal: AbortSignal): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (!this.isListening(deviceId) && !signal.aborted && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", done);
+          resolve();
+        };
+        const timer = setTimeout(done, deadline - Date.now());
+        signal.addEventListener("abort", done);
+        this.listenWaiters.push(done);
+      });
+    }
+    return this.isListening(deviceId);
   }
 
   isListening(deviceId: string): boolean {
@@ -159,12 +182,12 @@ export class TunnelRegistry {
   /** Fails requests a closing Listen stream never delivered. */
   failUndelivered(requests: agentv1.TunnelRequest[]): void {
     for (const r of requests) {
-      this.tunnels.get(r.tunnelId)?.abort(new ConnectError("the device's agent disconnected", Code.Unavailable));
+      this.tunnels.get(r.tunnelId)?.abort(new ConnectError("the device's agent disconnected", Code.Aborted));
     }
   }
 
   /** Ends every tunnel (coordinator shutdown). */
   close(): void {
-    for (const t of this.tunnels.values()) t.abort(new ConnectError("the coordinator is shutting down", Code.Unavailable));
+    for (const t of this.tunnels.values()) t.abort(new ConnectError("the coordinator is shutting down", Code.Aborted));
   }
 }

@@ -11,6 +11,8 @@ import { background, drainFrom, firstMessage, pumpInto } from "./relay.ts";
 
 /** How long an admin may take to name the target, and an agent to answer a tunnel request. */
 const FIRST_MESSAGE_MS = 20_000;
+/** How long an online device's agent may take to (re)open its Listen stream. */
+const LISTENER_WAIT_MS = 5_000;
 
 function toResponse(f: Frame): adminv1.OpenResponse {
   return create(
@@ -77,11 +79,11 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
         if (device.lifecycle !== "approved") {
           throw new ConnectError(`device ${device.name} is ${device.lifecycle}, not approved`, Code.FailedPrecondition);
         }
+        const online = isOnline(device, Date.now(), ctx.offlineAfterMs);
+        if (online) await tunnels.waitForListener(device.id, LISTENER_WAIT_MS, hctx.signal);
         tunnel = tunnels.open(p.orgId, device.id, port);
         if (!tunnel) {
-          if (!isOnline(device, Date.now(), ctx.offlineAfterMs)) {
-            throw new ConnectError(`device ${device.name} is offline`, Code.Unavailable);
-          }
+          if (!online) throw new ConnectError(`device ${device.name} is offline`, Code.FailedPrecondition);
           throw new ConnectError(`device ${device.name} is online but its agent does not offer tunnels (capability "tunnel")`, Code.FailedPrecondition);
         }
         record.tunnel = tunnel;
