@@ -6,6 +6,7 @@ import {
   coordinatorTransport,
   newNonce,
   verifyCoordinatorProof,
+  uncompressedTunnels,
   type Identity,
 } from "@flotilla/protocol";
 
@@ -20,7 +21,7 @@ export async function agentClient(
   const { transport, close } = await coordinatorTransport({
     url,
     pin,
-    interceptors: token ? [bearerInterceptor(token)] : [],
+    interceptors: token ? [bearerInterceptor(token), uncompressedTunnels] : [uncompressedTunnels],
   });
   return { client: createClient(agentv1.AgentService, transport), transport, close };
 }

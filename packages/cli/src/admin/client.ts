@@ -8,6 +8,7 @@ import {
   keyPin,
   loginMessage,
   newNonce,
+  uncompressedTunnels,
   verifyCoordinatorProof,
 } from "@flotilla/protocol";
 import { UsageError } from "../errors.ts";
@@ -130,7 +131,7 @@ export async function adminTransport(target: AdminTarget): Promise<Transport> {
     const { transport, close } = await coordinatorTransport({
       url,
       pin: known?.pin ?? (await firstUsePin(url)),
-      interceptors: [bearerInterceptor(() => target.apiToken)],
+      interceptors: [bearerInterceptor(() => target.apiToken), uncompressedTunnels],
     });
     openConnections.add(close);
     return transport;
@@ -154,7 +155,7 @@ export async function adminTransport(target: AdminTarget): Promise<Transport> {
   const { transport, close } = await coordinatorTransport({
     url,
     pin: entry?.pin,
-    interceptors: [relogin, bearerInterceptor(() => token)],
+    interceptors: [relogin, bearerInterceptor(() => token), uncompressedTunnels],
   });
   openConnections.add(close);
   return transport;

@@ -14,6 +14,17 @@ const FIRST_MESSAGE_MS = 20_000;
 /** How long an online device's agent may take to (re)open its Listen stream. */
 const LISTENER_WAIT_MS = 5_000;
 
+/** What the audit entry of a tunnel says. */
+interface TunnelRecord {
+  device: string;
+  port: number;
+  startedAt: number;
+  tunnel?: Tunnel;
+  opened: boolean;
+  /** "both": each side sent eof; "admin": the admin ended the call. */
+  closedBy: "both" | "admin";
+}
+
 function toResponse(f: Frame): adminv1.OpenResponse {
   return create(
     adminv1.OpenResponseSchema,
@@ -34,7 +45,7 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
     return (await store.getDevice(p.orgId, ref)) ?? (await store.getDeviceByName(p.orgId, ref));
   }
 
-  async function audit(hctx: HandlerContext, p: AdminPrincipal, t: { device: string; port: number; startedAt: number; tunnel?: Tunnel }, outcome: string) {
+  async function audit(hctx: HandlerContext, p: AdminPrincipal, t: TunnelRecord, outcome: string) {
     const endedAt = Date.now();
     await ctx.auditor.record({
       orgId: p.orgId,
@@ -52,6 +63,7 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
         end: new Date(endedAt).toISOString(),
         bytesToDevice: t.tunnel?.bytesUp ?? 0,
         bytesFromDevice: t.tunnel?.bytesDown ?? 0,
+        ...(t.opened ? { closedBy: t.closedBy } : {}),
       }),
     });
   }
@@ -67,7 +79,7 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
       if (!Number.isInteger(port) || port < 1 || port > 65535) {
         throw new ConnectError(`invalid port ${port}: expected 1 to 65535`, Code.InvalidArgument);
       }
-      const record: { device: string; port: number; startedAt: number; tunnel?: Tunnel } = { device: ref, port, startedAt: Date.now() };
+      const record: TunnelRecord = { device: ref, port, startedAt: Date.now(), opened: false, closedBy: "both" };
       let outcome = "ok";
       let tunnel: Tunnel | undefined;
       const onAbort = () => tunnel?.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
@@ -95,6 +107,7 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
         const answer = await t.attached.finally(() => clearTimeout(timer));
         if (!answer.ok) throw answer.error;
 
+        record.opened = true;
         yield create(adminv1.OpenResponseSchema, {
           frame: { case: "opened", value: { tunnelId: t.id, deviceId: device.id, deviceName: device.name } },
         });
@@ -106,7 +119,9 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
         await upstream;
       } catch (err) {
         const ce = ConnectError.from(err);
-        outcome = ce.code === Code.PermissionDenied ? "refused" : `error:${Code[ce.code]}`;
+        // An admin ending an open tunnel (Ctrl-C, ssh killing its ProxyCommand) is a normal end.
+        if (record.opened && hctx.signal.aborted) record.closedBy = "admin";
+        else outcome = ce.code === Code.PermissionDenied ? "refused" : `error:${Code[ce.code]}`;
         throw ce;
       } finally {
         hctx.signal.removeEventListener("abort", onAbort);
