@@ -61,9 +61,10 @@ describe("tunnel flow control", () => {
       90_000,
       500,
     );
-    // Kernel socket buffers on both ends plus a few HTTP/2 windows: far below what was offered.
-    expect(stalled).toBeLessThan(48 * MiB);
-    expect(await rssBytes(coordinatorPid)).toBeLessThan(rssBefore + 96 * MiB);
+    // Kernel socket buffers on both ends plus a few HTTP/2 windows (about 8 MiB here): far
+    // below the 128 MiB offered.
+    expect(stalled).toBeLessThan(32 * MiB);
+    expect(await rssBytes(coordinatorPid)).toBeLessThan(rssBefore + 64 * MiB);
 
     let received = 0;
     client.on("data", (d: Buffer) => (received += d.length));
