@@ -90,9 +90,9 @@ async function carry(client: TunnelClient, req: agentv1.TunnelRequest, opts: Tun
   const refuse = async (error: agentv1.AttachError, message: string) => {
     log.warn("tunnel refused", { tunnel: tunnelId, port, reason: message });
     try {
-      for await (const _ of client.attach(once(start(tunnelId, error, message)), { signal })) {
-        // The coordinator ends the call at once.
-      }
+      // The coordinator answers nothing and ends the call at once.
+      const it = client.attach(once(start(tunnelId, error, message)), { signal })[Symbol.asyncIterator]();
+      while (!(await it.next()).done);
     } catch (err) {
       log.warn("could not refuse tunnel", { tunnel: tunnelId, err: ConnectError.from(err).rawMessage });
     }

@@ -60,6 +60,7 @@ export function agentTunnelService(ctx: ServiceContext, tunnels: TunnelRegistry)
       if (!tunnel) throw new ConnectError(`no tunnel ${JSON.stringify(start.tunnelId.slice(0, 64))} waits for this device`, Code.NotFound);
       if (start.error !== agentv1.AttachError.UNSPECIFIED) {
         tunnel.answer({ ok: false, error: refusal(start, tunnel.port) });
+        tunnels.release(tunnel);
         return;
       }
       tunnel.answer({ ok: true });
@@ -77,6 +78,7 @@ export function agentTunnelService(ctx: ServiceContext, tunnels: TunnelRegistry)
         throw err;
       } finally {
         hctx.signal.removeEventListener("abort", onAbort);
+        tunnels.release(tunnel);
       }
     },
   };

@@ -24,6 +24,8 @@ export class Tunnel {
   bytesDown = 0;
   /** Set once an agent's Attach took this tunnel, so no second one can. */
   claimed = false;
+  /** Calls (Open, then Attach) still using the tunnel; it is forgotten when none is left. */
+  holders = 1;
   private readonly controller = new AbortController();
   private settle!: (o: AttachOutcome) => void;
   /** Resolves when the agent attaches or refuses. */
@@ -168,13 +170,18 @@ export class TunnelRegistry {
   /** The tunnel `tunnelId` when it belongs to `deviceId` and no agent has answered it yet. */
   claim(deviceId: string, tunnelId: string): Tunnel | undefined {
     const t = this.tunnels.get(tunnelId);
-    if (!t || t.deviceId !== deviceId || t.claimed) return undefined;
+    if (!t || t.deviceId !== deviceId || t.claimed || t.signal.aborted) return undefined;
     t.claimed = true;
+    t.holders++;
     return t;
   }
 
-  /** Forgets a tunnel that ended. */
-  remove(tunnel: Tunnel): void {
+  /**
+   * One call is done with the tunnel; after the last, it is forgotten and its buffers freed.
+   * A call that ends normally leaves the other to deliver what is still queued.
+   */
+  release(tunnel: Tunnel): void {
+    if (--tunnel.holders > 0) return;
     this.tunnels.delete(tunnel.id);
     tunnel.dispose();
   }

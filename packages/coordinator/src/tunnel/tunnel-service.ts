@@ -126,8 +126,8 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
       } finally {
         hctx.signal.removeEventListener("abort", onAbort);
         if (tunnel) {
-          tunnel.abort(new ConnectError("the tunnel is closed", Code.Canceled));
-          tunnels.remove(tunnel);
+          if (outcome !== "ok" || record.closedBy === "admin") tunnel.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
+          tunnels.release(tunnel);
         }
         await audit(hctx, p, record, outcome);
       }
