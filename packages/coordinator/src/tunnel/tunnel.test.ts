@@ -54,19 +54,32 @@ async function enrolledDevice(owner: { headers: Record<string, string> }) {
   return { id: enrolled.deviceId, headers: { authorization: `Bearer ${s.sessionToken}` } };
 }
 
+/** An approved device whose agent side holds Listen open, and clients for both sides. */
+async function tunnelSides() {
+  const owner = await t.login(generateIdentity(), { setupCode: SETUP_CODE });
+  const device = await enrolledDevice(owner);
+  const { transport, close } = await coordinatorTransport({ url: t.coord.url, interceptors: [uncompressedTunnels] });
+  closeTransport = close;
+  const agentSide = createClient(agentv1.AgentTunnelService, transport);
+  const adminSide = createClient(adminv1.TunnelService, transport);
+  const ac = new AbortController();
+
+  const requests = agentSide.listen({}, { headers: device.headers, signal: ac.signal })[Symbol.asyncIterator]();
+  await until("the agent's Listen stream", () => (t.coord.tunnels.isListening(device.id) ? true : undefined));
+
+  return { owner, device, agentSide, adminSide, ac, requests };
+}
+
+/** The next tunnel request the agent side hears of. */
+async function nextTunnelId(requests: AsyncIterator<agentv1.ListenResponse>): Promise<string> {
+  const r = await requests.next();
+  if (r.value?.event.case !== "tunnel") throw new Error("expected a tunnel request");
+  return r.value.event.value.tunnelId;
+}
+
 describe("the coordinator's tunnel relay", () => {
   it("holds a bounded number of bytes for a tunnel whose device reads nothing, then delivers every byte", async () => {
-    const owner = await t.login(generateIdentity(), { setupCode: SETUP_CODE });
-    const device = await enrolledDevice(owner);
-    const { transport, close } = await coordinatorTransport({ url: t.coord.url, interceptors: [uncompressedTunnels] });
-    closeTransport = close;
-    const agentSide = createClient(agentv1.AgentTunnelService, transport);
-    const adminSide = createClient(adminv1.TunnelService, transport);
-    const ac = new AbortController();
-
-    const requests = agentSide.listen({}, { headers: device.headers, signal: ac.signal })[Symbol.asyncIterator]();
-    await until("the agent's Listen stream", () => (t.coord.tunnels.isListening(device.id) ? true : undefined));
-
+    const { owner, device, agentSide, adminSide, ac, requests } = await tunnelSides();
     let sent = 0;
     let finish = false;
     async function* adminInput() {
@@ -81,9 +94,7 @@ describe("the coordinator's tunnel relay", () => {
     const opened = adminSide.open(adminInput(), { headers: owner.headers, signal: ac.signal })[Symbol.asyncIterator]();
     const openedFirst = opened.next();
 
-    const request = await requests.next();
-    if (request.value?.event.case !== "tunnel") throw new Error("expected a tunnel request");
-    const tunnelId = request.value.event.value.tunnelId;
+    const tunnelId = await nextTunnelId(requests);
     let deviceDone: () => void = () => {};
     const deviceEof = new Promise<void>((r) => (deviceDone = r));
     async function* agentInput() {
@@ -126,6 +137,44 @@ describe("the coordinator's tunnel relay", () => {
     expect(tail.done).toBe(true);
     await until("the tunnel to be forgotten", () => (t.coord.tunnels.size === 0 ? true : undefined));
     expect(t.coord.tunnels.heldBytes).toBe(0);
+    ac.abort();
+  });
+
+  it("delivers everything the admin sends after the device has closed its side", async () => {
+    const { owner, device, agentSide, adminSide, ac, requests } = await tunnelSides();
+    const payload = randomBytes(1024 * 1024);
+    let deviceClosed: () => void = () => {};
+    const afterDeviceEof = new Promise<void>((r) => (deviceClosed = r));
+    async function* adminInput() {
+      yield create(adminv1.OpenRequestSchema, { frame: { case: "target", value: { device: device.id, port: 22 } } });
+      await afterDeviceEof;
+      for (let i = 0; i < payload.length; i += 64 * 1024) {
+        yield create(adminv1.OpenRequestSchema, { frame: { case: "data", value: payload.subarray(i, i + 64 * 1024) } });
+      }
+      yield create(adminv1.OpenRequestSchema, { frame: { case: "eof", value: {} } });
+    }
+    const admin = adminSide.open(adminInput(), { headers: owner.headers, signal: ac.signal })[Symbol.asyncIterator]();
+    const opened = admin.next();
+    const tunnelId = await nextTunnelId(requests);
+    async function* agentInput() {
+      yield create(agentv1.AttachRequestSchema, { frame: { case: "start", value: { tunnelId } } });
+      yield create(agentv1.AttachRequestSchema, { frame: { case: "eof", value: {} } });
+    }
+    const agent = agentSide.attach(agentInput(), { headers: device.headers, signal: ac.signal });
+    expect((await opened).value?.frame.case).toBe("opened");
+    expect((await admin.next()).value?.frame.case).toBe("eof");
+    deviceClosed();
+
+    const chunks: Uint8Array[] = [];
+    let sawEof = false;
+    for await (const m of agent) {
+      if (m.frame.case === "data") chunks.push(m.frame.value);
+      if (m.frame.case === "eof") sawEof = true;
+    }
+    expect(sawEof).toBe(true);
+    expect(Buffer.concat(chunks).equals(payload)).toBe(true);
+    expect((await admin.next()).done).toBe(true);
+    await until("the tunnel to be forgotten", () => (t.coord.tunnels.size === 0 ? true : undefined));
     ac.abort();
   });
 });
