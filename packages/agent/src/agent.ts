@@ -242,6 +242,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
         if (err instanceof CoordinatorKeyMismatchError) log.error("coordinator key check failed", { err: err.message });
         else log.warn("connection to coordinator lost", { err: describe(err) });
       } finally {
+        streamAbort.abort(); // ends what runs on this connection (tunnels) with it
         clearTimeout(silence);
         stop.signal.removeEventListener("abort", abortStream);
         current = undefined;
