@@ -77,7 +77,7 @@ describe("tunnels to devices behind NAT", () => {
     expect(Date.parse(String(detail.end))).toBeGreaterThanOrEqual(Date.parse(String(detail.start)));
   }, 180_000);
 
-  it("forwards a local port: 100 MB arrive with the same sha256, and 20 concurrent connections work", async () => {
+  it("forwards local ports: 100 MB arrive with the same sha256, and 20 concurrent connections work", async () => {
     const big = randomBytes(100 * 1024 * 1024);
     const small = Array.from({ length: 20 }, () => randomBytes(256 * 1024 + Math.floor(Math.random() * 1024)));
     const routes: Record<string, Buffer> = { "/big": big };
@@ -85,8 +85,14 @@ describe("tunnels to devices behind NAT", () => {
     const port = await httpServer(routes);
     const { fleet, device } = await tunnelFleet(sb, `22,${port}`);
 
-    const pf = sb.spawn(["--coordinator", fleet.url, "port-forward", device.name, `0:${port}`], { FLOTILLA_HOME: fleet.adminHome }, "port-forward");
-    const local = Number((await pf.waitForOutput(/forwarding 127\.0\.0\.1:(\d+) -> /, 30_000))[1]);
+    const pf = sb.spawn(
+      ["--coordinator", fleet.url, "port-forward", device.name, `0:${port}`, `0:${port}`],
+      { FLOTILLA_HOME: fleet.adminHome },
+      "port-forward",
+    );
+    const [, first, second] = await pf.waitForOutput(/forwarding 127\.0\.0\.1:(\d+) -> .*\nforwarding 127\.0\.0\.1:(\d+) -> /, 30_000);
+    const local = Number(first);
+    expect(await fetchSha(Number(second), "/small/0")).toMatchObject({ sha: sha256(small[0]!), status: 200 });
 
     const got = await fetchSha(local, "/big");
     expect(got).toEqual({ sha: sha256(big), length: big.length, status: 200 });
@@ -97,9 +103,9 @@ describe("tunnels to devices behind NAT", () => {
     // Ctrl-C: a clean shutdown with exit code 0.
     await pf.stop("SIGINT");
     expect(pf.exitCode).toBe(0);
-    const entries = await waitFor("21 tunnels in the audit log", async () => {
+    const entries = await waitFor("22 tunnels in the audit log", async () => {
       const e = await auditEntries(fleet, "tunnel");
-      return e.length === 21 ? e : undefined;
+      return e.length === 22 ? e : undefined;
     });
     const biggest = Math.max(...entries.map((e) => Number((JSON.parse(e.detail) as { bytesFromDevice: number }).bytesFromDevice)));
     expect(biggest).toBeGreaterThan(big.length);

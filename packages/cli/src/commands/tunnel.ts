@@ -136,30 +136,35 @@ export function registerTunnelCommands(program: Command, target: () => AdminTarg
         const client = tunnelClient(transport);
         const stop = stopSignal();
         const open = new Set<Promise<void>>();
-        const servers = await Promise.all(
-          mappings.map(async ({ local, remote }) => {
-            const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-              const from = `${socket.remoteAddress}:${socket.remotePort}`;
-              socket.on("error", () => {}); // surfaces through runTunnel
-              const done = runTunnel(client, { device, port: remote, input: socket, output: socket, signal: stop })
-                .catch((err: unknown) => {
-                  if (!stop.aborted) process.stderr.write(`error: ${from} -> ${device}:${remote}: ${describeError(err)}\n`);
-                  socket.destroy();
-                })
-                .finally(() => open.delete(done));
-              open.add(done);
-            });
+        const servers: net.Server[] = [];
+        const closeAll = () => Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+        for (const { local, remote } of mappings) {
+          const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+            const from = `${socket.remoteAddress}:${socket.remotePort}`;
+            socket.on("error", () => {}); // surfaces through runTunnel
+            const done = runTunnel(client, { device, port: remote, input: socket, output: socket, signal: stop })
+              .catch((err: unknown) => {
+                if (!stop.aborted) process.stderr.write(`error: ${from} -> ${device}:${remote}: ${describeError(err)}\n`);
+                socket.destroy();
+              })
+              .finally(() => open.delete(done));
+            open.add(done);
+          });
+          try {
             await new Promise<void>((resolve, reject) => {
               server.once("error", (err) => reject(new UsageError(`cannot listen on ${opts.address}:${local}: ${err.message}`)));
               server.listen(local, opts.address, resolve);
             });
-            const { port } = server.address() as net.AddressInfo;
-            out(`forwarding ${opts.address}:${port} -> ${found?.name ?? device}:${remote}\n`);
-            return server;
-          }),
-        );
+          } catch (err) {
+            await closeAll();
+            throw err;
+          }
+          servers.push(server);
+          const { port } = server.address() as net.AddressInfo;
+          out(`forwarding ${opts.address}:${port} -> ${found?.name ?? device}:${remote}\n`);
+        }
         await waitForAbort(stop);
-        await Promise.all([...servers.map((s) => new Promise((r) => s.close(r))), ...open]);
+        await Promise.all([closeAll(), ...open]);
       }),
     );
 }
