@@ -81,6 +81,7 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
       }
       const record: TunnelRecord = { device: ref, port, startedAt: Date.now(), opened: false, closedBy: "both" };
       let outcome = "ok";
+      let finished = false;
       let tunnel: Tunnel | undefined;
       const onAbort = () => tunnel?.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
       hctx.signal.addEventListener("abort", onAbort);
@@ -117,16 +118,18 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
         );
         yield* drainFrom(t.down, toResponse);
         await upstream;
+        finished = true;
       } catch (err) {
         const ce = ConnectError.from(err);
         // An admin ending an open tunnel (Ctrl-C, ssh killing its ProxyCommand) is a normal end.
-        if (record.opened && hctx.signal.aborted) record.closedBy = "admin";
-        else outcome = ce.code === Code.PermissionDenied ? "refused" : `error:${Code[ce.code]}`;
+        if (!(record.opened && hctx.signal.aborted)) outcome = ce.code === Code.PermissionDenied ? "refused" : `error:${Code[ce.code]}`;
         throw ce;
       } finally {
         hctx.signal.removeEventListener("abort", onAbort);
+        // Also reached through return() when the call is cancelled at a yield.
+        if (!finished && outcome === "ok") record.closedBy = "admin";
         if (tunnel) {
-          if (outcome !== "ok" || record.closedBy === "admin") tunnel.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
+          if (!finished) tunnel.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
           tunnels.release(tunnel);
         }
         await audit(hctx, p, record, outcome);
