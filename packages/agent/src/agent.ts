@@ -20,6 +20,8 @@ import { AgentTelemetry } from "./logs/telemetry.ts";
 import { Outbox } from "./outbox/outbox.ts";
 import { StateDir, type Enrollment } from "./state.ts";
 import { backoffDelay, sleep, Wakeup } from "./wakeup.ts";
+import { tunnelCapabilities } from "./tunnel/ports.ts";
+import { serveTunnels } from "./tunnel/tunnels.ts";
 
 /** Everything an agent needs to run; see config.ts for each option's meaning. */
 export interface AgentOptions {
@@ -36,6 +38,8 @@ export interface AgentOptions {
   metricsIntervalMs?: number;
   journalUnits?: string[];
   logFileUnit?: string[];
+  /** Local TCP ports admins may reach through tunnels; the coordinator cannot change them. */
+  tunnelPorts: number[];
 }
 
 /** Why the agent stopped. */
@@ -82,7 +86,7 @@ async function enroll(
       const client = opened.client;
       let pin = join.pin;
       const challenge = await greet(client, join.pin, signal, { presentedPin: opened.presentedPin, onRotated: (p) => (pin = p) });
-      const facts = await collectFacts({ agentVersion: VERSION, capabilities: [] });
+      const facts = await collectFacts({ agentVersion: VERSION, capabilities: tunnelCapabilities(opts.tunnelPorts) });
       const res = await client.enroll(
         {
           joinSecret: join.secret,
@@ -204,7 +208,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   async function factsLoop(): Promise<void> {
     while (!stop.signal.aborted) {
       try {
-        const facts = await collectFacts({ agentVersion: VERSION, capabilities: [] });
+        const facts = await collectFacts({ agentVersion: VERSION, capabilities: tunnelCapabilities(opts.tunnelPorts) });
         const sha = factsFingerprint(facts);
         if (sha !== (await state.readFactsFingerprint())) {
           await queue("facts", { case: "facts", value: facts });
@@ -253,10 +257,11 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
           await state.writeEnrollment(e);
         }
         heard();
-        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [] }, { signal: streamAbort.signal });
+        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: tunnelCapabilities(opts.tunnelPorts) }, { signal: streamAbort.signal });
         current = conn;
         connectionChanged.notify();
         telemetry.connect(conn.transport, abortStream);
+        void serveTunnels(conn.transport, { ports: opts.tunnelPorts }, log, streamAbort.signal);
         for await (const msg of stream) {
           heard();
           if (msg.event.case === "desired") {
@@ -271,6 +276,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
         if (err instanceof CoordinatorKeyMismatchError) log.error("coordinator key check failed", { err: err.message });
         else log.warn("connection to coordinator lost", { err: describe(err) });
       } finally {
+        streamAbort.abort(); // ends what runs on this connection (tunnels) with it
         clearTimeout(silence);
         stop.signal.removeEventListener("abort", abortStream);
         current = undefined;

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { defineOptions } from "@flotilla/protocol";
+import { tunnelPortsSchema } from "./tunnel/ports.ts";
 
 const positiveMs = z.coerce.number().int().positive();
 
@@ -103,6 +104,14 @@ export const agentOptionSpecs = defineOptions({
     schema: listOf(/^[A-Za-z0-9_.@:-]{1,128}=\/.+$/, "NAME=/absolute/path"),
     default: [],
     doc: "log files to follow into units, NAME=/absolute/path, comma-separated",
+  },
+  tunnelPorts: {
+    flag: "tunnel-ports",
+    env: "FLOTILLA_TUNNEL_PORTS",
+    key: "tunnel_ports",
+    schema: tunnelPortsSchema,
+    default: [22],
+    doc: "local TCP ports admins may reach through tunnels, e.g. 22,8080 ('none': no tunnels); the coordinator cannot change this",
   },
 });
 

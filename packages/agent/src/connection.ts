@@ -6,6 +6,7 @@ import {
   coordinatorTransport,
   newNonce,
   verifyCoordinatorProof,
+  uncompressedTunnels,
   type Identity,
 } from "@flotilla/protocol";
 
@@ -23,7 +24,7 @@ export async function agentClient(
   const { transport, close, presentedPin } = await coordinatorTransport({
     url,
     pin,
-    interceptors: token ? [bearerInterceptor(token)] : [],
+    interceptors: token ? [bearerInterceptor(token), uncompressedTunnels] : [uncompressedTunnels],
     allowRotation: true,
   });
   return { client: createClient(agentv1.AgentService, transport), transport, close, presentedPin };
@@ -53,7 +54,7 @@ export interface Connection {
   session: agentv1.AuthenticateResponse;
   /** Set when the coordinator's key was rotated since `pin`: the new key's pin, to re-pin. */
   rotatedPin?: string;
-  /** The same authenticated transport, for clients of other agent services. */
+  /** The same authenticated HTTP/2 connection, for the agent's other services. */
   transport: Transport;
   /** Closes the HTTP/2 connection. */
   close(): void;

@@ -10,6 +10,7 @@ import { registerLogsCommands } from "./commands/logs.ts";
 import { registerOrgCommands } from "./commands/org.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import type { Run } from "./commands/run.ts";
+import { registerTunnelCommands } from "./commands/tunnel.ts";
 import { registerUpCommand } from "./commands/up.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
 
@@ -37,7 +38,8 @@ export async function main(argv: string[]): Promise<number> {
   });
   const run: Run = async (action) => {
     try {
-      await action((text) => process.stdout.write(text));
+      const code = await action((text) => process.stdout.write(text));
+      if (typeof code === "number") exitCode = code;
     } catch (err) {
       process.stderr.write(`error: ${describeError(err, globals().coordinator)}\n`);
       if (globals().verbose && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
@@ -53,6 +55,7 @@ export async function main(argv: string[]): Promise<number> {
   registerOrgCommands(program, target, run);
   registerNixCommands(program, target, run);
   registerLogsCommands(program, target, run);
+  registerTunnelCommands(program, target, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -31,6 +31,7 @@ import { agentService } from "./services/agent-service.ts";
 import { healthService } from "./services/health-service.ts";
 import { openStore, type Store } from "./store/index.ts";
 import { createTelemetry, type TelemetryOptions } from "./telemetry/index.ts";
+import { registerTunnelServices, tunnelServiceNames, TunnelRegistry } from "./tunnel/index.ts";
 
 /** Everything a coordinator needs to start; see config.ts for each option's meaning. */
 export interface CoordinatorOptions extends TelemetryOptions {
@@ -57,6 +58,8 @@ export interface Coordinator {
   readonly store: Store;
   /** The owner setup code, when no owner exists yet. */
   readonly setupCode: string | undefined;
+  /** Open tunnels and the agents listening for them (tests read its held-bytes gauge). */
+  readonly tunnels: TunnelRegistry;
   close(): Promise<void>;
 }
 
@@ -104,6 +107,7 @@ export async function startCoordinator(
   const hub = new Hub(store);
   const auditor = new Auditor(store, log);
   const shutdown = new AbortController();
+  const tunnels = new TunnelRegistry();
   const ctx: ServiceContext = {
     identity,
     endorsements,
@@ -124,9 +128,10 @@ export async function startCoordinator(
       router.service(agentv1.AgentService, agentService(ctx));
       router.service(adminv1.AdminService, adminService(ctx));
       router.service(adminv1.NixService, nixService(ctx));
+      registerTunnelServices(router, ctx, tunnels);
       router.service(
         healthv1.Health,
-        healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName, ...telemetry.serviceNames]),
+        healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName, ...telemetry.serviceNames, ...tunnelServiceNames]),
       );
     },
     interceptors: [authorizationInterceptor(store, auditor)],
@@ -166,9 +171,11 @@ export async function startCoordinator(
     identity,
     store,
     setupCode,
+    tunnels,
     async close() {
       shutdown.abort();
       telemetry.close();
+      tunnels.close();
       hub.close();
       await listener.close();
       await store.close();

@@ -13,3 +13,4 @@ export * from "./selector/index.ts";
 export * from "./tls/index.ts";
 export * from "./version.ts";
 export * from "./release.ts";
+export * from "./tunnel.ts";

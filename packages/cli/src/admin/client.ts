@@ -10,6 +10,7 @@ import {
   keyPin,
   loginMessage,
   newNonce,
+  uncompressedTunnels,
   verifyCoordinatorProof,
   type ClosableTransport,
 } from "@flotilla/protocol";
@@ -129,7 +130,11 @@ export async function serviceClient<S extends DescService>(target: AdminTarget, 
   return createClient(service, await adminTransport(target));
 }
 
-/** The authenticated transport adminClient uses, for clients of the other admin services. */
+/**
+ * An authenticated transport for any admin service, with the same credentials as
+ * {@link adminClient}: FLOTILLA_TOKEN, or the recorded session (renewed when it expires).
+ * Streams are not retried after a late Unauthenticated; the session is renewed before.
+ */
 export async function adminTransport(target: AdminTarget): Promise<Transport> {
   const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
@@ -139,7 +144,7 @@ export async function adminTransport(target: AdminTarget): Promise<Transport> {
     const { transport, close } = await coordinatorTransport({
       url,
       pin: known?.pin ?? (await firstUsePin(url)),
-      interceptors: [bearerInterceptor(() => target.apiToken)],
+      interceptors: [bearerInterceptor(() => target.apiToken), uncompressedTunnels],
     });
     openConnections.add(close);
     return transport;
@@ -165,13 +170,13 @@ export async function adminTransport(target: AdminTarget): Promise<Transport> {
   }
   let opened: ClosableTransport;
   try {
-    opened = await coordinatorTransport({ url, pin: entry?.pin, interceptors: [relogin(), bearerInterceptor(() => token)] });
+    opened = await coordinatorTransport({ url, pin: entry?.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
   } catch (err) {
     if (!(err instanceof CoordinatorKeyMismatchError)) throw err;
     // The certificate's key changed: log in again, which accepts only an endorsed rotation.
     entry = await login(creds, url, { organization: org });
     token = sessionOf(entry)?.token;
-    opened = await coordinatorTransport({ url, pin: entry.pin, interceptors: [relogin(), bearerInterceptor(() => token)] });
+    opened = await coordinatorTransport({ url, pin: entry.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
   }
   openConnections.add(opened.close);
   return opened.transport;

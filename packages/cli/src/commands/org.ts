@@ -169,7 +169,7 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
           actor: opts.actor ?? "",
           limit: Number(opts.limit) || 1000,
         });
-        const rows = entries.map((e) => ({ seq: Number(e.seq), time: iso(e.time), actor: e.actor, action: e.action, target: e.target, source: e.source, outcome: e.outcome, hash: e.hash }));
+        const rows = entries.map((e) => ({ seq: Number(e.seq), time: iso(e.time), actor: e.actor, action: e.action, target: e.target, source: e.source, outcome: e.outcome, detail: e.detail, hash: e.hash }));
         out(opts.json ? json(rows) : table(["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "SOURCE", "OUTCOME"], rows.map((r) => [String(r.seq), r.time, r.actor, r.action, r.target, r.source, r.outcome])));
       }),
     );

@@ -4,7 +4,7 @@ import { auditTarget, type Auditor } from "../audit/auditor.ts";
 import type { Store } from "../store/index.ts";
 import { checkCsrf, CSRF_HEADER, readCookie, SESSION_COOKIE } from "./cookies.ts";
 import { cookieHeaderKey, principalKey, remoteAddressKey, type Principal } from "./principal.ts";
-import { isChange, rolePermissions, ruleFor } from "./policy.ts";
+import { isAuditedWhenRefused, isChange, rolePermissions, ruleFor } from "./policy.ts";
 
 /** API tokens read `flt_<id>.<secret>`; anything else after "Bearer" is a session token. */
 export const API_TOKEN_PREFIX = "flt_";
@@ -31,21 +31,20 @@ export function authorizationInterceptor(store: Store, auditor: Auditor): Interc
     }
     if (principal.kind !== "admin") throw new ConnectError("only admins may call this", Code.PermissionDenied);
 
-    const audit = isChange(rule)
-      ? (outcome: string) =>
-          auditor.record({
-            orgId: principal.orgId,
-            actor: principal.actor,
-            action: req.method.name,
-            target: auditTarget(req.stream ? undefined : req.message),
-            source: req.contextValues.get(remoteAddressKey),
-            outcome,
-            detail: "",
-          })
-      : undefined;
+    const record = (outcome: string) =>
+      auditor.record({
+        orgId: principal.orgId,
+        actor: principal.actor,
+        action: req.method.name,
+        target: auditTarget(req.stream ? undefined : req.message),
+        source: req.contextValues.get(remoteAddressKey),
+        outcome,
+        detail: "",
+      });
+    const audit = isChange(rule) ? record : undefined;
 
     if (!rolePermissions[principal.role].has(rule)) {
-      await audit?.("denied");
+      if (isAuditedWhenRefused(rule)) await record("denied");
       throw new ConnectError(`role ${principal.role} may not ${req.method.name}`, Code.PermissionDenied);
     }
     req.contextValues.set(principalKey, principal);

@@ -1,7 +1,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { adminv1, agentv1, healthv1 } from "@flotilla/protocol";
-import { policy, rolePermissions, ruleFor } from "./policy.ts";
+import { isAuditedWhenRefused, policy, rolePermissions, ruleFor } from "./policy.ts";
 
 const isService = (v: unknown): v is DescService => (v as { kind?: unknown } | undefined)?.kind === "service";
 /** Every service of the schema packages the coordinator serves: a new one is covered at once. */
@@ -51,5 +51,15 @@ describe("the access table", () => {
     }
     expect(rolePermissions.admin.has("orgs:create")).toBe(false);
     expect(rolePermissions.owner.has("orgs:create")).toBe(true);
+  });
+
+  it("lets only admins and owners open tunnels, and audits a refused one", () => {
+    expect(ruleFor(adminv1.TunnelService.typeName, "Open")).toBe("tunnel:open");
+    expect(rolePermissions.viewer.has("tunnel:open")).toBe(false);
+    expect(rolePermissions.deployer.has("tunnel:open")).toBe(false);
+    expect(rolePermissions.admin.has("tunnel:open")).toBe(true);
+    expect(rolePermissions.owner.has("tunnel:open")).toBe(true);
+    expect(isAuditedWhenRefused("tunnel:open")).toBe(true);
+    expect(isAuditedWhenRefused("devices:read")).toBe(false);
   });
 });

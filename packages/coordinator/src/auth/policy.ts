@@ -29,7 +29,8 @@ export type Permission =
   | "orgs:create"
   | "nix:read"
   | "nix:write"
-  | "logs:read";
+  | "logs:read"
+  | "tunnel:open";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -87,6 +88,15 @@ const adminTelemetry: Record<MethodNames<typeof adminv1.TelemetryService>, Permi
   getMetrics: "logs:read",
 };
 
+const tunnel: Record<MethodNames<typeof adminv1.TunnelService>, Permission> = {
+  open: "tunnel:open",
+};
+
+const agentTunnel: Record<MethodNames<typeof agentv1.AgentTunnelService>, Permission> = {
+  listen: "device",
+  attach: "device",
+};
+
 const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   check: "public",
   list: "public",
@@ -101,6 +111,8 @@ export const policy: Record<string, Record<string, Permission>> = {
   [adminv1.NixService.typeName]: byName(adminv1.NixService, nix),
   [agentv1.TelemetryService.typeName]: byName(agentv1.TelemetryService, agentTelemetry),
   [adminv1.TelemetryService.typeName]: byName(adminv1.TelemetryService, adminTelemetry),
+  [adminv1.TunnelService.typeName]: byName(adminv1.TunnelService, tunnel),
+  [agentv1.AgentTunnelService.typeName]: byName(agentv1.AgentTunnelService, agentTunnel),
 };
 
 function byName(
@@ -129,6 +141,7 @@ const adminRole: Permission[] = [
   "api-tokens:read",
   "api-tokens:write",
   "audit:read",
+  "tunnel:open",
 ];
 const owner: Permission[] = [...adminRole, "orgs:create"];
 
@@ -151,6 +164,14 @@ export function mayGrant(actor: Role, granted: Role): boolean {
 /** The rule for a method, or undefined when the table has none (the call is refused). */
 export function ruleFor(serviceTypeName: string, methodName: string): Permission | undefined {
   return policy[serviceTypeName]?.[methodName];
+}
+
+/**
+ * Whether a refused call under this rule goes to the audit log even though it changes nothing:
+ * reaching into a device (a tunnel) is audited whether allowed or not.
+ */
+export function isAuditedWhenRefused(rule: Permission): boolean {
+  return isChange(rule) || rule === "tunnel:open";
 }
 
 /** Whether a call under this rule changes something, and so goes to the audit log. */

@@ -2,3 +2,4 @@
 // proto/flotilla/agent/v1 adds its generated module here.
 export * from "../gen/flotilla/agent/v1/agent_pb.ts";
 export * from "../gen/flotilla/agent/v1/telemetry_pb.ts";
+export * from "../gen/flotilla/agent/v1/tunnel_pb.ts";
