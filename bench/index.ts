@@ -4,8 +4,12 @@
  * Add a benchmark: a module exporting `bench<Name>(print)`, and one line below.
  */
 import { benchLogs } from "./logs.ts";
+import { benchTunnel } from "./tunnel.ts";
 
-const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] = [["logs", benchLogs]];
+const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] = [
+  ["logs", benchLogs],
+  ["tunnel", benchTunnel],
+];
 
 const only = process.argv.slice(2);
 for (const [name, run] of benchmarks) {

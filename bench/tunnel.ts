@@ -8,6 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import net from "node:net";
+import { pathToFileURL } from "node:url";
 import { Fleet, Sandbox, waitFor } from "../test/e2e/harness.ts";
 
 const MiB = 1024 * 1024;
@@ -54,7 +55,8 @@ function download(port: number): Promise<number> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function main(): Promise<void> {
+/** Runs the tunnel benchmark, printing its figures through `print`. */
+export async function benchTunnel(print: (line: string) => void): Promise<void> {
   const sb = new Sandbox();
   const src = await source();
   try {
@@ -74,14 +76,15 @@ async function main(): Promise<void> {
     }
     const d = median(direct);
     const t = median(tunnel);
-    console.log(`tunnel throughput, ${totalBytes / MiB} MiB per run, median of 3:`);
-    console.log(`  direct loopback TCP   ${d.toFixed(0).padStart(6)} MB/s`);
-    console.log(`  through a tunnel      ${t.toFixed(0).padStart(6)} MB/s`);
-    console.log(`  ratio tunnel/direct   ${(t / d).toFixed(3)}`);
+    print(`tunnel throughput, ${totalBytes / MiB} MiB per run, median of 3:`);
+    print(`  direct loopback TCP   ${d.toFixed(0).padStart(6)} MB/s`);
+    print(`  through a tunnel      ${t.toFixed(0).padStart(6)} MB/s`);
+    print(`  ratio tunnel/direct   ${(t / d).toFixed(3)}`);
   } finally {
     await sb.cleanup();
     await src.close();
   }
 }
 
-await main();
+// Runnable on its own as well: `npx tsx bench/tunnel.ts`.
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) await benchTunnel((line) => process.stdout.write(`${line}\n`));
