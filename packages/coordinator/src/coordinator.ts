@@ -27,6 +27,9 @@ import { normalizeSetupCode } from "./services/access-service.ts";
 import { agentService } from "./services/agent-service.ts";
 import { healthService } from "./services/health-service.ts";
 import { openStore, type Store } from "./store/index.ts";
+import { releasesHttpHandler } from "./releases/http.ts";
+import { releaseService } from "./releases/release-service.ts";
+import { startReleases } from "./releases/setup.ts";
 
 /** Everything a coordinator needs to start; see config.ts for each option's meaning. */
 export interface CoordinatorOptions {
@@ -42,6 +45,10 @@ export interface CoordinatorOptions {
   sessionTtlMs: number;
   keepaliveMs: number;
   offlineAfterMs: number;
+  /** Default: one day. */
+  tufTimestampTtlMs?: number;
+  /** Default: one hour. */
+  tufRefreshMs?: number;
 }
 
 export interface Coordinator {
@@ -113,8 +120,10 @@ export async function startCoordinator(
     keepaliveMs: opts.keepaliveMs,
     offlineAfterMs: opts.offlineAfterMs,
   };
+  const releases = await startReleases(ctx, opts);
   const handler = connectNodeAdapter({
     routes(router) {
+      router.service(adminv1.ReleaseService, releaseService(ctx, releases.tuf, releases.artifacts));
       router.service(agentv1.AgentService, agentService(ctx));
       router.service(adminv1.AdminService, adminService(ctx));
       router.service(
@@ -133,15 +142,17 @@ export async function startCoordinator(
   });
 
   const webLogin = webLoginHandler(ctx, { secureCookies: tls !== undefined });
+  const releasesHttp = releasesHttpHandler({ store, artifacts: releases.artifacts, tuf: releases.tuf, log });
   const connect: RequestHandler = handler;
   const routes: RequestHandler = (req, res) => {
-    if (!webLogin(req, res)) connect(req, res);
+    if (!webLogin(req, res) && !releasesHttp(req, res)) connect(req, res);
   };
 
   let listener: Listener;
   try {
     listener = await listen({ host, port, handler: routes, tls });
   } catch (err) {
+    releases.close();
     hub.close();
     await store.close();
     throw err;
@@ -159,6 +170,7 @@ export async function startCoordinator(
     setupCode,
     async close() {
       shutdown.abort();
+      releases.close();
       hub.close();
       await listener.close();
       await store.close();

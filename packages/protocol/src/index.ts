@@ -13,3 +13,5 @@ export * from "./selector/index.ts";
 export * from "./tls/index.ts";
 export * from "./version.ts";
 export * from "./release.ts";
+export * from "./http-request.ts";
+export * from "./tuf-key.ts";

@@ -22,7 +22,7 @@ export function authorizationInterceptor(store: Store, auditor: Auditor): Interc
       throw new ConnectError(`no access rule for ${req.service.typeName}/${req.method.name}`, Code.PermissionDenied);
     }
     if (rule === "public") return next(req);
-    const principal = await resolve(store, req.header.get(AUTHORIZATION_HEADER), req.contextValues.get(cookieHeaderKey), req.header.get(CSRF_HEADER));
+    const principal = await resolvePrincipal(store, req.header.get(AUTHORIZATION_HEADER), req.contextValues.get(cookieHeaderKey), req.header.get(CSRF_HEADER));
     if (!principal) throw new ConnectError("not logged in, or the session expired", Code.Unauthenticated);
     if (rule === "device") {
       if (principal.kind !== "device") throw new ConnectError("only agents may call this", Code.PermissionDenied);
@@ -60,7 +60,8 @@ export function authorizationInterceptor(store: Store, auditor: Auditor): Interc
   };
 }
 
-async function resolve(
+/** Resolves the caller of a plain HTTP request (bearer token or web cookie), as the interceptor does. */
+export async function resolvePrincipal(
   store: Store,
   authorization: string | null,
   cookies: string,

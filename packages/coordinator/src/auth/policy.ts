@@ -26,7 +26,10 @@ export type Permission =
   | "api-tokens:read"
   | "api-tokens:write"
   | "audit:read"
-  | "orgs:create";
+  | "orgs:create"
+  | "releases:read"
+  | "releases:write"
+  | "signing-keys:write";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -66,6 +69,15 @@ const agent: Record<MethodNames<typeof agentv1.AgentService>, Permission> = {
   report: "device",
 };
 
+const releases: Record<MethodNames<typeof adminv1.ReleaseService>, Permission> = {
+  getRepository: "releases:read",
+  updateRoot: "signing-keys:write",
+  publishTargets: "releases:write",
+  listReleases: "releases:read",
+  deployRelease: "releases:write",
+  getDeviceReleases: "releases:read",
+};
+
 const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   check: "public",
   list: "public",
@@ -77,6 +89,7 @@ export const policy: Record<string, Record<string, Permission>> = {
   [adminv1.AdminService.typeName]: byName(adminv1.AdminService, admin),
   [agentv1.AgentService.typeName]: byName(agentv1.AgentService, agent),
   [healthv1.Health.typeName]: byName(healthv1.Health, health),
+  [adminv1.ReleaseService.typeName]: byName(adminv1.ReleaseService, releases),
 };
 
 function byName(
@@ -91,9 +104,9 @@ function byName(
   return out;
 }
 
-const viewer: Permission[] = ["session", "devices:read", "tokens:read"];
+const viewer: Permission[] = ["session", "devices:read", "tokens:read", "releases:read"];
 // Releases and rollouts join here as they arrive; deployers change no membership.
-const deployer: Permission[] = [...viewer];
+const deployer: Permission[] = [...viewer, "releases:write"];
 const adminRole: Permission[] = [
   ...deployer,
   "devices:write",
@@ -105,6 +118,7 @@ const adminRole: Permission[] = [
   "api-tokens:read",
   "api-tokens:write",
   "audit:read",
+  "signing-keys:write",
 ];
 const owner: Permission[] = [...adminRole, "orgs:create"];
 

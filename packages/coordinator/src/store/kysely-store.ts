@@ -1,6 +1,7 @@
 import { Migrator, type Kysely, type Selectable, type Transaction } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
 import { migrationProvider } from "./migrations.ts";
+import { KyselyReleaseStore, type ReleaseStore } from "./release-store.ts";
 import type { Database } from "./schema.ts";
 import type {
   AdminKeyRow,
@@ -136,10 +137,14 @@ function toAudit(r: Selectable<Database["audit_log"]>): AuditEntryRow {
 
 /** The store over Kysely: one implementation, SQLite or PostgreSQL underneath. */
 export class KyselyStore implements Store {
+  readonly releases: ReleaseStore;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly adapter: StoreAdapter,
-  ) {}
+  ) {
+    this.releases = new KyselyReleaseStore(db, adapter);
+  }
 
   get dialect(): "sqlite" | "postgres" {
     return this.adapter.dialect;

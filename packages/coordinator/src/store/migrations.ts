@@ -3,6 +3,7 @@
  * types both dialects share: no dialect-specific SQL. Add new migrations; never edit old ones.
  */
 import type { Kysely, Migration, MigrationProvider } from "kysely";
+import { releasesMigration } from "./migration-releases.ts";
 
 const initial: Migration = {
   async up(db: Kysely<unknown>) {
@@ -169,6 +170,7 @@ const members: Migration = {
 export const migrations: Record<string, Migration> = {
   "0001_initial": initial,
   "0002_members_tokens_audit": members,
+  "0004_releases": releasesMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

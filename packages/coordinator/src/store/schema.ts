@@ -1,5 +1,7 @@
+import type { ReleaseTables } from "./schema-releases.ts";
+
 /** Table shapes as Kysely sees them. Times are bigint milliseconds; booleans 0/1; JSON as text. */
-export interface Database {
+export interface Database extends ReleaseTables {
   orgs: { id: string; name: string; created_at: number };
   admin_keys: {
     id: string;

@@ -1,3 +1,4 @@
+import type { ReleaseStore } from "./release-store.ts";
 /**
  * The coordinator's storage contract. One implementation over Kysely serves SQLite and
  * PostgreSQL; dialect differences live in the adapter, never in callers.
@@ -149,6 +150,8 @@ export interface DevicePatch {
 export interface Store {
   /** Which database this is, for messages and `--print-config`. */
   readonly dialect: "sqlite" | "postgres";
+  /** Signed releases and their deployment to devices. */
+  readonly releases: ReleaseStore;
 
   /** Runs pending migrations. Safe to call on every start and from several replicas. */
   migrate(): Promise<void>;
@@ -275,3 +278,5 @@ export interface Store {
    */
   onDeviceChange(listener: (orgId: string, deviceId: string) => void): () => void;
 }
+
+export type { DeviceReleaseRow, ReleaseRow, ReleaseStepRow, ReleaseStore } from "./release-store.ts";
