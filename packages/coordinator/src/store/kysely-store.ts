@@ -2,6 +2,7 @@ import { Migrator, type Kysely, type Selectable, type Transaction } from "kysely
 import type { StoreAdapter } from "./adapter.ts";
 import { migrationProvider } from "./migrations.ts";
 import { KyselyReleaseStore, type ReleaseStore } from "./release-store.ts";
+import { KyselyRolloutStore, type RolloutStore } from "./rollout-store.ts";
 import type { Database } from "./schema.ts";
 import type {
   AdminKeyRow,
@@ -138,12 +139,14 @@ function toAudit(r: Selectable<Database["audit_log"]>): AuditEntryRow {
 /** The store over Kysely: one implementation, SQLite or PostgreSQL underneath. */
 export class KyselyStore implements Store {
   readonly releases: ReleaseStore;
+  readonly rollouts: RolloutStore;
 
   constructor(
     private readonly db: Kysely<Database>,
     private readonly adapter: StoreAdapter,
   ) {
     this.releases = new KyselyReleaseStore(db, adapter);
+    this.rollouts = new KyselyRolloutStore(db, adapter);
   }
 
   get dialect(): "sqlite" | "postgres" {

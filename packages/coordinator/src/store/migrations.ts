@@ -4,6 +4,7 @@
  */
 import type { Kysely, Migration, MigrationProvider } from "kysely";
 import { releasesMigration } from "./migration-releases.ts";
+import { rolloutsMigration } from "./migration-rollouts.ts";
 
 const initial: Migration = {
   async up(db: Kysely<unknown>) {
@@ -171,6 +172,7 @@ export const migrations: Record<string, Migration> = {
   "0001_initial": initial,
   "0002_members_tokens_audit": members,
   "0004_releases": releasesMigration,
+  "0008_rollouts": rolloutsMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,7 +1,8 @@
 import type { ReleaseTables } from "./schema-releases.ts";
+import type { RolloutTables } from "./schema-rollouts.ts";
 
 /** Table shapes as Kysely sees them. Times are bigint milliseconds; booleans 0/1; JSON as text. */
-export interface Database extends ReleaseTables {
+export interface Database extends ReleaseTables, RolloutTables {
   orgs: { id: string; name: string; created_at: number };
   admin_keys: {
     id: string;

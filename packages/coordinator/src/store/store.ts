@@ -1,4 +1,5 @@
 import type { ReleaseStore } from "./release-store.ts";
+import type { RolloutStore } from "./rollout-store.ts";
 /**
  * The coordinator's storage contract. One implementation over Kysely serves SQLite and
  * PostgreSQL; dialect differences live in the adapter, never in callers.
@@ -152,6 +153,8 @@ export interface Store {
   readonly dialect: "sqlite" | "postgres";
   /** Signed releases and their deployment to devices. */
   readonly releases: ReleaseStore;
+  /** Rollouts: waves of devices taking one release, with their per-device state. */
+  readonly rollouts: RolloutStore;
 
   /** Runs pending migrations. Safe to call on every start and from several replicas. */
   migrate(): Promise<void>;
@@ -280,3 +283,4 @@ export interface Store {
 }
 
 export type { DeviceReleaseRow, ReleaseRow, ReleaseStepRow, ReleaseStore } from "./release-store.ts";
+export type * from "./rollout-store.ts";

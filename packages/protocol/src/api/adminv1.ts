@@ -2,3 +2,4 @@
 // proto/flotilla/admin/v1 adds its generated module here.
 export * from "../gen/flotilla/admin/v1/admin_pb.ts";
 export * from "../gen/flotilla/admin/v1/releases_pb.ts";
+export * from "../gen/flotilla/admin/v1/rollouts_pb.ts";

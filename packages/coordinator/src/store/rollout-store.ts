@@ -1,0 +1,410 @@
+import type { Kysely, Selectable, Transaction } from "kysely";
+import type { StoreAdapter } from "./adapter.ts";
+import type { Database } from "./schema.ts";
+
+export type RolloutStatus = "running" | "paused" | "completed" | "aborted" | "failed";
+export type RolloutDeviceState =
+  | "pending"
+  | "notified"
+  | "downloading"
+  | "verifying"
+  | "activating"
+  | "health-checking"
+  | "healthy"
+  | "failed"
+  | "rolled-back"
+  | "skipped";
+
+/** A rollout's parameters as the admin gave them. */
+export interface RolloutSpecRow {
+  releaseName: string;
+  releaseVersion: string;
+  selector: string;
+  waves: string[];
+  maxParallel: number;
+  failureThreshold: string;
+  soakMs: number;
+  approveEachWave: boolean;
+  deadlineMs: number;
+}
+
+export interface RolloutRow {
+  id: string;
+  orgId: string;
+  releaseName: string;
+  releaseVersion: string;
+  releaseCounter: number;
+  spec: RolloutSpecRow;
+  /** Waves after empty ones were dropped, numbered from 1. */
+  waves: { number: number; entry: string }[];
+  ineligible: { id: string; name: string; reason: string }[];
+  status: RolloutStatus;
+  reason: string;
+  currentWave: number;
+  waveFinishedAt: number | null;
+  approvedWave: number;
+  toleratedFailures: number;
+  deadlineAt: number | null;
+  createdBy: string;
+  createdAt: number;
+  updatedAt: number;
+  version: number;
+}
+
+export interface RolloutDeviceRow {
+  rolloutId: string;
+  orgId: string;
+  deviceId: string;
+  name: string;
+  wave: number;
+  position: number;
+  state: RolloutDeviceState;
+  bytesDone: number;
+  bytesTotal: number;
+  error: string;
+  previousVersion: string;
+  previousCounter: number;
+  notifiedAt: number | null;
+  updatedAt: number;
+}
+
+/** A rollout device with the device's connection, as the engine reads it in a transition. */
+export interface RolloutDeviceView extends RolloutDeviceRow {
+  connected: boolean;
+  lastSeenAt: number | null;
+}
+
+/** What one transition changes; applied in the transaction that read the state it was decided on. */
+export interface RolloutChanges {
+  rollout?: Partial<Pick<RolloutRow, "status" | "reason" | "currentWave" | "waveFinishedAt" | "approvedWave">>;
+  devices?: { deviceId: string; state: RolloutDeviceState; error?: string; bytesDone?: number; bytesTotal?: number }[];
+  /** Devices whose desired release becomes the rollout's (state becomes notified, or healthy if they run it already). */
+  notify?: string[];
+  /** Devices whose desired release returns to the one they ran before (state becomes rolled-back). */
+  rollBack?: string[];
+}
+
+export type CreateRolloutResult = { ok: true } | { ok: false; rolloutId: string; deviceName: string };
+
+/** Rollouts and their per-device state; every method is scoped by organization except `activeRollouts`. */
+export interface RolloutStore {
+  /**
+   * Records a rollout, its devices and a claim on each device, in one transaction. Refuses,
+   * writing nothing, when another running or paused rollout holds one of the devices.
+   */
+  createRollout(rollout: RolloutRow, devices: RolloutDeviceRow[]): Promise<CreateRolloutResult>;
+  getRollout(orgId: string, id: string): Promise<RolloutRow | undefined>;
+  /** Newest first. */
+  listRollouts(orgId: string, limit: number): Promise<RolloutRow[]>;
+  /** By wave, then plan position. */
+  listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]>;
+  /** Unscoped, for the engine: every running or paused rollout. */
+  activeRollouts(): Promise<{ orgId: string; id: string }[]>;
+  /** The running or paused rollout that holds the device, if any. */
+  claimOf(orgId: string, deviceId: string): Promise<string | undefined>;
+  /**
+   * One transition: locks the rollout (row lock on PostgreSQL; SQLite has one writer), reads it
+   * and its devices, lets `decide` choose the changes, applies them and bumps `version`, all in
+   * one transaction. Claims are released when the rollout ends. Returns the rollout after the
+   * transition and whether anything changed; undefined when there is no such rollout.
+   */
+  transition(
+    orgId: string,
+    id: string,
+    now: number,
+    decide: (rollout: RolloutRow, devices: RolloutDeviceView[]) => RolloutChanges | undefined,
+  ): Promise<{ rollout: RolloutRow; changed: boolean } | undefined>;
+}
+
+const num = (v: number | string): number => Number(v);
+const numOrNull = (v: number | string | null): number | null => (v === null ? null : Number(v));
+
+function toRollout(r: Selectable<Database["rollouts"]>): RolloutRow {
+  return {
+    id: r.id,
+    orgId: r.org_id,
+    releaseName: r.release_name,
+    releaseVersion: r.release_version,
+    releaseCounter: num(r.release_counter),
+    spec: JSON.parse(r.spec) as RolloutSpecRow,
+    waves: JSON.parse(r.waves) as RolloutRow["waves"],
+    ineligible: JSON.parse(r.ineligible) as RolloutRow["ineligible"],
+    status: r.status as RolloutStatus,
+    reason: r.reason,
+    currentWave: num(r.current_wave),
+    waveFinishedAt: numOrNull(r.wave_finished_at),
+    approvedWave: num(r.approved_wave),
+    toleratedFailures: num(r.tolerated_failures),
+    deadlineAt: numOrNull(r.deadline_at),
+    createdBy: r.created_by,
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+    version: num(r.version),
+  };
+}
+
+function toDevice(r: Selectable<Database["rollout_devices"]>): RolloutDeviceRow {
+  return {
+    rolloutId: r.rollout_id,
+    orgId: r.org_id,
+    deviceId: r.device_id,
+    name: r.name,
+    wave: num(r.wave),
+    position: num(r.position),
+    state: r.state as RolloutDeviceState,
+    bytesDone: num(r.bytes_done),
+    bytesTotal: num(r.bytes_total),
+    error: r.error,
+    previousVersion: r.previous_version,
+    previousCounter: num(r.previous_counter),
+    notifiedAt: numOrNull(r.notified_at),
+    updatedAt: num(r.updated_at),
+  };
+}
+
+const ACTIVE = ["running", "paused"];
+
+export class KyselyRolloutStore implements RolloutStore {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly adapter: StoreAdapter,
+  ) {}
+
+  async createRollout(r: RolloutRow, devices: RolloutDeviceRow[]): Promise<CreateRolloutResult> {
+    return this.db.transaction().execute(async (trx): Promise<CreateRolloutResult> => {
+      const ids = devices.map((d) => d.deviceId);
+      for (let i = 0; i < ids.length; i += 500) {
+        const held = await trx
+          .selectFrom("rollout_claims")
+          .select(["device_id", "rollout_id"])
+          .where("org_id", "=", r.orgId)
+          .where("device_id", "in", ids.slice(i, i + 500))
+          .orderBy("device_id")
+          .executeTakeFirst();
+        if (held) return { ok: false, rolloutId: held.rollout_id, deviceName: devices.find((d) => d.deviceId === held.device_id)?.name ?? held.device_id };
+      }
+      await trx
+        .insertInto("rollouts")
+        .values({
+          id: r.id,
+          org_id: r.orgId,
+          release_name: r.releaseName,
+          release_version: r.releaseVersion,
+          release_counter: r.releaseCounter,
+          spec: JSON.stringify(r.spec),
+          waves: JSON.stringify(r.waves),
+          ineligible: JSON.stringify(r.ineligible),
+          status: r.status,
+          reason: r.reason,
+          current_wave: r.currentWave,
+          wave_finished_at: r.waveFinishedAt,
+          approved_wave: r.approvedWave,
+          tolerated_failures: r.toleratedFailures,
+          deadline_at: r.deadlineAt,
+          created_by: r.createdBy,
+          created_at: r.createdAt,
+          updated_at: r.updatedAt,
+          version: r.version,
+        })
+        .execute();
+      for (const d of devices) {
+        await trx
+          .insertInto("rollout_devices")
+          .values({
+            rollout_id: r.id,
+            org_id: r.orgId,
+            device_id: d.deviceId,
+            name: d.name,
+            wave: d.wave,
+            position: d.position,
+            state: d.state,
+            bytes_done: d.bytesDone,
+            bytes_total: d.bytesTotal,
+            error: d.error,
+            previous_version: d.previousVersion,
+            previous_counter: d.previousCounter,
+            notified_at: d.notifiedAt,
+            updated_at: d.updatedAt,
+          })
+          .execute();
+        // The primary key makes a concurrent claim of the same device fail the whole transaction.
+        await trx.insertInto("rollout_claims").values({ device_id: d.deviceId, org_id: r.orgId, rollout_id: r.id }).execute();
+      }
+      return { ok: true };
+    });
+  }
+
+  async getRollout(orgId: string, id: string): Promise<RolloutRow | undefined> {
+    const r = await this.db.selectFrom("rollouts").selectAll().where("org_id", "=", orgId).where("id", "=", id).executeTakeFirst();
+    return r && toRollout(r);
+  }
+
+  async listRollouts(orgId: string, limit: number): Promise<RolloutRow[]> {
+    const rows = await this.db.selectFrom("rollouts").selectAll().where("org_id", "=", orgId).orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
+    return rows.map(toRollout);
+  }
+
+  async listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]> {
+    const rows = await this.db
+      .selectFrom("rollout_devices")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("rollout_id", "=", id)
+      .orderBy("wave")
+      .orderBy("position")
+      .execute();
+    return rows.map(toDevice);
+  }
+
+  async activeRollouts(): Promise<{ orgId: string; id: string }[]> {
+    const rows = await this.db.selectFrom("rollouts").select(["org_id", "id"]).where("status", "in", ACTIVE).orderBy("created_at").execute();
+    return rows.map((r) => ({ orgId: r.org_id, id: r.id }));
+  }
+
+  async claimOf(orgId: string, deviceId: string): Promise<string | undefined> {
+    const r = await this.db.selectFrom("rollout_claims").select("rollout_id").where("org_id", "=", orgId).where("device_id", "=", deviceId).executeTakeFirst();
+    return r?.rollout_id;
+  }
+
+  async transition(
+    orgId: string,
+    id: string,
+    now: number,
+    decide: (rollout: RolloutRow, devices: RolloutDeviceView[]) => RolloutChanges | undefined,
+  ): Promise<{ rollout: RolloutRow; changed: boolean } | undefined> {
+    const notified: string[] = [];
+    const result = await this.db.transaction().execute(async (trx) => {
+      let q = trx.selectFrom("rollouts").selectAll().where("org_id", "=", orgId).where("id", "=", id);
+      if (this.adapter.rowLocks) q = q.forUpdate();
+      const row = await q.executeTakeFirst();
+      if (!row) return undefined;
+      const rollout = toRollout(row);
+      const devices = await trx
+        .selectFrom("rollout_devices as rd")
+        .leftJoin("devices as d", "d.id", "rd.device_id")
+        .selectAll("rd")
+        .select(["d.connected", "d.last_seen_at"])
+        .where("rd.org_id", "=", orgId)
+        .where("rd.rollout_id", "=", id)
+        .orderBy("rd.wave")
+        .orderBy("rd.position")
+        .execute();
+      const views: RolloutDeviceView[] = devices.map((d) => ({
+        ...toDevice(d),
+        connected: num(d.connected ?? 0) === 1,
+        lastSeenAt: numOrNull(d.last_seen_at ?? null),
+      }));
+      const changes = decide(rollout, views);
+      if (!changes || isEmpty(changes)) return { rollout, changed: false };
+      for (const d of changes.devices ?? []) {
+        await trx
+          .updateTable("rollout_devices")
+          .set({
+            state: d.state,
+            updated_at: now,
+            ...(d.error !== undefined ? { error: d.error.slice(0, 4096) } : {}),
+            ...(d.bytesDone !== undefined ? { bytes_done: d.bytesDone } : {}),
+            ...(d.bytesTotal !== undefined ? { bytes_total: d.bytesTotal } : {}),
+          })
+          .where("rollout_id", "=", id)
+          .where("device_id", "=", d.deviceId)
+          .execute();
+      }
+      for (const deviceId of changes.notify ?? []) {
+        if (await this.notify(trx, rollout, deviceId, now)) notified.push(deviceId);
+      }
+      for (const deviceId of changes.rollBack ?? []) {
+        const d = views.find((v) => v.deviceId === deviceId);
+        if (d && d.previousCounter > 0 && (await this.writeDesired(trx, orgId, deviceId, rollout.releaseName, d.previousCounter, now))) {
+          notified.push(deviceId);
+          await trx
+            .updateTable("rollout_devices")
+            .set({ state: "rolled-back", error: `returned to ${d.previousVersion}`, updated_at: now })
+            .where("rollout_id", "=", id)
+            .where("device_id", "=", deviceId)
+            .execute();
+        }
+      }
+      const next = { ...rollout, ...changes.rollout, updatedAt: now, version: rollout.version + 1 };
+      await trx
+        .updateTable("rollouts")
+        .set({
+          status: next.status,
+          reason: next.reason.slice(0, 1024),
+          current_wave: next.currentWave,
+          wave_finished_at: next.waveFinishedAt,
+          approved_wave: next.approvedWave,
+          updated_at: now,
+          version: next.version,
+        })
+        .where("id", "=", id)
+        .execute();
+      if (!ACTIVE.includes(next.status)) await trx.deleteFrom("rollout_claims").where("rollout_id", "=", id).execute();
+      return { rollout: next, changed: true };
+    });
+    for (const deviceId of notified) this.adapter.notifyAfterCommit(orgId, deviceId);
+    return result;
+  }
+
+  /** Sets the rollout's release as the device's desired one, recording what it ran before. */
+  private async notify(trx: Transaction<Database>, r: RolloutRow, deviceId: string, now: number): Promise<boolean> {
+    const current = await trx
+      .selectFrom("device_releases")
+      .select(["current_version", "current_counter"])
+      .where("org_id", "=", r.orgId)
+      .where("device_id", "=", deviceId)
+      .where("name", "=", r.releaseName)
+      .executeTakeFirst();
+    const runsIt = current !== undefined && num(current.current_counter) === r.releaseCounter;
+    const wrote = runsIt ? false : await this.writeDesired(trx, r.orgId, deviceId, r.releaseName, r.releaseCounter, now);
+    await trx
+      .updateTable("rollout_devices")
+      .set({
+        state: runsIt ? "healthy" : wrote ? "notified" : "skipped",
+        error: runsIt ? "already running this release" : wrote ? "" : "device or release no longer exists",
+        previous_version: current?.current_version ?? "",
+        previous_counter: current ? num(current.current_counter) : 0,
+        notified_at: now,
+        updated_at: now,
+      })
+      .where("rollout_id", "=", r.id)
+      .where("device_id", "=", deviceId)
+      .execute();
+    return wrote;
+  }
+
+  /**
+   * The device's desired release for `name` becomes (name, counter), and its generation grows, as
+   * ReleaseStore.setDesiredRelease does, but inside the rollout's transaction.
+   */
+  private async writeDesired(trx: Transaction<Database>, orgId: string, deviceId: string, name: string, counter: number, now: number): Promise<boolean> {
+    const release = await trx.selectFrom("releases").selectAll().where("org_id", "=", orgId).where("name", "=", name).where("counter", "=", counter).executeTakeFirst();
+    let q = trx.selectFrom("devices").select(["generation"]).where("org_id", "=", orgId).where("id", "=", deviceId);
+    if (this.adapter.rowLocks) q = q.forUpdate();
+    const device = await q.executeTakeFirst();
+    if (!release || !device) return false;
+    const desired = {
+      desired_target: release.target_path,
+      desired_counter: num(release.counter),
+      desired_version: release.version,
+      desired_kind: release.kind,
+      desired_at: now,
+    };
+    const existing = await trx.selectFrom("device_releases").select("name").where("device_id", "=", deviceId).where("name", "=", name).executeTakeFirst();
+    if (existing) {
+      await trx.updateTable("device_releases").set(desired).where("device_id", "=", deviceId).where("name", "=", name).execute();
+    } else {
+      await trx
+        .insertInto("device_releases")
+        .values({ org_id: orgId, device_id: deviceId, name, ...desired, current_version: "", current_counter: 0 })
+        .execute();
+    }
+    await trx.updateTable("devices").set({ generation: num(device.generation) + 1, updated_at: now }).where("id", "=", deviceId).execute();
+    await this.adapter.notifyInTransaction(trx, orgId, deviceId);
+    return true;
+  }
+}
+
+function isEmpty(c: RolloutChanges): boolean {
+  return !c.rollout && !c.devices?.length && !c.notify?.length && !c.rollBack?.length;
+}
