@@ -30,6 +30,7 @@ import { openStore, type Store } from "./store/index.ts";
 import { releasesHttpHandler } from "./releases/http.ts";
 import { releaseService } from "./releases/release-service.ts";
 import { startReleases } from "./releases/setup.ts";
+import { startRollouts } from "./rollouts/setup.ts";
 
 /** Everything a coordinator needs to start; see config.ts for each option's meaning. */
 export interface CoordinatorOptions {
@@ -121,9 +122,11 @@ export async function startCoordinator(
     offlineAfterMs: opts.offlineAfterMs,
   };
   const releases = await startReleases(ctx, opts);
+  const rollouts = startRollouts(ctx);
   const handler = connectNodeAdapter({
     routes(router) {
       router.service(adminv1.ReleaseService, releaseService(ctx, releases.tuf, releases.artifacts));
+      router.service(adminv1.RolloutService, rollouts.service);
       router.service(agentv1.AgentService, agentService(ctx));
       router.service(adminv1.AdminService, adminService(ctx));
       router.service(
@@ -152,6 +155,7 @@ export async function startCoordinator(
   try {
     listener = await listen({ host, port, handler: routes, tls });
   } catch (err) {
+    await rollouts.close();
     releases.close();
     hub.close();
     await store.close();
@@ -170,6 +174,7 @@ export async function startCoordinator(
     setupCode,
     async close() {
       shutdown.abort();
+      await rollouts.close();
       releases.close();
       hub.close();
       await listener.close();

@@ -29,7 +29,9 @@ export type Permission =
   | "orgs:create"
   | "releases:read"
   | "releases:write"
-  | "signing-keys:write";
+  | "signing-keys:write"
+  | "rollouts:read"
+  | "rollouts:write";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -78,6 +80,18 @@ const releases: Record<MethodNames<typeof adminv1.ReleaseService>, Permission> =
   getDeviceReleases: "releases:read",
 };
 
+const rollouts: Record<MethodNames<typeof adminv1.RolloutService>, Permission> = {
+  planRollout: "rollouts:read",
+  startRollout: "rollouts:write",
+  listRollouts: "rollouts:read",
+  getRollout: "rollouts:read",
+  pauseRollout: "rollouts:write",
+  resumeRollout: "rollouts:write",
+  approveWave: "rollouts:write",
+  abortRollout: "rollouts:write",
+  watchRollout: "rollouts:read",
+};
+
 const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   check: "public",
   list: "public",
@@ -90,6 +104,7 @@ export const policy: Record<string, Record<string, Permission>> = {
   [agentv1.AgentService.typeName]: byName(agentv1.AgentService, agent),
   [healthv1.Health.typeName]: byName(healthv1.Health, health),
   [adminv1.ReleaseService.typeName]: byName(adminv1.ReleaseService, releases),
+  [adminv1.RolloutService.typeName]: byName(adminv1.RolloutService, rollouts),
 };
 
 function byName(
@@ -104,9 +119,9 @@ function byName(
   return out;
 }
 
-const viewer: Permission[] = ["session", "devices:read", "tokens:read", "releases:read"];
+const viewer: Permission[] = ["session", "devices:read", "tokens:read", "releases:read", "rollouts:read"];
 // Releases and rollouts join here as they arrive; deployers change no membership.
-const deployer: Permission[] = [...viewer, "releases:write"];
+const deployer: Permission[] = [...viewer, "releases:write", "rollouts:write"];
 const adminRole: Permission[] = [
   ...deployer,
   "devices:write",

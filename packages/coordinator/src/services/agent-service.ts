@@ -120,6 +120,7 @@ export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.Ag
           throw new ConnectError("agent version or capabilities too long", Code.InvalidArgument);
         }
         await store.setConnection(orgId, deviceId, true, Date.now());
+        ctx.rolloutEvents?.deviceConnected(orgId, deviceId);
         let sent = -1;
         while (!hctx.signal.aborted) {
           const row = await store.getDevice(orgId, deviceId);
@@ -197,6 +198,7 @@ async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry
       return;
     case "releaseProgress":
       await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value);
+      ctx.rolloutEvents?.releaseStep(orgId, deviceId, entry.body.value);
       return;
     default:
       // An entry kind this coordinator does not know (a newer agent): acknowledged and ignored.

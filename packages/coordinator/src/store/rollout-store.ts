@@ -76,7 +76,7 @@ export interface RolloutDeviceView extends RolloutDeviceRow {
 
 /** What one transition changes; applied in the transaction that read the state it was decided on. */
 export interface RolloutChanges {
-  rollout?: Partial<Pick<RolloutRow, "status" | "reason" | "currentWave" | "waveFinishedAt" | "approvedWave">>;
+  rollout?: Partial<Pick<RolloutRow, "status" | "reason" | "currentWave" | "waveFinishedAt" | "approvedWave" | "toleratedFailures">>;
   devices?: { deviceId: string; state: RolloutDeviceState; error?: string; bytesDone?: number; bytesTotal?: number }[];
   /** Devices whose desired release becomes the rollout's (state becomes notified, or healthy if they run it already). */
   notify?: string[];
@@ -100,6 +100,8 @@ export interface RolloutStore {
   listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]>;
   /** Unscoped, for the engine: every running or paused rollout. */
   activeRollouts(): Promise<{ orgId: string; id: string }[]>;
+  /** Devices of the organization whose latest release step was a failure or a rollback. */
+  unhealthyDevices(orgId: string): Promise<Set<string>>;
   /** The running or paused rollout that holds the device, if any. */
   claimOf(orgId: string, deviceId: string): Promise<string | undefined>;
   /**
@@ -261,6 +263,19 @@ export class KyselyRolloutStore implements RolloutStore {
     return rows.map((r) => ({ orgId: r.org_id, id: r.id }));
   }
 
+  async unhealthyDevices(orgId: string): Promise<Set<string>> {
+    const rows = await this.db
+      .selectFrom("release_steps as rs")
+      .select("rs.device_id")
+      .where("rs.org_id", "=", orgId)
+      .where("rs.step", "in", ["failed", "rolled-back"])
+      .where("rs.seq", "=", (eb) =>
+        eb.selectFrom("release_steps as r2").select((e) => e.fn.max("r2.seq").as("m")).whereRef("r2.device_id", "=", "rs.device_id"),
+      )
+      .execute();
+    return new Set(rows.map((r) => r.device_id));
+  }
+
   async claimOf(orgId: string, deviceId: string): Promise<string | undefined> {
     const r = await this.db.selectFrom("rollout_claims").select("rollout_id").where("org_id", "=", orgId).where("device_id", "=", deviceId).executeTakeFirst();
     return r?.rollout_id;
@@ -334,6 +349,7 @@ export class KyselyRolloutStore implements RolloutStore {
           current_wave: next.currentWave,
           wave_finished_at: next.waveFinishedAt,
           approved_wave: next.approvedWave,
+          tolerated_failures: next.toleratedFailures,
           updated_at: now,
           version: next.version,
         })
