@@ -7,6 +7,7 @@ import { registerDeviceCommands } from "./commands/device.ts";
 import { registerIdCommand } from "./commands/id.ts";
 import { registerOrgCommands } from "./commands/org.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
+import { registerRolloutCommands } from "./commands/rollout.ts";
 import type { Run } from "./commands/run.ts";
 import { registerUpCommand } from "./commands/up.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
@@ -49,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
   registerAccessCommands(program, target, run);
   registerDeviceCommands(program, target, run);
   registerOrgCommands(program, target, run);
+  registerRolloutCommands(program, target, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -12,6 +12,7 @@ import {
   verifyCoordinatorProof,
   type ClosableTransport,
 } from "@flotilla/protocol";
+import type { DescService } from "@bufbuild/protobuf";
 import { UsageError } from "../errors.ts";
 import { Credentials, type CoordinatorEntry } from "./credentials.ts";
 
@@ -119,7 +120,12 @@ export async function targetUrl(target: AdminTarget): Promise<string> {
  * A client for admin calls. Uses the recorded session and logs in again, once, when the session
  * has expired or the coordinator no longer knows it.
  */
-export async function adminClient(target: AdminTarget): Promise<AdminClient> {
+export function adminClient(target: AdminTarget): Promise<AdminClient> {
+  return serviceClient(target, adminv1.AdminService);
+}
+
+/** A client of any admin-side service, authenticated as {@link adminClient} is. */
+export async function serviceClient<S extends DescService>(target: AdminTarget, service: S): Promise<Client<S>> {
   const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
   const known = (await creds.context()).coordinators[url];
@@ -131,7 +137,7 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
       interceptors: [bearerInterceptor(() => target.apiToken)],
     });
     openConnections.add(close);
-    return createClient(adminv1.AdminService, transport);
+    return createClient(service, transport);
   }
   const org = target.org;
   const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
@@ -163,7 +169,7 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
     opened = await coordinatorTransport({ url, pin: entry.pin, interceptors: [relogin(), bearerInterceptor(() => token)] });
   }
   openConnections.add(opened.close);
-  return createClient(adminv1.AdminService, opened.transport);
+  return createClient(service, opened.transport);
 }
 
 const openConnections = new Set<() => void>();
