@@ -6,6 +6,7 @@ import { registerAccessCommands } from "./commands/access.ts";
 import { registerDeviceCommands } from "./commands/device.ts";
 import { registerIdCommand } from "./commands/id.ts";
 import { registerOrgCommands } from "./commands/org.ts";
+import { registerReleaseCommands } from "./commands/release.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import type { Run } from "./commands/run.ts";
 import { registerUpCommand } from "./commands/up.ts";
@@ -49,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
   registerAccessCommands(program, target, run);
   registerDeviceCommands(program, target, run);
   registerOrgCommands(program, target, run);
+  registerReleaseCommands(program, target, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

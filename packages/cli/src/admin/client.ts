@@ -10,6 +10,7 @@ import {
   newNonce,
   verifyCoordinatorProof,
 } from "@flotilla/protocol";
+import type { DescService } from "@bufbuild/protobuf";
 import { UsageError } from "../errors.ts";
 import { Credentials, type CoordinatorEntry } from "./credentials.ts";
 
@@ -112,7 +113,12 @@ export async function targetUrl(target: AdminTarget): Promise<string> {
  * A client for admin calls. Uses the recorded session and logs in again, once, when the session
  * has expired or the coordinator no longer knows it.
  */
-export async function adminClient(target: AdminTarget): Promise<AdminClient> {
+export function adminClient(target: AdminTarget): Promise<AdminClient> {
+  return serviceClient(target, adminv1.AdminService);
+}
+
+/** A client of any admin-side service, authenticated as {@link adminClient} is. */
+export async function serviceClient<S extends DescService>(target: AdminTarget, service: S): Promise<Client<S>> {
   const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
   const known = (await creds.context()).coordinators[url];
@@ -124,7 +130,7 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
       interceptors: [bearerInterceptor(() => target.apiToken)],
     });
     openConnections.add(close);
-    return createClient(adminv1.AdminService, transport);
+    return createClient(service, transport);
   }
   const org = target.org;
   const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
@@ -148,7 +154,24 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
     interceptors: [relogin, bearerInterceptor(() => token)],
   });
   openConnections.add(close);
-  return createClient(adminv1.AdminService, transport);
+  return createClient(service, transport);
+}
+
+/**
+ * The coordinator's URL and pin and a bearer token for its plain-HTTP endpoints (artifact
+ * uploads), logging in first when the recorded session is missing or about to expire.
+ */
+export async function adminBearer(target: AdminTarget): Promise<{ url: string; pin: string | undefined; token: string }> {
+  const creds = new Credentials(target.home, target.keyFile);
+  const url = await targetUrl(target);
+  const known = (await creds.context()).coordinators[url];
+  if (target.apiToken) return { url, pin: known?.pin ?? (await firstUsePin(url)), token: target.apiToken };
+  const org = target.org;
+  const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
+  let entry = known;
+  const current = sessionOf(entry);
+  if (!current || current.expiresAt < Date.now() + 30_000) entry = await login(creds, url, { organization: org });
+  return { url, pin: entry?.pin, token: sessionOf(entry)?.token ?? "" };
 }
 
 const openConnections = new Set<() => void>();
