@@ -209,7 +209,12 @@ export class BundleActivator implements Activator {
     if (j) await clearJournal(layout);
     const cur = await this.currentRecord(layout);
     if (!cur) return interrupted ? { outcome: "failed", error: interrupted, current: undefined } : undefined;
-    await this.start(layout, cur, events);
+    const sup = await this.start(layout, cur, events);
+    const why = await checkHealth(cur.meta.health, sup, layout.releaseDir(cur.id), this.env(cur, layout), this.timing, never);
+    if (why !== undefined) {
+      // Nothing to go back to outside an activation: keep supervising it, and say so.
+      return { outcome: "failed", error: `${cur.meta.version} is unhealthy after restart: ${why}`, current: installedOf(cur) };
+    }
     if (interrupted) return { outcome: "rolled-back", error: interrupted, current: installedOf(cur) };
     return { outcome: "healthy", current: installedOf(cur) };
   }
