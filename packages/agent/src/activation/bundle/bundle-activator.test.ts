@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { lstat, mkdtemp, readdir, readlink, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -188,5 +189,29 @@ describe("bundle activation", () => {
     expect(outcomes.get("web")).toMatchObject({ outcome: "healthy", current: { version: "1.0.0" } });
     await waitFor("the service to answer", () => served(port));
     expect(await processesUnder(root)).toHaveLength(1);
+  });
+
+  it("recovers by stopping an untracked copy of the service (no pidfile) before starting its own", async () => {
+    const port = await freePort();
+    const a1 = await serverBundle(work, "v1", { port });
+    await activator.activate({ meta: serviceMeta("web", "1.0.0", 1, port), sha256: a1.sha256, artifactPath: a1.path }, events, signal);
+    await activator.close();
+    const releaseDir = join(root, "web", "releases", `1-${a1.sha256.slice(0, 12)}`);
+    const stray = spawn(process.execPath, ["server.mjs"], {
+      cwd: releaseDir,
+      env: { FLOTILLA_RELEASE_DIR: releaseDir, FLOTILLA_VERSION: "stray" },
+      detached: true,
+      stdio: "ignore",
+    });
+    await waitFor("the stray copy to answer", async () => (await served(port))?.startsWith("stray"));
+
+    activator = newActivator();
+    const outcomes = await activator.recover(events);
+
+    expect(outcomes.get("web")?.outcome).toBe("healthy");
+    expect((await served(port))?.split(" ")[0]).toBe("1.0.0");
+    const pids = await processesUnder(root);
+    expect(pids).toHaveLength(1);
+    expect(pids).not.toContain(stray.pid);
   });
 });
