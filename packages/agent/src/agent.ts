@@ -17,6 +17,8 @@ import {
 import { agentClient, connect, greet, type Connection } from "./connection.ts";
 import { collectFacts } from "./facts/index.ts";
 import { Outbox } from "./outbox/outbox.ts";
+import type { Activator } from "./activation/activator.ts";
+import { setupReleases } from "./releases/wiring.ts";
 import { StateDir, type Enrollment } from "./state.ts";
 import { backoffDelay, sleep, Wakeup } from "./wakeup.ts";
 
@@ -30,6 +32,10 @@ export interface AgentOptions {
   watchTimeoutMs: number;
   backoffMinMs: number;
   backoffMaxMs: number;
+  /** Activators for release kinds (bundle, nixos, ...); those available() here are declared as capabilities. */
+  activators?: Activator[];
+  /** Caps release downloads (bytes per second); 0 or unset for no cap. */
+  downloadBytesPerSecond?: number;
 }
 
 /** Why the agent stopped. */
@@ -139,6 +145,18 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
   const outboxChanged = new Wakeup();
   const offAppend = outbox.onAppend(() => outboxChanged.notify());
   let lastStatusGeneration = (await state.readApplied())?.generation ?? -1;
+  let connectedAt: number | undefined;
+  const releases = await setupReleases({
+    stateDir: opts.stateDir,
+    activators: opts.activators ?? [],
+    connection: () => current && { url: enrollment.url, pin: enrollment.pin, token: current.session.sessionToken },
+    connectedSince: () => (current ? connectedAt : undefined),
+    queue: (body) => queue("release", body),
+    bytesPerSecond: opts.downloadBytesPerSecond ?? 0,
+    backoffMinMs: opts.backoffMinMs,
+    backoffMaxMs: opts.backoffMaxMs,
+    log,
+  });
 
   async function sendLoop(): Promise<void> {
     while (!stop.signal.aborted) {
@@ -177,7 +195,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
   async function factsLoop(): Promise<void> {
     while (!stop.signal.aborted) {
       try {
-        const facts = await collectFacts({ agentVersion: VERSION, capabilities: [] });
+        const facts = await collectFacts({ agentVersion: VERSION, capabilities: releases.capabilities });
         const sha = factsFingerprint(facts);
         if (sha !== (await state.readFactsFingerprint())) {
           await queue("facts", { case: "facts", value: facts });
@@ -198,6 +216,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
       return lifecycle === commonv1.Lifecycle.DECOMMISSIONED ? "decommissioned" : "rejected";
     }
     const generation = Number(desired.generation);
+    releases.manager.setDesired(desired.releases);
     await state.writeApplied({ generation, labels: desired.labels, lifecycle: commonv1.Lifecycle[lifecycle] ?? "" });
     if (generation !== lastStatusGeneration) {
       await queue("status", { case: "status", value: create(agentv1.StatusSchema, { observedGeneration: desired.generation, labels: desired.labels }) });
@@ -226,9 +245,11 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
           await state.writeEnrollment(e);
         }
         heard();
-        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [] }, { signal: streamAbort.signal });
+        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: releases.capabilities }, { signal: streamAbort.signal });
         current = conn;
+        connectedAt = Date.now();
         connectionChanged.notify();
+        releases.connectionChanged.notify();
         for await (const msg of stream) {
           heard();
           if (msg.event.case === "desired") {
@@ -247,6 +268,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
         stop.signal.removeEventListener("abort", abortStream);
         current = undefined;
         connectionChanged.notify();
+        releases.connectionChanged.notify();
         conn?.close();
       }
       await sleep(backoffDelay(attempt, opts.backoffMinMs, opts.backoffMaxMs), stop.signal);
@@ -255,7 +277,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
   }
 
   log.info("agent running", { device: enrollment.deviceId, name: enrollment.name, coordinator: enrollment.url });
-  const background = [sendLoop(), factsLoop()];
+  const background = [sendLoop(), factsLoop(), releases.manager.run(stop.signal)];
   let exit: AgentExit;
   try {
     exit = await watchLoop(enrollment);
@@ -264,6 +286,7 @@ export async function runAgent(opts: AgentOptions, log: Logger, signal: AbortSig
     signal.removeEventListener("abort", onAbort);
     offAppend();
     await Promise.allSettled(background);
+    await releases.close();
     await outbox.close();
   }
   if (exit !== "stopped") {

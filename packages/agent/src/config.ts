@@ -56,4 +56,12 @@ export const agentOptionSpecs = defineOptions({
     default: 30_000,
     doc: "longest reconnect delay",
   },
+  downloadBytesPerSecond: {
+    flag: "download-bytes-per-second",
+    env: "FLOTILLA_DOWNLOAD_BYTES_PER_SECOND",
+    key: "download_bytes_per_second",
+    schema: z.coerce.number().int().min(0),
+    default: 0,
+    doc: "caps release downloads, for slow or metered links; 0 for no cap",
+  },
 });

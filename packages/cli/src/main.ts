@@ -6,6 +6,7 @@ import { registerAccessCommands } from "./commands/access.ts";
 import { registerDeviceCommands } from "./commands/device.ts";
 import { registerIdCommand } from "./commands/id.ts";
 import { registerOrgCommands } from "./commands/org.ts";
+import { registerReleaseCommands } from "./commands/release.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import { registerRolloutCommands } from "./commands/rollout.ts";
 import type { Run } from "./commands/run.ts";
@@ -15,9 +16,13 @@ import { describeError, exitCodeFor } from "./errors.ts";
 /** Runs the `flotilla` program with these arguments; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
+  // Only as the sole argument: a global --version option would swallow `release create --version`.
+  if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
   const program = new Command("flotilla")
-    .description("Flotilla: fleet management and deployment for NixOS and Linux machines")
-    .version(VERSION)
+    .description(`Flotilla ${VERSION}: fleet management and deployment for NixOS and Linux machines (flotilla --version prints the version)`)
     .option("--coordinator <url>", "the coordinator to talk to (default: the one logged in to) [FLOTILLA_COORDINATOR]")
     .option("--key <file>", "admin key to use: an OpenSSH ed25519 key or a Flotilla key file (default: $FLOTILLA_HOME/admin.key) [FLOTILLA_ADMIN_KEY]")
     .option("--org <name>", "the organization to act in (default: your key's first) [FLOTILLA_ORG]")
@@ -50,6 +55,7 @@ export async function main(argv: string[]): Promise<number> {
   registerAccessCommands(program, target, run);
   registerDeviceCommands(program, target, run);
   registerOrgCommands(program, target, run);
+  registerReleaseCommands(program, target, run);
   registerRolloutCommands(program, target, run);
 
   try {

@@ -172,6 +172,23 @@ export async function serviceClient<S extends DescService>(target: AdminTarget, 
   return createClient(service, opened.transport);
 }
 
+/**
+ * The coordinator's URL and pin and a bearer token for its plain-HTTP endpoints (artifact
+ * uploads), logging in first when the recorded session is missing or about to expire.
+ */
+export async function adminBearer(target: AdminTarget): Promise<{ url: string; pin: string | undefined; token: string }> {
+  const creds = new Credentials(target.home, target.keyFile);
+  const url = await targetUrl(target);
+  const known = (await creds.context()).coordinators[url];
+  if (target.apiToken) return { url, pin: known?.pin ?? (await firstUsePin(url)), token: target.apiToken };
+  const org = target.org;
+  const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
+  let entry = known;
+  const current = sessionOf(entry);
+  if (!current || current.expiresAt < Date.now() + 30_000) entry = await login(creds, url, { organization: org });
+  return { url, pin: entry?.pin, token: sessionOf(entry)?.token ?? "" };
+}
+
 const openConnections = new Set<() => void>();
 
 /** Closes the connections of every admin client made in this process, so it can exit. */

@@ -5,7 +5,7 @@ import { checkHealth, defaultHealthTiming, type HealthTiming } from "./health.ts
 import { installRelease, prune, removeTempFiles } from "./install.ts";
 import { clearJournal, readJournal, writeJournal, type JournalEntry } from "./journal.ts";
 import { installedOf, listNames, NameLayout, releaseId, type ReleaseRecord } from "./layout.ts";
-import { stopOrphan } from "./process-group.ts";
+import { stopOrphan, sweepReleaseProcesses } from "./process-group.ts";
 import { Supervisor } from "./supervisor.ts";
 import { defaultUnpackLimits, type UnpackLimits } from "./unpack.ts";
 
@@ -52,6 +52,7 @@ export class BundleActivator implements Activator {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly timing: HealthTiming;
   private readonly limits: UnpackLimits;
+  private closed = false;
 
   constructor(private readonly opts: BundleActivatorOptions) {
     this.timing = { ...defaultHealthTiming, ...opts.health };
@@ -72,6 +73,7 @@ export class BundleActivator implements Activator {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     const sups = [...this.supervisors.values()];
     this.supervisors.clear();
     await Promise.all(sups.map((s) => s.stop()));
@@ -185,6 +187,8 @@ export class BundleActivator implements Activator {
   /** Finishes or undoes what a crash interrupted for one name, then runs its current release. */
   private async recoverName(layout: NameLayout, events: ActivationEvents): Promise<ActivationOutcome | undefined> {
     await this.stopRunning(layout);
+    const swept = await sweepReleaseProcesses(layout.releasesDir, this.opts.killGraceMs ?? 10_000);
+    if (swept.length > 0) this.opts.log.warn("stopped untracked processes of this release", { name: layout.name, groups: swept });
     await removeTempFiles(layout);
     const j = await readJournal(layout);
     const step = j?.step;
@@ -209,7 +213,12 @@ export class BundleActivator implements Activator {
     if (j) await clearJournal(layout);
     const cur = await this.currentRecord(layout);
     if (!cur) return interrupted ? { outcome: "failed", error: interrupted, current: undefined } : undefined;
-    await this.start(layout, cur, events);
+    const sup = await this.start(layout, cur, events);
+    const why = await checkHealth(cur.meta.health, sup, layout.releaseDir(cur.id), this.env(cur, layout), this.timing, never);
+    if (why !== undefined) {
+      // Nothing to go back to outside an activation: keep supervising it, and say so.
+      return { outcome: "failed", error: `${cur.meta.version} is unhealthy after restart: ${why}`, current: installedOf(cur) };
+    }
     if (interrupted) return { outcome: "rolled-back", error: interrupted, current: installedOf(cur) };
     return { outcome: "healthy", current: installedOf(cur) };
   }
@@ -230,6 +239,8 @@ export class BundleActivator implements Activator {
 
   private async start(layout: NameLayout, rec: ReleaseRecord, events: ActivationEvents): Promise<Supervisor> {
     const name = rec.meta.name;
+    // An activation still running at shutdown stops here; its journal lets recover() finish it.
+    if (this.closed) throw new Error("bundle activator is closed");
     const sup = new Supervisor({
       name,
       release: rec.id,

@@ -100,6 +100,7 @@ export async function checkHealth(
   const hasCheck = spec?.upSeconds !== undefined || spec?.command !== undefined || spec?.http !== undefined;
   const upMs = spec?.upSeconds !== undefined ? spec.upSeconds * 1000 : hasCheck ? 0 : timing.defaultUpMs;
 
+  if (upMs > windowMs) return `upSeconds (${upMs / 1000}) exceeds the health window (${windowMs / 1000} s)`;
   const ctl = new AbortController();
   const onAbort = (): void => ctl.abort();
   signal.addEventListener("abort", onAbort, { once: true });
@@ -110,13 +111,11 @@ export async function checkHealth(
     unsubscribe = sup.onExit((e) => fail(e.reason));
   });
   const aborted = new Promise<never>((_, reject) => {
-    const fail = (): void => reject(new Unhealthy("activation aborted"));
-    if (signal.aborted) fail();
-    signal.addEventListener("abort", fail, { once: true });
+    if (signal.aborted) reject(new Unhealthy("activation aborted"));
+    ctl.signal.addEventListener("abort", () => reject(new Unhealthy("activation aborted")), { once: true });
   });
   const checks: Promise<void>[] = [];
   if (upMs > 0) {
-    if (upMs > windowMs) return `upSeconds (${upMs / 1000}) exceeds the health window (${windowMs / 1000} s)`;
     checks.push(sleep(upMs, undefined, { signal: ctl.signal }).catch(() => undefined));
   }
   const command = spec?.command;
@@ -135,10 +134,10 @@ export async function checkHealth(
     if (err instanceof Unhealthy) return err.message;
     throw err;
   } finally {
-    ctl.abort();
-    unsubscribe();
-    signal.removeEventListener("abort", onAbort);
     exited.catch(() => undefined);
     aborted.catch(() => undefined);
+    unsubscribe();
+    signal.removeEventListener("abort", onAbort);
+    ctl.abort();
   }
 }

@@ -110,3 +110,28 @@ export async function stopOrphan(pidPath: string, graceMs: number): Promise<bool
   await removePidRecord(pidPath);
   return stopped;
 }
+
+/**
+ * Stops every process group with a member whose environment holds `FLOTILLA_RELEASE_DIR=` under
+ * `releasesDir`: the copies of a release name a crashed agent left running even where the
+ * pidfile could not tell (a crash between spawning and writing it). Reads /proc/<pid>/environ of
+ * every process, so it runs once per name at recovery, not per activation. Returns the groups.
+ */
+export async function sweepReleaseProcesses(releasesDir: string, graceMs: number): Promise<number[]> {
+  const marker = `FLOTILLA_RELEASE_DIR=${releasesDir}/`;
+  const groups = new Set<number>();
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    let environ: string;
+    try {
+      environ = await readFile(`/proc/${entry}/environ`, "utf8");
+    } catch {
+      continue;
+    }
+    if (!environ.split("\0").some((e) => e.startsWith(marker))) continue;
+    const st = await procStat(entry);
+    if (st && st.state !== "Z" && st.pgid > 1 && st.pgid !== process.pid) groups.add(st.pgid);
+  }
+  for (const pgid of groups) await stopGroup(pgid, graceMs);
+  return [...groups];
+}

@@ -51,12 +51,20 @@ export class Supervisor {
   private child: ChildProcess | undefined;
   private stopping = false;
   private failures = 0;
+  private restarting = false;
   private restartTimer: NodeJS.Timeout | undefined;
   private readonly exitListeners = new Set<(e: ExitInfo) => void>();
   private exited: Promise<void> = Promise.resolve();
   private spawning: Promise<void> = Promise.resolve();
 
   constructor(readonly opts: SupervisorOptions) {}
+
+  /** `running`, `restarting` (waiting out the backoff), `exited` (for good, per policy) or `stopped`. */
+  get state(): "running" | "restarting" | "exited" | "stopped" {
+    if (this.stopping) return "stopped";
+    if (this.child) return "running";
+    return this.restarting ? "restarting" : "exited";
+  }
 
   /** The pid of the running group leader, if one runs. */
   get pid(): number | undefined {
@@ -129,6 +137,8 @@ export class Supervisor {
 
   private async handleExit(child: ChildProcess, info: ExitInfo, ranMs: number): Promise<void> {
     const o = this.opts;
+    const failed = info.code !== 0 || info.signal !== null;
+    this.restarting = !this.stopping && (o.restart === "always" || (o.restart === "on-failure" && failed));
     this.exits++;
     this.lastExit = info;
     if (this.child === child) this.child = undefined;
@@ -141,9 +151,7 @@ export class Supervisor {
     } catch (e) {
       o.log.error("could not stop the rest of the process group", { error: (e as Error).message });
     }
-    const failed = info.code !== 0 || info.signal !== null;
-    const restart = o.restart === "always" || (o.restart === "on-failure" && failed);
-    if (!restart || this.stopping) return;
+    if (!this.restarting || this.stopping) return;
     this.failures = ranMs > o.backoffMaxMs ? 0 : this.failures + 1;
     const delay = Math.min(o.backoffMaxMs, o.backoffMinMs * 2 ** Math.max(0, this.failures - 1));
     this.restartTimer = setTimeout(() => {
