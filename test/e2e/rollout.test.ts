@@ -42,7 +42,7 @@ describe("rollouts in waves", () => {
 
     const list = await fleet.adminJson<{ id: string; status: string; createdAt: string }[]>(["rollout", "ls"]);
     expect(list).toEqual([expect.objectContaining({ id: r.id, status: "completed", createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) })]);
-  });
+  }, 180_000);
 
   it("pauses when failing health checks cross the threshold, and leaves the rest of the fleet untouched", async () => {
     const fleet = await signingFleet(sb);
@@ -73,7 +73,7 @@ describe("rollouts in waves", () => {
 
     const device = await fleet.adminJson<{ releases: { name: string; current: { version: string } | null }[] }>(["device", "show", "sw-01"]);
     expect(device.releases.find((x) => x.name === "webapp")?.current?.version ?? "").toBe("");
-  });
+  }, 180_000);
 
   it("plans and starts the same assignment device for device, listing apart the devices that cannot take it and those offline", async () => {
     const fleet = await signingFleet(sb);
@@ -116,7 +116,7 @@ describe("rollouts in waves", () => {
     expect(again.stderr).toMatch(new RegExp(`^error: device sw-\\d\\d is already in rollout ${started.id}, which is still active`, "m"));
     const list = await fleet.adminJson<RolloutJson[]>(["rollout", "ls"]);
     expect(list.map((x) => x.id)).toEqual([started.id]);
-  });
+  }, 180_000);
 
   it("refuses an unknown release, an empty selection, waves that do not add up and an invalid selector before starting anything", async () => {
     const fleet = await signingFleet(sb);
@@ -139,5 +139,5 @@ describe("rollouts in waves", () => {
       }
     }
     expect(await fleet.adminJson<unknown[]>(["rollout", "ls"])).toEqual([]);
-  });
+  }, 180_000);
 });
