@@ -2,8 +2,9 @@
  * Helpers for the signed-release tests: a fleet with a signing key, an agent that declares the
  * bundle kind, artifacts, and raw access to the coordinator's upload endpoint and data directory.
  */
+import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
 import { Fleet, waitFor, type Proc, type Sandbox } from "./harness.ts";
@@ -41,6 +42,7 @@ export async function bundleAgent(fleet: Fleet, sb: Sandbox, extra: string[] = [
   const join = await fleet.joinToken(["--auto-approve"]);
   const stateDir = await sb.dir("flotilla-agent-");
   const agent = fleet.startAgent(stateDir, join, extra);
+  sb.onCleanup(() => killProcessesUnder(stateDir));
   const name = await waitFor(
     "the agent online, declaring release:bundle",
     async () => {
@@ -63,7 +65,8 @@ export async function artifact(dir: string, file: string, bytes: number): Promis
 
 /** `release create` with the owner's key; throws on failure. */
 export async function createRelease(fleet: Fleet, file: string, name: string, version: string, extra: string[] = []): Promise<void> {
-  const r = await fleet.admin(["release", "create", file, "--name", name, "--version", version, "--run", "bin/app", ...extra]);
+  const run = extra.includes("--run") ? [] : ["--run", "bin/app"];
+  const r = await fleet.admin(["release", "create", file, "--name", name, "--version", version, ...run, ...extra]);
   if (r.code !== 0) throw new Error(`release create failed (${r.code}): ${r.stderr}`);
 }
 
@@ -147,4 +150,59 @@ export function patchUpload(
 export async function uploadState(fleet: Fleet, token: string, sha: string, length: number): Promise<{ complete: boolean; offset: number }> {
   const res = await fetch(`${fleet.url}/artifacts/v1/${sha}`, { headers: { authorization: `Bearer ${token}`, "upload-length": String(length) } });
   return (await res.json()) as { complete: boolean; offset: number };
+}
+
+/** Kills what a test's releases left running: every process whose working directory is under `dir`. */
+export async function killProcessesUnder(dir: string): Promise<void> {
+  for (const pid of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
+    if (cwd.startsWith(dir)) {
+      try {
+        process.kill(Number(pid), "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+/** A small HTTP service: `/healthz` answers `health` (default 200), `/` answers the version. */
+const SERVER = `
+import { readFileSync } from "node:fs";
+import { createServer } from "node:http";
+const cfg = JSON.parse(readFileSync("config.json", "utf8"));
+createServer((req, res) => {
+  if (req.url === "/healthz") { res.statusCode = cfg.health; res.end("health"); return; }
+  res.end(process.env.FLOTILLA_VERSION ?? "");
+}).listen(cfg.port, "127.0.0.1");
+`;
+
+/**
+ * A real bundle: a tar.gz with server.mjs (run it with `node server.mjs`) listening on `port`,
+ * plus `padding` random bytes, to make downloads take a while.
+ */
+export async function bundleTarball(dir: string, file: string, opts: { port: number; health?: number; padding?: number }): Promise<{ path: string; data: Buffer }> {
+  const src = join(dir, `${file}.src`);
+  await mkdir(src, { recursive: true });
+  await writeFile(join(src, "server.mjs"), SERVER);
+  await writeFile(join(src, "config.json"), JSON.stringify({ port: opts.port, health: opts.health ?? 200 }));
+  if (opts.padding) await writeFile(join(src, "padding.bin"), randomBytes(opts.padding));
+  const path = join(dir, file);
+  execFileSync("tar", ["-czf", path, "-C", src, "."]);
+  return { path, data: await readFile(path) };
+}
+
+/** `--run` and `--health-http` for a bundleTarball on `port`. */
+export function serverFlags(port: number, extra: string[] = []): string[] {
+  return ["--run", "node server.mjs", "--health-http", `http://127.0.0.1:${port}/healthz`, "--health-window-seconds", "20", ...extra];
+}
+
+/** What the release's service on `port` answers at `/`, or undefined when nothing answers. */
+export async function served(port: number): Promise<string | undefined> {
+  try {
+    return await (await fetch(`http://127.0.0.1:${port}/`)).text();
+  } catch {
+    return undefined;
+  }
 }

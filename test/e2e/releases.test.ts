@@ -6,8 +6,21 @@
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Sandbox, waitFor } from "./harness.ts";
-import { artifact, bundleAgent, createRelease, deviceReleases, sha256, signedFleet, tufDir, waitForEnd, type StepJson } from "./releases-harness.ts";
+import { freePort, Sandbox, waitFor } from "./harness.ts";
+import {
+  artifact,
+  bundleAgent,
+  bundleTarball,
+  createRelease,
+  deviceReleases,
+  served,
+  serverFlags,
+  sha256,
+  signedFleet,
+  tufDir,
+  waitForEnd,
+  type StepJson,
+} from "./releases-harness.ts";
 
 let sb: Sandbox;
 beforeEach(() => {
@@ -27,9 +40,6 @@ async function staged(stateDir: string): Promise<string[]> {
 
 const names = (steps: StepJson[]) => steps.map((s) => s.step);
 
-// These need an agent that declares `release:bundle`, i.e. the bundle activator. Until it is
-// merged they are listed as todo (not skipped); with it, this line becomes `const agentIt = it;`.
-const agentIt = it.todo as unknown as typeof it;
 
 describe("releases refused by the coordinator", () => {
   it("refuses to deploy a kind the device does not declare", async () => {
@@ -47,12 +57,13 @@ describe("releases refused by the coordinator", () => {
 });
 
 describe("releases verified by the agent", () => {
-  agentIt("installs a release and reports each step with its time; device show prints current and desired", async () => {
+  it("installs a release and reports each step with its time; device show prints current and desired", async () => {
     const fleet = await signedFleet(sb);
     const { name, stateDir } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
-    const { path, data } = await artifact(dir, "app.tar.gz", 200_000);
-    await createRelease(fleet, path, "app", "1.0.0");
+    const port = await freePort();
+    const { path, data } = await bundleTarball(dir, "app.tar.gz", { port, padding: 200_000 });
+    await createRelease(fleet, path, "app", "1.0.0", serverFlags(port));
     const deploy = await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
     expect(deploy.code, deploy.stderr).toBe(0);
 
@@ -62,6 +73,7 @@ describe("releases verified by the agent", () => {
     const done = steps.filter((s) => s.step === "downloading").at(-1)!;
     expect([done.bytesDone, done.bytesTotal]).toEqual([data.length, data.length]);
     for (const s of steps) expect(Date.parse(s.time)).toBeGreaterThan(Date.now() - 600_000);
+    expect(await served(port)).toBe("1.0.0");
 
     const show = await deviceReleases(fleet, name);
     expect(show.releases).toEqual([
@@ -73,7 +85,7 @@ describe("releases verified by the agent", () => {
     expect(await staged(stateDir)).toEqual([]);
   });
 
-  agentIt("refuses an artifact altered in the coordinator's store after signing, before activating it", async () => {
+  it("refuses an artifact altered in the coordinator's store after signing, before activating it", async () => {
     const fleet = await signedFleet(sb);
     const { name, stateDir } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
@@ -94,7 +106,7 @@ describe("releases verified by the agent", () => {
     expect((await deviceReleases(fleet, name)).releases[0]?.current).toBeNull();
   });
 
-  agentIt("refuses targets metadata edited in the coordinator's data directory, before downloading", async () => {
+  it("refuses targets metadata edited in the coordinator's data directory, before downloading", async () => {
     const fleet = await signedFleet(sb);
     const { name, stateDir } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
@@ -113,7 +125,7 @@ describe("releases verified by the agent", () => {
     expect(await staged(stateDir)).toEqual([]);
   });
 
-  agentIt("refuses expired timestamp metadata, before downloading", async () => {
+  it("refuses expired timestamp metadata, before downloading", async () => {
     const fleet = await signedFleet(sb, ["--tuf-timestamp-ttl-ms", "4000", "--tuf-refresh-ms", "3600000"]);
     const { name, stateDir } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
@@ -129,7 +141,7 @@ describe("releases verified by the agent", () => {
     expect(await staged(stateDir)).toEqual([]);
   });
 
-  agentIt("refuses a release for another architecture, before downloading", async () => {
+  it("refuses a release for another architecture, before downloading", async () => {
     const fleet = await signedFleet(sb);
     const { name, stateDir } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
@@ -142,12 +154,13 @@ describe("releases verified by the agent", () => {
     expect(await staged(stateDir)).toEqual([]);
   });
 
-  agentIt("refuses a replayed older release once a newer one runs", async () => {
+  it("refuses a replayed older release once a newer one runs", async () => {
     const fleet = await signedFleet(sb);
     const { name } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
-    await createRelease(fleet, (await artifact(dir, "app-1.tar.gz", 10_000)).path, "app", "1.0.0");
-    await createRelease(fleet, (await artifact(dir, "app-2.tar.gz", 10_000)).path, "app", "2.0.0");
+    const port = await freePort();
+    await createRelease(fleet, (await bundleTarball(dir, "app-1.tar.gz", { port })).path, "app", "1.0.0", serverFlags(port));
+    await createRelease(fleet, (await bundleTarball(dir, "app-2.tar.gz", { port })).path, "app", "2.0.0", serverFlags(port));
     await fleet.admin(["device", "deploy", name, "app@2.0.0"]);
     expect((await waitForEnd(fleet, name, "app/2/app-2.tar.gz")).at(-1)!.step).toBe("healthy");
 
@@ -156,14 +169,16 @@ describe("releases verified by the agent", () => {
     expect(names(steps)).toEqual(["checking", "failed"]);
     expect(steps[1]!.error).toContain("refusing app 1.0.0 (#1): lower than the installed 2.0.0 (#2)");
     expect((await deviceReleases(fleet, name)).releases[0]?.current).toEqual({ version: "2.0.0", counter: 2 });
+    expect(await served(port)).toBe("2.0.0");
   });
 
-  agentIt("resumes the download after a kill -9 of the agent mid-download, and ends healthy", async () => {
+  it("resumes the download after a kill -9 of the agent mid-download, and ends healthy", async () => {
     const fleet = await signedFleet(sb);
     const { agent, name, stateDir } = await bundleAgent(fleet, sb, ["--download-bytes-per-second", "1500000"]);
     const dir = await sb.dir();
-    const { path, data } = await artifact(dir, "app.tar.gz", 6 * 1024 * 1024);
-    await createRelease(fleet, path, "app", "1.0.0");
+    const port = await freePort();
+    const { path, data } = await bundleTarball(dir, "app.tar.gz", { port, padding: 6 * 1024 * 1024 });
+    await createRelease(fleet, path, "app", "1.0.0", serverFlags(port));
     await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
 
     const part = join(stateDir, "releases", "staging", `${sha256(data)}.part`);
@@ -179,6 +194,52 @@ describe("releases verified by the agent", () => {
     expect(downloads.filter((s) => s.bytesDone === 0)).toHaveLength(1);
     expect(downloads.some((s) => s.bytesDone === partial)).toBe(true);
     expect(names(steps).filter((s) => s === "checking")).toHaveLength(1);
+    expect(names(steps).filter((s) => s === "activating")).toHaveLength(1);
+    expect(await served(port)).toBe("1.0.0");
+  });
+
+  it("rolls back a release whose health check fails, and the old one keeps running", async () => {
+    const fleet = await signedFleet(sb);
+    const { name } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const port = await freePort();
+    await createRelease(fleet, (await bundleTarball(dir, "app-1.tar.gz", { port })).path, "app", "1.0.0", serverFlags(port));
+    await createRelease(fleet, (await bundleTarball(dir, "app-2.tar.gz", { port, health: 500 })).path, "app", "2.0.0", serverFlags(port, ["--health-window-seconds", "4"]));
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    expect((await waitForEnd(fleet, name, "app/1/app-1.tar.gz")).at(-1)!.step).toBe("healthy");
+
+    await fleet.admin(["device", "deploy", name, "app@2.0.0"]);
+    const steps = await waitForEnd(fleet, name, "app/2/app-2.tar.gz");
+    expect(names(steps)).toEqual(expect.arrayContaining(["activating", "health-checking", "rolled-back"]));
+    expect(steps.at(-1)!.error).not.toBe("");
+    expect((await deviceReleases(fleet, name)).releases[0]?.current).toEqual({ version: "1.0.0", counter: 1 });
+    await waitFor("the old release serving again", async () => (await served(port)) === "1.0.0");
+  });
+
+  it("ends on a running, healthy release after a kill -9 of the agent during activation", async () => {
+    const fleet = await signedFleet(sb);
+    const { agent, name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const port = await freePort();
+    await createRelease(fleet, (await bundleTarball(dir, "app-1.tar.gz", { port })).path, "app", "1.0.0", serverFlags(port));
+    // Version 2 must also stay up for a while, so the kill lands while it is being checked.
+    await createRelease(fleet, (await bundleTarball(dir, "app-2.tar.gz", { port })).path, "app", "2.0.0", serverFlags(port, ["--health-up-seconds", "6"]));
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    expect((await waitForEnd(fleet, name, "app/1/app-1.tar.gz")).at(-1)!.step).toBe("healthy");
+
+    await fleet.admin(["device", "deploy", name, "app@2.0.0"]);
+    await waitFor("version 2 being health-checked", async () =>
+      (await deviceReleases(fleet, name)).steps.some((s) => s.targetPath === "app/2/app-2.tar.gz" && s.step === "health-checking"),
+    );
+    await agent.stop("SIGKILL");
+
+    fleet.startAgent(stateDir, undefined, [], "agent-restarted");
+    const steps = await waitForEnd(fleet, name, "app/2/app-2.tar.gz", 90_000);
+    const end = steps.at(-1)!;
+    expect(["healthy", "rolled-back"]).toContain(end.step);
+    const version = end.step === "healthy" ? "2.0.0" : "1.0.0";
+    expect((await deviceReleases(fleet, name)).releases[0]?.current?.version).toBe(version);
+    await waitFor(`version ${version} serving`, async () => (await served(port)) === version);
     expect(names(steps).filter((s) => s === "activating")).toHaveLength(1);
   });
 });

@@ -196,7 +196,9 @@ async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry
       await ctx.store.setObservedGeneration(orgId, deviceId, Number(entry.body.value.observedGeneration));
       return;
     case "releaseProgress":
-      await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value);
+      if (!(await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value))) {
+        ctx.log.warn("dropped invalid release progress", { device: deviceId, seq: Number(entry.seq) });
+      }
       return;
     default:
       // An entry kind this coordinator does not know (a newer agent): acknowledged and ignored.
