@@ -76,6 +76,15 @@ export class ReleaseManager {
     };
   }
 
+  /** During recover() steps name no release; the outcomes returned are reported instead. */
+  private quietEvents(): ActivationEvents {
+    return {
+      step: (step, detail) => this.opts.log.info("recovery step", { step, detail }),
+      output: (unit, stream, line) => this.opts.log.info("release output", { unit, stream, line }),
+      reachedCoordinator: this.opts.reachedCoordinator,
+    };
+  }
+
   private async report(step: ReleaseStep): Promise<void> {
     try {
       await this.opts.report(step);
@@ -137,7 +146,7 @@ export class ReleaseManager {
     for (const a of this.opts.activators) {
       let outcomes: Map<string, ActivationOutcome>;
       try {
-        outcomes = await a.recover(this.events("", ""));
+        outcomes = await a.recover(this.quietEvents());
       } catch (err) {
         this.opts.log.error("activator recovery failed", { kind: a.kind, err: describe(err) });
         continue;

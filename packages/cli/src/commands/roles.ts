@@ -93,11 +93,8 @@ export function registerRoleCommands(program: Command, run: Run): void {
       const loaded = loadRoleConfig(agentOptionSpecs, opts);
       if (opts.printConfig) return out(formatConfig(agentOptionSpecs, loaded));
       const { FatalAgentError, runAgent } = await import("@flotilla/agent");
-      const exit = await runAgent(
-        { ...loaded.values, activators: await agentActivators(loaded.values.stateDir) },
-        createLogger({ role: "agent" }),
-        stopSignal(),
-      );
+      const log = createLogger({ role: "agent" });
+      const exit = await runAgent({ ...loaded.values, activators: await agentActivators(loaded.values.stateDir, log) }, log, stopSignal());
       if (exit === "rejected") {
         throw new FatalAgentError("the coordinator's admins rejected this device; it needs a new join string");
       }

@@ -62,7 +62,7 @@ export function registerUpCommand(program: Command, home: () => string, run: Run
             env: {},
           });
           const agentStop = new AbortController();
-          const agentDone = runAgent({ ...agentConfig.values, activators: await agentActivators(agentConfig.values.stateDir) }, createLogger({ role: "agent" }), agentStop.signal);
+          const agentDone = runAgent({ ...agentConfig.values, activators: await agentActivators(agentConfig.values.stateDir, createLogger({ role: "agent" })) }, createLogger({ role: "agent" }), agentStop.signal);
           out(
             [
               `Flotilla is up: coordinator ${c.url}, data in ${dataDir}`,

@@ -31,7 +31,7 @@ export type UploadState = { complete: true; length: number } | { complete: false
  * there and their sha256 matches. Streams: memory use does not grow with the artifact's size.
  */
 export class ArtifactStore {
-  private readonly busy = new Set<string>();
+  private readonly busy = new Map<string, Promise<unknown>>();
 
   constructor(private readonly dir: string) {}
 
@@ -78,8 +78,23 @@ export class ArtifactStore {
   async append(sha256: string, length: number, offset: number, body: Readable, last: boolean): Promise<UploadState> {
     checkArgs(sha256, length);
     const key = `${sha256}-${length}`;
-    if (this.busy.has(key)) throw new UploadError("another upload of this artifact is in progress", 409);
-    this.busy.add(key);
+    // A client that reconnects after a broken upload may arrive before the server has noticed the
+    // break; give the earlier request a moment to end.
+    const earlier = this.busy.get(key);
+    if (earlier) {
+      const ended = await Promise.race([earlier.then(() => true, () => true), new Promise<false>((r) => setTimeout(() => r(false), 10_000).unref())]);
+      if (!ended || this.busy.has(key)) throw new UploadError("another upload of this artifact is in progress", 409);
+    }
+    const work = this.appendNow(sha256, length, offset, body, last);
+    this.busy.set(key, work);
+    try {
+      return await work;
+    } finally {
+      this.busy.delete(key);
+    }
+  }
+
+  private async appendNow(sha256: string, length: number, offset: number, body: Readable, last: boolean): Promise<UploadState> {
     try {
       const state = await this.state(sha256, length);
       if (state.complete) {
@@ -96,7 +111,6 @@ export class ArtifactStore {
       try {
         for await (const chunk of body as AsyncIterable<Buffer>) {
           if (have + chunk.length > length) {
-            body.destroy();
             throw new UploadError(`upload exceeds the declared length of ${length} bytes`, 413);
           }
           await file.write(chunk);
@@ -122,8 +136,6 @@ export class ArtifactStore {
     } catch (err) {
       if (err instanceof UploadError && err.status === 413) await rm(this.partPath(sha256, length), { force: true });
       throw err;
-    } finally {
-      this.busy.delete(key);
     }
   }
 }

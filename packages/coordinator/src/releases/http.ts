@@ -81,6 +81,10 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     if (req.method !== "PATCH") throw new HttpError(405, "use GET or PATCH");
     const offset = intHeader(req, UPLOAD_OFFSET_HEADER);
     const last = header(req, UPLOAD_COMPLETE_HEADER) === "?1";
+    const declared = header(req, "content-length");
+    if (declared !== null && offset + Number(declared) > length) {
+      throw new UploadError(`upload exceeds the declared length of ${length} bytes`, 413);
+    }
     const state = await artifacts.append(sha256, length, offset, req as Readable, last);
     send(res, state.complete ? 201 : 200, state.complete ? { complete: true, offset: length } : state);
   }

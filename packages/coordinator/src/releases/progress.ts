@@ -1,15 +1,13 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { agentv1, RELEASE_NAME } from "@flotilla/protocol";
 import type { DeviceRow, Store } from "../store/index.ts";
 
 const STEPS = new Set(["checking", "downloading", "verifying", "activating", "health-checking", "healthy", "failed", "rolled-back"]);
 
-/** Records one ReleaseProgress outbox entry of a device (validated: it comes from the network). */
-export async function recordReleaseProgress(store: Store, orgId: string, deviceId: string, entry: agentv1.OutboxEntry, p: agentv1.ReleaseProgress): Promise<void> {
-  if (!RELEASE_NAME.test(p.name) || p.targetPath.length > 512 || !STEPS.has(p.step) || p.currentVersion.length > 128) {
-    throw new ConnectError("invalid release progress", Code.InvalidArgument);
-  }
+/** Records one ReleaseProgress outbox entry of a device; false when it was invalid and dropped. */
+export async function recordReleaseProgress(store: Store, orgId: string, deviceId: string, entry: agentv1.OutboxEntry, p: agentv1.ReleaseProgress): Promise<boolean> {
+  // Dropped rather than refused: refusing would block every later entry of the agent's outbox.
+  if (!RELEASE_NAME.test(p.name) || p.targetPath.length > 512 || !STEPS.has(p.step) || p.currentVersion.length > 128) return false;
   const ended = p.step === "healthy" || p.step === "failed" || p.step === "rolled-back";
   await store.releases.recordReleaseStep(
     {
@@ -26,6 +24,7 @@ export async function recordReleaseProgress(store: Store, orgId: string, deviceI
     },
     ended ? { version: p.currentVersion, counter: Number(p.currentCounter) } : undefined,
   );
+  return true;
 }
 
 /** The releases a device should run, for its DesiredState. */

@@ -197,8 +197,11 @@ async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry
       await ctx.store.setObservedGeneration(orgId, deviceId, Number(entry.body.value.observedGeneration));
       return;
     case "releaseProgress":
-      await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value);
-      ctx.rolloutEvents?.releaseStep(orgId, deviceId, entry.body.value);
+      if (!(await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value))) {
+        ctx.log.warn("dropped invalid release progress", { device: deviceId, seq: Number(entry.seq) });
+      } else {
+        ctx.rolloutEvents?.releaseStep(orgId, deviceId, entry.body.value);
+      }
       return;
     default:
       // An entry kind this coordinator does not know (a newer agent): acknowledged and ignored.
