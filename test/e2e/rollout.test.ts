@@ -4,7 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Sandbox, waitFor } from "./harness.ts";
-import { hosts, publish, show, signingFleet, start, swarmOf, type PlanJson, type RolloutJson } from "./support/rollouts.ts";
+import { activatedAt, hosts, publish, realAgents, show, signingFleet, start, swarmOf, type PlanJson, type RolloutJson } from "./support/rollouts.ts";
 
 let sb: Sandbox;
 beforeEach(() => {
@@ -15,29 +15,35 @@ afterEach(async () => {
 });
 
 describe("rollouts in waves", () => {
-  it("completes a three-wave rollout, activating every device of a wave before any device of the next", async () => {
+  it("completes a three-wave rollout over 21 swarm devices and 2 real agents, activating every device of a wave before any of the next", async () => {
     const fleet = await signingFleet(sb);
     const target = await publish(fleet, sb, "webapp", "1.5.0");
     const swarm = await swarmOf(fleet, sb, hosts(21, 0), 30);
+    const real = await realAgents(fleet, sb, 2);
 
-    const r = await start(fleet, ["webapp@1.5.0", "--selector", "arch=x86_64", "--waves", "1,50%,100%", "--max-parallel", "4"]);
+    const r = await start(fleet, ["webapp@1.5.0", "--selector", "env=prod", "--waves", "1,50%,100%", "--max-parallel", "4"]);
     expect(r.status).toBe("running");
-    expect(r.plan.waves.map((w) => w.devices.length)).toEqual([1, 10, 10]);
+    expect(r.plan.ineligible).toEqual([]);
+    expect(r.plan.waves.map((w) => w.devices.length)).toEqual([1, 11, 11]);
 
     const watch = await fleet.admin(["rollout", "watch", r.id]);
     expect(watch.stderr).toBe("");
     expect(watch.code).toBe(0);
-    expect(watch.stdout).toMatch(new RegExp(`rollout ${r.id} completed: 21 healthy, 0 failed, 0 skipped`));
-    expect(watch.stdout).toMatch(/wave 3 +100% \[#+\] 10\/10 healthy/);
+    expect(watch.stdout).toMatch(new RegExp(`rollout ${r.id} completed: 23 healthy, 0 failed, 0 skipped`));
+    expect(watch.stdout).toMatch(/wave 3 +100% \[#+\] 11\/11 healthy/);
+    expect(watch.stdout).toMatch(/^  sw-\d\d \(wave 2\): healthy$/m);
 
     const done = await show(fleet, r.id);
     expect(done.status).toBe("completed");
     expect(done.devices.every((d) => d.state === "healthy")).toBe(true);
 
+    // Activation times as the devices reported them: the swarm's and the real agents'.
     const waveOf = new Map(done.devices.map((d) => [d.name, d.wave]));
-    const order = swarm.activations.filter((a) => a.targetPath === target).map((a) => waveOf.get(a.device));
-    expect(order).toHaveLength(21);
-    expect(order).toEqual([...order].sort());
+    const times = swarm.activations.filter((a) => a.targetPath === target).map((a) => ({ wave: waveOf.get(a.device)!, at: a.at }));
+    for (const name of real.names) times.push({ wave: waveOf.get(name)!, at: await activatedAt(fleet, name, target) });
+    expect(times).toHaveLength(23);
+    const order = times.sort((a, b) => a.at - b.at).map((t) => t.wave);
+    expect(order).toEqual([...order].sort((a, b) => a - b));
     for (const d of swarm.devices) expect(d.notifications.get(target), d.name).toBe(1);
 
     const list = await fleet.adminJson<{ id: string; status: string; createdAt: string }[]>(["rollout", "ls"]);

@@ -35,6 +35,8 @@ export interface SwarmDeviceOptions {
 /** One activation as a device performed it, in the order the swarm saw them. */
 export interface Activation {
   order: number;
+  /** Wall-clock time (ms) of the activating step, as the device reported it. */
+  at: number;
   device: string;
   targetPath: string;
 }
@@ -82,7 +84,7 @@ export class Swarm {
   }
 
   recordActivation(device: string, targetPath: string): void {
-    this.activations.push({ order: this.activations.length, device, targetPath });
+    this.activations.push({ order: this.activations.length, at: Date.now(), device, targetPath });
   }
 
   async close(): Promise<void> {
