@@ -5,7 +5,7 @@ import { kindCapability } from "../releases/release-service.ts";
 import { factsFromJson, isOnline } from "../services/convert.ts";
 import type { ReleaseRow, RolloutSpecRow, Store } from "../store/index.ts";
 import { planRollout, type PlanDevice, type RolloutPlan } from "./plan.ts";
-import { parseThreshold, parseWaves, WaveSpecError } from "./waves.ts";
+import { MAX_WAVES, parseThreshold, parseWaves, WaveSpecError } from "./waves.ts";
 
 const DAY = 86_400_000;
 /** Limits on what a request may ask for: it comes from the network. */
@@ -25,10 +25,12 @@ export function validateSpec(s: adminv1.RolloutSpec | undefined): RolloutSpecRow
   if (!RELEASE_NAME.test(s.releaseName)) throw invalid(`invalid release name ${JSON.stringify(s.releaseName.slice(0, 80))}`);
   if (!s.releaseVersion || s.releaseVersion.length > 128) throw invalid("a release version is required (name@version)");
   if (s.selector.length > 4096) throw invalid("selector too long");
+  if (s.waves.length > MAX_WAVES || s.waves.some((w) => w.length > 16)) throw invalid(`at most ${MAX_WAVES} waves of at most 16 characters each`);
+  if (s.failureThreshold.length > 16) throw invalid("failure threshold too long");
   try {
     parseSelector(s.selector);
-    parseWaves(s.waves.map((w) => w.slice(0, 16)));
-    parseThreshold(s.failureThreshold.slice(0, 16));
+    parseWaves(s.waves);
+    parseThreshold(s.failureThreshold);
   } catch (err) {
     if (err instanceof SelectorError || err instanceof WaveSpecError) throw invalid(err.message.split("\n")[0]!);
     throw err;

@@ -95,12 +95,11 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
       let created;
       try {
         created = await store.rollouts.createRollout(rollout, devices);
-      } catch (err) {
-        // Another rollout claimed one of these devices between our check and our insert.
-        if (await store.rollouts.claimOf(admin.orgId, devices[0]!.deviceId).catch(() => undefined)) {
-          throw new ConnectError("another rollout claimed some of these devices at the same time; try again", Code.Aborted);
-        }
-        throw err;
+      } catch {
+        // Another rollout claimed one of these devices between our check and our insert (the
+        // claim's primary key refused ours, and nothing was written): once more, the check
+        // inside the transaction now sees that claim and names it.
+        created = await store.rollouts.createRollout(rollout, devices);
       }
       if (!created.ok) {
         throw new ConnectError(

@@ -206,6 +206,49 @@ for (const backend of backends) {
       expect(await store.releases.listDeviceReleases("orgA", "dev_3")).toEqual([]);
     });
 
+    it("with approve-each-wave, holds a finished wave until it is approved", async () => {
+      await store.rollouts.createRollout(rolloutRow("ro_a", { approveEachWave: true }), devicesOf("ro_a"));
+      await tick(store, "ro_a", NOW);
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
+      await tick(store, "ro_a", NOW + 2);
+      expect((await states("ro_a")).d1).toBe("pending");
+      const act = (a: Parameters<typeof onAdminAction>[2], now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, a, now, OFFLINE_AFTER));
+      const approved = await act({ kind: "approve" }, NOW + 3);
+      expect(approved?.rollout.approvedWave).toBe(2);
+      expect(approved?.rollout.currentWave).toBe(2);
+      expect((await states("ro_a")).d1).toBe("notified");
+      // The next wave may be approved ahead, while the current one still runs; only once.
+      expect((await act({ kind: "approve" }, NOW + 4))?.rollout.approvedWave).toBe(3);
+      expect((await states("ro_a")).d2).toBe("pending");
+      await expect(act({ kind: "approve" }, NOW + 5)).rejects.toThrow(/wave 3 is already approved/);
+    });
+
+    it("notifies no one while paused, and continues on resume accepting the failures so far", async () => {
+      const row = rolloutRow("ro_a", { maxParallel: 1 }, { waves: [{ number: 1, entry: "100%" }] });
+      await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
+      const act = (a: Parameters<typeof onAdminAction>[2], now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, a, now, OFFLINE_AFTER));
+      await tick(store, "ro_a", NOW);
+      const paused = await report(store, "ro_a", "dev_0", step("failed"), NOW + 1);
+      expect(paused?.rollout.status).toBe("paused");
+      await tick(store, "ro_a", NOW + 2);
+      expect(await states("ro_a")).toEqual({ d0: "failed", d1: "pending", d2: "pending", d3: "pending" });
+      await expect(act({ kind: "pause", by: "key:test" }, NOW + 3)).rejects.toThrow(/already paused/);
+      const resumed = await act({ kind: "resume" }, NOW + 4);
+      expect(resumed?.rollout.status).toBe("running");
+      expect(resumed?.rollout.toleratedFailures).toBe(1);
+      expect(await states("ro_a")).toMatchObject({ d0: "failed", d1: "notified" });
+    });
+
+    it("skips a device decommissioned after the plan instead of notifying it", async () => {
+      await store.updateDevice("orgA", "dev_0", { lifecycle: "decommissioned" }, NOW);
+      await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
+      await tick(store, "ro_a", NOW + 1);
+      expect((await states("ro_a")).d0).toBe("skipped");
+      expect(await store.releases.listDeviceReleases("orgA", "dev_0")).toEqual([]);
+    });
+
     it("on abort with roll-back returns updated devices to the release they ran before", async () => {
       await store.releases.setDesiredRelease("orgA", "dev_0", release(1, "1.4.0"), NOW);
       await store.releases.recordReleaseStep({ orgId: "orgA", deviceId: "dev_0", seq: 1, time: NOW, name: "webapp", targetPath: "webapp/1/webapp.tar.gz", step: "healthy", bytesDone: 0, bytesTotal: 0, error: "" }, { version: "1.4.0", counter: 1 });

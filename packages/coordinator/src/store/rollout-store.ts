@@ -377,7 +377,7 @@ export class KyselyRolloutStore implements RolloutStore {
       .updateTable("rollout_devices")
       .set({
         state: runsIt ? "healthy" : wrote ? "notified" : "skipped",
-        error: runsIt ? "already running this release" : wrote ? "" : "device or release no longer exists",
+        error: runsIt ? "already running this release" : wrote ? "" : "device no longer approved, or release gone",
         previous_version: current?.current_version ?? "",
         previous_counter: current ? num(current.current_counter) : 0,
         notified_at: now,
@@ -395,10 +395,11 @@ export class KyselyRolloutStore implements RolloutStore {
    */
   private async writeDesired(trx: Transaction<Database>, orgId: string, deviceId: string, name: string, counter: number, now: number): Promise<boolean> {
     const release = await trx.selectFrom("releases").selectAll().where("org_id", "=", orgId).where("name", "=", name).where("counter", "=", counter).executeTakeFirst();
-    let q = trx.selectFrom("devices").select(["generation"]).where("org_id", "=", orgId).where("id", "=", deviceId);
+    let q = trx.selectFrom("devices").select(["generation", "lifecycle"]).where("org_id", "=", orgId).where("id", "=", deviceId);
     if (this.adapter.rowLocks) q = q.forUpdate();
     const device = await q.executeTakeFirst();
-    if (!release || !device) return false;
+    // A device rejected or decommissioned since the plan gets nothing.
+    if (!release || !device || device.lifecycle !== "approved") return false;
     const desired = {
       desired_target: release.target_path,
       desired_counter: num(release.counter),
