@@ -3,7 +3,10 @@
  * happen before the agent activates anything (and, where the artifact is not at fault, before it
  * downloads anything): the tests check the steps the device reported and its staging directory.
  */
+import { execFileSync } from "node:child_process";
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { Metadata, MetadataKind, MetaFile, Signature, Snapshot, Timestamp, type Targets } from "@tufjs/models";
+import { loadIdentity, tufKeyId, type Identity } from "@flotilla/protocol";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { freePort, Sandbox, waitFor } from "./harness.ts";
@@ -123,6 +126,63 @@ describe("releases verified by the agent", () => {
     expect(names(steps)).toEqual(["checking", "failed"]);
     expect(steps[1]!.error).toMatch(/signed metadata check failed: .*targets was signed by 0\/1 keys/);
     expect(await staged(stateDir)).toEqual([]);
+  });
+
+  it("refuses targets signed by a key outside the threshold, even with snapshot and timestamp re-signed by the coordinator's key", async () => {
+    const fleet = await signedFleet(sb);
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const { path } = await artifact(dir, "app.tar.gz", 10_000);
+    await createRelease(fleet, path, "app", "1.0.0");
+
+    // A compromised coordinator holds its online key, but no admin's: it signs new targets with
+    // a key of its own and publishes them with a fresh snapshot and timestamp.
+    const repo = await tufDir(fleet);
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "outsider")]);
+    const outsider = await loadIdentity(join(dir, "outsider"));
+    const onlineKey = await loadIdentity(join(fleet.dataDir, "coordinator.key"));
+    const signWith = (md: Metadata<Targets | Snapshot | Timestamp>, id: Identity) =>
+      md.sign((data) => new Signature({ keyID: tufKeyId(id.publicKey), sig: Buffer.from(id.sign(data)).toString("hex") }));
+    const targets = Metadata.fromJSON(MetadataKind.Targets, JSON.parse(await readFile(join(repo, "2.targets.json"), "utf8")));
+    const forged = Metadata.fromJSON(MetadataKind.Targets, {
+      signed: { ...targets.signed.toJSON(), version: 3 },
+      signatures: [],
+    } as never);
+    signWith(forged, outsider);
+    const expires = new Date(Date.now() + 3_600_000).toISOString().replace(/\.\d{3}Z$/, "Z");
+    const snapshot = new Metadata(new Snapshot({ version: 3, specVersion: "1.0.31", expires, meta: { "targets.json": new MetaFile({ version: 3 }) } }));
+    signWith(snapshot, onlineKey);
+    const timestamp = new Metadata(new Timestamp({ version: 100, specVersion: "1.0.31", expires, snapshotMeta: new MetaFile({ version: 3 }) }));
+    signWith(timestamp, onlineKey);
+    await writeFile(join(repo, "3.targets.json"), JSON.stringify(forged.toJSON()));
+    await writeFile(join(repo, "3.snapshot.json"), JSON.stringify(snapshot.toJSON()));
+    await writeFile(join(repo, "timestamp.json"), JSON.stringify(timestamp.toJSON()));
+
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz");
+    expect(names(steps)).toEqual(["checking", "failed"]);
+    expect(steps[1]!.error).toMatch(/signed metadata check failed: .*targets was signed by 0\/1 keys/);
+    expect(await staged(stateDir)).toEqual([]);
+  });
+
+  it("follows a root rotation: releases signed by the new threshold install", async () => {
+    const fleet = await signedFleet(sb);
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const pinned = join(stateDir, "releases", "tuf", "root.json");
+    const rootVersion = async () => (JSON.parse(await readFile(pinned, "utf8")) as { signed: { version: number } }).signed.version;
+    expect(await waitFor("the agent to pin the organization's root", () => rootVersion().catch(() => undefined))).toBe(1);
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "second")]);
+    const owner = join(fleet.adminHome, "admin.key");
+    const rotate = await fleet.admin(["signing-key", "add", "--key-file", owner, "--key-file", join(dir, "second"), "--threshold", "2"]);
+    expect(rotate.code, rotate.stderr).toBe(0);
+    const port = await freePort();
+    const { path } = await bundleTarball(dir, "app.tar.gz", { port });
+    await createRelease(fleet, path, "app", "1.0.0", [...serverFlags(port), "--key-file", owner, "--key-file", join(dir, "second")]);
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)!.step).toBe("healthy");
+    expect(await served(port)).toBe("1.0.0");
+    expect(await rootVersion()).toBe(2);
   });
 
   it("refuses expired timestamp metadata, before downloading", async () => {

@@ -138,7 +138,10 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         if (!repo.targetsJson) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
         const current = parseMetadata<Targets>(MetadataKind.Targets, repo.targetsJson);
         const listed = (await client.listReleases({ name: String(o.name) })).releases.map((r) => Number(r.counter));
-        const signed = Object.values(current.signed.targets).map((t) => Number((t.custom.flotilla as { name?: string; counter?: number } | undefined)?.name === o.name ? (t.custom.flotilla as { counter: number }).counter : 0));
+        const signed = Object.values(current.signed.targets).map((t) => {
+          const m = t.custom.flotilla as { name?: unknown; counter?: unknown } | undefined;
+          return m && m.name === o.name && typeof m.counter === "number" ? m.counter : 0;
+        });
         const counter = Math.max(0, ...listed, ...signed) + 1;
         const meta = buildMeta(o, counter);
         const { sha256, length } = await uploadArtifact(target(), file, (line) => process.stderr.write(line));

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { adminv1, agentv1, healthv1 } from "@flotilla/protocol";
 import { policy, rolePermissions, ruleFor } from "./policy.ts";
 
-const services = [adminv1.AdminService, agentv1.AgentService, healthv1.Health, adminv1.ReleaseService, adminv1.RolloutService];
+const services = [adminv1.AdminService, adminv1.ReleaseService, adminv1.RolloutService, agentv1.AgentService, healthv1.Health];
 
 describe("the access table", () => {
   it("has a rule for every RPC of every service the coordinator serves", () => {

@@ -134,7 +134,7 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     let work: Promise<void>;
     if (path.startsWith(ARTIFACTS_PATH)) work = upload(req, res, path.slice(ARTIFACTS_PATH.length));
     else if (path.startsWith(TUF_METADATA_PATH)) work = metadata(req, res, path.slice(TUF_METADATA_PATH.length));
-    else if (path.startsWith(TUF_TARGETS_PATH)) work = target(req, res, decodeURIComponent(path.slice(TUF_TARGETS_PATH.length)));
+    else if (path.startsWith(TUF_TARGETS_PATH)) work = target(req, res, path.slice(TUF_TARGETS_PATH.length));
     else return false;
     work.catch((err: unknown) => {
       if (err instanceof HttpError || err instanceof UploadError) return send(res, err.status, { error: err.message });

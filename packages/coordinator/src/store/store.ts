@@ -1,5 +1,3 @@
-import type { ReleaseStore } from "./release-store.ts";
-import type { RolloutStore } from "./rollout-store.ts";
 /**
  * The coordinator's storage contract. One implementation over Kysely serves SQLite and
  * PostgreSQL; dialect differences live in the adapter, never in callers.
@@ -12,6 +10,8 @@ import type { RolloutStore } from "./rollout-store.ts";
  * Times are milliseconds since the epoch. Public keys are raw 32-byte ed25519 keys in base64url
  * (a node id).
  */
+import type { ReleaseStore } from "./release-store.ts";
+import type { RolloutStore } from "./rollout-store.ts";
 
 export type Role = "owner" | "admin" | "deployer" | "viewer";
 export type Lifecycle = "pending" | "approved" | "rejected" | "decommissioned";
