@@ -214,4 +214,52 @@ describe("bundle activation", () => {
     expect(pids).toHaveLength(1);
     expect(pids).not.toContain(stray.pid);
   });
+
+  it("refuses a release with a lower counter than the installed one, unless it allows downgrades", async () => {
+    const port = await freePort();
+    const a5 = await serverBundle(work, "v5", { port });
+    const a4 = await serverBundle(work, "v4", { port });
+    await activator.activate({ meta: serviceMeta("web", "5.0.0", 5, port), sha256: a5.sha256, artifactPath: a5.path }, events, signal);
+
+    const refused = await activator.activate({ meta: serviceMeta("web", "4.0.0", 4, port), sha256: a4.sha256, artifactPath: a4.path }, events, signal);
+    expect(refused).toEqual({ outcome: "failed", error: "counter 4 is lower than the installed 5", current: expect.objectContaining({ version: "5.0.0" }) });
+    expect((await served(port))?.split(" ")[0]).toBe("5.0.0");
+
+    const allowed = await activator.activate({ meta: serviceMeta("web", "4.0.0", 4, port, { allowDowngrade: true }), sha256: a4.sha256, artifactPath: a4.path }, events, signal);
+    expect(allowed.outcome).toBe("healthy");
+    expect((await served(port))?.split(" ")[0]).toBe("4.0.0");
+  });
+
+  it("rolls back when the activation is aborted during its health checks", async () => {
+    const port = await freePort();
+    const a1 = await serverBundle(work, "v1", { port });
+    const a2 = await serverBundle(work, "v2", { port, health: 500 });
+    await activator.activate({ meta: serviceMeta("web", "1.0.0", 1, port), sha256: a1.sha256, artifactPath: a1.path }, events, signal);
+    const ctl = new AbortController();
+    const meta2 = serviceMeta("web", "2.0.0", 2, port, { health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 600 } });
+    const pending = activator.activate({ meta: meta2, sha256: a2.sha256, artifactPath: a2.path }, events, ctl.signal);
+    await waitFor("the new release's health checks", () => events.steps.filter((s) => s.step === "health-checking").length === 2);
+    ctl.abort();
+
+    const out = await pending;
+    expect(out).toEqual({ outcome: "rolled-back", error: "activation aborted", current: expect.objectContaining({ version: "1.0.0" }) });
+    expect((await served(port))?.split(" ")[0]).toBe("1.0.0");
+  });
+
+  it("treats activating the release that already runs as done, without restarting it", async () => {
+    const port = await freePort();
+    const a1 = await serverBundle(work, "v1", { port });
+    const req = { meta: serviceMeta("web", "1.0.0", 1, port), sha256: a1.sha256, artifactPath: a1.path };
+    await activator.activate(req, events, signal);
+    const [pid] = await processesUnder(root);
+    const again = await activator.activate(req, events, signal);
+    expect(again.outcome).toBe("healthy");
+    expect(await processesUnder(root)).toEqual([pid]);
+  });
+
+  it("is available on Linux, and has nothing installed at first", async () => {
+    expect(await activator.available()).toBe(process.platform === "linux");
+    expect(await activator.installed()).toEqual([]);
+    expect(await activator.recover(events)).toEqual(new Map());
+  });
 });
