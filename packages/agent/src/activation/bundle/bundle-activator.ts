@@ -206,6 +206,7 @@ export class BundleActivator implements Activator {
       interrupted = `the agent stopped while ${step} ${j.to.meta.version}; staying on the installed release`;
       const prev = j.previousBefore;
       if (prev !== undefined && (await layout.readRecord(prev))) await swapSymlink(layout.previousLink, layout.linkTarget(prev));
+      else await removeDurable(layout.previousLink);
       await prune(layout, [await layout.currentId(), prev]);
     } else if (j) {
       await prune(layout, [await layout.currentId(), await layout.previousId()]);

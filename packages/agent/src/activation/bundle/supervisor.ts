@@ -91,7 +91,13 @@ export class Supervisor {
     await this.spawning.catch(() => undefined);
     const child = this.child;
     if (child?.pid !== undefined) await stopGroup(child.pid, this.opts.killGraceMs);
+    // A process that left the group (setsid) may still hold the pipes: stop reading them then.
+    const late = setTimeout(() => {
+      child?.stdout?.destroy();
+      child?.stderr?.destroy();
+    }, 1_000);
     await this.exited;
+    clearTimeout(late);
     await removePidRecord(this.opts.pidPath);
   }
 
