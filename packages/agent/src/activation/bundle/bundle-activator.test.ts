@@ -90,7 +90,7 @@ describe("bundle activation", () => {
 
   const failures: [string, Record<string, unknown>, Record<string, unknown>, RegExp][] = [
     ["its HTTP health check answers 500", { health: 500 }, {}, /answered 500/],
-    ["its health command exits 1", {}, { health: { command: "test -e ready.flag", windowSeconds: 2 } }, /health command exited with code 1/],
+    ["its health command exits 1", {}, { health: { command: "test -e ready.flag", windowSeconds: 4 } }, /health command exited with code 1/],
     ["its process exits at once", { exitAtOnce: true }, {}, /process exited with code 3/],
   ];
   it.each(failures)("rolls back an upgrade when %s, and the previous version answers again", async (_what, cfg, metaExtra, why) => {
@@ -167,7 +167,7 @@ describe("bundle activation", () => {
     const exe = join(work, "svc");
     const { writeFile } = await import("node:fs/promises");
     await writeFile(exe, `#!/bin/sh\necho "single $FLOTILLA_VERSION"\nexec node -e 'require("http").createServer((q,s)=>s.end("ok")).listen(${port},"127.0.0.1")'\n`);
-    const meta = serviceMeta("svc", "0.1.0", 1, port, { run: undefined, singleFile: true, health: { http: `http://127.0.0.1:${port}/`, windowSeconds: 5 } });
+    const meta = serviceMeta("svc", "0.1.0", 1, port, { run: undefined, singleFile: true, health: { http: `http://127.0.0.1:${port}/`, windowSeconds: 30 } });
     const out = await activator.activate({ meta, sha256: await sha256File(exe), artifactPath: exe }, events, signal);
 
     expect(out.outcome).toBe("healthy");

@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import type { Logger } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, InstalledRelease } from "../activator.ts";
 import { removeDurable, swapSymlink } from "./durable.ts";
@@ -55,6 +56,8 @@ export class BundleActivator implements Activator {
   private closed = false;
 
   constructor(private readonly opts: BundleActivatorOptions) {
+    // Absolute, so FLOTILLA_RELEASE_DIR means the same to the service wherever the agent runs.
+    this.opts = { ...opts, dir: resolve(opts.dir) };
     this.timing = { ...defaultHealthTiming, ...opts.health };
     this.limits = { ...defaultUnpackLimits, ...opts.unpackLimits };
   }

@@ -88,7 +88,7 @@ export function serviceMeta(name: string, version: string, counter: number, port
     counter,
     kind: "bundle",
     run: "node server.mjs",
-    health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 3 },
+    health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 6 },
     ...extra,
   });
 }
