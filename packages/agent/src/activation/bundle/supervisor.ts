@@ -3,6 +3,7 @@ import type { Logger } from "@flotilla/protocol";
 import { LineSplitter } from "./lines.ts";
 import { groupAlive, procStat, removePidRecord, stopGroup, writePidRecord } from "./process-group.ts";
 
+/** When a supervised process is restarted: always, after a non-zero exit or a signal, or never. */
 export type RestartPolicy = "always" | "on-failure" | "never";
 
 /** How one supervised process runs. */
