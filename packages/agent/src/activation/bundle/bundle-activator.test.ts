@@ -90,7 +90,7 @@ describe("bundle activation", () => {
 
   const failures: [string, Record<string, unknown>, Record<string, unknown>, RegExp][] = [
     ["its HTTP health check answers 500", { health: 500 }, {}, /answered 500/],
-    ["its health command exits 1", {}, { health: { command: "test -e ready.flag", windowSeconds: 2 } }, /health command exited with code 1/],
+    ["its health command exits 1", {}, { health: { command: "test -e ready.flag", windowSeconds: 4 } }, /health command exited with code 1/],
     ["its process exits at once", { exitAtOnce: true }, {}, /process exited with code 3/],
   ];
   it.each(failures)("rolls back an upgrade when %s, and the previous version answers again", async (_what, cfg, metaExtra, why) => {
@@ -167,7 +167,7 @@ describe("bundle activation", () => {
     const exe = join(work, "svc");
     const { writeFile } = await import("node:fs/promises");
     await writeFile(exe, `#!/bin/sh\necho "single $FLOTILLA_VERSION"\nexec node -e 'require("http").createServer((q,s)=>s.end("ok")).listen(${port},"127.0.0.1")'\n`);
-    const meta = serviceMeta("svc", "0.1.0", 1, port, { run: undefined, singleFile: true, health: { http: `http://127.0.0.1:${port}/`, windowSeconds: 5 } });
+    const meta = serviceMeta("svc", "0.1.0", 1, port, { run: undefined, singleFile: true, health: { http: `http://127.0.0.1:${port}/`, windowSeconds: 30 } });
     const out = await activator.activate({ meta, sha256: await sha256File(exe), artifactPath: exe }, events, signal);
 
     expect(out.outcome).toBe("healthy");
@@ -213,5 +213,53 @@ describe("bundle activation", () => {
     const pids = await processesUnder(root);
     expect(pids).toHaveLength(1);
     expect(pids).not.toContain(stray.pid);
+  });
+
+  it("refuses a release with a lower counter than the installed one, unless it allows downgrades", async () => {
+    const port = await freePort();
+    const a5 = await serverBundle(work, "v5", { port });
+    const a4 = await serverBundle(work, "v4", { port });
+    await activator.activate({ meta: serviceMeta("web", "5.0.0", 5, port), sha256: a5.sha256, artifactPath: a5.path }, events, signal);
+
+    const refused = await activator.activate({ meta: serviceMeta("web", "4.0.0", 4, port), sha256: a4.sha256, artifactPath: a4.path }, events, signal);
+    expect(refused).toEqual({ outcome: "failed", error: "counter 4 is lower than the installed 5", current: expect.objectContaining({ version: "5.0.0" }) });
+    expect((await served(port))?.split(" ")[0]).toBe("5.0.0");
+
+    const allowed = await activator.activate({ meta: serviceMeta("web", "4.0.0", 4, port, { allowDowngrade: true }), sha256: a4.sha256, artifactPath: a4.path }, events, signal);
+    expect(allowed.outcome).toBe("healthy");
+    expect((await served(port))?.split(" ")[0]).toBe("4.0.0");
+  });
+
+  it("rolls back when the activation is aborted during its health checks", async () => {
+    const port = await freePort();
+    const a1 = await serverBundle(work, "v1", { port });
+    const a2 = await serverBundle(work, "v2", { port, health: 500 });
+    await activator.activate({ meta: serviceMeta("web", "1.0.0", 1, port), sha256: a1.sha256, artifactPath: a1.path }, events, signal);
+    const ctl = new AbortController();
+    const meta2 = serviceMeta("web", "2.0.0", 2, port, { health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 600 } });
+    const pending = activator.activate({ meta: meta2, sha256: a2.sha256, artifactPath: a2.path }, events, ctl.signal);
+    await waitFor("the new release's health checks", () => events.steps.filter((s) => s.step === "health-checking").length === 2);
+    ctl.abort();
+
+    const out = await pending;
+    expect(out).toEqual({ outcome: "rolled-back", error: "activation aborted", current: expect.objectContaining({ version: "1.0.0" }) });
+    expect((await served(port))?.split(" ")[0]).toBe("1.0.0");
+  });
+
+  it("treats activating the release that already runs as done, without restarting it", async () => {
+    const port = await freePort();
+    const a1 = await serverBundle(work, "v1", { port });
+    const req = { meta: serviceMeta("web", "1.0.0", 1, port), sha256: a1.sha256, artifactPath: a1.path };
+    await activator.activate(req, events, signal);
+    const [pid] = await processesUnder(root);
+    const again = await activator.activate(req, events, signal);
+    expect(again.outcome).toBe("healthy");
+    expect(await processesUnder(root)).toEqual([pid]);
+  });
+
+  it("is available on Linux, and has nothing installed at first", async () => {
+    expect(await activator.available()).toBe(process.platform === "linux");
+    expect(await activator.installed()).toEqual([]);
+    expect(await activator.recover(events)).toEqual(new Map());
   });
 });

@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import type { Logger } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, InstalledRelease } from "../activator.ts";
 import { removeDurable, swapSymlink } from "./durable.ts";
@@ -55,6 +56,8 @@ export class BundleActivator implements Activator {
   private closed = false;
 
   constructor(private readonly opts: BundleActivatorOptions) {
+    // Absolute, so FLOTILLA_RELEASE_DIR means the same to the service wherever the agent runs.
+    this.opts = { ...opts, dir: resolve(opts.dir) };
     this.timing = { ...defaultHealthTiming, ...opts.health };
     this.limits = { ...defaultUnpackLimits, ...opts.unpackLimits };
   }
@@ -206,6 +209,7 @@ export class BundleActivator implements Activator {
       interrupted = `the agent stopped while ${step} ${j.to.meta.version}; staying on the installed release`;
       const prev = j.previousBefore;
       if (prev !== undefined && (await layout.readRecord(prev))) await swapSymlink(layout.previousLink, layout.linkTarget(prev));
+      else await removeDurable(layout.previousLink);
       await prune(layout, [await layout.currentId(), prev]);
     } else if (j) {
       await prune(layout, [await layout.currentId(), await layout.previousId()]);

@@ -62,7 +62,7 @@ describe("crash safety", () => {
     const a2 = await serverBundle(work, "v2", { port, health: healthy ? 200 : 500 });
     const releases: ActivationRequest[] = [
       { meta: serviceMeta("web", "1.0.0", 1, port), sha256: a1.sha256, artifactPath: a1.path },
-      { meta: serviceMeta("web", "2.0.0", 2, port, { health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 2 } }), sha256: a2.sha256, artifactPath: a2.path },
+      { meta: serviceMeta("web", "2.0.0", 2, port, { health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: healthy ? 30 : 5 } }), sha256: a2.sha256, artifactPath: a2.path },
     ];
 
     const agent = child("activate", { activations: releases, pauseAt: point });
@@ -87,7 +87,7 @@ describe("crash safety", () => {
   it("after a kill -9 while a first install is failing its health checks, recover() leaves nothing running and reports failed", async () => {
     const port = await freePort();
     const a1 = await serverBundle(work, "v1", { port, health: 500 });
-    const meta = serviceMeta("web", "1.0.0", 1, port, { health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 2 } });
+    const meta = serviceMeta("web", "1.0.0", 1, port, { health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 5 } });
     const agent = child("activate", { activations: [{ meta, sha256: a1.sha256, artifactPath: a1.path }], pauseAt: "started" });
     await agent.waitForOutput(/paused started\n/, 60_000);
     await agent.stop("SIGKILL");

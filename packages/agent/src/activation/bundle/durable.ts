@@ -67,7 +67,14 @@ export async function fsyncTree(root: string): Promise<void> {
     const p = join(root, entry.name);
     if (entry.isDirectory()) await fsyncTree(p);
     else if (entry.isFile()) {
-      const fh = await open(p, "r");
+      let fh;
+      try {
+        fh = await open(p, "r");
+      } catch (err) {
+        // A file the archive made unreadable to us cannot be fsynced; it is still there.
+        if ((err as NodeJS.ErrnoException).code === "EACCES") continue;
+        throw err;
+      }
       try {
         await fh.sync();
       } finally {

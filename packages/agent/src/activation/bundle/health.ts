@@ -16,6 +16,7 @@ export interface HealthTiming {
   httpTimeoutMs: number;
 }
 
+/** Production timings: 5 s up without checks, retries every second, 30 s per command, 5 s per GET. */
 export const defaultHealthTiming: HealthTiming = {
   defaultUpMs: 5_000,
   retryMs: 1_000,

@@ -13,6 +13,7 @@ import type { NameLayout, ReleaseRecord } from "./layout.ts";
  */
 export type JournalStep = "unpacking" | "switching" | "health-checking" | "rolling-back" | "confirmed";
 
+/** What `journal.json` holds: the step being taken and everything needed to finish or undo it. */
 export interface JournalEntry {
   step: JournalStep;
   /** The release being activated. */
@@ -25,6 +26,7 @@ export interface JournalEntry {
   reason?: string;
 }
 
+/** The activation a crash interrupted, if any; throws if the journal is damaged. */
 export function readJournal(layout: NameLayout): Promise<JournalEntry | undefined> {
   return readJsonIfExists<JournalEntry>(layout.journalPath);
 }
@@ -34,6 +36,7 @@ export function writeJournal(layout: NameLayout, entry: JournalEntry): Promise<v
   return writeFileDurable(layout.journalPath, JSON.stringify(entry, null, 2) + "\n");
 }
 
+/** Ends the activation: removes the journal durably. */
 export function clearJournal(layout: NameLayout): Promise<void> {
   return removeDurable(layout.journalPath);
 }

@@ -12,10 +12,12 @@ export interface ReleaseRecord {
   sha256: string;
 }
 
+/** A release's directory name: its counter and the first 12 hex digits of its sha256. */
 export function releaseId(meta: Pick<ReleaseMeta, "counter">, sha256: string): string {
   return `${meta.counter}-${sha256.slice(0, 12)}`;
 }
 
+/** What the Activator interface reports of an installed release. */
 export function installedOf(r: ReleaseRecord): InstalledRelease {
   return { name: r.meta.name, version: r.meta.version, counter: r.meta.counter, sha256: r.sha256 };
 }

@@ -76,14 +76,17 @@ export async function stopGroup(pgid: number, graceMs: number): Promise<void> {
   if (!(await waitGone(pgid, 10_000))) throw new Error(`process group ${pgid} survived SIGKILL`);
 }
 
+/** The pidfile, or undefined when it is missing or unreadable. */
 export function readPidRecord(path: string): Promise<PidRecord | undefined> {
   return readJsonIfExists<PidRecord>(path).catch(() => undefined);
 }
 
+/** Writes the pidfile durably (a crash right after must still find the group). */
 export function writePidRecord(path: string, rec: PidRecord): Promise<void> {
   return writeFileDurable(path, JSON.stringify(rec) + "\n");
 }
 
+/** Removes the pidfile durably, once its group is gone. */
 export function removePidRecord(path: string): Promise<void> {
   return removeDurable(path);
 }

@@ -130,4 +130,18 @@ describe("supervisor", () => {
       }
     }
   });
+
+  it("returns from stop even when a process that left the group keeps the output pipes open", async () => {
+    const sup = supervise("setsid sh -c 'echo $$ > escaped.pid; exec sleep 300' & echo ready; wait", "never");
+    await sup.start();
+    await waitFor("ready", () => lines.some((l) => l.line === "ready"));
+    const { readFile } = await import("node:fs/promises");
+    const escaped = await waitFor("the escaped pid", async () => Number(await readFile(join(dir, "escaped.pid"), "utf8")));
+    try {
+      await sup.stop();
+      expect(sup.state).toBe("stopped");
+    } finally {
+      process.kill(escaped, "SIGKILL");
+    }
+  });
 });

@@ -3,6 +3,7 @@ import type { Logger } from "@flotilla/protocol";
 import { LineSplitter } from "./lines.ts";
 import { groupAlive, procStat, removePidRecord, stopGroup, writePidRecord } from "./process-group.ts";
 
+/** When a supervised process is restarted: always, after a non-zero exit or a signal, or never. */
 export type RestartPolicy = "always" | "on-failure" | "never";
 
 /** How one supervised process runs. */
@@ -52,6 +53,7 @@ export class Supervisor {
   private stopping = false;
   private failures = 0;
   private restarting = false;
+  private lastPid: number | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private readonly exitListeners = new Set<(e: ExitInfo) => void>();
   private exited: Promise<void> = Promise.resolve();
@@ -90,8 +92,16 @@ export class Supervisor {
     clearTimeout(this.restartTimer);
     await this.spawning.catch(() => undefined);
     const child = this.child;
-    if (child?.pid !== undefined) await stopGroup(child.pid, this.opts.killGraceMs);
+    // With the leader gone, members of its group may be left (handleExit is stopping them).
+    const pgid = child?.pid ?? this.lastPid;
+    if (pgid !== undefined) await stopGroup(pgid, this.opts.killGraceMs);
+    // A process that left the group (setsid) may still hold the pipes: stop reading them then.
+    const late = setTimeout(() => {
+      child?.stdout?.destroy();
+      child?.stderr?.destroy();
+    }, 1_000);
     await this.exited;
+    clearTimeout(late);
     await removePidRecord(this.opts.pidPath);
   }
 
@@ -105,8 +115,16 @@ export class Supervisor {
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child = child;
-    const out = new LineSplitter(o.maxLineBytes, (l) => o.output("stdout", l));
-    const err = new LineSplitter(o.maxLineBytes, (l) => o.output("stderr", l));
+    this.lastPid = child.pid;
+    const emit = (stream: "stdout" | "stderr", line: string): void => {
+      try {
+        o.output(stream, line);
+      } catch (e) {
+        o.log.error("output handler failed", { error: (e as Error).message });
+      }
+    };
+    const out = new LineSplitter(o.maxLineBytes, (l) => emit("stdout", l));
+    const err = new LineSplitter(o.maxLineBytes, (l) => emit("stderr", l));
     child.stdout.on("data", (d: Buffer) => out.push(d));
     child.stderr.on("data", (d: Buffer) => err.push(d));
     let ended = false;
@@ -143,7 +161,7 @@ export class Supervisor {
     this.lastExit = info;
     if (this.child === child) this.child = undefined;
     for (const fn of this.exitListeners) fn(info);
-    if (this.stopping) return;
+    if (this.stopping) return; // stop() ends the group itself
     o.log.warn("process ended", { reason: info.reason });
     try {
       // The leader is gone; whatever it started in its group must not outlive it.
@@ -151,6 +169,8 @@ export class Supervisor {
     } catch (e) {
       o.log.error("could not stop the rest of the process group", { error: (e as Error).message });
     }
+    // The group is empty now; its id may be handed out again, so never signal it later.
+    if (this.lastPid === child.pid) this.lastPid = undefined;
     if (!this.restarting || this.stopping) return;
     this.failures = ranMs > o.backoffMaxMs ? 0 : this.failures + 1;
     const delay = Math.min(o.backoffMaxMs, o.backoffMinMs * 2 ** Math.max(0, this.failures - 1));

@@ -1,3 +1,4 @@
+import { createReadStream } from "node:fs";
 import { chmod, copyFile, lstat, mkdir, readdir, realpath } from "node:fs/promises";
 import { join, posix, sep } from "node:path";
 import * as tar from "tar";
@@ -38,6 +39,34 @@ function underAny(path: string, dirs: Set<string>): string | undefined {
 }
 
 /**
+ * Calls `onEntry` for each entry of the archive without writing anything; stops reading at once
+ * when it throws (a refused entry early in a huge archive costs nothing more) and rejects with
+ * that error.
+ */
+function listEntries(file: string, onEntry: (e: tar.ReadEntry) => void): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const input = createReadStream(file);
+    const parser: tar.Parser = new tar.Parser({
+      strict: true,
+      onReadEntry: (e) => {
+        try {
+          onEntry(e);
+        } catch (err) {
+          input.destroy();
+          parser.abort(err as Error);
+          return;
+        }
+        e.resume();
+      },
+    });
+    parser.on("error", reject);
+    parser.on("end", () => resolve());
+    input.on("error", reject);
+    input.pipe(parser);
+  });
+}
+
+/**
  * Reads the archive's headers without writing anything and refuses it when an entry is not a
  * plain file, directory or link; has an absolute path or `..` escaping the root; is a symlink
  * whose target is absolute or lexically outside; is a hard link to outside; is written through
@@ -46,7 +75,6 @@ function underAny(path: string, dirs: Set<string>): string | undefined {
 async function inspect(file: string, limits: UnpackLimits): Promise<void> {
   let bytes = 0;
   let entries = 0;
-  let problem: Error | undefined;
   const symlinks = new Set<string>();
   const check = (e: tar.ReadEntry): void => {
     entries++;
@@ -69,19 +97,7 @@ async function inspect(file: string, limits: UnpackLimits): Promise<void> {
       if (via !== undefined) throw new BundleRefusedError(`hard link ${e.path} goes through the symlink ${via}`);
     }
   };
-  await tar.t({
-    file,
-    strict: true,
-    onReadEntry: (e) => {
-      if (problem) return;
-      try {
-        check(e);
-      } catch (err) {
-        problem = err as Error;
-      }
-    },
-  });
-  if (problem) throw problem;
+  await listEntries(file, check);
   if (entries === 0) throw new BundleRefusedError("bundle is empty");
 }
 

@@ -28,6 +28,7 @@ server.on("error", (e) => { console.error("listen failed: " + e.message); proces
 server.listen(cfg.port, "127.0.0.1", () => console.log("listening on " + cfg.port));
 `;
 
+/** The test service's `config.json`. */
 export interface ServerConfig {
   port: number;
   health?: number;
@@ -46,11 +47,13 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** A staged artifact and its sha256, as the release pipeline hands them over. */
 export interface Artifact {
   path: string;
   sha256: string;
 }
 
+/** sha256 (hex) of a file. */
 export async function sha256File(path: string): Promise<string> {
   return createHash("sha256").update(await readFile(path)).digest("hex");
 }
@@ -88,7 +91,7 @@ export function serviceMeta(name: string, version: string, counter: number, port
     counter,
     kind: "bundle",
     run: "node server.mjs",
-    health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 3 },
+    health: { http: `http://127.0.0.1:${port}/healthz`, windowSeconds: 6 },
     ...extra,
   });
 }
