@@ -1,88 +1,10 @@
-import type { Kysely, Selectable, Transaction } from "kysely";
+import type { Kysely, Selectable } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
+import { notifyDevice, writeDesiredRelease } from "./rollout-notify.ts";
+import type { RolloutChanges, RolloutDeviceRow, RolloutDeviceState, RolloutDeviceView, RolloutRow, RolloutSpecRow, RolloutStatus } from "./rollout-rows.ts";
 import type { Database } from "./schema.ts";
 
-export type RolloutStatus = "running" | "paused" | "completed" | "aborted" | "failed";
-export type RolloutDeviceState =
-  | "pending"
-  | "notified"
-  | "downloading"
-  | "verifying"
-  | "activating"
-  | "health-checking"
-  | "healthy"
-  | "failed"
-  | "rolled-back"
-  | "skipped";
-
-/** A rollout's parameters as the admin gave them. */
-export interface RolloutSpecRow {
-  releaseName: string;
-  releaseVersion: string;
-  selector: string;
-  waves: string[];
-  maxParallel: number;
-  failureThreshold: string;
-  soakMs: number;
-  approveEachWave: boolean;
-  deadlineMs: number;
-}
-
-export interface RolloutRow {
-  id: string;
-  orgId: string;
-  releaseName: string;
-  releaseVersion: string;
-  releaseCounter: number;
-  spec: RolloutSpecRow;
-  /** Waves after empty ones were dropped, numbered from 1. */
-  waves: { number: number; entry: string }[];
-  ineligible: { id: string; name: string; reason: string }[];
-  status: RolloutStatus;
-  reason: string;
-  currentWave: number;
-  waveFinishedAt: number | null;
-  approvedWave: number;
-  toleratedFailures: number;
-  deadlineAt: number | null;
-  createdBy: string;
-  createdAt: number;
-  updatedAt: number;
-  version: number;
-}
-
-export interface RolloutDeviceRow {
-  rolloutId: string;
-  orgId: string;
-  deviceId: string;
-  name: string;
-  wave: number;
-  position: number;
-  state: RolloutDeviceState;
-  bytesDone: number;
-  bytesTotal: number;
-  error: string;
-  previousVersion: string;
-  previousCounter: number;
-  notifiedAt: number | null;
-  updatedAt: number;
-}
-
-/** A rollout device with the device's connection, as the engine reads it in a transition. */
-export interface RolloutDeviceView extends RolloutDeviceRow {
-  connected: boolean;
-  lastSeenAt: number | null;
-}
-
-/** What one transition changes; applied in the transaction that read the state it was decided on. */
-export interface RolloutChanges {
-  rollout?: Partial<Pick<RolloutRow, "status" | "reason" | "currentWave" | "waveFinishedAt" | "approvedWave" | "toleratedFailures">>;
-  devices?: { deviceId: string; state: RolloutDeviceState; error?: string; bytesDone?: number; bytesTotal?: number }[];
-  /** Devices whose desired release becomes the rollout's (state becomes notified, or healthy if they run it already). */
-  notify?: string[];
-  /** Devices whose desired release returns to the one they ran before (state becomes rolled-back). */
-  rollBack?: string[];
-}
+export type * from "./rollout-rows.ts";
 
 export type CreateRolloutResult = { ok: true } | { ok: false; rolloutId: string; deviceName: string };
 
@@ -326,11 +248,11 @@ export class KyselyRolloutStore implements RolloutStore {
           .execute();
       }
       for (const deviceId of changes.notify ?? []) {
-        if (await this.notify(trx, rollout, deviceId, now)) notified.push(deviceId);
+        if (await notifyDevice(trx, this.adapter, rollout, deviceId, now)) notified.push(deviceId);
       }
       for (const deviceId of changes.rollBack ?? []) {
         const d = views.find((v) => v.deviceId === deviceId);
-        if (d && d.previousCounter > 0 && (await this.writeDesired(trx, orgId, deviceId, rollout.releaseName, d.previousCounter, now))) {
+        if (d && d.previousCounter > 0 && (await writeDesiredRelease(trx, this.adapter, orgId, deviceId, rollout.releaseName, d.previousCounter, now))) {
           notified.push(deviceId);
           await trx
             .updateTable("rollout_devices")
@@ -360,65 +282,6 @@ export class KyselyRolloutStore implements RolloutStore {
     });
     for (const deviceId of notified) this.adapter.notifyAfterCommit(orgId, deviceId);
     return result;
-  }
-
-  /** Sets the rollout's release as the device's desired one, recording what it ran before. */
-  private async notify(trx: Transaction<Database>, r: RolloutRow, deviceId: string, now: number): Promise<boolean> {
-    const current = await trx
-      .selectFrom("device_releases")
-      .select(["current_version", "current_counter"])
-      .where("org_id", "=", r.orgId)
-      .where("device_id", "=", deviceId)
-      .where("name", "=", r.releaseName)
-      .executeTakeFirst();
-    const runsIt = current !== undefined && num(current.current_counter) === r.releaseCounter;
-    const wrote = runsIt ? false : await this.writeDesired(trx, r.orgId, deviceId, r.releaseName, r.releaseCounter, now);
-    await trx
-      .updateTable("rollout_devices")
-      .set({
-        state: runsIt ? "healthy" : wrote ? "notified" : "skipped",
-        error: runsIt ? "already running this release" : wrote ? "" : "device no longer approved, or release gone",
-        previous_version: current?.current_version ?? "",
-        previous_counter: current ? num(current.current_counter) : 0,
-        notified_at: now,
-        updated_at: now,
-      })
-      .where("rollout_id", "=", r.id)
-      .where("device_id", "=", deviceId)
-      .execute();
-    return wrote;
-  }
-
-  /**
-   * The device's desired release for `name` becomes (name, counter), and its generation grows, as
-   * ReleaseStore.setDesiredRelease does, but inside the rollout's transaction.
-   */
-  private async writeDesired(trx: Transaction<Database>, orgId: string, deviceId: string, name: string, counter: number, now: number): Promise<boolean> {
-    const release = await trx.selectFrom("releases").selectAll().where("org_id", "=", orgId).where("name", "=", name).where("counter", "=", counter).executeTakeFirst();
-    let q = trx.selectFrom("devices").select(["generation", "lifecycle"]).where("org_id", "=", orgId).where("id", "=", deviceId);
-    if (this.adapter.rowLocks) q = q.forUpdate();
-    const device = await q.executeTakeFirst();
-    // A device rejected or decommissioned since the plan gets nothing.
-    if (!release || !device || device.lifecycle !== "approved") return false;
-    const desired = {
-      desired_target: release.target_path,
-      desired_counter: num(release.counter),
-      desired_version: release.version,
-      desired_kind: release.kind,
-      desired_at: now,
-    };
-    const existing = await trx.selectFrom("device_releases").select("name").where("device_id", "=", deviceId).where("name", "=", name).executeTakeFirst();
-    if (existing) {
-      await trx.updateTable("device_releases").set(desired).where("device_id", "=", deviceId).where("name", "=", name).execute();
-    } else {
-      await trx
-        .insertInto("device_releases")
-        .values({ org_id: orgId, device_id: deviceId, name, ...desired, current_version: "", current_counter: 0 })
-        .execute();
-    }
-    await trx.updateTable("devices").set({ generation: num(device.generation) + 1, updated_at: now }).where("id", "=", deviceId).execute();
-    await this.adapter.notifyInTransaction(trx, orgId, deviceId);
-    return true;
   }
 }
 
