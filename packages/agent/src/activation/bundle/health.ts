@@ -26,8 +26,14 @@ export const defaultHealthTiming: HealthTiming = {
 
 class Unhealthy extends Error {}
 
+/** Why one attempt of a check failed, and whether it ran out of time rather than failing outright. */
+interface Failure {
+  reason: string;
+  timedOut: boolean;
+}
+
 /** Runs `/bin/sh -c command` in its own group; resolves with undefined on exit 0, else why not. */
-function runCommand(command: string, cwd: string, env: Record<string, string>, timeoutMs: number, signal: AbortSignal): Promise<string | undefined> {
+function runCommand(command: string, cwd: string, env: Record<string, string>, timeoutMs: number, signal: AbortSignal): Promise<Failure | undefined> {
   return new Promise((resolve) => {
     const child = spawn("/bin/sh", ["-c", command], { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     let tail = "";
@@ -47,7 +53,7 @@ function runCommand(command: string, cwd: string, env: Record<string, string>, t
     signal.addEventListener("abort", kill, { once: true });
     child.once("error", (e) => {
       clearTimeout(timer);
-      resolve(`health command could not start: ${e.message}`);
+      resolve({ reason: `health command could not start: ${e.message}`, timedOut: false });
     });
     child.once("exit", (code, sig) => {
       clearTimeout(timer);
@@ -55,29 +61,42 @@ function runCommand(command: string, cwd: string, env: Record<string, string>, t
       if (code === 0) return resolve(undefined);
       const out = tail.trim().split("\n").pop() ?? "";
       const how = timedOut ? `timed out after ${timeoutMs} ms` : sig ? `was killed by ${sig}` : `exited with code ${code}`;
-      resolve(`health command ${how}${out ? `: ${out}` : ""}`);
+      resolve({ reason: `health command ${how}${out ? `: ${out}` : ""}`, timedOut });
     });
   });
 }
 
-async function getStatus(url: string, timeoutMs: number, signal: AbortSignal): Promise<string | undefined> {
+async function getStatus(url: string, timeoutMs: number, signal: AbortSignal): Promise<Failure | undefined> {
   try {
     const res = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), redirect: "manual" });
     await res.body?.cancel();
-    return res.status >= 200 && res.status < 300 ? undefined : `GET ${url} answered ${res.status}`;
+    return res.status >= 200 && res.status < 300 ? undefined : { reason: `GET ${url} answered ${res.status}`, timedOut: false };
   } catch (err) {
+    if ((err as Error).name === "TimeoutError") return { reason: `GET ${url} timed out after ${timeoutMs} ms`, timedOut: true };
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    return `GET ${url} failed: ${cause?.code ?? cause?.message ?? (err as Error).message}`;
+    return { reason: `GET ${url} failed: ${cause?.code ?? cause?.message ?? (err as Error).message}`, timedOut: false };
   }
 }
 
-/** Retries `attempt` until it succeeds, or throws Unhealthy with its last reason at `deadline`. */
-async function retry(attempt: (budgetMs: number) => Promise<string | undefined>, deadline: number, retryMs: number, signal: AbortSignal): Promise<void> {
+/**
+ * Retries `attempt` (each given at most `perAttemptMs`, and never past `deadline`) until it
+ * succeeds, or throws Unhealthy with the most telling reason once the window is over.
+ */
+async function retry(
+  attempt: (budgetMs: number) => Promise<Failure | undefined>,
+  perAttemptMs: number,
+  deadline: number,
+  retryMs: number,
+  signal: AbortSignal,
+): Promise<void> {
+  let last: string | undefined;
   for (;;) {
-    const why = await attempt(Math.max(1, deadline - Date.now()));
-    if (why === undefined) return;
-    if (signal.aborted) throw new Unhealthy(why);
-    if (Date.now() + retryMs >= deadline) throw new Unhealthy(why);
+    const budget = Math.max(1, Math.min(deadline - Date.now(), perAttemptMs));
+    const failure = await attempt(budget);
+    if (failure === undefined) return;
+    // An attempt cut short by the end of the window says less than the failure before it.
+    if (!(failure.timedOut && budget < perAttemptMs && last !== undefined)) last = failure.reason;
+    if (signal.aborted || Date.now() + retryMs >= deadline) throw new Unhealthy(last);
     await sleep(retryMs, undefined, { signal }).catch(() => undefined);
   }
 }
@@ -121,11 +140,11 @@ export async function checkHealth(
   }
   const command = spec?.command;
   if (command !== undefined) {
-    checks.push(retry((budget) => runCommand(command, cwd, env, Math.min(budget, timing.commandTimeoutMs), ctl.signal), deadline, timing.retryMs, ctl.signal));
+    checks.push(retry((budget) => runCommand(command, cwd, env, budget, ctl.signal), timing.commandTimeoutMs, deadline, timing.retryMs, ctl.signal));
   }
   const url = spec?.http;
   if (url !== undefined) {
-    checks.push(retry((budget) => getStatus(url, Math.min(budget, timing.httpTimeoutMs), ctl.signal), deadline, timing.retryMs, ctl.signal));
+    checks.push(retry((budget) => getStatus(url, budget, ctl.signal), timing.httpTimeoutMs, deadline, timing.retryMs, ctl.signal));
   }
   try {
     await Promise.race([Promise.all(checks), exited, aborted]);
