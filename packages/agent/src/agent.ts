@@ -18,6 +18,8 @@ import { agentClient, connect, greet, type Connection } from "./connection.ts";
 import { collectFacts } from "./facts/index.ts";
 import { AgentTelemetry } from "./logs/telemetry.ts";
 import { Outbox } from "./outbox/outbox.ts";
+import type { Activator } from "./activation/activator.ts";
+import { setupReleases } from "./releases/wiring.ts";
 import { StateDir, type Enrollment } from "./state.ts";
 import { backoffDelay, sleep, Wakeup } from "./wakeup.ts";
 import { tunnelCapabilities } from "./tunnel/ports.ts";
@@ -40,6 +42,10 @@ export interface AgentOptions {
   logFileUnit?: string[];
   /** Local TCP ports admins may reach through tunnels; the coordinator cannot change them. */
   tunnelPorts: number[];
+  /** Activators for release kinds (bundle, nixos, ...); those available() here are declared as capabilities. */
+  activators?: Activator[];
+  /** Caps release downloads (bytes per second); 0 or unset for no cap. */
+  downloadBytesPerSecond?: number;
 }
 
 /** Why the agent stopped. */
@@ -170,6 +176,18 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   const outboxChanged = new Wakeup();
   const offAppend = outbox.onAppend(() => outboxChanged.notify());
   let lastStatusGeneration = (await state.readApplied())?.generation ?? -1;
+  let connectedAt: number | undefined;
+  const releases = await setupReleases({
+    stateDir: opts.stateDir,
+    activators: opts.activators ?? [],
+    connection: () => current && { url: enrollment.url, pin: enrollment.pin, token: current.session.sessionToken },
+    connectedSince: () => (current ? connectedAt : undefined),
+    queue: (body) => queue("release", body),
+    bytesPerSecond: opts.downloadBytesPerSecond ?? 0,
+    backoffMinMs: opts.backoffMinMs,
+    backoffMaxMs: opts.backoffMaxMs,
+    log,
+  });
 
   async function sendLoop(): Promise<void> {
     while (!stop.signal.aborted) {
@@ -208,7 +226,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   async function factsLoop(): Promise<void> {
     while (!stop.signal.aborted) {
       try {
-        const facts = await collectFacts({ agentVersion: VERSION, capabilities: tunnelCapabilities(opts.tunnelPorts) });
+        const facts = await collectFacts({ agentVersion: VERSION, capabilities: [...releases.capabilities, ...tunnelCapabilities(opts.tunnelPorts)] });
         const sha = factsFingerprint(facts);
         if (sha !== (await state.readFactsFingerprint())) {
           await queue("facts", { case: "facts", value: facts });
@@ -229,6 +247,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
       return lifecycle === commonv1.Lifecycle.DECOMMISSIONED ? "decommissioned" : "rejected";
     }
     const generation = Number(desired.generation);
+    releases.manager.setDesired(desired.releases);
     await state.writeApplied({ generation, labels: desired.labels, lifecycle: commonv1.Lifecycle[lifecycle] ?? "" });
     if (generation !== lastStatusGeneration) {
       await queue("status", { case: "status", value: create(agentv1.StatusSchema, { observedGeneration: desired.generation, labels: desired.labels }) });
@@ -257,11 +276,13 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
           await state.writeEnrollment(e);
         }
         heard();
-        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: tunnelCapabilities(opts.tunnelPorts) }, { signal: streamAbort.signal });
+        const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [...releases.capabilities, ...tunnelCapabilities(opts.tunnelPorts)] }, { signal: streamAbort.signal });
         current = conn;
+        connectedAt = Date.now();
         connectionChanged.notify();
         telemetry.connect(conn.transport, abortStream);
         void serveTunnels(conn.transport, { ports: opts.tunnelPorts }, log, streamAbort.signal);
+        releases.connectionChanged.notify();
         for await (const msg of stream) {
           heard();
           if (msg.event.case === "desired") {
@@ -282,6 +303,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
         current = undefined;
         connectionChanged.notify();
         telemetry.connect(undefined);
+        releases.connectionChanged.notify();
         conn?.close();
       }
       await sleep(backoffDelay(attempt, opts.backoffMinMs, opts.backoffMaxMs), stop.signal);
@@ -291,7 +313,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
 
   log.info("agent running", { device: enrollment.deviceId, name: enrollment.name, coordinator: enrollment.url });
   telemetry.start();
-  const background = [sendLoop(), factsLoop()];
+  const background = [sendLoop(), factsLoop(), releases.manager.run(stop.signal)];
   let exit: AgentExit;
   try {
     exit = await watchLoop(enrollment);
@@ -300,6 +322,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
     signal.removeEventListener("abort", onAbort);
     offAppend();
     await Promise.allSettled(background);
+    await releases.close();
     await outbox.close();
   }
   if (exit !== "stopped") {

@@ -113,6 +113,14 @@ export const agentOptionSpecs = defineOptions({
     default: [22],
     doc: "local TCP ports admins may reach through tunnels, e.g. 22,8080 ('none': no tunnels); the coordinator cannot change this",
   },
+  downloadBytesPerSecond: {
+    flag: "download-bytes-per-second",
+    env: "FLOTILLA_DOWNLOAD_BYTES_PER_SECOND",
+    key: "download_bytes_per_second",
+    schema: z.coerce.number().int().min(0),
+    default: 0,
+    doc: "caps release downloads, for slow or metered links; 0 for no cap",
+  },
 });
 
 /** A list option: an array (TOML) or comma-separated text (flag, environment), each item checked. */

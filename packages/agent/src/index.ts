@@ -2,3 +2,4 @@ export { runAgent, FatalAgentError, type AgentExit, type AgentOptions } from "./
 export { StateDir, type Enrollment, type AppliedState } from "./state.ts";
 export { agentOptionSpecs } from "./config.ts";
 export { LogCapture, AGENT_UNIT } from "./logs/capture.ts";
+export * from "./activation/index.ts";

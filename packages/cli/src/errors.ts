@@ -5,9 +5,21 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/** A command's outcome that is not success, with its own exit code (e.g. a paused rollout). */
+export class ExitError extends Error {
+  override name = "ExitError";
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
 /** Exit codes: 0 ok, 1 failure, 2 usage, 3 not authenticated, 4 not allowed, 5 not found, 6 unreachable. */
 export function exitCodeFor(err: unknown): number {
   if (err instanceof UsageError) return 2;
+  if (err instanceof ExitError) return err.exitCode;
   if (err instanceof ConnectError) {
     switch (err.code) {
       case Code.InvalidArgument:

@@ -8,7 +8,9 @@ import { registerIdCommand } from "./commands/id.ts";
 import { registerNixCommands } from "./commands/nix.ts";
 import { registerLogsCommands } from "./commands/logs.ts";
 import { registerOrgCommands } from "./commands/org.ts";
+import { registerReleaseCommands } from "./commands/release.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
+import { registerRolloutCommands } from "./commands/rollout.ts";
 import type { Run } from "./commands/run.ts";
 import { registerTunnelCommands } from "./commands/tunnel.ts";
 import { registerUpCommand } from "./commands/up.ts";
@@ -17,9 +19,13 @@ import { describeError, exitCodeFor } from "./errors.ts";
 /** Runs the `flotilla` program with these arguments; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
+  // Only as the sole argument: a global --version option would swallow `release create --version`.
+  if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
   const program = new Command("flotilla")
-    .description("Flotilla: fleet management and deployment for NixOS and Linux machines")
-    .version(VERSION)
+    .description(`Flotilla ${VERSION}: fleet management and deployment for NixOS and Linux machines (flotilla --version prints the version)`)
     .option("--coordinator <url>", "the coordinator to talk to (default: the one logged in to) [FLOTILLA_COORDINATOR]")
     .option("--key <file>", "admin key to use: an OpenSSH ed25519 key or a Flotilla key file (default: $FLOTILLA_HOME/admin.key) [FLOTILLA_ADMIN_KEY]")
     .option("--org <name>", "the organization to act in (default: your key's first) [FLOTILLA_ORG]")
@@ -56,6 +62,8 @@ export async function main(argv: string[]): Promise<number> {
   registerNixCommands(program, target, run);
   registerLogsCommands(program, target, run);
   registerTunnelCommands(program, target, run);
+  registerReleaseCommands(program, target, run);
+  registerRolloutCommands(program, target, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

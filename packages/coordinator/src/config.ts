@@ -124,4 +124,20 @@ export const coordinatorOptionSpecs = defineOptions({
     doc: "bearer token for GET /metrics; without it /metrics answers loopback callers only",
     secret: true,
   },
+  tufTimestampTtlMs: {
+    flag: "tuf-timestamp-ttl-ms",
+    env: "FLOTILLA_TUF_TIMESTAMP_TTL_MS",
+    key: "tuf_timestamp_ttl_ms",
+    schema: positiveMs,
+    default: 86_400_000,
+    doc: "how long a TUF timestamp signed by the coordinator stays valid (agents refuse it after)",
+  },
+  tufRefreshMs: {
+    flag: "tuf-refresh-ms",
+    env: "FLOTILLA_TUF_REFRESH_MS",
+    key: "tuf_refresh_ms",
+    schema: positiveMs,
+    default: 3_600_000,
+    doc: "how often the coordinator re-signs TUF snapshot and timestamp that would expire within two such periods",
+  },
 });

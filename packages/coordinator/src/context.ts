@@ -2,6 +2,7 @@ import type { commonv1, Identity, Logger } from "@flotilla/protocol";
 import type { Auditor } from "./audit/auditor.ts";
 import type { Challenges } from "./auth/challenges.ts";
 import type { Hub } from "./hub.ts";
+import type { RolloutEvents } from "./rollouts/engine.ts";
 import type { Store } from "./store/index.ts";
 
 /** What the services share: built once by the coordinator and handed to each service. */
@@ -21,4 +22,6 @@ export interface ServiceContext {
   keepaliveMs: number;
   /** A device not seen for this long counts as offline. */
   offlineAfterMs: number;
+  /** Tells the rollout engine about release steps and reconnecting devices (set when it starts). */
+  rolloutEvents?: RolloutEvents;
 }

@@ -32,6 +32,10 @@ import { healthService } from "./services/health-service.ts";
 import { openStore, type Store } from "./store/index.ts";
 import { createTelemetry, type TelemetryOptions } from "./telemetry/index.ts";
 import { registerTunnelServices, tunnelServiceNames, TunnelRegistry } from "./tunnel/index.ts";
+import { releasesHttpHandler } from "./releases/http.ts";
+import { releaseService } from "./releases/release-service.ts";
+import { startReleases } from "./releases/setup.ts";
+import { startRollouts } from "./rollouts/setup.ts";
 
 /** Everything a coordinator needs to start; see config.ts for each option's meaning. */
 export interface CoordinatorOptions extends TelemetryOptions {
@@ -47,6 +51,10 @@ export interface CoordinatorOptions extends TelemetryOptions {
   sessionTtlMs: number;
   keepaliveMs: number;
   offlineAfterMs: number;
+  /** Default: one day. */
+  tufTimestampTtlMs?: number;
+  /** Default: one hour. */
+  tufRefreshMs?: number;
 }
 
 export interface Coordinator {
@@ -122,9 +130,13 @@ export async function startCoordinator(
     offlineAfterMs: opts.offlineAfterMs,
   };
   const telemetry = createTelemetry(ctx, opts);
+  const releases = await startReleases(ctx, opts);
+  const rollouts = startRollouts(ctx);
   const handler = connectNodeAdapter({
     routes(router) {
       telemetry.routes(router);
+      router.service(adminv1.ReleaseService, releaseService(ctx, releases.tuf, releases.artifacts));
+      router.service(adminv1.RolloutService, rollouts.service);
       router.service(agentv1.AgentService, agentService(ctx));
       router.service(adminv1.AdminService, adminService(ctx));
       router.service(adminv1.NixService, nixService(ctx));
@@ -146,9 +158,10 @@ export async function startCoordinator(
 
   const webLogin = webLoginHandler(ctx, { secureCookies: tls !== undefined });
   const nixCache = nixCacheHandler(ctx, { dir: join(opts.dataDir, "nix") });
+  const releasesHttp = releasesHttpHandler({ store, artifacts: releases.artifacts, tuf: releases.tuf, log });
   const connect: RequestHandler = handler;
   const routes: RequestHandler = (req, res) => {
-    if (!webLogin(req, res) && !nixCache(req, res) && !telemetry.http(req, res)) connect(req, res);
+    if (!webLogin(req, res) && !nixCache(req, res) && !telemetry.http(req, res) && !releasesHttp(req, res)) connect(req, res);
   };
 
   let listener: Listener;
@@ -156,6 +169,8 @@ export async function startCoordinator(
     listener = await listen({ host, port, handler: routes, tls });
   } catch (err) {
     telemetry.close();
+    await rollouts.close();
+    releases.close();
     hub.close();
     await store.close();
     throw err;
@@ -176,6 +191,8 @@ export async function startCoordinator(
       shutdown.abort();
       telemetry.close();
       tunnels.close();
+      await rollouts.close();
+      releases.close();
       hub.close();
       await listener.close();
       await store.close();

@@ -14,3 +14,5 @@ export * from "./tls/index.ts";
 export * from "./version.ts";
 export * from "./release.ts";
 export * from "./tunnel.ts";
+export * from "./http-request.ts";
+export * from "./tuf-key.ts";

@@ -125,7 +125,7 @@ export async function adminClient(target: AdminTarget): Promise<AdminClient> {
   return serviceClient(target, adminv1.AdminService);
 }
 
-/** A client for any admin-side service (AdminService, NixService, ...), authenticated as adminClient's. */
+/** A client for any admin-side service, authenticated as {@link adminClient} is. */
 export async function serviceClient<S extends DescService>(target: AdminTarget, service: S): Promise<Client<S>> {
   return createClient(service, await adminTransport(target));
 }
@@ -180,6 +180,23 @@ export async function adminTransport(target: AdminTarget): Promise<Transport> {
   }
   openConnections.add(opened.close);
   return opened.transport;
+}
+
+/**
+ * The coordinator's URL and pin and a bearer token for its plain-HTTP endpoints (artifact
+ * uploads), logging in first when the recorded session is missing or about to expire.
+ */
+export async function adminBearer(target: AdminTarget): Promise<{ url: string; pin: string | undefined; token: string }> {
+  const creds = new Credentials(target.home, target.keyFile);
+  const url = await targetUrl(target);
+  const known = (await creds.context()).coordinators[url];
+  if (target.apiToken) return { url, pin: known?.pin ?? (await firstUsePin(url)), token: target.apiToken };
+  const org = target.org;
+  const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
+  let entry = known;
+  const current = sessionOf(entry);
+  if (!current || current.expiresAt < Date.now() + 30_000) entry = await login(creds, url, { organization: org });
+  return { url, pin: entry?.pin, token: sessionOf(entry)?.token ?? "" };
 }
 
 const openConnections = new Set<() => void>();

@@ -4,6 +4,7 @@ import { adminv1, commonv1, flattenFacts, nodeId } from "@flotilla/protocol";
 import { adminClient, type AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
 import { ago, json, parseLabels, table } from "../output.ts";
+import { deviceReleaseInfo, releaseLines } from "./release.ts";
 import type { Run } from "./run.ts";
 
 
@@ -88,7 +89,8 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
           const { device: d } = await (await adminClient(target())).getDevice({ device: ref });
           if (!d) throw new UsageError(`no device ${ref}`);
           const j = deviceJson(d);
-          if (opts.json) return out(json(j));
+          const rel = await deviceReleaseInfo(target(), d.id);
+          if (opts.json) return out(json({ ...j, ...rel }));
           const lines = [
             `name:          ${j.name}`,
             `id:            ${j.id}`,
@@ -101,6 +103,7 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
             `public key:    ${j.publicKey}`,
             "facts:",
             ...Object.entries(j.facts).map(([k, v]) => `  ${k.padEnd(22)} ${v}`),
+            ...releaseLines(rel),
           ];
           out(lines.join("\n") + "\n");
         }),

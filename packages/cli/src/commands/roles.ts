@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
+import { agentActivators } from "./activators.ts";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
 import { createLogger, formatConfig, loadConfig, type OptionSpec, type OptionSpecs } from "@flotilla/protocol";
 import type { Run } from "./run.ts";
@@ -92,7 +93,8 @@ export function registerRoleCommands(program: Command, run: Run): void {
       const loaded = loadRoleConfig(agentOptionSpecs, opts);
       if (opts.printConfig) return out(formatConfig(agentOptionSpecs, loaded));
       const { FatalAgentError, runAgent } = await import("@flotilla/agent");
-      const exit = await runAgent(loaded.values, createLogger({ role: "agent" }), stopSignal());
+      const log = createLogger({ role: "agent" });
+      const exit = await runAgent({ ...loaded.values, activators: await agentActivators(loaded.values.stateDir, log) }, log, stopSignal());
       if (exit === "rejected") {
         throw new FatalAgentError("the coordinator's admins rejected this device; it needs a new join string");
       }

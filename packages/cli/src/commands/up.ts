@@ -6,6 +6,7 @@ import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
 import { createLogger, loadConfig, newId, nodeId } from "@flotilla/protocol";
 import { adminClient, login } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
+import { agentActivators } from "./activators.ts";
 import type { Run } from "./run.ts";
 import { stopSignal, waitForAbort } from "./roles.ts";
 
@@ -61,7 +62,7 @@ export function registerUpCommand(program: Command, home: () => string, run: Run
             env: {},
           });
           const agentStop = new AbortController();
-          const agentDone = runAgent(agentConfig.values, createLogger({ role: "agent" }), agentStop.signal);
+          const agentDone = runAgent({ ...agentConfig.values, activators: await agentActivators(agentConfig.values.stateDir, createLogger({ role: "agent" })) }, createLogger({ role: "agent" }), agentStop.signal);
           out(
             [
               `Flotilla is up: coordinator ${c.url}, data in ${dataDir}`,

@@ -22,7 +22,7 @@ export function authorizationInterceptor(store: Store, auditor: Auditor): Interc
       throw new ConnectError(`no access rule for ${req.service.typeName}/${req.method.name}`, Code.PermissionDenied);
     }
     if (rule === "public") return next(req);
-    const principal = await resolve(store, req.header.get(AUTHORIZATION_HEADER), req.contextValues.get(cookieHeaderKey), req.header.get(CSRF_HEADER));
+    const principal = await resolvePrincipal(store, req.header.get(AUTHORIZATION_HEADER), req.contextValues.get(cookieHeaderKey), req.header.get(CSRF_HEADER));
     if (!principal) throw new ConnectError("not logged in, or the session expired", Code.Unauthenticated);
     if (rule === "device") {
       if (principal.kind !== "device") throw new ConnectError("only agents may call this", Code.PermissionDenied);
@@ -60,10 +60,10 @@ export function authorizationInterceptor(store: Store, auditor: Auditor): Interc
 }
 
 /**
- * Resolves a caller from an Authorization header (a session or API token) or a web session
- * cookie with its CSRF header. Also used by the Nix binary cache for HTTP basic auth.
+ * Resolves the caller of a plain HTTP request (bearer token or web cookie with its CSRF header),
+ * as the interceptor does. Also used by the Nix binary cache for HTTP basic auth.
  */
-export async function resolve(
+export async function resolvePrincipal(
   store: Store,
   authorization: string | null,
   cookies: string,

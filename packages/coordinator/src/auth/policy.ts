@@ -30,7 +30,12 @@ export type Permission =
   | "nix:read"
   | "nix:write"
   | "logs:read"
-  | "tunnel:open";
+  | "tunnel:open"
+  | "releases:read"
+  | "releases:write"
+  | "signing-keys:write"
+  | "rollouts:read"
+  | "rollouts:write";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -97,6 +102,27 @@ const agentTunnel: Record<MethodNames<typeof agentv1.AgentTunnelService>, Permis
   attach: "device",
 };
 
+const releases: Record<MethodNames<typeof adminv1.ReleaseService>, Permission> = {
+  getRepository: "releases:read",
+  updateRoot: "signing-keys:write",
+  publishTargets: "releases:write",
+  listReleases: "releases:read",
+  deployRelease: "releases:write",
+  getDeviceReleases: "releases:read",
+};
+
+const rollouts: Record<MethodNames<typeof adminv1.RolloutService>, Permission> = {
+  planRollout: "rollouts:read",
+  startRollout: "rollouts:write",
+  listRollouts: "rollouts:read",
+  getRollout: "rollouts:read",
+  pauseRollout: "rollouts:write",
+  resumeRollout: "rollouts:write",
+  approveWave: "rollouts:write",
+  abortRollout: "rollouts:write",
+  watchRollout: "rollouts:read",
+};
+
 const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   check: "public",
   list: "public",
@@ -113,6 +139,8 @@ export const policy: Record<string, Record<string, Permission>> = {
   [adminv1.TelemetryService.typeName]: byName(adminv1.TelemetryService, adminTelemetry),
   [adminv1.TunnelService.typeName]: byName(adminv1.TunnelService, tunnel),
   [agentv1.AgentTunnelService.typeName]: byName(agentv1.AgentTunnelService, agentTunnel),
+  [adminv1.ReleaseService.typeName]: byName(adminv1.ReleaseService, releases),
+  [adminv1.RolloutService.typeName]: byName(adminv1.RolloutService, rollouts),
 };
 
 function byName(
@@ -127,9 +155,9 @@ function byName(
   return out;
 }
 
-const viewer: Permission[] = ["session", "devices:read", "tokens:read", "nix:read", "logs:read"];
-// Releases and rollouts join here as they arrive; deployers change no membership.
-const deployer: Permission[] = [...viewer, "nix:write"];
+const viewer: Permission[] = ["session", "devices:read", "tokens:read", "nix:read", "logs:read", "releases:read", "rollouts:read"];
+// Deployers ship software; they change no membership.
+const deployer: Permission[] = [...viewer, "nix:write", "releases:write", "rollouts:write"];
 const adminRole: Permission[] = [
   ...deployer,
   "devices:write",
@@ -142,6 +170,7 @@ const adminRole: Permission[] = [
   "api-tokens:write",
   "audit:read",
   "tunnel:open",
+  "signing-keys:write",
 ];
 const owner: Permission[] = [...adminRole, "orgs:create"];
 

@@ -16,7 +16,7 @@
  */
 import type http from "node:http";
 import type http2 from "node:http2";
-import { resolve } from "../auth/interceptor.ts";
+import { resolvePrincipal } from "../auth/interceptor.ts";
 import { rolePermissions } from "../auth/policy.ts";
 import type { Principal } from "../auth/principal.ts";
 import type { ServiceContext } from "../context.ts";
@@ -69,7 +69,7 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
 
   async function authorize(req: Request, orgSegment: string, write: boolean): Promise<{ orgId: string; principal: Principal }> {
     const token = credential(typeof req.headers.authorization === "string" ? req.headers.authorization : undefined);
-    const principal = token ? await resolve(ctx.store, `Bearer ${token}`, "", null) : undefined;
+    const principal = token ? await resolvePrincipal(ctx.store, `Bearer ${token}`, "", null) : undefined;
     if (!principal) throw new HttpError(401, "log in: HTTP basic auth with a session or API token as the password");
     const org = (await ctx.store.getOrgByName(orgSegment)) ?? (await ctx.store.getOrg(orgSegment));
     if (!org || org.id !== principal.orgId) throw new HttpError(403, "not a member of this organization");

@@ -17,6 +17,7 @@ import type { ServiceContext } from "../context.ts";
 import type { DeviceRow, EnrollResult } from "../store/index.ts";
 import { factsToJson, lifecycleToProto } from "./convert.ts";
 import { hello } from "./hello.ts";
+import { desiredReleases, recordReleaseProgress } from "../releases/progress.ts";
 
 const MAX_ENTRIES = 1000;
 const STREAM_NAME = /^[a-z0-9_-]{1,64}$/;
@@ -119,13 +120,16 @@ export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.Ag
           throw new ConnectError("agent version or capabilities too long", Code.InvalidArgument);
         }
         await store.setConnection(orgId, deviceId, true, Date.now());
+        ctx.rolloutEvents?.deviceConnected(orgId, deviceId);
         let sent = -1;
         while (!hctx.signal.aborted) {
           const row = await store.getDevice(orgId, deviceId);
           if (!row) return;
           if (row.generation !== sent) {
             sent = row.generation;
-            yield { event: { case: "desired", value: desiredOf(row) } };
+            const desired = desiredOf(row);
+            desired.releases = await desiredReleases(store, row);
+            yield { event: { case: "desired", value: desired } };
           }
           const r = await sub.wait(hctx.signal, ctx.keepaliveMs);
           if (r === "timeout") {
@@ -191,6 +195,13 @@ async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry
     }
     case "status":
       await ctx.store.setObservedGeneration(orgId, deviceId, Number(entry.body.value.observedGeneration));
+      return;
+    case "releaseProgress":
+      if (!(await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value))) {
+        ctx.log.warn("dropped invalid release progress", { device: deviceId, seq: Number(entry.seq) });
+      } else {
+        ctx.rolloutEvents?.releaseStep(orgId, deviceId, entry.body.value);
+      }
       return;
     default:
       // An entry kind this coordinator does not know (a newer agent): acknowledged and ignored.

@@ -2,6 +2,8 @@ import { Migrator, type Kysely, type Selectable, type Transaction } from "kysely
 import type { StoreAdapter } from "./adapter.ts";
 import { migrationProvider } from "./migrations.ts";
 import { KyselyNixStore, type NixStore } from "./nix-store.ts";
+import { KyselyReleaseStore, type ReleaseStore } from "./release-store.ts";
+import { KyselyRolloutStore, type RolloutStore } from "./rollout-store.ts";
 import type { Database } from "./schema.ts";
 import { KyselyTelemetryStore, type TelemetryStore } from "./telemetry-store.ts";
 import type {
@@ -139,6 +141,8 @@ function toAudit(r: Selectable<Database["audit_log"]>): AuditEntryRow {
 /** The store over Kysely: one implementation, SQLite or PostgreSQL underneath. */
 export class KyselyStore implements Store {
   readonly telemetry: TelemetryStore;
+  readonly releases: ReleaseStore;
+  readonly rollouts: RolloutStore;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -146,6 +150,8 @@ export class KyselyStore implements Store {
   ) {
     this.nix = new KyselyNixStore(db, adapter);
     this.telemetry = new KyselyTelemetryStore(db, adapter);
+    this.releases = new KyselyReleaseStore(db, adapter);
+    this.rollouts = new KyselyRolloutStore(db, adapter);
   }
 
   readonly nix: NixStore;

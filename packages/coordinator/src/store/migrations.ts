@@ -5,6 +5,8 @@
 import type { Kysely, Migration, MigrationProvider } from "kysely";
 import { nixMigration } from "./migration-nix.ts";
 import { telemetryMigration } from "./migration-telemetry.ts";
+import { releasesMigration } from "./migration-releases.ts";
+import { rolloutsMigration } from "./migration-rollouts.ts";
 
 const initial: Migration = {
   async up(db: Kysely<unknown>) {
@@ -173,6 +175,8 @@ export const migrations: Record<string, Migration> = {
   "0002_members_tokens_audit": members,
   "0007_nix": nixMigration,
   "0005_telemetry": telemetryMigration,
+  "0004_releases": releasesMigration,
+  "0008_rollouts": rolloutsMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -13,6 +13,8 @@
 import type { TelemetryStore } from "./telemetry-store.ts";
 
 import type { NixStore } from "./nix-store.ts";
+import type { ReleaseStore } from "./release-store.ts";
+import type { RolloutStore } from "./rollout-store.ts";
 
 export type Role = "owner" | "admin" | "deployer" | "viewer";
 export type Lifecycle = "pending" | "approved" | "rejected" | "decommissioned";
@@ -157,6 +159,10 @@ export interface Store {
 
   /** The Nix binary cache's keys and paths. */
   readonly nix: NixStore;
+  /** Signed releases and their deployment to devices. */
+  readonly releases: ReleaseStore;
+  /** Rollouts: waves of devices taking one release, with their per-device state. */
+  readonly rollouts: RolloutStore;
 
   /** Runs pending migrations. Safe to call on every start and from several replicas. */
   migrate(): Promise<void>;
@@ -283,3 +289,6 @@ export interface Store {
    */
   onDeviceChange(listener: (orgId: string, deviceId: string) => void): () => void;
 }
+
+export type { DeviceReleaseRow, ReleaseRow, ReleaseStepRow, ReleaseStore } from "./release-store.ts";
+export type * from "./rollout-store.ts";

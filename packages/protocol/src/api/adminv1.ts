@@ -4,3 +4,5 @@ export * from "../gen/flotilla/admin/v1/admin_pb.ts";
 export * from "../gen/flotilla/admin/v1/nix_pb.ts";
 export * from "../gen/flotilla/admin/v1/telemetry_pb.ts";
 export * from "../gen/flotilla/admin/v1/tunnel_pb.ts";
+export * from "../gen/flotilla/admin/v1/releases_pb.ts";
+export * from "../gen/flotilla/admin/v1/rollouts_pb.ts";

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/agent/v1/agent.proto.
  */
 export const file_flotilla_agent_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mbG90aWxsYS9hZ2VudC92MS9hZ2VudC5wcm90bxIRZmxvdGlsbGEuYWdlbnQudjEiJAoMSGVsbG9SZXF1ZXN0EhQKDGNsaWVudF9ub25jZRgBIAEoDCJECg1IZWxsb1Jlc3BvbnNlEjMKBXByb29mGAEgASgLMiQuZmxvdGlsbGEuY29tbW9uLnYxLkNvb3JkaW5hdG9yUHJvb2YiiAEKDUVucm9sbFJlcXVlc3QSEwoLam9pbl9zZWNyZXQYASABKAkSEgoKcHVibGljX2tleRgCIAEoDBIRCgljaGFsbGVuZ2UYAyABKAwSEQoJc2lnbmF0dXJlGAQgASgMEigKBWZhY3RzGAUgASgLMhkuZmxvdGlsbGEuY29tbW9uLnYxLkZhY3RzInwKDkVucm9sbFJlc3BvbnNlEhEKCWRldmljZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEjAKCWxpZmVjeWNsZRgDIAEoDjIdLmZsb3RpbGxhLmNvbW1vbi52MS5MaWZlY3ljbGUSFwoPb3JnYW5pemF0aW9uX2lkGAQgASgJIk8KE0F1dGhlbnRpY2F0ZVJlcXVlc3QSEgoKcHVibGljX2tleRgBIAEoDBIRCgljaGFsbGVuZ2UYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMIrABChRBdXRoZW50aWNhdGVSZXNwb25zZRIVCg1zZXNzaW9uX3Rva2VuGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWRldmljZV9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEjAKCWxpZmVjeWNsZRgFIAEoDjIdLmZsb3RpbGxhLmNvbW1vbi52MS5MaWZlY3ljbGUiOwoMV2F0Y2hSZXF1ZXN0EhUKDWFnZW50X3ZlcnNpb24YASABKAkSFAoMY2FwYWJpbGl0aWVzGAIgAygJIuEBCgxEZXNpcmVkU3RhdGUSEQoJZGV2aWNlX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSMAoJbGlmZWN5Y2xlGAMgASgOMh0uZmxvdGlsbGEuY29tbW9uLnYxLkxpZmVjeWNsZRI7CgZsYWJlbHMYBCADKAsyKy5mbG90aWxsYS5hZ2VudC52MS5EZXNpcmVkU3RhdGUuTGFiZWxzRW50cnkSEgoKZ2VuZXJhdGlvbhgFIAEoBBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIn0KDVdhdGNoUmVzcG9uc2USMgoHZGVzaXJlZBgBIAEoCzIfLmZsb3RpbGxhLmFnZW50LnYxLkRlc2lyZWRTdGF0ZUgAEi8KCWtlZXBhbGl2ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIAEIHCgVldmVudCKcAQoGU3RhdHVzEhsKE29ic2VydmVkX2dlbmVyYXRpb24YASABKAQSNQoGbGFiZWxzGAIgAygLMiUuZmxvdGlsbGEuYWdlbnQudjEuU3RhdHVzLkxhYmVsc0VudHJ5Eg8KB21lc3NhZ2UYAyABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK1AQoLT3V0Ym94RW50cnkSDgoGc3RyZWFtGAEgASgJEgsKA3NlcRgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgVmYWN0cxgEIAEoCzIZLmZsb3RpbGxhLmNvbW1vbi52MS5GYWN0c0gAEisKBnN0YXR1cxgFIAEoCzIZLmZsb3RpbGxhLmFnZW50LnYxLlN0YXR1c0gAQgYKBGJvZHkiQAoNUmVwb3J0UmVxdWVzdBIvCgdlbnRyaWVzGAEgAygLMh4uZmxvdGlsbGEuYWdlbnQudjEuT3V0Ym94RW50cnkiIgoDQWNrEg4KBnN0cmVhbRgBIAEoCRILCgNzZXEYAiABKAQiNgoOUmVwb3J0UmVzcG9uc2USJAoEYWNrcxgBIAMoCzIWLmZsb3RpbGxhLmFnZW50LnYxLkFjazKnAwoMQWdlbnRTZXJ2aWNlEkoKBUhlbGxvEh8uZmxvdGlsbGEuYWdlbnQudjEuSGVsbG9SZXF1ZXN0GiAuZmxvdGlsbGEuYWdlbnQudjEuSGVsbG9SZXNwb25zZRJNCgZFbnJvbGwSIC5mbG90aWxsYS5hZ2VudC52MS5FbnJvbGxSZXF1ZXN0GiEuZmxvdGlsbGEuYWdlbnQudjEuRW5yb2xsUmVzcG9uc2USXwoMQXV0aGVudGljYXRlEiYuZmxvdGlsbGEuYWdlbnQudjEuQXV0aGVudGljYXRlUmVxdWVzdBonLmZsb3RpbGxhLmFnZW50LnYxLkF1dGhlbnRpY2F0ZVJlc3BvbnNlEkwKBVdhdGNoEh8uZmxvdGlsbGEuYWdlbnQudjEuV2F0Y2hSZXF1ZXN0GiAuZmxvdGlsbGEuYWdlbnQudjEuV2F0Y2hSZXNwb25zZTABEk0KBlJlcG9ydBIgLmZsb3RpbGxhLmFnZW50LnYxLlJlcG9ydFJlcXVlc3QaIS5mbG90aWxsYS5hZ2VudC52MS5SZXBvcnRSZXNwb25zZWIGcHJvdG8z", [file_flotilla_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("Ch1mbG90aWxsYS9hZ2VudC92MS9hZ2VudC5wcm90bxIRZmxvdGlsbGEuYWdlbnQudjEiJAoMSGVsbG9SZXF1ZXN0EhQKDGNsaWVudF9ub25jZRgBIAEoDCJECg1IZWxsb1Jlc3BvbnNlEjMKBXByb29mGAEgASgLMiQuZmxvdGlsbGEuY29tbW9uLnYxLkNvb3JkaW5hdG9yUHJvb2YiiAEKDUVucm9sbFJlcXVlc3QSEwoLam9pbl9zZWNyZXQYASABKAkSEgoKcHVibGljX2tleRgCIAEoDBIRCgljaGFsbGVuZ2UYAyABKAwSEQoJc2lnbmF0dXJlGAQgASgMEigKBWZhY3RzGAUgASgLMhkuZmxvdGlsbGEuY29tbW9uLnYxLkZhY3RzInwKDkVucm9sbFJlc3BvbnNlEhEKCWRldmljZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEjAKCWxpZmVjeWNsZRgDIAEoDjIdLmZsb3RpbGxhLmNvbW1vbi52MS5MaWZlY3ljbGUSFwoPb3JnYW5pemF0aW9uX2lkGAQgASgJIk8KE0F1dGhlbnRpY2F0ZVJlcXVlc3QSEgoKcHVibGljX2tleRgBIAEoDBIRCgljaGFsbGVuZ2UYAiABKAwSEQoJc2lnbmF0dXJlGAMgASgMIrABChRBdXRoZW50aWNhdGVSZXNwb25zZRIVCg1zZXNzaW9uX3Rva2VuGAEgASgJEi4KCmV4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWRldmljZV9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEjAKCWxpZmVjeWNsZRgFIAEoDjIdLmZsb3RpbGxhLmNvbW1vbi52MS5MaWZlY3ljbGUiOwoMV2F0Y2hSZXF1ZXN0EhUKDWFnZW50X3ZlcnNpb24YASABKAkSFAoMY2FwYWJpbGl0aWVzGAIgAygJIpYCCgxEZXNpcmVkU3RhdGUSEQoJZGV2aWNlX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSMAoJbGlmZWN5Y2xlGAMgASgOMh0uZmxvdGlsbGEuY29tbW9uLnYxLkxpZmVjeWNsZRI7CgZsYWJlbHMYBCADKAsyKy5mbG90aWxsYS5hZ2VudC52MS5EZXNpcmVkU3RhdGUuTGFiZWxzRW50cnkSEgoKZ2VuZXJhdGlvbhgFIAEoBBIzCghyZWxlYXNlcxgGIAMoCzIhLmZsb3RpbGxhLmFnZW50LnYxLkRlc2lyZWRSZWxlYXNlGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQQoORGVzaXJlZFJlbGVhc2USDAoEbmFtZRgBIAEoCRITCgt0YXJnZXRfcGF0aBgCIAEoCRIMCgRraW5kGAMgASgJIn0KDVdhdGNoUmVzcG9uc2USMgoHZGVzaXJlZBgBIAEoCzIfLmZsb3RpbGxhLmFnZW50LnYxLkRlc2lyZWRTdGF0ZUgAEi8KCWtlZXBhbGl2ZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBIAEIHCgVldmVudCKcAQoGU3RhdHVzEhsKE29ic2VydmVkX2dlbmVyYXRpb24YASABKAQSNQoGbGFiZWxzGAIgAygLMiUuZmxvdGlsbGEuYWdlbnQudjEuU3RhdHVzLkxhYmVsc0VudHJ5Eg8KB21lc3NhZ2UYAyABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASL1AQoLT3V0Ym94RW50cnkSDgoGc3RyZWFtGAEgASgJEgsKA3NlcRgCIAEoBBIoCgR0aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCgVmYWN0cxgEIAEoCzIZLmZsb3RpbGxhLmNvbW1vbi52MS5GYWN0c0gAEisKBnN0YXR1cxgFIAEoCzIZLmZsb3RpbGxhLmFnZW50LnYxLlN0YXR1c0gAEj4KEHJlbGVhc2VfcHJvZ3Jlc3MYBiABKAsyIi5mbG90aWxsYS5hZ2VudC52MS5SZWxlYXNlUHJvZ3Jlc3NIAEIGCgRib2R5IqwBCg9SZWxlYXNlUHJvZ3Jlc3MSDAoEbmFtZRgBIAEoCRITCgt0YXJnZXRfcGF0aBgCIAEoCRIMCgRzdGVwGAMgASgJEhIKCmJ5dGVzX2RvbmUYBCABKAQSEwoLYnl0ZXNfdG90YWwYBSABKAQSDQoFZXJyb3IYBiABKAkSFwoPY3VycmVudF92ZXJzaW9uGAcgASgJEhcKD2N1cnJlbnRfY291bnRlchgIIAEoBCJACg1SZXBvcnRSZXF1ZXN0Ei8KB2VudHJpZXMYASADKAsyHi5mbG90aWxsYS5hZ2VudC52MS5PdXRib3hFbnRyeSIiCgNBY2sSDgoGc3RyZWFtGAEgASgJEgsKA3NlcRgCIAEoBCI2Cg5SZXBvcnRSZXNwb25zZRIkCgRhY2tzGAEgAygLMhYuZmxvdGlsbGEuYWdlbnQudjEuQWNrMqcDCgxBZ2VudFNlcnZpY2USSgoFSGVsbG8SHy5mbG90aWxsYS5hZ2VudC52MS5IZWxsb1JlcXVlc3QaIC5mbG90aWxsYS5hZ2VudC52MS5IZWxsb1Jlc3BvbnNlEk0KBkVucm9sbBIgLmZsb3RpbGxhLmFnZW50LnYxLkVucm9sbFJlcXVlc3QaIS5mbG90aWxsYS5hZ2VudC52MS5FbnJvbGxSZXNwb25zZRJfCgxBdXRoZW50aWNhdGUSJi5mbG90aWxsYS5hZ2VudC52MS5BdXRoZW50aWNhdGVSZXF1ZXN0GicuZmxvdGlsbGEuYWdlbnQudjEuQXV0aGVudGljYXRlUmVzcG9uc2USTAoFV2F0Y2gSHy5mbG90aWxsYS5hZ2VudC52MS5XYXRjaFJlcXVlc3QaIC5mbG90aWxsYS5hZ2VudC52MS5XYXRjaFJlc3BvbnNlMAESTQoGUmVwb3J0EiAuZmxvdGlsbGEuYWdlbnQudjEuUmVwb3J0UmVxdWVzdBohLmZsb3RpbGxhLmFnZW50LnYxLlJlcG9ydFJlc3BvbnNlYgZwcm90bzM", [file_flotilla_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message flotilla.agent.v1.HelloRequest
@@ -253,6 +253,13 @@ export type DesiredState = Message<"flotilla.agent.v1.DesiredState"> & {
    * @generated from field: uint64 generation = 5;
    */
   generation: bigint;
+
+  /**
+   * The signed releases the device should run, one per release name.
+   *
+   * @generated from field: repeated flotilla.agent.v1.DesiredRelease releases = 6;
+   */
+  releases: DesiredRelease[];
 };
 
 /**
@@ -261,6 +268,40 @@ export type DesiredState = Message<"flotilla.agent.v1.DesiredState"> & {
  */
 export const DesiredStateSchema: GenMessage<DesiredState> = /*@__PURE__*/
   messageDesc(file_flotilla_agent_v1_agent, 7);
+
+/**
+ * A release the device should run. Only a pointer: the agent verifies everything about it
+ * from its organization's TUF repository.
+ *
+ * @generated from message flotilla.agent.v1.DesiredRelease
+ */
+export type DesiredRelease = Message<"flotilla.agent.v1.DesiredRelease"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The TUF target path (name/counter/file).
+   *
+   * @generated from field: string target_path = 2;
+   */
+  targetPath: string;
+
+  /**
+   * The release kind, as the coordinator knows it (checked again against signed metadata).
+   *
+   * @generated from field: string kind = 3;
+   */
+  kind: string;
+};
+
+/**
+ * Describes the message flotilla.agent.v1.DesiredRelease.
+ * Use `create(DesiredReleaseSchema)` to create a new message.
+ */
+export const DesiredReleaseSchema: GenMessage<DesiredRelease> = /*@__PURE__*/
+  messageDesc(file_flotilla_agent_v1_agent, 8);
 
 /**
  * @generated from message flotilla.agent.v1.WatchResponse
@@ -291,7 +332,7 @@ export type WatchResponse = Message<"flotilla.agent.v1.WatchResponse"> & {
  * Use `create(WatchResponseSchema)` to create a new message.
  */
 export const WatchResponseSchema: GenMessage<WatchResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_agent, 8);
+  messageDesc(file_flotilla_agent_v1_agent, 9);
 
 /**
  * What the agent runs now, as a result of applying desired state.
@@ -322,7 +363,7 @@ export type Status = Message<"flotilla.agent.v1.Status"> & {
  * Use `create(StatusSchema)` to create a new message.
  */
 export const StatusSchema: GenMessage<Status> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_agent, 9);
+  messageDesc(file_flotilla_agent_v1_agent, 10);
 
 /**
  * @generated from message flotilla.agent.v1.OutboxEntry
@@ -362,6 +403,12 @@ export type OutboxEntry = Message<"flotilla.agent.v1.OutboxEntry"> & {
      */
     value: Status;
     case: "status";
+  } | {
+    /**
+     * @generated from field: flotilla.agent.v1.ReleaseProgress release_progress = 6;
+     */
+    value: ReleaseProgress;
+    case: "releaseProgress";
   } | { case: undefined; value?: undefined };
 };
 
@@ -370,7 +417,67 @@ export type OutboxEntry = Message<"flotilla.agent.v1.OutboxEntry"> & {
  * Use `create(OutboxEntrySchema)` to create a new message.
  */
 export const OutboxEntrySchema: GenMessage<OutboxEntry> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_agent, 10);
+  messageDesc(file_flotilla_agent_v1_agent, 11);
+
+/**
+ * One step of installing a release, with its time (the entry's time).
+ *
+ * @generated from message flotilla.agent.v1.ReleaseProgress
+ */
+export type ReleaseProgress = Message<"flotilla.agent.v1.ReleaseProgress"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string target_path = 2;
+   */
+  targetPath: string;
+
+  /**
+   * checking, downloading, verifying, activating, health-checking, healthy, failed, rolled-back.
+   *
+   * @generated from field: string step = 3;
+   */
+  step: string;
+
+  /**
+   * @generated from field: uint64 bytes_done = 4;
+   */
+  bytesDone: bigint;
+
+  /**
+   * @generated from field: uint64 bytes_total = 5;
+   */
+  bytesTotal: bigint;
+
+  /**
+   * Why, on failed and rolled-back.
+   *
+   * @generated from field: string error = 6;
+   */
+  error: string;
+
+  /**
+   * What runs now for this name, when known (after healthy, failed, rolled-back).
+   *
+   * @generated from field: string current_version = 7;
+   */
+  currentVersion: string;
+
+  /**
+   * @generated from field: uint64 current_counter = 8;
+   */
+  currentCounter: bigint;
+};
+
+/**
+ * Describes the message flotilla.agent.v1.ReleaseProgress.
+ * Use `create(ReleaseProgressSchema)` to create a new message.
+ */
+export const ReleaseProgressSchema: GenMessage<ReleaseProgress> = /*@__PURE__*/
+  messageDesc(file_flotilla_agent_v1_agent, 12);
 
 /**
  * @generated from message flotilla.agent.v1.ReportRequest
@@ -387,7 +494,7 @@ export type ReportRequest = Message<"flotilla.agent.v1.ReportRequest"> & {
  * Use `create(ReportRequestSchema)` to create a new message.
  */
 export const ReportRequestSchema: GenMessage<ReportRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_agent, 11);
+  messageDesc(file_flotilla_agent_v1_agent, 13);
 
 /**
  * @generated from message flotilla.agent.v1.Ack
@@ -411,7 +518,7 @@ export type Ack = Message<"flotilla.agent.v1.Ack"> & {
  * Use `create(AckSchema)` to create a new message.
  */
 export const AckSchema: GenMessage<Ack> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_agent, 12);
+  messageDesc(file_flotilla_agent_v1_agent, 14);
 
 /**
  * @generated from message flotilla.agent.v1.ReportResponse
@@ -428,7 +535,7 @@ export type ReportResponse = Message<"flotilla.agent.v1.ReportResponse"> & {
  * Use `create(ReportResponseSchema)` to create a new message.
  */
 export const ReportResponseSchema: GenMessage<ReportResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_agent, 13);
+  messageDesc(file_flotilla_agent_v1_agent, 15);
 
 /**
  * The API agents call. Agents always dial out; the coordinator never connects to a device.

@@ -1,0 +1,100 @@
+import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Fetcher } from "tuf-js";
+// tuf-js stops walking root versions only on its own DownloadHTTPError (404/403).
+import { DownloadHTTPError } from "tuf-js/dist/error.js";
+import { pinnedRequest, readBody, TUF_METADATA_PATH } from "@flotilla/protocol";
+
+/** Where and how to reach the coordinator over plain HTTP: its URL, key pin and a session token. */
+export interface CoordinatorHttp {
+  url: string;
+  pin: string;
+  token: string;
+}
+
+/** A failure worth retrying later (network, coordinator busy, session expired), not a refusal. */
+export class TransientError extends Error {
+  override name = "TransientError";
+}
+
+/** GETs `path` from the coordinator with the device's session; throws TransientError for retryable failures. */
+export async function get(http: CoordinatorHttp, path: string, headers: Record<string, string> = {}, signal?: AbortSignal) {
+  try {
+    const res = await pinnedRequest({
+      method: "GET",
+      url: `${http.url}${path}`,
+      pin: http.pin,
+      headers: { authorization: `Bearer ${http.token}`, ...headers },
+      signal,
+      timeoutMs: 30_000,
+    });
+    const status = res.statusCode ?? 0;
+    if (status === 401 || status === 429 || status >= 500) {
+      res.resume();
+      throw new TransientError(`coordinator answered HTTP ${status} for ${path}`);
+    }
+    return res;
+  } catch (err) {
+    if (err instanceof TransientError) throw err;
+    if (signal?.aborted) throw err;
+    throw new TransientError(`cannot reach the coordinator: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/**
+ * tuf-js's fetcher over the agent's pinned, authenticated connection: metadata comes from
+ * /tuf/v1/metadata/ of the device's own organization. Refuses more than `maxLength` bytes.
+ */
+export class CoordinatorFetcher implements Fetcher {
+  constructor(private readonly http: CoordinatorHttp) {}
+
+  async downloadBytes(url: string, maxLength: number): Promise<Buffer> {
+    const res = await get(this.http, new URL(url).pathname);
+    if (res.statusCode !== 200) {
+      res.resume();
+      throw new DownloadHTTPError(`coordinator answered HTTP ${res.statusCode} for ${new URL(url).pathname}`, res.statusCode ?? 0);
+    }
+    return Buffer.from(await readBody(res, maxLength));
+  }
+
+  async downloadFile<T>(url: string, maxLength: number, handler: (file: string) => Promise<T>): Promise<T> {
+    throw new Error(`downloadFile(${url}, ${maxLength}, ${handler.name}) is not used: targets are downloaded by the release manager`);
+  }
+}
+
+/** tuf-js wants a base URL; only its path matters to CoordinatorFetcher. */
+export function metadataBaseUrl(http: CoordinatorHttp): string {
+  return `${http.url}${TUF_METADATA_PATH}`;
+}
+
+/**
+ * Pins the organization's first root (1.root.json) in `dir/root.json`, unless one is pinned
+ * already: trust on first use, over the connection whose coordinator key was pinned at
+ * enrollment. Every later root must be signed by the root before it. Returns false while the
+ * organization has no root yet.
+ */
+export async function pinRoot(http: CoordinatorHttp, dir: string): Promise<boolean> {
+  const path = join(dir, "root.json");
+  try {
+    await readFile(path);
+    return true;
+  } catch {
+    // not pinned yet
+  }
+  const res = await get(http, `${TUF_METADATA_PATH}1.root.json`);
+  if (res.statusCode === 404) {
+    res.resume();
+    return false;
+  }
+  if (res.statusCode !== 200) {
+    res.resume();
+    throw new TransientError(`coordinator answered HTTP ${res.statusCode} for the first root`);
+  }
+  const body = await readBody(res, 512 * 1024);
+  JSON.parse(body);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await writeFile(`${path}.tmp`, body, { mode: 0o600 });
+  await rename(`${path}.tmp`, path);
+  return true;
+}
+

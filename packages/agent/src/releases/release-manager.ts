@@ -1,0 +1,242 @@
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "@flotilla/protocol";
+import type { ActivationEvents, ActivationOutcome, Activator, InstalledRelease } from "../activation/activator.ts";
+import { backoffDelay, Wakeup } from "../wakeup.ts";
+import { pinRoot, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
+import { ArtifactRefused, downloadTarget } from "./download.ts";
+import { ReleaseStateFile, type ReleaseProgressState } from "./release-state.ts";
+import { ReleaseRefused, verifyRelease, type VerifiedRelease } from "./verify.ts";
+
+/** A step as it goes to the coordinator through the outbox. */
+export interface ReleaseStep {
+  name: string;
+  targetPath: string;
+  step: "checking" | "downloading" | "verifying" | "activating" | "health-checking" | "healthy" | "failed" | "rolled-back";
+  bytesDone?: number;
+  bytesTotal?: number;
+  error?: string;
+  current?: InstalledRelease;
+}
+
+export interface ReleaseManagerOptions {
+  /** `<state-dir>/releases`: progress, pinned TUF metadata, staged artifacts. */
+  dir: string;
+  /** The activators whose available() was true, one per kind. */
+  activators: Activator[];
+  /** The coordinator connection now, if any. */
+  connection(): CoordinatorHttp | undefined;
+  /** Resolves when the connection may have changed. */
+  connectionChanged(signal: AbortSignal): Promise<void>;
+  /** Queues a step in the durable outbox. */
+  report(step: ReleaseStep): Promise<void>;
+  reachedCoordinator: ActivationEvents["reachedCoordinator"];
+  /** Download rate cap, 0 for none. */
+  bytesPerSecond: number;
+  backoffMinMs: number;
+  backoffMaxMs: number;
+  log: Logger;
+  /** This machine's architecture (default: uname -m). */
+  arch?: string;
+}
+
+/**
+ * Takes the desired releases from Watch and brings each about, one at a time: verify (TUF,
+ * arch, anti-rollback), download (resumable, bounded, hash-checked), hand to the activator of
+ * the release's kind, and report every step. Progress is persisted before each phase, so after a
+ * crash it resumes a download, or collects the outcome of an activation from the activator's
+ * recover(), instead of starting again.
+ */
+export class ReleaseManager {
+  private desired = new Map<string, string>();
+  private readonly wake = new Wakeup();
+  private readonly state: ReleaseStateFile;
+  private readonly byKind: Map<string, Activator>;
+
+  constructor(private readonly opts: ReleaseManagerOptions) {
+    this.state = new ReleaseStateFile(opts.dir);
+    this.byKind = new Map(opts.activators.map((a) => [a.kind, a]));
+  }
+
+  /** Replaces the desired releases (release name to TUF target path). */
+  setDesired(releases: { name: string; targetPath: string }[]): void {
+    this.desired = new Map(releases.map((r) => [r.name, r.targetPath]));
+    this.wake.notify();
+  }
+
+  private events(name: string, targetPath: string): ActivationEvents {
+    return {
+      step: (step, detail) => {
+        // Final steps are reported from the outcome, with what runs afterwards.
+        if (step === "activating" || step === "health-checking") void this.report({ name, targetPath, step, error: detail });
+        else this.opts.log.info("activation step", { release: name, step, detail });
+      },
+      output: (unit, stream, line) => this.opts.log.info("release output", { unit, stream, line }),
+      reachedCoordinator: this.opts.reachedCoordinator,
+    };
+  }
+
+  /** During recover() steps name no release; the outcomes returned are reported instead. */
+  private quietEvents(): ActivationEvents {
+    return {
+      step: (step, detail) => this.opts.log.info("recovery step", { step, detail }),
+      output: (unit, stream, line) => this.opts.log.info("release output", { unit, stream, line }),
+      reachedCoordinator: this.opts.reachedCoordinator,
+    };
+  }
+
+  private async report(step: ReleaseStep): Promise<void> {
+    try {
+      await this.opts.report(step);
+    } catch (err) {
+      this.opts.log.error("could not queue a release step", { err: String(err), step: step.step });
+    }
+  }
+
+  private async installed(name: string): Promise<InstalledRelease | undefined> {
+    for (const a of this.opts.activators) {
+      const found = (await a.installed()).find((r) => r.name === name);
+      if (found) return found;
+    }
+    return undefined;
+  }
+
+  /** Runs until `signal` aborts: first recovers interrupted activations, then works. */
+  async run(signal: AbortSignal): Promise<void> {
+    await this.recover();
+    void this.pinEarly(signal);
+    for (let attempt = 0; !signal.aborted; ) {
+      const work = await this.nextWork();
+      if (!work) {
+        await this.wake.wait(signal);
+        continue;
+      }
+      try {
+        await this.process(work.name, work.targetPath, signal);
+        attempt = 0;
+      } catch (err) {
+        if (signal.aborted) return;
+        const delay = backoffDelay(attempt++, this.opts.backoffMinMs, this.opts.backoffMaxMs);
+        this.opts.log.warn("release step failed; retrying", { release: work.name, err: describe(err), retryInMs: delay });
+        await this.wake.wait(signal, delay);
+      }
+    }
+  }
+
+  /** Pins the organization's root at the first connection after enrollment, if it has one. */
+  private async pinEarly(signal: AbortSignal): Promise<void> {
+    try {
+      const http = await this.connected(signal);
+      if (await pinRoot(http, join(this.opts.dir, "tuf"))) this.opts.log.info("organization root pinned");
+    } catch (err) {
+      if (!signal.aborted) this.opts.log.warn("could not pin the organization root yet", { err: describe(err) });
+    }
+  }
+
+  private async nextWork(): Promise<{ name: string; targetPath: string } | undefined> {
+    for (const [name, targetPath] of this.desired) {
+      const st = await this.state.get(name);
+      if (st?.target !== targetPath || st.phase !== "done") return { name, targetPath };
+    }
+    return undefined;
+  }
+
+  private async recover(): Promise<void> {
+    const all = await this.state.all();
+    for (const a of this.opts.activators) {
+      let outcomes: Map<string, ActivationOutcome>;
+      try {
+        outcomes = await a.recover(this.quietEvents());
+      } catch (err) {
+        this.opts.log.error("activator recovery failed", { kind: a.kind, err: describe(err) });
+        continue;
+      }
+      for (const [name, outcome] of outcomes) {
+        const st = all[name];
+        if (st?.phase === "activating") await this.finish(name, st, outcome);
+      }
+    }
+  }
+
+  private async connected(signal: AbortSignal): Promise<CoordinatorHttp> {
+    for (;;) {
+      const c = this.opts.connection();
+      if (c) return c;
+      if (signal.aborted) throw new TransientError("stopped");
+      await this.opts.connectionChanged(signal);
+    }
+  }
+
+  private async process(name: string, targetPath: string, signal: AbortSignal): Promise<void> {
+    let st = await this.state.get(name);
+    if (st?.target !== targetPath) st = undefined;
+    if (st?.phase === "activating" && st.meta && st.sha256) {
+      // Handed over before a crash and the activator's recover() knew nothing of it.
+      const cur = await this.installed(name);
+      if (cur?.sha256 === st.sha256 && cur.counter === st.meta.counter) {
+        return this.finish(name, st, { outcome: "healthy", current: cur });
+      }
+    }
+    const http = await this.connected(signal);
+    if (!st) await this.report({ name, targetPath, step: "checking" });
+    let v: VerifiedRelease;
+    try {
+      const installed = await this.installed(name);
+      v = await verifyRelease({ http, metadataDir: join(this.opts.dir, "tuf"), name, targetPath, installed, arch: this.opts.arch });
+      if (!this.byKind.has(v.meta.kind)) throw new ReleaseRefused(`this agent cannot activate ${v.meta.kind} releases`);
+      if (installed?.sha256 === v.sha256 && installed.counter === v.meta.counter) {
+        return this.finish(name, { target: targetPath, phase: "done" }, { outcome: "healthy", current: installed });
+      }
+    } catch (err) {
+      if (err instanceof ReleaseRefused) return this.refuse(name, targetPath, err.message);
+      throw err;
+    }
+    const activator = this.byKind.get(v.meta.kind)!;
+    if (st?.phase !== "activating") {
+      st = { target: targetPath, phase: "downloading", sha256: v.sha256, length: v.length, meta: v.meta };
+      await this.state.set(name, st);
+    }
+    let file: string;
+    try {
+      file = await downloadTarget({
+        http,
+        target: { path: v.path, sha256: v.sha256, length: v.length },
+        staging: join(this.opts.dir, "staging"),
+        bytesPerSecond: this.opts.bytesPerSecond,
+        signal,
+        progress: (done, total) => void this.report({ name, targetPath, step: "downloading", bytesDone: done, bytesTotal: total }),
+        verifying: () => void this.report({ name, targetPath, step: "verifying" }),
+      });
+    } catch (err) {
+      if (err instanceof ArtifactRefused) return this.refuse(name, targetPath, err.message);
+      throw err;
+    }
+    st = { ...st, phase: "activating", meta: v.meta, sha256: v.sha256 };
+    await this.state.set(name, st);
+    const outcome = await activator.activate({ meta: v.meta, sha256: v.sha256, artifactPath: file }, this.events(name, targetPath), signal);
+    await this.finish(name, st, outcome);
+  }
+
+  private async refuse(name: string, targetPath: string, error: string): Promise<void> {
+    this.opts.log.warn("release refused", { release: name, target: targetPath, err: error });
+    await this.report({ name, targetPath, step: "failed", error, current: await this.installed(name) });
+    await this.state.set(name, { target: targetPath, phase: "done", outcome: "failed" });
+  }
+
+  private async finish(name: string, st: ReleaseProgressState, outcome: ActivationOutcome): Promise<void> {
+    await this.report({
+      name,
+      targetPath: st.target,
+      step: outcome.outcome,
+      error: outcome.outcome === "healthy" ? undefined : outcome.error,
+      current: outcome.current,
+    });
+    await this.state.set(name, { target: st.target, phase: "done", outcome: outcome.outcome });
+    if (st.sha256) await rm(join(this.opts.dir, "staging", st.sha256), { force: true });
+    this.opts.log.info("release finished", { release: name, target: st.target, outcome: outcome.outcome });
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,13 @@
+import { join } from "node:path";
+import type { Activator } from "@flotilla/agent";
+import type { Logger } from "@flotilla/protocol";
+
+/**
+ * The activators `flotilla agent` runs with, one per release kind. Each is declared as a
+ * capability when its available() is true on this machine; the coordinator deploys only kinds
+ * a device declares. One line per activator; loaded lazily with the agent's code.
+ */
+export async function agentActivators(stateDir: string, log: Logger): Promise<Activator[]> {
+  const { BundleActivator } = await import("@flotilla/agent");
+  return [new BundleActivator({ dir: join(stateDir, "bundles"), log: log.child({ activator: "bundle" }) })];
+}

@@ -1,0 +1,266 @@
+import { basename } from "node:path";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { Command } from "commander";
+import { Metadata, MetadataKind, Targets, type Root } from "@tufjs/models";
+import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
+import { serviceClient, type AdminTarget } from "../admin/client.ts";
+import { Credentials } from "../admin/credentials.ts";
+import { UsageError } from "../errors.ts";
+import { json, parseDuration, table } from "../output.ts";
+import { nextRoot, parseMetadata, signMetadata, SPEC_VERSION, tufDate } from "../signing/metadata.ts";
+import { openSigners } from "../signing/signers.ts";
+import { uploadArtifact } from "./release-upload.ts";
+import type { Run } from "./run.ts";
+
+interface SigningOpts {
+  keyFile: string[];
+  sshAgent?: boolean;
+  sshKey?: string;
+}
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+function withSigningOptions(cmd: Command): Command {
+  return cmd
+    .option("--key-file <file>", "sign with this ed25519 key file (OpenSSH or Flotilla, mode 0600); repeatable", collect, [])
+    .option("--ssh-agent", "sign with the ed25519 keys in ssh-agent (SSH_AUTH_SOCK)")
+    .option("--ssh-key <text>", "with --ssh-agent: only keys whose comment contains this");
+}
+
+function signers(target: AdminTarget, o: SigningOpts) {
+  return openSigners({
+    keyFiles: o.keyFile,
+    sshAgent: o.sshAgent === true,
+    sshKeyFilter: o.sshKey,
+    sshAuthSock: process.env.SSH_AUTH_SOCK,
+    fallback: () => new Credentials(target.home, target.keyFile).identity(),
+  });
+}
+
+function releaseJson(r: adminv1.Release) {
+  return {
+    name: r.name,
+    version: r.version,
+    counter: Number(r.counter),
+    kind: r.kind,
+    targetPath: r.targetPath,
+    sha256: r.sha256,
+    length: Number(r.length),
+    createdAt: r.createdAt ? new Date(timestampMs(r.createdAt)).toISOString() : null,
+    meta: JSON.parse(r.metaJson || "{}") as unknown,
+  };
+}
+
+export function registerReleaseCommands(program: Command, target: () => AdminTarget, run: Run): void {
+  const keys = program.command("signing-key").description("the admin keys that sign this organization's releases (TUF root and targets)");
+
+  withSigningOptions(
+    keys
+      .command("add")
+      .description("add signing keys (a key file, or ssh-agent; default: your admin key); the new root is signed by every key given, which must include the current threshold")
+      .option("--threshold <n>", "signatures needed on root and targets from now on")
+      .option("--remove <keyid>", "remove this signing key; repeatable", collect, [])
+      .option("--expires <duration>", "how long the new root is valid", "365d"),
+  ).action(
+    (o: SigningOpts & { threshold?: string; remove: string[]; expires: string }) =>
+      run(async (out) => {
+        const threshold = o.threshold === undefined ? undefined : Number(o.threshold);
+        if (threshold !== undefined && (!Number.isInteger(threshold) || threshold < 1)) throw new UsageError("--threshold must be a positive integer");
+        const client = await serviceClient(target(), adminv1.ReleaseService);
+        const repo = await client.getRepository({});
+        const previous = repo.rootJson ? parseMetadata<Root>(MetadataKind.Root, repo.rootJson).signed : undefined;
+        const s = await signers(target(), o);
+        try {
+          const root = new Metadata(
+            nextRoot({ previous, add: s.signers.map((x) => x.publicKey), remove: o.remove, threshold, onlineKeyHex: repo.onlineKey, expiresMs: Date.now() + parseDuration(o.expires) }),
+          );
+          await signMetadata(root, s.signers);
+          let targetsJson = "";
+          if (!previous) {
+            const targets = new Metadata(new Targets({ version: 1, specVersion: SPEC_VERSION, expires: tufDate(Date.now() + parseDuration(o.expires)) }));
+            await signMetadata(targets, s.signers);
+            targetsJson = JSON.stringify(targets.toJSON());
+          }
+          const res = await client.updateRoot({ rootJson: JSON.stringify(root.toJSON()), targetsJson });
+          out(`root version ${res.version}: ${root.signed.roles.root?.keyIDs.length} signing keys, threshold ${root.signed.roles.root?.threshold}\n`);
+          for (const x of s.signers) out(`  ${x.keyId}  ${x.label}\n`);
+        } finally {
+          s.close();
+        }
+      }),
+  );
+
+  keys
+    .command("ls")
+    .description("list the signing keys of this organization's current root")
+    .option("--json", "print JSON")
+    .action(
+      (o: { json?: boolean }) =>
+        run(async (out) => {
+          const repo = await (await serviceClient(target(), adminv1.ReleaseService)).getRepository({});
+          if (!repo.rootJson) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
+          const root = parseMetadata<Root>(MetadataKind.Root, repo.rootJson).signed;
+          const rows = Object.values(root.keys).map((k) => ({
+            keyId: k.keyID,
+            publicKey: k.keyVal.public ?? "",
+            roles: Object.entries(root.roles).filter(([, r]) => r.keyIDs.includes(k.keyID)).map(([n]) => n),
+          }));
+          if (o.json) return out(json({ version: root.version, threshold: root.roles.targets?.threshold, expires: root.expires, keys: rows }));
+          out(`root version ${root.version}, threshold ${root.roles.targets?.threshold}, expires ${root.expires}\n`);
+          out(table(["KEY ID", "ROLES", "PUBLIC KEY"], rows.map((r) => [r.keyId, r.roles.join(","), r.publicKey])));
+        }),
+    );
+
+  const release = program.command("release").description("signed releases: create and list");
+  withSigningOptions(
+    release
+      .command("create <file>")
+      .description("upload an artifact and sign it into the organization's targets as a release")
+      .requiredOption("--name <name>", "release name, e.g. webapp")
+      .requiredOption("--version <version>", "human version, e.g. 1.4.0")
+      .option("--kind <kind>", "bundle, nixos or agent", "bundle")
+      .option("--run <command>", "bundle: command line to run, relative to the release directory")
+      .option("--restart <when>", "bundle: always, on-failure or never")
+      .option("--single-file", "bundle: the artifact is one executable, not a tarball")
+      .option("--arch <list>", "architectures (uname -m), comma-separated; default any")
+      .option("--health-http <url>", "health check: GET must answer 2xx")
+      .option("--health-command <cmd>", "health check: command that must exit 0")
+      .option("--health-up-seconds <n>", "health check: the process must stay up this long")
+      .option("--health-window-seconds <n>", "how long health checks may take")
+      .option("--store-path <path>", "nixos: the system's store path")
+      .option("--allow-downgrade", "let devices running a newer release of this name install this one")
+      .option("--expires <duration>", "how long the new targets metadata is valid", "365d"),
+  ).action(
+    (file: string, o: SigningOpts & Record<string, string | boolean | undefined>) =>
+      run(async (out) => {
+        const client = await serviceClient(target(), adminv1.ReleaseService);
+        const repo = await client.getRepository({});
+        if (!repo.targetsJson) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
+        const current = parseMetadata<Targets>(MetadataKind.Targets, repo.targetsJson);
+        const listed = (await client.listReleases({ name: String(o.name) })).releases.map((r) => Number(r.counter));
+        const signed = Object.values(current.signed.targets).map((t) => {
+          const m = t.custom.flotilla as { name?: unknown; counter?: unknown } | undefined;
+          return m && m.name === o.name && typeof m.counter === "number" ? m.counter : 0;
+        });
+        const counter = Math.max(0, ...listed, ...signed) + 1;
+        const meta = buildMeta(o, counter);
+        const { sha256, length } = await uploadArtifact(target(), file, (line) => process.stderr.write(line));
+        const path = releaseTargetPath(meta, basename(file));
+        const json0 = current.signed.toJSON();
+        const next = Metadata.fromJSON(MetadataKind.Targets, {
+          signatures: [],
+          signed: {
+            ...json0,
+            version: current.signed.version + 1,
+            expires: tufDate(Date.now() + parseDuration(String(o.expires))),
+            targets: { ...(json0.targets as object), [path]: { length, hashes: { sha256 }, custom: { flotilla: meta } } },
+          },
+        } as never);
+        const s = await signers(target(), o);
+        try {
+          await signMetadata(next, s.signers);
+        } finally {
+          s.close();
+        }
+        const res = await client.publishTargets({ targetsJson: JSON.stringify(next.toJSON()) });
+        out(`released ${meta.name} ${meta.version} (#${meta.counter}) as ${path}, sha256 ${sha256}; targets version ${res.version}\n`);
+      }),
+  );
+
+  release
+    .command("ls")
+    .description("list releases")
+    .option("--name <name>", "only this release name")
+    .option("--json", "print JSON")
+    .action(
+      (o: { name?: string; json?: boolean }) =>
+        run(async (out) => {
+          const { releases } = await (await serviceClient(target(), adminv1.ReleaseService)).listReleases({ name: o.name ?? "" });
+          if (o.json) return out(json(releases.map(releaseJson)));
+          out(table(["NAME", "VERSION", "#", "KIND", "SIZE", "SHA256", "CREATED"], releases.map((r) => {
+            const j = releaseJson(r);
+            return [j.name, j.version, String(j.counter), j.kind, String(j.length), j.sha256.slice(0, 16), j.createdAt ?? ""];
+          })));
+        }),
+    );
+
+  const device = program.commands.find((c) => c.name() === "device") ?? program.command("device");
+  device
+    .command("deploy <device> <release>")
+    .description("make a release (NAME@VERSION, or NAME@#COUNTER) the one a device runs")
+    .action(
+      (ref: string, spec: string) =>
+        run(async (out) => {
+          const at = spec.lastIndexOf("@");
+          if (at <= 0 || at === spec.length - 1) throw new UsageError(`expected NAME@VERSION, got ${JSON.stringify(spec)}`);
+          const res = await (await serviceClient(target(), adminv1.ReleaseService)).deployRelease({ device: ref, name: spec.slice(0, at), version: spec.slice(at + 1) });
+          out(`${ref}: desired ${res.release?.name} ${res.release?.version} (#${res.release?.counter})\n`);
+        }),
+    );
+}
+
+function buildMeta(o: Record<string, string | boolean | undefined>, counter: number): ReleaseMeta {
+  const num = (v: string | boolean | undefined) => (v === undefined ? undefined : Number(v));
+  const health = {
+    http: o.healthHttp,
+    command: o.healthCommand,
+    upSeconds: num(o.healthUpSeconds),
+    windowSeconds: num(o.healthWindowSeconds),
+  };
+  const hasHealth = Object.values(health).some((v) => v !== undefined);
+  const raw = {
+    name: o.name,
+    version: o.version,
+    counter,
+    kind: o.kind,
+    arch: typeof o.arch === "string" ? o.arch.split(",").map((a) => a.trim()).filter(Boolean) : [],
+    run: o.run,
+    restart: o.restart,
+    singleFile: o.singleFile === true ? true : undefined,
+    health: hasHealth ? JSON.parse(JSON.stringify(health)) as unknown : undefined,
+    storePath: o.storePath,
+    allowDowngrade: o.allowDowngrade === true ? true : undefined,
+  };
+  try {
+    return parseReleaseMeta(JSON.parse(JSON.stringify(raw)));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** A device's releases and step history, for `device show`. */
+export async function deviceReleaseInfo(target: AdminTarget, deviceId: string) {
+  const r = await (await serviceClient(target, adminv1.ReleaseService)).getDeviceReleases({ device: deviceId });
+  const iso = (t: adminv1.ReleaseStep["time"]) => (t ? new Date(timestampMs(t)).toISOString() : null);
+  return {
+    releases: r.releases.map((x) => ({
+      name: x.name,
+      current: x.currentVersion ? { version: x.currentVersion, counter: Number(x.currentCounter) } : null,
+      desired: { version: x.desiredVersion, counter: Number(x.desiredCounter), targetPath: x.desiredTarget, at: iso(x.desiredAt) },
+    })),
+    steps: r.steps.map((s) => ({
+      time: iso(s.time),
+      name: s.name,
+      targetPath: s.targetPath,
+      step: s.step,
+      bytesDone: Number(s.bytesDone),
+      bytesTotal: Number(s.bytesTotal),
+      error: s.error,
+    })),
+  };
+}
+
+/** The lines `device show` prints for releases. */
+export function releaseLines(info: Awaited<ReturnType<typeof deviceReleaseInfo>>): string[] {
+  if (info.releases.length === 0) return [];
+  const lines = ["releases:"];
+  for (const r of info.releases) {
+    lines.push(`  ${r.name.padEnd(20)} current ${r.current ? `${r.current.version} (#${r.current.counter})` : "none"}, desired ${r.desired.version} (#${r.desired.counter}) since ${r.desired.at}`);
+  }
+  lines.push("release steps:");
+  for (const s of info.steps) {
+    const bytes = s.step === "downloading" ? ` ${s.bytesDone}/${s.bytesTotal} bytes` : "";
+    lines.push(`  ${s.time}  ${s.targetPath}  ${s.step}${bytes}${s.error ? `: ${s.error}` : ""}`);
+  }
+  return lines;
+}

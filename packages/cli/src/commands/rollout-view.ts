@@ -1,0 +1,100 @@
+/** How rollouts look on a terminal and in JSON. */
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import type { adminv1 } from "@flotilla/protocol";
+
+const iso = (t: { seconds: bigint; nanos: number } | undefined) => (t ? new Date(timestampMs(t as Parameters<typeof timestampMs>[0])).toISOString() : null);
+
+/** The JSON form of a rollout, for `ls --json`, `show --json` and scripts. */
+export function rolloutJson(r: adminv1.Rollout, withDevices = true) {
+  const s = r.spec;
+  return {
+    id: r.id,
+    status: r.status,
+    reason: r.reason,
+    createdAt: iso(r.createdAt),
+    updatedAt: iso(r.updatedAt),
+    createdBy: r.createdBy,
+    release: { name: s?.releaseName ?? "", version: s?.releaseVersion ?? "", counter: Number(r.releaseCounter) },
+    selector: s?.selector ?? "",
+    strategy: {
+      waves: s?.waves ?? [],
+      maxParallel: s?.maxParallel ?? 0,
+      failureThreshold: s?.failureThreshold ?? "",
+      soakMs: Number(s?.soakMs ?? 0n),
+      approveEachWave: s?.approveEachWave ?? false,
+      deadlineMs: Number(s?.deadlineMs ?? 0n),
+    },
+    currentWave: r.currentWave,
+    waiting: r.waiting,
+    waves: r.waves.map((w) => ({ number: w.number, entry: w.entry, total: w.total, healthy: w.healthy, failed: w.failed, skipped: w.skipped, inProgress: w.inProgress, pending: w.pending })),
+    ...(withDevices
+      ? {
+          devices: r.devices.map((d) => ({
+            id: d.deviceId,
+            name: d.name,
+            wave: d.wave,
+            state: d.state,
+            bytesDone: Number(d.bytesDone),
+            bytesTotal: Number(d.bytesTotal),
+            error: d.error,
+            previousVersion: d.previousVersion,
+            updatedAt: iso(d.updatedAt),
+          })),
+        }
+      : {}),
+  };
+}
+
+/** The JSON form of a plan. */
+export function planJson(p: adminv1.Plan) {
+  const dev = (d: adminv1.PlannedDevice) => ({ id: d.id, name: d.name, online: d.online, ...(d.reason ? { reason: d.reason } : {}) });
+  return {
+    release: { name: p.releaseName, version: p.releaseVersion, counter: Number(p.releaseCounter) },
+    selector: p.selector,
+    waves: p.waves.map((w) => ({ number: w.number, entry: w.entry, devices: w.devices.map(dev) })),
+    ineligible: p.ineligible.map(dev),
+    offline: p.offline.map(dev),
+  };
+}
+
+/** The plan for people: each wave's devices, then the devices left out and those offline. */
+export function planText(p: adminv1.Plan): string {
+  const lines = [`release ${p.releaseName}@${p.releaseVersion} (#${p.releaseCounter}), selector ${JSON.stringify(p.selector)}`];
+  for (const w of p.waves) {
+    lines.push(`wave ${w.number} (${w.entry}): ${w.devices.length} device${w.devices.length === 1 ? "" : "s"}`);
+    for (const d of w.devices) lines.push(`  ${d.name}${d.online ? "" : "  (offline)"}  ${d.id}`);
+  }
+  if (p.ineligible.length > 0) {
+    lines.push(`cannot take the release: ${p.ineligible.length}`);
+    for (const d of p.ineligible) lines.push(`  ${d.name}  ${d.id}  ${d.reason}`);
+  }
+  if (p.offline.length > 0) lines.push(`offline now (they get it when they return): ${p.offline.map((d) => d.name).join(", ")}`);
+  return lines.join("\n") + "\n";
+}
+
+function bar(done: number, failed: number, total: number, width = 30): string {
+  if (total === 0) return " ".repeat(width);
+  const ok = Math.round((done / total) * width);
+  const bad = Math.min(width - ok, Math.round((failed / total) * width));
+  return "#".repeat(ok) + "x".repeat(bad) + "-".repeat(width - ok - bad);
+}
+
+/** One line per wave with a progress bar; the current wave is marked. */
+export function waveLines(r: adminv1.Rollout): string[] {
+  return r.waves.map((w) => {
+    const mark = w.number === r.currentWave && r.status === "running" ? (r.waiting ? "~" : ">") : " ";
+    const counts = `${w.healthy}/${w.total} healthy` + (w.failed ? `, ${w.failed} failed` : "") + (w.skipped ? `, ${w.skipped} skipped` : "") + (w.inProgress ? `, ${w.inProgress} installing` : "");
+    return `${mark} wave ${w.number} ${w.entry.padStart(4)} [${bar(w.healthy + w.skipped, w.failed, w.total)}] ${counts}`;
+  });
+}
+
+/** A device's state for people, with bytes while downloading. */
+export function deviceStateText(d: adminv1.RolloutDevice): string {
+  if (d.state === "downloading" && d.bytesTotal > 0n) return `downloading ${Math.floor((Number(d.bytesDone) * 100) / Number(d.bytesTotal))}%`;
+  return d.error && (d.state === "failed" || d.state === "rolled-back" || d.state === "skipped") ? `${d.state}: ${d.error}` : d.state;
+}
+
+/** The header line of a rollout. */
+export function headline(r: adminv1.Rollout): string {
+  return `rollout ${r.id} ${r.spec?.releaseName}@${r.spec?.releaseVersion}: ${r.status}${r.reason ? ` (${r.reason})` : ""}`;
+}

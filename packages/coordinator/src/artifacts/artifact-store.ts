@@ -1,0 +1,155 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+
+/** sha256 in lowercase hex. */
+export const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** The largest artifact accepted (bytes). */
+export const MAX_ARTIFACT_BYTES = 64 * 1024 ** 3;
+
+/** Why an upload was refused; `status` is the HTTP status to answer with. */
+export class UploadError extends Error {
+  override name = "UploadError";
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+export type UploadState = { complete: true; length: number } | { complete: false; offset: number };
+
+/**
+ * Content-addressed artifacts in `<data-dir>/artifacts/sha256/<hex>`, shared by every
+ * organization (the same bytes are stored once); who may read which is decided by the
+ * organization's releases, not here. Uploads land in `uploads/<hex>-<length>.part` and may be
+ * resumed from their current size; an upload becomes an artifact only once all its bytes are
+ * there and their sha256 matches. Streams: memory use does not grow with the artifact's size.
+ */
+export class ArtifactStore {
+  private readonly busy = new Map<string, Promise<unknown>>();
+
+  constructor(private readonly dir: string) {}
+
+  /** The file of a complete artifact. */
+  path(sha256: string): string {
+    return join(this.dir, "sha256", sha256);
+  }
+
+  private partPath(sha256: string, length: number): string {
+    return join(this.dir, "uploads", `${sha256}-${length}.part`);
+  }
+
+  /** The size of a complete artifact, or undefined. */
+  async size(sha256: string): Promise<number | undefined> {
+    if (!SHA256_HEX.test(sha256)) return undefined;
+    try {
+      return (await stat(this.path(sha256))).size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Whether the artifact is complete, or how many bytes of its upload have arrived. */
+  async state(sha256: string, length: number): Promise<UploadState> {
+    checkArgs(sha256, length);
+    const have = await this.size(sha256);
+    if (have !== undefined) {
+      if (have !== length) throw new UploadError(`artifact ${sha256} exists with length ${have}, not ${length}`, 409);
+      return { complete: true, length };
+    }
+    try {
+      return { complete: false, offset: (await stat(this.partPath(sha256, length))).size };
+    } catch {
+      return { complete: false, offset: 0 };
+    }
+  }
+
+  /**
+   * Appends `body` to the upload at `offset`, which must be where the upload stands. Bytes past
+   * `length` are refused. With `last`, the upload must then be complete: it is hash-checked and
+   * becomes the artifact, or is deleted (truncated, or the bytes do not hash to `sha256`). A body
+   * that breaks off without `last` keeps what arrived, to resume from.
+   */
+  async append(sha256: string, length: number, offset: number, body: Readable, last: boolean): Promise<UploadState> {
+    checkArgs(sha256, length);
+    const key = `${sha256}-${length}`;
+    // A client that reconnects after a broken upload may arrive before the server has noticed the
+    // break; give the earlier request a moment to end.
+    const earlier = this.busy.get(key);
+    if (earlier) {
+      const ended = await Promise.race([earlier.then(() => true, () => true), new Promise<false>((r) => setTimeout(() => r(false), 10_000).unref())]);
+      if (!ended || this.busy.has(key)) throw new UploadError("another upload of this artifact is in progress", 409);
+    }
+    const work = this.appendNow(sha256, length, offset, body, last);
+    this.busy.set(key, work);
+    try {
+      return await work;
+    } finally {
+      this.busy.delete(key);
+    }
+  }
+
+  private async appendNow(sha256: string, length: number, offset: number, body: Readable, last: boolean): Promise<UploadState> {
+    try {
+      const state = await this.state(sha256, length);
+      if (state.complete) {
+        body.resume();
+        return state;
+      }
+      if (offset !== state.offset) {
+        throw new UploadError(`upload offset ${offset} does not match the ${state.offset} bytes received so far`, 409);
+      }
+      await mkdir(join(this.dir, "uploads"), { recursive: true, mode: 0o700 });
+      const part = this.partPath(sha256, length);
+      const file = await open(part, "a", 0o600);
+      let have = offset;
+      try {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          if (have + chunk.length > length) {
+            throw new UploadError(`upload exceeds the declared length of ${length} bytes`, 413);
+          }
+          await file.write(chunk);
+          have += chunk.length;
+        }
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+      if (!last) return { complete: false, offset: have };
+      if (have < length) {
+        await rm(part, { force: true });
+        throw new UploadError(`upload truncated: received ${have} of ${length} bytes; start again`, 400);
+      }
+      const got = await hashFile(part);
+      if (got !== sha256) {
+        await rm(part, { force: true });
+        throw new UploadError(`upload does not match its sha256: expected ${sha256}, got ${got}`, 422);
+      }
+      await mkdir(join(this.dir, "sha256"), { recursive: true, mode: 0o700 });
+      await rename(part, this.path(sha256));
+      return { complete: true, length };
+    } catch (err) {
+      if (err instanceof UploadError && err.status === 413) await rm(this.partPath(sha256, length), { force: true });
+      throw err;
+    }
+  }
+}
+
+function checkArgs(sha256: string, length: number): void {
+  if (!SHA256_HEX.test(sha256)) throw new UploadError("artifact id must be a lowercase hex sha256", 400);
+  if (!Number.isSafeInteger(length) || length < 0 || length > MAX_ARTIFACT_BYTES) {
+    throw new UploadError(`upload length must be an integer from 0 to ${MAX_ARTIFACT_BYTES}`, 400);
+  }
+}
+
+/** sha256 (hex) of a file, streamed. */
+export async function hashFile(path: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const chunk of createReadStream(path) as AsyncIterable<Buffer>) h.update(chunk);
+  return h.digest("hex");
+}

@@ -1,0 +1,147 @@
+/**
+ * The plain-HTTP side of releases: resumable artifact uploads for admins, and TUF metadata and
+ * artifact downloads (with Range) for the organization's devices. See docs/releases.md.
+ */
+import { createReadStream } from "node:fs";
+import type http from "node:http";
+import type http2 from "node:http2";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import {
+  ARTIFACTS_PATH,
+  AUTHORIZATION_HEADER,
+  TUF_METADATA_PATH,
+  TUF_TARGETS_PATH,
+  UPLOAD_COMPLETE_HEADER,
+  UPLOAD_LENGTH_HEADER,
+  UPLOAD_OFFSET_HEADER,
+} from "@flotilla/protocol";
+import { SHA256_HEX, UploadError, type ArtifactStore } from "../artifacts/artifact-store.ts";
+import { CSRF_HEADER } from "../auth/cookies.ts";
+import { resolvePrincipal } from "../auth/interceptor.ts";
+import { rolePermissions, type Permission } from "../auth/policy.ts";
+import type { Principal } from "../auth/principal.ts";
+import type { Logger } from "@flotilla/protocol";
+import type { Store } from "../store/index.ts";
+import type { TufRepository } from "../tuf/repository.ts";
+
+type Request = http.IncomingMessage | http2.Http2ServerRequest;
+type Response = http.ServerResponse | http2.Http2ServerResponse;
+
+function send(res: Response, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  if (res.headersSent) return void res.end();
+  res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store", ...headers });
+  res.end(JSON.stringify(body));
+}
+
+function header(req: Request, name: string): string | null {
+  const v = req.headers[name];
+  return typeof v === "string" ? v : null;
+}
+
+function intHeader(req: Request, name: string): number {
+  const v = header(req, name);
+  if (v === null || !/^\d{1,16}$/.test(v)) throw new UploadError(`header ${name} must be a non-negative integer`, 400);
+  return Number(v);
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Handles /artifacts/v1/ and /tuf/v1/; returns false for any other path. */
+export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactStore; tuf: TufRepository; log: Logger }) {
+  const { store, artifacts, tuf, log } = deps;
+
+  async function caller(req: Request, wants: "device-or-reader" | "writer"): Promise<Principal> {
+    const cookies = typeof req.headers.cookie === "string" ? req.headers.cookie : "";
+    const p = await resolvePrincipal(store, header(req, AUTHORIZATION_HEADER), cookies, header(req, CSRF_HEADER));
+    if (!p) throw new HttpError(401, "not logged in, or the session expired");
+    const need: Permission = wants === "writer" ? "releases:write" : "releases:read";
+    if (p.kind === "device") {
+      if (wants === "writer") throw new HttpError(403, "only admins may upload artifacts");
+      return p;
+    }
+    if (!rolePermissions[p.role].has(need)) throw new HttpError(403, `role ${p.role} may not ${wants === "writer" ? "upload artifacts" : "read releases"}`);
+    return p;
+  }
+
+  async function upload(req: Request, res: Response, sha256: string): Promise<void> {
+    await caller(req, "writer");
+    const length = intHeader(req, UPLOAD_LENGTH_HEADER);
+    if (req.method === "GET" || req.method === "HEAD") {
+      const state = await artifacts.state(sha256, length);
+      return send(res, 200, state.complete ? { complete: true, offset: length } : state);
+    }
+    if (req.method !== "PATCH") throw new HttpError(405, "use GET or PATCH");
+    const offset = intHeader(req, UPLOAD_OFFSET_HEADER);
+    const last = header(req, UPLOAD_COMPLETE_HEADER) === "?1";
+    const declared = header(req, "content-length");
+    if (declared !== null && offset + Number(declared) > length) {
+      throw new UploadError(`upload exceeds the declared length of ${length} bytes`, 413);
+    }
+    const state = await artifacts.append(sha256, length, offset, req as Readable, last);
+    send(res, state.complete ? 201 : 200, state.complete ? { complete: true, offset: length } : state);
+  }
+
+  async function metadata(req: Request, res: Response, file: string): Promise<void> {
+    const p = await caller(req, "device-or-reader");
+    const bytes = await tuf.read(p.orgId, file);
+    if (!bytes) throw new HttpError(404, `no metadata ${file}`);
+    res.writeHead(200, { "content-type": "application/json", "content-length": String(bytes.length), "cache-control": "no-store" });
+    res.end(bytes);
+  }
+
+  async function target(req: Request, res: Response, path: string): Promise<void> {
+    const p = await caller(req, "device-or-reader");
+    // Consistent snapshots: <dir>/<sha256>.<file>; the bytes are found by their hash.
+    const base = path.slice(path.lastIndexOf("/") + 1);
+    const sha256 = base.slice(0, 64);
+    if (!SHA256_HEX.test(sha256) || base[64] !== ".") throw new HttpError(404, "no such target");
+    const size = await artifacts.size(sha256);
+    if (size === undefined || !(await store.releases.hasArtifact(p.orgId, sha256, size))) throw new HttpError(404, "no such target");
+    let start = 0;
+    let end = size - 1;
+    const range = header(req, "range");
+    if (range) {
+      const m = /^bytes=(\d{1,16})-(\d{0,16})$/.exec(range);
+      if (!m) throw new HttpError(416, "only one byte range (bytes=a- or bytes=a-b) is supported");
+      start = Number(m[1]);
+      if (m[2]) end = Math.min(Number(m[2]), size - 1);
+      if (start >= size || end < start) {
+        res.writeHead(416, { "content-range": `bytes */${size}` });
+        return void res.end();
+      }
+    }
+    res.writeHead(range ? 206 : 200, {
+      "content-type": "application/octet-stream",
+      "content-length": String(end - start + 1),
+      "accept-ranges": "bytes",
+      ...(range ? { "content-range": `bytes ${start}-${end}/${size}` } : {}),
+    });
+    if (req.method === "HEAD" || size === 0) return void res.end();
+    await pipeline(createReadStream(artifacts.path(sha256), { start, end }), res as NodeJS.WritableStream);
+  }
+
+  return (req: Request, res: Response): boolean => {
+    const url = req.url ?? "";
+    const path = url.split("?")[0] ?? "";
+    let work: Promise<void>;
+    if (path.startsWith(ARTIFACTS_PATH)) work = upload(req, res, path.slice(ARTIFACTS_PATH.length));
+    else if (path.startsWith(TUF_METADATA_PATH)) work = metadata(req, res, path.slice(TUF_METADATA_PATH.length));
+    else if (path.startsWith(TUF_TARGETS_PATH)) work = target(req, res, path.slice(TUF_TARGETS_PATH.length));
+    else return false;
+    work.catch((err: unknown) => {
+      if (err instanceof HttpError || err instanceof UploadError) return send(res, err.status, { error: err.message });
+      log.warn("release HTTP request failed", { path, err: String(err) });
+      if (res.headersSent) return void res.destroy();
+      send(res, 500, { error: "internal error" });
+    });
+    return true;
+  };
+}

@@ -1,0 +1,200 @@
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import type { Targets } from "@tufjs/models";
+import { adminv1, parseReleaseMeta, releaseTargetPath, RELEASE_NAME } from "@flotilla/protocol";
+import type { ArtifactStore } from "../artifacts/artifact-store.ts";
+import { SHA256_HEX } from "../artifacts/artifact-store.ts";
+import { adminOf } from "../auth/principal.ts";
+import type { ServiceContext } from "../context.ts";
+import type { DeviceRow, ReleaseRow } from "../store/index.ts";
+import { MetadataError, type TufRepository } from "../tuf/repository.ts";
+
+const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
+const MAX_STEPS = 1000;
+
+/** The capability an agent declares for a release kind it can activate. */
+export function kindCapability(kind: string): string {
+  return `release:${kind}`;
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new ConnectError(`${what} is not valid JSON`, Code.InvalidArgument);
+  }
+}
+
+function fromMetadataError(err: unknown): never {
+  if (err instanceof MetadataError) {
+    const code = err.kind === "unsigned" ? Code.PermissionDenied : err.kind === "conflict" ? Code.FailedPrecondition : Code.InvalidArgument;
+    throw new ConnectError(err.message, code);
+  }
+  throw err;
+}
+
+export function releaseView(r: ReleaseRow): adminv1.Release {
+  return {
+    $typeName: "flotilla.admin.v1.Release",
+    name: r.name,
+    version: r.version,
+    counter: BigInt(r.counter),
+    kind: r.kind,
+    targetPath: r.targetPath,
+    sha256: r.sha256,
+    length: BigInt(r.length),
+    metaJson: r.meta,
+    createdAt: timestampFromMs(r.createdAt),
+  };
+}
+
+/**
+ * Checks the targets an admin signed before the coordinator accepts them: released targets are
+ * immutable, new ones carry valid release metadata at their canonical path, counters grow per
+ * name, and every new artifact has been uploaded completely.
+ */
+async function newReleases(orgId: string, next: Targets, previous: Targets, ctx: ServiceContext, artifacts: ArtifactStore): Promise<ReleaseRow[]> {
+  const rows: ReleaseRow[] = [];
+  const now = Date.now();
+  for (const [path, t] of Object.entries(next.targets)) {
+    const old = previous.targets[path];
+    if (old) {
+      if (!old.equals(t)) throw new ConnectError(`target ${path} was already released and may not change`, Code.InvalidArgument);
+      continue;
+    }
+    let meta;
+    try {
+      meta = parseReleaseMeta((t.custom as { flotilla?: unknown }).flotilla);
+    } catch (err) {
+      throw new ConnectError(`target ${path}: ${(err as Error).message}`, Code.InvalidArgument);
+    }
+    const file = path.slice(path.lastIndexOf("/") + 1);
+    if (!FILE_NAME.test(file) || path !== releaseTargetPath(meta, file)) {
+      throw new ConnectError(`target ${path} must be named ${meta.name}/${meta.counter}/<file>`, Code.InvalidArgument);
+    }
+    const sha256 = t.hashes.sha256 ?? "";
+    if (!SHA256_HEX.test(sha256)) throw new ConnectError(`target ${path} needs a sha256 hash`, Code.InvalidArgument);
+    const known = await ctx.store.releases.listReleases(orgId, meta.name);
+    const highest = Math.max(0, ...known.map((r) => r.counter), ...rows.filter((r) => r.name === meta.name).map((r) => r.counter));
+    if (meta.counter <= highest) {
+      throw new ConnectError(`release ${meta.name} counter ${meta.counter} is not above the highest released (${highest})`, Code.InvalidArgument);
+    }
+    const size = await artifacts.size(sha256);
+    if (size !== t.length) {
+      throw new ConnectError(
+        `artifact ${sha256} of ${path} is not uploaded completely (${size ?? 0} of ${t.length} bytes): upload it first`,
+        Code.FailedPrecondition,
+      );
+    }
+    rows.push({ orgId, name: meta.name, counter: meta.counter, version: meta.version, kind: meta.kind, targetPath: path, sha256, length: t.length, meta: JSON.stringify(meta), createdAt: now });
+  }
+  return rows;
+}
+
+export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifacts: ArtifactStore): ServiceImpl<typeof adminv1.ReleaseService> {
+  const { store } = ctx;
+
+  async function findDevice(hctx: HandlerContext, ref: string): Promise<DeviceRow> {
+    const { orgId } = adminOf(hctx);
+    if (!ref || ref.length > 128) throw new ConnectError("a device id or name is required", Code.InvalidArgument);
+    const row = (await store.getDevice(orgId, ref)) ?? (await store.getDeviceByName(orgId, ref));
+    if (!row) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
+    return row;
+  }
+
+  return {
+    async getRepository(_req, hctx) {
+      const { orgId } = adminOf(hctx);
+      const root = await tuf.root(orgId);
+      const targets = await tuf.targets(orgId);
+      return {
+        rootJson: root ? JSON.stringify(root.toJSON()) : "",
+        targetsJson: targets ? JSON.stringify(targets.toJSON()) : "",
+        onlineKey: tuf.onlineKeyHex,
+      };
+    },
+
+    async updateRoot(req, hctx) {
+      const { orgId } = adminOf(hctx);
+      const root = parseJson(req.rootJson, "root_json");
+      const targets = req.targetsJson ? parseJson(req.targetsJson, "targets_json") : undefined;
+      const version = await tuf.updateRoot(orgId, root, targets).catch(fromMetadataError);
+      ctx.log.info("TUF root updated", { org: orgId, version });
+      return { version: BigInt(version) };
+    },
+
+    async publishTargets(req, hctx) {
+      const { orgId } = adminOf(hctx);
+      const json = parseJson(req.targetsJson, "targets_json");
+      let added: ReleaseRow[] = [];
+      const version = await tuf
+        .publishTargets(orgId, json, async (next, previous) => {
+          added = await newReleases(orgId, next, previous, ctx, artifacts);
+          // Recorded before the metadata is written: a release row without metadata is harmless
+          // (agents verify against metadata), metadata without its row would be undeployable.
+          await store.releases.addReleases(added);
+        })
+        .catch(fromMetadataError);
+      ctx.log.info("TUF targets published", { org: orgId, version, added: added.map((r) => r.targetPath).join(",") });
+      return { version: BigInt(version), added: added.map(releaseView) };
+    },
+
+    async listReleases(req, hctx) {
+      const { orgId } = adminOf(hctx);
+      if (req.name && !RELEASE_NAME.test(req.name)) throw new ConnectError("invalid release name", Code.InvalidArgument);
+      return { releases: (await store.releases.listReleases(orgId, req.name || undefined)).map(releaseView) };
+    },
+
+    async deployRelease(req, hctx) {
+      const { orgId } = adminOf(hctx);
+      if (!RELEASE_NAME.test(req.name)) throw new ConnectError("invalid release name", Code.InvalidArgument);
+      if (!req.version || req.version.length > 128) throw new ConnectError("a release version is required", Code.InvalidArgument);
+      const device = await findDevice(hctx, req.device);
+      if (device.lifecycle !== "approved") throw new ConnectError(`device ${device.name} is ${device.lifecycle}`, Code.FailedPrecondition);
+      const byCounter = /^#(\d{1,15})$/.exec(req.version);
+      const release = byCounter
+        ? await store.releases.getRelease(orgId, req.name, Number(byCounter[1]))
+        : await store.releases.findRelease(orgId, req.name, req.version);
+      if (!release) throw new ConnectError(`no release ${req.name}@${req.version}`, Code.NotFound);
+      if (!device.capabilities.includes(kindCapability(release.kind))) {
+        throw new ConnectError(
+          `device ${device.name} cannot activate ${release.kind} releases (it declares: ${device.capabilities.join(", ") || "nothing"})`,
+          Code.FailedPrecondition,
+        );
+      }
+      if (!(await store.releases.setDesiredRelease(orgId, device.id, release, Date.now()))) {
+        throw new ConnectError(`no device ${JSON.stringify(req.device)}`, Code.NotFound);
+      }
+      return { release: releaseView(release), deviceId: device.id };
+    },
+
+    async getDeviceReleases(req, hctx) {
+      const { orgId } = adminOf(hctx);
+      const device = await findDevice(hctx, req.device);
+      const limit = Math.min(req.limit || 200, MAX_STEPS);
+      const rows = await store.releases.listDeviceReleases(orgId, device.id);
+      const steps = await store.releases.listReleaseSteps(orgId, device.id, limit);
+      return {
+        deviceId: device.id,
+        releases: rows.map((r) => ({
+          name: r.name,
+          currentVersion: r.currentVersion,
+          currentCounter: BigInt(r.currentCounter),
+          desiredVersion: r.desiredVersion,
+          desiredCounter: BigInt(r.desiredCounter),
+          desiredTarget: r.desiredTarget,
+          desiredAt: timestampFromMs(r.desiredAt),
+        })),
+        steps: steps.map((s) => ({
+          time: timestampFromMs(s.time),
+          name: s.name,
+          targetPath: s.targetPath,
+          step: s.step,
+          bytesDone: BigInt(s.bytesDone),
+          bytesTotal: BigInt(s.bytesTotal),
+          error: s.error,
+        })),
+      };
+    },
+  };
+}

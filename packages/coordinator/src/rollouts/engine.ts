@@ -1,0 +1,129 @@
+import type { agentv1, Logger } from "@flotilla/protocol";
+import type { RolloutChanges, RolloutDeviceView, RolloutRow, Store } from "../store/index.ts";
+import { advance, onStep, type ReleaseStepEvent } from "./decide.ts";
+
+/** What the agent API tells the rollout engine; see context.ts `rolloutEvents`. */
+export interface RolloutEvents {
+  /** A device's release step was recorded (after validation, see releases/progress.ts). */
+  releaseStep(orgId: string, deviceId: string, progress: agentv1.ReleaseProgress): void;
+  /** A device opened its Watch stream. */
+  deviceConnected(orgId: string, deviceId: string): void;
+}
+
+export interface RolloutEngineOptions {
+  /** A device not seen for this long counts as offline (the coordinator's --offline-after-ms). */
+  offlineAfterMs: number;
+  /**
+   * How often every active rollout is re-evaluated: soak ends, deadlines, devices going offline,
+   * and changes made by other replicas all surface within one tick.
+   */
+  tickMs: number;
+}
+
+type Decide = (rollout: RolloutRow, devices: RolloutDeviceView[], now: number) => RolloutChanges | undefined;
+
+/**
+ * Drives rollouts. Reacts to events (release steps, devices connecting, admin actions) and a
+ * periodic tick; every transition is one store transaction that locks the rollout, so several
+ * replicas may drive the same rollout without conflict (each transition re-reads under the lock).
+ * Within this process transitions of one rollout run one at a time.
+ */
+export class RolloutEngine implements RolloutEvents {
+  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly listeners = new Set<(orgId: string, id: string) => void>();
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: Logger,
+    private readonly opts: RolloutEngineOptions,
+  ) {}
+
+  /** Resumes every active rollout (after a restart, wherever it stood) and starts the tick. */
+  start(): void {
+    this.tick();
+    this.timer = setInterval(() => this.tick(), this.opts.tickMs);
+    this.timer.unref();
+  }
+
+  /** Stops the tick and waits for transitions under way, so the store can close after it. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await Promise.allSettled([...this.chains.values()]);
+  }
+
+  /** Calls `fn` after every committed change of a rollout made by this process. */
+  onChange(fn: (orgId: string, id: string) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /**
+   * Runs one transition of rollout `id`, after any already queued for it in this process.
+   * Resolves to the rollout after it; rejects with what `decide` threw.
+   */
+  run(orgId: string, id: string, decide: Decide): Promise<RolloutRow | undefined> {
+    const prev = this.chains.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(async () => {
+      const now = Date.now();
+      const res = await this.store.rollouts.transition(orgId, id, now, (r, d) => decide(r, d, now));
+      if (res?.changed) {
+        if (res.rollout.status !== "running") this.log.info("rollout status", { rollout: id, status: res.rollout.status, reason: res.rollout.reason });
+        for (const fn of this.listeners) fn(orgId, id);
+      }
+      return res?.rollout;
+    });
+    this.chains.set(id, next);
+    void next.finally(() => {
+      if (this.chains.get(id) === next) this.chains.delete(id);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  /** Moves a rollout forward as far as it can go now. */
+  kick(orgId: string, id: string): void {
+    this.background(this.run(orgId, id, (r, d, now) => advance(r, d, now, this.opts.offlineAfterMs)), id);
+  }
+
+  releaseStep(orgId: string, deviceId: string, p: agentv1.ReleaseProgress): void {
+    if (this.closed) return;
+    const step: ReleaseStepEvent = {
+      name: p.name,
+      targetPath: p.targetPath,
+      step: p.step,
+      bytesDone: Number(p.bytesDone),
+      bytesTotal: Number(p.bytesTotal),
+      error: p.error.slice(0, 4096),
+    };
+    const job = this.store.rollouts.claimOf(orgId, deviceId).then((id) =>
+      id ? this.run(orgId, id, (r, d, now) => onStep(r, d, deviceId, step, now, this.opts.offlineAfterMs)) : undefined,
+    );
+    this.background(job, deviceId);
+  }
+
+  deviceConnected(orgId: string, deviceId: string): void {
+    if (this.closed) return;
+    this.background(
+      this.store.rollouts.claimOf(orgId, deviceId).then((id) => (id ? this.kick(orgId, id) : undefined)),
+      deviceId,
+    );
+  }
+
+  private tick(): void {
+    if (this.closed) return;
+    this.background(
+      this.store.rollouts.activeRollouts().then((list) => {
+        for (const r of list) this.kick(r.orgId, r.id);
+      }),
+      "tick",
+    );
+  }
+
+  private background(p: Promise<unknown>, what: string): void {
+    p.catch((err: unknown) => {
+      if (!this.closed) this.log.warn("rollout transition failed", { what, err: String(err) });
+    });
+  }
+}

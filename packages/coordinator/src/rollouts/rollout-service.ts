@@ -1,0 +1,175 @@
+import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { adminv1, newId } from "@flotilla/protocol";
+import { adminOf } from "../auth/principal.ts";
+import type { ServiceContext } from "../context.ts";
+import type { RolloutDeviceRow, RolloutRow } from "../store/index.ts";
+import { ActionRefused, advance, onAdminAction, type AdminAction } from "./decide.ts";
+import type { RolloutEngine } from "./engine.ts";
+import { planFor } from "./planning.ts";
+import { planView, rolloutView } from "./view.ts";
+import { toleratedFailures } from "./waves.ts";
+
+const ROLLOUT_ID = /^ro_[A-Za-z0-9_-]{1,64}$/;
+const LIST_LIMIT = 200;
+const FINAL = new Set(["completed", "aborted", "failed"]);
+
+/** The admin API of rollouts; every transition goes through the engine. */
+export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts: { watchRefreshMs: number }): ServiceImpl<typeof adminv1.RolloutService> {
+  const { store } = ctx;
+
+  async function load(hctx: HandlerContext, id: string): Promise<{ orgId: string; rollout: RolloutRow }> {
+    const { orgId } = adminOf(hctx);
+    if (!ROLLOUT_ID.test(id)) throw new ConnectError(`invalid rollout id ${JSON.stringify(id.slice(0, 80))}`, Code.InvalidArgument);
+    const rollout = await store.rollouts.getRollout(orgId, id);
+    if (!rollout) throw new ConnectError(`no rollout ${id}`, Code.NotFound);
+    return { orgId, rollout };
+  }
+
+  async function full(orgId: string, r: RolloutRow): Promise<adminv1.Rollout> {
+    return rolloutView(r, await store.rollouts.listRolloutDevices(orgId, r.id), true);
+  }
+
+  async function act(hctx: HandlerContext, id: string, action: AdminAction): Promise<{ rollout: adminv1.Rollout }> {
+    const { orgId } = await load(hctx, id);
+    try {
+      const r = await engine.run(orgId, id, (r, d, now) => onAdminAction(r, d, action, now, ctx.offlineAfterMs));
+      if (!r) throw new ConnectError(`no rollout ${id}`, Code.NotFound);
+      return { rollout: await full(orgId, r) };
+    } catch (err) {
+      if (err instanceof ActionRefused) throw new ConnectError(err.message, Code.FailedPrecondition);
+      throw err;
+    }
+  }
+
+  return {
+    async planRollout(req, hctx) {
+      const { orgId } = adminOf(hctx);
+      return { plan: planView(await planFor(store, orgId, req.spec, Date.now(), ctx.offlineAfterMs)) };
+    },
+
+    async startRollout(req, hctx) {
+      const admin = adminOf(hctx);
+      const now = Date.now();
+      const planned = await planFor(store, admin.orgId, req.spec, now, ctx.offlineAfterMs);
+      const { spec, release, plan } = planned;
+      const id = `ro_${newId(12)}`;
+      const rollout: RolloutRow = {
+        id,
+        orgId: admin.orgId,
+        releaseName: release.name,
+        releaseVersion: release.version,
+        releaseCounter: release.counter,
+        spec,
+        waves: plan.waves.map((w) => ({ number: w.number, entry: w.entry })),
+        ineligible: plan.ineligible.map((i) => ({ id: i.device.id, name: i.device.name, reason: i.reason })),
+        status: "running",
+        reason: "",
+        currentWave: 1,
+        waveFinishedAt: null,
+        approvedWave: 1,
+        toleratedFailures: toleratedFailures(spec.failureThreshold, plan.total),
+        deadlineAt: spec.deadlineMs > 0 ? now + spec.deadlineMs : null,
+        createdBy: admin.actor,
+        createdAt: now,
+        updatedAt: now,
+        version: 1,
+      };
+      const devices: RolloutDeviceRow[] = plan.waves.flatMap((w) =>
+        w.devices.map((d, position) => ({
+          rolloutId: id,
+          orgId: admin.orgId,
+          deviceId: d.id,
+          name: d.name,
+          wave: w.number,
+          position,
+          state: "pending" as const,
+          bytesDone: 0,
+          bytesTotal: 0,
+          error: "",
+          previousVersion: "",
+          previousCounter: 0,
+          notifiedAt: null,
+          updatedAt: now,
+        })),
+      );
+      let created;
+      try {
+        created = await store.rollouts.createRollout(rollout, devices);
+      } catch {
+        // Another rollout claimed one of these devices between our check and our insert (the
+        // claim's primary key refused ours, and nothing was written): once more, the check
+        // inside the transaction now sees that claim and names it.
+        created = await store.rollouts.createRollout(rollout, devices);
+      }
+      if (!created.ok) {
+        throw new ConnectError(
+          `device ${created.deviceName} is already in rollout ${created.rolloutId}, which is still active: wait for it to finish, or abort it`,
+          Code.FailedPrecondition,
+        );
+      }
+      ctx.log.info("rollout started", { rollout: id, release: `${release.name}@${release.version}`, devices: plan.total, waves: plan.waves.length });
+      const started = (await engine.run(admin.orgId, id, (r, d, t) => advance(r, d, t, ctx.offlineAfterMs))) ?? rollout;
+      return { rollout: await full(admin.orgId, started), plan: planView(planned) };
+    },
+
+    async listRollouts(_req, hctx) {
+      const { orgId } = adminOf(hctx);
+      const rows = await store.rollouts.listRollouts(orgId, LIST_LIMIT);
+      const out: adminv1.Rollout[] = [];
+      for (const r of rows) out.push(rolloutView(r, await store.rollouts.listRolloutDevices(orgId, r.id), false));
+      return { rollouts: out };
+    },
+
+    async getRollout(req, hctx) {
+      const { orgId, rollout } = await load(hctx, req.id);
+      return { rollout: await full(orgId, rollout) };
+    },
+
+    pauseRollout: (req, hctx) => act(hctx, req.id, { kind: "pause", by: adminOf(hctx).actor }),
+    resumeRollout: (req, hctx) => act(hctx, req.id, { kind: "resume" }),
+    approveWave: (req, hctx) => act(hctx, req.id, { kind: "approve" }),
+    abortRollout: (req, hctx) => act(hctx, req.id, { kind: "abort", rollBack: req.rollBack, by: adminOf(hctx).actor }),
+
+    async *watchRollout(req, hctx) {
+      const { orgId } = await load(hctx, req.id);
+      let dirty = true;
+      let wake: (() => void) | undefined;
+      const stop = engine.onChange((_o, id) => {
+        if (id !== req.id) return;
+        dirty = true;
+        wake?.();
+      });
+      try {
+        let sent = -1;
+        while (!hctx.signal.aborted) {
+          if (dirty) {
+            dirty = false;
+            const r = await store.rollouts.getRollout(orgId, req.id);
+            if (!r) return;
+            if (r.version !== sent) {
+              sent = r.version;
+              yield { rollout: await full(orgId, r) };
+            }
+            if (FINAL.has(r.status)) return;
+          }
+          // Changes made by this process wake us at once; the refresh catches other replicas'.
+          await new Promise<void>((res) => {
+            const timer = setTimeout(done, opts.watchRefreshMs);
+            function done() {
+              clearTimeout(timer);
+              hctx.signal.removeEventListener("abort", done);
+              wake = undefined;
+              res();
+            }
+            wake = done;
+            hctx.signal.addEventListener("abort", done);
+            if (dirty) done();
+          });
+          dirty = true;
+        }
+      } finally {
+        stop();
+      }
+    },
+  };
+}

@@ -1,0 +1,265 @@
+/**
+ * The rollout state machine against the real store, on SQLite always and on PostgreSQL when
+ * FLOTILLA_TEST_POSTGRES_URL is set (a fresh database per test, dropped afterwards).
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { openPostgresStore, openSqliteStore, type ReleaseRow, type RolloutDeviceRow, type RolloutRow, type Store } from "../store/index.ts";
+import { advance, onAdminAction, onStep, type ReleaseStepEvent } from "./decide.ts";
+
+const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
+const NOW = 1_800_000_000_000;
+const OFFLINE_AFTER = 10_000;
+
+interface Db {
+  store: Store;
+  reopen(): Promise<Store>;
+  drop(): Promise<void>;
+}
+
+const backends: { name: string; enabled: boolean; create(): Promise<Db> }[] = [
+  {
+    name: "SQLite",
+    enabled: true,
+    async create() {
+      const dir = await mkdtemp(join(tmpdir(), "flotilla-rollouts-"));
+      const path = join(dir, "flotilla.db");
+      return { store: await openSqliteStore(path), reopen: () => openSqliteStore(path), drop: () => rm(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: "PostgreSQL",
+    enabled: Boolean(pgUrl),
+    async create() {
+      const name = `flotilla_test_${randomBytes(6).toString("hex")}`;
+      const admin = new pg.Client({ connectionString: pgUrl });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${name}`);
+      await admin.end();
+      const url = new URL(pgUrl!);
+      url.pathname = `/${name}`;
+      return {
+        store: await openPostgresStore(url.toString()),
+        reopen: () => openPostgresStore(url.toString()),
+        async drop() {
+          const c = new pg.Client({ connectionString: pgUrl });
+          await c.connect();
+          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+          await c.end();
+        },
+      };
+    },
+  },
+];
+
+function release(counter: number, version: string): ReleaseRow {
+  return { orgId: "orgA", name: "webapp", counter, version, kind: "bundle", targetPath: `webapp/${counter}/webapp.tar.gz`, sha256: "a".repeat(64), length: 10, meta: "{}", createdAt: NOW };
+}
+
+function rolloutRow(id: string, over: Partial<RolloutRow["spec"]> = {}, rowOver: Partial<RolloutRow> = {}): RolloutRow {
+  return {
+    id,
+    orgId: "orgA",
+    releaseName: "webapp",
+    releaseVersion: "1.5.0",
+    releaseCounter: 2,
+    spec: { releaseName: "webapp", releaseVersion: "1.5.0", selector: "", waves: ["1", "50%", "100%"], maxParallel: 0, failureThreshold: "", soakMs: 0, approveEachWave: false, deadlineMs: 0, ...over },
+    waves: [
+      { number: 1, entry: "1" },
+      { number: 2, entry: "50%" },
+      { number: 3, entry: "100%" },
+    ],
+    ineligible: [],
+    status: "running",
+    reason: "",
+    currentWave: 1,
+    waveFinishedAt: null,
+    approvedWave: 1,
+    toleratedFailures: 0,
+    deadlineAt: null,
+    createdBy: "key:test",
+    createdAt: NOW,
+    updatedAt: NOW,
+    version: 1,
+    ...rowOver,
+  };
+}
+
+function step(s: string, counter = 2): ReleaseStepEvent {
+  return { name: "webapp", targetPath: `webapp/${counter}/webapp.tar.gz`, step: s, bytesDone: 0, bytesTotal: 0, error: s === "failed" ? "health check failed" : "" };
+}
+
+for (const backend of backends) {
+  describe.skipIf(!backend.enabled)(`rollout engine on ${backend.name}`, () => {
+    let db: Db;
+    let store: Store;
+    const opened: Store[] = [];
+    let ids: string[];
+
+    beforeEach(async () => {
+      db = await backend.create();
+      store = db.store;
+      opened.push(store);
+      await store.createOrg({ id: "orgA", name: "acme", createdAt: NOW });
+      await store.createJoinToken({ id: "tok1", orgId: "orgA", secretHash: "h".repeat(64), labels: {}, usesAllowed: 0, uses: 0, expiresAt: NOW + 1e9, autoApprove: true, createdAt: NOW, revokedAt: null });
+      ids = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await store.enrollDevice(
+          "tok1",
+          { id: `dev_${i}`, publicKey: randomBytes(32).toString("base64url").slice(0, 43), name: `d${i}`, facts: {}, agentVersion: "0.1.0", capabilities: ["release:bundle"] },
+          NOW,
+        );
+        if (!r.ok) throw new Error(r.reason);
+        ids.push(r.device.id);
+        await store.setConnection("orgA", r.device.id, true, NOW);
+      }
+      await store.releases.addReleases([release(1, "1.4.0"), release(2, "1.5.0")]);
+    });
+    afterEach(async () => {
+      for (const s of opened.splice(0)) await s.close();
+      await db.drop();
+    });
+
+    const devicesOf = (id: string): RolloutDeviceRow[] => [
+      { rolloutId: id, orgId: "orgA", deviceId: "dev_0", name: "d0", wave: 1, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, notifiedAt: null, updatedAt: NOW },
+      { rolloutId: id, orgId: "orgA", deviceId: "dev_1", name: "d1", wave: 2, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, notifiedAt: null, updatedAt: NOW },
+      { rolloutId: id, orgId: "orgA", deviceId: "dev_2", name: "d2", wave: 3, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, notifiedAt: null, updatedAt: NOW },
+      { rolloutId: id, orgId: "orgA", deviceId: "dev_3", name: "d3", wave: 3, position: 1, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, notifiedAt: null, updatedAt: NOW },
+    ];
+    const tick = (s: Store, id: string, now: number) => s.rollouts.transition("orgA", id, now, (r, d) => advance(r, d, now, OFFLINE_AFTER));
+    const report = (s: Store, id: string, device: string, e: ReleaseStepEvent, now: number) =>
+      s.rollouts.transition("orgA", id, now, (r, d) => onStep(r, d, device, e, now, OFFLINE_AFTER));
+    const states = async (id: string) => Object.fromEntries((await store.rollouts.listRolloutDevices("orgA", id)).map((d) => [d.name, d.state]));
+
+    it("refuses a second rollout over a device the first still holds, writing nothing", async () => {
+      expect(await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"))).toEqual({ ok: true });
+      const second = await store.rollouts.createRollout(rolloutRow("ro_b"), devicesOf("ro_b").slice(2));
+      expect(second).toEqual({ ok: false, rolloutId: "ro_a", deviceName: "d2" });
+      expect(await store.rollouts.getRollout("orgA", "ro_b")).toBeUndefined();
+      expect(await store.rollouts.claimOf("orgA", "dev_2")).toBe("ro_a");
+    });
+
+    it("notifies the first wave in the same transaction that sets its desired release, and never twice", async () => {
+      await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
+      const gen = (await store.getDevice("orgA", "dev_0"))!.generation;
+      expect((await tick(store, "ro_a", NOW + 1))?.changed).toBe(true);
+      expect(await states("ro_a")).toEqual({ d0: "notified", d1: "pending", d2: "pending", d3: "pending" });
+      const desired = await store.releases.listDeviceReleases("orgA", "dev_0");
+      expect(desired.map((r) => r.desiredCounter)).toEqual([2]);
+      expect((await store.getDevice("orgA", "dev_0"))!.generation).toBe(gen + 1);
+
+      // As after a restart: the same database, another store, the same transition again.
+      const again = await db.reopen();
+      opened.push(again);
+      expect((await tick(again, "ro_a", NOW + 2))?.changed).toBe(false);
+      expect((await store.getDevice("orgA", "dev_0"))!.generation).toBe(gen + 1);
+    });
+
+    it("advances wave by wave after the soak time, and completes and frees its devices", async () => {
+      await store.rollouts.createRollout(rolloutRow("ro_a", { soakMs: 60_000 }), devicesOf("ro_a"));
+      await tick(store, "ro_a", NOW);
+      await report(store, "ro_a", "dev_0", step("downloading"), NOW + 1);
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 2);
+      expect((await store.rollouts.getRollout("orgA", "ro_a"))?.waveFinishedAt).toBe(NOW + 2);
+      expect((await states("ro_a")).d1).toBe("pending");
+      await tick(store, "ro_a", NOW + 60_001);
+      expect((await states("ro_a")).d1).toBe("pending");
+      for (const id of ids) await store.setConnection("orgA", id, true, NOW + 60_002);
+      await tick(store, "ro_a", NOW + 60_002);
+      expect(await states("ro_a")).toMatchObject({ d0: "healthy", d1: "notified", d2: "pending" });
+      await report(store, "ro_a", "dev_1", step("healthy"), NOW + 60_003);
+      for (const id of ids) await store.setConnection("orgA", id, true, NOW + 120_003);
+      await tick(store, "ro_a", NOW + 120_003);
+      expect(await states("ro_a")).toMatchObject({ d2: "notified", d3: "notified" });
+      await report(store, "ro_a", "dev_2", step("healthy"), NOW + 120_004);
+      const done = await report(store, "ro_a", "dev_3", step("healthy"), NOW + 120_005);
+      expect(done?.rollout.status).toBe("completed");
+      expect(await store.rollouts.claimOf("orgA", "dev_3")).toBeUndefined();
+    });
+
+    it("pauses past the failure threshold and notifies no one else", async () => {
+      const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }] });
+      await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
+      await store.rollouts.transition("orgA", "ro_a", NOW, (r, d) => advance({ ...r, spec: { ...r.spec, maxParallel: 2 } }, d, NOW, OFFLINE_AFTER));
+      expect(Object.values(await states("ro_a")).filter((s) => s === "notified")).toHaveLength(2);
+      const paused = await report(store, "ro_a", "dev_0", step("failed"), NOW + 1);
+      expect(paused?.rollout.status).toBe("paused");
+      expect(paused?.rollout.reason).toMatch(/failure threshold crossed: 1 of 4/);
+      await tick(store, "ro_a", NOW + 2);
+      expect(await states("ro_a")).toEqual({ d0: "failed", d1: "notified", d2: "pending", d3: "pending" });
+    });
+
+    it("skips devices still offline at the deadline", async () => {
+      await store.setConnection("orgA", "dev_3", false, NOW);
+      const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }], deadlineAt: NOW + 1000 });
+      await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
+      await tick(store, "ro_a", NOW);
+      for (const id of ["dev_0", "dev_1", "dev_2"]) await report(store, "ro_a", id, step("healthy"), NOW + 1);
+      expect((await states("ro_a")).d3).toBe("pending");
+      const done = await tick(store, "ro_a", NOW + 1000);
+      expect(done?.rollout.status).toBe("completed");
+      expect((await states("ro_a")).d3).toBe("skipped");
+      expect(await store.releases.listDeviceReleases("orgA", "dev_3")).toEqual([]);
+    });
+
+    it("with approve-each-wave, holds a finished wave until it is approved", async () => {
+      await store.rollouts.createRollout(rolloutRow("ro_a", { approveEachWave: true }), devicesOf("ro_a"));
+      await tick(store, "ro_a", NOW);
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
+      await tick(store, "ro_a", NOW + 2);
+      expect((await states("ro_a")).d1).toBe("pending");
+      const act = (a: Parameters<typeof onAdminAction>[2], now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, a, now, OFFLINE_AFTER));
+      const approved = await act({ kind: "approve" }, NOW + 3);
+      expect(approved?.rollout.approvedWave).toBe(2);
+      expect(approved?.rollout.currentWave).toBe(2);
+      expect((await states("ro_a")).d1).toBe("notified");
+      // The next wave may be approved ahead, while the current one still runs; only once.
+      expect((await act({ kind: "approve" }, NOW + 4))?.rollout.approvedWave).toBe(3);
+      expect((await states("ro_a")).d2).toBe("pending");
+      await expect(act({ kind: "approve" }, NOW + 5)).rejects.toThrow(/wave 3 is already approved/);
+    });
+
+    it("notifies no one while paused, and continues on resume accepting the failures so far", async () => {
+      const row = rolloutRow("ro_a", { maxParallel: 1 }, { waves: [{ number: 1, entry: "100%" }] });
+      await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
+      const act = (a: Parameters<typeof onAdminAction>[2], now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, a, now, OFFLINE_AFTER));
+      await tick(store, "ro_a", NOW);
+      const paused = await report(store, "ro_a", "dev_0", step("failed"), NOW + 1);
+      expect(paused?.rollout.status).toBe("paused");
+      await tick(store, "ro_a", NOW + 2);
+      expect(await states("ro_a")).toEqual({ d0: "failed", d1: "pending", d2: "pending", d3: "pending" });
+      await expect(act({ kind: "pause", by: "key:test" }, NOW + 3)).rejects.toThrow(/already paused/);
+      const resumed = await act({ kind: "resume" }, NOW + 4);
+      expect(resumed?.rollout.status).toBe("running");
+      expect(resumed?.rollout.toleratedFailures).toBe(1);
+      expect(await states("ro_a")).toMatchObject({ d0: "failed", d1: "notified" });
+    });
+
+    it("skips a device decommissioned after the plan instead of notifying it", async () => {
+      await store.updateDevice("orgA", "dev_0", { lifecycle: "decommissioned" }, NOW);
+      await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
+      await tick(store, "ro_a", NOW + 1);
+      expect((await states("ro_a")).d0).toBe("skipped");
+      expect(await store.releases.listDeviceReleases("orgA", "dev_0")).toEqual([]);
+    });
+
+    it("on abort with roll-back returns updated devices to the release they ran before", async () => {
+      await store.releases.setDesiredRelease("orgA", "dev_0", release(1, "1.4.0"), NOW);
+      await store.releases.recordReleaseStep({ orgId: "orgA", deviceId: "dev_0", seq: 1, time: NOW, name: "webapp", targetPath: "webapp/1/webapp.tar.gz", step: "healthy", bytesDone: 0, bytesTotal: 0, error: "" }, { version: "1.4.0", counter: 1 });
+      await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
+      await tick(store, "ro_a", NOW);
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
+      const aborted = await store.rollouts.transition("orgA", "ro_a", NOW + 2, (r, d) => onAdminAction(r, d, { kind: "abort", rollBack: true, by: "key:test" }, NOW + 2, OFFLINE_AFTER));
+      expect(aborted?.rollout.status).toBe("aborted");
+      expect((await store.releases.listDeviceReleases("orgA", "dev_0"))[0]?.desiredCounter).toBe(1);
+      expect((await states("ro_a")).d0).toBe("rolled-back");
+      expect(await store.rollouts.claimOf("orgA", "dev_0")).toBeUndefined();
+    });
+  });
+}

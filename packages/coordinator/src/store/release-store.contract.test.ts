@@ -1,0 +1,128 @@
+/**
+ * The release store's part of the store contract: the same tests on SQLite always and on
+ * PostgreSQL when FLOTILLA_TEST_POSTGRES_URL is set.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { openPostgresStore, openSqliteStore, type ReleaseRow, type Store } from "./index.ts";
+
+const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
+const NOW = 1_800_000_000_000;
+
+const backends = [
+  {
+    name: "SQLite",
+    enabled: true,
+    async create(): Promise<{ store: Store; drop(): Promise<void> }> {
+      const dir = await mkdtemp(join(tmpdir(), "flotilla-store-"));
+      return { store: await openSqliteStore(join(dir, "flotilla.db")), drop: () => rm(dir, { recursive: true, force: true }) };
+    },
+  },
+  {
+    name: "PostgreSQL",
+    enabled: Boolean(pgUrl),
+    async create(): Promise<{ store: Store; drop(): Promise<void> }> {
+      const name = `flotilla_test_${randomBytes(6).toString("hex")}`;
+      const admin = new pg.Client({ connectionString: pgUrl });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${name}`);
+      await admin.end();
+      const url = new URL(pgUrl!);
+      url.pathname = `/${name}`;
+      return {
+        store: await openPostgresStore(url.toString()),
+        async drop() {
+          const c = new pg.Client({ connectionString: pgUrl });
+          await c.connect();
+          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+          await c.end();
+        },
+      };
+    },
+  },
+];
+
+function release(orgId: string, counter: number, over: Partial<ReleaseRow> = {}): ReleaseRow {
+  return {
+    orgId,
+    name: "webapp",
+    counter,
+    version: `1.${counter}.0`,
+    kind: "bundle",
+    targetPath: `webapp/${counter}/webapp.tar.gz`,
+    sha256: String(counter).repeat(64).slice(0, 64),
+    length: 1000 + counter,
+    meta: "{}",
+    createdAt: NOW + counter,
+    ...over,
+  };
+}
+
+for (const backend of backends) {
+  describe.skipIf(!backend.enabled)(`release store contract on ${backend.name}`, () => {
+    let store: Store;
+    let drop: () => Promise<void>;
+    let deviceA: string;
+
+    beforeEach(async () => {
+      ({ store, drop } = await backend.create());
+      await store.createOrg({ id: "orgA", name: "acme", createdAt: NOW });
+      await store.createOrg({ id: "orgB", name: "globex", createdAt: NOW });
+      await store.createJoinToken({
+        id: "tokA", orgId: "orgA", secretHash: "h", labels: {}, usesAllowed: 5, uses: 0, expiresAt: NOW * 2, autoApprove: true, createdAt: NOW, revokedAt: null,
+      });
+      const r = await store.enrollDevice("tokA", { id: "dev_a", publicKey: "p".repeat(43), name: "host", facts: {}, agentVersion: "0.1.0", capabilities: [] }, NOW);
+      if (!r.ok) throw new Error(r.reason);
+      deviceA = r.device.id;
+    });
+    afterEach(async () => {
+      await store.close();
+      await drop();
+    });
+
+    it("records releases once per (name, counter), scoped by organization", async () => {
+      await store.releases.addReleases([release("orgA", 1), release("orgA", 2)]);
+      await store.releases.addReleases([release("orgA", 2, { version: "changed" }), release("orgB", 1)]);
+      expect((await store.releases.listReleases("orgA")).map((r) => [r.counter, r.version])).toEqual([[1, "1.1.0"], [2, "1.2.0"]]);
+      expect((await store.releases.findRelease("orgA", "webapp", "1.2.0"))?.counter).toBe(2);
+      expect(await store.releases.findRelease("orgB", "webapp", "1.2.0")).toBeUndefined();
+      expect((await store.releases.getRelease("orgA", "webapp", 1))?.length).toBe(1001);
+      expect(await store.releases.hasArtifact("orgA", release("orgA", 1).sha256, 1001)).toBe(true);
+      expect(await store.releases.hasArtifact("orgB", release("orgA", 2).sha256, 1002)).toBe(false);
+    });
+
+    it("sets a device's desired release and bumps its generation in one step, and notifies", async () => {
+      await store.releases.addReleases([release("orgA", 1), release("orgA", 2)]);
+      const before = (await store.getDevice("orgA", deviceA))!.generation;
+      const seen: string[] = [];
+      const off = store.onDeviceChange((_org, id) => seen.push(id));
+      expect(await store.releases.setDesiredRelease("orgA", deviceA, release("orgA", 1), NOW)).toBe(true);
+      expect(await store.releases.setDesiredRelease("orgA", deviceA, release("orgA", 2), NOW + 1)).toBe(true);
+      off();
+      expect((await store.getDevice("orgA", deviceA))!.generation).toBe(before + 2);
+      expect(seen).toContain(deviceA);
+      const rows = await store.releases.listDeviceReleases("orgA", deviceA);
+      expect(rows.map((r) => [r.name, r.desiredCounter, r.desiredTarget, r.currentVersion])).toEqual([["webapp", 2, "webapp/2/webapp.tar.gz", ""]]);
+      expect(await store.releases.setDesiredRelease("orgB", deviceA, release("orgB", 1), NOW)).toBe(false);
+      expect(await store.releases.listDeviceReleases("orgB", deviceA)).toEqual([]);
+    });
+
+    it("records each step once per seq, keeps the newest, and updates what the device runs", async () => {
+      await store.releases.setDesiredRelease("orgA", deviceA, release("orgA", 1), NOW);
+      const step = { orgId: "orgA", deviceId: deviceA, name: "webapp", targetPath: "webapp/1/webapp.tar.gz", bytesDone: 0, bytesTotal: 0, error: "" };
+      await store.releases.recordReleaseStep({ ...step, seq: 1, time: NOW, step: "checking" });
+      await store.releases.recordReleaseStep({ ...step, seq: 1, time: NOW, step: "checking" });
+      await store.releases.recordReleaseStep({ ...step, seq: 2, time: NOW + 1, step: "downloading", bytesDone: 5, bytesTotal: 10 });
+      await store.releases.recordReleaseStep({ ...step, seq: 3, time: NOW + 2, step: "healthy" }, { version: "1.1.0", counter: 1 });
+      const steps = await store.releases.listReleaseSteps("orgA", deviceA, 2);
+      expect(steps.map((s) => [s.seq, s.step, s.bytesDone])).toEqual([[2, "downloading", 5], [3, "healthy", 0]]);
+      expect((await store.releases.listReleaseSteps("orgA", deviceA, 10)).length).toBe(3);
+      expect(await store.releases.listReleaseSteps("orgB", deviceA, 10)).toEqual([]);
+      expect((await store.releases.listDeviceReleases("orgA", deviceA))[0]).toMatchObject({ currentVersion: "1.1.0", currentCounter: 1 });
+    });
+  });
+}

@@ -1,0 +1,270 @@
+import type { Kysely, Selectable } from "kysely";
+import type { StoreAdapter } from "./adapter.ts";
+import type { Database } from "./schema.ts";
+
+/** A signed release, as recorded when its targets metadata was accepted. */
+export interface ReleaseRow {
+  orgId: string;
+  name: string;
+  counter: number;
+  version: string;
+  kind: string;
+  targetPath: string;
+  sha256: string;
+  length: number;
+  /** The signed custom.flotilla object, as JSON text. */
+  meta: string;
+  createdAt: number;
+}
+
+/** One release name on one device: what it should run and what it last said it runs. */
+export interface DeviceReleaseRow {
+  orgId: string;
+  deviceId: string;
+  name: string;
+  desiredTarget: string;
+  desiredCounter: number;
+  desiredVersion: string;
+  desiredKind: string;
+  desiredAt: number;
+  currentVersion: string;
+  currentCounter: number;
+}
+
+/** One step an agent reported while installing a release. */
+export interface ReleaseStepRow {
+  orgId: string;
+  deviceId: string;
+  seq: number;
+  time: number;
+  name: string;
+  targetPath: string;
+  step: string;
+  bytesDone: number;
+  bytesTotal: number;
+  error: string;
+}
+
+/** Releases and their deployment to devices; every method is scoped by organization. */
+export interface ReleaseStore {
+  /** Records releases; a (name, counter) the organization already has is left as it was. */
+  addReleases(rows: ReleaseRow[]): Promise<void>;
+  listReleases(orgId: string, name?: string): Promise<ReleaseRow[]>;
+  /** The release of this name with this human version (the highest counter if several). */
+  findRelease(orgId: string, name: string, version: string): Promise<ReleaseRow | undefined>;
+  getRelease(orgId: string, name: string, counter: number): Promise<ReleaseRow | undefined>;
+  /** Whether the organization has a release whose artifact has this sha256 and length. */
+  hasArtifact(orgId: string, sha256: string, length: number): Promise<boolean>;
+  /**
+   * Makes `release` the device's desired release for its name and bumps the device's
+   * generation in the same transaction, so its Watch stream sends it. False if no such device.
+   */
+  setDesiredRelease(orgId: string, deviceId: string, release: ReleaseRow, now: number): Promise<boolean>;
+  listDeviceReleases(orgId: string, deviceId: string): Promise<DeviceReleaseRow[]>;
+  /** Records a step (once per seq) and, when given, what the device now runs for that name. */
+  recordReleaseStep(step: ReleaseStepRow, current?: { version: string; counter: number }): Promise<void>;
+  /** The device's latest `limit` steps, oldest first. */
+  listReleaseSteps(orgId: string, deviceId: string, limit: number): Promise<ReleaseStepRow[]>;
+}
+
+const num = (v: number | string): number => Number(v);
+
+function toRelease(r: Selectable<Database["releases"]>): ReleaseRow {
+  return {
+    orgId: r.org_id,
+    name: r.name,
+    counter: num(r.counter),
+    version: r.version,
+    kind: r.kind,
+    targetPath: r.target_path,
+    sha256: r.sha256,
+    length: num(r.length),
+    meta: r.meta,
+    createdAt: num(r.created_at),
+  };
+}
+
+export class KyselyReleaseStore implements ReleaseStore {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly adapter: StoreAdapter,
+  ) {}
+
+  async addReleases(rows: ReleaseRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.db.transaction().execute(async (trx) => {
+      for (const r of rows) {
+        await trx
+          .insertInto("releases")
+          .values({
+            org_id: r.orgId,
+            name: r.name,
+            counter: r.counter,
+            version: r.version,
+            kind: r.kind,
+            target_path: r.targetPath,
+            sha256: r.sha256,
+            length: r.length,
+            meta: r.meta,
+            created_at: r.createdAt,
+          })
+          .onConflict((oc) => oc.columns(["org_id", "name", "counter"]).doNothing())
+          .execute();
+      }
+    });
+  }
+
+  async listReleases(orgId: string, name?: string): Promise<ReleaseRow[]> {
+    let q = this.db.selectFrom("releases").selectAll().where("org_id", "=", orgId);
+    if (name) q = q.where("name", "=", name);
+    return (await q.orderBy("name").orderBy("counter").execute()).map(toRelease);
+  }
+
+  async findRelease(orgId: string, name: string, version: string): Promise<ReleaseRow | undefined> {
+    const r = await this.db
+      .selectFrom("releases")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("name", "=", name)
+      .where("version", "=", version)
+      .orderBy("counter", "desc")
+      .executeTakeFirst();
+    return r && toRelease(r);
+  }
+
+  async getRelease(orgId: string, name: string, counter: number): Promise<ReleaseRow | undefined> {
+    const r = await this.db
+      .selectFrom("releases")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("name", "=", name)
+      .where("counter", "=", counter)
+      .executeTakeFirst();
+    return r && toRelease(r);
+  }
+
+  async hasArtifact(orgId: string, sha256: string, length: number): Promise<boolean> {
+    const r = await this.db
+      .selectFrom("releases")
+      .select("name")
+      .where("org_id", "=", orgId)
+      .where("sha256", "=", sha256)
+      .where("length", "=", length)
+      .executeTakeFirst();
+    return r !== undefined;
+  }
+
+  async setDesiredRelease(orgId: string, deviceId: string, release: ReleaseRow, now: number): Promise<boolean> {
+    const ok = await this.db.transaction().execute(async (trx) => {
+      let q = trx.selectFrom("devices").select(["generation"]).where("org_id", "=", orgId).where("id", "=", deviceId);
+      if (this.adapter.rowLocks) q = q.forUpdate();
+      const device = await q.executeTakeFirst();
+      if (!device) return false;
+      const desired = {
+        desired_target: release.targetPath,
+        desired_counter: release.counter,
+        desired_version: release.version,
+        desired_kind: release.kind,
+        desired_at: now,
+      };
+      const existing = await trx
+        .selectFrom("device_releases")
+        .select("name")
+        .where("device_id", "=", deviceId)
+        .where("name", "=", release.name)
+        .executeTakeFirst();
+      if (existing) {
+        await trx.updateTable("device_releases").set(desired).where("device_id", "=", deviceId).where("name", "=", release.name).execute();
+      } else {
+        await trx
+          .insertInto("device_releases")
+          .values({ org_id: orgId, device_id: deviceId, name: release.name, ...desired, current_version: "", current_counter: 0 })
+          .execute();
+      }
+      await trx
+        .updateTable("devices")
+        .set({ generation: num(device.generation) + 1, updated_at: now })
+        .where("id", "=", deviceId)
+        .execute();
+      await this.adapter.notifyInTransaction(trx, orgId, deviceId);
+      return true;
+    });
+    if (ok) this.adapter.notifyAfterCommit(orgId, deviceId);
+    return ok;
+  }
+
+  async listDeviceReleases(orgId: string, deviceId: string): Promise<DeviceReleaseRow[]> {
+    const rows = await this.db
+      .selectFrom("device_releases")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("device_id", "=", deviceId)
+      .orderBy("name")
+      .execute();
+    return rows.map((r) => ({
+      orgId: r.org_id,
+      deviceId: r.device_id,
+      name: r.name,
+      desiredTarget: r.desired_target,
+      desiredCounter: num(r.desired_counter),
+      desiredVersion: r.desired_version,
+      desiredKind: r.desired_kind,
+      desiredAt: num(r.desired_at),
+      currentVersion: r.current_version,
+      currentCounter: num(r.current_counter),
+    }));
+  }
+
+  async recordReleaseStep(s: ReleaseStepRow, current?: { version: string; counter: number }): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto("release_steps")
+        .values({
+          org_id: s.orgId,
+          device_id: s.deviceId,
+          seq: s.seq,
+          time: s.time,
+          name: s.name,
+          target_path: s.targetPath,
+          step: s.step,
+          bytes_done: s.bytesDone,
+          bytes_total: s.bytesTotal,
+          error: s.error,
+        })
+        .onConflict((oc) => oc.columns(["device_id", "seq"]).doNothing())
+        .execute();
+      if (current) {
+        await trx
+          .updateTable("device_releases")
+          .set({ current_version: current.version, current_counter: current.counter })
+          .where("org_id", "=", s.orgId)
+          .where("device_id", "=", s.deviceId)
+          .where("name", "=", s.name)
+          .execute();
+      }
+    });
+  }
+
+  async listReleaseSteps(orgId: string, deviceId: string, limit: number): Promise<ReleaseStepRow[]> {
+    const rows = await this.db
+      .selectFrom("release_steps")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("device_id", "=", deviceId)
+      .orderBy("seq", "desc")
+      .limit(limit)
+      .execute();
+    return rows.reverse().map((r) => ({
+      orgId: r.org_id,
+      deviceId: r.device_id,
+      seq: num(r.seq),
+      time: num(r.time),
+      name: r.name,
+      targetPath: r.target_path,
+      step: r.step,
+      bytesDone: num(r.bytes_done),
+      bytesTotal: num(r.bytes_total),
+      error: r.error,
+    }));
+  }
+}

@@ -1,0 +1,290 @@
+import type { Kysely, Selectable } from "kysely";
+import type { StoreAdapter } from "./adapter.ts";
+import { notifyDevice, writeDesiredRelease } from "./rollout-notify.ts";
+import type { RolloutChanges, RolloutDeviceRow, RolloutDeviceState, RolloutDeviceView, RolloutRow, RolloutSpecRow, RolloutStatus } from "./rollout-rows.ts";
+import type { Database } from "./schema.ts";
+
+export type * from "./rollout-rows.ts";
+
+export type CreateRolloutResult = { ok: true } | { ok: false; rolloutId: string; deviceName: string };
+
+/** Rollouts and their per-device state; every method is scoped by organization except `activeRollouts`. */
+export interface RolloutStore {
+  /**
+   * Records a rollout, its devices and a claim on each device, in one transaction. Refuses,
+   * writing nothing, when another running or paused rollout holds one of the devices.
+   */
+  createRollout(rollout: RolloutRow, devices: RolloutDeviceRow[]): Promise<CreateRolloutResult>;
+  getRollout(orgId: string, id: string): Promise<RolloutRow | undefined>;
+  /** Newest first. */
+  listRollouts(orgId: string, limit: number): Promise<RolloutRow[]>;
+  /** By wave, then plan position. */
+  listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]>;
+  /** Unscoped, for the engine: every running or paused rollout. */
+  activeRollouts(): Promise<{ orgId: string; id: string }[]>;
+  /** Devices of the organization whose latest release step was a failure or a rollback. */
+  unhealthyDevices(orgId: string): Promise<Set<string>>;
+  /** The running or paused rollout that holds the device, if any. */
+  claimOf(orgId: string, deviceId: string): Promise<string | undefined>;
+  /**
+   * One transition: locks the rollout (row lock on PostgreSQL; SQLite has one writer), reads it
+   * and its devices, lets `decide` choose the changes, applies them and bumps `version`, all in
+   * one transaction. Claims are released when the rollout ends. Returns the rollout after the
+   * transition and whether anything changed; undefined when there is no such rollout.
+   */
+  transition(
+    orgId: string,
+    id: string,
+    now: number,
+    decide: (rollout: RolloutRow, devices: RolloutDeviceView[]) => RolloutChanges | undefined,
+  ): Promise<{ rollout: RolloutRow; changed: boolean } | undefined>;
+}
+
+const num = (v: number | string): number => Number(v);
+const numOrNull = (v: number | string | null): number | null => (v === null ? null : Number(v));
+
+function toRollout(r: Selectable<Database["rollouts"]>): RolloutRow {
+  return {
+    id: r.id,
+    orgId: r.org_id,
+    releaseName: r.release_name,
+    releaseVersion: r.release_version,
+    releaseCounter: num(r.release_counter),
+    spec: JSON.parse(r.spec) as RolloutSpecRow,
+    waves: JSON.parse(r.waves) as RolloutRow["waves"],
+    ineligible: JSON.parse(r.ineligible) as RolloutRow["ineligible"],
+    status: r.status as RolloutStatus,
+    reason: r.reason,
+    currentWave: num(r.current_wave),
+    waveFinishedAt: numOrNull(r.wave_finished_at),
+    approvedWave: num(r.approved_wave),
+    toleratedFailures: num(r.tolerated_failures),
+    deadlineAt: numOrNull(r.deadline_at),
+    createdBy: r.created_by,
+    createdAt: num(r.created_at),
+    updatedAt: num(r.updated_at),
+    version: num(r.version),
+  };
+}
+
+function toDevice(r: Selectable<Database["rollout_devices"]>): RolloutDeviceRow {
+  return {
+    rolloutId: r.rollout_id,
+    orgId: r.org_id,
+    deviceId: r.device_id,
+    name: r.name,
+    wave: num(r.wave),
+    position: num(r.position),
+    state: r.state as RolloutDeviceState,
+    bytesDone: num(r.bytes_done),
+    bytesTotal: num(r.bytes_total),
+    error: r.error,
+    previousVersion: r.previous_version,
+    previousCounter: num(r.previous_counter),
+    notifiedAt: numOrNull(r.notified_at),
+    updatedAt: num(r.updated_at),
+  };
+}
+
+const ACTIVE = ["running", "paused"];
+
+export class KyselyRolloutStore implements RolloutStore {
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly adapter: StoreAdapter,
+  ) {}
+
+  async createRollout(r: RolloutRow, devices: RolloutDeviceRow[]): Promise<CreateRolloutResult> {
+    return this.db.transaction().execute(async (trx): Promise<CreateRolloutResult> => {
+      const ids = devices.map((d) => d.deviceId);
+      for (let i = 0; i < ids.length; i += 500) {
+        const held = await trx
+          .selectFrom("rollout_claims")
+          .select(["device_id", "rollout_id"])
+          .where("org_id", "=", r.orgId)
+          .where("device_id", "in", ids.slice(i, i + 500))
+          .orderBy("device_id")
+          .executeTakeFirst();
+        if (held) return { ok: false, rolloutId: held.rollout_id, deviceName: devices.find((d) => d.deviceId === held.device_id)?.name ?? held.device_id };
+      }
+      await trx
+        .insertInto("rollouts")
+        .values({
+          id: r.id,
+          org_id: r.orgId,
+          release_name: r.releaseName,
+          release_version: r.releaseVersion,
+          release_counter: r.releaseCounter,
+          spec: JSON.stringify(r.spec),
+          waves: JSON.stringify(r.waves),
+          ineligible: JSON.stringify(r.ineligible),
+          status: r.status,
+          reason: r.reason,
+          current_wave: r.currentWave,
+          wave_finished_at: r.waveFinishedAt,
+          approved_wave: r.approvedWave,
+          tolerated_failures: r.toleratedFailures,
+          deadline_at: r.deadlineAt,
+          created_by: r.createdBy,
+          created_at: r.createdAt,
+          updated_at: r.updatedAt,
+          version: r.version,
+        })
+        .execute();
+      for (const d of devices) {
+        await trx
+          .insertInto("rollout_devices")
+          .values({
+            rollout_id: r.id,
+            org_id: r.orgId,
+            device_id: d.deviceId,
+            name: d.name,
+            wave: d.wave,
+            position: d.position,
+            state: d.state,
+            bytes_done: d.bytesDone,
+            bytes_total: d.bytesTotal,
+            error: d.error,
+            previous_version: d.previousVersion,
+            previous_counter: d.previousCounter,
+            notified_at: d.notifiedAt,
+            updated_at: d.updatedAt,
+          })
+          .execute();
+        // The primary key makes a concurrent claim of the same device fail the whole transaction.
+        await trx.insertInto("rollout_claims").values({ device_id: d.deviceId, org_id: r.orgId, rollout_id: r.id }).execute();
+      }
+      return { ok: true };
+    });
+  }
+
+  async getRollout(orgId: string, id: string): Promise<RolloutRow | undefined> {
+    const r = await this.db.selectFrom("rollouts").selectAll().where("org_id", "=", orgId).where("id", "=", id).executeTakeFirst();
+    return r && toRollout(r);
+  }
+
+  async listRollouts(orgId: string, limit: number): Promise<RolloutRow[]> {
+    const rows = await this.db.selectFrom("rollouts").selectAll().where("org_id", "=", orgId).orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
+    return rows.map(toRollout);
+  }
+
+  async listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]> {
+    const rows = await this.db
+      .selectFrom("rollout_devices")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("rollout_id", "=", id)
+      .orderBy("wave")
+      .orderBy("position")
+      .execute();
+    return rows.map(toDevice);
+  }
+
+  async activeRollouts(): Promise<{ orgId: string; id: string }[]> {
+    const rows = await this.db.selectFrom("rollouts").select(["org_id", "id"]).where("status", "in", ACTIVE).orderBy("created_at").execute();
+    return rows.map((r) => ({ orgId: r.org_id, id: r.id }));
+  }
+
+  async unhealthyDevices(orgId: string): Promise<Set<string>> {
+    const rows = await this.db
+      .selectFrom("release_steps as rs")
+      .select("rs.device_id")
+      .where("rs.org_id", "=", orgId)
+      .where("rs.step", "in", ["failed", "rolled-back"])
+      .where("rs.seq", "=", (eb) =>
+        eb.selectFrom("release_steps as r2").select((e) => e.fn.max("r2.seq").as("m")).whereRef("r2.device_id", "=", "rs.device_id"),
+      )
+      .execute();
+    return new Set(rows.map((r) => r.device_id));
+  }
+
+  async claimOf(orgId: string, deviceId: string): Promise<string | undefined> {
+    const r = await this.db.selectFrom("rollout_claims").select("rollout_id").where("org_id", "=", orgId).where("device_id", "=", deviceId).executeTakeFirst();
+    return r?.rollout_id;
+  }
+
+  async transition(
+    orgId: string,
+    id: string,
+    now: number,
+    decide: (rollout: RolloutRow, devices: RolloutDeviceView[]) => RolloutChanges | undefined,
+  ): Promise<{ rollout: RolloutRow; changed: boolean } | undefined> {
+    const notified: string[] = [];
+    const result = await this.db.transaction().execute(async (trx) => {
+      let q = trx.selectFrom("rollouts").selectAll().where("org_id", "=", orgId).where("id", "=", id);
+      if (this.adapter.rowLocks) q = q.forUpdate();
+      const row = await q.executeTakeFirst();
+      if (!row) return undefined;
+      const rollout = toRollout(row);
+      const devices = await trx
+        .selectFrom("rollout_devices as rd")
+        .leftJoin("devices as d", "d.id", "rd.device_id")
+        .selectAll("rd")
+        .select(["d.connected", "d.last_seen_at"])
+        .where("rd.org_id", "=", orgId)
+        .where("rd.rollout_id", "=", id)
+        .orderBy("rd.wave")
+        .orderBy("rd.position")
+        .execute();
+      const views: RolloutDeviceView[] = devices.map((d) => ({
+        ...toDevice(d),
+        connected: num(d.connected ?? 0) === 1,
+        lastSeenAt: numOrNull(d.last_seen_at ?? null),
+      }));
+      const changes = decide(rollout, views);
+      if (!changes || isEmpty(changes)) return { rollout, changed: false };
+      for (const d of changes.devices ?? []) {
+        await trx
+          .updateTable("rollout_devices")
+          .set({
+            state: d.state,
+            updated_at: now,
+            ...(d.error !== undefined ? { error: d.error.slice(0, 4096) } : {}),
+            ...(d.bytesDone !== undefined ? { bytes_done: d.bytesDone } : {}),
+            ...(d.bytesTotal !== undefined ? { bytes_total: d.bytesTotal } : {}),
+          })
+          .where("rollout_id", "=", id)
+          .where("device_id", "=", d.deviceId)
+          .execute();
+      }
+      for (const deviceId of changes.notify ?? []) {
+        if (await notifyDevice(trx, this.adapter, rollout, deviceId, now)) notified.push(deviceId);
+      }
+      for (const deviceId of changes.rollBack ?? []) {
+        const d = views.find((v) => v.deviceId === deviceId);
+        if (d && d.previousCounter > 0 && (await writeDesiredRelease(trx, this.adapter, orgId, deviceId, rollout.releaseName, d.previousCounter, now))) {
+          notified.push(deviceId);
+          await trx
+            .updateTable("rollout_devices")
+            .set({ state: "rolled-back", error: `returned to ${d.previousVersion}`, updated_at: now })
+            .where("rollout_id", "=", id)
+            .where("device_id", "=", deviceId)
+            .execute();
+        }
+      }
+      const next = { ...rollout, ...changes.rollout, updatedAt: now, version: rollout.version + 1 };
+      await trx
+        .updateTable("rollouts")
+        .set({
+          status: next.status,
+          reason: next.reason.slice(0, 1024),
+          current_wave: next.currentWave,
+          wave_finished_at: next.waveFinishedAt,
+          approved_wave: next.approvedWave,
+          tolerated_failures: next.toleratedFailures,
+          updated_at: now,
+          version: next.version,
+        })
+        .where("id", "=", id)
+        .execute();
+      if (!ACTIVE.includes(next.status)) await trx.deleteFrom("rollout_claims").where("rollout_id", "=", id).execute();
+      return { rollout: next, changed: true };
+    });
+    for (const deviceId of notified) this.adapter.notifyAfterCommit(orgId, deviceId);
+    return result;
+  }
+}
+
+function isEmpty(c: RolloutChanges): boolean {
+  return !c.rollout && !c.devices?.length && !c.notify?.length && !c.rollBack?.length;
+}

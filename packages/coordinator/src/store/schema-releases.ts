@@ -1,0 +1,41 @@
+/** Tables of signed releases (migration 0004_releases). Times are ms; JSON as text. */
+export interface ReleaseTables {
+  releases: {
+    org_id: string;
+    name: string;
+    counter: number;
+    version: string;
+    kind: string;
+    target_path: string;
+    sha256: string;
+    length: number;
+    /** The signed custom.flotilla object. */
+    meta: string;
+    created_at: number;
+  };
+  device_releases: {
+    org_id: string;
+    device_id: string;
+    name: string;
+    desired_target: string;
+    desired_counter: number;
+    desired_version: string;
+    desired_kind: string;
+    desired_at: number;
+    current_version: string;
+    current_counter: number;
+  };
+  release_steps: {
+    org_id: string;
+    device_id: string;
+    /** The outbox seq of the agent's "release" stream: unique per device. */
+    seq: number;
+    time: number;
+    name: string;
+    target_path: string;
+    step: string;
+    bytes_done: number;
+    bytes_total: number;
+    error: string;
+  };
+}

@@ -1,0 +1,106 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Metadata, MetadataKind, Root, Signature, Targets } from "@tufjs/models";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { generateIdentity, tufKeyId, type Identity } from "@flotilla/protocol";
+import { MetadataError, TufRepository, tufDate } from "./repository.ts";
+
+let dir: string;
+let online: Identity;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), "flotilla-tuf-"));
+  online = generateIdentity();
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const DAY = 86_400_000;
+
+function key(id: Identity) {
+  return { keytype: "ed25519", scheme: "ed25519", keyval: { public: Buffer.from(id.publicKey).toString("hex") } };
+}
+
+function root(version: number, admins: Identity[], threshold: number, onlineKey: Identity = online): Metadata<Root> {
+  const ids = admins.map((a) => tufKeyId(a.publicKey));
+  const oid = tufKeyId(onlineKey.publicKey);
+  const keys: Record<string, unknown> = { [oid]: key(onlineKey) };
+  for (const a of admins) keys[tufKeyId(a.publicKey)] = key(a);
+  return new Metadata(
+    Root.fromJSON({
+      _type: "root",
+      spec_version: "1.0.31",
+      version,
+      expires: tufDate(Date.now() + DAY),
+      consistent_snapshot: true,
+      keys,
+      roles: {
+        root: { keyids: ids, threshold },
+        targets: { keyids: ids, threshold },
+        snapshot: { keyids: [oid], threshold: 1 },
+        timestamp: { keyids: [oid], threshold: 1 },
+      },
+    } as never),
+  );
+}
+
+function sign<T extends Root | Targets>(md: Metadata<T>, ...by: Identity[]): Metadata<T> {
+  for (const id of by) {
+    md.sign((data) => new Signature({ keyID: tufKeyId(id.publicKey), sig: Buffer.from(id.sign(data)).toString("hex") }), true);
+  }
+  return md;
+}
+
+function emptyTargets(version = 1): Metadata<Targets> {
+  return new Metadata(new Targets({ version, specVersion: "1.0.31", expires: tufDate(Date.now() + DAY) }));
+}
+
+const json = (md: Metadata<Root | Targets>) => md.toJSON();
+const timings = { timestampTtlMs: DAY, snapshotTtlMs: 7 * DAY, refreshMs: 3_600_000 };
+
+describe("TufRepository", () => {
+  it("accepts a first root with its first targets, then signs snapshot and timestamp with the online key", async () => {
+    const repo = new TufRepository(dir, online, timings);
+    const alice = generateIdentity();
+    expect(await repo.updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)))).toBe(1);
+    const ts = JSON.parse(await readFile(join(dir, "org1", "timestamp.json"), "utf8")) as { signatures: { keyid: string }[] };
+    expect(ts.signatures.map((s) => s.keyid)).toEqual([repo.onlineKeyId]);
+    expect(await repo.read("org1", "1.snapshot.json")).toBeDefined();
+    expect(await repo.read("org1", "../org2/1.root.json")).toBeUndefined();
+  });
+
+  it("refuses a root that is unsigned, gives snapshot to an admin key, or skips a version", async () => {
+    const repo = new TufRepository(dir, online, timings);
+    const alice = generateIdentity();
+    const mallory = generateIdentity();
+    await expect(repo.updateRoot("org1", json(sign(root(1, [alice], 1), mallory)), json(sign(emptyTargets(), alice)))).rejects.toThrow(MetadataError);
+    await expect(repo.updateRoot("org1", json(sign(root(1, [alice], 1, alice), alice)), json(sign(emptyTargets(), alice)))).rejects.toThrow(/online key/);
+    await expect(repo.updateRoot("org1", json(sign(root(2, [alice], 1), alice)), undefined)).rejects.toThrow(/root version must be 1/);
+    expect(await repo.root("org1")).toBeUndefined();
+  });
+
+  it("rotates root only when both the old and the new threshold signed it", async () => {
+    const repo = new TufRepository(dir, online, timings);
+    const alice = generateIdentity();
+    const bob = generateIdentity();
+    await repo.updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)));
+    await expect(repo.updateRoot("org1", json(sign(root(2, [bob], 1), bob)), undefined)).rejects.toThrow(/current root's threshold/);
+    await expect(repo.updateRoot("org1", json(sign(root(2, [alice, bob], 2), alice)), undefined)).rejects.toThrow(/new root's own threshold/);
+    expect(await repo.updateRoot("org1", json(sign(root(2, [alice, bob], 2), alice, bob)), undefined)).toBe(2);
+    await expect(repo.publishTargets("org1", json(sign(emptyTargets(2), alice)), async () => {})).rejects.toThrow(/threshold/);
+    expect(await repo.publishTargets("org1", json(sign(emptyTargets(2), alice, bob)), async () => {})).toBe(2);
+  });
+
+  it("re-signs a timestamp that would expire within two refresh periods", async () => {
+    const repo = new TufRepository(dir, online, { ...timings, timestampTtlMs: 1000, refreshMs: 60_000 });
+    const alice = generateIdentity();
+    await repo.updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)));
+    const before = JSON.parse(await readFile(join(dir, "org1", "timestamp.json"), "utf8")) as { signed: { version: number } };
+    await repo.refreshAll();
+    const after = JSON.parse(await readFile(join(dir, "org1", "timestamp.json"), "utf8")) as { signed: { version: number; snapshot_meta?: unknown; meta: Record<string, { version: number }> } };
+    expect(after.signed.version).toBe(before.signed.version + 1);
+    expect(after.signed.meta["snapshot.json"]?.version).toBe(1);
+    expect(Metadata.fromJSON(MetadataKind.Timestamp, after as never).signed.version).toBe(after.signed.version);
+  });
+});

@@ -1,0 +1,152 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { readdir, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Sandbox, waitFor } from "./harness.ts";
+import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./releases-harness.ts";
+
+let sb: Sandbox;
+beforeEach(() => {
+  sb = new Sandbox();
+});
+afterEach(async () => {
+  await sb.cleanup();
+});
+
+async function files(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch {
+    return [];
+  }
+}
+
+describe("artifact uploads", () => {
+  it("resumes an interrupted upload where it stopped, and stores the artifact once", async () => {
+    const fleet = await signedFleet(sb);
+    const dir = await sb.dir();
+    const { path, data } = await artifact(dir, "app.tar.gz", 4 * 1024 * 1024);
+    const sha = sha256(data);
+    const token = await ownerToken(fleet);
+
+    // A client dies after sending part of the artifact.
+    expect(await patchUpload(fleet, token, { sha256: sha, length: data.length, offset: 0, body: data, complete: true, breakAfter: 1024 * 1024 })).toBe("broken");
+    const partial = await waitFor("the partial upload to be recorded", async () => {
+      const s = await uploadState(fleet, token, sha, data.length);
+      return !s.complete && s.offset > 0 ? s : undefined;
+    });
+    expect(partial.offset).toBeLessThan(data.length);
+
+    const r = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.0", "--run", "bin/app"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`resuming at byte ${partial.offset}`);
+    const stored = await readFile(join(fleet.dataDir, "artifacts", "sha256", sha));
+    expect(sha256(stored)).toBe(sha);
+    expect(await files(join(fleet.dataDir, "artifacts", "uploads"))).toEqual([]);
+
+    // The same bytes again, as another release: nothing is uploaded twice.
+    const again = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.1", "--run", "bin/app"]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain("already on the coordinator");
+    expect(await files(join(fleet.dataDir, "artifacts", "sha256"))).toEqual([sha]);
+    const ls = await fleet.adminJson<{ version: string; counter: number; sha256: string }[]>(["release", "ls"]);
+    expect(ls.map((x) => [x.version, x.counter, x.sha256])).toEqual([["1.0.0", 1, sha], ["1.0.1", 2, sha]]);
+  });
+
+  it("refuses a truncated upload and a wrong-hash upload clearly, keeping nothing of either", async () => {
+    const fleet = await signedFleet(sb);
+    const token = await ownerToken(fleet);
+    const data = Buffer.alloc(100_000, 7);
+    const sha = sha256(data);
+
+    const truncated = await patchUpload(fleet, token, { sha256: sha, length: data.length, offset: 0, body: data.subarray(0, 60_000), complete: true });
+    expect(truncated).toMatchObject({ status: 400 });
+    expect(truncated !== "broken" && truncated.body).toContain("upload truncated: received 60000 of 100000 bytes");
+
+    const wrong = sha256(Buffer.from("something else"));
+    const mismatch = await patchUpload(fleet, token, { sha256: wrong, length: data.length, offset: 0, body: data, complete: true });
+    expect(mismatch).toMatchObject({ status: 422 });
+    expect(mismatch !== "broken" && mismatch.body).toContain(`upload does not match its sha256: expected ${wrong}, got ${sha}`);
+
+    const tooLong = await patchUpload(fleet, token, { sha256: sha, length: 10, offset: 0, body: data.subarray(0, 20), complete: true });
+    expect(tooLong).toMatchObject({ status: 413 });
+
+    expect(await files(join(fleet.dataDir, "artifacts", "sha256"))).toEqual([]);
+    expect(await files(join(fleet.dataDir, "artifacts", "uploads"))).toEqual([]);
+    expect(await uploadState(fleet, token, sha, data.length)).toEqual({ complete: false, offset: 0 });
+  });
+
+  it("refuses uploads without an admin session", async () => {
+    const fleet = await signedFleet(sb);
+    const data = Buffer.from("x");
+    const res = await patchUpload(fleet, "not-a-token", { sha256: sha256(data), length: 1, offset: 0, body: data, complete: true });
+    expect(res).toMatchObject({ status: 401 });
+  });
+});
+
+describe("signing", () => {
+  it("refuses a release signed by a key outside the targets threshold", async () => {
+    const fleet = await signedFleet(sb);
+    const dir = await sb.dir();
+    const outsider = join(dir, "outsider");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", outsider]);
+    const { path } = await artifact(dir, "app.tar.gz", 1000);
+    const r = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.0", "--key-file", outsider]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error: targets metadata is not signed by the root's targets threshold of keys/m);
+    expect(await fleet.adminJson<unknown[]>(["release", "ls"])).toEqual([]);
+  });
+
+  it("rotates root only with the current threshold's signatures, and then enforces the new threshold", async () => {
+    const fleet = await signedFleet(sb);
+    const dir = await sb.dir();
+    const second = join(dir, "second");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", second]);
+    const owner = join(fleet.adminHome, "admin.key");
+
+    const alone = await fleet.admin(["signing-key", "add", "--key-file", second]);
+    expect(alone.code).not.toBe(0);
+    expect(alone.stderr).toContain("root metadata is not signed by the current root's threshold");
+
+    const both = await fleet.admin(["signing-key", "add", "--key-file", owner, "--key-file", second, "--threshold", "2"]);
+    expect(both.code, both.stderr).toBe(0);
+    const keys = await fleet.adminJson<{ version: number; threshold: number; keys: { roles: string[] }[] }>(["signing-key", "ls"]);
+    expect(keys.version).toBe(2);
+    expect(keys.threshold).toBe(2);
+    expect(keys.keys.filter((k) => k.roles.includes("targets"))).toHaveLength(2);
+
+    const { path } = await artifact(dir, "app.tar.gz", 1000);
+    const one = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.0", "--key-file", owner]);
+    expect(one.code).not.toBe(0);
+    expect(one.stderr).toContain("not signed by the root's targets threshold");
+    const two = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.0", "--key-file", owner, "--key-file", second]);
+    expect(two.code, two.stderr).toBe(0);
+    expect(await readdir(join(fleet.dataDir, "tuf", (await readdir(join(fleet.dataDir, "tuf")))[0]!))).toContain("2.root.json");
+  });
+
+  it("signs with an ed25519 key held by a real ssh-agent", async () => {
+    const fleet = await signedFleet(sb);
+    const dir = await sb.dir();
+    const sock = join(dir, "agent.sock");
+    const agent = spawnSync("ssh-agent", ["-a", sock], { encoding: "utf8" });
+    expect(agent.status).toBe(0);
+    const pid = /SSH_AGENT_PID=(\d+)/.exec(agent.stdout)?.[1];
+    sb.onCleanup(async () => {
+      if (pid) process.kill(Number(pid));
+    });
+    const key = join(dir, "id_ed25519");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "alice@laptop", "-f", key]);
+    execFileSync("ssh-add", ["-q", key], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
+    const env = { SSH_AUTH_SOCK: sock };
+
+    const owner = join(fleet.adminHome, "admin.key");
+    const add = await fleet.admin(["signing-key", "add", "--ssh-agent", "--key-file", owner], env);
+    expect(add.code, add.stderr).toBe(0);
+    expect(add.stdout).toContain("ssh-agent:alice@laptop");
+
+    const { path } = await artifact(dir, "app.tar.gz", 1000);
+    const r = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.0", "--ssh-agent"], env);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await stat(key)).mode & 0o077).toBe(0);
+  });
+});
