@@ -2,7 +2,9 @@
  * Organizations, members, API tokens, key revocation and the audit log, driven through the
  * `flotilla` CLI against a real coordinator process and its SQLite file.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -82,6 +84,37 @@ describe("organizations, members and API tokens from the CLI", () => {
     const after = await alice(["device", "ls"]);
     expect(after.code).not.toBe(0);
     expect(after.stderr).toMatch(/not registered/);
+  });
+});
+
+describe("logging in through ssh-agent", () => {
+  it("signs the login challenge with ssh-agent when --key names a public key or a passphrase-protected key", async () => {
+    const fleet = await new Fleet(sb).start();
+    const home = await sb.dir("flotilla-agentkey-");
+    const keyFile = join(home, "id_ed25519");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "carol", "-f", keyFile]);
+    expect((await fleet.admin(["member", "add", "carol", "--role", "viewer", "--ssh-key", `${keyFile}.pub`])).code).toBe(0);
+
+    const sock = join(home, "agent.sock");
+    const agent = spawn("ssh-agent", ["-D", "-a", sock], { stdio: "ignore" });
+    sb.onCleanup(async () => void agent.kill("SIGKILL"));
+    await waitFor("ssh-agent listening", () => existsSync(sock));
+    execFileSync("ssh-add", ["-q", keyFile], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: "ignore" });
+    // The key file on disk is now protected by a passphrase Flotilla does not know.
+    execFileSync("ssh-keygen", ["-q", "-p", "-P", "", "-N", "a passphrase nobody types", "-f", keyFile]);
+
+    const carol = (key: string, env: Record<string, string>) =>
+      sb.run(["--coordinator", fleet.url, "--key", key, "device", "ls", "--json"], { FLOTILLA_HOME: home, ...env });
+    const withoutAgent = await carol(keyFile, { SSH_AUTH_SOCK: "" });
+    expect(withoutAgent.code).not.toBe(0);
+    expect(withoutAgent.stderr).toMatch(/encrypted with a passphrase.*SSH_AUTH_SOCK/);
+    const viaEncrypted = await carol(keyFile, { SSH_AUTH_SOCK: sock });
+    expect(viaEncrypted.code, viaEncrypted.stderr).toBe(0);
+    await rm(join(home, "context.json"));
+    const viaPublic = await carol(`${keyFile}.pub`, { SSH_AUTH_SOCK: sock });
+    expect(viaPublic.code, viaPublic.stderr).toBe(0);
+    const audit = await fleet.adminJson<{ actor: string; action: string }[]>(["audit", "ls", "--actor", "key:carol"]);
+    expect(audit.filter((e) => e.action === "Login")).toHaveLength(2);
   });
 });
 

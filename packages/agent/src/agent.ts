@@ -172,6 +172,8 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   signal.addEventListener("abort", onAbort);
 
   let current: Connection | undefined;
+  /** Drops the current connection so the watch loop opens a new session (one expired). */
+  let reconnect: (() => void) | undefined;
   const connectionChanged = new Wakeup();
   const outboxChanged = new Wakeup();
   const offAppend = outbox.onAppend(() => outboxChanged.notify());
@@ -180,7 +182,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   const releases = await setupReleases({
     stateDir: opts.stateDir,
     activators: opts.activators ?? [],
-    connection: () => current && { url: enrollment.url, pin: enrollment.pin, token: current.session.sessionToken },
+    connection: () => current && { url: enrollment.url, pin: enrollment.pin, token: current.session.sessionToken, onUnauthorized: () => reconnect?.() },
     connectedSince: () => (current ? connectedAt : undefined),
     queue: (body) => queue("release", body),
     bytesPerSecond: opts.downloadBytesPerSecond ?? 0,
@@ -214,6 +216,8 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
       } catch (err) {
         if (stop.signal.aborted) return;
         log.warn("could not deliver outbox", { err: describe(err), pending: outbox.size() });
+        // Sessions expire (--session-ttl-ms on the coordinator); a new connection authenticates anew.
+        if (ConnectError.from(err).code === Code.Unauthenticated) reconnect?.();
         await connectionChanged.wait(stop.signal, opts.backoffMaxMs);
       }
     }
@@ -278,6 +282,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
         heard();
         const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [...releases.capabilities, ...tunnelCapabilities(opts.tunnelPorts)] }, { signal: streamAbort.signal });
         current = conn;
+        reconnect = abortStream;
         connectedAt = Date.now();
         connectionChanged.notify();
         telemetry.connect(conn.transport, abortStream);
@@ -301,6 +306,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
         clearTimeout(silence);
         stop.signal.removeEventListener("abort", abortStream);
         current = undefined;
+        reconnect = undefined;
         connectionChanged.notify();
         telemetry.connect(undefined);
         releases.connectionChanged.notify();

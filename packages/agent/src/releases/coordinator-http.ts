@@ -10,6 +10,8 @@ export interface CoordinatorHttp {
   url: string;
   pin: string;
   token: string;
+  /** Called when the coordinator refuses the session (it expired): the agent reconnects. */
+  onUnauthorized?: () => void;
 }
 
 /** A failure worth retrying later (network, coordinator busy, session expired), not a refusal. */
@@ -31,6 +33,7 @@ export async function get(http: CoordinatorHttp, path: string, headers: Record<s
     const status = res.statusCode ?? 0;
     if (status === 401 || status === 429 || status >= 500) {
       res.resume();
+      if (status === 401) http.onUnauthorized?.();
       throw new TransientError(`coordinator answered HTTP ${status} for ${path}`);
     }
     return res;

@@ -56,12 +56,15 @@ export async function login(
 ): Promise<CoordinatorEntry> {
   const ctx = await creds.context();
   const known = ctx.coordinators[url];
-  const identity = await creds.identity();
-  const { transport, close, presentedPin } = await coordinatorTransport({
-    url,
-    pin: known?.pin ?? (await firstUsePin(url)),
-    allowRotation: true,
-  });
+  const signer = await creds.loginSigner();
+  let opened: ClosableTransport;
+  try {
+    opened = await coordinatorTransport({ url, pin: known?.pin ?? (await firstUsePin(url)), allowRotation: true });
+  } catch (err) {
+    signer.close();
+    throw err;
+  }
+  const { transport, close, presentedPin } = opened;
   const client = createClient(adminv1.AdminService, transport);
   let pin: string;
   let res: adminv1.LoginResponse;
@@ -74,15 +77,16 @@ export async function login(
     // A rotated coordinator key is accepted when a chain of endorsements leads to it from the pin.
     const challenge = verifyCoordinatorProof(proof, nonce, pin, { tlsKeyPin: presentedPin, onRotated: (p) => (pin = p) });
     res = await client.login({
-      publicKey: identity.publicKey,
+      publicKey: signer.publicKey,
       challenge,
-      signature: identity.sign(loginMessage(challenge)),
+      signature: await signer.sign(loginMessage(challenge)),
       setupCode: opts.setupCode ?? "",
       keyName: opts.keyName ?? "",
       organization: opts.organization ?? "",
     });
   } finally {
     close();
+    signer.close();
   }
   const session = { token: res.sessionToken, expiresAt: Number(res.expiresAt?.seconds ?? 0n) * 1000 };
   const entry: CoordinatorEntry = opts.organization

@@ -1,6 +1,15 @@
+import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { loadIdentity, loadOrCreateIdentity, readJsonIfExists, writeJsonAtomic, type Identity } from "@flotilla/protocol";
+import { loadIdentity, loadOrCreateIdentity, parseAnyPublicKey, readJsonIfExists, writeJsonAtomic, type Identity } from "@flotilla/protocol";
+import { SshAgent } from "../signing/ssh-agent.ts";
+
+/** What signs login challenges: the key itself, or ssh-agent holding it. */
+export interface LoginSigner {
+  publicKey: Uint8Array;
+  sign(data: Uint8Array): Promise<Uint8Array>;
+  close(): void;
+}
 
 /** What the CLI knows of one coordinator. */
 export interface CoordinatorEntry {
@@ -45,6 +54,44 @@ export class Credentials {
     } catch (err) {
       throw new Error(`cannot use admin key ${this.keyFile}: ${(err as Error).message}`);
     }
+  }
+
+  /**
+   * The signer for logins. With `--key` naming a public key (`id_ed25519.pub`), or a private key
+   * that is encrypted with a passphrase, the challenge is signed by ssh-agent (SSH_AUTH_SOCK),
+   * which must hold that key; the private key never has to be readable by Flotilla.
+   */
+  async loginSigner(sshAuthSock: string | undefined = process.env.SSH_AUTH_SOCK): Promise<LoginSigner> {
+    let fileError: Error;
+    try {
+      const identity = await this.identity();
+      return { publicKey: identity.publicKey, sign: (d) => Promise.resolve(identity.sign(d)), close: () => {} };
+    } catch (err) {
+      if (!this.keyFile) throw err;
+      fileError = err as Error;
+    }
+    const publicKey = await this.publicKeyOfKeyFile();
+    if (!publicKey) throw fileError;
+    if (!sshAuthSock) throw new Error(`${fileError.message}; to sign with ssh-agent instead, start it and set SSH_AUTH_SOCK`);
+    const agent = await SshAgent.open(sshAuthSock);
+    const key = (await agent.ed25519Keys()).find((k) => Buffer.compare(Buffer.from(k.publicKey), Buffer.from(publicKey)) === 0);
+    if (!key) {
+      agent.close();
+      throw new Error(`ssh-agent does not hold the key of ${this.keyFile}: ssh-add it first`);
+    }
+    return { publicKey, sign: (d) => agent.sign(key, d), close: () => agent.close() };
+  }
+
+  /** The public key of `--key`: the file itself when it is a public key, else FILE.pub. */
+  private async publicKeyOfKeyFile(): Promise<Uint8Array | undefined> {
+    for (const path of [this.keyFile!, `${this.keyFile!}.pub`]) {
+      try {
+        return parseAnyPublicKey((await readFile(path, "utf8")).trim());
+      } catch {
+        // not a public key, or not there: try the next
+      }
+    }
+    return undefined;
   }
 
   async context(): Promise<AdminContext> {
