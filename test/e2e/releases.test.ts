@@ -140,7 +140,7 @@ describe("releases verified by the agent", () => {
     const repo = await tufDir(fleet);
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "outsider")]);
     const outsider = await loadIdentity(join(dir, "outsider"));
-    const onlineKey = await loadIdentity(join(fleet.dataDir, "coordinator.key"));
+    const onlineKey = await loadIdentity(join(fleet.dataDir, "online.key"));
     const signWith = (md: Metadata<Targets | Snapshot | Timestamp>, id: Identity) =>
       md.sign((data) => new Signature({ keyID: tufKeyId(id.publicKey), sig: Buffer.from(id.sign(data)).toString("hex") }));
     const targets = Metadata.fromJSON(MetadataKind.Targets, JSON.parse(await readFile(join(repo, "2.targets.json"), "utf8")));

@@ -8,6 +8,8 @@ import type { Store } from "./store/index.ts";
 /** What the services share: built once by the coordinator and handed to each service. */
 export interface ServiceContext {
   identity: Identity;
+  /** Signs TUF snapshot/timestamp and seals secrets at rest; survives rotate-key (key-rotation.ts). */
+  onlineIdentity: Identity;
   /** The chain from earlier coordinator keys to `identity` (key-rotation.ts), sent in Hello. */
   endorsements: commonv1.KeyEndorsement[];
   store: Store;

@@ -21,7 +21,7 @@ import { cookieHeaderKey, remoteAddressKey } from "./auth/principal.ts";
 import { Auditor } from "./audit/auditor.ts";
 import type { ServiceContext } from "./context.ts";
 import { Hub } from "./hub.ts";
-import { loadCoordinatorIdentity, loadEndorsements } from "./key-rotation.ts";
+import { loadCoordinatorIdentity, loadEndorsements, loadOnlineIdentity } from "./key-rotation.ts";
 import { nixCacheHandler } from "./nixcache/http-cache.ts";
 import { nixService } from "./nixcache/nix-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
@@ -63,6 +63,8 @@ export interface Coordinator {
   /** The address join strings carry. */
   readonly publicUrl: string;
   readonly identity: Identity;
+  /** The online key: TUF snapshot/timestamp signatures, secrets sealed at rest. */
+  readonly onlineIdentity: Identity;
   readonly store: Store;
   /** The owner setup code, when no owner exists yet. */
   readonly setupCode: string | undefined;
@@ -101,6 +103,7 @@ export async function startCoordinator(
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   const identity = await loadCoordinatorIdentity(opts.dataDir);
   const endorsements = await loadEndorsements(opts.dataDir);
+  const onlineIdentity = await loadOnlineIdentity(opts.dataDir);
   const store = await openStore({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
   const { host, port } = parseHostPort(opts.listen);
 
@@ -118,6 +121,7 @@ export async function startCoordinator(
   const tunnels = new TunnelRegistry();
   const ctx: ServiceContext = {
     identity,
+    onlineIdentity,
     endorsements,
     store,
     challenges: new Challenges(identity, store),
@@ -184,6 +188,7 @@ export async function startCoordinator(
     url: listener.url,
     publicUrl,
     identity,
+    onlineIdentity,
     store,
     setupCode,
     tunnels,

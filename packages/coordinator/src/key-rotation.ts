@@ -49,6 +49,17 @@ export async function loadEndorsements(dataDir: string): Promise<commonv1.KeyEnd
   );
 }
 
+/**
+ * The coordinator's online key (created on first use, `online.key`): it signs TUF snapshot and
+ * timestamp metadata and seals secrets kept at rest (Nix signing keys). It is not the transport
+ * identity, so rotating that (`rotate-key`) changes neither what agents' pinned TUF roots trust
+ * nor what sealed secrets open with; the online key itself is rotated through a TUF root
+ * rotation signed by the admins.
+ */
+export function loadOnlineIdentity(dataDir: string): Promise<Identity> {
+  return loadOrCreateIdentity(join(dataDir, "online.key"));
+}
+
 /** The coordinator's current identity (created on first use). */
 export function loadCoordinatorIdentity(dataDir: string): Promise<Identity> {
   return loadOrCreateIdentity(join(dataDir, KEY_FILE));

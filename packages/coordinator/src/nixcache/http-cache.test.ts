@@ -97,7 +97,7 @@ describe("NAR uploads", () => {
 
   it("lets a narinfo name only a NAR its own organization uploaded", async () => {
     const [a, b] = [await org("acme"), await org("globex")];
-    const sealer = new KeySealer(t.coord.identity);
+    const sealer = new KeySealer(t.coord.onlineIdentity);
     for (const orgId of [a, b]) {
       const key = generateNixKey("k");
       await t.coord.store.nix.addKey({ orgId, name: "k", publicKey: Buffer.from(key.publicKey).toString("base64"), sealedSecret: sealer.seal(key.seed!, sealContext(orgId, "k")), createdAt: Date.now() });

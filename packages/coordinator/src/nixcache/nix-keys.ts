@@ -1,7 +1,7 @@
 /**
  * Nix signing keys (`name:base64`, ed25519; libutil/signature): the secret form carries 64 bytes
  * (seed, then public key), the public form 32. Secret keys rest encrypted under a key derived
- * from the coordinator's identity, so a database dump alone (PostgreSQL, backups) cannot sign.
+ * from the coordinator's online key (online.key), so a database dump alone (PostgreSQL, backups) cannot sign.
  */
 import { createCipheriv, createDecipheriv, createHash, createPrivateKey, randomBytes, sign, type KeyObject } from "node:crypto";
 import { generateIdentity, verifySignature, type Identity } from "@flotilla/protocol";
@@ -78,8 +78,8 @@ function publicOfSeed(seed: Uint8Array): Uint8Array {
 
 /**
  * Seals and opens secret keys at rest with AES-256-GCM under a key derived from the
- * coordinator's identity (ed25519 signatures are deterministic, so signing a fixed label always
- * yields the same secret). Losing `coordinator.key` loses the ability to sign with these keys.
+ * coordinator's online key (ed25519 signatures are deterministic, so signing a fixed label always
+ * yields the same secret). Losing `online.key` loses the ability to sign with these keys.
  */
 export class KeySealer {
   private readonly key: Buffer;

@@ -25,7 +25,7 @@ export function sealContext(orgId: string, name: string): string {
 
 /** The NixService: an organization's Nix signing keys. Secret halves never leave the coordinator. */
 export function nixService(ctx: ServiceContext): ServiceImpl<typeof adminv1.NixService> {
-  const sealer = new KeySealer(ctx.identity);
+  const sealer = new KeySealer(ctx.onlineIdentity);
 
   async function add(orgId: string, key: NixKeyMaterial): Promise<NixKeyRow> {
     if ((await ctx.store.nix.listKeys(orgId)).length >= MAX_KEYS) {
@@ -73,8 +73,8 @@ export function nixService(ctx: ServiceContext): ServiceImpl<typeof adminv1.NixS
 }
 
 /** The organization's keys as signing material; secret halves opened where the coordinator holds them. */
-export async function orgNixKeys(ctx: Pick<ServiceContext, "store" | "identity">, orgId: string): Promise<NixKeyMaterial[]> {
-  const sealer = new KeySealer(ctx.identity);
+export async function orgNixKeys(ctx: Pick<ServiceContext, "store" | "onlineIdentity">, orgId: string): Promise<NixKeyMaterial[]> {
+  const sealer = new KeySealer(ctx.onlineIdentity);
   return (await ctx.store.nix.listKeys(orgId)).map((k) => ({
     name: k.name,
     publicKey: new Uint8Array(Buffer.from(k.publicKey, "base64")),

@@ -16,7 +16,7 @@ export async function startReleases(
   const timestampTtlMs = opts.tufTimestampTtlMs ?? 86_400_000;
   const refreshMs = opts.tufRefreshMs ?? 3_600_000;
   const artifacts = new ArtifactStore(join(opts.dataDir, "artifacts"));
-  const tuf = new TufRepository(join(opts.dataDir, "tuf"), ctx.identity, {
+  const tuf = new TufRepository(join(opts.dataDir, "tuf"), ctx.onlineIdentity, {
     timestampTtlMs,
     snapshotTtlMs: Math.max(SNAPSHOT_TTL_MS, timestampTtlMs),
     refreshMs,
