@@ -185,12 +185,12 @@ describe("releases verified by the agent", () => {
     expect(await rootVersion()).toBe(2);
   });
 
-  it("refuses expired timestamp metadata, before downloading", async () => {
+  it("refuses expired timestamp metadata before downloading, and installs when deployed again once it is fresh", async () => {
     const fleet = await signedFleet(sb, ["--tuf-timestamp-ttl-ms", "4000", "--tuf-refresh-ms", "3600000"]);
     const { name, stateDir } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
-    const { path } = await artifact(dir, "app.tar.gz", 10_000);
-    await createRelease(fleet, path, "app", "1.0.0");
+    const port = await freePort();
+    await createRelease(fleet, (await bundleTarball(dir, "app.tar.gz", { port })).path, "app", "1.0.0", serverFlags(port));
     const timestamp = JSON.parse(await readFile(join(await tufDir(fleet), "timestamp.json"), "utf8")) as { signed: { expires: string } };
     await waitFor("the timestamp to expire", () => Date.now() > Date.parse(timestamp.signed.expires) + 1000, 20_000);
 
@@ -199,6 +199,15 @@ describe("releases verified by the agent", () => {
     expect(names(steps)).toEqual(["checking", "failed"]);
     expect(steps[1]!.error).toMatch(/timestamp.*expired|Expired/);
     expect(await staged(stateDir)).toEqual([]);
+
+    // A restarted coordinator re-signs the timestamp; deploying the same release again retries it.
+    await fleet.coordinator.stop();
+    await fleet.startCoordinator();
+    const again = await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    expect(again.code, again.stderr).toBe(0);
+    await waitFor("the redeployed release to be healthy", async () =>
+      (await deviceReleases(fleet, name)).steps.some((s) => s.step === "healthy"), 60_000, 250);
+    expect(await served(port)).toBe("1.0.0");
   });
 
   it("refuses a release for another architecture, before downloading", async () => {

@@ -48,7 +48,7 @@ export interface ReleaseManagerOptions {
  * recover(), instead of starting again.
  */
 export class ReleaseManager {
-  private desired = new Map<string, string>();
+  private desired = new Map<string, Desired>();
   private readonly wake = new Wakeup();
   private readonly state: ReleaseStateFile;
   private readonly byKind: Map<string, Activator>;
@@ -58,9 +58,9 @@ export class ReleaseManager {
     this.byKind = new Map(opts.activators.map((a) => [a.kind, a]));
   }
 
-  /** Replaces the desired releases (release name to TUF target path). */
-  setDesired(releases: { name: string; targetPath: string }[]): void {
-    this.desired = new Map(releases.map((r) => [r.name, r.targetPath]));
+  /** Replaces the desired releases: per release name, its TUF target path and deployment time. */
+  setDesired(releases: { name: string; targetPath: string; deployedAt: bigint | number }[]): void {
+    this.desired = new Map(releases.map((r) => [r.name, { name: r.name, targetPath: r.targetPath, deployedAt: Number(r.deployedAt) }]));
     this.wake.notify();
   }
 
@@ -112,7 +112,7 @@ export class ReleaseManager {
         continue;
       }
       try {
-        await this.process(work.name, work.targetPath, signal);
+        await this.process(work, signal);
         attempt = 0;
       } catch (err) {
         if (signal.aborted) return;
@@ -133,10 +133,10 @@ export class ReleaseManager {
     }
   }
 
-  private async nextWork(): Promise<{ name: string; targetPath: string } | undefined> {
-    for (const [name, targetPath] of this.desired) {
-      const st = await this.state.get(name);
-      if (st?.target !== targetPath || st.phase !== "done") return { name, targetPath };
+  private async nextWork(): Promise<Desired | undefined> {
+    for (const d of this.desired.values()) {
+      const st = await this.state.get(d.name);
+      if (!sameDeployment(st, d) || st?.phase !== "done") return d;
     }
     return undefined;
   }
@@ -167,9 +167,11 @@ export class ReleaseManager {
     }
   }
 
-  private async process(name: string, targetPath: string, signal: AbortSignal): Promise<void> {
+  private async process(d: Desired, signal: AbortSignal): Promise<void> {
+    const { name, targetPath, deployedAt } = d;
     let st = await this.state.get(name);
-    if (st?.target !== targetPath) st = undefined;
+    // An activation handed over before a crash belongs to whatever deployment is current.
+    if (st?.target !== targetPath || (st.phase !== "activating" && !sameDeployment(st, d))) st = undefined;
     if (st?.phase === "activating" && st.meta && st.sha256) {
       // Handed over before a crash and the activator's recover() knew nothing of it.
       const cur = await this.installed(name);
@@ -185,15 +187,15 @@ export class ReleaseManager {
       v = await verifyRelease({ http, metadataDir: join(this.opts.dir, "tuf"), name, targetPath, installed, arch: this.opts.arch });
       if (!this.byKind.has(v.meta.kind)) throw new ReleaseRefused(`this agent cannot activate ${v.meta.kind} releases`);
       if (installed?.sha256 === v.sha256 && installed.counter === v.meta.counter) {
-        return this.finish(name, { target: targetPath, phase: "done" }, { outcome: "healthy", current: installed });
+        return this.finish(name, { target: targetPath, deployedAt, phase: "done" }, { outcome: "healthy", current: installed });
       }
     } catch (err) {
-      if (err instanceof ReleaseRefused) return this.refuse(name, targetPath, err.message);
+      if (err instanceof ReleaseRefused) return this.refuse(d, err.message);
       throw err;
     }
     const activator = this.byKind.get(v.meta.kind)!;
     if (st?.phase !== "activating") {
-      st = { target: targetPath, phase: "downloading", sha256: v.sha256, length: v.length, meta: v.meta };
+      st = { target: targetPath, deployedAt, phase: "downloading", sha256: v.sha256, length: v.length, meta: v.meta };
       await this.state.set(name, st);
     }
     let file: string;
@@ -208,19 +210,20 @@ export class ReleaseManager {
         verifying: () => void this.report({ name, targetPath, step: "verifying" }),
       });
     } catch (err) {
-      if (err instanceof ArtifactRefused) return this.refuse(name, targetPath, err.message);
+      if (err instanceof ArtifactRefused) return this.refuse(d, err.message);
       throw err;
     }
-    st = { ...st, phase: "activating", meta: v.meta, sha256: v.sha256 };
+    st = { ...st, deployedAt, phase: "activating", meta: v.meta, sha256: v.sha256 };
     await this.state.set(name, st);
     const outcome = await activator.activate({ meta: v.meta, sha256: v.sha256, artifactPath: file }, this.events(name, targetPath), signal);
     await this.finish(name, st, outcome);
   }
 
-  private async refuse(name: string, targetPath: string, error: string): Promise<void> {
+  private async refuse(d: Desired, error: string): Promise<void> {
+    const { name, targetPath } = d;
     this.opts.log.warn("release refused", { release: name, target: targetPath, err: error });
     await this.report({ name, targetPath, step: "failed", error, current: await this.installed(name) });
-    await this.state.set(name, { target: targetPath, phase: "done", outcome: "failed" });
+    await this.state.set(name, { target: targetPath, deployedAt: d.deployedAt, phase: "done", outcome: "failed" });
   }
 
   private async finish(name: string, st: ReleaseProgressState, outcome: ActivationOutcome): Promise<void> {
@@ -231,10 +234,21 @@ export class ReleaseManager {
       error: outcome.outcome === "healthy" ? undefined : outcome.error,
       current: outcome.current,
     });
-    await this.state.set(name, { target: st.target, phase: "done", outcome: outcome.outcome });
+    await this.state.set(name, { target: st.target, deployedAt: st.deployedAt, phase: "done", outcome: outcome.outcome });
     if (st.sha256) await rm(join(this.opts.dir, "staging", st.sha256), { force: true });
     this.opts.log.info("release finished", { release: name, target: st.target, outcome: outcome.outcome });
   }
+}
+
+/** A desired release: one deployment of a target. */
+interface Desired {
+  name: string;
+  targetPath: string;
+  deployedAt: number;
+}
+
+function sameDeployment(st: ReleaseProgressState | undefined, d: Desired): boolean {
+  return st?.target === d.targetPath && (st.deployedAt ?? 0) === d.deployedAt;
 }
 
 function describe(err: unknown): string {

@@ -4,6 +4,8 @@ import { readJsonIfExists, writeJsonAtomic, type ReleaseMeta } from "@flotilla/p
 /** How far the agent got with one release name; written before each phase starts. */
 export interface ReleaseProgressState {
   target: string;
+  /** The deployment it belongs to (DesiredRelease.deployed_at); a new one is tried again. */
+  deployedAt?: number;
   /** downloading: verified, fetching; activating: handed to the activator; done: finished. */
   phase: "downloading" | "activating" | "done";
   sha256?: string;

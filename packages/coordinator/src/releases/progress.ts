@@ -30,5 +30,11 @@ export async function recordReleaseProgress(store: Store, orgId: string, deviceI
 /** The releases a device should run, for its DesiredState. */
 export async function desiredReleases(store: Store, device: DeviceRow): Promise<agentv1.DesiredRelease[]> {
   const rows = await store.releases.listDeviceReleases(device.orgId, device.id);
-  return rows.map((r) => ({ $typeName: "flotilla.agent.v1.DesiredRelease", name: r.name, targetPath: r.desiredTarget, kind: r.desiredKind }));
+  return rows.map((r) => ({
+    $typeName: "flotilla.agent.v1.DesiredRelease",
+    name: r.name,
+    targetPath: r.desiredTarget,
+    kind: r.desiredKind,
+    deployedAt: BigInt(r.desiredAt),
+  }));
 }
