@@ -175,7 +175,7 @@ const cfg = JSON.parse(readFileSync("config.json", "utf8"));
 createServer((req, res) => {
   if (req.url === "/healthz") { res.statusCode = cfg.health; res.end("health"); return; }
   res.end(process.env.FLOTILLA_VERSION ?? "");
-}).listen(cfg.port, "127.0.0.1");
+}).listen(cfg.port, "127.0.0.1", () => console.log(\`serving \${process.env.FLOTILLA_VERSION} on \${cfg.port}\`));
 `;
 
 /**

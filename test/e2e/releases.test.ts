@@ -77,6 +77,11 @@ describe("releases verified by the agent", () => {
     expect([done.bytesDone, done.bytesTotal]).toEqual([data.length, data.length]);
     for (const s of steps) expect(Date.parse(s.time)).toBeGreaterThan(Date.now() - 600_000);
     expect(await served(port)).toBe("1.0.0");
+    // What the supervised process writes reaches the coordinator's logs, under the release's name.
+    await waitFor("the service's stdout in the device's logs", async () => {
+      const logs = await fleet.admin(["logs", name, "--unit", "app"]);
+      return logs.stdout.includes(`serving 1.0.0 on ${port}`);
+    });
 
     const show = await deviceReleases(fleet, name);
     expect(show.releases).toEqual([

@@ -19,6 +19,7 @@ import { collectFacts } from "./facts/index.ts";
 import { AgentTelemetry } from "./logs/telemetry.ts";
 import { Outbox } from "./outbox/outbox.ts";
 import type { Activator } from "./activation/activator.ts";
+import { nixosActivators } from "./activation/nixos/index.ts";
 import { setupReleases } from "./releases/wiring.ts";
 import { StateDir, type Enrollment } from "./state.ts";
 import { backoffDelay, sleep, Wakeup } from "./wakeup.ts";
@@ -42,6 +43,10 @@ export interface AgentOptions {
   logFileUnit?: string[];
   /** Local TCP ports admins may reach through tunnels; the coordinator cannot change them. */
   tunnelPorts: number[];
+  /** The NixOS system profile nixos releases switch; unset: no nixos activator. */
+  nixosProfile?: string;
+  /** After a NixOS switch, how long the agent has to reach the coordinator again. */
+  nixosSwitchTimeoutMs?: number;
   /** Activators for release kinds (bundle, nixos, ...); those available() here are declared as capabilities. */
   activators?: Activator[];
   /** Caps release downloads (bytes per second); 0 or unset for no cap. */
@@ -178,13 +183,15 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   const outboxChanged = new Wakeup();
   const offAppend = outbox.onAppend(() => outboxChanged.notify());
   let lastStatusGeneration = (await state.readApplied())?.generation ?? -1;
-  let connectedAt: number | undefined;
+  let lastHeardAt: number | undefined;
   const releases = await setupReleases({
     stateDir: opts.stateDir,
-    activators: opts.activators ?? [],
+    activators: [...(opts.activators ?? []), ...(await nixosActivators(opts, enrollment, () => current?.session.sessionToken ?? "", log))],
     connection: () => current && { url: enrollment.url, pin: enrollment.pin, token: current.session.sessionToken, onUnauthorized: () => reconnect?.() },
-    connectedSince: () => (current ? connectedAt : undefined),
+    lastHeard: () => (current ? lastHeardAt : undefined),
     queue: (body) => queue("release", body),
+    // Supervised processes' stdout and stderr go to the durable log buffer, unit = release name.
+    output: (unit, stream, line) => telemetry.capture.append(unit, stream, line),
     bytesPerSecond: opts.downloadBytesPerSecond ?? 0,
     backoffMinMs: opts.backoffMinMs,
     backoffMaxMs: opts.backoffMaxMs,
@@ -270,6 +277,11 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
       const heard = () => {
         clearTimeout(silence);
         silence = setTimeout(abortStream, opts.watchTimeoutMs);
+        if (current) {
+          // A NixOS switch confirms once the coordinator is heard from after it (reachedCoordinator).
+          lastHeardAt = Date.now();
+          releases.heard.notify();
+        }
       };
       let conn: Connection | undefined;
       try {
@@ -283,7 +295,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
         const stream = conn.client.watch({ agentVersion: VERSION, capabilities: [...releases.capabilities, ...tunnelCapabilities(opts.tunnelPorts)] }, { signal: streamAbort.signal });
         current = conn;
         reconnect = abortStream;
-        connectedAt = Date.now();
+        lastHeardAt = Date.now();
         connectionChanged.notify();
         telemetry.connect(conn.transport, abortStream);
         void serveTunnels(conn.transport, { ports: opts.tunnelPorts }, log, streamAbort.signal);

@@ -41,6 +41,11 @@ export const releaseMetaSchema = z
     health: healthSpecSchema.optional(),
     /** nixos: the top-level system store path (/nix/store/...). */
     storePath: z.string().regex(/^\/nix\/store\/[0-9a-z]{32}-[^/]+$/).optional(),
+    /**
+     * nixos: the Nix public keys (`name:base64`) the agent trusts for this closure, signed here by
+     * the admins so that the coordinator cannot substitute its own.
+     */
+    nixPublicKeys: z.array(z.string().regex(/^[A-Za-z0-9._+-]{1,128}:[A-Za-z0-9+/]{43}=$/)).max(16).default([]),
     /** nixos: switch-to-configuration's action. */
     nixosMode: z.enum(["switch", "test", "boot"]).default("switch"),
     /** Lets an agent install this even when it runs a higher counter of the same name. */

@@ -31,6 +31,8 @@ export interface ReleaseManagerOptions {
   /** Queues a step in the durable outbox. */
   report(step: ReleaseStep): Promise<void>;
   reachedCoordinator: ActivationEvents["reachedCoordinator"];
+  /** Where supervised processes' output lines go (the log buffer); default: the agent's log. */
+  output?: ActivationEvents["output"];
   /** Download rate cap, 0 for none. */
   bytesPerSecond: number;
   backoffMinMs: number;
@@ -53,7 +55,10 @@ export class ReleaseManager {
   private readonly state: ReleaseStateFile;
   private readonly byKind: Map<string, Activator>;
 
+  private readonly output: ActivationEvents["output"];
+
   constructor(private readonly opts: ReleaseManagerOptions) {
+    this.output = opts.output ?? ((unit, stream, line) => opts.log.info("release output", { unit, stream, line }));
     this.state = new ReleaseStateFile(opts.dir);
     this.byKind = new Map(opts.activators.map((a) => [a.kind, a]));
   }
@@ -71,7 +76,7 @@ export class ReleaseManager {
         if (step === "activating" || step === "health-checking") void this.report({ name, targetPath, step, error: detail });
         else this.opts.log.info("activation step", { release: name, step, detail });
       },
-      output: (unit, stream, line) => this.opts.log.info("release output", { unit, stream, line }),
+      output: this.output,
       reachedCoordinator: this.opts.reachedCoordinator,
     };
   }
@@ -80,7 +85,7 @@ export class ReleaseManager {
   private quietEvents(): ActivationEvents {
     return {
       step: (step, detail) => this.opts.log.info("recovery step", { step, detail }),
-      output: (unit, stream, line) => this.opts.log.info("release output", { unit, stream, line }),
+      output: this.output,
       reachedCoordinator: this.opts.reachedCoordinator,
     };
   }

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { join } from "node:path";
 import { agentv1, type Logger } from "@flotilla/protocol";
-import type { Activator } from "../activation/activator.ts";
+import type { ActivationEvents, Activator } from "../activation/activator.ts";
 import type { CoordinatorHttp } from "./coordinator-http.ts";
 import { ReleaseManager, type ReleaseStep } from "./release-manager.ts";
 
@@ -57,14 +57,19 @@ export async function setupReleases(opts: {
   stateDir: string;
   activators: Activator[];
   connection(): CoordinatorHttp | undefined;
-  /** When the agent last opened a Watch stream (ms), or undefined while disconnected. */
-  connectedSince(): number | undefined;
+  /**
+   * When the agent last heard from the coordinator (ms): a verified handshake or a message on
+   * its Watch stream, keep-alives included; undefined while disconnected.
+   */
+  lastHeard(): number | undefined;
   queue(body: agentv1.OutboxEntry["body"]): Promise<void>;
+  /** Where supervised processes' output lines go. */
+  output?: ActivationEvents["output"];
   bytesPerSecond: number;
   backoffMinMs: number;
   backoffMaxMs: number;
   log: Logger;
-}): Promise<{ capabilities: string[]; manager: ReleaseManager; connectionChanged: Broadcast; close(): Promise<void> }> {
+}): Promise<{ capabilities: string[]; manager: ReleaseManager; connectionChanged: Broadcast; heard: Broadcast; close(): Promise<void> }> {
   const usable: Activator[] = [];
   for (const a of opts.activators) {
     if (usable.some((u) => u.kind === a.kind)) continue;
@@ -75,6 +80,7 @@ export async function setupReleases(opts: {
     }
   }
   const connectionChanged = new Broadcast();
+  const heard = new Broadcast();
   const manager = new ReleaseManager({
     dir: join(opts.stateDir, "releases"),
     activators: usable,
@@ -83,12 +89,13 @@ export async function setupReleases(opts: {
     report: (s) => opts.queue(progressBody(s)),
     async reachedCoordinator(sinceMs, signal) {
       for (;;) {
-        const since = opts.connectedSince();
+        const since = opts.lastHeard();
         if (since !== undefined && since >= sinceMs) return;
         if (signal.aborted) throw new Error("aborted while waiting for the coordinator");
-        await connectionChanged.wait(signal);
+        await Promise.race([connectionChanged.wait(signal), heard.wait(signal)]);
       }
     },
+    output: opts.output,
     bytesPerSecond: opts.bytesPerSecond,
     backoffMinMs: opts.backoffMinMs,
     backoffMaxMs: opts.backoffMaxMs,
@@ -98,6 +105,7 @@ export async function setupReleases(opts: {
     capabilities: usable.map((a) => kindCapability(a.kind)),
     manager,
     connectionChanged,
+    heard,
     async close() {
       await Promise.allSettled(usable.map((a) => a.close()));
     },

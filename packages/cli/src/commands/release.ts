@@ -9,6 +9,7 @@ import { UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
 import { nextRoot, parseMetadata, signMetadata, SPEC_VERSION, tufDate } from "../signing/metadata.ts";
 import { openSigners } from "../signing/signers.ts";
+import { prepareNixosRelease } from "./release-nixos.ts";
 import { uploadArtifact } from "./release-upload.ts";
 import type { Run } from "./run.ts";
 
@@ -114,8 +115,8 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
   const release = program.command("release").description("signed releases: create and list");
   withSigningOptions(
     release
-      .command("create <file>")
-      .description("upload an artifact and sign it into the organization's targets as a release")
+      .command("create [file]")
+      .description("upload an artifact (or, with --nixos, a system closure) and sign it into the organization's targets as a release")
       .requiredOption("--name <name>", "release name, e.g. webapp")
       .requiredOption("--version <version>", "human version, e.g. 1.4.0")
       .option("--kind <kind>", "bundle, nixos or agent", "bundle")
@@ -127,12 +128,22 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
       .option("--health-command <cmd>", "health check: command that must exit 0")
       .option("--health-up-seconds <n>", "health check: the process must stay up this long")
       .option("--health-window-seconds <n>", "how long health checks may take")
-      .option("--store-path <path>", "nixos: the system's store path")
+      .option("--nixos <path>", "a NixOS system (./result or its store path): copied to the organization's Nix cache and released as kind nixos")
       .option("--allow-downgrade", "let devices running a newer release of this name install this one")
       .option("--expires <duration>", "how long the new targets metadata is valid", "365d"),
   ).action(
-    (file: string, o: SigningOpts & Record<string, string | boolean | undefined>) =>
+    (fileArg: string | undefined, o: SigningOpts & Record<string, string | boolean | undefined>) =>
       run(async (out) => {
+        let file = fileArg;
+        let nixPublicKeys: string[] | undefined;
+        if (typeof o.nixos === "string") {
+          if (file) throw new UsageError("give a FILE or --nixos PATH, not both");
+          const nixos = await prepareNixosRelease(target(), o.nixos, String(o.name), (t) => process.stderr.write(t));
+          Object.assign(o, { kind: "nixos", storePath: nixos.storePath });
+          nixPublicKeys = nixos.nixPublicKeys;
+          file = nixos.artifact;
+        }
+        if (!file) throw new UsageError("release create needs a FILE to release, or --nixos PATH");
         const client = await serviceClient(target(), adminv1.ReleaseService);
         const repo = await client.getRepository({});
         if (!repo.targetsJson) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
@@ -143,7 +154,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
           return m && m.name === o.name && typeof m.counter === "number" ? m.counter : 0;
         });
         const counter = Math.max(0, ...listed, ...signed) + 1;
-        const meta = buildMeta(o, counter);
+        const meta = buildMeta(o, counter, nixPublicKeys);
         const { sha256, length } = await uploadArtifact(target(), file, (line) => process.stderr.write(line));
         const path = releaseTargetPath(meta, basename(file));
         const json0 = current.signed.toJSON();
@@ -199,7 +210,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
     );
 }
 
-function buildMeta(o: Record<string, string | boolean | undefined>, counter: number): ReleaseMeta {
+function buildMeta(o: Record<string, string | boolean | undefined>, counter: number, nixPublicKeys?: string[]): ReleaseMeta {
   const num = (v: string | boolean | undefined) => (v === undefined ? undefined : Number(v));
   const health = {
     http: o.healthHttp,
@@ -219,6 +230,7 @@ function buildMeta(o: Record<string, string | boolean | undefined>, counter: num
     singleFile: o.singleFile === true ? true : undefined,
     health: hasHealth ? JSON.parse(JSON.stringify(health)) as unknown : undefined,
     storePath: o.storePath,
+    nixPublicKeys,
     allowDowngrade: o.allowDowngrade === true ? true : undefined,
   };
   try {

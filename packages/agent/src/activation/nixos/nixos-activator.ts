@@ -30,7 +30,7 @@ export interface NixosActivatorOptions {
   /** The organization's binary cache on the coordinator, e.g. https://coord:7700/nix/acme. */
   cacheUrl: string;
   /** The organization's Nix public keys (`name:base64`); nix trusts these and nothing else. */
-  trustedPublicKeys: () => string[] | Promise<string[]>;
+  trustedPublicKeys: (meta: ReleaseMeta) => string[] | Promise<string[]>;
   /** The agent's current session token; written into a 0600 netrc before every fetch. */
   token: () => string | Promise<string>;
   /**
@@ -137,7 +137,7 @@ export class NixosActivator implements Activator {
     events.step("activating");
     const output = (stream: "stdout" | "stderr", line: string) => events.output(meta.name, stream, line);
 
-    const keys = (await this.opts.trustedPublicKeys()).filter((k) => NIX_PUBLIC_KEY.test(k));
+    const keys = (await this.opts.trustedPublicKeys(meta)).filter((k) => NIX_PUBLIC_KEY.test(k));
     if (!keys.length) return notChanged("the organization has no Nix public key to trust");
     const fetchSignal = AbortSignal.any([signal, AbortSignal.timeout(this.opts.fetchTimeoutMs ?? 3_600_000)]);
     try {
