@@ -3,58 +3,16 @@
  * FLOTILLA_TEST_POSTGRES_URL is set (a fresh database per test, dropped afterwards).
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openPostgresStore, openSqliteStore, type ReleaseRow, type RolloutDeviceRow, type RolloutRow, type Store } from "../store/index.ts";
+import { storeBackends, type StoreBackend } from "../store/testing.ts";
+import { type ReleaseRow, type RolloutDeviceRow, type RolloutRow, type Store } from "../store/index.ts";
 import { advance, onAdminAction, onStep, type ReleaseStepEvent } from "./decide.ts";
 
-const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
 const NOW = 1_800_000_000_000;
 const OFFLINE_AFTER = 10_000;
 
-interface Db {
-  store: Store;
-  reopen(): Promise<Store>;
-  drop(): Promise<void>;
-}
 
-const backends: { name: string; enabled: boolean; create(): Promise<Db> }[] = [
-  {
-    name: "SQLite",
-    enabled: true,
-    async create() {
-      const dir = await mkdtemp(join(tmpdir(), "flotilla-rollouts-"));
-      const path = join(dir, "flotilla.db");
-      return { store: await openSqliteStore(path), reopen: () => openSqliteStore(path), drop: () => rm(dir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    name: "PostgreSQL",
-    enabled: Boolean(pgUrl),
-    async create() {
-      const name = `flotilla_test_${randomBytes(6).toString("hex")}`;
-      const admin = new pg.Client({ connectionString: pgUrl });
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${name}`);
-      await admin.end();
-      const url = new URL(pgUrl!);
-      url.pathname = `/${name}`;
-      return {
-        store: await openPostgresStore(url.toString()),
-        reopen: () => openPostgresStore(url.toString()),
-        async drop() {
-          const c = new pg.Client({ connectionString: pgUrl });
-          await c.connect();
-          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-          await c.end();
-        },
-      };
-    },
-  },
-];
+const backends = storeBackends;
 
 function release(counter: number, version: string): ReleaseRow {
   return { orgId: "orgA", name: "webapp", counter, version, kind: "bundle", targetPath: `webapp/${counter}/webapp.tar.gz`, sha256: "a".repeat(64), length: 10, meta: "{}", createdAt: NOW };
@@ -95,7 +53,7 @@ function step(s: string, counter = 2): ReleaseStepEvent {
 
 for (const backend of backends) {
   describe.skipIf(!backend.enabled)(`rollout engine on ${backend.name}`, () => {
-    let db: Db;
+    let db: Awaited<ReturnType<StoreBackend["create"]>>;
     let store: Store;
     const opened: Store[] = [];
     let ids: string[];

@@ -2,49 +2,13 @@
  * The release store's part of the store contract: the same tests on SQLite always and on
  * PostgreSQL when FLOTILLA_TEST_POSTGRES_URL is set.
  */
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openPostgresStore, openSqliteStore, type ReleaseRow, type Store } from "./index.ts";
+import { storeBackends } from "./testing.ts";
+import { type ReleaseRow, type Store } from "./index.ts";
 
-const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
 const NOW = 1_800_000_000_000;
 
-const backends = [
-  {
-    name: "SQLite",
-    enabled: true,
-    async create(): Promise<{ store: Store; drop(): Promise<void> }> {
-      const dir = await mkdtemp(join(tmpdir(), "flotilla-store-"));
-      return { store: await openSqliteStore(join(dir, "flotilla.db")), drop: () => rm(dir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    name: "PostgreSQL",
-    enabled: Boolean(pgUrl),
-    async create(): Promise<{ store: Store; drop(): Promise<void> }> {
-      const name = `flotilla_test_${randomBytes(6).toString("hex")}`;
-      const admin = new pg.Client({ connectionString: pgUrl });
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${name}`);
-      await admin.end();
-      const url = new URL(pgUrl!);
-      url.pathname = `/${name}`;
-      return {
-        store: await openPostgresStore(url.toString()),
-        async drop() {
-          const c = new pg.Client({ connectionString: pgUrl });
-          await c.connect();
-          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-          await c.end();
-        },
-      };
-    },
-  },
-];
+const backends = storeBackends;
 
 function release(orgId: string, counter: number, over: Partial<ReleaseRow> = {}): ReleaseRow {
   return {

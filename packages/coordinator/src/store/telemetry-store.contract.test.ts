@@ -2,48 +2,12 @@
  * The telemetry store's contract on every database: SQLite always, PostgreSQL when
  * FLOTILLA_TEST_POSTGRES_URL is set (a fresh database per test, dropped afterwards).
  */
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { openPostgresStore, openSqliteStore, type LogRecordInput, type Store } from "./index.ts";
+import { storeBackends } from "./testing.ts";
+import { type LogRecordInput, type Store } from "./index.ts";
 
-const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
 
-const backends = [
-  {
-    name: "SQLite",
-    enabled: true,
-    async create(): Promise<{ store: Store; drop(): Promise<void> }> {
-      const dir = await mkdtemp(join(tmpdir(), "flotilla-tstore-"));
-      return { store: await openSqliteStore(join(dir, "flotilla.db")), drop: () => rm(dir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    name: "PostgreSQL",
-    enabled: Boolean(pgUrl),
-    async create(): Promise<{ store: Store; drop(): Promise<void> }> {
-      const name = `flotilla_tstore_${randomBytes(6).toString("hex")}`;
-      const admin = new pg.Client({ connectionString: pgUrl });
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${name}`);
-      await admin.end();
-      const url = new URL(pgUrl!);
-      url.pathname = `/${name}`;
-      return {
-        store: await openPostgresStore(url.toString()),
-        async drop() {
-          const c = new pg.Client({ connectionString: pgUrl });
-          await c.connect();
-          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-          await c.end();
-        },
-      };
-    },
-  },
-];
+const backends = storeBackends;
 
 const T0 = 1_800_000_000_000;
 const rec = (seq: number, line = `line ${seq}`, unit = "webapp"): LogRecordInput => ({ seq, time: T0 + seq, unit, source: "stdout", line });
