@@ -43,6 +43,8 @@ describe("artifact uploads", () => {
     const stored = await readFile(join(fleet.dataDir, "artifacts", "sha256", sha));
     expect(sha256(stored)).toBe(sha);
     expect(await files(join(fleet.dataDir, "artifacts", "uploads"))).toEqual([]);
+    const audit = await fleet.adminJson<{ action: string; target: string; outcome: string }[]>(["audit", "ls"]);
+    expect(audit.filter((e) => e.action === "UploadArtifact").map((e) => [e.target, e.outcome])).toEqual([[sha, "ok"]]);
 
     // The same bytes again, as another release: nothing is uploaded twice.
     const again = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.1", "--run", "bin/app"]);
@@ -74,6 +76,12 @@ describe("artifact uploads", () => {
     expect(await files(join(fleet.dataDir, "artifacts", "sha256"))).toEqual([]);
     expect(await files(join(fleet.dataDir, "artifacts", "uploads"))).toEqual([]);
     expect(await uploadState(fleet, token, sha, data.length)).toEqual({ complete: false, offset: 0 });
+    // Refused uploads are in the audit log, with why.
+    const audit = await fleet.adminJson<{ action: string; target: string; outcome: string }[]>(["audit", "ls"]);
+    expect(audit.filter((e) => e.action === "UploadArtifact").map((e) => [e.target, e.outcome])).toEqual([
+      [sha, expect.stringMatching(/^refused: upload truncated/)],
+      [wrong, expect.stringMatching(/^refused: upload does not match its sha256/)],
+    ]);
   });
 
   it("refuses uploads without an admin session", async () => {

@@ -162,7 +162,7 @@ export async function startCoordinator(
 
   const webLogin = webLoginHandler(ctx, { secureCookies: tls !== undefined });
   const nixCache = nixCacheHandler(ctx, { dir: join(opts.dataDir, "nix") });
-  const releasesHttp = releasesHttpHandler({ store, artifacts: releases.artifacts, tuf: releases.tuf, log });
+  const releasesHttp = releasesHttpHandler({ store, artifacts: releases.artifacts, tuf: releases.tuf, log, auditor });
   const connect: RequestHandler = handler;
   const routes: RequestHandler = (req, res) => {
     if (!webLogin(req, res) && !nixCache(req, res) && !telemetry.http(req, res) && !releasesHttp(req, res)) connect(req, res);

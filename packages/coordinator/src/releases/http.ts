@@ -20,6 +20,7 @@ import { SHA256_HEX, UploadError, type ArtifactStore } from "../artifacts/artifa
 import { CSRF_HEADER } from "../auth/cookies.ts";
 import { resolvePrincipal } from "../auth/interceptor.ts";
 import { rolePermissions, type Permission } from "../auth/policy.ts";
+import type { Auditor } from "../audit/auditor.ts";
 import type { Principal } from "../auth/principal.ts";
 import type { Logger } from "@flotilla/protocol";
 import type { Store } from "../store/index.ts";
@@ -55,8 +56,8 @@ class HttpError extends Error {
 }
 
 /** Handles /artifacts/v1/ and /tuf/v1/; returns false for any other path. */
-export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactStore; tuf: TufRepository; log: Logger }) {
-  const { store, artifacts, tuf, log } = deps;
+export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactStore; tuf: TufRepository; log: Logger; auditor?: Auditor }) {
+  const { store, artifacts, tuf, log, auditor } = deps;
 
   async function caller(req: Request, wants: "device-or-reader" | "writer"): Promise<Principal> {
     const cookies = typeof req.headers.cookie === "string" ? req.headers.cookie : "";
@@ -72,7 +73,7 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
   }
 
   async function upload(req: Request, res: Response, sha256: string): Promise<void> {
-    await caller(req, "writer");
+    const p = await caller(req, "writer");
     const length = intHeader(req, UPLOAD_LENGTH_HEADER);
     if (req.method === "GET" || req.method === "HEAD") {
       const state = await artifacts.state(sha256, length);
@@ -85,7 +86,19 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     if (declared !== null && offset + Number(declared) > length) {
       throw new UploadError(`upload exceeds the declared length of ${length} bytes`, 413);
     }
-    const state = await artifacts.append(sha256, length, offset, req as Readable, last);
+    // A finished or refused upload is a change, audited like every other (an interrupted one is not).
+    const audit = (outcome: string) =>
+      p.kind === "admin"
+        ? auditor?.record({ orgId: p.orgId, actor: p.actor, action: "UploadArtifact", target: sha256, source: req.socket.remoteAddress ?? "", outcome, detail: `${length} bytes` })
+        : undefined;
+    let state;
+    try {
+      state = await artifacts.append(sha256, length, offset, req as Readable, last);
+    } catch (err) {
+      if (err instanceof UploadError) await audit(`refused: ${err.message}`);
+      throw err;
+    }
+    if (state.complete) await audit("ok");
     send(res, state.complete ? 201 : 200, state.complete ? { complete: true, offset: length } : state);
   }
 
