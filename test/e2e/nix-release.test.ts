@@ -3,7 +3,7 @@
  * `device deploy`, and a real agent switches its profile and runs switch-to-configuration.
  */
 import { existsSync } from "node:fs";
-import { mkdir, readFile, realpath } from "node:fs/promises";
+import { mkdir, readFile, realpath, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeAll, beforeEach, expect, it } from "vitest";
 import { Sandbox, waitFor } from "./harness.ts";
@@ -48,4 +48,43 @@ it("releases a NixOS system with `release create --nixos`, and the agent switche
   expect(steps.at(-1), JSON.stringify(steps)).toMatchObject({ step: "healthy" });
   expect(await realpath(profile)).toBe(system);
   expect((await readFile(log, "utf8")).trim().split("\n")).toEqual([`${system} switch`]);
+});
+
+it("rolls back to the previous system when the coordinator is gone right after the switch, within the confirm window", async () => {
+  const fleet = await signedFleet(sb);
+  expect((await fleet.admin(["nix-key", "create", "kiosk-cache"])).code).toBe(0);
+  const work = await sb.dir("flotilla-nixos-");
+  const log = join(work, "switch.log");
+  const profile = join(work, "profiles", "system");
+  await mkdir(join(work, "profiles"));
+  const { name } = await bundleAgent(fleet, sb, ["--nixos-profile", profile, "--nixos-switch-timeout-ms", "4000"]);
+  await waitFor("the agent declaring release:nixos", async () =>
+    (await fleet.adminJson<{ capabilities: string[] }[]>(["device", "ls"]))[0]?.capabilities.includes("release:nixos"),
+  );
+
+  const good = await buildSystem(sb, log);
+  expect((await fleet.admin(["release", "create", "--nixos", good, "--name", "kiosk", "--version", "1"])).code).toBe(0);
+  expect((await fleet.admin(["device", "deploy", name, "kiosk@1"])).code).toBe(0);
+  expect((await waitForEnd(fleet, name, "kiosk/1/kiosk.nixos.json", 120_000)).at(-1)).toMatchObject({ step: "healthy" });
+
+  const next = await buildSystem(sb, log);
+  expect((await fleet.admin(["release", "create", "--nixos", next, "--name", "kiosk", "--version", "2"])).code).toBe(0);
+  // This switch takes the coordinator away (SIGKILL) before it returns: the agent cannot hear
+  // from it again within the window.
+  await writeFile(`${log}.kill`, String(fleet.coordinator.child.pid));
+  expect((await fleet.admin(["device", "deploy", name, "kiosk@2"])).code).toBe(0);
+  await fleet.coordinator.exited;
+
+  const switches = await waitFor("the previous system switched to again", async () => {
+    const lines = existsSync(log) ? (await readFile(log, "utf8")).trim().split("\n") : [];
+    return lines.length >= 3 ? lines : undefined;
+  }, 60_000);
+  expect(switches).toEqual([`${good} switch`, `${next} switch`, `${good} switch`]);
+  expect(await realpath(profile)).toBe(good);
+
+  // Back up, the coordinator learns why from the agent's outbox.
+  await writeFile(`${log}.kill`, "");
+  await fleet.startCoordinator();
+  const steps = await waitForEnd(fleet, name, "kiosk/2/kiosk.nixos.json", 60_000);
+  expect(steps.at(-1)).toMatchObject({ step: "rolled-back", error: expect.stringMatching(/did not reach the coordinator within 4 s/) });
 });

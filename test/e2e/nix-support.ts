@@ -53,7 +53,7 @@ in derivation {
   args = [ "-c" ''
     mkdir -p $out/bin
     ln -s $dep $out/dep
-    printf '#!/bin/sh\\necho "%s $1" >> "%s"\\nexit %s\\n' "$out" "$log" "$exitCode" > $out/bin/switch-to-configuration
+    printf '#!/bin/sh\\necho "%s $1" >> "%s"\\n[ -f "%s.kill" ] && kill -9 "$(cat "%s.kill")"\\nexit %s\\n' "$out" "$log" "$log" "$log" "$exitCode" > $out/bin/switch-to-configuration
     chmod +x $out/bin/switch-to-configuration
   '' ];
 }
@@ -62,6 +62,8 @@ in derivation {
 /**
  * Builds a NixOS-like system: a store path with `bin/switch-to-configuration` that appends
  * "<its store path> <argument>" to `log` and exits with `exitCode`, referring to a second path.
+ * When a file `<log>.kill` holds a pid, the script kills that process with SIGKILL (a switch
+ * that takes the network, or the coordinator, away).
  */
 export async function buildSystem(sb: Sandbox, log: string, exitCode = 0): Promise<string> {
   const dir = await sb.dir("flotilla-nixexpr-");
