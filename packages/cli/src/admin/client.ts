@@ -140,47 +140,33 @@ export async function serviceClient<S extends DescService>(target: AdminTarget, 
  * Streams are not retried after a late Unauthenticated; the session is renewed before.
  */
 export async function adminTransport(target: AdminTarget): Promise<Transport> {
-  const creds = new Credentials(target.home, target.keyFile);
-  const url = await targetUrl(target);
-  const known = (await creds.context()).coordinators[url];
+  const s = await adminSession(target);
   if (target.apiToken) {
     // CI: the token is the credential; no key, no login.
-    const { transport, close } = await coordinatorTransport({
-      url,
-      pin: known?.pin ?? (await firstUsePin(url)),
-      interceptors: [bearerInterceptor(() => target.apiToken), uncompressedTunnels],
-    });
+    const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [bearerInterceptor(() => target.apiToken), uncompressedTunnels] });
     openConnections.add(close);
     return transport;
   }
-  const org = target.org;
-  const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
-  let entry = known;
-  let token = sessionOf(entry)?.token;
+  let token = s.token;
   const relogin = (): Interceptor => (next) => async (req) => {
     try {
       return await next(req);
     } catch (err) {
       if (req.stream || ConnectError.from(err).code !== Code.Unauthenticated) throw err;
-      token = sessionOf(await login(creds, url, { organization: org }))?.token;
+      token = (await s.relogin()).token;
       req.header.set("authorization", `Bearer ${token}`);
       return next(req);
     }
   };
-  const current = sessionOf(entry);
-  if (!current || current.expiresAt < Date.now() + 30_000) {
-    entry = await login(creds, url, { organization: org });
-    token = sessionOf(entry)?.token;
-  }
   let opened: ClosableTransport;
   try {
-    opened = await coordinatorTransport({ url, pin: entry?.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
+    opened = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
   } catch (err) {
     if (!(err instanceof CoordinatorKeyMismatchError)) throw err;
     // The certificate's key changed: log in again, which accepts only an endorsed rotation.
-    entry = await login(creds, url, { organization: org });
-    token = sessionOf(entry)?.token;
-    opened = await coordinatorTransport({ url, pin: entry.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
+    const again = await s.relogin();
+    token = again.token;
+    opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
   }
   openConnections.add(opened.close);
   return opened.transport;
@@ -191,16 +177,32 @@ export async function adminTransport(target: AdminTarget): Promise<Transport> {
  * uploads), logging in first when the recorded session is missing or about to expire.
  */
 export async function adminBearer(target: AdminTarget): Promise<{ url: string; pin: string | undefined; token: string }> {
+  const s = await adminSession(target);
+  return { url: s.url, pin: s.pin, token: target.apiToken ?? s.token };
+}
+
+/**
+ * The coordinator, its pin and a bearer token: FLOTILLA_TOKEN, or the session recorded for the
+ * organization, logging in first when it is missing or about to expire. `relogin` opens a new one.
+ */
+async function adminSession(target: AdminTarget): Promise<{
+  url: string;
+  pin: string | undefined;
+  token: string;
+  relogin(): Promise<{ pin: string; token: string }>;
+}> {
   const creds = new Credentials(target.home, target.keyFile);
   const url = await targetUrl(target);
   const known = (await creds.context()).coordinators[url];
-  if (target.apiToken) return { url, pin: known?.pin ?? (await firstUsePin(url)), token: target.apiToken };
   const org = target.org;
-  const sessionOf = (e: CoordinatorEntry | undefined) => (org ? e?.orgSessions?.[org] : e?.session);
-  let entry = known;
-  const current = sessionOf(entry);
-  if (!current || current.expiresAt < Date.now() + 30_000) entry = await login(creds, url, { organization: org });
-  return { url, pin: entry?.pin, token: sessionOf(entry)?.token ?? "" };
+  const relogin = async () => {
+    const entry = await login(creds, url, { organization: org });
+    return { pin: entry.pin, token: (org ? entry.orgSessions?.[org] : entry.session)?.token ?? "" };
+  };
+  if (target.apiToken) return { url, pin: known?.pin ?? (await firstUsePin(url)), token: target.apiToken, relogin };
+  const current = org ? known?.orgSessions?.[org] : known?.session;
+  if (known && current && current.expiresAt >= Date.now() + 30_000) return { url, pin: known.pin, token: current.token, relogin };
+  return { url, ...(await relogin()), relogin };
 }
 
 const openConnections = new Set<() => void>();

@@ -311,15 +311,20 @@ export class KyselyStore implements Store {
     return r && toKey(r);
   }
 
-  async revokeAdminKey(orgId: string, id: string, now: number): Promise<boolean> {
+  /** Revokes an organization's key or API token; false when it has none by that id not yet revoked. */
+  private async revokeOnce(table: "admin_keys" | "api_tokens", orgId: string, id: string, now: number): Promise<boolean> {
     const r = await this.db
-      .updateTable("admin_keys")
+      .updateTable(table)
       .set({ revoked_at: now })
       .where("org_id", "=", orgId)
       .where("id", "=", id)
       .where("revoked_at", "is", null)
       .executeTakeFirst();
     return Number(r.numUpdatedRows) === 1;
+  }
+
+  async revokeAdminKey(orgId: string, id: string, now: number): Promise<boolean> {
+    return this.revokeOnce("admin_keys", orgId, id, now);
   }
 
   async findAdminKeysByPublicKey(publicKey: string): Promise<AdminKeyRow[]> {
@@ -361,14 +366,7 @@ export class KyselyStore implements Store {
   }
 
   async revokeApiToken(orgId: string, id: string, now: number): Promise<boolean> {
-    const r = await this.db
-      .updateTable("api_tokens")
-      .set({ revoked_at: now })
-      .where("org_id", "=", orgId)
-      .where("id", "=", id)
-      .where("revoked_at", "is", null)
-      .executeTakeFirst();
-    return Number(r.numUpdatedRows) === 1;
+    return this.revokeOnce("api_tokens", orgId, id, now);
   }
 
   async appendAudit(entry: NewAuditEntry, seal: (seq: number, prevHash: string) => string): Promise<AuditEntryRow> {
