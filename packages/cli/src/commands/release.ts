@@ -4,39 +4,13 @@ import type { Command } from "commander";
 import { Metadata, MetadataKind, Targets, type Root } from "@tufjs/models";
 import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
-import { Credentials } from "../admin/credentials.ts";
-import { UsageError } from "../errors.ts";
+import { ExitError, UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
 import { nextRoot, parseMetadata, signMetadata, SPEC_VERSION, tufDate } from "../signing/metadata.ts";
-import { openSigners } from "../signing/signers.ts";
 import { prepareNixosRelease } from "./release-nixos.ts";
+import { collect, DEFAULT_TARGETS_EXPIRY, reissuedTarget, SignedTargets, signers, withSigningOptions, type SigningOpts } from "./release-signing.ts";
 import { uploadArtifact } from "./release-upload.ts";
 import type { Run } from "./run.ts";
-
-interface SigningOpts {
-  keyFile: string[];
-  sshAgent?: boolean;
-  sshKey?: string;
-}
-
-const collect = (v: string, prev: string[]) => [...prev, v];
-
-function withSigningOptions(cmd: Command): Command {
-  return cmd
-    .option("--key-file <file>", "sign with this ed25519 key file (OpenSSH or Flotilla, mode 0600); repeatable", collect, [])
-    .option("--ssh-agent", "sign with the ed25519 keys in ssh-agent (SSH_AUTH_SOCK)")
-    .option("--ssh-key <text>", "with --ssh-agent: only keys whose comment contains this");
-}
-
-function signers(target: AdminTarget, o: SigningOpts) {
-  return openSigners({
-    keyFiles: o.keyFile,
-    sshAgent: o.sshAgent === true,
-    sshKeyFilter: o.sshKey,
-    sshAuthSock: process.env.SSH_AUTH_SOCK,
-    fallback: () => new Credentials(target.home, target.keyFile).identity(),
-  });
-}
 
 function releaseJson(r: adminv1.Release) {
   return {
@@ -130,7 +104,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
       .option("--health-window-seconds <n>", "how long health checks may take")
       .option("--nixos <path>", "a NixOS system (./result or its store path): copied to the organization's Nix cache and released as kind nixos")
       .option("--allow-downgrade", "let devices running a newer release of this name install this one")
-      .option("--expires <duration>", "how long the new targets metadata is valid", "365d"),
+      .option("--expires <duration>", "how long the new targets metadata is valid", DEFAULT_TARGETS_EXPIRY),
   ).action(
     (fileArg: string | undefined, o: SigningOpts & Record<string, string | boolean | undefined>) =>
       run(async (out) => {
@@ -145,36 +119,13 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         }
         if (!file) throw new UsageError("release create needs a FILE to release, or --nixos PATH");
         const client = await serviceClient(target(), adminv1.ReleaseService);
-        const repo = await client.getRepository({});
-        if (!repo.targetsJson) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
-        const current = parseMetadata<Targets>(MetadataKind.Targets, repo.targetsJson);
+        const current = await SignedTargets.load(client);
         const listed = (await client.listReleases({ name: String(o.name) })).releases.map((r) => Number(r.counter));
-        const signed = Object.values(current.signed.targets).map((t) => {
-          const m = t.custom.flotilla as { name?: unknown; counter?: unknown } | undefined;
-          return m && m.name === o.name && typeof m.counter === "number" ? m.counter : 0;
-        });
-        const counter = Math.max(0, ...listed, ...signed) + 1;
-        const meta = buildMeta(o, counter, nixPublicKeys);
+        const meta = buildMeta(o, current.nextCounter(String(o.name), listed), nixPublicKeys);
         const { sha256, length } = await uploadArtifact(target(), file, (line) => process.stderr.write(line));
         const path = releaseTargetPath(meta, basename(file));
-        const json0 = current.signed.toJSON();
-        const next = Metadata.fromJSON(MetadataKind.Targets, {
-          signatures: [],
-          signed: {
-            ...json0,
-            version: current.signed.version + 1,
-            expires: tufDate(Date.now() + parseDuration(String(o.expires))),
-            targets: { ...(json0.targets as object), [path]: { length, hashes: { sha256 }, custom: { flotilla: meta } } },
-          },
-        } as never);
-        const s = await signers(target(), o);
-        try {
-          await signMetadata(next, s.signers);
-        } finally {
-          s.close();
-        }
-        const res = await client.publishTargets({ targetsJson: JSON.stringify(next.toJSON()) });
-        out(`released ${meta.name} ${meta.version} (#${meta.counter}) as ${path}, sha256 ${sha256}; targets version ${res.version}\n`);
+        const version = await current.publish(client, target(), [{ path, length, sha256, meta }], o, parseDuration(String(o.expires)));
+        out(`released ${meta.name} ${meta.version} (#${meta.counter}) as ${path}, sha256 ${sha256}; targets version ${version}\n`);
       }),
   );
 
@@ -195,6 +146,29 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         }),
     );
 
+  withSigningOptions(
+    release
+      .command("reissue <release>")
+      .description("sign an earlier release (NAME@VERSION or NAME@#COUNTER) again, unchanged but for a new highest counter, so devices that run a later one may return to it")
+      .option("--expires <duration>", "how long the new targets metadata is valid", DEFAULT_TARGETS_EXPIRY),
+  ).action(
+    (ref: string, o: SigningOpts & { expires: string }) =>
+      run(async (out) => {
+        const { name, version } = parseReleaseRef(ref);
+        const client = await serviceClient(target(), adminv1.ReleaseService);
+        const current = await SignedTargets.load(client);
+        const signed = current.releases(name);
+        const byCounter = /^#(\d{1,15})$/.exec(version);
+        const original = byCounter ? signed.find((r) => r.meta.counter === Number(byCounter[1])) : signed.filter((r) => r.meta.version === version).at(-1);
+        if (!original) throw new ExitError(`no signed release ${name}@${version}`, 5);
+        const listed = (await client.listReleases({ name })).releases.map((r) => Number(r.counter));
+        const copy = reissuedTarget(original, current.nextCounter(name, listed));
+        const targetsVersion = await current.publish(client, target(), [copy], o, parseDuration(o.expires));
+        out(`re-signed ${name} ${original.meta.version} (#${original.meta.counter}) as #${copy.meta.counter} (${copy.path}); targets version ${targetsVersion}\n`);
+        out(`devices running a later counter may now return to it: flotilla device deploy DEVICE ${name}@#${copy.meta.counter}\n`);
+      }),
+  );
+
   const device = program.commands.find((c) => c.name() === "device") ?? program.command("device");
   device
     .command("deploy <device> <release>")
@@ -202,12 +176,17 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
     .action(
       (ref: string, spec: string) =>
         run(async (out) => {
-          const at = spec.lastIndexOf("@");
-          if (at <= 0 || at === spec.length - 1) throw new UsageError(`expected NAME@VERSION, got ${JSON.stringify(spec)}`);
-          const res = await (await serviceClient(target(), adminv1.ReleaseService)).deployRelease({ device: ref, name: spec.slice(0, at), version: spec.slice(at + 1) });
+          const res = await (await serviceClient(target(), adminv1.ReleaseService)).deployRelease({ device: ref, ...parseReleaseRef(spec) });
           out(`${ref}: desired ${res.release?.name} ${res.release?.version} (#${res.release?.counter})\n`);
         }),
     );
+}
+
+/** NAME@VERSION or NAME@#COUNTER. */
+function parseReleaseRef(spec: string): { name: string; version: string } {
+  const at = spec.lastIndexOf("@");
+  if (at <= 0 || at === spec.length - 1) throw new UsageError(`expected NAME@VERSION, got ${JSON.stringify(spec)}`);
+  return { name: spec.slice(0, at), version: spec.slice(at + 1) };
 }
 
 function buildMeta(o: Record<string, string | boolean | undefined>, counter: number, nixPublicKeys?: string[]): ReleaseMeta {

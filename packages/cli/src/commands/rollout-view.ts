@@ -38,6 +38,8 @@ export function rolloutJson(r: adminv1.Rollout, withDevices = true) {
             bytesTotal: Number(d.bytesTotal),
             error: d.error,
             previousVersion: d.previousVersion,
+            previousCounter: Number(d.previousCounter),
+            rollBackCounter: Number(d.rollBackCounter),
             updatedAt: iso(d.updatedAt),
           })),
         }
@@ -91,10 +93,29 @@ export function waveLines(r: adminv1.Rollout): string[] {
 /** A device's state for people, with bytes while downloading. */
 export function deviceStateText(d: adminv1.RolloutDevice): string {
   if (d.state === "downloading" && d.bytesTotal > 0n) return `downloading ${Math.floor((Number(d.bytesDone) * 100) / Number(d.bytesTotal))}%`;
-  return d.error && (d.state === "failed" || d.state === "rolled-back" || d.state === "skipped") ? `${d.state}: ${d.error}` : d.state;
+  return d.error && (d.state === "failed" || d.state === "rolled-back" || d.state === "skipped" || d.state === "rolling-back") ? `${d.state}: ${d.error}` : d.state;
 }
 
 /** The header line of a rollout. */
 export function headline(r: adminv1.Rollout): string {
   return `rollout ${r.id} ${r.spec?.releaseName}@${r.spec?.releaseVersion}: ${r.status}${r.reason ? ` (${r.reason})` : ""}`;
+}
+
+const BUSY = new Set(["notified", "downloading", "verifying", "activating", "health-checking", "rolling-back"]);
+
+/**
+ * What `rollout watch` draws on a terminal of `columns` x `rows`: the headline, a bar per wave and
+ * the devices installing now. Every line is cut to fit one row (a wrapped line would take two,
+ * and the next redraw would move up too little), and the block keeps to the screen's height
+ * (the cursor cannot move up into scrollback), with the busy devices that do not fit counted.
+ */
+export function watchFrame(r: adminv1.Rollout, columns: number, rows: number): string[] {
+  const head = [headline(r), ...waveLines(r)];
+  const busy = r.devices.filter((d) => BUSY.has(d.state));
+  const room = Math.max(0, rows - 1 - head.length);
+  const shown = busy.length <= room ? busy : busy.slice(0, Math.max(0, room - 1));
+  const lines = [...head, ...shown.map((d) => `    ${d.name.padEnd(24)} wave ${d.wave}  ${deviceStateText(d)}`)];
+  if (shown.length < busy.length && room > 0) lines.push(`    +${busy.length - shown.length} more installing`);
+  const width = Math.max(20, columns - 1);
+  return lines.map((l) => (l.length > width ? l.slice(0, width) : l));
 }

@@ -1,9 +1,12 @@
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { Command } from "commander";
 import { adminv1 } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
 import { ExitError, UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
-import { deviceStateText, headline, planJson, planText, rolloutJson, waveLines } from "./rollout-view.ts";
+import { DEFAULT_TARGETS_EXPIRY, isReissueOf, reissuedTarget, SignedTargets, withSigningOptions, type ReleaseTarget, type SigningOpts } from "./release-signing.ts";
+import { deviceStateText, headline, planJson, planText, rolloutJson, watchFrame, waveLines } from "./rollout-view.ts";
 import type { Run } from "./run.ts";
 
 /** Exit codes of `rollout watch` by final status; see docs/rollouts.md. */
@@ -61,15 +64,17 @@ async function watch(target: AdminTarget, id: string, out: (text: string) => voi
   let drawn = 0;
   let lastHead = "";
   let lastWaves = "";
+  let lastFrame = "";
   const seen = new Map<string, string>();
   let final: adminv1.Rollout | undefined;
   for await (const { rollout: r } of client.watchRollout({ id })) {
     if (!r) continue;
     final = r;
     if (tty) {
-      const busy = r.devices.filter((d) => d.state !== "pending" && d.state !== "healthy" && d.state !== "skipped").slice(0, 20);
-      const lines = [headline(r), ...waveLines(r), ...busy.map((d) => `    ${d.name.padEnd(24)} wave ${d.wave}  ${deviceStateText(d)}`)];
-      out((drawn > 0 ? `\x1b[${drawn}A\x1b[J` : "") + lines.join("\n") + "\n");
+      const lines = watchFrame(r, process.stdout.columns || 80, process.stdout.rows || 24);
+      const frame = lines.join("\n");
+      if (frame !== lastFrame) out((drawn > 0 ? `\x1b[${drawn}A\x1b[J` : "") + frame + "\n");
+      lastFrame = frame;
       drawn = lines.length;
     } else {
       const head = headline(r);
@@ -172,14 +177,71 @@ export function registerRolloutCommands(program: Command, target: () => AdminTar
   action("resume", "continue a paused rollout; failures so far no longer count against the threshold");
   action("approve", "let the next wave start (rollouts started with --approve-each-wave)");
 
-  rollout
-    .command("abort <rollout>")
-    .description("end a rollout for good")
-    .option("--roll-back", "return devices it already updated to their previous release")
-    .action((id: string, o: { rollBack?: boolean }) =>
-      run(async (out) => {
-        const { rollout: r } = await (await client()).abortRollout({ id, rollBack: o.rollBack ?? false });
+  withSigningOptions(
+    rollout
+      .command("abort <rollout>")
+      .description("end a rollout for good")
+      .option("--roll-back", "return devices it already updated to their previous release (signing a copy of it above the rollout's counter when needed)"),
+  ).action((id: string, o: SigningOpts & { rollBack?: boolean }) =>
+    run(async (out) => {
+      const c = await client();
+      if (!o.rollBack) {
+        const { rollout: r } = await c.abortRollout({ id, rollBack: false });
         if (r) out(`${headline(r)}\n`);
-      }),
-    );
+        return;
+      }
+      const r = await abortRollingBack(target(), c, id, o);
+      out(`${headline(r)}\n`);
+      for (const d of r.devices.filter((x) => x.state === "rolling-back")) out(`  ${d.name}: ${d.error}\n`);
+      if (r.devices.some((x) => x.state === "rolling-back")) out(`follow them with: flotilla rollout show ${r.id}\n`);
+    }),
+  );
+}
+
+/**
+ * Aborts a rollout with roll-back. Agents refuse a release counter below the one they run
+ * (anti-rollback), so every earlier release that devices return to is first signed again here,
+ * unchanged but for a counter above the rollout's, unless it allows downgrades or such a copy
+ * exists already. A device notified meanwhile may add an earlier release: then once more.
+ */
+async function abortRollingBack(target: AdminTarget, c: Client<typeof adminv1.RolloutService>, id: string, o: SigningOpts): Promise<adminv1.Rollout> {
+  const releases = await serviceClient(target, adminv1.ReleaseService);
+  for (let attempt = 1; ; attempt++) {
+    const { rollout: r } = await c.getRollout({ id });
+    if (!r) throw new Error("the coordinator sent no rollout");
+    const reissued = r.status === "running" || r.status === "paused" ? await returnReleases(target, releases, r, o) : [];
+    try {
+      const res = await c.abortRollout({ id, rollBack: true, reissued });
+      if (!res.rollout) throw new Error("the coordinator sent no rollout");
+      return res.rollout;
+    } catch (err) {
+      if (attempt >= 3 || !(err instanceof ConnectError) || err.code !== Code.FailedPrecondition || (r.status !== "running" && r.status !== "paused")) throw err;
+    }
+  }
+}
+
+/** The re-signed copies of the releases the rollout's notified devices ran before, signing those that do not exist yet. */
+async function returnReleases(target: AdminTarget, client: Client<typeof adminv1.ReleaseService>, r: adminv1.Rollout, o: SigningOpts): Promise<adminv1.ReissuedRelease[]> {
+  const name = r.spec?.releaseName ?? "";
+  const above = Number(r.releaseCounter);
+  const previous = new Set(r.devices.filter((d) => d.state !== "pending" && d.previousCounter > 0n && Number(d.previousCounter) < above).map((d) => Number(d.previousCounter)));
+  if (previous.size === 0) return [];
+  const current = await SignedTargets.load(client);
+  const signed = current.releases(name);
+  let next = current.nextCounter(name, (await client.listReleases({ name })).releases.map((x) => Number(x.counter)));
+  const pairs: { previousCounter: number; counter: number }[] = [];
+  const toSign: ReleaseTarget[] = [];
+  for (const p of [...previous].sort((a, b) => a - b)) {
+    const original = signed.find((x) => x.meta.counter === p);
+    if (!original) throw new ExitError(`release ${name} #${p}, which devices ran before, is not in the organization's signed targets`, 1);
+    if (original.meta.allowDowngrade) continue;
+    const copy = signed.find((x) => x.meta.counter > above && isReissueOf(x, original)) ?? reissuedTarget(original, next++);
+    if (!signed.includes(copy)) toSign.push(copy);
+    pairs.push({ previousCounter: p, counter: copy.meta.counter });
+  }
+  if (toSign.length > 0) {
+    await current.publish(client, target, toSign, o, parseDuration(DEFAULT_TARGETS_EXPIRY));
+    for (const t of toSign) process.stderr.write(`re-signed ${name} ${t.meta.version} as #${t.meta.counter}, so devices may return to it\n`);
+  }
+  return pairs.map((x) => create(adminv1.ReissuedReleaseSchema, { previousCounter: BigInt(x.previousCounter), counter: BigInt(x.counter) }));
 }

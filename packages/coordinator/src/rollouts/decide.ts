@@ -3,7 +3,7 @@
  * transaction read them, what changes. The store applies the result in that same transaction
  * (store/rollout-store.ts `transition`), so a crash between transitions repeats nothing.
  */
-import type { RolloutChanges, RolloutDeviceState, RolloutDeviceView, RolloutRow } from "../store/index.ts";
+import type { RollBackChange, RolloutChanges, RolloutDeviceState, RolloutDeviceView, RolloutRow } from "../store/index.ts";
 
 const TERMINAL: ReadonlySet<RolloutDeviceState> = new Set(["healthy", "failed", "rolled-back", "skipped"]);
 const IN_FLIGHT: ReadonlySet<RolloutDeviceState> = new Set(["notified", "downloading", "verifying", "activating", "health-checking"]);
@@ -64,7 +64,7 @@ class Draft {
 
   result(): RolloutChanges | undefined {
     const c = this.changes;
-    return c.rollout || c.devices?.length || c.notify?.length || c.rollBack?.length ? c : undefined;
+    return c.rollout || c.devices?.length || c.notify?.length || c.rollBack?.length || c.releaseClaims?.length ? c : undefined;
   }
 }
 
@@ -89,7 +89,7 @@ export function isOnline(d: RolloutDeviceView, now: number, offlineAfterMs: numb
 /**
  * Moves a running rollout forward: skips unfinished devices after the deadline, pauses past the
  * failure threshold, finishes waves (soak, approval), completes the rollout, and notifies online
- * pending devices of the current wave while fewer than max-parallel online devices install.
+ * pending devices of the current wave while fewer than max-parallel devices install.
  */
 function advanceDraft(x: Draft, now: number, offlineAfterMs: number): void {
   const r = x.rollout;
@@ -118,11 +118,12 @@ function advanceDraft(x: Draft, now: number, offlineAfterMs: number): void {
     if (!soaked || !approved) return;
     x.setRollout({ currentWave: r.currentWave + 1, waveFinishedAt: null });
   }
-  const online = (d: RolloutDeviceView) => isOnline(d, now, offlineAfterMs);
-  let slots = r.spec.maxParallel > 0 ? r.spec.maxParallel - x.devices.filter((d) => IN_FLIGHT.has(d.state) && online(d)).length : Infinity;
+  // Every device told to install holds its slot until it ends, also while offline: devices that
+  // come back together then never exceed max-parallel (the deadline frees a slot held for good).
+  let slots = r.spec.maxParallel > 0 ? r.spec.maxParallel - x.devices.filter((d) => IN_FLIGHT.has(d.state)).length : Infinity;
   for (const d of x.devices) {
     if (slots <= 0) break;
-    if (d.wave === r.currentWave && d.state === "pending" && online(d)) {
+    if (d.wave === r.currentWave && d.state === "pending" && isOnline(d, now, offlineAfterMs)) {
       x.notify(d);
       slots--;
     }
@@ -140,6 +141,10 @@ export function advance(rollout: RolloutRow, devices: RolloutDeviceView[], now: 
 export function onStep(rollout: RolloutRow, devices: RolloutDeviceView[], deviceId: string, e: ReleaseStepEvent, now: number, offlineAfterMs: number): RolloutChanges | undefined {
   const x = new Draft(rollout, devices);
   const d = x.devices.find((v) => v.deviceId === deviceId);
+  if (d?.state === "rolling-back") {
+    onRollBackStep(x, d, e);
+    return x.result();
+  }
   const state = STEP_STATE[e.step];
   const ours = e.name === rollout.releaseName && e.targetPath.startsWith(`${rollout.releaseName}/${rollout.releaseCounter}/`);
   // Only a device this rollout notified moves, and never out of a final state: a late or
@@ -151,7 +156,31 @@ export function onStep(rollout: RolloutRow, devices: RolloutDeviceView[], device
   return x.result();
 }
 
-export type AdminAction = { kind: "pause"; by: string } | { kind: "resume" } | { kind: "approve" } | { kind: "abort"; rollBack: boolean; by: string };
+/** A device returning to its previous release reported a step of that release. */
+function onRollBackStep(x: Draft, d: RolloutDeviceView, e: ReleaseStepEvent): void {
+  if (e.name !== x.rollout.releaseName || !e.targetPath.startsWith(`${e.name}/${d.rollbackCounter}/`)) return;
+  const back = `${d.previousVersion} (#${d.rollbackCounter})`;
+  if (e.step === "healthy") x.setDevice(d, "rolled-back", { error: `returned to ${back}` });
+  else if (e.step === "failed" || e.step === "rolled-back") x.setDevice(d, "failed", { error: `returning to ${back} failed: ${e.error}` });
+  else if (e.step === "downloading") x.setDevice(d, "rolling-back", { bytesDone: e.bytesDone, bytesTotal: e.bytesTotal });
+  if (isTerminal(d.state)) (x.changes.releaseClaims ??= []).push(d.deviceId);
+}
+
+export type AdminAction =
+  | { kind: "pause"; by: string }
+  | { kind: "resume" }
+  | { kind: "approve" }
+  | {
+      kind: "abort";
+      rollBack: boolean;
+      by: string;
+      /**
+       * With rollBack: for each previous release counter, the counter a device that took the
+       * rollout's release installs to return to it (a re-signed copy above the rollout's
+       * counter, or the previous release itself when it allows downgrades).
+       */
+      returnTo?: ReadonlyMap<number, number>;
+    };
 
 /** An admin's action; throws an Error with a message for a person when it does not apply. */
 export function onAdminAction(rollout: RolloutRow, devices: RolloutDeviceView[], a: AdminAction, now: number, offlineAfterMs: number): RolloutChanges | undefined {
@@ -178,15 +207,50 @@ export function onAdminAction(rollout: RolloutRow, devices: RolloutDeviceView[],
       x.setRollout({ approvedWave: r.currentWave + 1 });
       break;
     case "abort": {
-      x.setRollout({ status: "aborted", reason: `aborted by ${a.by}${a.rollBack ? ", updated devices returned to their previous release" : ""}` });
-      if (a.rollBack) {
-        x.changes.rollBack = x.devices.filter((d) => (d.state === "healthy" || IN_FLIGHT.has(d.state)) && d.notifiedAt !== null && d.previousCounter > 0).map((d) => d.deviceId);
+      if (!a.rollBack) {
+        x.setRollout({ status: "aborted", reason: `aborted by ${a.by}` });
+        return x.result();
       }
+      const back = rollBackChanges(r, x.devices, a.returnTo ?? new Map());
+      const returning = back.filter((b) => b.track).length;
+      x.setRollout({ status: "aborted", reason: `aborted by ${a.by}; ${returning} device${returning === 1 ? "" : "s"} returning to their previous release` });
+      if (back.length > 0) x.changes.rollBack = back;
       return x.result();
     }
   }
   advanceDraft(x, now, offlineAfterMs);
   return x.result();
+}
+
+/**
+ * Where an abort with roll-back sends each device the rollout told to install, when it ran an
+ * earlier release of the name before: a device that runs, or may be about to run, the rollout's
+ * release installs the previous one through `returnTo` (it must, or the abort is refused: the
+ * agent would refuse a lower counter); one that failed and still runs its previous release only
+ * gets that back as its desired release, so it does not try the rollout's again.
+ */
+function rollBackChanges(r: RolloutRow, devices: RolloutDeviceView[], returnTo: ReadonlyMap<number, number>): RollBackChange[] {
+  const out: RollBackChange[] = [];
+  const missing = new Map<number, string>();
+  for (const d of devices) {
+    if (d.notifiedAt === null || d.previousCounter <= 0 || d.previousCounter >= r.releaseCounter) continue;
+    const mayRunNew = d.state === "healthy" || d.state === "skipped" || IN_FLIGHT.has(d.state) || d.currentCounter === r.releaseCounter;
+    if (!mayRunNew) {
+      out.push({ deviceId: d.deviceId, counter: d.previousCounter, track: false });
+      continue;
+    }
+    const counter = returnTo.get(d.previousCounter);
+    if (counter === undefined) missing.set(d.previousCounter, d.previousVersion);
+    else out.push({ deviceId: d.deviceId, counter, track: true });
+  }
+  if (missing.size > 0) {
+    const list = [...missing].map(([c, v]) => `${r.releaseName} ${v} (#${c})`).join(", ");
+    throw new ActionRefused(
+      `cannot roll back: agents refuse a counter below the #${r.releaseCounter} they run, so ${list} must be signed again with a higher counter; ` +
+        "`flotilla rollout abort --roll-back` does that with your signing key",
+    );
+  }
+  return out;
 }
 
 /** An admin action that does not apply to the rollout in its state (FailedPrecondition). */

@@ -1,8 +1,8 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { adminv1, newId } from "@flotilla/protocol";
+import { adminv1, newId, parseReleaseMeta } from "@flotilla/protocol";
 import { adminOf } from "../auth/principal.ts";
 import type { ServiceContext } from "../context.ts";
-import type { RolloutDeviceRow, RolloutRow } from "../store/index.ts";
+import type { ReleaseRow, RolloutDeviceRow, RolloutRow } from "../store/index.ts";
 import { ActionRefused, advance, onAdminAction, type AdminAction } from "./decide.ts";
 import type { RolloutEngine } from "./engine.ts";
 import { planFor } from "./planning.ts";
@@ -12,6 +12,9 @@ import { toleratedFailures } from "./waves.ts";
 const ROLLOUT_ID = /^ro_[A-Za-z0-9_-]{1,64}$/;
 const LIST_LIMIT = 200;
 const FINAL = new Set(["completed", "aborted", "failed"]);
+const ACTIVE = new Set(["running", "paused"]);
+/** At most this many re-signed releases in one abort (one per earlier release the devices ran). */
+const MAX_REISSUED = 256;
 
 /** The admin API of rollouts; every transition goes through the engine. */
 export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts: { watchRefreshMs: number }): ServiceImpl<typeof adminv1.RolloutService> {
@@ -88,6 +91,7 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
           error: "",
           previousVersion: "",
           previousCounter: 0,
+          rollbackCounter: 0,
           notifiedAt: null,
           updatedAt: now,
         })),
@@ -102,10 +106,11 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
         created = await store.rollouts.createRollout(rollout, devices);
       }
       if (!created.ok) {
-        throw new ConnectError(
-          `device ${created.deviceName} is already in rollout ${created.rolloutId}, which is still active: wait for it to finish, or abort it`,
-          Code.FailedPrecondition,
-        );
+        const holder = await store.rollouts.getRollout(admin.orgId, created.rolloutId);
+        const why = holder && !ACTIVE.has(holder.status)
+          ? `which was ${holder.status} and is still returning it to its previous release: wait for the device to report it`
+          : "which is still active: wait for it to finish, or abort it";
+        throw new ConnectError(`device ${created.deviceName} is already in rollout ${created.rolloutId}, ${why}`, Code.FailedPrecondition);
       }
       ctx.log.info("rollout started", { rollout: id, release: `${release.name}@${release.version}`, devices: plan.total, waves: plan.waves.length });
       const started = (await engine.run(admin.orgId, id, (r, d, t) => advance(r, d, t, ctx.offlineAfterMs))) ?? rollout;
@@ -128,7 +133,12 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
     pauseRollout: (req, hctx) => act(hctx, req.id, { kind: "pause", by: adminOf(hctx).actor }),
     resumeRollout: (req, hctx) => act(hctx, req.id, { kind: "resume" }),
     approveWave: (req, hctx) => act(hctx, req.id, { kind: "approve" }),
-    abortRollout: (req, hctx) => act(hctx, req.id, { kind: "abort", rollBack: req.rollBack, by: adminOf(hctx).actor }),
+    async abortRollout(req, hctx) {
+      if (!req.rollBack) return act(hctx, req.id, { kind: "abort", rollBack: false, by: adminOf(hctx).actor });
+      const { orgId, rollout } = await load(hctx, req.id);
+      const returnTo = await returnTargets(ctx, orgId, rollout, req.reissued);
+      return act(hctx, req.id, { kind: "abort", rollBack: true, by: adminOf(hctx).actor, returnTo });
+    },
 
     async *watchRollout(req, hctx) {
       const { orgId } = await load(hctx, req.id);
@@ -172,4 +182,36 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
       }
     },
   };
+}
+
+/**
+ * For an abort with roll-back: which release each earlier counter of the rollout's release name
+ * returns through. Each re-signed copy must be the earlier release unchanged but for a counter
+ * above the rollout's (so agents accept it without weakening anti-rollback); an earlier release
+ * signed with allowDowngrade serves as it is.
+ */
+async function returnTargets(ctx: ServiceContext, orgId: string, r: RolloutRow, reissued: adminv1.ReissuedRelease[]): Promise<Map<number, number>> {
+  if (reissued.length > MAX_REISSUED) throw new ConnectError(`at most ${MAX_REISSUED} re-signed releases`, Code.InvalidArgument);
+  const releases = await ctx.store.releases.listReleases(orgId, r.releaseName);
+  const byCounter = new Map(releases.map((x) => [x.counter, x]));
+  const returnTo = new Map<number, number>();
+  for (const x of releases) {
+    if (x.counter < r.releaseCounter && parseReleaseMeta(JSON.parse(x.meta)).allowDowngrade) returnTo.set(x.counter, x.counter);
+  }
+  for (const { previousCounter, counter } of reissued) {
+    const before = byCounter.get(Number(previousCounter));
+    const copy = byCounter.get(Number(counter));
+    if (!before || !copy) throw new ConnectError(`no release ${r.releaseName} #${!before ? previousCounter : counter}`, Code.NotFound);
+    if (copy.counter <= r.releaseCounter) {
+      throw new ConnectError(`release ${r.releaseName} #${copy.counter} is not above the rollout's #${r.releaseCounter}: agents would refuse it`, Code.InvalidArgument);
+    }
+    if (!sameButCounter(before, copy)) throw new ConnectError(`release ${r.releaseName} #${copy.counter} is not a re-signed copy of #${before.counter}`, Code.InvalidArgument);
+    returnTo.set(before.counter, copy.counter);
+  }
+  return returnTo;
+}
+
+function sameButCounter(a: ReleaseRow, b: ReleaseRow): boolean {
+  const strip = (x: ReleaseRow) => JSON.stringify({ ...parseReleaseMeta(JSON.parse(x.meta)), counter: 0 });
+  return a.sha256 === b.sha256 && a.length === b.length && strip(a) === strip(b);
 }

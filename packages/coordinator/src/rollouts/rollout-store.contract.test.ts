@@ -83,10 +83,10 @@ for (const backend of backends) {
     });
 
     const devicesOf = (id: string): RolloutDeviceRow[] => [
-      { rolloutId: id, orgId: "orgA", deviceId: "dev_0", name: "d0", wave: 1, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, notifiedAt: null, updatedAt: NOW },
-      { rolloutId: id, orgId: "orgA", deviceId: "dev_1", name: "d1", wave: 2, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, notifiedAt: null, updatedAt: NOW },
-      { rolloutId: id, orgId: "orgA", deviceId: "dev_2", name: "d2", wave: 3, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, notifiedAt: null, updatedAt: NOW },
-      { rolloutId: id, orgId: "orgA", deviceId: "dev_3", name: "d3", wave: 3, position: 1, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, notifiedAt: null, updatedAt: NOW },
+      { rolloutId: id, orgId: "orgA", deviceId: "dev_0", name: "d0", wave: 1, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, rollbackCounter: 0, notifiedAt: null, updatedAt: NOW },
+      { rolloutId: id, orgId: "orgA", deviceId: "dev_1", name: "d1", wave: 2, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, rollbackCounter: 0, notifiedAt: null, updatedAt: NOW },
+      { rolloutId: id, orgId: "orgA", deviceId: "dev_2", name: "d2", wave: 3, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, rollbackCounter: 0, notifiedAt: null, updatedAt: NOW },
+      { rolloutId: id, orgId: "orgA", deviceId: "dev_3", name: "d3", wave: 3, position: 1, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, rollbackCounter: 0, notifiedAt: null, updatedAt: NOW },
     ];
     const tick = (s: Store, id: string, now: number) => s.rollouts.transition("orgA", id, now, (r, d) => advance(r, d, now, OFFLINE_AFTER));
     const report = (s: Store, id: string, device: string, e: ReleaseStepEvent, now: number) =>
@@ -151,6 +151,19 @@ for (const backend of backends) {
       expect(await states("ro_a")).toEqual({ d0: "failed", d1: "notified", d2: "pending", d3: "pending" });
     });
 
+    it("keeps a slot of max-parallel for a device that went offline while installing, so devices coming back never exceed it", async () => {
+      const row = rolloutRow("ro_a", { maxParallel: 2 }, { waves: [{ number: 1, entry: "100%" }] });
+      await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
+      await tick(store, "ro_a", NOW);
+      expect(await states("ro_a")).toEqual({ d0: "notified", d1: "notified", d2: "pending", d3: "pending" });
+      await store.setConnection("orgA", "dev_0", false, NOW + 1);
+      await tick(store, "ro_a", NOW + 2);
+      expect(await states("ro_a")).toEqual({ d0: "notified", d1: "notified", d2: "pending", d3: "pending" });
+      await store.setConnection("orgA", "dev_0", true, NOW + 3);
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 4);
+      expect(await states("ro_a")).toEqual({ d0: "healthy", d1: "notified", d2: "notified", d3: "pending" });
+    });
+
     it("skips devices still offline at the deadline", async () => {
       await store.setConnection("orgA", "dev_3", false, NOW);
       const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }], deadlineAt: NOW + 1000 });
@@ -207,15 +220,69 @@ for (const backend of backends) {
       expect(await store.releases.listDeviceReleases("orgA", "dev_0")).toEqual([]);
     });
 
-    it("on abort with roll-back returns updated devices to the release they ran before", async () => {
+    it("on abort with roll-back returns devices that took the release through a re-signed copy, and holds them until they report it", async () => {
+      await store.releases.addReleases([release(3, "1.4.0")]);
+      for (const id of ["dev_0", "dev_1", "dev_2"]) {
+        await store.releases.setDesiredRelease("orgA", id, release(1, "1.4.0"), NOW);
+        await store.releases.recordReleaseStep({ orgId: "orgA", deviceId: id, seq: 1, time: NOW, name: "webapp", targetPath: "webapp/1/webapp.tar.gz", step: "healthy", bytesDone: 0, bytesTotal: 0, error: "" }, { version: "1.4.0", counter: 1 });
+      }
+      const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }], toleratedFailures: 4 });
+      await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
+      await tick(store, "ro_a", NOW);
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
+      await report(store, "ro_a", "dev_1", step("failed"), NOW + 1);
+      await report(store, "ro_a", "dev_2", { ...step("downloading"), bytesDone: 5, bytesTotal: 10 }, NOW + 1);
+      expect(await states("ro_a")).toEqual({ d0: "healthy", d1: "failed", d2: "downloading", d3: "notified" });
+      const desired = async (id: string) => (await store.releases.listDeviceReleases("orgA", id))[0]?.desiredCounter;
+      const abort = (returnTo: Map<number, number>, now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, { kind: "abort", rollBack: true, by: "key:test", returnTo }, now, OFFLINE_AFTER));
+
+      // Without a copy of #1 signed above #2 the agents would refuse to go back: refused, nothing written.
+      await expect(abort(new Map(), NOW + 2)).rejects.toThrow(/webapp 1\.4\.0 \(#1\) must be signed again with a higher counter/);
+      expect((await store.rollouts.getRollout("orgA", "ro_a"))?.status).toBe("running");
+      expect(await desired("dev_0")).toBe(2);
+
+      const aborted = await abort(new Map([[1, 3]]), NOW + 3);
+      expect(aborted?.rollout.status).toBe("aborted");
+      expect(aborted?.rollout.reason).toBe("aborted by key:test; 2 devices returning to their previous release");
+      expect(await states("ro_a")).toEqual({ d0: "rolling-back", d1: "failed", d2: "rolling-back", d3: "notified" });
+      // The healthy and the installing device install the copy; the failed one, still on #1,
+      // only wants #1 again; the one that ran nothing before keeps the new release.
+      expect([await desired("dev_0"), await desired("dev_1"), await desired("dev_2"), await desired("dev_3")]).toEqual([3, 1, 3, 2]);
+      expect((await store.rollouts.listRolloutDevices("orgA", "ro_a")).map((d) => d.rollbackCounter)).toEqual([3, 0, 3, 0]);
+      expect(await store.rollouts.claimOf("orgA", "dev_0")).toBe("ro_a");
+      expect(await store.rollouts.claimOf("orgA", "dev_1")).toBeUndefined();
+      expect(await store.rollouts.createRollout(rolloutRow("ro_b"), devicesOf("ro_b"))).toEqual({ ok: false, rolloutId: "ro_a", deviceName: "d0" });
+
+      // A step of the rollout's own release no longer moves a returning device.
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 4);
+      expect((await states("ro_a")).d0).toBe("rolling-back");
+      await report(store, "ro_a", "dev_0", step("healthy", 3), NOW + 5);
+      await report(store, "ro_a", "dev_2", step("failed", 3), NOW + 5);
+      const after = await store.rollouts.listRolloutDevices("orgA", "ro_a");
+      expect(after.map((d) => [d.state, d.error])).toEqual([
+        ["rolled-back", "returned to 1.4.0 (#3)"],
+        ["failed", "health check failed"],
+        ["failed", "returning to 1.4.0 (#3) failed: health check failed"],
+        ["notified", ""],
+      ]);
+      for (const id of ids) expect(await store.rollouts.claimOf("orgA", id), id).toBeUndefined();
+      expect((await store.rollouts.getRollout("orgA", "ro_a"))?.status).toBe("aborted");
+    });
+
+    it("on abort with roll-back uses an earlier release signed with allowDowngrade as it is", async () => {
       await store.releases.setDesiredRelease("orgA", "dev_0", release(1, "1.4.0"), NOW);
       await store.releases.recordReleaseStep({ orgId: "orgA", deviceId: "dev_0", seq: 1, time: NOW, name: "webapp", targetPath: "webapp/1/webapp.tar.gz", step: "healthy", bytesDone: 0, bytesTotal: 0, error: "" }, { version: "1.4.0", counter: 1 });
       await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
       await tick(store, "ro_a", NOW);
       await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
-      const aborted = await store.rollouts.transition("orgA", "ro_a", NOW + 2, (r, d) => onAdminAction(r, d, { kind: "abort", rollBack: true, by: "key:test" }, NOW + 2, OFFLINE_AFTER));
+      const aborted = await store.rollouts.transition("orgA", "ro_a", NOW + 2, (r, d) =>
+        onAdminAction(r, d, { kind: "abort", rollBack: true, by: "key:test", returnTo: new Map([[1, 1]]) }, NOW + 2, OFFLINE_AFTER),
+      );
       expect(aborted?.rollout.status).toBe("aborted");
       expect((await store.releases.listDeviceReleases("orgA", "dev_0"))[0]?.desiredCounter).toBe(1);
+      expect((await states("ro_a")).d0).toBe("rolling-back");
+      await report(store, "ro_a", "dev_0", step("healthy", 1), NOW + 3);
       expect((await states("ro_a")).d0).toBe("rolled-back");
       expect(await store.rollouts.claimOf("orgA", "dev_0")).toBeUndefined();
     });

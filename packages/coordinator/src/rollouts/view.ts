@@ -52,6 +52,8 @@ export function rolloutView(r: RolloutRow, devices: RolloutDeviceRow[], withDevi
           error: d.error,
           updatedAt: timestampFromMs(d.updatedAt),
           previousVersion: d.previousVersion,
+          previousCounter: BigInt(d.previousCounter),
+          rollBackCounter: BigInt(d.rollbackCounter),
         }))
       : [],
   });

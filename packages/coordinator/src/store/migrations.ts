@@ -6,6 +6,7 @@ import type { Kysely, Migration, MigrationProvider } from "kysely";
 import { nixMigration } from "./migration-nix.ts";
 import { telemetryMigration } from "./migration-telemetry.ts";
 import { releasesMigration } from "./migration-releases.ts";
+import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
 
 const initial: Migration = {
@@ -177,6 +178,7 @@ export const migrations: Record<string, Migration> = {
   "0005_telemetry": telemetryMigration,
   "0004_releases": releasesMigration,
   "0008_rollouts": rolloutsMigration,
+  "0009_rollout_rollback": rollbackMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

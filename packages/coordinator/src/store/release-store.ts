@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
+import { putDesiredRelease } from "./desired-release.ts";
 import type { Database } from "./schema.ts";
 
 /** A signed release, as recorded when its targets metadata was accepted. */
@@ -57,7 +58,8 @@ export interface ReleaseStore {
   hasArtifact(orgId: string, sha256: string, length: number): Promise<boolean>;
   /**
    * Makes `release` the device's desired release for its name and bumps the device's
-   * generation in the same transaction, so its Watch stream sends it. False if no such device.
+   * generation in the same transaction, so its Watch stream sends it. False (nothing written)
+   * if there is no such device or it is not approved.
    */
   setDesiredRelease(orgId: string, deviceId: string, release: ReleaseRow, now: number): Promise<boolean>;
   listDeviceReleases(orgId: string, deviceId: string): Promise<DeviceReleaseRow[]>;
@@ -155,40 +157,7 @@ export class KyselyReleaseStore implements ReleaseStore {
   }
 
   async setDesiredRelease(orgId: string, deviceId: string, release: ReleaseRow, now: number): Promise<boolean> {
-    const ok = await this.db.transaction().execute(async (trx) => {
-      let q = trx.selectFrom("devices").select(["generation"]).where("org_id", "=", orgId).where("id", "=", deviceId);
-      if (this.adapter.rowLocks) q = q.forUpdate();
-      const device = await q.executeTakeFirst();
-      if (!device) return false;
-      const desired = {
-        desired_target: release.targetPath,
-        desired_counter: release.counter,
-        desired_version: release.version,
-        desired_kind: release.kind,
-        desired_at: now,
-      };
-      const existing = await trx
-        .selectFrom("device_releases")
-        .select("name")
-        .where("device_id", "=", deviceId)
-        .where("name", "=", release.name)
-        .executeTakeFirst();
-      if (existing) {
-        await trx.updateTable("device_releases").set(desired).where("device_id", "=", deviceId).where("name", "=", release.name).execute();
-      } else {
-        await trx
-          .insertInto("device_releases")
-          .values({ org_id: orgId, device_id: deviceId, name: release.name, ...desired, current_version: "", current_counter: 0 })
-          .execute();
-      }
-      await trx
-        .updateTable("devices")
-        .set({ generation: num(device.generation) + 1, updated_at: now })
-        .where("id", "=", deviceId)
-        .execute();
-      await this.adapter.notifyInTransaction(trx, orgId, deviceId);
-      return true;
-    });
+    const ok = await this.db.transaction().execute((trx) => putDesiredRelease(trx, this.adapter, orgId, deviceId, release, now));
     if (ok) this.adapter.notifyAfterCommit(orgId, deviceId);
     return ok;
   }

@@ -1,5 +1,6 @@
 import type { Transaction } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
+import { putDesiredRelease } from "./desired-release.ts";
 import type { RolloutRow } from "./rollout-rows.ts";
 import type { Database } from "./schema.ts";
 
@@ -38,34 +39,11 @@ export async function notifyDevice(trx: Transaction<Database>, adapter: StoreAda
 }
 
 /**
- * The device's desired release for `name` becomes (name, counter), and its generation grows, as
- * ReleaseStore.setDesiredRelease does, but inside the caller's transaction. False (nothing
- * written) when the release or the device is gone or the device is not approved.
+ * The device's desired release for `name` becomes (name, counter), in the caller's transaction.
+ * False (nothing written) when the release or the device is gone or the device is not approved.
  */
 export async function writeDesiredRelease(trx: Transaction<Database>, adapter: StoreAdapter, orgId: string, deviceId: string, name: string, counter: number, now: number): Promise<boolean> {
   const release = await trx.selectFrom("releases").selectAll().where("org_id", "=", orgId).where("name", "=", name).where("counter", "=", counter).executeTakeFirst();
-  let q = trx.selectFrom("devices").select(["generation", "lifecycle"]).where("org_id", "=", orgId).where("id", "=", deviceId);
-  if (adapter.rowLocks) q = q.forUpdate();
-  const device = await q.executeTakeFirst();
-  // A device rejected or decommissioned since the plan gets nothing.
-  if (!release || !device || device.lifecycle !== "approved") return false;
-  const desired = {
-    desired_target: release.target_path,
-    desired_counter: num(release.counter),
-    desired_version: release.version,
-    desired_kind: release.kind,
-    desired_at: now,
-  };
-  const existing = await trx.selectFrom("device_releases").select("name").where("device_id", "=", deviceId).where("name", "=", name).executeTakeFirst();
-  if (existing) {
-    await trx.updateTable("device_releases").set(desired).where("device_id", "=", deviceId).where("name", "=", name).execute();
-  } else {
-    await trx
-      .insertInto("device_releases")
-      .values({ org_id: orgId, device_id: deviceId, name, ...desired, current_version: "", current_counter: 0 })
-      .execute();
-  }
-  await trx.updateTable("devices").set({ generation: num(device.generation) + 1, updated_at: now }).where("id", "=", deviceId).execute();
-  await adapter.notifyInTransaction(trx, orgId, deviceId);
-  return true;
+  if (!release) return false;
+  return putDesiredRelease(trx, adapter, orgId, deviceId, { name, targetPath: release.target_path, counter: num(release.counter), version: release.version, kind: release.kind }, now);
 }

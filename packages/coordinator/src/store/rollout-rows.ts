@@ -10,7 +10,9 @@ export type RolloutDeviceState =
   | "healthy"
   | "failed"
   | "rolled-back"
-  | "skipped";
+  | "skipped"
+  /** After an abort with roll-back: returning to its previous release, until it reports it healthy. */
+  | "rolling-back";
 
 /** A rollout's parameters as the admin gave them. */
 export interface RolloutSpecRow {
@@ -61,6 +63,8 @@ export interface RolloutDeviceRow {
   error: string;
   previousVersion: string;
   previousCounter: number;
+  /** After an abort with roll-back: the counter of the release it is returned with (0: none). */
+  rollbackCounter: number;
   notifiedAt: number | null;
   updatedAt: number;
 }
@@ -69,6 +73,21 @@ export interface RolloutDeviceRow {
 export interface RolloutDeviceView extends RolloutDeviceRow {
   connected: boolean;
   lastSeenAt: number | null;
+  /** The counter of the rollout's release name the device reports running (0: none). */
+  currentCounter: number;
+}
+
+/** A device's desired release set back by an abort with roll-back. */
+export interface RollBackChange {
+  deviceId: string;
+  /** The release counter that becomes the device's desired one. */
+  counter: number;
+  /**
+   * Whether the device must install it (it runs, or may be about to run, the rollout's release):
+   * it becomes rolling-back and the rollout keeps its claim until the device reports the outcome.
+   * Otherwise the device already runs that release and only its desired state follows.
+   */
+  track: boolean;
 }
 
 /** What one transition changes; applied in the transaction that read the state it was decided on. */
@@ -77,6 +96,8 @@ export interface RolloutChanges {
   devices?: { deviceId: string; state: RolloutDeviceState; error?: string; bytesDone?: number; bytesTotal?: number }[];
   /** Devices whose desired release becomes the rollout's (state becomes notified, or healthy if they run it already). */
   notify?: string[];
-  /** Devices whose desired release returns to the one they ran before (state becomes rolled-back). */
-  rollBack?: string[];
+  /** Devices whose desired release returns to the one they ran before. */
+  rollBack?: RollBackChange[];
+  /** Devices the rollout no longer holds (their roll-back ended). */
+  releaseClaims?: string[];
 }

@@ -24,7 +24,7 @@ export interface RolloutStore {
   activeRollouts(): Promise<{ orgId: string; id: string }[]>;
   /** Devices of the organization whose latest release step was a failure or a rollback. */
   unhealthyDevices(orgId: string): Promise<Set<string>>;
-  /** The running or paused rollout that holds the device, if any. */
+  /** The running or paused rollout that holds the device (or the aborted one returning it to its previous release), if any. */
   claimOf(orgId: string, deviceId: string): Promise<string | undefined>;
   /**
    * One transition: locks the rollout (row lock on PostgreSQL; SQLite has one writer), reads it
@@ -81,6 +81,7 @@ function toDevice(r: Selectable<Database["rollout_devices"]>): RolloutDeviceRow 
     error: r.error,
     previousVersion: r.previous_version,
     previousCounter: num(r.previous_counter),
+    rollbackCounter: num(r.rollback_counter),
     notifiedAt: numOrNull(r.notified_at),
     updatedAt: num(r.updated_at),
   };
@@ -147,6 +148,7 @@ export class KyselyRolloutStore implements RolloutStore {
             error: d.error,
             previous_version: d.previousVersion,
             previous_counter: d.previousCounter,
+            rollback_counter: d.rollbackCounter,
             notified_at: d.notifiedAt,
             updated_at: d.updatedAt,
           })
@@ -219,8 +221,9 @@ export class KyselyRolloutStore implements RolloutStore {
       const devices = await trx
         .selectFrom("rollout_devices as rd")
         .leftJoin("devices as d", "d.id", "rd.device_id")
+        .leftJoin("device_releases as dr", (j) => j.onRef("dr.device_id", "=", "rd.device_id").on("dr.name", "=", rollout.releaseName))
         .selectAll("rd")
-        .select(["d.connected", "d.last_seen_at"])
+        .select(["d.connected", "d.last_seen_at", "dr.current_counter"])
         .where("rd.org_id", "=", orgId)
         .where("rd.rollout_id", "=", id)
         .orderBy("rd.wave")
@@ -230,6 +233,7 @@ export class KyselyRolloutStore implements RolloutStore {
         ...toDevice(d),
         connected: num(d.connected ?? 0) === 1,
         lastSeenAt: numOrNull(d.last_seen_at ?? null),
+        currentCounter: num(d.current_counter ?? 0),
       }));
       const changes = decide(rollout, views);
       if (!changes || isEmpty(changes)) return { rollout, changed: false };
@@ -250,17 +254,19 @@ export class KyselyRolloutStore implements RolloutStore {
       for (const deviceId of changes.notify ?? []) {
         if (await notifyDevice(trx, this.adapter, rollout, deviceId, now)) notified.push(deviceId);
       }
-      for (const deviceId of changes.rollBack ?? []) {
-        const d = views.find((v) => v.deviceId === deviceId);
-        if (d && d.previousCounter > 0 && (await writeDesiredRelease(trx, this.adapter, orgId, deviceId, rollout.releaseName, d.previousCounter, now))) {
-          notified.push(deviceId);
-          await trx
-            .updateTable("rollout_devices")
-            .set({ state: "rolled-back", error: `returned to ${d.previousVersion}`, updated_at: now })
-            .where("rollout_id", "=", id)
-            .where("device_id", "=", deviceId)
-            .execute();
-        }
+      const returning = new Set<string>();
+      for (const b of changes.rollBack ?? []) {
+        const d = views.find((v) => v.deviceId === b.deviceId);
+        if (!d || !(await writeDesiredRelease(trx, this.adapter, orgId, b.deviceId, rollout.releaseName, b.counter, now))) continue;
+        notified.push(b.deviceId);
+        if (!b.track) continue;
+        returning.add(b.deviceId);
+        await trx
+          .updateTable("rollout_devices")
+          .set({ state: "rolling-back", rollback_counter: b.counter, error: `returning to ${d.previousVersion} (#${b.counter})`, bytes_done: 0, bytes_total: 0, updated_at: now })
+          .where("rollout_id", "=", id)
+          .where("device_id", "=", b.deviceId)
+          .execute();
       }
       const next = { ...rollout, ...changes.rollout, updatedAt: now, version: rollout.version + 1 };
       await trx
@@ -277,7 +283,14 @@ export class KyselyRolloutStore implements RolloutStore {
         })
         .where("id", "=", id)
         .execute();
-      if (!ACTIVE.includes(next.status)) await trx.deleteFrom("rollout_claims").where("rollout_id", "=", id).execute();
+      if (!ACTIVE.includes(next.status) && ACTIVE.includes(rollout.status)) {
+        // A device returning to its previous release stays held until it reports the outcome.
+        let release = trx.deleteFrom("rollout_claims").where("rollout_id", "=", id);
+        if (returning.size > 0) release = release.where("device_id", "not in", [...returning]);
+        await release.execute();
+      }
+      const done = changes.releaseClaims ?? [];
+      if (done.length > 0) await trx.deleteFrom("rollout_claims").where("rollout_id", "=", id).where("device_id", "in", done).execute();
       return { rollout: next, changed: true };
     });
     for (const deviceId of notified) this.adapter.notifyAfterCommit(orgId, deviceId);
@@ -286,5 +299,5 @@ export class KyselyRolloutStore implements RolloutStore {
 }
 
 function isEmpty(c: RolloutChanges): boolean {
-  return !c.rollout && !c.devices?.length && !c.notify?.length && !c.rollBack?.length;
+  return !c.rollout && !c.devices?.length && !c.notify?.length && !c.rollBack?.length && !c.releaseClaims?.length;
 }

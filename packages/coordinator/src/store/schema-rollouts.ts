@@ -40,6 +40,8 @@ export interface RolloutTables {
     error: string;
     previous_version: string;
     previous_counter: number;
+    /** After an abort with roll-back: the counter of the release the device is returned with (0: none). */
+    rollback_counter: number;
     /** When the device was told to install (its desired release set), or null. */
     notified_at: number | null;
     updated_at: number;

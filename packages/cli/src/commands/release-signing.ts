@@ -1,0 +1,118 @@
+/**
+ * Signing new targets metadata on the admin's machine: the options that choose the keys, and
+ * one way to add releases to the organization's targets, shared by `release create`,
+ * `release reissue` and `rollout abort --roll-back`.
+ */
+import type { Client } from "@connectrpc/connect";
+import type { Command } from "commander";
+import { Metadata, MetadataKind, Targets } from "@tufjs/models";
+import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
+import type { AdminTarget } from "../admin/client.ts";
+import { Credentials } from "../admin/credentials.ts";
+import { UsageError } from "../errors.ts";
+import { parseMetadata, signMetadata, tufDate } from "../signing/metadata.ts";
+import { openSigners } from "../signing/signers.ts";
+
+/** How long targets metadata signed by these commands stays valid unless told otherwise. */
+export const DEFAULT_TARGETS_EXPIRY = "365d";
+
+export interface SigningOpts {
+  keyFile: string[];
+  sshAgent?: boolean;
+  sshKey?: string;
+}
+
+/** Commander collector for repeatable options. */
+export const collect = (v: string, prev: string[]) => [...prev, v];
+
+/** Adds `--key-file`, `--ssh-agent` and `--ssh-key` to a command. */
+export function withSigningOptions(cmd: Command): Command {
+  return cmd
+    .option("--key-file <file>", "sign with this ed25519 key file (OpenSSH or Flotilla, mode 0600); repeatable", collect, [])
+    .option("--ssh-agent", "sign with the ed25519 keys in ssh-agent (SSH_AUTH_SOCK)")
+    .option("--ssh-key <text>", "with --ssh-agent: only keys whose comment contains this");
+}
+
+/** The signers the options name; without any, the admin's own key. Close them after use. */
+export function signers(target: AdminTarget, o: SigningOpts) {
+  return openSigners({
+    keyFiles: o.keyFile,
+    sshAgent: o.sshAgent === true,
+    sshKeyFilter: o.sshKey,
+    sshAuthSock: process.env.SSH_AUTH_SOCK,
+    fallback: () => new Credentials(target.home, target.keyFile).identity(),
+  });
+}
+
+/** One target file of a release, as it appears in targets metadata. */
+export interface ReleaseTarget {
+  path: string;
+  length: number;
+  sha256: string;
+  meta: ReleaseMeta;
+}
+
+/** The organization's current targets, as its admins signed them. */
+export class SignedTargets {
+  private constructor(readonly metadata: Metadata<Targets>) {}
+
+  static async load(client: Client<typeof adminv1.ReleaseService>): Promise<SignedTargets> {
+    const repo = await client.getRepository({});
+    if (!repo.targetsJson) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
+    return new SignedTargets(parseMetadata<Targets>(MetadataKind.Targets, repo.targetsJson));
+  }
+
+  /** Every release target of `name` (targets that do not carry valid release metadata are left out). */
+  releases(name: string): ReleaseTarget[] {
+    const out: ReleaseTarget[] = [];
+    for (const [path, t] of Object.entries(this.metadata.signed.targets)) {
+      let meta: ReleaseMeta;
+      try {
+        meta = parseReleaseMeta((t.custom as { flotilla?: unknown }).flotilla);
+      } catch {
+        continue;
+      }
+      const sha256 = t.hashes.sha256;
+      if (meta.name === name && sha256) out.push({ path, length: t.length, sha256, meta });
+    }
+    return out.sort((a, b) => a.meta.counter - b.meta.counter);
+  }
+
+  /** The counter a new release of `name` gets: above every signed and every listed one. */
+  nextCounter(name: string, listed: number[]): number {
+    return Math.max(0, ...listed, ...this.releases(name).map((r) => r.meta.counter)) + 1;
+  }
+
+  /**
+   * Signs the next targets version, with `added` on top of every current target, and has the
+   * coordinator publish it (it checks thresholds, counters and uploads again). Returns the version.
+   */
+  async publish(client: Client<typeof adminv1.ReleaseService>, target: AdminTarget, added: ReleaseTarget[], o: SigningOpts, expiresMs: number): Promise<bigint> {
+    const json0 = this.metadata.signed.toJSON();
+    const entries = Object.fromEntries(added.map((r) => [r.path, { length: r.length, hashes: { sha256: r.sha256 }, custom: { flotilla: r.meta } }]));
+    const next = Metadata.fromJSON(MetadataKind.Targets, {
+      signatures: [],
+      signed: { ...json0, version: this.metadata.signed.version + 1, expires: tufDate(Date.now() + expiresMs), targets: { ...(json0.targets as object), ...entries } },
+    } as never);
+    const s = await signers(target, o);
+    try {
+      await signMetadata(next, s.signers);
+    } finally {
+      s.close();
+    }
+    return (await client.publishTargets({ targetsJson: JSON.stringify(next.toJSON()) })).version;
+  }
+}
+
+/** A release signed again, unchanged but for its counter. */
+export function reissuedTarget(original: ReleaseTarget, counter: number): ReleaseTarget {
+  const meta = { ...original.meta, counter };
+  const file = original.path.slice(original.path.lastIndexOf("/") + 1);
+  return { path: releaseTargetPath(meta, file), length: original.length, sha256: original.sha256, meta };
+}
+
+/** Whether `copy` is `original` signed again: the same bytes and metadata but for the counter. */
+export function isReissueOf(copy: ReleaseTarget, original: ReleaseTarget): boolean {
+  const strip = (r: ReleaseTarget) => JSON.stringify({ ...r.meta, counter: 0 });
+  return copy.sha256 === original.sha256 && copy.length === original.length && strip(copy) === strip(original);
+}
