@@ -110,7 +110,15 @@ const BUSY = new Set(["notified", "downloading", "verifying", "activating", "hea
  * (the cursor cannot move up into scrollback), with the busy devices that do not fit counted.
  */
 export function watchFrame(r: adminv1.Rollout, columns: number, rows: number): string[] {
-  const head = [headline(r), ...waveLines(r)];
+  let waves = waveLines(r);
+  if (waves.length > rows - 2) {
+    // More waves than the screen holds: the current one and those after it in half the screen
+    // (the devices installing get the other half), the rest counted.
+    const keep = Math.max(1, Math.floor((rows - 3) / 2));
+    const from = Math.min(Math.max(0, r.currentWave - 1), Math.max(0, waves.length - keep));
+    waves = [`  ${from} earlier wave${from === 1 ? "" : "s"}, ${Math.max(0, waves.length - from - keep)} later`, ...waves.slice(from, from + keep)];
+  }
+  const head = [headline(r), ...waves];
   const busy = r.devices.filter((d) => BUSY.has(d.state));
   const room = Math.max(0, rows - 1 - head.length);
   const shown = busy.length <= room ? busy : busy.slice(0, Math.max(0, room - 1));
