@@ -1,7 +1,10 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { Code, createClient } from "@connectrpc/connect";
+import { adminv1, bearerInterceptor, coordinatorTransport, type ReleaseMeta } from "@flotilla/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { SignedTargets } from "../../packages/cli/src/commands/release-signing.ts";
 import { Sandbox, waitFor } from "./harness.ts";
 import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./releases-harness.ts";
 
@@ -82,6 +85,60 @@ describe("artifact uploads", () => {
       [sha, expect.stringMatching(/^refused: upload truncated/)],
       [wrong, expect.stringMatching(/^refused: upload does not match its sha256/)],
     ]);
+  });
+
+  it("lets another organization use an artifact only once it has uploaded the bytes itself", async () => {
+    const fleet = await signedFleet(sb);
+    const dir = await sb.dir();
+    const { path, data } = await artifact(dir, "app.tar.gz", 300_000);
+    const sha = sha256(data);
+    const created = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.0", "--run", "bin/app"]);
+    expect(created.code, created.stderr).toBe(0);
+    const [mine] = await fleet.adminJson<{ targetPath: string; sha256: string; length: number; meta: ReleaseMeta }[]>(["release", "ls"]);
+
+    // A second organization on the same coordinator, with its own signing key and an admin token.
+    expect((await fleet.admin(["org", "create", "globex"])).code).toBe(0);
+    const keyAdded = await fleet.admin(["--org", "globex", "signing-key", "add"]);
+    expect(keyAdded.code, keyAdded.stderr).toBe(0);
+    const tokenCreated = await fleet.admin(["--org", "globex", "token", "create", "globex-admin", "--role", "admin"]);
+    expect(tokenCreated.code, tokenCreated.stderr).toBe(0);
+    const other = tokenCreated.stdout.trim().split("\n").pop()!;
+
+    // Knowing the sha256 is not having the bytes: the artifact is not there for globex, however it asks.
+    expect(await uploadState(fleet, other, sha, data.length)).toEqual({ complete: false, offset: 0 });
+    const nothing = await patchUpload(fleet, other, { sha256: sha, length: data.length, offset: 0, body: Buffer.alloc(0), complete: false });
+    expect(nothing).toEqual({ status: 200, body: JSON.stringify({ complete: false, offset: 0 }) });
+
+    // Signing the default organization's release into globex's targets, without the bytes, is refused...
+    const conn = await coordinatorTransport({ url: fleet.url, interceptors: [bearerInterceptor(() => other)] });
+    sb.onCleanup(async () => conn.close());
+    const client = createClient(adminv1.ReleaseService, conn.transport);
+    const current = await SignedTargets.load(client);
+    const signer = { keyFile: [join(fleet.adminHome, "admin.key")] };
+    const forged = current.publish(client, { home: fleet.adminHome }, [{ path: mine!.targetPath, length: mine!.length, sha256: sha, meta: mine!.meta }], signer, 3_600_000);
+    await expect(forged).rejects.toMatchObject({
+      code: Code.FailedPrecondition,
+      rawMessage: `artifact ${sha} of ${mine!.targetPath} is not uploaded completely (0 of ${data.length} bytes): upload it first`,
+    });
+    expect(await fleet.adminJson<unknown[]>(["--org", "globex", "release", "ls"])).toEqual([]);
+    // ...so globex cannot download it, while the default organization can.
+    const download = (token: string) => fetch(`${fleet.url}/tuf/v1/targets/app/1/${sha}.app.tar.gz`, { headers: { authorization: `Bearer ${token}` } });
+    expect((await download(other)).status).toBe(404);
+    expect((await download(await ownerToken(fleet))).status).toBe(200);
+
+    // Once globex uploads the bytes itself, they are its to release; the coordinator still holds one copy.
+    const own = await fleet.admin(["--org", "globex", "release", "create", path, "--name", "app", "--version", "1.0.0", "--run", "bin/app"]);
+    expect(own.code, own.stderr).toBe(0);
+    expect(own.stderr).toContain(`uploading ${data.length} bytes`);
+    expect(own.stderr).not.toContain("already on the coordinator");
+    expect(await files(join(fleet.dataDir, "artifacts", "sha256"))).toEqual([sha]);
+    expect(await files(join(fleet.dataDir, "artifacts", "uploads"))).toEqual([]);
+    expect(await uploadState(fleet, other, sha, data.length)).toEqual({ complete: true, offset: data.length });
+    const theirs = await download(other);
+    expect(theirs.status).toBe(200);
+    expect(sha256(Buffer.from(await theirs.arrayBuffer()))).toBe(sha);
+    const audit = await fleet.adminJson<{ action: string; target: string; outcome: string }[]>(["--org", "globex", "audit", "ls"]);
+    expect(audit.filter((e) => e.action === "UploadArtifact").map((e) => [e.target, e.outcome])).toEqual([[sha, "ok"]]);
   });
 
   it("refuses uploads without an admin session", async () => {

@@ -24,11 +24,25 @@ export class UploadError extends Error {
 export type UploadState = { complete: true; length: number } | { complete: false; offset: number };
 
 /**
+ * Who uploads: an organization (`owner`, its id), and whether it has uploaded this artifact
+ * before (`owns`, as the store of artifact owners says). Only then is an artifact already on
+ * disk complete for it.
+ */
+export interface Uploader {
+  owner: string;
+  owns: boolean;
+}
+
+/**
  * Content-addressed artifacts in `<data-dir>/artifacts/sha256/<hex>`, shared by every
- * organization (the same bytes are stored once); who may read which is decided by the
- * organization's releases, not here. Uploads land in `uploads/<hex>-<length>.part` and may be
- * resumed from their current size; an upload becomes an artifact only once all its bytes are
- * there and their sha256 matches. Streams: memory use does not grow with the artifact's size.
+ * organization (the same bytes are stored once); which organization may use which is decided
+ * by the caller: one that has uploaded the bytes itself (see {@link Uploader}), and whose
+ * releases name them. Each organization uploads for itself, into
+ * `uploads/<owner>-<hex>-<length>.part` (`<owner>`: a hash of its id), resumable from its
+ * current size, and even when the artifact is on disk already: so it proves it has the bytes.
+ * An upload becomes the artifact only once all its bytes are there and their sha256 matches;
+ * when the artifact was there already, the upload is deleted instead. Streams: memory use does
+ * not grow with the artifact's size.
  */
 export class ArtifactStore {
   private readonly busy = new Map<string, Promise<unknown>>();
@@ -40,8 +54,8 @@ export class ArtifactStore {
     return join(this.dir, "sha256", sha256);
   }
 
-  private partPath(sha256: string, length: number): string {
-    return join(this.dir, "uploads", `${sha256}-${length}.part`);
+  private partPath(owner: string, sha256: string, length: number): string {
+    return join(this.dir, "uploads", `${ownerTag(owner)}-${sha256}-${length}.part`);
   }
 
   /** The size of a complete artifact, or undefined. */
@@ -54,30 +68,43 @@ export class ArtifactStore {
     }
   }
 
-  /** Whether the artifact is complete, or how many bytes of its upload have arrived. */
-  async state(sha256: string, length: number): Promise<UploadState> {
+  /**
+   * Whether the artifact is complete for the uploader (it owns it and it is on disk), or how
+   * many bytes of the uploader's own upload have arrived.
+   */
+  async state(by: Uploader, sha256: string, length: number): Promise<UploadState> {
     checkArgs(sha256, length);
-    const have = await this.size(sha256);
-    if (have !== undefined) {
-      if (have !== length) throw new UploadError(`artifact ${sha256} exists with length ${have}, not ${length}`, 409);
-      return { complete: true, length };
+    if (by.owns) {
+      const have = await this.size(sha256);
+      if (have !== undefined) {
+        if (have !== length) throw new UploadError(`artifact ${sha256} exists with length ${have}, not ${length}`, 409);
+        return { complete: true, length };
+      }
     }
+    return { complete: false, offset: await this.uploaded(by.owner, sha256, length) };
+  }
+
+  /** How many bytes of `owner`'s upload of this artifact have arrived (0: none, or invalid arguments). */
+  async uploaded(owner: string, sha256: string, length: number): Promise<number> {
+    if (!SHA256_HEX.test(sha256) || !Number.isSafeInteger(length) || length < 0) return 0;
     try {
-      return { complete: false, offset: (await stat(this.partPath(sha256, length))).size };
+      return (await stat(this.partPath(owner, sha256, length))).size;
     } catch {
-      return { complete: false, offset: 0 };
+      return 0;
     }
   }
 
   /**
-   * Appends `body` to the upload at `offset`, which must be where the upload stands. Bytes past
-   * `length` are refused. With `last`, the upload must then be complete: it is hash-checked and
-   * becomes the artifact, or is deleted (truncated, or the bytes do not hash to `sha256`). A body
-   * that breaks off without `last` keeps what arrived, to resume from.
+   * Appends `body` to the uploader's upload at `offset`, which must be where that upload stands.
+   * Bytes past `length` are refused. With `last`, the upload must then be complete: it is
+   * hash-checked and becomes the artifact (or, the artifact being on disk already, is deleted),
+   * or is deleted (truncated, or the bytes do not hash to `sha256`). A body that breaks off
+   * without `last` keeps what arrived, to resume from. An artifact the uploader owns already is
+   * complete: the body is not read.
    */
-  async append(sha256: string, length: number, offset: number, body: Readable, last: boolean): Promise<UploadState> {
+  async append(by: Uploader, sha256: string, length: number, offset: number, body: Readable, last: boolean): Promise<UploadState> {
     checkArgs(sha256, length);
-    const key = `${sha256}-${length}`;
+    const key = `${ownerTag(by.owner)}-${sha256}-${length}`;
     // A client that reconnects after a broken upload may arrive before the server has noticed the
     // break; give the earlier request a moment to end.
     const earlier = this.busy.get(key);
@@ -85,7 +112,7 @@ export class ArtifactStore {
       const ended = await Promise.race([earlier.then(() => true, () => true), new Promise<false>((r) => setTimeout(() => r(false), 10_000).unref())]);
       if (!ended || this.busy.has(key)) throw new UploadError("another upload of this artifact is in progress", 409);
     }
-    const work = this.appendNow(sha256, length, offset, body, last);
+    const work = this.appendNow(by, sha256, length, offset, body, last);
     this.busy.set(key, work);
     try {
       return await work;
@@ -94,9 +121,10 @@ export class ArtifactStore {
     }
   }
 
-  private async appendNow(sha256: string, length: number, offset: number, body: Readable, last: boolean): Promise<UploadState> {
+  private async appendNow(by: Uploader, sha256: string, length: number, offset: number, body: Readable, last: boolean): Promise<UploadState> {
+    const part = this.partPath(by.owner, sha256, length);
     try {
-      const state = await this.state(sha256, length);
+      const state = await this.state(by, sha256, length);
       if (state.complete) {
         body.resume();
         return state;
@@ -105,7 +133,6 @@ export class ArtifactStore {
         throw new UploadError(`upload offset ${offset} does not match the ${state.offset} bytes received so far`, 409);
       }
       await mkdir(join(this.dir, "uploads"), { recursive: true, mode: 0o700 });
-      const part = this.partPath(sha256, length);
       const file = await open(part, "a", 0o600);
       let have = offset;
       try {
@@ -130,14 +157,24 @@ export class ArtifactStore {
         await rm(part, { force: true });
         throw new UploadError(`upload does not match its sha256: expected ${sha256}, got ${got}`, 422);
       }
-      await mkdir(join(this.dir, "sha256"), { recursive: true, mode: 0o700 });
-      await rename(part, this.path(sha256));
+      if ((await this.size(sha256)) === length) {
+        // Another organization's upload of the same bytes: this one proved possession; keep one copy.
+        await rm(part, { force: true });
+      } else {
+        await mkdir(join(this.dir, "sha256"), { recursive: true, mode: 0o700 });
+        await rename(part, this.path(sha256));
+      }
       return { complete: true, length };
     } catch (err) {
-      if (err instanceof UploadError && err.status === 413) await rm(this.partPath(sha256, length), { force: true });
+      if (err instanceof UploadError && err.status === 413) await rm(part, { force: true });
       throw err;
     }
   }
+}
+
+/** An organization's part of upload file names and lock keys: the first 16 hex of sha256(its id). */
+function ownerTag(owner: string): string {
+  return createHash("sha256").update(owner).digest("hex").slice(0, 16);
 }
 
 function checkArgs(sha256: string, length: number): void {

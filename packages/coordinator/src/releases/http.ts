@@ -75,8 +75,12 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
   async function upload(req: Request, res: Response, sha256: string): Promise<void> {
     const p = await caller(req, "writer");
     const length = intHeader(req, UPLOAD_LENGTH_HEADER);
+    // The bytes are stored once for every organization, but each must upload them itself before
+    // they count as complete for it: knowing a sha256 is not having its bytes.
+    const owns = SHA256_HEX.test(sha256) && (await store.releases.ownsArtifact(p.orgId, sha256, length));
+    const by = { owner: p.orgId, owns };
     if (req.method === "GET" || req.method === "HEAD") {
-      const state = await artifacts.state(sha256, length);
+      const state = await artifacts.state(by, sha256, length);
       return send(res, 200, state.complete ? { complete: true, offset: length } : state);
     }
     if (req.method !== "PATCH") throw new HttpError(405, "use GET or PATCH");
@@ -93,11 +97,12 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
         : undefined;
     let state;
     try {
-      state = await artifacts.append(sha256, length, offset, req as Readable, last);
+      state = await artifacts.append(by, sha256, length, offset, req as Readable, last);
     } catch (err) {
       if (err instanceof UploadError) await audit(`refused: ${err.message}`);
       throw err;
     }
+    if (state.complete && !owns) await store.releases.recordArtifactOwner(p.orgId, sha256, length, Date.now());
     if (state.complete) await audit("ok");
     send(res, state.complete ? 201 : 200, state.complete ? { complete: true, offset: length } : state);
   }

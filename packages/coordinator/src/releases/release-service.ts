@@ -51,7 +51,8 @@ export function releaseView(r: ReleaseRow): adminv1.Release {
 /**
  * Checks the targets an admin signed before the coordinator accepts them: released targets are
  * immutable, new ones carry valid release metadata at their canonical path, counters grow per
- * name, and every new artifact has been uploaded completely.
+ * name, and every new artifact has been uploaded completely by this organization itself (the
+ * bytes are stored once for all; an organization that has not uploaded them may not name them).
  */
 async function newReleases(orgId: string, next: Targets, previous: Targets, ctx: ServiceContext, artifacts: ArtifactStore): Promise<ReleaseRow[]> {
   const rows: ReleaseRow[] = [];
@@ -79,10 +80,12 @@ async function newReleases(orgId: string, next: Targets, previous: Targets, ctx:
     if (meta.counter <= highest) {
       throw new ConnectError(`release ${meta.name} counter ${meta.counter} is not above the highest released (${highest})`, Code.InvalidArgument);
     }
-    const size = await artifacts.size(sha256);
-    if (size !== t.length) {
+    const owned = await ctx.store.releases.ownsArtifact(orgId, sha256, t.length);
+    if (!owned || (await artifacts.size(sha256)) !== t.length) {
+      // What this organization has uploaded, never whether another's upload is on disk.
+      const have = await artifacts.uploaded(orgId, sha256, t.length);
       throw new ConnectError(
-        `artifact ${sha256} of ${path} is not uploaded completely (${size ?? 0} of ${t.length} bytes): upload it first`,
+        `artifact ${sha256} of ${path} is not uploaded completely (${have} of ${t.length} bytes): upload it first`,
         Code.FailedPrecondition,
       );
     }

@@ -3,6 +3,7 @@
  * types both dialects share: no dialect-specific SQL. Add new migrations; never edit old ones.
  */
 import type { Kysely, Migration, MigrationProvider } from "kysely";
+import { artifactOwnersMigration } from "./migration-artifact-owners.ts";
 import { nixMigration } from "./migration-nix.ts";
 import { telemetryMigration } from "./migration-telemetry.ts";
 import { releasesMigration } from "./migration-releases.ts";
@@ -179,6 +180,7 @@ export const migrations: Record<string, Migration> = {
   "0004_releases": releasesMigration,
   "0008_rollouts": rolloutsMigration,
   "0009_rollout_rollback": rollbackMigration,
+  "0010_artifact_owners": artifactOwnersMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -2,7 +2,9 @@
  * The release store's part of the store contract: the same tests on SQLite always and on
  * PostgreSQL when FLOTILLA_TEST_POSTGRES_URL is set.
  */
+import { Migrator } from "kysely";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { migrationProvider } from "./migrations.ts";
 import { storeBackends } from "./testing.ts";
 import { type ReleaseRow, type Store } from "./index.ts";
 
@@ -59,6 +61,23 @@ for (const backend of backends) {
       expect(await store.releases.hasArtifact("orgB", release("orgA", 2).sha256, 1002)).toBe(false);
     });
 
+    it("records who uploaded an artifact, once, and answers only for that organization and length", async () => {
+      const sha = "ab".repeat(32);
+      expect(await store.releases.ownsArtifact("orgA", sha, 10)).toBe(false);
+      await store.releases.recordArtifactOwner("orgA", sha, 10, NOW);
+      await store.releases.recordArtifactOwner("orgA", sha, 10, NOW + 1);
+      expect(await store.releases.ownsArtifact("orgA", sha, 10)).toBe(true);
+      expect(await store.releases.ownsArtifact("orgA", sha, 11)).toBe(false);
+      expect(await store.releases.ownsArtifact("orgA", "cd".repeat(32), 10)).toBe(false);
+      // Another organization owns nothing until it uploads the bytes itself.
+      expect(await store.releases.ownsArtifact("orgB", sha, 10)).toBe(false);
+      await store.releases.recordArtifactOwner("orgB", sha, 10, NOW + 2);
+      expect(await store.releases.ownsArtifact("orgB", sha, 10)).toBe(true);
+      // Releases alone make no one an owner (only uploads, and the migration, do).
+      await store.releases.addReleases([release("orgB", 7)]);
+      expect(await store.releases.ownsArtifact("orgB", release("orgB", 7).sha256, 1007)).toBe(false);
+    });
+
     it("sets a device's desired release and bumps its generation in one step, and notifies", async () => {
       await store.releases.addReleases([release("orgA", 1), release("orgA", 2)]);
       const before = (await store.getDevice("orgA", deviceA))!.generation;
@@ -87,6 +106,54 @@ for (const backend of backends) {
       expect((await store.releases.listReleaseSteps("orgA", deviceA, 10)).length).toBe(3);
       expect(await store.releases.listReleaseSteps("orgB", deviceA, 10)).toEqual([]);
       expect((await store.releases.listDeviceReleases("orgA", deviceA))[0]).toMatchObject({ currentVersion: "1.1.0", currentCounter: 1 });
+    });
+  });
+
+  describe.skipIf(!backend.enabled)(`artifact owners migration on ${backend.name}`, () => {
+    it("makes every organization with a release of an artifact its owner, since its first release", async () => {
+      const fresh = await backend.fresh();
+      try {
+        const raw = fresh.raw();
+        try {
+          const { error } = await new Migrator({ db: raw, provider: migrationProvider }).migrateTo("0009_rollout_rollback");
+          expect(error).toBeUndefined();
+          await raw.insertInto("orgs").values([{ id: "orgA", name: "acme", created_at: NOW }, { id: "orgB", name: "globex", created_at: NOW }]).execute();
+          const row = (r: ReleaseRow) => ({
+            org_id: r.orgId, name: r.name, counter: r.counter, version: r.version, kind: r.kind, target_path: r.targetPath,
+            sha256: r.sha256, length: r.length, meta: r.meta, created_at: r.createdAt,
+          });
+          const shared = { sha256: "ab".repeat(32), length: 4096 };
+          await raw
+            .insertInto("releases")
+            .values([row(release("orgA", 1, shared)), row(release("orgA", 2, shared)), row(release("orgA", 3)), row(release("orgB", 1))])
+            .execute();
+        } finally {
+          await raw.destroy();
+        }
+        const store = await fresh.open();
+        try {
+          expect(await store.releases.ownsArtifact("orgA", "ab".repeat(32), 4096)).toBe(true);
+          expect(await store.releases.ownsArtifact("orgA", release("orgA", 3).sha256, 1003)).toBe(true);
+          expect(await store.releases.ownsArtifact("orgB", release("orgB", 1).sha256, 1001)).toBe(true);
+          expect(await store.releases.ownsArtifact("orgB", "ab".repeat(32), 4096)).toBe(false);
+          expect(await store.releases.ownsArtifact("orgA", release("orgA", 1).sha256, 1001)).toBe(false);
+        } finally {
+          await store.close();
+        }
+        const check = fresh.raw();
+        try {
+          const owners = await check.selectFrom("artifact_owners").select(["org_id", "sha256", "created_at"]).orderBy("org_id").orderBy("sha256").execute();
+          expect(owners.map((o) => [o.org_id, o.sha256, Number(o.created_at)])).toEqual([
+            ["orgA", "33".repeat(32), NOW + 3],
+            ["orgA", "ab".repeat(32), NOW + 1],
+            ["orgB", "1".repeat(64), NOW + 1],
+          ]);
+        } finally {
+          await check.destroy();
+        }
+      } finally {
+        await fresh.drop();
+      }
     });
   });
 }

@@ -57,6 +57,14 @@ export interface ReleaseStore {
   /** Whether the organization has a release whose artifact has this sha256 and length. */
   hasArtifact(orgId: string, sha256: string, length: number): Promise<boolean>;
   /**
+   * Records that the organization has uploaded this artifact's bytes itself (hash-checked), so
+   * it may release it. Artifacts are stored once for all organizations; this is what keeps one
+   * from releasing, and so downloading, another's. Recording it again changes nothing.
+   */
+  recordArtifactOwner(orgId: string, sha256: string, length: number, now: number): Promise<void>;
+  /** Whether the organization has uploaded this artifact (this sha256 and length) itself. */
+  ownsArtifact(orgId: string, sha256: string, length: number): Promise<boolean>;
+  /**
    * Makes `release` the device's desired release for its name and bumps the device's
    * generation in the same transaction, so its Watch stream sends it. False (nothing written)
    * if there is no such device or it is not approved.
@@ -149,6 +157,25 @@ export class KyselyReleaseStore implements ReleaseStore {
     const r = await this.db
       .selectFrom("releases")
       .select("name")
+      .where("org_id", "=", orgId)
+      .where("sha256", "=", sha256)
+      .where("length", "=", length)
+      .executeTakeFirst();
+    return r !== undefined;
+  }
+
+  async recordArtifactOwner(orgId: string, sha256: string, length: number, now: number): Promise<void> {
+    await this.db
+      .insertInto("artifact_owners")
+      .values({ org_id: orgId, sha256, length, created_at: now })
+      .onConflict((oc) => oc.columns(["org_id", "sha256"]).doNothing())
+      .execute();
+  }
+
+  async ownsArtifact(orgId: string, sha256: string, length: number): Promise<boolean> {
+    const r = await this.db
+      .selectFrom("artifact_owners")
+      .select("org_id")
       .where("org_id", "=", orgId)
       .where("sha256", "=", sha256)
       .where("length", "=", length)

@@ -1,4 +1,4 @@
-/** Tables of signed releases (migration 0004_releases). Times are ms; JSON as text. */
+/** Tables of signed releases (migrations 0004_releases, 0010_artifact_owners). Times are ms; JSON as text. */
 export interface ReleaseTables {
   releases: {
     org_id: string;
@@ -37,5 +37,12 @@ export interface ReleaseTables {
     bytes_done: number;
     bytes_total: number;
     error: string;
+  };
+  /** Organizations that uploaded an artifact's bytes themselves, and so may release it. */
+  artifact_owners: {
+    org_id: string;
+    sha256: string;
+    length: number;
+    created_at: number;
   };
 }

@@ -6,49 +6,67 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import SQLite from "better-sqlite3";
+import { Kysely, PostgresDialect, SqliteDialect } from "kysely";
 import pg from "pg";
 import { openPostgresStore, openSqliteStore, type Store } from "./index.ts";
+
+/** A fresh database, not yet opened as a store. */
+export interface FreshDatabase {
+  /** Opens it as a store, which migrates it to the latest migration. */
+  open(): Promise<Store>;
+  /** A bare Kysely on it (no migrations run), e.g. to migrate part way; destroy it after use. */
+  raw(): Kysely<any>;
+  drop(): Promise<void>;
+}
 
 export interface StoreBackend {
   name: string;
   enabled: boolean;
   /** Opens a store on a fresh database; `reopen` opens the same database again. */
   create(): Promise<{ store: Store; reopen(): Promise<Store>; drop(): Promise<void> }>;
+  /** A fresh database, left empty. */
+  fresh(): Promise<FreshDatabase>;
 }
 
 const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
 
+async function freshSqlite(): Promise<FreshDatabase> {
+  const dir = await mkdtemp(join(tmpdir(), "flotilla-store-"));
+  const path = join(dir, "flotilla.db");
+  return {
+    open: () => openSqliteStore(path),
+    raw: () => new Kysely<any>({ dialect: new SqliteDialect({ database: new SQLite(path) }) }),
+    drop: () => rm(dir, { recursive: true, force: true }),
+  };
+}
+
+async function freshPostgres(): Promise<FreshDatabase> {
+  const name = `flotilla_test_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: pgUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(pgUrl!);
+  url.pathname = `/${name}`;
+  return {
+    open: () => openPostgresStore(url.toString()),
+    raw: () => new Kysely<any>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url.toString(), max: 1 }) }) }),
+    async drop() {
+      const c = new pg.Client({ connectionString: pgUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+async function create(fresh: () => Promise<FreshDatabase>) {
+  const db = await fresh();
+  return { store: await db.open(), reopen: () => db.open(), drop: () => db.drop() };
+}
+
 export const storeBackends: StoreBackend[] = [
-  {
-    name: "SQLite",
-    enabled: true,
-    async create() {
-      const dir = await mkdtemp(join(tmpdir(), "flotilla-store-"));
-      const path = join(dir, "flotilla.db");
-      return { store: await openSqliteStore(path), reopen: () => openSqliteStore(path), drop: () => rm(dir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    name: "PostgreSQL",
-    enabled: Boolean(pgUrl),
-    async create() {
-      const name = `flotilla_test_${randomBytes(6).toString("hex")}`;
-      const admin = new pg.Client({ connectionString: pgUrl });
-      await admin.connect();
-      await admin.query(`CREATE DATABASE ${name}`);
-      await admin.end();
-      const url = new URL(pgUrl!);
-      url.pathname = `/${name}`;
-      return {
-        store: await openPostgresStore(url.toString()),
-        reopen: () => openPostgresStore(url.toString()),
-        async drop() {
-          const c = new pg.Client({ connectionString: pgUrl });
-          await c.connect();
-          await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-          await c.end();
-        },
-      };
-    },
-  },
+  { name: "SQLite", enabled: true, create: () => create(freshSqlite), fresh: freshSqlite },
+  { name: "PostgreSQL", enabled: Boolean(pgUrl), create: () => create(freshPostgres), fresh: freshPostgres },
 ];
