@@ -113,9 +113,10 @@ describe("artifact uploads", () => {
     const conn = await coordinatorTransport({ url: fleet.url, interceptors: [bearerInterceptor(() => other)] });
     sb.onCleanup(async () => conn.close());
     const client = createClient(adminv1.ReleaseService, conn.transport);
-    const current = await SignedTargets.load(client);
+    const asGlobex = { home: fleet.adminHome, coordinator: fleet.url, apiToken: other };
+    const current = await SignedTargets.load(client, asGlobex);
     const signer = { keyFile: [join(fleet.adminHome, "admin.key")] };
-    const forged = current.publish(client, { home: fleet.adminHome }, [{ path: mine!.targetPath, length: mine!.length, sha256: sha, meta: mine!.meta }], signer, 3_600_000);
+    const forged = current.publish(client, asGlobex, [{ path: mine!.targetPath, length: mine!.length, sha256: sha, meta: mine!.meta }], signer, 3_600_000);
     await expect(forged).rejects.toMatchObject({
       code: Code.FailedPrecondition,
       rawMessage: `artifact ${sha} of ${mine!.targetPath} is not uploaded completely (0 of ${data.length} bytes): upload it first`,

@@ -5,13 +5,14 @@
  */
 import type { Client } from "@connectrpc/connect";
 import type { Command } from "commander";
-import { Metadata, MetadataKind, Targets } from "@tufjs/models";
+import { Metadata, MetadataKind, type Targets } from "@tufjs/models";
 import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
 import type { AdminTarget } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
-import { parseMetadata, signMetadata, tufDate } from "../signing/metadata.ts";
+import { signMetadata, tufDate } from "../signing/metadata.ts";
 import { openSigners } from "../signing/signers.ts";
+import { verifiedRepository } from "../signing/trusted-root.ts";
 
 /** How long targets metadata signed by these commands stays valid unless told otherwise. */
 export const DEFAULT_TARGETS_EXPIRY = "365d";
@@ -56,10 +57,11 @@ export interface ReleaseTarget {
 export class SignedTargets {
   private constructor(readonly metadata: Metadata<Targets>) {}
 
-  static async load(client: Client<typeof adminv1.ReleaseService>): Promise<SignedTargets> {
-    const repo = await client.getRepository({});
-    if (!repo.targetsJson) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
-    return new SignedTargets(parseMetadata<Targets>(MetadataKind.Targets, repo.targetsJson));
+  /** The current targets, after checking them against the roots this admin trusts (signing/trusted-root.ts). */
+  static async load(client: Client<typeof adminv1.ReleaseService>, target: AdminTarget): Promise<SignedTargets> {
+    const repo = await verifiedRepository(target, client);
+    if (!repo.targets) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
+    return new SignedTargets(repo.targets);
   }
 
   /** Every release target of `name` (targets that do not carry valid release metadata are left out). */

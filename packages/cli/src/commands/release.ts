@@ -1,12 +1,13 @@
 import { basename } from "node:path";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { Metadata, MetadataKind, Targets, type Root } from "@tufjs/models";
+import { Metadata, Targets } from "@tufjs/models";
 import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
 import { ExitError, UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
-import { nextRoot, parseMetadata, signMetadata, SPEC_VERSION, tufDate } from "../signing/metadata.ts";
+import { nextRoot, signMetadata, SPEC_VERSION, tufDate } from "../signing/metadata.ts";
+import { pinnedRoots, pinRoots, verifiedRepository } from "../signing/trusted-root.ts";
 import { prepareNixosRelease } from "./release-nixos.ts";
 import { collect, DEFAULT_TARGETS_EXPIRY, reissuedTarget, SignedTargets, signers, withSigningOptions, type SigningOpts } from "./release-signing.ts";
 import { uploadArtifact } from "./release-upload.ts";
@@ -42,8 +43,9 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         const threshold = o.threshold === undefined ? undefined : Number(o.threshold);
         if (threshold !== undefined && (!Number.isInteger(threshold) || threshold < 1)) throw new UsageError("--threshold must be a positive integer");
         const client = await serviceClient(target(), adminv1.ReleaseService);
-        const repo = await client.getRepository({});
-        const previous = repo.rootJson ? parseMetadata<Root>(MetadataKind.Root, repo.rootJson).signed : undefined;
+        // The next root extends the one this admin verified, never one the coordinator made up.
+        const repo = await verifiedRepository(target(), client);
+        const previous = repo.root?.signed;
         const s = await signers(target(), o);
         try {
           const root = new Metadata(
@@ -57,6 +59,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
             targetsJson = JSON.stringify(targets.toJSON());
           }
           const res = await client.updateRoot({ rootJson: JSON.stringify(root.toJSON()), targetsJson });
+          await pinRoots(target(), [...(await pinnedRoots(target())), root]);
           out(`root version ${res.version}: ${root.signed.roles.root?.keyIDs.length} signing keys, threshold ${root.signed.roles.root?.threshold}\n`);
           for (const x of s.signers) out(`  ${x.keyId}  ${x.label}\n`);
         } finally {
@@ -72,9 +75,9 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
     .action(
       (o: { json?: boolean }) =>
         run(async (out) => {
-          const repo = await (await serviceClient(target(), adminv1.ReleaseService)).getRepository({});
-          if (!repo.rootJson) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
-          const root = parseMetadata<Root>(MetadataKind.Root, repo.rootJson).signed;
+          const repo = await verifiedRepository(target(), await serviceClient(target(), adminv1.ReleaseService));
+          if (!repo.root) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
+          const root = repo.root.signed;
           const rows = Object.values(root.keys).map((k) => ({
             keyId: k.keyID,
             publicKey: k.keyVal.public ?? "",
@@ -119,7 +122,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         }
         if (!file) throw new UsageError("release create needs a FILE to release, or --nixos PATH");
         const client = await serviceClient(target(), adminv1.ReleaseService);
-        const current = await SignedTargets.load(client);
+        const current = await SignedTargets.load(client, target());
         const listed = (await client.listReleases({ name: String(o.name) })).releases.map((r) => Number(r.counter));
         const meta = buildMeta(o, current.nextCounter(String(o.name), listed), nixPublicKeys);
         const { sha256, length } = await uploadArtifact(target(), file, (line) => process.stderr.write(line));
@@ -156,7 +159,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
       run(async (out) => {
         const { name, version } = parseReleaseRef(ref);
         const client = await serviceClient(target(), adminv1.ReleaseService);
-        const current = await SignedTargets.load(client);
+        const current = await SignedTargets.load(client, target());
         const signed = current.releases(name);
         const byCounter = /^#(\d{1,15})$/.exec(version);
         const original = byCounter ? signed.find((r) => r.meta.counter === Number(byCounter[1])) : signed.filter((r) => r.meta.version === version).at(-1);

@@ -226,7 +226,7 @@ async function returnReleases(target: AdminTarget, client: Client<typeof adminv1
   const above = Number(r.releaseCounter);
   const previous = new Set(r.devices.filter((d) => d.state !== "pending" && d.previousCounter > 0n && Number(d.previousCounter) < above).map((d) => Number(d.previousCounter)));
   if (previous.size === 0) return [];
-  const current = await SignedTargets.load(client);
+  const current = await SignedTargets.load(client, target);
   const signed = current.releases(name);
   let next = current.nextCounter(name, (await client.listReleases({ name })).releases.map((x) => Number(x.counter)));
   const pairs: { previousCounter: number; counter: number }[] = [];
