@@ -68,3 +68,20 @@ export function parseReleaseMeta(value: unknown): ReleaseMeta {
 export function releaseTargetPath(meta: Pick<ReleaseMeta, "name" | "counter">, file: string): string {
   return `${meta.name}/${meta.counter}/${file}`;
 }
+
+/** One release's artifact and signed description, wherever it was read from. */
+export interface ReleaseContent {
+  sha256: string;
+  length: number;
+  meta: ReleaseMeta;
+}
+
+/**
+ * Whether `copy` is `original` signed again: the same bytes and the same metadata but for the
+ * counter. Such a copy with a higher counter is how devices return to an earlier release without
+ * weakening anti-rollback.
+ */
+export function isReissueOf(copy: ReleaseContent, original: ReleaseContent): boolean {
+  const rest = (r: ReleaseContent) => JSON.stringify({ ...parseReleaseMeta(r.meta), counter: 0 });
+  return copy.sha256 === original.sha256 && copy.length === original.length && rest(copy) === rest(original);
+}

@@ -6,7 +6,7 @@
 import type { Client } from "@connectrpc/connect";
 import type { Command } from "commander";
 import { Metadata, MetadataKind, type Targets } from "@tufjs/models";
-import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
+import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseContent, type ReleaseMeta } from "@flotilla/protocol";
 import type { AdminTarget } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
@@ -46,11 +46,8 @@ export function signers(target: AdminTarget, o: SigningOpts) {
 }
 
 /** One target file of a release, as it appears in targets metadata. */
-export interface ReleaseTarget {
+export interface ReleaseTarget extends ReleaseContent {
   path: string;
-  length: number;
-  sha256: string;
-  meta: ReleaseMeta;
 }
 
 /** The organization's current targets, as its admins signed them. */
@@ -80,8 +77,9 @@ export class SignedTargets {
     return out.sort((a, b) => a.meta.counter - b.meta.counter);
   }
 
-  /** The counter a new release of `name` gets: above every signed and every listed one. */
-  nextCounter(name: string, listed: number[]): number {
+  /** The counter a new release of `name` gets: above every signed one and every one the coordinator lists. */
+  async nextCounter(client: Client<typeof adminv1.ReleaseService>, name: string): Promise<number> {
+    const listed = (await client.listReleases({ name })).releases.map((r) => Number(r.counter));
     return Math.max(0, ...listed, ...this.releases(name).map((r) => r.meta.counter)) + 1;
   }
 
@@ -111,10 +109,4 @@ export function reissuedTarget(original: ReleaseTarget, counter: number): Releas
   const meta = { ...original.meta, counter };
   const file = original.path.slice(original.path.lastIndexOf("/") + 1);
   return { path: releaseTargetPath(meta, file), length: original.length, sha256: original.sha256, meta };
-}
-
-/** Whether `copy` is `original` signed again: the same bytes and metadata but for the counter. */
-export function isReissueOf(copy: ReleaseTarget, original: ReleaseTarget): boolean {
-  const strip = (r: ReleaseTarget) => JSON.stringify({ ...r.meta, counter: 0 });
-  return copy.sha256 === original.sha256 && copy.length === original.length && strip(copy) === strip(original);
 }

@@ -123,8 +123,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         if (!file) throw new UsageError("release create needs a FILE to release, or --nixos PATH");
         const client = await serviceClient(target(), adminv1.ReleaseService);
         const current = await SignedTargets.load(client, target());
-        const listed = (await client.listReleases({ name: String(o.name) })).releases.map((r) => Number(r.counter));
-        const meta = buildMeta(o, current.nextCounter(String(o.name), listed), nixPublicKeys);
+        const meta = buildMeta(o, await current.nextCounter(client, String(o.name)), nixPublicKeys);
         const { sha256, length } = await uploadArtifact(target(), file, (line) => process.stderr.write(line));
         const path = releaseTargetPath(meta, basename(file));
         const version = await current.publish(client, target(), [{ path, length, sha256, meta }], o, parseDuration(String(o.expires)));
@@ -164,8 +163,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         const byCounter = /^#(\d{1,15})$/.exec(version);
         const original = byCounter ? signed.find((r) => r.meta.counter === Number(byCounter[1])) : signed.filter((r) => r.meta.version === version).at(-1);
         if (!original) throw new ExitError(`no signed release ${name}@${version}`, 5);
-        const listed = (await client.listReleases({ name })).releases.map((r) => Number(r.counter));
-        const copy = reissuedTarget(original, current.nextCounter(name, listed));
+        const copy = reissuedTarget(original, await current.nextCounter(client, name));
         const targetsVersion = await current.publish(client, target(), [copy], o, parseDuration(o.expires));
         out(`re-signed ${name} ${original.meta.version} (#${original.meta.counter}) as #${copy.meta.counter} (${copy.path}); targets version ${targetsVersion}\n`);
         out(`devices running a later counter may now return to it: flotilla device deploy DEVICE ${name}@#${copy.meta.counter}\n`);

@@ -1,11 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { Command } from "commander";
-import { adminv1 } from "@flotilla/protocol";
+import { adminv1, isReissueOf } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
 import { ExitError, UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
-import { DEFAULT_TARGETS_EXPIRY, isReissueOf, reissuedTarget, SignedTargets, withSigningOptions, type ReleaseTarget, type SigningOpts } from "./release-signing.ts";
+import { DEFAULT_TARGETS_EXPIRY, reissuedTarget, SignedTargets, withSigningOptions, type ReleaseTarget, type SigningOpts } from "./release-signing.ts";
 import { deviceStateText, headline, planJson, planText, rolloutJson, watchFrame, waveLines } from "./rollout-view.ts";
 import type { Run } from "./run.ts";
 
@@ -228,7 +228,7 @@ async function returnReleases(target: AdminTarget, client: Client<typeof adminv1
   if (previous.size === 0) return [];
   const current = await SignedTargets.load(client, target);
   const signed = current.releases(name);
-  let next = current.nextCounter(name, (await client.listReleases({ name })).releases.map((x) => Number(x.counter)));
+  let next = await current.nextCounter(client, name);
   const pairs: { previousCounter: number; counter: number }[] = [];
   const toSign: ReleaseTarget[] = [];
   for (const p of [...previous].sort((a, b) => a - b)) {

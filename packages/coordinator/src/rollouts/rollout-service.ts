@@ -1,5 +1,5 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { adminv1, newId, parseReleaseMeta } from "@flotilla/protocol";
+import { adminv1, isReissueOf, newId, parseReleaseMeta } from "@flotilla/protocol";
 import { adminOf } from "../auth/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { ReleaseRow, RolloutDeviceRow, RolloutRow } from "../store/index.ts";
@@ -205,13 +205,10 @@ async function returnTargets(ctx: ServiceContext, orgId: string, r: RolloutRow, 
     if (copy.counter <= r.releaseCounter) {
       throw new ConnectError(`release ${r.releaseName} #${copy.counter} is not above the rollout's #${r.releaseCounter}: agents would refuse it`, Code.InvalidArgument);
     }
-    if (!sameButCounter(before, copy)) throw new ConnectError(`release ${r.releaseName} #${copy.counter} is not a re-signed copy of #${before.counter}`, Code.InvalidArgument);
+    if (!isReissueOf(content(copy), content(before))) throw new ConnectError(`release ${r.releaseName} #${copy.counter} is not a re-signed copy of #${before.counter}`, Code.InvalidArgument);
     returnTo.set(before.counter, copy.counter);
   }
   return returnTo;
 }
 
-function sameButCounter(a: ReleaseRow, b: ReleaseRow): boolean {
-  const strip = (x: ReleaseRow) => JSON.stringify({ ...parseReleaseMeta(JSON.parse(x.meta)), counter: 0 });
-  return a.sha256 === b.sha256 && a.length === b.length && strip(a) === strip(b);
-}
+const content = (r: ReleaseRow) => ({ sha256: r.sha256, length: r.length, meta: parseReleaseMeta(JSON.parse(r.meta)) });
