@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from "kysely";
-import type { Database } from "./schema.ts";
+import { StoreConflictError } from "./errors.ts";
+import type { Database } from "./schema/schema.ts";
 
 /**
  * What differs between the databases, in one place. Queries are shared; they ask the adapter
@@ -9,6 +10,8 @@ export interface StoreAdapter {
   readonly dialect: "sqlite" | "postgres";
   /** Whether `SELECT ... FOR UPDATE` exists. SQLite has one writer at a time and needs none. */
   readonly rowLocks: boolean;
+  /** Whether `err` is the driver's report of a violated unique or primary key constraint. */
+  isUniqueViolation(err: unknown): boolean;
   /** Called inside a transaction that changed a device's desired state. */
   notifyInTransaction(trx: Transaction<Database>, orgId: string, deviceId: string): Promise<void>;
   /** Called after that transaction committed. */
@@ -17,4 +20,25 @@ export interface StoreAdapter {
   listen(listener: (orgId: string, deviceId: string) => void): () => void;
   /** Releases dialect resources (the LISTEN connection). */
   close(db: Kysely<Database>): Promise<void>;
+}
+
+/**
+ * Runs a write that claims something unique (`what`, for the message) and turns the database's
+ * unique-constraint violation into a `StoreConflictError`: the write that lost a race.
+ */
+export async function claim<T>(adapter: StoreAdapter, what: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (err) {
+    if (adapter.isUniqueViolation(err)) throw new StoreConflictError(what, { cause: err });
+    throw err;
+  }
+}
+
+/**
+ * Locks the organization's row until the transaction ends (PostgreSQL; SQLite has one writer),
+ * so check-then-insert claims within one organization (a member's name, a key) run one at a time.
+ */
+export async function lockOrg(trx: Transaction<Database>, adapter: StoreAdapter, orgId: string): Promise<void> {
+  if (adapter.rowLocks) await trx.selectFrom("orgs").select("id").where("id", "=", orgId).forNoKeyUpdate().executeTakeFirst();
 }

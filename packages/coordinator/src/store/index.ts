@@ -4,8 +4,16 @@ import { openSqliteStore } from "./sqlite.ts";
 import type { Store } from "./store.ts";
 
 export type * from "./store.ts";
-export type * from "./nix-store.ts";
-export type * from "./telemetry-store.ts";
+export type * from "./settings/settings-store.ts";
+export type * from "./access/access-store.ts";
+export type * from "./sessions/session-store.ts";
+export type * from "./audit/audit-store.ts";
+export type * from "./devices/device-store.ts";
+export type * from "./releases/release-store.ts";
+export type * from "./rollouts/rollout-store.ts";
+export type * from "./telemetry/telemetry-store.ts";
+export type * from "./nix/nix-store.ts";
+export { StoreConflictError } from "./errors.ts";
 export { openPostgresStore } from "./postgres.ts";
 export { openSqliteStore } from "./sqlite.ts";
 

@@ -3,11 +3,13 @@ import pg from "pg";
 import { Kysely, PostgresDialect, sql } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
 import { KyselyStore } from "./kysely-store.ts";
-import type { Database } from "./schema.ts";
+import type { Database } from "./schema/schema.ts";
 import type { Store } from "./store.ts";
 
 const CHANNEL = "flotilla_device";
 const INT8 = 20;
+/** SQLSTATE unique_violation. */
+const UNIQUE_VIOLATION = "23505";
 
 // bigint columns hold milliseconds and counters, all well inside 2^53: read them as numbers.
 const types = {
@@ -72,6 +74,7 @@ export async function openPostgresStore(url: string): Promise<Store> {
   const adapter: StoreAdapter = {
     dialect: "postgres",
     rowLocks: true,
+    isUniqueViolation: (err) => (err as { code?: unknown } | undefined)?.code === UNIQUE_VIOLATION,
     async notifyInTransaction(trx, orgId, deviceId) {
       await sql`SELECT pg_notify(${CHANNEL}, ${`${orgId}:${deviceId}`})`.execute(trx);
     },

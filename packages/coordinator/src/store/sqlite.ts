@@ -5,8 +5,11 @@ import SQLite from "better-sqlite3";
 import { Kysely, SqliteDialect } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
 import { KyselyStore } from "./kysely-store.ts";
-import type { Database } from "./schema.ts";
+import type { Database } from "./schema/schema.ts";
 import type { Store } from "./store.ts";
+
+/** better-sqlite3's extended result codes for a violated UNIQUE or PRIMARY KEY constraint. */
+const SQLITE_UNIQUE = new Set(["SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"]);
 
 /** Device-change notifications within one process: all a single-file database needs. */
 export function localNotifier(): Pick<StoreAdapter, "notifyAfterCommit" | "listen"> {
@@ -36,6 +39,7 @@ export async function openSqliteStore(path: string): Promise<Store> {
   const adapter: StoreAdapter = {
     dialect: "sqlite",
     rowLocks: false,
+    isUniqueViolation: (err) => err instanceof SQLite.SqliteError && SQLITE_UNIQUE.has(err.code),
     notifyInTransaction: async () => {},
     ...localNotifier(),
     close: async () => {},

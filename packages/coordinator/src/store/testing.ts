@@ -9,6 +9,7 @@ import { join } from "node:path";
 import SQLite from "better-sqlite3";
 import { Kysely, PostgresDialect, SqliteDialect } from "kysely";
 import pg from "pg";
+import { afterEach, beforeEach } from "vitest";
 import { openPostgresStore, openSqliteStore, type Store } from "./index.ts";
 
 /** A fresh database, not yet opened as a store. */
@@ -55,6 +56,14 @@ async function freshPostgres(): Promise<FreshDatabase> {
     async drop() {
       const c = new pg.Client({ connectionString: pgUrl });
       await c.connect();
+      // A closed pool's connections may still be saying goodbye; forcing them off mid-way makes
+      // the driver throw from a socket nobody listens to. Wait (with a deadline) until they left.
+      const deadline = Date.now() + 5_000;
+      while (Date.now() < deadline) {
+        const { rows } = await c.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1", [name]);
+        if (Number(rows[0]?.n) === 0) break;
+        await new Promise((res) => setTimeout(res, 20));
+      }
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await c.end();
     },
@@ -70,3 +79,43 @@ export const storeBackends: StoreBackend[] = [
   { name: "SQLite", enabled: true, create: () => create(freshSqlite), fresh: freshSqlite },
   { name: "PostgreSQL", enabled: Boolean(pgUrl), create: () => create(freshPostgres), fresh: freshPostgres },
 ];
+
+/** A test's store, opened fresh by `storeForEachTest`. */
+export interface StoreFixture {
+  /** The store the current test runs on. */
+  readonly store: Store;
+  /** Closes the current store and opens its database again as `store`. */
+  reopen(): Promise<Store>;
+}
+
+/**
+ * Opens a store on a fresh database before each test, with two organizations (orgA "acme" and
+ * orgB "globex"), and closes and drops it after.
+ */
+export function storeForEachTest(backend: StoreBackend, now: number): StoreFixture {
+  let ctx: Awaited<ReturnType<StoreBackend["create"]>>;
+  let current: Store | undefined;
+  beforeEach(async () => {
+    ctx = await backend.create();
+    current = ctx.store;
+    await current.access.createOrg({ id: "orgA", name: "acme", createdAt: now });
+    await current.access.createOrg({ id: "orgB", name: "globex", createdAt: now });
+  });
+  afterEach(async () => {
+    await current?.close();
+    current = undefined;
+    await ctx.drop();
+  });
+  return {
+    get store() {
+      if (!current) throw new Error("no store outside a test");
+      return current;
+    },
+    async reopen() {
+      await current?.close();
+      current = undefined;
+      current = await ctx.reopen();
+      return current;
+    },
+  };
+}

@@ -1,7 +1,8 @@
 import type { Kysely, Selectable } from "kysely";
-import type { StoreAdapter } from "./adapter.ts";
+import type { StoreAdapter } from "../adapter.ts";
 import { putDesiredRelease } from "./desired-release.ts";
-import type { Database } from "./schema.ts";
+import type { Database } from "../schema/schema.ts";
+import { num } from "../columns.ts";
 
 /** A signed release, as recorded when its targets metadata was accepted. */
 export interface ReleaseRow {
@@ -76,8 +77,6 @@ export interface ReleaseStore {
   /** The device's latest `limit` steps, oldest first. */
   listReleaseSteps(orgId: string, deviceId: string, limit: number): Promise<ReleaseStepRow[]>;
 }
-
-const num = (v: number | string): number => Number(v);
 
 function toRelease(r: Selectable<Database["releases"]>): ReleaseRow {
   return {

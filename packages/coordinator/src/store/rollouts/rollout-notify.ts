@@ -1,10 +1,9 @@
 import type { Transaction } from "kysely";
-import type { StoreAdapter } from "./adapter.ts";
-import { putDesiredRelease } from "./desired-release.ts";
+import type { StoreAdapter } from "../adapter.ts";
+import { putDesiredRelease } from "../releases/desired-release.ts";
 import type { RolloutRow } from "./rollout-rows.ts";
-import type { Database } from "./schema.ts";
-
-const num = (v: number | string): number => Number(v);
+import type { Database } from "../schema/schema.ts";
+import { num } from "../columns.ts";
 
 /**
  * Sets the rollout's release as the device's desired one and records the notification (and what

@@ -1,8 +1,9 @@
 import type { Kysely, Selectable } from "kysely";
-import type { StoreAdapter } from "./adapter.ts";
+import type { StoreAdapter } from "../adapter.ts";
 import { notifyDevice, writeDesiredRelease } from "./rollout-notify.ts";
 import type { RolloutChanges, RolloutDeviceRow, RolloutDeviceState, RolloutDeviceView, RolloutRow, RolloutSpecRow, RolloutStatus } from "./rollout-rows.ts";
-import type { Database } from "./schema.ts";
+import type { Database } from "../schema/schema.ts";
+import { num, numOrNull } from "../columns.ts";
 
 export type * from "./rollout-rows.ts";
 
@@ -39,9 +40,6 @@ export interface RolloutStore {
     decide: (rollout: RolloutRow, devices: RolloutDeviceView[]) => RolloutChanges | undefined,
   ): Promise<{ rollout: RolloutRow; changed: boolean } | undefined>;
 }
-
-const num = (v: number | string): number => Number(v);
-const numOrNull = (v: number | string | null): number | null => (v === null ? null : Number(v));
 
 function toRollout(r: Selectable<Database["rollouts"]>): RolloutRow {
   return {

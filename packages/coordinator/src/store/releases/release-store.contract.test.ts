@@ -4,9 +4,9 @@
  */
 import { Migrator } from "kysely";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { migrationProvider } from "./migrations.ts";
-import { storeBackends } from "./testing.ts";
-import { type ReleaseRow, type Store } from "./index.ts";
+import { migrationProvider } from "../migrations/migrations.ts";
+import { storeBackends } from "../testing.ts";
+import { type ReleaseRow, type Store } from "../index.ts";
 
 const NOW = 1_800_000_000_000;
 
@@ -36,12 +36,12 @@ for (const backend of backends) {
 
     beforeEach(async () => {
       ({ store, drop } = await backend.create());
-      await store.createOrg({ id: "orgA", name: "acme", createdAt: NOW });
-      await store.createOrg({ id: "orgB", name: "globex", createdAt: NOW });
-      await store.createJoinToken({
+      await store.access.createOrg({ id: "orgA", name: "acme", createdAt: NOW });
+      await store.access.createOrg({ id: "orgB", name: "globex", createdAt: NOW });
+      await store.devices.createJoinToken({
         id: "tokA", orgId: "orgA", secretHash: "h", labels: {}, usesAllowed: 5, uses: 0, expiresAt: NOW * 2, autoApprove: true, createdAt: NOW, revokedAt: null,
       });
-      const r = await store.enrollDevice("tokA", { id: "dev_a", publicKey: "p".repeat(43), name: "host", facts: {}, agentVersion: "0.1.0", capabilities: [] }, NOW);
+      const r = await store.devices.enrollDevice("tokA", { id: "dev_a", publicKey: "p".repeat(43), name: "host", facts: {}, agentVersion: "0.1.0", capabilities: [] }, NOW);
       if (!r.ok) throw new Error(r.reason);
       deviceA = r.device.id;
     });
@@ -80,13 +80,13 @@ for (const backend of backends) {
 
     it("sets a device's desired release and bumps its generation in one step, and notifies", async () => {
       await store.releases.addReleases([release("orgA", 1), release("orgA", 2)]);
-      const before = (await store.getDevice("orgA", deviceA))!.generation;
+      const before = (await store.devices.getDevice("orgA", deviceA))!.generation;
       const seen: string[] = [];
-      const off = store.onDeviceChange((_org, id) => seen.push(id));
+      const off = store.devices.onDeviceChange((_org, id) => seen.push(id));
       expect(await store.releases.setDesiredRelease("orgA", deviceA, release("orgA", 1), NOW)).toBe(true);
       expect(await store.releases.setDesiredRelease("orgA", deviceA, release("orgA", 2), NOW + 1)).toBe(true);
       off();
-      expect((await store.getDevice("orgA", deviceA))!.generation).toBe(before + 2);
+      expect((await store.devices.getDevice("orgA", deviceA))!.generation).toBe(before + 2);
       expect(seen).toContain(deviceA);
       const rows = await store.releases.listDeviceReleases("orgA", deviceA);
       expect(rows.map((r) => [r.name, r.desiredCounter, r.desiredTarget, r.currentVersion])).toEqual([["webapp", 2, "webapp/2/webapp.tar.gz", ""]]);

@@ -3,8 +3,8 @@
  * FLOTILLA_TEST_POSTGRES_URL is set (a fresh database per test, dropped afterwards).
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { storeBackends } from "./testing.ts";
-import { type NixPathRow, type Store } from "./index.ts";
+import { storeBackends } from "../testing.ts";
+import { type NixPathRow, type Store } from "../index.ts";
 
 
 const backends = storeBackends;
@@ -37,7 +37,7 @@ for (const backend of backends) {
     let drop: () => Promise<void>;
     beforeEach(async () => {
       ({ store, drop } = await backend.create());
-      for (const id of ["org_a", "org_b"]) await store.createOrg({ id, name: id, createdAt: NOW });
+      for (const id of ["org_a", "org_b"]) await store.access.createOrg({ id, name: id, createdAt: NOW });
     });
     afterEach(async () => {
       await store.close();

@@ -4,9 +4,9 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { storeBackends, type StoreBackend } from "../store/testing.ts";
-import { type ReleaseRow, type RolloutDeviceRow, type RolloutRow, type Store } from "../store/index.ts";
-import { advance, onAdminAction, onStep, type ReleaseStepEvent } from "./decide.ts";
+import { storeBackends, type StoreBackend } from "../testing.ts";
+import { type ReleaseRow, type RolloutDeviceRow, type RolloutRow, type Store } from "../index.ts";
+import { advance, onAdminAction, onStep, type ReleaseStepEvent } from "../../rollouts/decide.ts";
 
 const NOW = 1_800_000_000_000;
 const OFFLINE_AFTER = 10_000;
@@ -62,18 +62,18 @@ for (const backend of backends) {
       db = await backend.create();
       store = db.store;
       opened.push(store);
-      await store.createOrg({ id: "orgA", name: "acme", createdAt: NOW });
-      await store.createJoinToken({ id: "tok1", orgId: "orgA", secretHash: "h".repeat(64), labels: {}, usesAllowed: 0, uses: 0, expiresAt: NOW + 1e9, autoApprove: true, createdAt: NOW, revokedAt: null });
+      await store.access.createOrg({ id: "orgA", name: "acme", createdAt: NOW });
+      await store.devices.createJoinToken({ id: "tok1", orgId: "orgA", secretHash: "h".repeat(64), labels: {}, usesAllowed: 0, uses: 0, expiresAt: NOW + 1e9, autoApprove: true, createdAt: NOW, revokedAt: null });
       ids = [];
       for (let i = 0; i < 4; i++) {
-        const r = await store.enrollDevice(
+        const r = await store.devices.enrollDevice(
           "tok1",
           { id: `dev_${i}`, publicKey: randomBytes(32).toString("base64url").slice(0, 43), name: `d${i}`, facts: {}, agentVersion: "0.1.0", capabilities: ["release:bundle"] },
           NOW,
         );
         if (!r.ok) throw new Error(r.reason);
         ids.push(r.device.id);
-        await store.setConnection("orgA", r.device.id, true, NOW);
+        await store.devices.setConnection("orgA", r.device.id, true, NOW);
       }
       await store.releases.addReleases([release(1, "1.4.0"), release(2, "1.5.0")]);
     });
@@ -103,18 +103,18 @@ for (const backend of backends) {
 
     it("notifies the first wave in the same transaction that sets its desired release, and never twice", async () => {
       await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
-      const gen = (await store.getDevice("orgA", "dev_0"))!.generation;
+      const gen = (await store.devices.getDevice("orgA", "dev_0"))!.generation;
       expect((await tick(store, "ro_a", NOW + 1))?.changed).toBe(true);
       expect(await states("ro_a")).toEqual({ d0: "notified", d1: "pending", d2: "pending", d3: "pending" });
       const desired = await store.releases.listDeviceReleases("orgA", "dev_0");
       expect(desired.map((r) => r.desiredCounter)).toEqual([2]);
-      expect((await store.getDevice("orgA", "dev_0"))!.generation).toBe(gen + 1);
+      expect((await store.devices.getDevice("orgA", "dev_0"))!.generation).toBe(gen + 1);
 
       // As after a restart: the same database, another store, the same transition again.
       const again = await db.reopen();
       opened.push(again);
       expect((await tick(again, "ro_a", NOW + 2))?.changed).toBe(false);
-      expect((await store.getDevice("orgA", "dev_0"))!.generation).toBe(gen + 1);
+      expect((await store.devices.getDevice("orgA", "dev_0"))!.generation).toBe(gen + 1);
     });
 
     it("advances wave by wave after the soak time, and completes and frees its devices", async () => {
@@ -126,11 +126,11 @@ for (const backend of backends) {
       expect((await states("ro_a")).d1).toBe("pending");
       await tick(store, "ro_a", NOW + 60_001);
       expect((await states("ro_a")).d1).toBe("pending");
-      for (const id of ids) await store.setConnection("orgA", id, true, NOW + 60_002);
+      for (const id of ids) await store.devices.setConnection("orgA", id, true, NOW + 60_002);
       await tick(store, "ro_a", NOW + 60_002);
       expect(await states("ro_a")).toMatchObject({ d0: "healthy", d1: "notified", d2: "pending" });
       await report(store, "ro_a", "dev_1", step("healthy"), NOW + 60_003);
-      for (const id of ids) await store.setConnection("orgA", id, true, NOW + 120_003);
+      for (const id of ids) await store.devices.setConnection("orgA", id, true, NOW + 120_003);
       await tick(store, "ro_a", NOW + 120_003);
       expect(await states("ro_a")).toMatchObject({ d2: "notified", d3: "notified" });
       await report(store, "ro_a", "dev_2", step("healthy"), NOW + 120_004);
@@ -156,16 +156,16 @@ for (const backend of backends) {
       await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
       await tick(store, "ro_a", NOW);
       expect(await states("ro_a")).toEqual({ d0: "notified", d1: "notified", d2: "pending", d3: "pending" });
-      await store.setConnection("orgA", "dev_0", false, NOW + 1);
+      await store.devices.setConnection("orgA", "dev_0", false, NOW + 1);
       await tick(store, "ro_a", NOW + 2);
       expect(await states("ro_a")).toEqual({ d0: "notified", d1: "notified", d2: "pending", d3: "pending" });
-      await store.setConnection("orgA", "dev_0", true, NOW + 3);
+      await store.devices.setConnection("orgA", "dev_0", true, NOW + 3);
       await report(store, "ro_a", "dev_0", step("healthy"), NOW + 4);
       expect(await states("ro_a")).toEqual({ d0: "healthy", d1: "notified", d2: "notified", d3: "pending" });
     });
 
     it("skips devices still offline at the deadline", async () => {
-      await store.setConnection("orgA", "dev_3", false, NOW);
+      await store.devices.setConnection("orgA", "dev_3", false, NOW);
       const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }], deadlineAt: NOW + 1000 });
       await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
       await tick(store, "ro_a", NOW);
@@ -213,7 +213,7 @@ for (const backend of backends) {
     });
 
     it("skips a device decommissioned after the plan instead of notifying it", async () => {
-      await store.updateDevice("orgA", "dev_0", { lifecycle: "decommissioned" }, NOW);
+      await store.devices.updateDevice("orgA", "dev_0", { lifecycle: "decommissioned" }, NOW);
       await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
       await tick(store, "ro_a", NOW + 1);
       expect((await states("ro_a")).d0).toBe("skipped");

@@ -1,6 +1,6 @@
 import { sql, type Kysely, type Transaction } from "kysely";
-import type { StoreAdapter } from "./adapter.ts";
-import type { Database } from "./schema.ts";
+import type { StoreAdapter } from "../adapter.ts";
+import type { Database } from "../schema/schema.ts";
 
 /** A log line as the agent shipped it. */
 export interface LogRecordInput {

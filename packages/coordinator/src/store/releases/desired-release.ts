@@ -1,6 +1,6 @@
 import type { Transaction } from "kysely";
-import type { StoreAdapter } from "./adapter.ts";
-import type { Database } from "./schema.ts";
+import type { StoreAdapter } from "../adapter.ts";
+import type { Database } from "../schema/schema.ts";
 
 /** The release a device is told to run for one name. */
 export interface DesiredReleaseFields {

@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from "kysely";
-import type { StoreAdapter } from "./adapter.ts";
-import type { Database } from "./schema.ts";
+import type { StoreAdapter } from "../adapter.ts";
+import type { Database } from "../schema/schema.ts";
+import { num } from "../columns.ts";
 
 /** A Nix signing key of an organization. */
 export interface NixKeyRow {
@@ -50,8 +51,6 @@ export interface NixStore {
   /** Whether some path of the organization is stored in the NAR file with this hash. */
   hasFile(orgId: string, fileHash: string): Promise<boolean>;
 }
-
-const num = (v: number | string): number => Number(v);
 
 function toPath(r: Selectable<Database["nix_paths"]>): NixPathRow {
   return {

@@ -3,8 +3,8 @@
  * FLOTILLA_TEST_POSTGRES_URL is set (a fresh database per test, dropped afterwards).
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { storeBackends } from "./testing.ts";
-import { type LogRecordInput, type Store } from "./index.ts";
+import { storeBackends } from "../testing.ts";
+import { type LogRecordInput, type Store } from "../index.ts";
 
 
 const backends = storeBackends;
