@@ -89,9 +89,9 @@ function newSetupCode(): string {
 
 /** Ensures an unused setup code exists while no owner does; returns it for printing. */
 async function prepareSetupCode(store: Store, given: string | undefined): Promise<string | undefined> {
-  if (await store.getSetting("setup_code_used")) return undefined;
+  if (await store.settings.getSetting("setup_code_used")) return undefined;
   const code = given ?? newSetupCode();
-  await store.setSetting("setup_code_hash", hashSecret(normalizeSetupCode(code)));
+  await store.settings.setSetting("setup_code_hash", hashSecret(normalizeSetupCode(code)));
   return code;
 }
 

@@ -11,7 +11,7 @@ export class Hub {
   private readonly unlisten: () => void;
 
   constructor(store: Store) {
-    this.unlisten = store.onDeviceChange((_orgId, deviceId) => this.wake(deviceId));
+    this.unlisten = store.devices.onDeviceChange((_orgId, deviceId) => this.wake(deviceId));
   }
 
   /** Subscribe before reading state, so no change between the read and the wait is missed. */

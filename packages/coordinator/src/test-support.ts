@@ -71,9 +71,9 @@ export async function startTestCoordinator(): Promise<TestCoordinator> {
     const now = Date.now();
     const memberId = `mem_${newId()}`;
     const keyId = `key_${newId()}`;
-    await coord.store.addMember({ id: memberId, orgId, name, role, passwordHash: null, createdAt: now, removedAt: null });
-    await coord.store.addAdminKey({ id: keyId, orgId, memberId, name, publicKey: identity.id, createdAt: now, revokedAt: null });
-    const org = await coord.store.getOrg(orgId);
+    await coord.store.access.addMember({ id: memberId, orgId, name, role, passwordHash: null, createdAt: now, removedAt: null });
+    await coord.store.access.addAdminKey({ id: keyId, orgId, memberId, name, publicKey: identity.id, createdAt: now, revokedAt: null });
+    const org = await coord.store.access.getOrg(orgId);
     return { ...(await login(identity, { organization: org?.name })), identity, memberId, keyId };
   }
 

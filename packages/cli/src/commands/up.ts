@@ -20,14 +20,14 @@ async function ensureLocalOwner(c: Coordinator, creds: Credentials): Promise<voi
     return;
   }
   const identity = await creds.identity();
-  const registered = await c.store.findAdminKeysByPublicKey(identity.id);
+  const registered = await c.store.access.findAdminKeysByPublicKey(identity.id);
   if (registered.length === 0) {
-    const org = (await c.store.listOrgs())[0];
+    const org = (await c.store.access.listOrgs())[0];
     if (!org) throw new Error("the data directory has no organization; remove it and start again");
     const now = Date.now();
     const memberId = `mem_${newId()}`;
-    await c.store.addMember({ id: memberId, orgId: org.id, name: `local-owner-${newId(6)}`, role: "owner", passwordHash: null, createdAt: now, removedAt: null });
-    await c.store.addAdminKey({ id: `key_${newId()}`, orgId: org.id, memberId, name: "local owner", publicKey: nodeId(identity.publicKey), createdAt: now, revokedAt: null });
+    await c.store.access.addMember({ id: memberId, orgId: org.id, name: `local-owner-${newId(6)}`, role: "owner", passwordHash: null, createdAt: now, removedAt: null });
+    await c.store.access.addAdminKey({ id: `key_${newId()}`, orgId: org.id, memberId, name: "local owner", publicKey: nodeId(identity.publicKey), createdAt: now, revokedAt: null });
   }
   await login(creds, c.url);
 }

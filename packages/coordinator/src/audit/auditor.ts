@@ -24,7 +24,7 @@ export class Auditor {
       detail: entry.detail.slice(0, 4 * MAX_FIELD),
     };
     try {
-      return await this.store.appendAudit(e, (seq, prev) => entryHash(prev, seq, e));
+      return await this.store.audit.appendAudit(e, (seq, prev) => entryHash(prev, seq, e));
     } catch (err) {
       this.log.error("could not write audit entry", { org: e.orgId, action: e.action, err: String(err) });
       return undefined;
@@ -32,7 +32,7 @@ export class Auditor {
   }
 
   async verify(orgId: string): Promise<ChainVerdict> {
-    const [entries, head] = await Promise.all([this.store.listAudit(orgId), this.store.getAuditHead(orgId)]);
+    const [entries, head] = await Promise.all([this.store.audit.listAudit(orgId), this.store.audit.getAuditHead(orgId)]);
     return verifyChain(entries, head);
   }
 }

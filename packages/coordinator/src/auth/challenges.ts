@@ -43,7 +43,7 @@ export class Challenges {
       throw new ConnectError("challenge expired; start again with Hello", Code.Unauthenticated);
     }
     const nonce = Buffer.from(body.subarray(9)).toString("hex");
-    if (!(await this.store.useNonce(nonce, issuedAt + this.ttlMs, now))) {
+    if (!(await this.store.sessions.useNonce(nonce, issuedAt + this.ttlMs, now))) {
       throw new ConnectError("challenge already used (replayed request)", Code.Unauthenticated);
     }
   }

@@ -73,7 +73,7 @@ export async function resolvePrincipal(
   const token = bearerToken(authorization);
   if (token?.startsWith(API_TOKEN_PREFIX)) {
     const [id = "", secret = ""] = token.slice(API_TOKEN_PREFIX.length).split(".");
-    const t = id && secret ? await store.getApiToken(id) : undefined;
+    const t = id && secret ? await store.access.getApiToken(id) : undefined;
     if (!t || t.secretHash !== hashSecret(secret) || t.revokedAt !== null || t.expiresAt <= now) return undefined;
     return { kind: "admin", orgId: t.orgId, role: t.role, actor: `token:${t.name}`, tokenId: t.id };
   }
@@ -82,22 +82,22 @@ export async function resolvePrincipal(
   const cookie = token ? undefined : readCookie(cookies, SESSION_COOKIE);
   const sessionToken = token ?? (cookie && checkCsrf(cookie, csrf) ? cookie : undefined);
   if (!sessionToken) return undefined;
-  const session = await store.getSession(hashSecret(sessionToken), now);
+  const session = await store.sessions.getSession(hashSecret(sessionToken), now);
   if (!session) return undefined;
   switch (session.principalKind) {
     case "admin": {
-      const key = await store.getAdminKey(session.orgId, session.principalId);
+      const key = await store.access.getAdminKey(session.orgId, session.principalId);
       if (!key || key.revokedAt !== null) return undefined;
       return { kind: "admin", orgId: key.orgId, role: key.role, actor: `key:${key.name}`, keyId: key.id, memberId: key.memberId };
     }
     case "member": {
-      const member = await store.getMember(session.orgId, session.principalId);
+      const member = await store.access.getMember(session.orgId, session.principalId);
       if (!member || member.removedAt !== null) return undefined;
       return { kind: "admin", orgId: member.orgId, role: member.role, actor: `member:${member.name}`, memberId: member.id };
     }
     case "device": {
       // Rejected and decommissioned devices keep a session just long enough to learn their fate.
-      const device = await store.getDevice(session.orgId, session.principalId);
+      const device = await store.devices.getDevice(session.orgId, session.principalId);
       return device && { kind: "device", orgId: device.orgId, deviceId: device.id };
     }
   }

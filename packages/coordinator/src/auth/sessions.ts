@@ -10,7 +10,7 @@ export async function openSession(
 ): Promise<{ token: string; expiresAt: number }> {
   const token = `fls_${newSecret()}`;
   const expiresAt = now + ttlMs;
-  await store.createSession({
+  await store.sessions.createSession({
     tokenHash: hashSecret(token),
     orgId: principal.orgId,
     principalKind: principal.kind,

@@ -62,8 +62,8 @@ export function webLoginHandler(ctx: ServiceContext, opts: { secureCookies: bool
         return send(res, 429, { error: "too many failed logins; try again later", retryAfterSeconds: seconds }, { "retry-after": String(seconds) });
       }
     }
-    const org = (await ctx.store.getOrgByName(organization)) ?? (await ctx.store.getOrg(organization));
-    const member = org ? await ctx.store.getMemberByName(org.id, name) : undefined;
+    const org = (await ctx.store.access.getOrgByName(organization)) ?? (await ctx.store.access.getOrg(organization));
+    const member = org ? await ctx.store.access.getMemberByName(org.id, name) : undefined;
     const ok = member?.passwordHash ? await verifyPassword(password, member.passwordHash) : (await verifyPassword(password, await decoy), false);
     if (!ok || !member) {
       for (const key of keys) limiter.recordFailure(key);
@@ -83,8 +83,8 @@ export function webLoginHandler(ctx: ServiceContext, opts: { secureCookies: bool
   async function logout(req: Request, res: Response): Promise<void> {
     const token = readCookie(req.headers.cookie, SESSION_COOKIE);
     if (token) {
-      const session = await ctx.store.getSession(hashSecret(token), Date.now());
-      if (session) await ctx.store.deleteSessionsOf(session.principalKind, session.principalId);
+      const session = await ctx.store.sessions.getSession(hashSecret(token), Date.now());
+      if (session) await ctx.store.sessions.deleteSessionsOf(session.principalKind, session.principalId);
     }
     send(res, 200, {}, { "set-cookie": clearSessionCookie(opts.secureCookies) });
   }

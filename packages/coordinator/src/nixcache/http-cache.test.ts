@@ -21,17 +21,17 @@ const basic = (token: string) => ({ authorization: `Basic ${Buffer.from(`flotill
 
 async function org(name: string): Promise<string> {
   const id = `org_${newId()}`;
-  await t.coord.store.createOrg({ id, name, createdAt: Date.now() });
+  await t.coord.store.access.createOrg({ id, name, createdAt: Date.now() });
   return id;
 }
 
 async function deviceSession(orgId: string): Promise<{ deviceId: string; token: string }> {
   const now = Date.now();
   const tokenId = `jt_${newId()}`;
-  await t.coord.store.createJoinToken({
+  await t.coord.store.devices.createJoinToken({
     id: tokenId, orgId, secretHash: "x", labels: {}, usesAllowed: 0, uses: 0, expiresAt: now + 60_000, autoApprove: false, createdAt: now, revokedAt: null,
   });
-  const enrolled = await t.coord.store.enrollDevice(
+  const enrolled = await t.coord.store.devices.enrollDevice(
     tokenId,
     { id: `dev_${newId()}`, publicKey: generateIdentity().id, name: "kiosk", facts: {}, agentVersion: "0.1.0", capabilities: [] },
     now,
@@ -47,7 +47,7 @@ describe("who may read an organization's Nix cache", () => {
     const { deviceId, token } = await deviceSession(orgId);
     expect((await fetch(`${t.coord.url}/nix/acme/nix-cache-info`, { headers: basic(token) })).status).toBe(403);
 
-    await t.coord.store.updateDevice(orgId, deviceId, { lifecycle: "approved" }, Date.now());
+    await t.coord.store.devices.updateDevice(orgId, deviceId, { lifecycle: "approved" }, Date.now());
     expect((await fetch(`${t.coord.url}/nix/acme/nix-cache-info`, { headers: basic(token) })).status).toBe(200);
     expect((await fetch(`${t.coord.url}/nix/${orgId}/nix-cache-info`, { headers: basic(token) })).status).toBe(200);
     const put = await fetch(`${t.coord.url}/nix/acme/nar/${"0".repeat(52)}.nar`, { method: "PUT", headers: basic(token), body: "x" });
@@ -58,7 +58,7 @@ describe("who may read an organization's Nix cache", () => {
     await org("acme");
     const otherOrg = await org("globex");
     const { deviceId, token } = await deviceSession(otherOrg);
-    await t.coord.store.updateDevice(otherOrg, deviceId, { lifecycle: "approved" }, Date.now());
+    await t.coord.store.devices.updateDevice(otherOrg, deviceId, { lifecycle: "approved" }, Date.now());
     expect((await fetch(`${t.coord.url}/nix/acme/nix-cache-info`, { headers: basic(token) })).status).toBe(403);
     expect((await fetch(`${t.coord.url}/nix/globex/nix-cache-info`, { headers: basic(token) })).status).toBe(200);
   });

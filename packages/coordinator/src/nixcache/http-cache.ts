@@ -71,12 +71,12 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
     const token = credential(typeof req.headers.authorization === "string" ? req.headers.authorization : undefined);
     const principal = token ? await resolvePrincipal(ctx.store, `Bearer ${token}`, "", null) : undefined;
     if (!principal) throw new HttpError(401, "log in: HTTP basic auth with a session or API token as the password");
-    const org = (await ctx.store.getOrgByName(orgSegment)) ?? (await ctx.store.getOrg(orgSegment));
+    const org = (await ctx.store.access.getOrgByName(orgSegment)) ?? (await ctx.store.access.getOrg(orgSegment));
     if (!org || org.id !== principal.orgId) throw new HttpError(403, "not a member of this organization");
     // Devices read once approved: a pending, rejected or decommissioned one gets nothing.
     const allowed =
       principal.kind === "device"
-        ? !write && (await ctx.store.getDevice(org.id, principal.deviceId))?.lifecycle === "approved"
+        ? !write && (await ctx.store.devices.getDevice(org.id, principal.deviceId))?.lifecycle === "approved"
         : rolePermissions[principal.role].has(write ? "nix:write" : "nix:read");
     if (!allowed) throw new HttpError(403, write ? "uploading needs the nix:write permission" : "reading needs nix:read");
     return { orgId: org.id, principal };

@@ -100,7 +100,7 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
   async function findDevice(hctx: HandlerContext, ref: string): Promise<DeviceRow> {
     const { orgId } = adminOf(hctx);
     if (!ref || ref.length > 128) throw new ConnectError("a device id or name is required", Code.InvalidArgument);
-    const row = (await store.getDevice(orgId, ref)) ?? (await store.getDeviceByName(orgId, ref));
+    const row = (await store.devices.getDevice(orgId, ref)) ?? (await store.devices.getDeviceByName(orgId, ref));
     if (!row) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
     return row;
   }

@@ -70,7 +70,7 @@ export async function planFor(store: Store, orgId: string, req: adminv1.RolloutS
   const release = await store.releases.findRelease(orgId, spec.releaseName, spec.releaseVersion);
   if (!release) throw new ConnectError(`no release ${spec.releaseName}@${spec.releaseVersion}`, Code.NotFound);
   const unhealthy = await store.rollouts.unhealthyDevices(orgId);
-  const devices: PlanDevice[] = (await store.listDevices(orgId)).map((row) => {
+  const devices: PlanDevice[] = (await store.devices.listDevices(orgId)).map((row) => {
     const facts = flattenFacts(factsFromJson(row.facts));
     return {
       id: row.id,

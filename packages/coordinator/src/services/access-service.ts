@@ -124,36 +124,36 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
   const { store, challenges, log, auditor } = ctx;
 
   async function findMember(orgId: string, ref: string): Promise<MemberRow> {
-    const m = (await store.getMember(orgId, ref)) ?? (await store.getMemberByName(orgId, ref));
+    const m = (await store.access.getMember(orgId, ref)) ?? (await store.access.getMemberByName(orgId, ref));
     if (!m || m.removedAt !== null) throw new ConnectError(`no member ${JSON.stringify(ref)}`, Code.NotFound);
     return m;
   }
 
   async function callerKey(p: AdminPrincipal): Promise<AdminKeyRow | undefined> {
-    return p.keyId ? store.getAdminKey(p.orgId, p.keyId) : undefined;
+    return p.keyId ? store.access.getAdminKey(p.orgId, p.keyId) : undefined;
   }
 
   async function newMember(orgId: string, name: string, role: Role, passwordHash: string | null): Promise<MemberRow> {
     if (!MEMBER_NAME.test(name)) throw new ConnectError(`invalid member name ${JSON.stringify(name)}`, Code.InvalidArgument);
     const member: MemberRow = { id: `mem_${newId()}`, orgId, name, role, passwordHash, createdAt: Date.now(), removedAt: null };
-    if (await store.getMemberByName(orgId, name)) throw new ConnectError(`a member named ${name} already exists`, Code.AlreadyExists);
-    await store.addMember(member);
+    if (await store.access.getMemberByName(orgId, name)) throw new ConnectError(`a member named ${name} already exists`, Code.AlreadyExists);
+    await store.access.addMember(member);
     return member;
   }
 
   async function addKey(member: MemberRow, raw: Uint8Array, name: string): Promise<AdminKeyRow> {
-    const existing = await store.listAdminKeys(member.orgId);
+    const existing = await store.access.listAdminKeys(member.orgId);
     if (existing.some((k) => k.publicKey === nodeId(raw))) {
       throw new ConnectError("this key is already registered in this organization", Code.AlreadyExists);
     }
     const key = { id: `key_${newId()}`, orgId: member.orgId, memberId: member.id, name: name.slice(0, 64) || member.name, publicKey: nodeId(raw), createdAt: Date.now(), revokedAt: null };
-    await store.addAdminKey(key);
+    await store.access.addAdminKey(key);
     return { ...key, role: member.role };
   }
 
   async function ensureNotLastOwner(orgId: string, leaving: MemberRow): Promise<void> {
     if (leaving.role !== "owner") return;
-    const owners = (await store.listMembers(orgId)).filter((m) => m.role === "owner");
+    const owners = (await store.access.listMembers(orgId)).filter((m) => m.role === "owner");
     if (owners.length <= 1) throw new ConnectError("the last owner cannot be removed", Code.FailedPrecondition);
   }
 
@@ -166,7 +166,7 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
       const now = Date.now();
       let key: AdminKeyRow | undefined;
       if (req.setupCode) {
-        const boot = await store.bootstrapOwner({
+        const boot = await store.access.bootstrapOwner({
           setupCodeHash: hashSecret(normalizeSetupCode(req.setupCode)),
           orgId: `org_${newId()}`,
           orgName: FIRST_ORG_NAME,
@@ -178,9 +178,9 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
         log.info("first owner registered", { org: boot.org.id, key: boot.key.id });
         key = boot.key;
       } else {
-        const keys = await store.findAdminKeysByPublicKey(nodeId(req.publicKey));
+        const keys = await store.access.findAdminKeysByPublicKey(nodeId(req.publicKey));
         if (req.organization) {
-          const org = (await store.getOrg(req.organization)) ?? (await store.getOrgByName(req.organization));
+          const org = (await store.access.getOrg(req.organization)) ?? (await store.access.getOrgByName(req.organization));
           key = keys.find((k) => k.orgId === org?.id);
           // The same answer whether the organization exists or not: nothing leaks across tenants.
           if (!key) throw new ConnectError(`this key is not registered in organization ${req.organization}`, Code.Unauthenticated);
@@ -189,7 +189,7 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
         }
         if (!key) throw new ConnectError("this key is not registered as an admin key", Code.Unauthenticated);
       }
-      const org = await store.getOrg(key.orgId);
+      const org = await store.access.getOrg(key.orgId);
       const session = await openSession(store, { kind: "admin", id: key.id, orgId: key.orgId }, ctx.sessionTtlMs);
       await auditor.record({ orgId: key.orgId, actor: `key:${key.name}`, action: "Login", target: key.id, source: hctx.values.get(remoteAddressKey), outcome: "ok", detail: "" });
       return {
@@ -202,7 +202,7 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
 
     async whoAmI(_req, hctx) {
       const p = adminOf(hctx);
-      const [org, key] = await Promise.all([store.getOrg(p.orgId), callerKey(p)]);
+      const [org, key] = await Promise.all([store.access.getOrg(p.orgId), callerKey(p)]);
       return { organization: { id: p.orgId, name: org?.name ?? "" }, role: p.role, keyId: p.keyId ?? "", keyName: key?.name ?? p.actor };
     },
 
@@ -225,17 +225,17 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
 
     async listAdminKeys(_req, hctx) {
       const { orgId } = adminOf(hctx);
-      const [keys, members] = await Promise.all([store.listAdminKeys(orgId), store.listMembers(orgId)]);
+      const [keys, members] = await Promise.all([store.access.listAdminKeys(orgId), store.access.listMembers(orgId)]);
       return { keys: keys.map((k) => keyToProto(k, members.find((m) => m.id === k.memberId))) };
     },
 
     async revokeAdminKey(req, hctx) {
       const p = adminOf(hctx);
-      const key = (await store.listAdminKeys(p.orgId)).find((k) => k.id === req.key || fingerprint(parseNodeId(k.publicKey)) === req.key);
+      const key = (await store.access.listAdminKeys(p.orgId)).find((k) => k.id === req.key || fingerprint(parseNodeId(k.publicKey)) === req.key);
       if (!key) throw new ConnectError(`no admin key ${JSON.stringify(req.key)}`, Code.NotFound);
       requireGrant(p, key.role);
-      await store.revokeAdminKey(p.orgId, key.id, Date.now());
-      await store.deleteSessionsOf("admin", key.id);
+      await store.access.revokeAdminKey(p.orgId, key.id, Date.now());
+      await store.sessions.deleteSessionsOf("admin", key.id);
       return {};
     },
 
@@ -246,10 +246,10 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
       }
       const key = await callerKey(p);
       if (!key) throw new ConnectError("only an admin key can create an organization (not an API token or a password login)", Code.FailedPrecondition);
-      if (await store.getOrgByName(req.name)) throw new ConnectError(`organization name ${req.name} is taken`, Code.AlreadyExists);
+      if (await store.access.getOrgByName(req.name)) throw new ConnectError(`organization name ${req.name} is taken`, Code.AlreadyExists);
       const now = Date.now();
       const org: OrgRow = { id: `org_${newId()}`, name: req.name, createdAt: now };
-      await store.createOrg(org);
+      await store.access.createOrg(org);
       const creator = await findMember(p.orgId, key.memberId);
       const member = await newMember(org.id, creator.name, "owner", null);
       await addKey(member, parseNodeId(key.publicKey), key.name);
@@ -260,9 +260,9 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
     async listOrganizations(_req, hctx) {
       const p = adminOf(hctx);
       const key = await callerKey(p);
-      const regs = key ? await store.findAdminKeysByPublicKey(key.publicKey) : [];
+      const regs = key ? await store.access.findAdminKeysByPublicKey(key.publicKey) : [];
       const entries = regs.length > 0 ? regs.map((k) => ({ orgId: k.orgId, role: k.role })) : [{ orgId: p.orgId, role: p.role }];
-      const orgs = await Promise.all(entries.map((e) => store.getOrg(e.orgId)));
+      const orgs = await Promise.all(entries.map((e) => store.access.getOrg(e.orgId)));
       return {
         organizations: orgs.map((o) => create(adminv1.OrganizationSchema, { id: o?.id ?? "", name: o?.name ?? "" })),
         roles: entries.map((e) => e.role),
@@ -287,7 +287,7 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
 
     async listMembers(_req, hctx) {
       const { orgId } = adminOf(hctx);
-      const [members, keys] = await Promise.all([store.listMembers(orgId), store.listAdminKeys(orgId)]);
+      const [members, keys] = await Promise.all([store.access.listMembers(orgId), store.access.listAdminKeys(orgId)]);
       return { members: members.map((m) => memberToProto(m, keys.filter((k) => k.memberId === m.id).length)) };
     },
 
@@ -296,10 +296,10 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
       const member = await findMember(p.orgId, req.member);
       requireGrant(p, member.role);
       await ensureNotLastOwner(p.orgId, member);
-      const keys = (await store.listAdminKeys(p.orgId)).filter((k) => k.memberId === member.id);
-      await store.removeMember(p.orgId, member.id, Date.now());
-      for (const k of keys) await store.deleteSessionsOf("admin", k.id);
-      await store.deleteSessionsOf("member", member.id);
+      const keys = (await store.access.listAdminKeys(p.orgId)).filter((k) => k.memberId === member.id);
+      await store.access.removeMember(p.orgId, member.id, Date.now());
+      for (const k of keys) await store.sessions.deleteSessionsOf("admin", k.id);
+      await store.sessions.deleteSessionsOf("member", member.id);
       return {};
     },
 
@@ -325,27 +325,27 @@ export function accessMethods(ctx: ServiceContext): AccessMethods {
         expiresAt: now + seconds * 1000,
         revokedAt: null,
       };
-      await store.createApiToken(row);
+      await store.access.createApiToken(row);
       return { token: apiTokenToProto(row), secret: `${API_TOKEN_PREFIX}${row.id}.${secret}` };
     },
 
     async listApiTokens(_req, hctx) {
-      return { tokens: (await store.listApiTokens(adminOf(hctx).orgId)).map(apiTokenToProto) };
+      return { tokens: (await store.access.listApiTokens(adminOf(hctx).orgId)).map(apiTokenToProto) };
     },
 
     async revokeApiToken(req, hctx) {
       const p = adminOf(hctx);
-      const token = (await store.listApiTokens(p.orgId)).find((t) => t.revokedAt === null && (t.id === req.token || t.name === req.token));
+      const token = (await store.access.listApiTokens(p.orgId)).find((t) => t.revokedAt === null && (t.id === req.token || t.name === req.token));
       if (!token) throw new ConnectError(`no API token ${JSON.stringify(req.token)}`, Code.NotFound);
       requireGrant(p, token.role);
-      await store.revokeApiToken(p.orgId, token.id, Date.now());
+      await store.access.revokeApiToken(p.orgId, token.id, Date.now());
       return {};
     },
 
     async listAuditEntries(req, hctx) {
       const { orgId } = adminOf(hctx);
       const limit = Math.min(req.limit || 1000, 10_000);
-      const entries = await store.listAudit(orgId, {
+      const entries = await store.audit.listAudit(orgId, {
         since: req.since ? timestampMs(req.since) : undefined,
         actor: req.actor || undefined,
         limit,

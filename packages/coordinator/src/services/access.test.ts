@@ -17,7 +17,7 @@ let ownerA: { headers: Record<string, string> };
 beforeEach(async () => {
   t = await startTestCoordinator();
   ownerA = await t.login(generateIdentity(), { setupCode: SETUP_CODE });
-  orgA = (await t.coord.store.listOrgs())[0]!.id;
+  orgA = (await t.coord.store.access.listOrgs())[0]!.id;
 });
 afterEach(async () => {
   await t.close();
@@ -110,7 +110,7 @@ describe("tenant isolation", () => {
     const keysA = await t.admin.listAdminKeys({}, ownerA);
     const secretsOfA = [deviceA, "secret-box", "alice@a", "ci-a", apiA.token!.id, ...tokensA.tokens.map((x) => x.id), ...keysA.keys.map((k) => k.id)];
 
-    await t.coord.store.createOrg({ id: "org_b", name: "globex", createdAt: Date.now() });
+    await t.coord.store.access.createOrg({ id: "org_b", name: "globex", createdAt: Date.now() });
     const ownerB = await t.as("org_b", "owner");
 
     // Every list, get and read-only stream of every admin service, with an empty request.

@@ -76,14 +76,14 @@ function fleetMethods(ctx: ServiceContext): FleetMethods {
   async function findDevice(hctx: HandlerContext, ref: string): Promise<DeviceRow> {
     const { orgId } = adminOf(hctx);
     if (!ref || ref.length > 128) throw new ConnectError("a device id or name is required", Code.InvalidArgument);
-    const row = (await store.getDevice(orgId, ref)) ?? (await store.getDeviceByName(orgId, ref));
+    const row = (await store.devices.getDevice(orgId, ref)) ?? (await store.devices.getDeviceByName(orgId, ref));
     if (!row) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
     return row;
   }
 
   async function change(hctx: HandlerContext, ref: string, patch: DevicePatch, action: string) {
     const device = await findDevice(hctx, ref);
-    const updated = await store.updateDevice(device.orgId, device.id, patch, Date.now());
+    const updated = await store.devices.updateDevice(device.orgId, device.id, patch, Date.now());
     if (!updated) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
     log.info(`device ${action}`, { device: updated.id, name: updated.name, by: adminOf(hctx).keyId });
     return { device: view(updated) };
@@ -117,7 +117,7 @@ function fleetMethods(ctx: ServiceContext): FleetMethods {
         createdAt: now,
         revokedAt: null,
       };
-      await store.createJoinToken(row);
+      await store.devices.createJoinToken(row);
       log.info("join token created", { token: row.id, by: p.keyId });
       return {
         token: tokenToProto(row),
@@ -126,11 +126,11 @@ function fleetMethods(ctx: ServiceContext): FleetMethods {
     },
 
     async listJoinTokens(_req, hctx) {
-      return { tokens: (await store.listJoinTokens(adminOf(hctx).orgId)).map(tokenToProto) };
+      return { tokens: (await store.devices.listJoinTokens(adminOf(hctx).orgId)).map(tokenToProto) };
     },
 
     async revokeJoinToken(req, hctx) {
-      if (!(await store.revokeJoinToken(adminOf(hctx).orgId, req.id, Date.now()))) {
+      if (!(await store.devices.revokeJoinToken(adminOf(hctx).orgId, req.id, Date.now()))) {
         throw new ConnectError(`no join token ${JSON.stringify(req.id)}`, Code.NotFound);
       }
       return {};
@@ -144,7 +144,7 @@ function fleetMethods(ctx: ServiceContext): FleetMethods {
         if (err instanceof SelectorError) throw new ConnectError(err.message, Code.InvalidArgument);
         throw err;
       }
-      const rows = await store.listDevices(adminOf(hctx).orgId);
+      const rows = await store.devices.listDevices(adminOf(hctx).orgId);
       const devices = rows
         .filter((row) => matchesSelector(selector, { ...flattenFacts(factsFromJson(row.facts)), ...row.labels }))
         .map(view);

@@ -63,11 +63,11 @@ export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.Ag
         throw new ConnectError("enrollment signature does not verify", Code.Unauthenticated);
       }
       await challenges.consume(req.challenge);
-      const token = await store.getJoinToken(parsed.tokenId);
+      const token = await store.devices.getJoinToken(parsed.tokenId);
       if (!token || token.secretHash !== hashSecret(parsed.secret)) {
         throw new ConnectError(refusals["unknown-token"], Code.PermissionDenied);
       }
-      const result = await store.enrollDevice(
+      const result = await store.devices.enrollDevice(
         token.id,
         {
           id: `dev_${newId(16)}`,
@@ -93,7 +93,7 @@ export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.Ag
         throw new ConnectError("signature does not verify", Code.Unauthenticated);
       }
       await challenges.consume(req.challenge);
-      const device = await store.findDeviceByPublicKey(nodeId(req.publicKey));
+      const device = await store.devices.findDeviceByPublicKey(nodeId(req.publicKey));
       if (!device) throw new ConnectError("this agent key is not enrolled", Code.Unauthenticated);
       const session = await openSession(
         store,
@@ -114,16 +114,16 @@ export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.Ag
       const sub = hub.subscribe(deviceId);
       hub.connectionDelta(deviceId, 1);
       try {
-        const first = await store.getDevice(orgId, deviceId);
+        const first = await store.devices.getDevice(orgId, deviceId);
         if (!first) return;
         if (req.agentVersion.length > 64 || req.capabilities.length > 64) {
           throw new ConnectError("agent version or capabilities too long", Code.InvalidArgument);
         }
-        await store.setConnection(orgId, deviceId, true, Date.now());
+        await store.devices.setConnection(orgId, deviceId, true, Date.now());
         ctx.rolloutEvents?.deviceConnected(orgId, deviceId);
         let sent = -1;
         while (!hctx.signal.aborted) {
-          const row = await store.getDevice(orgId, deviceId);
+          const row = await store.devices.getDevice(orgId, deviceId);
           if (!row) return;
           if (row.generation !== sent) {
             sent = row.generation;
@@ -133,14 +133,14 @@ export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.Ag
           }
           const r = await sub.wait(hctx.signal, ctx.keepaliveMs);
           if (r === "timeout") {
-            await store.setConnection(orgId, deviceId, true, Date.now());
+            await store.devices.setConnection(orgId, deviceId, true, Date.now());
             yield { event: { case: "keepalive", value: timestampNow() } };
           }
         }
       } finally {
         sub.close();
         if (hub.connectionDelta(deviceId, -1) === 0) {
-          await store.setConnection(orgId, deviceId, false, Date.now()).catch((err: unknown) => {
+          await store.devices.setConnection(orgId, deviceId, false, Date.now()).catch((err: unknown) => {
             log.warn("could not record disconnect", { device: deviceId, err: String(err) });
           });
         }
@@ -155,7 +155,7 @@ export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.Ag
       for (const e of req.entries) {
         if (!STREAM_NAME.test(e.stream)) throw new ConnectError(`invalid stream name`, Code.InvalidArgument);
       }
-      const device = await store.getDevice(orgId, deviceId);
+      const device = await store.devices.getDevice(orgId, deviceId);
       if (!device) throw new ConnectError("device not found", Code.NotFound);
       if (device.lifecycle === "rejected" || device.lifecycle === "decommissioned") {
         throw new ConnectError(`device is ${device.lifecycle}`, Code.FailedPrecondition);
@@ -164,13 +164,13 @@ export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.Ag
       for (const entry of req.entries) {
         const seq = Number(entry.seq);
         let last = acked.get(entry.stream);
-        if (last === undefined) last = await store.getAckedSeq(deviceId, entry.stream);
+        if (last === undefined) last = await store.devices.getAckedSeq(deviceId, entry.stream);
         if (seq > last) {
           if (seq > last + 1) {
             log.warn("outbox gap", { device: deviceId, stream: entry.stream, from: last + 1, to: seq - 1 });
           }
           await apply(ctx, orgId, deviceId, entry);
-          await store.setAckedSeq(deviceId, entry.stream, seq);
+          await store.devices.setAckedSeq(deviceId, entry.stream, seq);
           last = seq;
         }
         acked.set(entry.stream, last);
@@ -185,7 +185,7 @@ async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry
   switch (entry.body.case) {
     case "facts": {
       const facts = entry.body.value;
-      await ctx.store.recordFacts(
+      await ctx.store.devices.recordFacts(
         orgId,
         deviceId,
         { facts: factsToJson(facts), agentVersion: facts.agentVersion, capabilities: facts.capabilities },
@@ -194,7 +194,7 @@ async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry
       return;
     }
     case "status":
-      await ctx.store.setObservedGeneration(orgId, deviceId, Number(entry.body.value.observedGeneration));
+      await ctx.store.devices.setObservedGeneration(orgId, deviceId, Number(entry.body.value.observedGeneration));
       return;
     case "releaseProgress":
       if (!(await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value))) {

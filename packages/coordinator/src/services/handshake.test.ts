@@ -97,9 +97,9 @@ describe("handshake", () => {
     expect((await agent.enroll(req)).name).toBe("box");
     const replay = await codeOf(agent.enroll(req));
     expect(replay).toBe(Code.Unauthenticated);
-    expect((await coord.store.listOrgs()).length).toBe(1);
-    const org = (await coord.store.listOrgs())[0]!;
-    expect((await coord.store.listDevices(org.id)).length).toBe(1);
+    expect((await coord.store.access.listOrgs()).length).toBe(1);
+    const org = (await coord.store.access.listOrgs())[0]!;
+    expect((await coord.store.devices.listDevices(org.id)).length).toBe(1);
   });
 
   it("refuses an enrollment signed by another key than the one it enrolls", async () => {
@@ -133,7 +133,7 @@ describe("handshake", () => {
     fake[0] = 1;
     const code = await codeOf(admin.login({ publicKey: owner.publicKey, challenge: fake, signature: owner.sign(loginMessage(fake)), setupCode: "TEST-SETU-PCOD-E123" }));
     expect(code).toBe(Code.Unauthenticated);
-    expect(await coord.store.listOrgs()).toEqual([]);
+    expect(await coord.store.access.listOrgs()).toEqual([]);
   });
 
   it("uses the setup code once", async () => {
@@ -151,9 +151,9 @@ describe("handshake", () => {
     expect(await codeOf(admin.listDevices({}))).toBe(Code.Unauthenticated);
     expect(await codeOf(admin.listDevices({}, { headers: { authorization: "Bearer fls_not-a-real-session-token" } }))).toBe(Code.Unauthenticated);
     const owner = generateIdentity();
-    const orgId = (await coord.store.listOrgs())[0]!.id;
-    await coord.store.addMember({ id: "m2", orgId, name: "viewer", role: "viewer", passwordHash: null, createdAt: Date.now(), removedAt: null });
-    await coord.store.addAdminKey({ id: "k2", orgId, memberId: "m2", name: "x", publicKey: owner.id, createdAt: Date.now(), revokedAt: null });
+    const orgId = (await coord.store.access.listOrgs())[0]!.id;
+    await coord.store.access.addMember({ id: "m2", orgId, name: "viewer", role: "viewer", passwordHash: null, createdAt: Date.now(), removedAt: null });
+    await coord.store.access.addAdminKey({ id: "k2", orgId, memberId: "m2", name: "x", publicKey: owner.id, createdAt: Date.now(), revokedAt: null });
     const ch = await challenge(admin);
     const s = await admin.login({ publicKey: owner.publicKey, challenge: ch, signature: owner.sign(loginMessage(ch)) });
     const headers = { authorization: `Bearer ${s.sessionToken}` };

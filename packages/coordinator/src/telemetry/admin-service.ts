@@ -30,7 +30,7 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
 
   async function findDevice(orgId: string, ref: string): Promise<DeviceRow> {
     if (!ref || ref.length > 128) throw bad("a device id or name is required");
-    const row = (await store.getDevice(orgId, ref)) ?? (await store.getDeviceByName(orgId, ref));
+    const row = (await store.devices.getDevice(orgId, ref)) ?? (await store.devices.getDeviceByName(orgId, ref));
     if (!row) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
     return row;
   }
@@ -44,7 +44,7 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
     if ((f?.grep.length ?? 0) > 256) throw bad("--grep text longer than 256 characters");
     const since = Number(f?.sinceUnixMs ?? 0n);
     if (!Number.isSafeInteger(since) || since < 0) throw bad("since out of range");
-    const all = await store.listDevices(orgId);
+    const all = await store.devices.listDevices(orgId);
     const names = new Map(all.map((d) => [d.id, d.name]));
     let deviceIds: string[] | undefined;
     if (device) {

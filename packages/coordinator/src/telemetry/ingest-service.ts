@@ -34,7 +34,7 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
   async function device(hctx: HandlerContext, stream: string): Promise<DeviceRow> {
     if (!STREAM_RE.test(stream)) throw new ConnectError("stream must match [a-z0-9_-]{1,64}", Code.InvalidArgument);
     const p = deviceOf(hctx);
-    const row = await store.getDevice(p.orgId, p.deviceId);
+    const row = await store.devices.getDevice(p.orgId, p.deviceId);
     if (!row || row.lifecycle !== "approved") {
       throw new ConnectError(`device is ${row?.lifecycle ?? "unknown"}: telemetry is taken from approved devices only`, Code.FailedPrecondition);
     }

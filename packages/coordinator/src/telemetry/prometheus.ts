@@ -81,8 +81,8 @@ export async function collect(store: Store, counters: TelemetryCounters, offline
   const now = Date.now();
   const states = new Map<string, number>();
   const deviceNames = new Map<string, { org: string; name: string }>();
-  for (const org of await store.listOrgs()) {
-    for (const d of await store.listDevices(org.id)) {
+  for (const org of await store.access.listOrgs()) {
+    for (const d of await store.devices.listDevices(org.id)) {
       deviceNames.set(d.id, { org: org.name, name: d.name });
       const online = d.connected && d.lastSeenAt !== null && now - d.lastSeenAt < offlineAfterMs;
       const state = d.lifecycle === "approved" ? (online ? "online" : "offline") : d.lifecycle;

@@ -80,7 +80,7 @@ describe("the telemetry services", () => {
   it("lets a viewer read its own organization's logs and never another's", async () => {
     const s = await setup();
     await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1]) }, s.device);
-    await t.coord.store.createOrg({ id: "org_b", name: "globex", createdAt: Date.now() });
+    await t.coord.store.access.createOrg({ id: "org_b", name: "globex", createdAt: Date.now() });
     await t.coord.store.telemetry.ingestLogs("org_b", "dev_b", "logs", [{ seq: 1, time: Date.now(), unit: "webapp", source: "stdout", line: "secret" }], { droppedThrough: 0, droppedTotal: 0 });
     const viewer = await t.as(s.orgId, "viewer");
     const { lines } = await s.query.queryLogs({ filter: { grep: "" } }, viewer);

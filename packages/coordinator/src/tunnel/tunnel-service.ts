@@ -42,7 +42,7 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
   const { store } = ctx;
 
   async function findDevice(p: AdminPrincipal, ref: string): Promise<DeviceRow | undefined> {
-    return (await store.getDevice(p.orgId, ref)) ?? (await store.getDeviceByName(p.orgId, ref));
+    return (await store.devices.getDevice(p.orgId, ref)) ?? (await store.devices.getDeviceByName(p.orgId, ref));
   }
 
   async function audit(hctx: HandlerContext, p: AdminPrincipal, t: TunnelRecord, outcome: string) {
