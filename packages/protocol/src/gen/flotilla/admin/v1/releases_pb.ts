@@ -444,10 +444,10 @@ export const GetDeviceReleasesResponseSchema: GenMessage<GetDeviceReleasesRespon
   messageDesc(file_flotilla_admin_v1_releases, 14);
 
 /**
- * Signed releases (DESIGN decision 3). The coordinator hosts each organization's TUF
- * repository; admins sign root and targets on their own machines and upload the signed
- * metadata here. Artifacts are uploaded over HTTP (see docs/releases.md), not through this
- * service, so that uploads stream and resume.
+ * Signed releases (docs/architecture.md, decision 3). The coordinator hosts each
+ * organization's TUF repository; admins sign root and targets on their own machines and
+ * upload the signed metadata here. Artifacts are uploaded over HTTP (see docs/releases.md),
+ * not through this service, so that uploads stream and resume.
  *
  * @generated from service flotilla.admin.v1.ReleaseService
  */
