@@ -3,7 +3,7 @@
  * default. Values come from a flag, then FLOTILLA_*, then the config file, then the default.
  */
 import { z } from "zod";
-import { defineOptions } from "@flotilla/protocol";
+import { defineOptions, type OptionSpec, type Values } from "@flotilla/protocol";
 
 const positiveMs = z.coerce.number().int().positive();
 
@@ -141,3 +141,19 @@ export const coordinatorOptionSpecs = defineOptions({
     doc: "how often the coordinator re-signs TUF snapshot and timestamp that would expire within two such periods",
   },
 });
+
+/** Every coordinator option's value, as `loadConfig(coordinatorOptionSpecs, ...)` returns them. */
+export type CoordinatorConfig = Values<typeof coordinatorOptionSpecs>;
+
+/**
+ * What startCoordinator takes: the configuration, where any option but the data directory and
+ * the listen address may be left out for its default (programs and tests pass what they change).
+ */
+export type CoordinatorOptions = Pick<CoordinatorConfig, "dataDir" | "listen"> & Partial<CoordinatorConfig>;
+
+/** The full configuration: each option left out (or undefined) takes its default from the specs. */
+export function withDefaults(opts: CoordinatorOptions): CoordinatorConfig {
+  const given = opts as Record<string, unknown>;
+  const specs = coordinatorOptionSpecs as Record<string, OptionSpec<unknown>>;
+  return Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, given[name] ?? spec.default])) as CoordinatorConfig;
+}

@@ -1,7 +1,6 @@
 import type { commonv1, Identity, Logger } from "@flotilla/protocol";
 import type { Auditor } from "./audit/auditor.ts";
-import type { Challenges } from "./auth/challenges.ts";
-import type { Hub } from "./hub.ts";
+import type { Challenges } from "./access/challenges.ts";
 import type { RolloutEvents } from "./rollouts/engine.ts";
 import type { Store } from "./store/index.ts";
 
@@ -14,7 +13,6 @@ export interface ServiceContext {
   endorsements: commonv1.KeyEndorsement[];
   store: Store;
   challenges: Challenges;
-  hub: Hub;
   auditor: Auditor;
   log: Logger;
   /** The address put into join strings. */

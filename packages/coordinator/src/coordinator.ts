@@ -1,61 +1,31 @@
 import { mkdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { hostname } from "node:os";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import {
-  adminv1,
-  agentv1,
-  createLogger,
-  hashSecret,
-  healthv1,
-  selfSignedCertificate,
-  type Identity,
-  type Logger,
-} from "@flotilla/protocol";
-import { randomBytes } from "node:crypto";
-import { Challenges } from "./auth/challenges.ts";
-import { authorizationInterceptor } from "./auth/interceptor.ts";
-import { webLoginHandler } from "./auth/web-login.ts";
-import { cookieHeaderKey, remoteAddressKey } from "./auth/principal.ts";
+import { createLogger, healthv1, selfSignedCertificate, type Identity, type Logger } from "@flotilla/protocol";
+import { accessFeature } from "./access/index.ts";
+import { Challenges } from "./access/challenges.ts";
+import { authorizationInterceptor } from "./access/interceptor.ts";
+import { cookieHeaderKey, remoteAddressKey } from "./access/principal.ts";
+import { prepareSetupCode } from "./access/setup-code.ts";
+import { webLoginFeature } from "./access/web-login.ts";
 import { Auditor } from "./audit/auditor.ts";
+import { withDefaults, type CoordinatorConfig, type CoordinatorOptions } from "./config.ts";
 import type { ServiceContext } from "./context.ts";
-import { Hub } from "./hub.ts";
-import { loadCoordinatorIdentity, loadEndorsements, loadOnlineIdentity } from "./key-rotation.ts";
-import { nixCacheHandler } from "./nixcache/http-cache.ts";
-import { nixService } from "./nixcache/nix-service.ts";
+import { devicesFeature } from "./devices/index.ts";
+import type { Feature } from "./feature.ts";
+import { loadCoordinatorIdentity, loadEndorsements, loadOnlineIdentity } from "./identity/key-rotation.ts";
+import { nixCacheFeature } from "./nixcache/index.ts";
+import { releasesFeature } from "./releases/index.ts";
+import { rolloutsFeature } from "./rollouts/index.ts";
+import { healthService } from "./server/health-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
-import { adminService } from "./services/admin-service.ts";
-import { normalizeSetupCode } from "./services/access-service.ts";
-import { agentService } from "./services/agent-service.ts";
-import { healthService } from "./services/health-service.ts";
+import { storeErrorInterceptor } from "./server/store-errors.ts";
 import { openStore, type Store } from "./store/index.ts";
-import { createTelemetry, type TelemetryOptions } from "./telemetry/index.ts";
-import { registerTunnelServices, tunnelServiceNames, TunnelRegistry } from "./tunnel/index.ts";
-import { releasesHttpHandler } from "./releases/http.ts";
-import { releaseService } from "./releases/release-service.ts";
-import { startReleases } from "./releases/setup.ts";
-import { startRollouts } from "./rollouts/setup.ts";
+import { telemetryFeature } from "./telemetry/index.ts";
+import { tunnelFeature, TunnelRegistry } from "./tunnel/index.ts";
 
-/** Everything a coordinator needs to start; see config.ts for each option's meaning. */
-export interface CoordinatorOptions extends TelemetryOptions {
-  dataDir: string;
-  /** host:port to listen on. */
-  listen: string;
-  databaseUrl?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  publicUrl?: string;
-  setupCode?: string;
-  maxMessageBytes: number;
-  sessionTtlMs: number;
-  keepaliveMs: number;
-  offlineAfterMs: number;
-  /** Default: one day. */
-  tufTimestampTtlMs?: number;
-  /** Default: one hour. */
-  tufRefreshMs?: number;
-}
+export type { CoordinatorOptions } from "./config.ts";
 
 export interface Coordinator {
   /** Where this coordinator answers, e.g. http://127.0.0.1:7700. */
@@ -81,107 +51,90 @@ export function parseHostPort(text: string): { host: string; port: number } {
   return { host: m[1] ?? m[2]!, port };
 }
 
-function newSetupCode(): string {
-  const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-  const chars = [...randomBytes(16)].map((b) => alphabet[b % alphabet.length]);
-  return [0, 4, 8, 12].map((i) => chars.slice(i, i + 4).join("")).join("-");
+/** Everything the coordinator does, in the order it starts; it stops in the reverse order. */
+function featureList(config: CoordinatorConfig, tls: boolean, tunnels: TunnelRegistry): ((ctx: ServiceContext) => Feature | Promise<Feature>)[] {
+  return [
+    accessFeature,
+    (ctx) => webLoginFeature(ctx, { secureCookies: tls }),
+    devicesFeature,
+    (ctx) => releasesFeature(ctx, config),
+    rolloutsFeature,
+    (ctx) => telemetryFeature(ctx, config),
+    (ctx) => nixCacheFeature(ctx, config),
+    (ctx) => tunnelFeature(ctx, tunnels),
+  ];
 }
 
-/** Ensures an unused setup code exists while no owner does; returns it for printing. */
-async function prepareSetupCode(store: Store, given: string | undefined): Promise<string | undefined> {
-  if (await store.settings.getSetting("setup_code_used")) return undefined;
-  const code = given ?? newSetupCode();
-  await store.settings.setSetting("setup_code_hash", hashSecret(normalizeSetupCode(code)));
-  return code;
+/** Stops features in the reverse order of their start. */
+async function closeAll(features: Feature[]): Promise<void> {
+  for (const f of [...features].reverse()) await f.close();
 }
 
-/** Starts a coordinator: identity, store, services, listener. */
+/**
+ * Starts a coordinator: identity, store and TLS, then every feature, then the listener that
+ * hosts them. Whatever it opened is closed again when a later step fails.
+ */
 export async function startCoordinator(
   opts: CoordinatorOptions,
   log: Logger = createLogger({ role: "coordinator" }),
 ): Promise<Coordinator> {
-  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
-  const identity = await loadCoordinatorIdentity(opts.dataDir);
-  const endorsements = await loadEndorsements(opts.dataDir);
-  const onlineIdentity = await loadOnlineIdentity(opts.dataDir);
-  const store = await openStore({ dataDir: opts.dataDir, databaseUrl: opts.databaseUrl });
-  const { host, port } = parseHostPort(opts.listen);
+  const config = withDefaults(opts);
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const identity = await loadCoordinatorIdentity(config.dataDir);
+  const endorsements = await loadEndorsements(config.dataDir);
+  const onlineIdentity = await loadOnlineIdentity(config.dataDir);
+  const { host, port } = parseHostPort(config.listen);
+  const tls = await loadTls(config, host, identity);
+  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
 
-  let tls: { certPem: string; keyPem: string } | undefined;
-  if (opts.tlsCert || opts.tlsKey) {
-    if (!opts.tlsCert || !opts.tlsKey) throw new Error("--tls-cert and --tls-key go together");
-    tls = { certPem: await readFile(opts.tlsCert, "utf8"), keyPem: await readFile(opts.tlsKey, "utf8") };
-  } else if (!isLoopback(host)) {
-    tls = await selfSignedCertificate(identity, { hosts: [...new Set([host, hostname(), "localhost", "127.0.0.1"])] });
-  }
-
-  const hub = new Hub(store);
-  const auditor = new Auditor(store, log);
-  const shutdown = new AbortController();
-  const tunnels = new TunnelRegistry();
   const ctx: ServiceContext = {
     identity,
     onlineIdentity,
     endorsements,
     store,
     challenges: new Challenges(identity, store),
-    hub,
-    auditor,
+    auditor: new Auditor(store, log),
     log,
-    publicUrl: opts.publicUrl ?? "",
-    sessionTtlMs: opts.sessionTtlMs,
-    keepaliveMs: opts.keepaliveMs,
-    offlineAfterMs: opts.offlineAfterMs,
+    publicUrl: config.publicUrl ?? "",
+    sessionTtlMs: config.sessionTtlMs,
+    keepaliveMs: config.keepaliveMs,
+    offlineAfterMs: config.offlineAfterMs,
   };
-  const telemetry = createTelemetry(ctx, opts);
-  const releases = await startReleases(ctx, opts);
-  const rollouts = startRollouts(ctx);
-  const handler = connectNodeAdapter({
-    routes(router) {
-      telemetry.routes(router);
-      router.service(adminv1.ReleaseService, releaseService(ctx, releases.tuf, releases.artifacts));
-      router.service(adminv1.RolloutService, rollouts.service);
-      router.service(agentv1.AgentService, agentService(ctx));
-      router.service(adminv1.AdminService, adminService(ctx));
-      router.service(adminv1.NixService, nixService(ctx));
-      registerTunnelServices(router, ctx, tunnels);
-      router.service(
-        healthv1.Health,
-        healthService([agentv1.AgentService.typeName, adminv1.AdminService.typeName, ...telemetry.serviceNames, ...tunnelServiceNames]),
-      );
-    },
-    interceptors: [authorizationInterceptor(store, auditor)],
-    readMaxBytes: opts.maxMessageBytes,
-    writeMaxBytes: opts.maxMessageBytes,
-    shutdownSignal: shutdown.signal,
-    contextValues: (req) =>
-      createContextValues()
-        .set(remoteAddressKey, req.socket.remoteAddress ?? "")
-        .set(cookieHeaderKey, typeof req.headers.cookie === "string" ? req.headers.cookie : ""),
-  });
-
-  const webLogin = webLoginHandler(ctx, { secureCookies: tls !== undefined });
-  const nixCache = nixCacheHandler(ctx, { dir: join(opts.dataDir, "nix") });
-  const releasesHttp = releasesHttpHandler({ store, artifacts: releases.artifacts, tuf: releases.tuf, log, auditor });
-  const connect: RequestHandler = handler;
-  const routes: RequestHandler = (req, res) => {
-    if (!webLogin(req, res) && !nixCache(req, res) && !telemetry.http(req, res) && !releasesHttp(req, res)) connect(req, res);
-  };
-
+  const tunnels = new TunnelRegistry();
+  const shutdown = new AbortController();
+  const features: Feature[] = [];
   let listener: Listener;
+  let setupCode: string | undefined;
   try {
-    listener = await listen({ host, port, handler: routes, tls });
+    for (const start of featureList(config, tls !== undefined, tunnels)) features.push(await start(ctx));
+    const connect: RequestHandler = connectNodeAdapter({
+      routes(router) {
+        for (const f of features) f.routes?.(router);
+        router.service(healthv1.Health, healthService(features.flatMap((f) => f.serviceNames)));
+      },
+      // The store's errors are mapped first, so the authorization interceptor audits their codes.
+      interceptors: [authorizationInterceptor(store, ctx.auditor), storeErrorInterceptor()],
+      readMaxBytes: config.maxMessageBytes,
+      writeMaxBytes: config.maxMessageBytes,
+      shutdownSignal: shutdown.signal,
+      contextValues: (req) =>
+        createContextValues()
+          .set(remoteAddressKey, req.socket.remoteAddress ?? "")
+          .set(cookieHeaderKey, typeof req.headers.cookie === "string" ? req.headers.cookie : ""),
+    });
+    const routes = features.flatMap((f) => (f.http ? [f.http] : []));
+    const handler: RequestHandler = (req, res) => {
+      if (!routes.some((route) => route(req, res))) connect(req, res);
+    };
+    listener = await listen({ host, port, handler, tls });
+    setupCode = await prepareSetupCode(store, config.setupCode);
   } catch (err) {
-    telemetry.close();
-    await rollouts.close();
-    releases.close();
-    hub.close();
+    await closeAll(features);
     await store.close();
     throw err;
   }
-  const publicUrl = opts.publicUrl ?? defaultPublicUrl(listener, host, tls !== undefined);
+  const publicUrl = config.publicUrl ?? defaultPublicUrl(listener, host, tls !== undefined);
   ctx.publicUrl = publicUrl;
-  const setupCode = await prepareSetupCode(store, opts.setupCode);
   log.info("coordinator listening", { url: listener.url, database: store.dialect, id: identity.id });
 
   return {
@@ -194,15 +147,21 @@ export async function startCoordinator(
     tunnels,
     async close() {
       shutdown.abort();
-      telemetry.close();
-      tunnels.close();
-      await rollouts.close();
-      releases.close();
-      hub.close();
+      await closeAll(features);
       await listener.close();
       await store.close();
     },
   };
+}
+
+/** The certificate to serve: the given files, else one made from our key off loopback, else none. */
+async function loadTls(config: CoordinatorConfig, host: string, identity: Identity): Promise<{ certPem: string; keyPem: string } | undefined> {
+  if (config.tlsCert || config.tlsKey) {
+    if (!config.tlsCert || !config.tlsKey) throw new Error("--tls-cert and --tls-key go together");
+    return { certPem: await readFile(config.tlsCert, "utf8"), keyPem: await readFile(config.tlsKey, "utf8") };
+  }
+  if (isLoopback(host)) return undefined;
+  return selfSignedCertificate(identity, { hosts: [...new Set([host, hostname(), "localhost", "127.0.0.1"])] });
 }
 
 function defaultPublicUrl(listener: Listener, host: string, tls: boolean): string {

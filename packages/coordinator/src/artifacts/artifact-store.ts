@@ -3,6 +3,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, open, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
+import { HttpError } from "../server/http.ts";
 
 /** sha256 in lowercase hex. */
 export const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -11,13 +12,10 @@ export const SHA256_HEX = /^[0-9a-f]{64}$/;
 export const MAX_ARTIFACT_BYTES = 64 * 1024 ** 3;
 
 /** Why an upload was refused; `status` is the HTTP status to answer with. */
-export class UploadError extends Error {
+export class UploadError extends HttpError {
   override name = "UploadError";
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
+  constructor(message: string, status: number) {
+    super(status, message);
   }
 }
 

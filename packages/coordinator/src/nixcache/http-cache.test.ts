@@ -3,7 +3,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { generateIdentity, newId } from "@flotilla/protocol";
-import { openSession } from "../auth/sessions.ts";
+import { openSession } from "../access/sessions.ts";
 import { startTestCoordinator, type TestCoordinator } from "../test-support.ts";
 import { formatSha256, toNixBase32 } from "./nix-format.ts";
 import { generateNixKey, KeySealer } from "./nix-keys.ts";

@@ -14,30 +14,21 @@
  * the organization is signed on upload with the keys whose secret the coordinator holds, and
  * refused when it holds none.
  */
-import type http from "node:http";
-import type http2 from "node:http2";
-import { resolvePrincipal } from "../auth/interceptor.ts";
-import { rolePermissions } from "../auth/policy.ts";
-import type { Principal } from "../auth/principal.ts";
+import { resolvePrincipal } from "../access/interceptor.ts";
+import { rolePermissions } from "../access/policy.ts";
+import type { Principal } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
+import { answerFailure, checkMethod, headerOf, HttpError, pathOf, readBody, sendText, type HttpRequest, type HttpResponse, type HttpRoute } from "../server/http.ts";
 import { NarFiles, TooLargeError } from "./nar-files.ts";
 import { HASH_PART, MAX_NAR_SIZE, fromNixBase32, formatNarInfo, parseNarInfo, toNixBase32 } from "./nix-format.ts";
 import { orgNixKeys } from "./nix-service.ts";
-import { checkUpload, HttpError } from "./upload.ts";
-
-type Request = http.IncomingMessage | http2.Http2ServerRequest;
-type Response = http.ServerResponse | http2.Http2ServerResponse;
+import { checkUpload } from "./upload.ts";
 
 const PREFIX = "/nix/";
 const MAX_NARINFO_BYTES = 256 * 1024;
 const CACHE_INFO = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
 
-function send(res: Response, status: number, body: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store", ...headers });
-  res.end(body);
-}
-
-function credential(header: string | undefined): string | undefined {
+function credential(header: string | null): string | undefined {
   if (!header) return undefined;
   const basic = /^Basic ([A-Za-z0-9+/=]{1,2048})$/.exec(header);
   if (basic) {
@@ -49,28 +40,19 @@ function credential(header: string | undefined): string | undefined {
   return bearer?.[1];
 }
 
-async function readSmall(req: Request, max: number): Promise<string> {
-  let size = 0;
-  const chunks: Buffer[] = [];
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > max) throw new HttpError(413, `larger than ${max} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
-
 /**
  * Returns a request handler for /nix/...; it answers and returns true for those paths, and
  * returns false for any other. NARs live in `dir` (content-addressed), metadata in the store.
  */
-export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
+export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }): HttpRoute {
   const files = new NarFiles(opts.dir);
 
-  async function authorize(req: Request, orgSegment: string, write: boolean): Promise<{ orgId: string; principal: Principal }> {
-    const token = credential(typeof req.headers.authorization === "string" ? req.headers.authorization : undefined);
+  async function authorize(req: HttpRequest, orgSegment: string, write: boolean): Promise<{ orgId: string; principal: Principal }> {
+    const token = credential(headerOf(req, "authorization"));
     const principal = token ? await resolvePrincipal(ctx.store, `Bearer ${token}`, "", null) : undefined;
-    if (!principal) throw new HttpError(401, "log in: HTTP basic auth with a session or API token as the password");
+    if (!principal) {
+      throw new HttpError(401, "log in: HTTP basic auth with a session or API token as the password", { "www-authenticate": 'Basic realm="flotilla nix cache"' });
+    }
     const org = (await ctx.store.access.getOrgByName(orgSegment)) ?? (await ctx.store.access.getOrg(orgSegment));
     if (!org || org.id !== principal.orgId) throw new HttpError(403, "not a member of this organization");
     // Devices read once approved: a pending, rejected or decommissioned one gets nothing.
@@ -82,15 +64,15 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
     return { orgId: org.id, principal };
   }
 
-  async function getNarInfo(orgId: string, hashPart: string, res: Response, head: boolean): Promise<void> {
+  async function getNarInfo(orgId: string, hashPart: string, res: HttpResponse, head: boolean): Promise<void> {
     const p = await ctx.store.nix.getPath(orgId, hashPart);
-    if (!p) return send(res, 404, "no such path\n");
+    if (!p) return sendText(res, 404, "no such path\n");
     const body = formatNarInfo({ ...p, url: `nar/${toNixBase32(Buffer.from(p.fileHash, "hex"))}.nar`, compression: "none" });
     res.writeHead(200, { "content-type": "text/x-nix-narinfo", "content-length": String(Buffer.byteLength(body)) });
     res.end(head ? "" : body);
   }
 
-  async function getNar(orgId: string, name: string, res: Response, head: boolean): Promise<void> {
+  async function getNar(orgId: string, name: string, res: HttpResponse, head: boolean): Promise<void> {
     const m = /^([0-9a-z]{52})\.nar$/.exec(name);
     let hex: string | undefined;
     try {
@@ -98,9 +80,9 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
     } catch {
       hex = undefined;
     }
-    if (!hex || !(await ctx.store.nix.hasFile(orgId, hex))) return send(res, 404, "no such NAR\n");
+    if (!hex || !(await ctx.store.nix.hasFile(orgId, hex))) return sendText(res, 404, "no such NAR\n");
     const size = await files.size(hex);
-    if (size === undefined) return send(res, 404, "no such NAR\n");
+    if (size === undefined) return sendText(res, 404, "no such NAR\n");
     res.writeHead(200, { "content-type": "application/x-nix-nar", "content-length": String(size) });
     if (head) return void res.end();
     const stream = files.open(hex);
@@ -108,7 +90,7 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
     stream.pipe(res as NodeJS.WritableStream);
   }
 
-  async function putNar(req: Request, name: string, orgId: string, res: Response): Promise<void> {
+  async function putNar(req: HttpRequest, name: string, orgId: string, res: HttpResponse): Promise<void> {
     const m = /^([0-9a-z]{52})\.nar(\.[a-z0-9]+)?$/.exec(name);
     if (!m) throw new HttpError(400, "NAR names are nar/<base32 sha256>.nar");
     if (m[2]) throw new HttpError(415, "only uncompressed NARs are accepted: copy to the cache URL with ?compression=none");
@@ -119,13 +101,13 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
       });
     if (!kept) throw new HttpError(400, "the NAR's sha256 does not match its name");
     await ctx.store.nix.recordNar(orgId, hex, Date.now());
-    send(res, 200, "stored\n");
+    sendText(res, 200, "stored\n");
   }
 
-  async function putNarInfo(req: Request, hashPart: string, orgId: string, principal: Principal, res: Response): Promise<void> {
+  async function putNarInfo(req: HttpRequest, hashPart: string, orgId: string, principal: Principal, res: HttpResponse): Promise<void> {
     let info;
     try {
-      info = parseNarInfo(await readSmall(req, MAX_NARINFO_BYTES));
+      info = parseNarInfo(await readBody(req, MAX_NARINFO_BYTES));
     } catch (err) {
       throw err instanceof HttpError ? err : new HttpError(400, `invalid narinfo: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -160,10 +142,10 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
       createdAt: Date.now(),
     });
     await audit("ok");
-    send(res, 200, "stored\n");
+    sendText(res, 200, "stored\n");
   }
 
-  async function handle(req: Request, res: Response, path: string): Promise<void> {
+  async function handle(req: HttpRequest, res: HttpResponse, path: string): Promise<void> {
     const rest = path.slice(PREFIX.length);
     const slash = rest.indexOf("/");
     let orgSegment = "";
@@ -174,36 +156,25 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }) {
     }
     const file = rest.slice(slash + 1);
     if (slash <= 0 || !orgSegment || orgSegment.length > 200 || !file) throw new HttpError(404, "expected /nix/<organization>/<file>");
-    const method = req.method ?? "GET";
+    const method = checkMethod(req, ["GET", "HEAD", "PUT"]);
     const write = method === "PUT";
-    if (!write && method !== "GET" && method !== "HEAD") throw new HttpError(405, "use GET, HEAD or PUT");
     const { orgId, principal } = await authorize(req, orgSegment, write);
     const head = method === "HEAD";
     const narinfo = /^([0-9a-z]+)\.narinfo$/.exec(file);
     if (narinfo && !HASH_PART.test(narinfo[1]!)) throw new HttpError(404, "not a store path hash");
     if (file === "nix-cache-info") {
       if (write) throw new HttpError(403, "the cache's info is fixed");
-      return send(res, 200, head ? "" : CACHE_INFO, { "content-type": "text/x-nix-cache-info" });
+      return sendText(res, 200, head ? "" : CACHE_INFO, { "content-type": "text/x-nix-cache-info" });
     }
     if (narinfo) return write ? putNarInfo(req, narinfo[1]!, orgId, principal, res) : getNarInfo(orgId, narinfo[1]!, res, head);
     if (file.startsWith("nar/")) return write ? putNar(req, file.slice(4), orgId, res) : getNar(orgId, file.slice(4), res, head);
     throw new HttpError(write ? 403 : 404, write ? "this cache accepts only NARs and narinfo files" : "not found");
   }
 
-  return (req: Request, res: Response): boolean => {
-    const path = (req.url ?? "").split("?")[0] ?? "";
+  return (req, res) => {
+    const path = pathOf(req);
     if (!path.startsWith(PREFIX)) return false;
-    handle(req, res, path).catch((err: unknown) => {
-      if (err instanceof HttpError) {
-        const extra: Record<string, string> = err.status === 401 ? { "www-authenticate": 'Basic realm="flotilla nix cache"' } : {};
-        if (!res.headersSent) send(res, err.status, `${err.message}\n`, extra);
-        else res.destroy();
-        return;
-      }
-      ctx.log.error("nix cache request failed", { err: String(err), path });
-      if (!res.headersSent) send(res, 500, "internal error\n");
-      else res.destroy();
-    });
+    handle(req, res, path).catch((err: unknown) => answerFailure(res, err, "text", () => ctx.log.error("nix cache request failed", { err: String(err), path })));
     return true;
   };
 }

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { adminv1 } from "@flotilla/protocol";
-import { adminOf } from "../auth/principal.ts";
+import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { NixKeyRow } from "../store/index.ts";
 import { formatPublicKey, generateNixKey, KeySealer, NIX_KEY_NAME, parseNixKey, type NixKeyMaterial } from "./nix-keys.ts";

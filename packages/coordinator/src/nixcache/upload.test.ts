@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import { fingerprint, formatSha256, parseNarInfo, toNixBase32 } from "./nix-format.ts";
 import { generateIdentity } from "@flotilla/protocol";
 import { formatPublicKey, generateNixKey, KeySealer, parseNixKey, signWith, verifyWith } from "./nix-keys.ts";
-import { checkUpload, HttpError, type UploadContext } from "./upload.ts";
+import { HttpError } from "../server/http.ts";
+import { checkUpload, type UploadContext } from "./upload.ts";
 
 const narHex = createHash("sha256").update("nar").digest("hex");
 const HASH = "m83ihfsc6mgxl7i9mi2j7156gsnpzmw6";

@@ -1,15 +1,6 @@
 import { STORE_DIR, fingerprint, toNixBase32, type NarInfo } from "./nix-format.ts";
 import { signWith, verifyWith, type NixKeyMaterial } from "./nix-keys.ts";
-
-/** Thrown by the cache's steps to answer with an HTTP status and a one-line reason. */
-export class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { HttpError } from "../server/http.ts";
 
 /** What verifying an upload needs to know about the cache. */
 export interface UploadContext {

@@ -3,8 +3,6 @@
  * artifact downloads (with Range) for the organization's devices. See docs/releases.md.
  */
 import { createReadStream } from "node:fs";
-import type http from "node:http";
-import type http2 from "node:http2";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
@@ -15,53 +13,30 @@ import {
   UPLOAD_COMPLETE_HEADER,
   UPLOAD_LENGTH_HEADER,
   UPLOAD_OFFSET_HEADER,
+  type Logger,
 } from "@flotilla/protocol";
 import { SHA256_HEX, UploadError, type ArtifactStore } from "../artifacts/artifact-store.ts";
-import { CSRF_HEADER } from "../auth/cookies.ts";
-import { resolvePrincipal } from "../auth/interceptor.ts";
-import { rolePermissions, type Permission } from "../auth/policy.ts";
+import { CSRF_HEADER } from "../access/cookies.ts";
+import { resolvePrincipal } from "../access/interceptor.ts";
+import { rolePermissions, type Permission } from "../access/policy.ts";
+import type { Principal } from "../access/principal.ts";
 import type { Auditor } from "../audit/auditor.ts";
-import type { Principal } from "../auth/principal.ts";
-import type { Logger } from "@flotilla/protocol";
+import { answerFailure, checkMethod, headerOf, HttpError, pathOf, sendJson, type HttpRequest, type HttpResponse, type HttpRoute } from "../server/http.ts";
 import type { Store } from "../store/index.ts";
 import type { TufRepository } from "../tuf/repository.ts";
 
-type Request = http.IncomingMessage | http2.Http2ServerRequest;
-type Response = http.ServerResponse | http2.Http2ServerResponse;
-
-function send(res: Response, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  if (res.headersSent) return void res.end();
-  res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store", ...headers });
-  res.end(JSON.stringify(body));
-}
-
-function header(req: Request, name: string): string | null {
-  const v = req.headers[name];
-  return typeof v === "string" ? v : null;
-}
-
-function intHeader(req: Request, name: string): number {
-  const v = header(req, name);
+function intHeader(req: HttpRequest, name: string): number {
+  const v = headerOf(req, name);
   if (v === null || !/^\d{1,16}$/.test(v)) throw new UploadError(`header ${name} must be a non-negative integer`, 400);
   return Number(v);
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** Handles /artifacts/v1/ and /tuf/v1/; returns false for any other path. */
-export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactStore; tuf: TufRepository; log: Logger; auditor?: Auditor }) {
+export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactStore; tuf: TufRepository; log: Logger; auditor?: Auditor }): HttpRoute {
   const { store, artifacts, tuf, log, auditor } = deps;
 
-  async function caller(req: Request, wants: "device-or-reader" | "writer"): Promise<Principal> {
-    const cookies = typeof req.headers.cookie === "string" ? req.headers.cookie : "";
-    const p = await resolvePrincipal(store, header(req, AUTHORIZATION_HEADER), cookies, header(req, CSRF_HEADER));
+  async function caller(req: HttpRequest, wants: "device-or-reader" | "writer"): Promise<Principal> {
+    const p = await resolvePrincipal(store, headerOf(req, AUTHORIZATION_HEADER), headerOf(req, "cookie") ?? "", headerOf(req, CSRF_HEADER));
     if (!p) throw new HttpError(401, "not logged in, or the session expired");
     const need: Permission = wants === "writer" ? "releases:write" : "releases:read";
     if (p.kind === "device") {
@@ -72,7 +47,7 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     return p;
   }
 
-  async function upload(req: Request, res: Response, sha256: string): Promise<void> {
+  async function upload(req: HttpRequest, res: HttpResponse, sha256: string): Promise<void> {
     const p = await caller(req, "writer");
     const length = intHeader(req, UPLOAD_LENGTH_HEADER);
     // The bytes are stored once for every organization, but each must upload them itself before
@@ -81,12 +56,12 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     const by = { owner: p.orgId, owns };
     if (req.method === "GET" || req.method === "HEAD") {
       const state = await artifacts.state(by, sha256, length);
-      return send(res, 200, state.complete ? { complete: true, offset: length } : state);
+      return sendJson(res, 200, state.complete ? { complete: true, offset: length } : state);
     }
-    if (req.method !== "PATCH") throw new HttpError(405, "use GET or PATCH");
+    checkMethod(req, ["GET", "PATCH"]);
     const offset = intHeader(req, UPLOAD_OFFSET_HEADER);
-    const last = header(req, UPLOAD_COMPLETE_HEADER) === "?1";
-    const declared = header(req, "content-length");
+    const last = headerOf(req, UPLOAD_COMPLETE_HEADER) === "?1";
+    const declared = headerOf(req, "content-length");
     if (declared !== null && offset + Number(declared) > length) {
       throw new UploadError(`upload exceeds the declared length of ${length} bytes`, 413);
     }
@@ -104,10 +79,10 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     }
     if (state.complete && !owns) await store.releases.recordArtifactOwner(p.orgId, sha256, length, Date.now());
     if (state.complete) await audit("ok");
-    send(res, state.complete ? 201 : 200, state.complete ? { complete: true, offset: length } : state);
+    sendJson(res, state.complete ? 201 : 200, state.complete ? { complete: true, offset: length } : state);
   }
 
-  async function metadata(req: Request, res: Response, file: string): Promise<void> {
+  async function metadata(req: HttpRequest, res: HttpResponse, file: string): Promise<void> {
     const p = await caller(req, "device-or-reader");
     const bytes = await tuf.read(p.orgId, file);
     if (!bytes) throw new HttpError(404, `no metadata ${file}`);
@@ -115,7 +90,7 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     res.end(bytes);
   }
 
-  async function target(req: Request, res: Response, path: string): Promise<void> {
+  async function target(req: HttpRequest, res: HttpResponse, path: string): Promise<void> {
     const p = await caller(req, "device-or-reader");
     // Consistent snapshots: <dir>/<sha256>.<file>; the bytes are found by their hash.
     const base = path.slice(path.lastIndexOf("/") + 1);
@@ -125,7 +100,7 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     if (size === undefined || !(await store.releases.hasArtifact(p.orgId, sha256, size))) throw new HttpError(404, "no such target");
     let start = 0;
     let end = size - 1;
-    const range = header(req, "range");
+    const range = headerOf(req, "range");
     if (range) {
       const m = /^bytes=(\d{1,16})-(\d{0,16})$/.exec(range);
       if (!m) throw new HttpError(416, "only one byte range (bytes=a- or bytes=a-b) is supported");
@@ -146,20 +121,14 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     await pipeline(createReadStream(artifacts.path(sha256), { start, end }), res as NodeJS.WritableStream);
   }
 
-  return (req: Request, res: Response): boolean => {
-    const url = req.url ?? "";
-    const path = url.split("?")[0] ?? "";
+  return (req, res) => {
+    const path = pathOf(req);
     let work: Promise<void>;
     if (path.startsWith(ARTIFACTS_PATH)) work = upload(req, res, path.slice(ARTIFACTS_PATH.length));
     else if (path.startsWith(TUF_METADATA_PATH)) work = metadata(req, res, path.slice(TUF_METADATA_PATH.length));
     else if (path.startsWith(TUF_TARGETS_PATH)) work = target(req, res, path.slice(TUF_TARGETS_PATH.length));
     else return false;
-    work.catch((err: unknown) => {
-      if (err instanceof HttpError || err instanceof UploadError) return send(res, err.status, { error: err.message });
-      log.warn("release HTTP request failed", { path, err: String(err) });
-      if (res.headersSent) return void res.destroy();
-      send(res, 500, { error: "internal error" });
-    });
+    work.catch((err: unknown) => answerFailure(res, err, "json", () => log.warn("release HTTP request failed", { path, err: String(err) })));
     return true;
   };
 }

@@ -4,9 +4,10 @@ import type { Targets } from "@tufjs/models";
 import { adminv1, parseReleaseMeta, releaseTargetPath, RELEASE_NAME } from "@flotilla/protocol";
 import type { ArtifactStore } from "../artifacts/artifact-store.ts";
 import { SHA256_HEX } from "../artifacts/artifact-store.ts";
-import { adminOf } from "../auth/principal.ts";
+import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
-import type { DeviceRow, ReleaseRow } from "../store/index.ts";
+import { findAdminDevice } from "../devices/devices.ts";
+import type { ReleaseRow } from "../store/index.ts";
 import { MetadataError, type TufRepository } from "../tuf/repository.ts";
 
 const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
@@ -97,13 +98,7 @@ async function newReleases(orgId: string, next: Targets, previous: Targets, ctx:
 export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifacts: ArtifactStore): ServiceImpl<typeof adminv1.ReleaseService> {
   const { store } = ctx;
 
-  async function findDevice(hctx: HandlerContext, ref: string): Promise<DeviceRow> {
-    const { orgId } = adminOf(hctx);
-    if (!ref || ref.length > 128) throw new ConnectError("a device id or name is required", Code.InvalidArgument);
-    const row = (await store.devices.getDevice(orgId, ref)) ?? (await store.devices.getDeviceByName(orgId, ref));
-    if (!row) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
-    return row;
-  }
+  const findDevice = (hctx: HandlerContext, ref: string) => findAdminDevice(store, hctx, ref);
 
   return {
     async getRepository(_req, hctx) {

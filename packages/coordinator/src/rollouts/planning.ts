@@ -2,7 +2,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { adminv1, flattenFacts, parseSelector, RELEASE_NAME, SelectorError } from "@flotilla/protocol";
 import { kindCapability } from "../releases/release-service.ts";
-import { factsFromJson, isOnline } from "../services/convert.ts";
+import { factsFromJson, isOnline } from "../devices/convert.ts";
 import type { ReleaseRow, RolloutSpecRow, Store } from "../store/index.ts";
 import { planRollout, type PlanDevice, type RolloutPlan } from "./plan.ts";
 import { MAX_WAVES, parseThreshold, parseWaves, WaveSpecError } from "./waves.ts";

@@ -1,6 +1,6 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { adminv1, isReissueOf, newId, parseReleaseMeta } from "@flotilla/protocol";
-import { adminOf } from "../auth/principal.ts";
+import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { ReleaseRow, RolloutDeviceRow, RolloutRow } from "../store/index.ts";
 import { ActionRefused, advance, onAdminAction, type AdminAction } from "./decide.ts";

@@ -2,12 +2,10 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import type { TLSSocket } from "node:tls";
+import type { HttpRequest, HttpResponse } from "./http.ts";
 
 /** A Node request handler that serves HTTP/1.1 and HTTP/2 alike (connectNodeAdapter's shape). */
-export type RequestHandler = (
-  req: http.IncomingMessage | http2.Http2ServerRequest,
-  res: http.ServerResponse | http2.Http2ServerResponse,
-) => void;
+export type RequestHandler = (req: HttpRequest, res: HttpResponse) => void;
 
 /** Where and how {@link listen} serves. */
 export interface ListenOptions {

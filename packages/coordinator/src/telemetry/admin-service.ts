@@ -1,9 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { adminv1, flattenFacts, matchesSelector, parseSelector, SelectorError } from "@flotilla/protocol";
-import { adminOf } from "../auth/principal.ts";
+import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
-import { factsFromJson } from "../services/convert.ts";
+import { factsFromJson } from "../devices/convert.ts";
 import type { DeviceRow, LogLineRow } from "../store/index.ts";
 import type { FedLine, LogFeed } from "./feed.ts";
 import { UNIT_RE } from "./validate.ts";

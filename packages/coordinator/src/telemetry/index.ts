@@ -1,7 +1,7 @@
-import type { ConnectRouter } from "@connectrpc/connect";
 import { adminv1, agentv1 } from "@flotilla/protocol";
 import type { ServiceContext } from "../context.ts";
-import type { RequestHandler } from "../server/listen.ts";
+import type { CoordinatorConfig } from "../config.ts";
+import type { Feature } from "../feature.ts";
 import { telemetryAdminService } from "./admin-service.ts";
 import { TelemetryCounters } from "./counters.ts";
 import { LogFeed } from "./feed.ts";
@@ -10,38 +10,18 @@ import { OtlpExporter } from "./otlp.ts";
 import { metricsHandler } from "./prometheus.ts";
 
 /** The coordinator's telemetry options; see config.ts for each. */
-export interface TelemetryOptions {
-  /** Logs and metric samples older than this are deleted (default 7 days). */
-  logRetentionMs?: number;
-  /** Log lines beyond about this many bytes are deleted, oldest first (default 1 GiB). */
-  logRetentionBytes?: number;
-  /** Forward device metrics to this OTLP/HTTP collector (JSON), e.g. http://otel:4318. */
-  otlpUrl?: string;
-  /** Bearer token for GET /metrics; without it /metrics answers loopback callers only. */
-  metricsToken?: string;
-}
+export type TelemetryOptions = Pick<CoordinatorConfig, "logRetentionMs" | "logRetentionBytes" | "otlpUrl" | "metricsToken">;
 
-export const DEFAULT_LOG_RETENTION_MS = 7 * 24 * 3600 * 1000;
-export const DEFAULT_LOG_RETENTION_BYTES = 1024 ** 3;
-
-/** The coordinator's logs and metrics: both TelemetryServices, /metrics, retention. */
-export interface Telemetry {
-  /** Registers the agent and admin TelemetryService on the router. */
-  routes(router: ConnectRouter): void;
-  /** Answers GET /metrics; returns false for any other path. */
-  http(req: Parameters<RequestHandler>[0], res: Parameters<RequestHandler>[1]): boolean;
-  /** Service names for the health service. */
-  readonly serviceNames: string[];
-  close(): void;
-}
-
-/** Sets up telemetry and starts the retention sweep (every minute, and at once). */
-export function createTelemetry(ctx: ServiceContext, opts: TelemetryOptions): Telemetry {
+/**
+ * Telemetry as a coordinator feature: the agent's and the admin's TelemetryService, GET /metrics,
+ * and the retention sweep (every minute, or every tenth of the retention age when that is shorter).
+ */
+export function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): Feature {
   const counters = new TelemetryCounters();
   const feed = new LogFeed();
   const otlp = opts.otlpUrl ? new OtlpExporter(opts.otlpUrl, counters, ctx.log) : undefined;
-  const age = opts.logRetentionMs ?? DEFAULT_LOG_RETENTION_MS;
-  const bytes = opts.logRetentionBytes ?? DEFAULT_LOG_RETENTION_BYTES;
+  const age = opts.logRetentionMs;
+  const bytes = opts.logRetentionBytes;
   let sweeping = false;
   const sweep = () => {
     if (sweeping) return;
@@ -54,6 +34,7 @@ export function createTelemetry(ctx: ServiceContext, opts: TelemetryOptions): Te
   const timer = setInterval(sweep, Math.min(60_000, Math.max(1000, age / 10)));
   timer.unref();
   return {
+    name: "telemetry",
     routes(router) {
       router.service(agentv1.TelemetryService, ingestService(ctx, { feed, counters, otlp }));
       router.service(adminv1.TelemetryService, telemetryAdminService(ctx, feed));

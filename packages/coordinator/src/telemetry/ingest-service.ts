@@ -1,7 +1,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { agentv1 } from "@flotilla/protocol";
-import { deviceOf } from "../auth/principal.ts";
+import { deviceOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { DeviceRow, LogRecordInput, MetricPointRow } from "../store/index.ts";
 import type { TelemetryCounters } from "./counters.ts";

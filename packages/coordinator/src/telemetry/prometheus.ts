@@ -1,7 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import type { Logger } from "@flotilla/protocol";
+import { pathOf, sendText, type HttpRoute } from "../server/http.ts";
 import { isLoopback } from "../server/listen.ts";
 import type { Store } from "../store/index.ts";
 import type { TelemetryCounters } from "./counters.ts";
@@ -115,9 +114,6 @@ export async function collect(store: Store, counters: TelemetryCounters, offline
   return e.text();
 }
 
-type Req = IncomingMessage | Http2ServerRequest;
-type Res = ServerResponse | Http2ServerResponse;
-
 /**
  * GET /metrics. With a token configured, the caller must send `Authorization: Bearer <token>`;
  * without one, only loopback callers are served (a scraper on the same machine).
@@ -127,15 +123,10 @@ export function metricsHandler(
   counters: TelemetryCounters,
   opts: { token?: string; offlineAfterMs: number },
   log: Logger,
-): (req: Req, res: Res) => boolean {
+): HttpRoute {
   return (req, res) => {
-    const path = (req.url ?? "").split("?")[0];
-    if (path !== "/metrics") return false;
-    const r = res as ServerResponse;
-    const send = (status: number, body: string, type = "text/plain; charset=utf-8") => {
-      r.writeHead(status, { "content-type": type, "cache-control": "no-store" });
-      r.end(body);
-    };
+    if (pathOf(req) !== "/metrics") return false;
+    const send = (status: number, body: string, type = "text/plain; charset=utf-8") => sendText(res, status, body, { "content-type": type });
     if (req.method !== "GET" && req.method !== "HEAD") {
       send(405, "method not allowed\n");
       return true;

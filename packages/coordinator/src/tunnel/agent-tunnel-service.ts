@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { agentv1 } from "@flotilla/protocol";
-import { deviceOf } from "../auth/principal.ts";
+import { deviceOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { Frame } from "./frame-queue.ts";
 import type { TunnelRegistry } from "./registry.ts";

@@ -1,9 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { adminv1 } from "@flotilla/protocol";
-import { adminOf, remoteAddressKey, type AdminPrincipal } from "../auth/principal.ts";
+import { adminOf, remoteAddressKey, type AdminPrincipal } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
-import { isOnline } from "../services/convert.ts";
+import { isOnline } from "../devices/convert.ts";
 import type { DeviceRow } from "../store/index.ts";
 import type { Frame } from "./frame-queue.ts";
 import type { TunnelRegistry, Tunnel } from "./registry.ts";

@@ -1,4 +1,4 @@
-import type { Store } from "./store/index.ts";
+import type { Store } from "../store/index.ts";
 
 /**
  * Wakes the Watch streams of devices whose desired state changed. Level-triggered: a wake-up

@@ -11,13 +11,14 @@ import {
   splitJoinSecret,
   verifySignature,
 } from "@flotilla/protocol";
-import { deviceOf } from "../auth/principal.ts";
-import { openSession } from "../auth/sessions.ts";
+import { deviceOf } from "../access/principal.ts";
+import { openSession } from "../access/sessions.ts";
 import type { ServiceContext } from "../context.ts";
+import { desiredReleases, recordReleaseProgress } from "../releases/progress.ts";
 import type { DeviceRow, EnrollResult } from "../store/index.ts";
 import { factsToJson, lifecycleToProto } from "./convert.ts";
 import { hello } from "./hello.ts";
-import { desiredReleases, recordReleaseProgress } from "../releases/progress.ts";
+import type { Hub } from "./hub.ts";
 
 const MAX_ENTRIES = 1000;
 const STREAM_NAME = /^[a-z0-9_-]{1,64}$/;
@@ -46,8 +47,9 @@ function desiredOf(row: DeviceRow): agentv1.DesiredState {
   });
 }
 
-export function agentService(ctx: ServiceContext): ServiceImpl<typeof agentv1.AgentService> {
-  const { store, challenges, hub, log } = ctx;
+/** The AgentService: enrollment, device sessions, the desired-state stream and the outbox. */
+export function agentService(ctx: ServiceContext, hub: Hub): ServiceImpl<typeof agentv1.AgentService> {
+  const { store, challenges, log } = ctx;
 
   return {
     hello(req) {

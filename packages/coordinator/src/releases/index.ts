@@ -1,0 +1,42 @@
+import { join } from "node:path";
+import { adminv1 } from "@flotilla/protocol";
+import { ArtifactStore } from "../artifacts/artifact-store.ts";
+import type { CoordinatorConfig } from "../config.ts";
+import type { ServiceContext } from "../context.ts";
+import type { Feature } from "../feature.ts";
+import { TufRepository } from "../tuf/repository.ts";
+import { releasesHttpHandler } from "./http.ts";
+import { releaseService } from "./release-service.ts";
+
+const SNAPSHOT_TTL_MS = 7 * 86_400_000;
+
+/**
+ * Releases as a coordinator feature: the ReleaseService, artifact uploads and TUF downloads over
+ * plain HTTP, the artifact store and TUF repositories in the data directory, and the timer that
+ * keeps snapshot and timestamp from expiring (run once before this resolves).
+ */
+export async function releasesFeature(
+  ctx: ServiceContext,
+  config: Pick<CoordinatorConfig, "dataDir" | "tufTimestampTtlMs" | "tufRefreshMs">,
+): Promise<Feature> {
+  const artifacts = new ArtifactStore(join(config.dataDir, "artifacts"));
+  const tuf = new TufRepository(join(config.dataDir, "tuf"), ctx.onlineIdentity, {
+    timestampTtlMs: config.tufTimestampTtlMs,
+    snapshotTtlMs: Math.max(SNAPSHOT_TTL_MS, config.tufTimestampTtlMs),
+    refreshMs: config.tufRefreshMs,
+  });
+  const refresh = () =>
+    tuf.refreshAll().catch((err: unknown) => ctx.log.warn("could not refresh TUF metadata", { err: String(err) }));
+  await refresh();
+  const timer = setInterval(() => void refresh(), config.tufRefreshMs);
+  timer.unref();
+  return {
+    name: "releases",
+    routes(router) {
+      router.service(adminv1.ReleaseService, releaseService(ctx, tuf, artifacts));
+    },
+    http: releasesHttpHandler({ store: ctx.store, artifacts, tuf, log: ctx.log, auditor: ctx.auditor }),
+    serviceNames: [adminv1.ReleaseService.typeName],
+    close: () => clearInterval(timer),
+  };
+}

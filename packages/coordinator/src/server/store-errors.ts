@@ -1,0 +1,37 @@
+/**
+ * The edge between the store's errors and the wire: a conflict the store reports (two requests
+ * racing for one name) reaches the client as `AlreadyExists`, not as `Unknown`. Plain-HTTP routes
+ * get the same mapping from server/http.ts (409).
+ */
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { StoreConflictError } from "../store/errors.ts";
+
+/** The Connect error for a store error; any other error is returned as it is. */
+export function fromStoreError(err: unknown): unknown {
+  if (err instanceof StoreConflictError) return new ConnectError(err.message, Code.AlreadyExists, undefined, undefined, err);
+  return err;
+}
+
+/**
+ * Maps store errors thrown by a handler, or by a server stream as it runs, to Connect errors.
+ * Put it after the authorization interceptor, so the audit log records the mapped code.
+ */
+export function storeErrorInterceptor(): Interceptor {
+  return (next) => async (req) => {
+    let res;
+    try {
+      res = await next(req);
+    } catch (err) {
+      throw fromStoreError(err);
+    }
+    return res.stream ? { ...res, message: mapped(res.message) } : res;
+  };
+}
+
+async function* mapped<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (err) {
+    throw fromStoreError(err);
+  }
+}
