@@ -4,13 +4,16 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { mkdir } from "node:fs/promises";
 import {
   agentv1,
+  backoffDelay,
   commonv1,
   CoordinatorKeyMismatchError,
   enrollMessage,
   factsFingerprint,
   loadOrCreateIdentity,
   parseJoinString,
+  sleep,
   VERSION,
+  Wakeup,
   type Identity,
   type Logger,
 } from "@flotilla/protocol";
@@ -22,7 +25,6 @@ import type { Activator } from "./activation/activator.ts";
 import { nixosActivators } from "./activation/nixos/index.ts";
 import { setupReleases } from "./releases/wiring.ts";
 import { StateDir, type Enrollment } from "./state.ts";
-import { backoffDelay, sleep, Wakeup } from "./wakeup.ts";
 import { tunnelCapabilities } from "./tunnel/ports.ts";
 import { serveTunnels } from "./tunnel/tunnels.ts";
 

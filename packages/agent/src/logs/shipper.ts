@@ -1,6 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Logger } from "@flotilla/protocol";
-import { backoffDelay, Wakeup } from "../wakeup.ts";
+import { backoffDelay, Wakeup, type Logger } from "@flotilla/protocol";
 import type { BufferedRecord, DropStats, SegmentBuffer } from "./segment-buffer.ts";
 
 /** Sends one batch; resolves with the highest contiguous seq the coordinator acknowledged. */
