@@ -19,7 +19,7 @@ import {
 } from "@flotilla/protocol";
 import { agentClient, connect, greet, type Connection } from "./connection.ts";
 import { collectFacts } from "./facts/index.ts";
-import { AgentTelemetry } from "./logs/telemetry.ts";
+import { AgentTelemetry } from "./telemetry/agent-telemetry.ts";
 import { Outbox } from "./outbox/outbox.ts";
 import type { Activator } from "./activation/activator.ts";
 import { nixosActivators } from "./activation/nixos/index.ts";

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzip as gzipCb } from "node:zlib";
 import { agentv1, sleep, type Logger } from "@flotilla/protocol";
-import { SystemSampler } from "../metrics/sampler.ts";
+import { SystemSampler } from "./sampler.ts";
 import { capturingLogger, LogCapture } from "./capture.ts";
 import { FileTail } from "./file-tail.ts";
 import { JournalTail } from "./journal.ts";
