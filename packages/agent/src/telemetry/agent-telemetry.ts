@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzip as gzipCb } from "node:zlib";
 import { agentv1, sleep, type Logger } from "@flotilla/protocol";
+import type { AgentConfig } from "../config.ts";
 import { SystemSampler } from "./sampler.ts";
 import { capturingLogger, LogCapture } from "./capture.ts";
 import { FileTail } from "./file-tail.ts";
@@ -13,17 +14,11 @@ import { Shipper } from "./shipper.ts";
 
 const gzip = promisify(gzipCb);
 
-/** What the agent's telemetry needs; see config.ts for each option. */
-export interface TelemetryOptions {
-  stateDir: string;
-  logBufferBytes: number;
-  metricsIntervalMs: number;
-  journalUnits: string[];
-  /** NAME=/absolute/path items. */
-  logFileUnits: string[];
-  backoffMinMs: number;
-  backoffMaxMs: number;
-}
+/** What the agent's telemetry needs of its configuration (config.ts documents each option). */
+export type TelemetryOptions = Pick<
+  AgentConfig,
+  "stateDir" | "logBufferBytes" | "metricsIntervalMs" | "journalUnits" | "logFileUnit" | "backoffMinMs" | "backoffMaxMs"
+>;
 
 /** Stream names the agent ships under; seqs count per (device, stream). */
 export const LOG_STREAM = "logs";
@@ -53,7 +48,7 @@ export class AgentTelemetry {
     const shipOpts = { batchRecords: 5000, batchBytes: 1 << 20, backoffMinMs: opts.backoffMinMs, backoffMaxMs: opts.backoffMaxMs };
     this.logShipper = new Shipper(capture.buffer, "logs", shipOpts, log);
     this.metricShipper = new Shipper(metricsBuffer, "metrics", shipOpts, log);
-    this.files = opts.logFileUnits.map((item) => {
+    this.files = opts.logFileUnit.map((item) => {
       const eq = item.indexOf("=");
       return new FileTail(capture, item.slice(0, eq), item.slice(eq + 1), log);
     });
