@@ -10,9 +10,15 @@ import { capturingLogger, LogCapture } from "./capture.ts";
 import { FileTail } from "./file-tail.ts";
 import { JournalTail } from "./journal.ts";
 import { SegmentBuffer, type BufferedRecord, type DropStats } from "./segment-buffer.ts";
-import { Shipper } from "./shipper.ts";
+import { Shipper, type SendBatch } from "./shipper.ts";
 
 const gzip = promisify(gzipCb);
+
+/** TelemetryService.ShipLogs or ShipMetrics. */
+type ShipCall = (
+  req: { stream: string; compression: agentv1.Compression; payload: Uint8Array; drops: agentv1.DropReport },
+  opts: { signal: AbortSignal; timeoutMs: number },
+) => Promise<{ ackedSeq: bigint }>;
 
 /** What the agent's telemetry needs of its configuration (config.ts documents each option). */
 export type TelemetryOptions = Pick<
@@ -87,22 +93,21 @@ export class AgentTelemetry {
       return;
     }
     const client = createClient(agentv1.TelemetryService, transport);
-    this.logShipper.connect(async (records, drops, signal) => {
-      const payload = toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, { records: records.map(toLogRecord) }));
-      const res = await client.shipLogs(
-        { stream: LOG_STREAM, compression: agentv1.Compression.GZIP, payload: await gzip(payload, { level: 3 }), drops: dropReport(drops) },
-        { signal, timeoutMs: 30_000 },
-      );
-      return Number(res.ackedSeq);
-    }, reconnect);
-    this.metricShipper.connect(async (records, drops, signal) => {
-      const payload = toBinary(agentv1.MetricSamplesSchema, create(agentv1.MetricSamplesSchema, { samples: records.map(toSample) }));
-      const res = await client.shipMetrics(
-        { stream: METRICS_STREAM, compression: agentv1.Compression.GZIP, payload: await gzip(payload, { level: 3 }), drops: dropReport(drops) },
-        { signal, timeoutMs: 30_000 },
-      );
-      return Number(res.ackedSeq);
-    }, reconnect);
+    // Both calls take the same request shape: a stream, a gzipped payload and the drop report.
+    const sender = (stream: string, ship: ShipCall, encode: (records: BufferedRecord[]) => Uint8Array): SendBatch =>
+      async (records, drops, signal) => {
+        const payload = await gzip(encode(records), { level: 3 });
+        const res = await ship({ stream, compression: agentv1.Compression.GZIP, payload, drops: dropReport(drops) }, { signal, timeoutMs: 30_000 });
+        return Number(res.ackedSeq);
+      };
+    this.logShipper.connect(
+      sender(LOG_STREAM, (req, o) => client.shipLogs(req, o), (records) => toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, { records: records.map(toLogRecord) }))),
+      reconnect,
+    );
+    this.metricShipper.connect(
+      sender(METRICS_STREAM, (req, o) => client.shipMetrics(req, o), (records) => toBinary(agentv1.MetricSamplesSchema, create(agentv1.MetricSamplesSchema, { samples: records.map(toSample) }))),
+      reconnect,
+    );
   }
 
   /** Stops everything and flushes both buffers to disk. */
