@@ -3,10 +3,13 @@
  * default. Values come from a flag, then FLOTILLA_*, then the config file, then the default.
  */
 import { z } from "zod";
-import { defineOptions } from "@flotilla/protocol";
+import { defineOptions, type Values } from "@flotilla/protocol";
 import { tunnelPortsSchema } from "./tunnel/ports.ts";
 
 const positiveMs = z.coerce.number().int().positive();
+
+/** The default profile of a NixOS system. */
+export const DEFAULT_NIXOS_PROFILE = "/nix/var/nix/profiles/system";
 
 export const agentOptionSpecs = defineOptions({
   stateDir: {
@@ -62,7 +65,7 @@ export const agentOptionSpecs = defineOptions({
     env: "FLOTILLA_NIXOS_PROFILE",
     key: "nixos_profile",
     schema: z.string().min(1),
-    default: "/nix/var/nix/profiles/system",
+    default: DEFAULT_NIXOS_PROFILE,
     doc: "the NixOS system profile that nixos releases switch (nix-env --profile)",
   },
   nixosSwitchTimeoutMs: {
@@ -130,3 +133,6 @@ function listOf(item: RegExp, what: string) {
     .transform((v) => (Array.isArray(v) ? v : v.split(",")).map((s) => s.trim()).filter(Boolean))
     .pipe(z.array(z.string().regex(item, `expected ${what}`)));
 }
+
+/** The agent's configuration as loaded from agentOptionSpecs: every option, defaults applied. */
+export type AgentConfig = Values<typeof agentOptionSpecs>;

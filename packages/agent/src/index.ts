@@ -1,5 +1,6 @@
-export { runAgent, FatalAgentError, type AgentExit, type AgentOptions } from "./agent.ts";
+export { runAgent, type AgentOptions } from "./agent.ts";
+export { FatalAgentError, type AgentExit } from "./exit.ts";
 export { StateDir, type Enrollment, type AppliedState } from "./state.ts";
-export { agentOptionSpecs } from "./config.ts";
-export { LogCapture, AGENT_UNIT } from "./logs/capture.ts";
+export { agentOptionSpecs, type AgentConfig } from "./config.ts";
+export { LogCapture, AGENT_UNIT } from "./telemetry/capture.ts";
 export * from "./activation/index.ts";

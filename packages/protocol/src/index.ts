@@ -16,3 +16,4 @@ export * from "./release.ts";
 export * from "./tunnel.ts";
 export * from "./http-request.ts";
 export * from "./tuf-key.ts";
+export * from "./wakeup.ts";

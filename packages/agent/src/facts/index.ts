@@ -1,1 +1,2 @@
 export { collectFacts, type CollectFactsOptions } from "./collect.ts";
+export { reportFacts } from "./facts-reporter.ts";

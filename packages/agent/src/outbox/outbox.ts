@@ -1,6 +1,7 @@
-import { mkdir, open, readFile, readdir, rename, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
+import { writeFileDurable } from "../durable.ts";
 
 /** One message waiting for the coordinator's acknowledgement. */
 export interface OutboxRecord {
@@ -226,23 +227,9 @@ export class Outbox {
   }
 
   /** Writes `name` atomically: temporary file, fsync, rename, directory fsync. */
-  private async writeDurably(name: string, data: Uint8Array): Promise<void> {
+  private writeDurably(name: string, data: Uint8Array): Promise<void> {
     const path = join(this.dir, name);
-    const tmp = `${path}.tmp`;
-    try {
-      const fh = await open(tmp, "w", 0o600);
-      try {
-        await fh.writeFile(data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, path);
-      await this.dirHandle.sync();
-    } catch (err) {
-      await unlinkIfExists(tmp).catch(() => undefined);
-      throw err;
-    }
+    return writeFileDurable(path, data, { tmp: `${path}.tmp`, syncDir: () => this.dirHandle.sync() });
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {

@@ -1,8 +1,7 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "@flotilla/protocol";
+import { backoffDelay, Wakeup, type Logger } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationOutcome, Activator, InstalledRelease } from "../activation/activator.ts";
-import { backoffDelay, Wakeup } from "../wakeup.ts";
 import { pinRoot, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
 import { ArtifactRefused, downloadTarget } from "./download.ts";
 import { ReleaseStateFile, type ReleaseProgressState } from "./release-state.ts";

@@ -1,31 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { join } from "node:path";
-import { agentv1, type Logger } from "@flotilla/protocol";
+import { agentv1, Broadcast, type Logger } from "@flotilla/protocol";
 import type { ActivationEvents, Activator } from "../activation/activator.ts";
 import type { CoordinatorHttp } from "./coordinator-http.ts";
 import { ReleaseManager, type ReleaseStep } from "./release-manager.ts";
-
-/** Wakes every waiter at once (the agent's Wakeup serves a single one). */
-export class Broadcast {
-  private readonly waiters = new Set<() => void>();
-
-  notify(): void {
-    for (const w of [...this.waiters]) w();
-  }
-
-  wait(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        this.waiters.delete(done);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      this.waiters.add(done);
-      signal.addEventListener("abort", done);
-    });
-  }
-}
 
 /** The capability an agent declares for a release kind it can activate. */
 export function kindCapability(kind: string): string {

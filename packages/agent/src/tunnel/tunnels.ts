@@ -1,8 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import net from "node:net";
-import { agentv1, type Logger } from "@flotilla/protocol";
-import { sleep } from "../wakeup.ts";
+import { agentv1, sleep, type Logger } from "@flotilla/protocol";
 
 type TunnelClient = Client<typeof agentv1.AgentTunnelService>;
 

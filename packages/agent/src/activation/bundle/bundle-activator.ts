@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import type { Logger } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, InstalledRelease } from "../activator.ts";
-import { removeDurable, swapSymlink } from "./durable.ts";
+import { removeDurable, swapSymlink } from "../../durable.ts";
 import { checkHealth, defaultHealthTiming, type HealthTiming } from "./health.ts";
 import { installRelease, prune, removeTempFiles } from "./install.ts";
 import { clearJournal, readJournal, writeJournal, type JournalEntry } from "./journal.ts";

@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Proc, repoRoot, waitFor } from "../../../../../test/e2e/harness.ts";
 import type { ActivationOutcome, ActivationRequest } from "../activator.ts";
-import { exists } from "./durable.ts";
+import { exists } from "../../durable.ts";
 import { freePort, processesUnder, served, serverBundle, serviceMeta } from "./testing/fixtures.ts";
 
 const childScript = join(import.meta.dirname, "testing", "crash-child.ts");

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { exists, fsyncDir, fsyncTree, removeDurable } from "./durable.ts";
+import { exists, fsyncDir, fsyncTree, removeDurable } from "../../durable.ts";
 import type { NameLayout, ReleaseRecord } from "./layout.ts";
 import { installSingleFile, unpackTarball, type UnpackLimits } from "./unpack.ts";
 

@@ -1,5 +1,5 @@
 import { readJsonIfExists } from "@flotilla/protocol";
-import { removeDurable, writeFileDurable } from "./durable.ts";
+import { removeDurable, writeFileDurable } from "../../durable.ts";
 import type { NameLayout, ReleaseRecord } from "./layout.ts";
 
 /**

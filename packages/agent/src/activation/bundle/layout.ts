@@ -2,7 +2,7 @@ import { mkdir, readdir } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { readJsonIfExists, RELEASE_NAME, type ReleaseMeta } from "@flotilla/protocol";
 import type { InstalledRelease } from "../activator.ts";
-import { readLinkIfExists, writeFileDurable } from "./durable.ts";
+import { readLinkIfExists, writeFileDurable } from "../../durable.ts";
 
 /** An installed (unpacked) release: what `releases/<id>.json` records beside its directory. */
 export interface ReleaseRecord {
@@ -89,7 +89,7 @@ export class NameLayout {
     return readJsonIfExists<ReleaseRecord>(join(this.releasesDir, `${id}.json`));
   }
   writeRecord(r: ReleaseRecord): Promise<void> {
-    return writeFileDurable(join(this.releasesDir, `${r.id}.json`), JSON.stringify(r, null, 2) + "\n", 0o644);
+    return writeFileDurable(join(this.releasesDir, `${r.id}.json`), JSON.stringify(r, null, 2) + "\n", { mode: 0o644 });
   }
 
   /** Everything in `releases/` that is neither `keep` nor its record: old releases and leftovers. */

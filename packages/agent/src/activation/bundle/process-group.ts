@@ -1,6 +1,6 @@
 import { readdir, readFile } from "node:fs/promises";
 import { readJsonIfExists } from "@flotilla/protocol";
-import { removeDurable, writeFileDurable } from "./durable.ts";
+import { removeDurable, writeFileDurable } from "../../durable.ts";
 
 /** What `pid.json` records of a supervised process group, to find it again after a crash. */
 export interface PidRecord {

@@ -1,6 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fetchPinnedCertificate, type Logger } from "@flotilla/protocol";
+import type { AgentConfig } from "../../config.ts";
 import type { Activator } from "../activator.ts";
 import { NixosActivator } from "./nixos-activator.ts";
 
@@ -11,7 +12,7 @@ import { NixosActivator } from "./nixos-activator.ts";
  * https, nix trusts only the coordinator's pinned certificate, written to `nixos/coordinator.pem`.
  */
 export async function nixosActivators(
-  opts: { stateDir: string; nixosProfile?: string; nixosSwitchTimeoutMs?: number },
+  opts: Pick<AgentConfig, "stateDir"> & Partial<Pick<AgentConfig, "nixosProfile" | "nixosSwitchTimeoutMs">>,
   enrollment: { url: string; pin: string; orgId: string },
   token: () => string,
   log: Logger,

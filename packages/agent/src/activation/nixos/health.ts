@@ -1,19 +1,7 @@
-import type { HealthSpec } from "@flotilla/protocol";
+import { sleep, type HealthSpec } from "@flotilla/protocol";
 import { runProgram } from "./run.ts";
 
 const RETRY_MS = 1000;
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
 
 /**
  * Retries `check` until it passes or `signal` aborts; each failure's reason is kept so the caller

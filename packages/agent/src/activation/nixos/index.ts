@@ -1,2 +1,3 @@
-export { DEFAULT_NIXOS_PROFILE, NixosActivator, type NixosActivatorOptions } from "./nixos-activator.ts";
+export { DEFAULT_NIXOS_PROFILE } from "../../config.ts";
+export { NixosActivator, type NixosActivatorOptions } from "./nixos-activator.ts";
 export { nixosActivators } from "./agent-wiring.ts";

@@ -13,6 +13,7 @@
 import { access, constants, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { readJsonIfExists, writeJsonAtomic, type ReleaseMeta } from "@flotilla/protocol";
+import { DEFAULT_NIXOS_PROFILE } from "../../config.ts";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, InstalledRelease } from "../activator.ts";
 import { runHealthChecks } from "./health.ts";
 import { NixTool } from "./nix.ts";
@@ -21,8 +22,6 @@ import { runProgram } from "./run.ts";
 /** A Nix public key as `trusted-public-keys` takes it: `name:base64` of 32 bytes. */
 const NIX_PUBLIC_KEY = /^[A-Za-z0-9._-]{1,128}:[A-Za-z0-9+/]{43}=$/;
 
-/** The default profile of a NixOS system. */
-export const DEFAULT_NIXOS_PROFILE = "/nix/var/nix/profiles/system";
 
 export interface NixosActivatorOptions {
   /** The activator's own directory: journal, installed record, netrc. */

@@ -96,18 +96,22 @@ export function serviceMeta(name: string, version: string, counter: number, port
   });
 }
 
-/** ActivationEvents that record what they are told. */
+/**
+ * ActivationEvents that record what they are told. reachedCoordinator resolves at once, or does
+ * what `reach` does (e.g. never resolve: a machine that lost its way to the coordinator).
+ */
 export class RecordedEvents implements ActivationEvents {
   steps: { step: ActivationStep; detail?: string }[] = [];
   lines: { unit: string; stream: "stdout" | "stderr"; line: string }[] = [];
+  constructor(private readonly reach?: ActivationEvents["reachedCoordinator"]) {}
   step(step: ActivationStep, detail?: string): void {
     this.steps.push(detail === undefined ? { step } : { step, detail });
   }
   output(unit: string, stream: "stdout" | "stderr", line: string): void {
     this.lines.push({ unit, stream, line });
   }
-  reachedCoordinator(): Promise<void> {
-    return Promise.resolve();
+  reachedCoordinator(sinceMs: number, signal: AbortSignal): Promise<void> {
+    return this.reach ? this.reach(sinceMs, signal) : Promise.resolve();
   }
 }
 

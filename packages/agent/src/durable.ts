@@ -13,20 +13,31 @@ export async function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
- * Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs
- * the directory: after any crash the file is wholly old or wholly new. Costs two fsyncs.
+ * Writes `data` to a temporary file beside `path` (or `opts.tmp`), fsyncs it, renames it over
+ * `path` and fsyncs the directory (with `opts.syncDir` when the caller holds the directory
+ * open): after any crash the file is wholly old or wholly new. Costs two fsyncs. On failure the
+ * temporary file is removed.
  */
-export async function writeFileDurable(path: string, data: string, mode = 0o600): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
-  const fh = await open(tmp, "w", mode);
+export async function writeFileDurable(
+  path: string,
+  data: string | Uint8Array,
+  opts: { mode?: number; tmp?: string; syncDir?: () => Promise<void> } = {},
+): Promise<void> {
+  const tmp = opts.tmp ?? join(dirname(path), `.${basename(path)}.${randomBytes(4).toString("hex")}.tmp`);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await open(tmp, "w", opts.mode ?? 0o600);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
   }
-  await rename(tmp, path);
-  await fsyncDir(dirname(path));
+  await (opts.syncDir ? opts.syncDir() : fsyncDir(dirname(path)));
 }
 
 /** Removes a file or tree, then fsyncs its directory. */

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Logger } from "@flotilla/protocol";
-import { backoffDelay, Wakeup } from "../wakeup.ts";
+import { backoffDelay, Wakeup, type Logger } from "@flotilla/protocol";
+import { describeError } from "../exit.ts";
 import type { BufferedRecord, DropStats, SegmentBuffer } from "./segment-buffer.ts";
 
 /** Sends one batch; resolves with the highest contiguous seq the coordinator acknowledged. */
@@ -69,7 +69,7 @@ export class Shipper {
         if (signal.aborted) return;
         if (ConnectError.from(err).code === Code.Unauthenticated) this.reconnect?.();
         if (failures === 0 || failures % 20 === 0) {
-          this.log.warn(`could not ship ${this.name}`, { err: err instanceof ConnectError ? err.rawMessage : (err as Error).message, pending: this.buffer.lastSeq - this.buffer.acked });
+          this.log.warn(`could not ship ${this.name}`, { err: describeError(err), pending: this.buffer.lastSeq - this.buffer.acked });
         }
         await this.wake.wait(signal, backoffDelay(failures++, this.opts.backoffMinMs, this.opts.backoffMaxMs));
       }

@@ -3,28 +3,28 @@ import { createClient, type Transport } from "@connectrpc/connect";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzip as gzipCb } from "node:zlib";
-import { agentv1, type Logger } from "@flotilla/protocol";
-import { SystemSampler } from "../metrics/sampler.ts";
-import { sleep } from "../wakeup.ts";
+import { agentv1, sleep, type Logger } from "@flotilla/protocol";
+import type { AgentConfig } from "../config.ts";
+import { SystemSampler } from "./sampler.ts";
 import { capturingLogger, LogCapture } from "./capture.ts";
 import { FileTail } from "./file-tail.ts";
 import { JournalTail } from "./journal.ts";
 import { SegmentBuffer, type BufferedRecord, type DropStats } from "./segment-buffer.ts";
-import { Shipper } from "./shipper.ts";
+import { Shipper, type SendBatch } from "./shipper.ts";
 
 const gzip = promisify(gzipCb);
 
-/** What the agent's telemetry needs; see config.ts for each option. */
-export interface TelemetryOptions {
-  stateDir: string;
-  logBufferBytes: number;
-  metricsIntervalMs: number;
-  journalUnits: string[];
-  /** NAME=/absolute/path items. */
-  logFileUnits: string[];
-  backoffMinMs: number;
-  backoffMaxMs: number;
-}
+/** TelemetryService.ShipLogs or ShipMetrics. */
+type ShipCall = (
+  req: { stream: string; compression: agentv1.Compression; payload: Uint8Array; drops: agentv1.DropReport },
+  opts: { signal: AbortSignal; timeoutMs: number },
+) => Promise<{ ackedSeq: bigint }>;
+
+/** What the agent's telemetry needs of its configuration (config.ts documents each option). */
+export type TelemetryOptions = Pick<
+  AgentConfig,
+  "stateDir" | "logBufferBytes" | "metricsIntervalMs" | "journalUnits" | "logFileUnit" | "backoffMinMs" | "backoffMaxMs"
+>;
 
 /** Stream names the agent ships under; seqs count per (device, stream). */
 export const LOG_STREAM = "logs";
@@ -54,7 +54,7 @@ export class AgentTelemetry {
     const shipOpts = { batchRecords: 5000, batchBytes: 1 << 20, backoffMinMs: opts.backoffMinMs, backoffMaxMs: opts.backoffMaxMs };
     this.logShipper = new Shipper(capture.buffer, "logs", shipOpts, log);
     this.metricShipper = new Shipper(metricsBuffer, "metrics", shipOpts, log);
-    this.files = opts.logFileUnits.map((item) => {
+    this.files = opts.logFileUnit.map((item) => {
       const eq = item.indexOf("=");
       return new FileTail(capture, item.slice(0, eq), item.slice(eq + 1), log);
     });
@@ -93,22 +93,21 @@ export class AgentTelemetry {
       return;
     }
     const client = createClient(agentv1.TelemetryService, transport);
-    this.logShipper.connect(async (records, drops, signal) => {
-      const payload = toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, { records: records.map(toLogRecord) }));
-      const res = await client.shipLogs(
-        { stream: LOG_STREAM, compression: agentv1.Compression.GZIP, payload: await gzip(payload, { level: 3 }), drops: dropReport(drops) },
-        { signal, timeoutMs: 30_000 },
-      );
-      return Number(res.ackedSeq);
-    }, reconnect);
-    this.metricShipper.connect(async (records, drops, signal) => {
-      const payload = toBinary(agentv1.MetricSamplesSchema, create(agentv1.MetricSamplesSchema, { samples: records.map(toSample) }));
-      const res = await client.shipMetrics(
-        { stream: METRICS_STREAM, compression: agentv1.Compression.GZIP, payload: await gzip(payload, { level: 3 }), drops: dropReport(drops) },
-        { signal, timeoutMs: 30_000 },
-      );
-      return Number(res.ackedSeq);
-    }, reconnect);
+    // Both calls take the same request shape: a stream, a gzipped payload and the drop report.
+    const sender = (stream: string, ship: ShipCall, encode: (records: BufferedRecord[]) => Uint8Array): SendBatch =>
+      async (records, drops, signal) => {
+        const payload = await gzip(encode(records), { level: 3 });
+        const res = await ship({ stream, compression: agentv1.Compression.GZIP, payload, drops: dropReport(drops) }, { signal, timeoutMs: 30_000 });
+        return Number(res.ackedSeq);
+      };
+    this.logShipper.connect(
+      sender(LOG_STREAM, (req, o) => client.shipLogs(req, o), (records) => toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, { records: records.map(toLogRecord) }))),
+      reconnect,
+    );
+    this.metricShipper.connect(
+      sender(METRICS_STREAM, (req, o) => client.shipMetrics(req, o), (records) => toBinary(agentv1.MetricSamplesSchema, create(agentv1.MetricSamplesSchema, { samples: records.map(toSample) }))),
+      reconnect,
+    );
   }
 
   /** Stops everything and flushes both buffers to disk. */

@@ -1,6 +1,10 @@
-import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { encodeRecord, parseRecords, RecordKind, segmentIndex, segmentName } from "./segment-file.ts";
+import { fsyncDir } from "../durable.ts";
+import { dropBeforeGaps, readRange, readSegmentDir, writeState, type BufferState, type DropStats, type Segment } from "./segment-dir.ts";
+import { encodeRecord, parseRecords, RecordKind, segmentName } from "./segment-file.ts";
+
+export type { DropStats } from "./segment-dir.ts";
 
 /** A record handed back for shipping. */
 export interface BufferedRecord {
@@ -19,30 +23,6 @@ export interface SegmentBufferOptions {
   /** How long written data may wait for fsync (default 1000 ms); 0 fsyncs every append. */
   fsyncIntervalMs?: number;
 }
-
-/** What the buffer dropped unshipped to hold its size bound. */
-export interface DropStats {
-  /** Every seq up to this one was acknowledged or dropped; 0 when nothing was dropped. */
-  droppedThrough: number;
-  /** Records dropped before they were acknowledged, ever. */
-  droppedTotal: number;
-}
-
-interface Segment {
-  index: number;
-  path: string;
-  bytes: number;
-  /** First and last data seq in the file; 0 when it holds none. Seqs in a segment are consecutive. */
-  firstSeq: number;
-  lastSeq: number;
-}
-
-interface State extends DropStats {
-  acked: number;
-  cursors: Record<string, string>;
-}
-
-const STATE = "state.json";
 
 /**
  * A durable, bounded, append-only buffer of records (log lines, metric samples) waiting for the
@@ -65,7 +45,7 @@ export class SegmentBuffer {
 
   private segments: Segment[] = [];
   private active: { seg: Segment; fh: FileHandle } | undefined;
-  private state: State = { acked: 0, droppedThrough: 0, droppedTotal: 0, cursors: {} };
+  private state: BufferState = { acked: 0, droppedThrough: 0, droppedTotal: 0, cursors: {} };
   private nextSeq = 1;
   private tail: Promise<unknown> = Promise.resolve();
   private syncTimer: NodeJS.Timeout | undefined;
@@ -209,7 +189,7 @@ export class SegmentBuffer {
       const upTo = Math.min(seq, this.nextSeq - 1);
       if (upTo <= this.state.acked) return;
       this.state.acked = upTo;
-      await this.writeState();
+      await writeState(this.dir, this.state);
       const done = this.segments.filter((s) => s !== this.active?.seg && s.lastSeq <= upTo);
       for (const s of done) await this.removeSegment(s);
     });
@@ -255,7 +235,7 @@ export class SegmentBuffer {
     const unshipped = s.lastSeq > this.state.acked ? s.lastSeq - Math.max(s.firstSeq - 1, this.state.acked) : 0;
     if (s.lastSeq > this.state.droppedThrough) this.state.droppedThrough = s.lastSeq;
     this.state.droppedTotal += unshipped;
-    await this.writeState();
+    await writeState(this.dir, this.state);
     if (this.active?.seg === s) {
       await this.active.fh.close();
       this.active = undefined;
@@ -283,7 +263,7 @@ export class SegmentBuffer {
     const fh = await open(seg.path, "a", 0o600);
     this.segments.push(seg);
     this.active = { seg, fh };
-    await this.syncDir();
+    await fsyncDir(this.dir);
   }
 
   private scheduleSync(): void {
@@ -299,98 +279,14 @@ export class SegmentBuffer {
     this.syncTimer.unref();
   }
 
-  private async writeState(): Promise<void> {
-    const tmp = join(this.dir, `${STATE}.tmp`);
-    const fh = await open(tmp, "w", 0o600);
-    try {
-      await fh.writeFile(JSON.stringify(this.state));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, join(this.dir, STATE));
-    await this.syncDir();
-  }
-
-  private async syncDir(): Promise<void> {
-    const d = await open(this.dir, "r");
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  }
-
-  /**
-   * Damage inside an older segment leaves a hole in the seqs, which the coordinator could never
-   * acknowledge past. Everything unacknowledged before such a hole counts as dropped instead, so
-   * shipping goes on (the segments themselves are removed with the acknowledged ones).
-   */
-  private dropBeforeGaps(): void {
-    let expect = Math.max(this.state.acked, this.state.droppedThrough);
-    for (const seg of this.segments) {
-      if (!seg.firstSeq || seg.lastSeq <= expect) continue;
-      if (seg.firstSeq > expect + 1) {
-        this.state.droppedTotal += seg.firstSeq - 1 - Math.max(this.state.acked, this.state.droppedThrough);
-        this.state.droppedThrough = seg.firstSeq - 1;
-      }
-      expect = seg.lastSeq;
-    }
-  }
-
   private async recover(): Promise<void> {
-    try {
-      const s = JSON.parse(await readFile(join(this.dir, STATE), "utf8")) as Partial<State>;
-      this.state = {
-        acked: Number(s.acked) || 0,
-        droppedThrough: Number(s.droppedThrough) || 0,
-        droppedTotal: Number(s.droppedTotal) || 0,
-        cursors: typeof s.cursors === "object" && s.cursors ? { ...s.cursors } : {},
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    }
-    const names = (await readdir(this.dir)).flatMap((n) => {
-      const index = segmentIndex(n);
-      return index === undefined ? [] : [{ n, index }];
-    });
-    names.sort((a, b) => a.index - b.index);
-    let prevSeq = 0;
-    for (const { n, index } of names) {
-      const path = join(this.dir, n);
-      const data = await readFile(path);
-      const { records } = parseRecords(data);
-      const seg: Segment = { index, path, bytes: 0, firstSeq: 0, lastSeq: 0 };
-      let valid = 0;
-      for (const r of records) {
-        if (r.kind === RecordKind.Data) {
-          // Seqs only grow: anything else is damage, and so is everything after it.
-          if (r.seq <= prevSeq || (seg.lastSeq && r.seq !== seg.lastSeq + 1)) break;
-          if (!seg.firstSeq) seg.firstSeq = r.seq;
-          seg.lastSeq = prevSeq = r.seq;
-        } else {
-          try {
-            const [k, v] = JSON.parse(r.body.toString("utf8")) as [string, string];
-            this.state.cursors[k] = v;
-          } catch {
-            break;
-          }
-        }
-        valid = r.offset + r.size;
-      }
-      if (valid < data.length) {
-        this.corrupted++;
-        const fh = await open(path, "r+");
-        await fh.truncate(valid);
-        await fh.sync();
-        await fh.close();
-      }
-      seg.bytes = valid;
-      this.segments.push(seg);
-    }
+    const found = await readSegmentDir(this.dir);
+    this.state = found.state;
+    this.segments = found.segments;
+    this.corrupted += found.corrupted;
     this.nextSeq = Math.max(this.state.acked, this.state.droppedThrough, ...this.segments.map((s) => s.lastSeq)) + 1;
-    this.dropBeforeGaps();
-    await this.writeState();
+    dropBeforeGaps(this.state, this.segments);
+    await writeState(this.dir, this.state);
     const last = this.segments.at(-1);
     const done = Math.max(this.state.acked, this.state.droppedThrough);
     for (const s of this.segments.filter((x) => x !== last && (x.lastSeq <= done || x.bytes === 0))) {
@@ -400,19 +296,3 @@ export class SegmentBuffer {
   }
 }
 
-/** Reads up to `cap` of the `length` bytes at `offset` of a file. */
-async function readRange(path: string, offset: number, length: number, cap: number): Promise<Buffer> {
-  const fh = await open(path, "r");
-  try {
-    const buf = Buffer.allocUnsafe(Math.max(0, Math.min(length, cap)));
-    let got = 0;
-    while (got < buf.length) {
-      const { bytesRead } = await fh.read(buf, got, buf.length - got, offset + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return buf.subarray(0, got);
-  } finally {
-    await fh.close();
-  }
-}

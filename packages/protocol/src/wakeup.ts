@@ -1,0 +1,75 @@
+/**
+ * Waiting without polling: wake-ups for loops that sleep until there is work, an abortable
+ * sleep, and jittered exponential backoff for retries.
+ */
+
+/**
+ * A level-triggered wake-up for a single waiter: notify() before wait() is not lost. Lets a
+ * loop sleep until there is work, instead of polling. A second concurrent wait() takes the
+ * place of the first (use Broadcast for several waiters).
+ */
+export class Wakeup {
+  private pending = false;
+  private waiter: (() => void) | undefined;
+
+  notify(): void {
+    this.pending = true;
+    this.waiter?.();
+  }
+
+  /** Resolves on notify(), after `timeoutMs`, or when `signal` aborts, whichever is first. */
+  wait(signal: AbortSignal, timeoutMs = 2 ** 31 - 1): Promise<void> {
+    if (this.pending || signal.aborted) {
+      this.pending = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.waiter = undefined;
+        this.pending = false;
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal.addEventListener("abort", done);
+      this.waiter = done;
+    });
+  }
+}
+
+/** An edge-triggered wake-up for any number of waiters: notify() wakes those waiting now. */
+export class Broadcast {
+  private readonly waiters = new Set<() => void>();
+
+  notify(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** Resolves on the next notify() or when `signal` aborts. */
+  wait(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.waiters.delete(done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      this.waiters.add(done);
+      signal.addEventListener("abort", done);
+    });
+  }
+}
+
+/** Sleeps `ms`, or less when `signal` aborts. For backoff, never for synchronisation. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Wakeup().wait(signal, ms);
+}
+
+/**
+ * Full-jitter exponential backoff: a random delay up to min(max, base * 2^attempt), attempt
+ * counting from 0. `random` (in [0, 1)) is Math.random unless a test fixes it.
+ */
+export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
+  return Math.round(random() * Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30)));
+}
