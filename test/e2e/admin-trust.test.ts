@@ -7,9 +7,9 @@ import { execFileSync } from "node:child_process";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, MetadataKind, type Root } from "@tufjs/models";
+import { nextRoot, signMetadata } from "@flotilla/cli/testing";
 import { loadIdentity } from "@flotilla/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { nextRoot, signMetadata } from "../../packages/cli/src/signing/metadata.ts";
 import { Sandbox } from "./harness.ts";
 import { artifact, createRelease, signedFleet, tufDir } from "./releases-harness.ts";
 

@@ -2,9 +2,9 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, createClient } from "@connectrpc/connect";
+import { SignedTargets } from "@flotilla/cli/testing";
 import { adminv1, bearerInterceptor, coordinatorTransport, type ReleaseMeta } from "@flotilla/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SignedTargets } from "../../packages/cli/src/commands/release-signing.ts";
 import { Sandbox, waitFor } from "./harness.ts";
 import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./releases-harness.ts";
 

@@ -11,7 +11,7 @@ import { registerOrgCommands } from "./commands/org.ts";
 import { registerReleaseCommands } from "./commands/release.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import { registerRolloutCommands } from "./commands/rollout.ts";
-import type { Run } from "./commands/run.ts";
+import type { Run } from "./run.ts";
 import { registerTunnelCommands } from "./commands/tunnel.ts";
 import { registerUpCommand } from "./commands/up.ts";
 import { describeError, exitCodeFor } from "./errors.ts";

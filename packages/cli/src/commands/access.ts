@@ -6,7 +6,7 @@ import { adminClient, login, normalizeUrl, type AdminTarget } from "../admin/cli
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, parseLabels, table } from "../output.ts";
-import type { Run } from "./run.ts";
+import type { Run } from "../run.ts";
 
 /** login, admin keys and join tokens: who may manage the fleet and how machines join it. */
 export function registerAccessCommands(program: Command, target: () => AdminTarget, run: Run): void {

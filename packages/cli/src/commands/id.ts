@@ -2,7 +2,7 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { formatOpenSshPublicKey, keyPin, loadIdentity, loadOrCreateIdentity } from "@flotilla/protocol";
 import { UsageError } from "../errors.ts";
-import type { Run } from "./run.ts";
+import type { Run } from "../run.ts";
 
 export function registerIdCommand(program: Command, home: () => string, run: Run): void {
   program

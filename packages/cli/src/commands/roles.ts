@@ -1,41 +1,11 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
-import { agentActivators } from "./activators.ts";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, formatConfig, loadConfig, type OptionSpec, type OptionSpecs } from "@flotilla/protocol";
-import type { Run } from "./run.ts";
-
-/** Adds one commander option per spec, e.g. `--data-dir <value>`, documented from the spec. */
-export function addSpecOptions(cmd: Command, specs: Record<string, OptionSpec<unknown>>): Command {
-  for (const spec of Object.values(specs)) {
-    cmd.option(`--${spec.flag} <value>`, `${spec.doc} [${spec.env}]`);
-  }
-  return cmd
-    .option("--config <file>", "TOML config file [FLOTILLA_CONFIG]")
-    .option("--print-config", "print the effective configuration, with where each value came from, and exit");
-}
-
-function camel(flag: string): string {
-  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-}
-
-/** Reads flag values back by spec name, so loadConfig sees exactly what was given. */
-export function flagsFor(specs: Record<string, OptionSpec<unknown>>, opts: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, opts[camel(spec.flag)]]));
-}
-
-/** Resolves when the process is asked to stop (SIGINT, SIGTERM). */
-export function stopSignal(): AbortSignal {
-  const ac = new AbortController();
-  const stop = () => ac.abort();
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  return ac.signal;
-}
-
-export function waitForAbort(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve())));
-}
+import { createLogger, formatConfig } from "@flotilla/protocol";
+import { agentActivators } from "../roles/activators.ts";
+import { addSpecOptions, loadRoleConfig } from "../roles/role-config.ts";
+import type { Run } from "../run.ts";
+import { stopSignal, waitForAbort } from "../signals.ts";
 
 /** The banner a coordinator prints while it has no owner. */
 export function setupBanner(url: string, code: string): string {
@@ -45,15 +15,6 @@ export function setupBanner(url: string, code: string): string {
     `    flotilla login --coordinator ${url} --setup-code ${code}`,
     "",
   ].join("\n");
-}
-
-/** The effective configuration of a role from its flags, FLOTILLA_* and the config file. */
-function loadRoleConfig<S extends OptionSpecs>(specs: S, opts: Record<string, unknown>) {
-  return loadConfig(specs, {
-    flags: flagsFor(specs, opts),
-    env: process.env,
-    configFile: (opts.config as string | undefined) ?? process.env.FLOTILLA_CONFIG,
-  });
 }
 
 export function registerRoleCommands(program: Command, run: Run): void {
