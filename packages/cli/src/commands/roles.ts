@@ -1,7 +1,8 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, formatConfig } from "@flotilla/protocol";
+import { createLogger, formatConfig, loadConfig } from "@flotilla/protocol";
+import type { CliConfig } from "../config.ts";
 import { agentActivators } from "../roles/activators.ts";
 import { addSpecOptions, loadRoleConfig } from "../roles/role-config.ts";
 import type { Run } from "../run.ts";
@@ -17,11 +18,11 @@ export function setupBanner(url: string, code: string): string {
   ].join("\n");
 }
 
-export function registerRoleCommands(program: Command, run: Run): void {
+export function registerRoleCommands(program: Command, cli: () => CliConfig, env: Record<string, string | undefined>, run: Run): void {
   const coordinator = program.command("coordinator").description("run the coordinator: the fleet's source of truth");
   addSpecOptions(coordinator, coordinatorOptionSpecs).action((opts: Record<string, unknown>) =>
     run(async (out) => {
-      const loaded = loadRoleConfig(coordinatorOptionSpecs, opts);
+      const loaded = loadRoleConfig(coordinatorOptionSpecs, opts, env, cli().configFile);
       if (opts.printConfig) return out(formatConfig(coordinatorOptionSpecs, loaded));
       const stop = stopSignal();
       // Loaded here, not at the top: admin commands start faster without the coordinator's code.
@@ -34,24 +35,26 @@ export function registerRoleCommands(program: Command, run: Run): void {
     }),
   );
 
+  // `rotate-key` takes the one coordinator option it needs, as the coordinator does.
+  const dataDir = coordinatorOptionSpecs.dataDir;
   coordinator
     .command("rotate-key")
     .description("replace the coordinator's key with a new one endorsed by the old; agents and admins follow by themselves (stop the coordinator first)")
-    .option("--data-dir <dir>", "the coordinator's data directory [FLOTILLA_DATA_DIR]")
+    .option(`--${dataDir.flag} <dir>`, `${dataDir.doc} [${dataDir.env}]`)
     .action((opts: { dataDir?: string }) =>
       run(async (out) => {
         // `--data-dir` after `coordinator` is parsed as the parent's option; either place works.
         const parentDir = coordinator.opts<{ dataDir?: string }>().dataDir;
-        const dataDir = opts.dataDir ?? parentDir ?? process.env.FLOTILLA_DATA_DIR ?? String(coordinatorOptionSpecs.dataDir.default);
+        const loaded = loadConfig({ dataDir }, { flags: { dataDir: opts.dataDir ?? parentDir }, env });
         const { describeRotation, rotateCoordinatorKey } = await import("@flotilla/coordinator");
-        out(describeRotation(await rotateCoordinatorKey(dataDir)) + "\n");
+        out(describeRotation(await rotateCoordinatorKey(loaded.values.dataDir)) + "\n");
       }),
     );
 
   const agent = program.command("agent").description("run the agent on a managed machine");
   addSpecOptions(agent, agentOptionSpecs).action((opts: Record<string, unknown>) =>
     run(async (out) => {
-      const loaded = loadRoleConfig(agentOptionSpecs, opts);
+      const loaded = loadRoleConfig(agentOptionSpecs, opts, env, cli().configFile);
       if (opts.printConfig) return out(formatConfig(agentOptionSpecs, loaded));
       const { FatalAgentError, runAgent } = await import("@flotilla/agent");
       const log = createLogger({ role: "agent" });

@@ -16,7 +16,7 @@ export async function nixCacheAccess(target: AdminTarget): Promise<{ cacheUrl: s
   const me = await (await adminClient(target)).whoAmI({});
   const orgId = me.organization?.id;
   if (!orgId) throw new Error("the coordinator did not say which organization this is");
-  const entry = (await new Credentials(target.home, target.keyFile).context()).coordinators[url];
+  const entry = (await Credentials.of(target).context()).coordinators[url];
   const token = target.apiToken ?? (target.org ? entry?.orgSessions?.[target.org] : entry?.session)?.token;
   if (!token) throw new Error("no session for the Nix cache: run `flotilla login` first");
   return { cacheUrl: `${url}/nix/${encodeURIComponent(orgId)}`, token, pin: entry?.pin || undefined };

@@ -1,6 +1,7 @@
 /** The options of `flotilla coordinator` and `flotilla agent`, as commander flags and loaded values. */
 import type { Command } from "commander";
 import { loadConfig, type OptionSpec, type OptionSpecs } from "@flotilla/protocol";
+import { cliOptionSpecs } from "../config.ts";
 
 /** Adds one commander option per spec, e.g. `--data-dir <value>`, documented from the spec. */
 export function addSpecOptions(cmd: Command, specs: Record<string, OptionSpec<unknown>>): Command {
@@ -8,7 +9,7 @@ export function addSpecOptions(cmd: Command, specs: Record<string, OptionSpec<un
     cmd.option(`--${spec.flag} <value>`, `${spec.doc} [${spec.env}]`);
   }
   return cmd
-    .option("--config <file>", "TOML config file [FLOTILLA_CONFIG]")
+    .option(`--${cliOptionSpecs.configFile.flag} <file>`, `${cliOptionSpecs.configFile.doc} [${cliOptionSpecs.configFile.env}]`)
     .option("--print-config", "print the effective configuration, with where each value came from, and exit");
 }
 
@@ -21,11 +22,19 @@ export function flagsFor(specs: Record<string, OptionSpec<unknown>>, opts: Recor
   return Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, opts[camel(spec.flag)]]));
 }
 
-/** The effective configuration of a role from its flags, FLOTILLA_* and the config file. */
-export function loadRoleConfig<S extends OptionSpecs>(specs: S, opts: Record<string, unknown>) {
+/**
+ * The effective configuration of a role from its flags, FLOTILLA_* and the config file: the
+ * one `--config` names, else `configFile` (FLOTILLA_CONFIG, from the CLI's own options).
+ */
+export function loadRoleConfig<S extends OptionSpecs>(
+  specs: S,
+  opts: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+  configFile: string | undefined,
+) {
   return loadConfig(specs, {
     flags: flagsFor(specs, opts),
-    env: process.env,
-    configFile: (opts.config as string | undefined) ?? process.env.FLOTILLA_CONFIG,
+    env,
+    configFile: (opts[camel(cliOptionSpecs.configFile.flag)] as string | undefined) ?? configFile,
   });
 }

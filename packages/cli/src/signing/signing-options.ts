@@ -33,7 +33,7 @@ export function signers(target: AdminTarget, o: SigningOpts) {
     keyFiles: o.keyFile,
     sshAgent: o.sshAgent === true,
     sshKeyFilter: o.sshKey,
-    sshAuthSock: process.env.SSH_AUTH_SOCK,
-    fallback: () => new Credentials(target.home, target.keyFile).identity(),
+    sshAuthSock: target.sshAuthSock,
+    fallback: () => Credentials.of(target).identity(),
   });
 }
