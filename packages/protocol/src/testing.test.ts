@@ -1,5 +1,7 @@
+import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
+import { useTempDir } from "./testing-hooks.ts";
 import { freePort, waitFor } from "./testing.ts";
 
 describe("test helpers", () => {
@@ -26,5 +28,21 @@ describe("test helpers", () => {
     await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
     expect((server.address() as { port: number }).port).toBe(port);
     await new Promise((resolve) => server.close(resolve));
+  });
+
+  describe("useTempDir", () => {
+    const dir = useTempDir("flotilla-testing-");
+    let previous = "";
+
+    it("gives each test an empty directory of its own", () => {
+      expect(existsSync(dir.path)).toBe(true);
+      expect(dir.path).toMatch(/flotilla-testing-/);
+      previous = dir.path;
+    });
+
+    it("removed the previous test's directory", () => {
+      expect(dir.path).not.toBe(previous);
+      expect(existsSync(previous)).toBe(false);
+    });
   });
 });

@@ -1,9 +1,13 @@
 /**
- * Helpers for tests across packages and the whole-system tests; not part of the runtime surface
- * (`@flotilla/protocol/testing`).
+ * Helpers for tests across packages, the whole-system tests and the benchmarks; not part of the
+ * runtime surface (`@flotilla/protocol/testing`). Nothing here loads vitest, so the benchmarks
+ * can use it; the vitest hooks are in testing-hooks.ts (`@flotilla/protocol/testing/hooks`).
  */
+import { mkdtemp } from "node:fs/promises";
 import http2 from "node:http2";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 /** GETs `/` over HTTP/2 (h2c for http://, h2 for https://) and resolves with the body. */
 export function h2Get(url: string, options: http2.SecureClientSessionOptions = {}): Promise<string> {
@@ -64,4 +68,9 @@ export function freePort(): Promise<number> {
       s.close(() => (typeof addr === "object" && addr ? res(addr.port) : rej(new Error("no port"))));
     });
   });
+}
+
+/** A new empty directory under the system's temporary directory, named `<prefix>XXXXXX`; the caller removes it. */
+export function tempDir(prefix = "flotilla-test-"): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
 }

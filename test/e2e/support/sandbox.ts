@@ -3,10 +3,9 @@
  * loopback sockets, all torn down after each test. Nothing of Flotilla's own is mocked.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, readdir, readlink, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readlink, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { waitFor } from "@flotilla/protocol/testing";
+import { tempDir, waitFor } from "@flotilla/protocol/testing";
 
 export const repoRoot = resolve(import.meta.dirname, "../../..");
 export const flotillaBin = join(repoRoot, "packages/cli/bin/flotilla.js");
@@ -68,7 +67,7 @@ export class Sandbox {
   }
 
   async dir(prefix = "flotilla-e2e-"): Promise<string> {
-    const d = await mkdtemp(join(tmpdir(), prefix));
+    const d = await tempDir(prefix);
     this.dirs.push(d);
     return d;
   }
