@@ -1,15 +1,37 @@
 import { resolve, join } from "node:path";
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
+import type { Coordinator } from "@flotilla/coordinator";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, loadConfig } from "@flotilla/protocol";
-import { adminClient } from "../admin/client.ts";
+import { createLogger, loadConfig, newId, nodeId } from "@flotilla/protocol";
+import { adminClient, login } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import type { CliConfig } from "../config.ts";
 import { agentActivators } from "../roles/activators.ts";
-import { ensureLocalOwner } from "../roles/local-owner.ts";
 import type { Run } from "../run.ts";
 import { stopSignal, waitForAbort } from "../signals.ts";
+
+/**
+ * Whoever can run `flotilla up` in this folder owns its data directory, so the local admin key
+ * becomes an owner: through the setup code on the first start, directly in the store after.
+ */
+async function ensureLocalOwner(c: Coordinator, creds: Credentials): Promise<void> {
+  if (c.setupCode) {
+    await login(creds, c.url, { setupCode: c.setupCode, keyName: "local owner" });
+    return;
+  }
+  const identity = await creds.identity();
+  const registered = await c.store.findAdminKeysByPublicKey(identity.id);
+  if (registered.length === 0) {
+    const org = (await c.store.listOrgs())[0];
+    if (!org) throw new Error("the data directory has no organization; remove it and start again");
+    const now = Date.now();
+    const memberId = `mem_${newId()}`;
+    await c.store.addMember({ id: memberId, orgId: org.id, name: `local-owner-${newId(6)}`, role: "owner", passwordHash: null, createdAt: now, removedAt: null });
+    await c.store.addAdminKey({ id: `key_${newId()}`, orgId: org.id, memberId, name: "local owner", publicKey: nodeId(identity.publicKey), createdAt: now, revokedAt: null });
+  }
+  await login(creds, c.url);
+}
 
 export function registerUpCommand(program: Command, cli: () => CliConfig, env: Record<string, string | undefined>, run: Run): void {
   program
