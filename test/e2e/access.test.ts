@@ -2,21 +2,17 @@
  * Organizations, members, API tokens, key revocation and the audit log, driven through the
  * `flotilla` CLI against a real coordinator process and its SQLite file.
  */
-import { execFileSync, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Fleet, Sandbox, waitFor } from "./harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { Fleet } from "./support/fleet.ts";
+import { startSshAgent } from "./support/ssh.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 const lastLine = (text: string) => text.trim().split("\n").pop()!;
 
@@ -95,11 +91,7 @@ describe("logging in through ssh-agent", () => {
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "carol", "-f", keyFile]);
     expect((await fleet.admin(["member", "add", "carol", "--role", "viewer", "--ssh-key", `${keyFile}.pub`])).code).toBe(0);
 
-    const sock = join(home, "agent.sock");
-    const agent = spawn("ssh-agent", ["-D", "-a", sock], { stdio: "ignore" });
-    sb.onCleanup(async () => void agent.kill("SIGKILL"));
-    await waitFor("ssh-agent listening", () => existsSync(sock));
-    execFileSync("ssh-add", ["-q", keyFile], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: "ignore" });
+    const sock = await startSshAgent(sb, [keyFile]);
     // The key file on disk is now protected by a passphrase Flotilla does not know.
     execFileSync("ssh-keygen", ["-q", "-p", "-P", "", "-N", "a passphrase nobody types", "-f", keyFile]);
 

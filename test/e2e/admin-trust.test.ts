@@ -7,19 +7,13 @@ import { execFileSync } from "node:child_process";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, MetadataKind, type Root } from "@tufjs/models";
+import { nextRoot, signMetadata } from "@flotilla/cli/testing";
 import { loadIdentity } from "@flotilla/protocol";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { nextRoot, signMetadata } from "../../packages/cli/src/signing/metadata.ts";
-import { Sandbox } from "./harness.ts";
-import { artifact, createRelease, signedFleet, tufDir } from "./releases-harness.ts";
+import { describe, expect, it } from "vitest";
+import { artifact, createRelease, signedFleet, tufDir } from "./support/releases.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 const metadataFiles = async (dir: string) => (await readdir(dir)).filter((f) => /^\d+\.(root|targets)\.json$/.test(f)).sort();
 

@@ -1,15 +1,10 @@
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
-import { afterEach, beforeEach, expect, it } from "vitest";
-import { Fleet, Sandbox } from "./harness.ts";
+import { expect, it } from "vitest";
+import { Fleet } from "./support/fleet.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 it("registers an existing OpenSSH ed25519 key as an admin key, and that key logs in with --key", async () => {
   const fleet = await new Fleet(sb).start();

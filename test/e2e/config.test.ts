@@ -1,15 +1,9 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, expect, it } from "vitest";
-import { Sandbox } from "./harness.ts";
+import { expect, it } from "vitest";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 it("takes each option from a flag, then FLOTILLA_*, then the config file, and says where each came from", async () => {
   const dir = await sb.dir();

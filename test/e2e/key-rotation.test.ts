@@ -4,27 +4,18 @@
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Fleet, freePort, Sandbox, waitFor } from "./harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { Fleet } from "./support/fleet.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 /** A fleet whose coordinator listens on every address, so it speaks TLS with its own key. */
 async function tlsFleet(): Promise<Fleet> {
-  const port = await freePort();
-  const fleet = new Fleet(sb, ["--public-url", `https://127.0.0.1:${port}`]);
-  fleet.port = port;
-  fleet.dataDir = await sb.dir("flotilla-coord-");
-  fleet.adminHome = await sb.dir("flotilla-admin-");
+  const fleet = await new Fleet(sb).prepare();
   await startTls(fleet);
-  const code = (await fleet.coordinator.waitForOutput(/--setup-code (\S+)/))[1]!;
-  expect((await fleet.admin(["login", "--setup-code", code])).code).toBe(0);
+  await fleet.loginAsOwner();
   return fleet;
 }
 

@@ -1,17 +1,14 @@
 import { appendFile, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Fleet, Sandbox, waitFor, type Proc } from "./harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { Fleet } from "./support/fleet.ts";
+import { type Proc } from "./support/sandbox.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
 const journald = await stat("/run/systemd/journal/socket").then(() => true, () => false);
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 interface JsonLine {
   device: string;

@@ -1,21 +1,17 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, readdir, readlink, realpath, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { loadOrCreateIdentity, parseReleaseMeta, selfSignedCertificate, type ReleaseMeta } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationStep } from "../../packages/agent/src/activation/activator.ts";
 import { NixosActivator } from "../../packages/agent/src/activation/nixos/index.ts";
 import { spawn } from "node:child_process";
-import { Fleet, Proc, Sandbox, freePort, repoRoot } from "./harness.ts";
-import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./nix-support.ts";
+import { Fleet } from "./support/fleet.ts";
+import { Proc, repoRoot } from "./support/sandbox.ts";
+import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./support/nix.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 /** Events as the agent would give them; `reach` decides how reachedCoordinator behaves. */
 function recorder(reach: (since: number, signal: AbortSignal) => Promise<void>) {
@@ -91,9 +87,7 @@ async function setup(): Promise<Setup> {
         env: nixEnv,
         stdio: ["ignore", "pipe", "pipe"],
       });
-      const p = new Proc(child, "activation");
-      sb.procs.push(p);
-      return p;
+      return sb.adopt(child, "activation");
     },
     activator(opts = {}) {
       return new NixosActivator({
@@ -253,16 +247,13 @@ describe("the NixOS activator", () => {
     // A coordinator whose certificate is made from its own key, as on any non-loopback address.
     const tls = await sb.dir("flotilla-tls-");
     const fleet = new Fleet(sb, ["--tls-cert", join(tls, "cert.pem"), "--tls-key", join(tls, "key.pem")]);
-    fleet.dataDir = await sb.dir("flotilla-coord-");
-    fleet.adminHome = await sb.dir("flotilla-admin-");
-    fleet.port = await freePort();
+    await fleet.prepare();
     const pair = await selfSignedCertificate(await loadOrCreateIdentity(join(fleet.dataDir, "coordinator.key")), { hosts: ["127.0.0.1"] });
     await writeFile(join(tls, "cert.pem"), pair.certPem);
     await writeFile(join(tls, "key.pem"), pair.keyPem, { mode: 0o600 });
     await fleet.startCoordinator();
     expect(fleet.url).toMatch(/^https:/);
-    const code = (await fleet.coordinator.waitForOutput(/--setup-code (\S+)/))[1]!;
-    expect((await fleet.admin(["login", "--setup-code", code])).code).toBe(0);
+    await fleet.loginAsOwner();
     const { publicKey } = await nixOrg(fleet);
     const readToken = await apiToken(fleet, "viewer");
     const work = await sb.dir("flotilla-nixos-");

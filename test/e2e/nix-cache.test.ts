@@ -1,16 +1,11 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Fleet, Sandbox } from "./harness.ts";
-import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./nix-support.ts";
+import { describe, expect, it } from "vitest";
+import { Fleet } from "./support/fleet.ts";
+import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./support/nix.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 interface PathInfo {
   path: string;

@@ -5,10 +5,11 @@
 import { existsSync } from "node:fs";
 import { mkdir, readFile, realpath, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { waitFor } from "@flotilla/protocol/testing";
 import { afterEach, beforeAll, beforeEach, expect, it } from "vitest";
-import { Sandbox, waitFor } from "./harness.ts";
-import { closure, deleteFromStore, buildSystem, nixEnv } from "./nix-support.ts";
-import { bundleAgent, signedFleet, waitForEnd } from "./releases-harness.ts";
+import { Sandbox } from "./support/sandbox.ts";
+import { closure, deleteFromStore, buildSystem, nixEnv } from "./support/nix.ts";
+import { bundleAgent, signedFleet, waitForEnd } from "./support/releases.ts";
 
 let sb: Sandbox;
 beforeAll(() => {
@@ -22,7 +23,11 @@ afterEach(async () => {
   await sb.cleanup();
 });
 
-it("releases a NixOS system with `release create --nixos`, and the agent switches to it from the coordinator's cache", async () => {
+/**
+ * A fleet with a Nix key and an agent declaring release:nixos, switching its own profile; the
+ * test systems append their switches to `log`.
+ */
+async function nixosFleet(switchTimeoutMs: number) {
   const fleet = await signedFleet(sb);
   const key = await fleet.admin(["nix-key", "create", "kiosk-cache"]);
   expect(key.code, key.stderr).toBe(0);
@@ -30,10 +35,15 @@ it("releases a NixOS system with `release create --nixos`, and the agent switche
   const log = join(work, "switch.log");
   const profile = join(work, "profiles", "system");
   await mkdir(join(work, "profiles"));
-  const { name } = await bundleAgent(fleet, sb, ["--nixos-profile", profile, "--nixos-switch-timeout-ms", "30000"]);
+  const { name } = await bundleAgent(fleet, sb, ["--nixos-profile", profile, "--nixos-switch-timeout-ms", String(switchTimeoutMs)]);
   await waitFor("the agent declaring release:nixos", async () =>
     (await fleet.adminJson<{ capabilities: string[] }[]>(["device", "ls"]))[0]?.capabilities.includes("release:nixos"),
   );
+  return { fleet, name, log, profile };
+}
+
+it("releases a NixOS system with `release create --nixos`, and the agent switches to it from the coordinator's cache", async () => {
+  const { fleet, name, log, profile } = await nixosFleet(30_000);
 
   const system = await buildSystem(sb, log);
   const created = await fleet.admin(["release", "create", "--nixos", system, "--name", "kiosk", "--version", "2026.11.3"]);
@@ -51,16 +61,7 @@ it("releases a NixOS system with `release create --nixos`, and the agent switche
 });
 
 it("rolls back to the previous system when the coordinator is gone right after the switch, within the confirm window", async () => {
-  const fleet = await signedFleet(sb);
-  expect((await fleet.admin(["nix-key", "create", "kiosk-cache"])).code).toBe(0);
-  const work = await sb.dir("flotilla-nixos-");
-  const log = join(work, "switch.log");
-  const profile = join(work, "profiles", "system");
-  await mkdir(join(work, "profiles"));
-  const { name } = await bundleAgent(fleet, sb, ["--nixos-profile", profile, "--nixos-switch-timeout-ms", "4000"]);
-  await waitFor("the agent declaring release:nixos", async () =>
-    (await fleet.adminJson<{ capabilities: string[] }[]>(["device", "ls"]))[0]?.capabilities.includes("release:nixos"),
-  );
+  const { fleet, name, log, profile } = await nixosFleet(4_000);
 
   const good = await buildSystem(sb, log);
   expect((await fleet.admin(["release", "create", "--nixos", good, "--name", "kiosk", "--version", "1"])).code).toBe(0);

@@ -1,13 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Fleet, freshPostgresDatabase, Sandbox, waitFor } from "./harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { Fleet, freshPostgresDatabase } from "./support/fleet.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 describe.skipIf(!process.env.FLOTILLA_TEST_POSTGRES_URL)("a coordinator on PostgreSQL", () => {
   it("enrolls, labels, and keeps everything across a SIGKILL and restart", async () => {

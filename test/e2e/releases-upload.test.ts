@@ -1,20 +1,16 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, createClient } from "@connectrpc/connect";
+import { SignedTargets } from "@flotilla/cli/testing";
 import { adminv1, bearerInterceptor, coordinatorTransport, type ReleaseMeta } from "@flotilla/protocol";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SignedTargets } from "../../packages/cli/src/commands/release-signing.ts";
-import { Sandbox, waitFor } from "./harness.ts";
-import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./releases-harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./support/releases.ts";
+import { startSshAgent } from "./support/ssh.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 async function files(dir: string): Promise<string[]> {
   try {
@@ -193,16 +189,9 @@ describe("signing", () => {
   it("signs with an ed25519 key held by a real ssh-agent", async () => {
     const fleet = await signedFleet(sb);
     const dir = await sb.dir();
-    const sock = join(dir, "agent.sock");
-    const agent = spawnSync("ssh-agent", ["-a", sock], { encoding: "utf8" });
-    expect(agent.status).toBe(0);
-    const pid = /SSH_AGENT_PID=(\d+)/.exec(agent.stdout)?.[1];
-    sb.onCleanup(async () => {
-      if (pid) process.kill(Number(pid));
-    });
     const key = join(dir, "id_ed25519");
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "alice@laptop", "-f", key]);
-    execFileSync("ssh-add", ["-q", key], { env: { ...process.env, SSH_AUTH_SOCK: sock } });
+    const sock = await startSshAgent(sb, [key]);
     const env = { SSH_AUTH_SOCK: sock };
 
     const owner = join(fleet.adminHome, "admin.key");

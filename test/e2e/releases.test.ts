@@ -8,8 +8,8 @@ import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { Metadata, MetadataKind, MetaFile, Signature, Snapshot, Timestamp, type Targets } from "@tufjs/models";
 import { loadIdentity, tufKeyId, type Identity } from "@flotilla/protocol";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { freePort, Sandbox, waitFor } from "./harness.ts";
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
 import {
   artifact,
   bundleAgent,
@@ -23,15 +23,10 @@ import {
   tufDir,
   waitForEnd,
   type StepJson,
-} from "./releases-harness.ts";
+} from "./support/releases.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 async function staged(stateDir: string): Promise<string[]> {
   try {

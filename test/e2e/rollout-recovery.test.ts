@@ -3,17 +3,14 @@
  * where the database says it stood; offline devices converge when they return, or are skipped
  * after the deadline. Real coordinator processes, a swarm speaking the real agent protocol.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { freshPostgresDatabase, Sandbox, waitFor } from "./harness.ts";
-import { hosts, publish, show, signingFleet, start, swarmOf, waitForStatus } from "./support/rollouts.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { freshPostgresDatabase } from "./support/fleet.ts";
+import { signedFleet } from "./support/releases.ts";
+import { hosts, publish, show, start, swarmOf, waitForStatus } from "./support/rollouts.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 describe("rollouts across restarts and outages", () => {
   const databases: { name: string; enabled: boolean; args(): Promise<string[]> }[] = [
@@ -26,7 +23,7 @@ describe("rollouts across restarts and outages", () => {
   ];
   for (const db of databases) {
     it.skipIf(!db.enabled)(`continues after the coordinator on ${db.name} is killed with SIGKILL mid-wave: no device notified or activated twice, no wave skipped`, async () => {
-      const fleet = await signingFleet(sb, await db.args());
+      const fleet = await signedFleet(sb, await db.args());
       const target = await publish(fleet, sb, "webapp", "1.5.0");
       const swarm = await swarmOf(fleet, sb, hosts(20), 150);
 
@@ -62,7 +59,7 @@ describe("rollouts across restarts and outages", () => {
   }
 
   it("gives an offline device the release when it reconnects, and skips one still offline at the deadline", async () => {
-    const fleet = await signingFleet(sb);
+    const fleet = await signedFleet(sb);
     const target = await publish(fleet, sb, "webapp", "1.5.0");
     const swarm = await swarmOf(fleet, sb, hosts(20), 30);
     const late = swarm.byName("sw-18");

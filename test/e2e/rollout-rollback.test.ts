@@ -6,17 +6,14 @@
 import { execFileSync } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Sandbox, waitFor, type Fleet } from "./harness.ts";
-import { hosts, publish, realAgents, show, signingFleet, start, swarmOf, waitForStatus } from "./support/rollouts.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { type Fleet } from "./support/fleet.ts";
+import { signedFleet } from "./support/releases.ts";
+import { hosts, publish, realAgents, show, start, swarmOf, waitForStatus } from "./support/rollouts.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 interface DeviceReleases {
   releases: { name: string; current: { version: string; counter: number } | null; desired: { version: string; counter: number } }[];
@@ -38,7 +35,7 @@ async function runningBundle(stateDir: string): Promise<{ dir: string; header: s
  * the plan puts before them) has taken it and waits for approval.
  */
 async function halfwayRollout() {
-  const fleet = await signingFleet(sb);
+  const fleet = await signedFleet(sb);
   await publish(fleet, sb, "webapp", "1.4.0");
   const swarm = await swarmOf(fleet, sb, hosts(20), 30);
   const real = await realAgents(fleet, sb, 2);

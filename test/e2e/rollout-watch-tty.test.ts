@@ -7,9 +7,13 @@
  * the frames in between show the rollout progressing, and what a terminal would show at the end.
  */
 import { spawn } from "node:child_process";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { flotillaBin, Proc, repoRoot, Sandbox, waitFor, type Fleet } from "./harness.ts";
-import { hosts, publish, signingFleet, start, swarmOf } from "./support/rollouts.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { type Fleet } from "./support/fleet.ts";
+import { flotillaBin, Proc, repoRoot } from "./support/sandbox.ts";
+import { signedFleet } from "./support/releases.ts";
+import { hosts, publish, start, swarmOf } from "./support/rollouts.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
 const BAR_WIDTH = 30;
 
@@ -19,13 +23,7 @@ interface Term {
   rows: number;
 }
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 /** Quotes one argument for /bin/sh. */
 const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -43,9 +41,7 @@ function adminOnPty(fleet: Fleet, term: Term, args: string[]): Proc {
     // stdin stays an open pipe nobody writes to: `script` never sees an end of input.
     stdio: ["pipe", "pipe", "pipe"],
   });
-  const p = new Proc(child, `flotilla ${args.slice(0, 2).join(" ")} (pty ${term.cols}x${term.rows})`);
-  sb.procs.push(p);
-  return p;
+  return sb.adopt(child, `flotilla ${args.slice(0, 2).join(" ")} (pty ${term.cols}x${term.rows})`);
 }
 
 /** One redraw of the watch block, split at the cursor-up-and-clear sequences. */
@@ -200,7 +196,7 @@ async function finishedWatch(watch: Proc, term: Term, id: string): Promise<{ raw
 describe("rollout watch on a terminal", () => {
   it("redraws a progress bar per wave and the busy devices in place until the rollout completes", async () => {
     const term = { cols: 120, rows: 40 };
-    const fleet = await signingFleet(sb);
+    const fleet = await signedFleet(sb);
     await publish(fleet, sb, "webapp", "1.5.0");
     // 7 steps of 100 ms per device: with at most 3 at once, wave 3 takes a few seconds.
     await swarmOf(fleet, sb, hosts(20), 100);
@@ -271,7 +267,7 @@ describe("rollout watch on a terminal", () => {
 
   it("keeps every frame within an 80x24 terminal: lines cut to fit, busy devices beyond the screen counted, failed devices not listed", async () => {
     const term = { cols: 80, rows: 24 };
-    const fleet = await signingFleet(sb);
+    const fleet = await signedFleet(sb);
     await publish(fleet, sb, "webapp", "1.5.0");
     // 30 devices, two of which fail their health checks (then roll back), both in the first
     // batch of wave 3. 7 steps of 150 ms per device: each state below lasts about a second.

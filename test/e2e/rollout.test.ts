@@ -2,21 +2,17 @@
  * Rollouts end to end: a real coordinator process, the real CLI, and a swarm of 20+ devices
  * speaking the real agent protocol over real sockets (support/swarm.ts).
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Sandbox, waitFor } from "./harness.ts";
-import { activatedAt, hosts, publish, realAgents, show, signingFleet, start, swarmOf, type PlanJson, type RolloutJson } from "./support/rollouts.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { signedFleet } from "./support/releases.ts";
+import { activatedAt, hosts, publish, realAgents, show, start, swarmOf, type PlanJson, type RolloutJson } from "./support/rollouts.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 describe("rollouts in waves", () => {
   it("completes a three-wave rollout over 21 swarm devices and 2 real agents, activating every device of a wave before any of the next", async () => {
-    const fleet = await signingFleet(sb);
+    const fleet = await signedFleet(sb);
     const target = await publish(fleet, sb, "webapp", "1.5.0");
     const swarm = await swarmOf(fleet, sb, hosts(21, 0), 30);
     const real = await realAgents(fleet, sb, 2);
@@ -51,7 +47,7 @@ describe("rollouts in waves", () => {
   }, 180_000);
 
   it("pauses when failing health checks cross the threshold, and leaves the rest of the fleet untouched", async () => {
-    const fleet = await signingFleet(sb);
+    const fleet = await signedFleet(sb);
     const target = await publish(fleet, sb, "webapp", "1.5.0");
     const failing = new Set(["sw-01", "sw-02", "sw-03"]);
     const swarm = await swarmOf(fleet, sb, hosts(20).map((h) => ({ ...h, failHealth: failing.has(h.hostname) })), 30);
@@ -82,7 +78,7 @@ describe("rollouts in waves", () => {
   }, 180_000);
 
   it("plans and starts the same assignment device for device, listing apart the devices that cannot take it and those offline", async () => {
-    const fleet = await signingFleet(sb);
+    const fleet = await signedFleet(sb);
     await publish(fleet, sb, "webapp", "1.5.0", ["--arch", "x86_64"]);
     const swarm = await swarmOf(fleet, sb, [
       ...hosts(20),
@@ -125,7 +121,7 @@ describe("rollouts in waves", () => {
   }, 180_000);
 
   it("refuses an unknown release, an empty selection, waves that do not add up and an invalid selector before starting anything", async () => {
-    const fleet = await signingFleet(sb);
+    const fleet = await signedFleet(sb);
     await publish(fleet, sb, "webapp", "1.5.0");
     await swarmOf(fleet, sb, hosts(20));
     const cases: [string[], number, RegExp][] = [

@@ -2,16 +2,12 @@
  * Agent sessions expire (`--session-ttl-ms`); an agent whose session ran out while its Watch
  * stream stayed open must open a new one and go on delivering what it owes the coordinator.
  */
-import { afterEach, beforeEach, expect, it } from "vitest";
-import { Fleet, Sandbox, waitFor } from "./harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { expect, it } from "vitest";
+import { Fleet } from "./support/fleet.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 it("keeps reporting after its session expired, by authenticating again", async () => {
   const ttlMs = 1500;

@@ -1,13 +1,9 @@
-import { afterEach, beforeEach, expect, it } from "vitest";
-import { Fleet, freePort, Sandbox, waitFor } from "./harness.ts";
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { expect, it } from "vitest";
+import { Fleet } from "./support/fleet.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 it("serves TLS off loopback with a certificate made from its own key, which agents pin through the join string", async () => {
   const port = await freePort();

@@ -1,17 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import net from "node:net";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Sandbox, waitFor } from "./harness.ts";
-import { tunnelFleet } from "./tunnel-harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { tunnelFleet } from "./support/tunnels.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 const MiB = 1024 * 1024;
 

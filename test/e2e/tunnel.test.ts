@@ -1,17 +1,13 @@
 import { createHash, randomBytes } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Sandbox, waitFor } from "./harness.ts";
-import { auditEntries, startSshd, tunnelFleet } from "./tunnel-harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { describe, expect, it } from "vitest";
+import { startSshd } from "./support/ssh.ts";
+import { auditEntries, tunnelFleet } from "./support/tunnels.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 /** An HTTP server in this process: it stands for a web UI on the device. */
 async function httpServer(routes: Record<string, Buffer>): Promise<number> {

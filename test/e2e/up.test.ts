@@ -1,13 +1,9 @@
-import { afterEach, beforeEach, expect, it } from "vitest";
-import { freePort, Sandbox, waitFor, type DeviceJson } from "./harness.ts";
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { expect, it } from "vitest";
+import { type DeviceJson } from "./support/fleet.ts";
+import { useSandbox } from "./support/use-sandbox.ts";
 
-let sb: Sandbox;
-beforeEach(() => {
-  sb = new Sandbox();
-});
-afterEach(async () => {
-  await sb.cleanup();
-});
+const sb = useSandbox();
 
 it("`flotilla up` brings up a coordinator and an enrolled local agent, with the user logged in as owner", async () => {
   const dataDir = await sb.dir("flotilla-up-");

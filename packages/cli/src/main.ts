@@ -1,7 +1,6 @@
 import { Command, CommanderError } from "commander";
 import { VERSION } from "@flotilla/protocol";
 import { closeAdminClients } from "./admin/client.ts";
-import { flotillaHome } from "./admin/credentials.ts";
 import { registerAccessCommands } from "./commands/access.ts";
 import { registerDeviceCommands } from "./commands/device.ts";
 import { registerIdCommand } from "./commands/id.ts";
@@ -11,13 +10,17 @@ import { registerOrgCommands } from "./commands/org.ts";
 import { registerReleaseCommands } from "./commands/release.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import { registerRolloutCommands } from "./commands/rollout.ts";
-import type { Run } from "./commands/run.ts";
+import type { Run } from "./run.ts";
 import { registerTunnelCommands } from "./commands/tunnel.ts";
 import { registerUpCommand } from "./commands/up.ts";
+import { cliOptionSpecs, environmentHelp, globalFlags, loadCliConfig, type CliConfig } from "./config.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
 
-/** Runs the `flotilla` program with these arguments; resolves to the process exit code. */
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs the `flotilla` program with these arguments and environment (the only place the CLI
+ * reads it); resolves to the process exit code.
+ */
+export async function main(argv: string[], env: Record<string, string | undefined>): Promise<number> {
   let exitCode = 0;
   // Only as the sole argument: a global --version option would swallow `release create --version`.
   if (argv.length === 1 && (argv[0] === "--version" || argv[0] === "-V")) {
@@ -26,22 +29,18 @@ export async function main(argv: string[]): Promise<number> {
   }
   const program = new Command("flotilla")
     .description(`Flotilla ${VERSION}: fleet management and deployment for NixOS and Linux machines (flotilla --version prints the version)`)
-    .option("--coordinator <url>", "the coordinator to talk to (default: the one logged in to) [FLOTILLA_COORDINATOR]")
-    .option("--key <file>", "admin key to use: an OpenSSH ed25519 key or a Flotilla key file (default: $FLOTILLA_HOME/admin.key) [FLOTILLA_ADMIN_KEY]")
-    .option("--org <name>", "the organization to act in (default: your key's first) [FLOTILLA_ORG]")
-    .option("-v, --verbose", "show more detail on errors")
     .showHelpAfterError()
-    .exitOverride()
+    .exitOverride();
+  for (const [name, value] of Object.entries(globalFlags)) {
+    const spec = cliOptionSpecs[name as keyof typeof globalFlags];
+    program.option(`--${spec.flag} <${value}>`, `${spec.doc} [${spec.env}]`);
+  }
+  program.option("-v, --verbose", "show more detail on errors").addHelpText("after", environmentHelp());
 
-  const globals = () => program.opts<{ coordinator?: string; key?: string; org?: string; verbose?: boolean }>();
-  const home = () => flotillaHome();
-  const target = () => ({
-    coordinator: globals().coordinator ?? process.env.FLOTILLA_COORDINATOR,
-    home: home(),
-    keyFile: globals().key ?? process.env.FLOTILLA_ADMIN_KEY,
-    org: globals().org ?? process.env.FLOTILLA_ORG,
-    apiToken: process.env.FLOTILLA_TOKEN || undefined,
-  });
+  const globals = () => program.opts<{ coordinator?: string; verbose?: boolean }>();
+  // Loaded on first use, once commander has parsed the global flags.
+  let loaded: CliConfig | undefined;
+  const cli = (): CliConfig => (loaded ??= loadCliConfig(program.opts(), env));
   const run: Run = async (action) => {
     try {
       const code = await action((text) => process.stdout.write(text));
@@ -53,17 +52,17 @@ export async function main(argv: string[]): Promise<number> {
     }
   };
 
-  registerUpCommand(program, home, run);
-  registerRoleCommands(program, run);
-  registerIdCommand(program, home, run);
-  registerAccessCommands(program, target, run);
-  registerDeviceCommands(program, target, run);
-  registerOrgCommands(program, target, run);
-  registerNixCommands(program, target, run);
-  registerLogsCommands(program, target, run);
-  registerTunnelCommands(program, target, run);
-  registerReleaseCommands(program, target, run);
-  registerRolloutCommands(program, target, run);
+  registerUpCommand(program, cli, env, run);
+  registerRoleCommands(program, cli, env, run);
+  registerIdCommand(program, cli, run);
+  registerAccessCommands(program, cli, run);
+  registerDeviceCommands(program, cli, run);
+  registerOrgCommands(program, cli, run);
+  registerNixCommands(program, cli, run);
+  registerLogsCommands(program, cli, run);
+  registerTunnelCommands(program, cli, run);
+  registerReleaseCommands(program, cli, run);
+  registerRolloutCommands(program, cli, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -1,8 +1,10 @@
-/** Helpers for the rollout tests: a fleet that can sign releases, releases, a swarm, JSON views. */
+/** Helpers for the rollout tests: releases, a swarm, real agents, JSON views (signedFleet in releases.ts signs). */
 import { execFileSync } from "node:child_process";
-import { mkdir, readdir, readlink, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Fleet, waitFor, type Proc, type Sandbox } from "../harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import type { Fleet } from "./fleet.ts";
+import { killProcessesUnder, type Proc, type Sandbox } from "./sandbox.ts";
 import { Swarm, type SwarmDeviceOptions } from "./swarm.ts";
 
 export interface RolloutDeviceJson {
@@ -32,14 +34,6 @@ export interface PlanJson {
   waves: { number: number; entry: string; devices: { id: string; name: string; online: boolean }[] }[];
   ineligible: { id: string; name: string; reason: string }[];
   offline: { id: string; name: string }[];
-}
-
-/** A fleet whose owner holds the organization's signing key. */
-export async function signingFleet(sb: Sandbox, extraArgs: string[] = []): Promise<Fleet> {
-  const fleet = await new Fleet(sb, extraArgs).start();
-  const r = await fleet.admin(["signing-key", "add"]);
-  if (r.code !== 0) throw new Error(`signing-key add failed: ${r.stderr}`);
-  return fleet;
 }
 
 /**
@@ -128,19 +122,4 @@ export async function start(fleet: Fleet, args: string[]): Promise<RolloutJson &
   const r = await fleet.admin(["rollout", "start", ...args, "--json"]);
   if (r.code !== 0) throw new Error(`rollout start failed (${r.code}): ${r.stderr}`);
   return JSON.parse(r.stdout) as RolloutJson & { plan: PlanJson };
-}
-
-/** Kills every process whose working directory is under `dir` (the services a real agent started). */
-async function killProcessesUnder(dir: string): Promise<void> {
-  for (const pid of await readdir("/proc").catch(() => [] as string[])) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
-    if (cwd.startsWith(dir)) {
-      try {
-        process.kill(Number(pid), "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
-  }
 }

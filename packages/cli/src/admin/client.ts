@@ -14,22 +14,17 @@ import {
   verifyCoordinatorProof,
   type ClosableTransport,
 } from "@flotilla/protocol";
+import type { CliConfig } from "../config.ts";
 import { UsageError } from "../errors.ts";
 import { Credentials, type CoordinatorEntry } from "./credentials.ts";
 
 export type AdminClient = Client<typeof adminv1.AdminService>;
 
-export interface AdminTarget {
-  /** --coordinator; default: the one last logged in to. */
-  coordinator?: string;
-  home: string;
-  /** --key: an admin key file other than the default one in `home`. */
-  keyFile?: string;
-  /** --org: the organization to act in (default: the key's first). */
-  org?: string;
-  /** FLOTILLA_TOKEN: an API token to use instead of a key login. */
-  apiToken?: string;
-}
+/**
+ * Whom admin commands talk to, and as whom: the CLI's options (see cliOptionSpecs for each),
+ * FLOTILLA_HOME always resolved.
+ */
+export type AdminTarget = Pick<CliConfig, "home"> & Partial<Pick<CliConfig, "coordinator" | "keyFile" | "org" | "apiToken" | "sshAuthSock">>;
 
 /** Normalizes a coordinator URL: scheme required, no trailing slash. */
 export function normalizeUrl(url: string): string {
@@ -191,7 +186,7 @@ async function adminSession(target: AdminTarget): Promise<{
   token: string;
   relogin(): Promise<{ pin: string; token: string }>;
 }> {
-  const creds = new Credentials(target.home, target.keyFile);
+  const creds = Credentials.of(target);
   const url = await targetUrl(target);
   const known = (await creds.context()).coordinators[url];
   const org = target.org;

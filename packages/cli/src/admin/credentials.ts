@@ -1,8 +1,8 @@
 import { readFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { loadIdentity, loadOrCreateIdentity, parseAnyPublicKey, readJsonIfExists, writeJsonAtomic, type Identity } from "@flotilla/protocol";
 import { SshAgent } from "../signing/ssh-agent.ts";
+import type { AdminTarget } from "./client.ts";
 
 /** What signs login challenges: the key itself, or ssh-agent holding it. */
 export interface LoginSigner {
@@ -30,21 +30,24 @@ export interface AdminContext {
   coordinators: Record<string, CoordinatorEntry>;
 }
 
-/** `$FLOTILLA_HOME`, default `~/.config/flotilla`: the admin's key and context. */
-export function flotillaHome(env: NodeJS.ProcessEnv = process.env): string {
-  return env.FLOTILLA_HOME || join(env.XDG_CONFIG_HOME || join(homedir(), ".config"), "flotilla");
-}
-
 /** The admin key and context kept under one home directory. */
 export class Credentials {
   /**
+   * @param home `$FLOTILLA_HOME`: the admin's key and context.
    * @param keyFile an admin key to use instead of `$FLOTILLA_HOME/admin.key`: PKCS#8 PEM or an
    *   unencrypted OpenSSH ed25519 key such as ~/.ssh/id_ed25519.
+   * @param sshAuthSock ssh-agent's socket, for a `keyFile` that only ssh-agent can sign with.
    */
   constructor(
     readonly home: string,
     readonly keyFile?: string,
+    readonly sshAuthSock?: string,
   ) {}
+
+  /** The credentials an admin command acts with. */
+  static of(target: AdminTarget): Credentials {
+    return new Credentials(target.home, target.keyFile, target.sshAuthSock);
+  }
 
   /** The admin key; the default one is created on first use (mode 0600). */
   async identity(): Promise<Identity> {
@@ -61,7 +64,7 @@ export class Credentials {
    * that is encrypted with a passphrase, the challenge is signed by ssh-agent (SSH_AUTH_SOCK),
    * which must hold that key; the private key never has to be readable by Flotilla.
    */
-  async loginSigner(sshAuthSock: string | undefined = process.env.SSH_AUTH_SOCK): Promise<LoginSigner> {
+  async loginSigner(): Promise<LoginSigner> {
     let fileError: Error;
     try {
       const identity = await this.identity();
@@ -72,6 +75,7 @@ export class Credentials {
     }
     const publicKey = await this.publicKeyOfKeyFile();
     if (!publicKey) throw fileError;
+    const sshAuthSock = this.sshAuthSock;
     if (!sshAuthSock) throw new Error(`${fileError.message}; to sign with ssh-agent instead, start it and set SSH_AUTH_SOCK`);
     const agent = await SshAgent.open(sshAuthSock);
     const key = (await agent.ed25519Keys()).find((k) => Buffer.compare(Buffer.from(k.publicKey), Buffer.from(publicKey)) === 0);

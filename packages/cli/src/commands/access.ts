@@ -6,7 +6,7 @@ import { adminClient, login, normalizeUrl, type AdminTarget } from "../admin/cli
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, parseLabels, table } from "../output.ts";
-import type { Run } from "./run.ts";
+import type { Run } from "../run.ts";
 
 /** login, admin keys and join tokens: who may manage the fleet and how machines join it. */
 export function registerAccessCommands(program: Command, target: () => AdminTarget, run: Run): void {
@@ -20,7 +20,7 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
         const t = target();
         if (!t.coordinator) throw new UsageError("login needs --coordinator URL");
         const url = normalizeUrl(t.coordinator);
-        const entry = await login(new Credentials(t.home, t.keyFile), url, { setupCode: opts.setupCode, keyName: opts.keyName, organization: t.org });
+        const entry = await login(Credentials.of(t), url, { setupCode: opts.setupCode, keyName: opts.keyName, organization: t.org });
         const role = t.org ? entry.orgSessions?.[t.org]?.role : entry.role;
         out(`logged in to ${url} as ${role} of organization ${t.org ?? entry.organization?.name ?? "?"}\n`);
       }),

@@ -1,10 +1,11 @@
 import { join } from "node:path";
 import type { Command } from "commander";
 import { formatOpenSshPublicKey, keyPin, loadIdentity, loadOrCreateIdentity } from "@flotilla/protocol";
+import type { CliConfig } from "../config.ts";
 import { UsageError } from "../errors.ts";
-import type { Run } from "./run.ts";
+import type { Run } from "../run.ts";
 
-export function registerIdCommand(program: Command, home: () => string, run: Run): void {
+export function registerIdCommand(program: Command, cli: () => CliConfig, run: Run): void {
   program
     .command("id")
     .description("print a node id (an ed25519 public key): the admin's by default")
@@ -23,7 +24,7 @@ export function registerIdCommand(program: Command, home: () => string, run: Run
             ? await loadIdentity(join(opts.dataDir, "coordinator.key")).catch(() => {
                 throw new UsageError(`no coordinator key in ${opts.dataDir}`);
               })
-            : await loadOrCreateIdentity(join(home(), "admin.key"));
+            : await loadOrCreateIdentity(join(cli().home, "admin.key"));
         const text = opts.ssh ? formatOpenSshPublicKey(identity.publicKey, "flotilla") : opts.pin ? keyPin(identity.publicKey) : identity.id;
         out(`${text}\n`);
       }),

@@ -6,7 +6,7 @@ import { fingerprint } from "@flotilla/protocol";
 import { adminClient, type AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
-import type { Run } from "./run.ts";
+import type { Run } from "../run.ts";
 
 const iso = (t: Timestamp | undefined) => (t ? new Date(timestampMs(t)).toISOString() : "");
 

@@ -8,10 +8,11 @@ import { ExitError, UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
 import { nextRoot, signMetadata, SPEC_VERSION, tufDate } from "../signing/metadata.ts";
 import { pinnedRoots, pinRoots, verifiedRepository } from "../signing/trusted-root.ts";
-import { prepareNixosRelease } from "./release-nixos.ts";
-import { collect, DEFAULT_TARGETS_EXPIRY, reissuedTarget, SignedTargets, signers, withSigningOptions, type SigningOpts } from "./release-signing.ts";
-import { uploadArtifact } from "./release-upload.ts";
-import type { Run } from "./run.ts";
+import { prepareNixosRelease } from "../releases/nixos.ts";
+import { uploadArtifact } from "../releases/upload.ts";
+import { reissuedTarget, SignedTargets } from "../signing/signed-targets.ts";
+import { collect, DEFAULT_TARGETS_EXPIRY, signers, withSigningOptions, type SigningOpts } from "../signing/signing-options.ts";
+import type { Run } from "../run.ts";
 
 function releaseJson(r: adminv1.Release) {
   return {
@@ -220,39 +221,3 @@ function buildMeta(o: Record<string, string | boolean | undefined>, counter: num
   }
 }
 
-/** A device's releases and step history, for `device show`. */
-export async function deviceReleaseInfo(target: AdminTarget, deviceId: string) {
-  const r = await (await serviceClient(target, adminv1.ReleaseService)).getDeviceReleases({ device: deviceId });
-  const iso = (t: adminv1.ReleaseStep["time"]) => (t ? new Date(timestampMs(t)).toISOString() : null);
-  return {
-    releases: r.releases.map((x) => ({
-      name: x.name,
-      current: x.currentVersion ? { version: x.currentVersion, counter: Number(x.currentCounter) } : null,
-      desired: { version: x.desiredVersion, counter: Number(x.desiredCounter), targetPath: x.desiredTarget, at: iso(x.desiredAt) },
-    })),
-    steps: r.steps.map((s) => ({
-      time: iso(s.time),
-      name: s.name,
-      targetPath: s.targetPath,
-      step: s.step,
-      bytesDone: Number(s.bytesDone),
-      bytesTotal: Number(s.bytesTotal),
-      error: s.error,
-    })),
-  };
-}
-
-/** The lines `device show` prints for releases. */
-export function releaseLines(info: Awaited<ReturnType<typeof deviceReleaseInfo>>): string[] {
-  if (info.releases.length === 0) return [];
-  const lines = ["releases:"];
-  for (const r of info.releases) {
-    lines.push(`  ${r.name.padEnd(20)} current ${r.current ? `${r.current.version} (#${r.current.counter})` : "none"}, desired ${r.desired.version} (#${r.desired.counter}) since ${r.desired.at}`);
-  }
-  lines.push("release steps:");
-  for (const s of info.steps) {
-    const bytes = s.step === "downloading" ? ` ${s.bytesDone}/${s.bytesTotal} bytes` : "";
-    lines.push(`  ${s.time}  ${s.targetPath}  ${s.step}${bytes}${s.error ? `: ${s.error}` : ""}`);
-  }
-  return lines;
-}

@@ -1,41 +1,12 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
-import { agentActivators } from "./activators.ts";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, formatConfig, loadConfig, type OptionSpec, type OptionSpecs } from "@flotilla/protocol";
-import type { Run } from "./run.ts";
-
-/** Adds one commander option per spec, e.g. `--data-dir <value>`, documented from the spec. */
-export function addSpecOptions(cmd: Command, specs: Record<string, OptionSpec<unknown>>): Command {
-  for (const spec of Object.values(specs)) {
-    cmd.option(`--${spec.flag} <value>`, `${spec.doc} [${spec.env}]`);
-  }
-  return cmd
-    .option("--config <file>", "TOML config file [FLOTILLA_CONFIG]")
-    .option("--print-config", "print the effective configuration, with where each value came from, and exit");
-}
-
-function camel(flag: string): string {
-  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-}
-
-/** Reads flag values back by spec name, so loadConfig sees exactly what was given. */
-export function flagsFor(specs: Record<string, OptionSpec<unknown>>, opts: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(specs).map(([name, spec]) => [name, opts[camel(spec.flag)]]));
-}
-
-/** Resolves when the process is asked to stop (SIGINT, SIGTERM). */
-export function stopSignal(): AbortSignal {
-  const ac = new AbortController();
-  const stop = () => ac.abort();
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  return ac.signal;
-}
-
-export function waitForAbort(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener("abort", () => resolve())));
-}
+import { createLogger, formatConfig, loadConfig } from "@flotilla/protocol";
+import type { CliConfig } from "../config.ts";
+import { agentActivators } from "../roles/activators.ts";
+import { addSpecOptions, loadRoleConfig } from "../roles/role-config.ts";
+import type { Run } from "../run.ts";
+import { stopSignal, waitForAbort } from "../signals.ts";
 
 /** The banner a coordinator prints while it has no owner. */
 export function setupBanner(url: string, code: string): string {
@@ -47,20 +18,11 @@ export function setupBanner(url: string, code: string): string {
   ].join("\n");
 }
 
-/** The effective configuration of a role from its flags, FLOTILLA_* and the config file. */
-function loadRoleConfig<S extends OptionSpecs>(specs: S, opts: Record<string, unknown>) {
-  return loadConfig(specs, {
-    flags: flagsFor(specs, opts),
-    env: process.env,
-    configFile: (opts.config as string | undefined) ?? process.env.FLOTILLA_CONFIG,
-  });
-}
-
-export function registerRoleCommands(program: Command, run: Run): void {
+export function registerRoleCommands(program: Command, cli: () => CliConfig, env: Record<string, string | undefined>, run: Run): void {
   const coordinator = program.command("coordinator").description("run the coordinator: the fleet's source of truth");
   addSpecOptions(coordinator, coordinatorOptionSpecs).action((opts: Record<string, unknown>) =>
     run(async (out) => {
-      const loaded = loadRoleConfig(coordinatorOptionSpecs, opts);
+      const loaded = loadRoleConfig(coordinatorOptionSpecs, opts, env, cli().configFile);
       if (opts.printConfig) return out(formatConfig(coordinatorOptionSpecs, loaded));
       const stop = stopSignal();
       // Loaded here, not at the top: admin commands start faster without the coordinator's code.
@@ -73,24 +35,26 @@ export function registerRoleCommands(program: Command, run: Run): void {
     }),
   );
 
+  // `rotate-key` takes the one coordinator option it needs, as the coordinator does.
+  const dataDir = coordinatorOptionSpecs.dataDir;
   coordinator
     .command("rotate-key")
     .description("replace the coordinator's key with a new one endorsed by the old; agents and admins follow by themselves (stop the coordinator first)")
-    .option("--data-dir <dir>", "the coordinator's data directory [FLOTILLA_DATA_DIR]")
+    .option(`--${dataDir.flag} <dir>`, `${dataDir.doc} [${dataDir.env}]`)
     .action((opts: { dataDir?: string }) =>
       run(async (out) => {
         // `--data-dir` after `coordinator` is parsed as the parent's option; either place works.
         const parentDir = coordinator.opts<{ dataDir?: string }>().dataDir;
-        const dataDir = opts.dataDir ?? parentDir ?? process.env.FLOTILLA_DATA_DIR ?? String(coordinatorOptionSpecs.dataDir.default);
+        const loaded = loadConfig({ dataDir }, { flags: { dataDir: opts.dataDir ?? parentDir }, env });
         const { describeRotation, rotateCoordinatorKey } = await import("@flotilla/coordinator");
-        out(describeRotation(await rotateCoordinatorKey(dataDir)) + "\n");
+        out(describeRotation(await rotateCoordinatorKey(loaded.values.dataDir)) + "\n");
       }),
     );
 
   const agent = program.command("agent").description("run the agent on a managed machine");
   addSpecOptions(agent, agentOptionSpecs).action((opts: Record<string, unknown>) =>
     run(async (out) => {
-      const loaded = loadRoleConfig(agentOptionSpecs, opts);
+      const loaded = loadRoleConfig(agentOptionSpecs, opts, env, cli().configFile);
       if (opts.printConfig) return out(formatConfig(agentOptionSpecs, loaded));
       const { FatalAgentError, runAgent } = await import("@flotilla/agent");
       const log = createLogger({ role: "agent" });

@@ -1,16 +1,14 @@
-import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { Command } from "commander";
-import { adminv1, isReissueOf } from "@flotilla/protocol";
+import { adminv1 } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
-import { ExitError, UsageError } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
-import { DEFAULT_TARGETS_EXPIRY, reissuedTarget, SignedTargets, withSigningOptions, type ReleaseTarget, type SigningOpts } from "./release-signing.ts";
-import { deviceStateText, headline, planJson, planText, rolloutJson, watchFrame, waveLines } from "./rollout-view.ts";
-import type { Run } from "./run.ts";
+import { abortRollingBack } from "../rollouts/roll-back.ts";
+import { deviceStateText, headline, planJson, planText, rolloutJson, waveLines } from "../rollouts/view.ts";
+import { watchRollout } from "../rollouts/watch.ts";
+import type { Run } from "../run.ts";
+import { withSigningOptions, type SigningOpts } from "../signing/signing-options.ts";
 
-/** Exit codes of `rollout watch` by final status; see docs/rollouts.md. */
-export const watchExitCodes: Record<string, number> = { completed: 0, paused: 10, aborted: 11, failed: 12 };
 
 interface SpecOptions {
   selector: string;
@@ -57,47 +55,6 @@ const withSpecOptions = (c: Command, withStrategy: boolean) => {
   return c;
 };
 
-/** Renders a rollout's progress from its WatchRollout stream until a final status or a pause. */
-async function watch(target: AdminTarget, id: string, out: (text: string) => void): Promise<void> {
-  const client = await serviceClient(target, adminv1.RolloutService);
-  const tty = process.stdout.isTTY === true;
-  let drawn = 0;
-  let lastHead = "";
-  let lastWaves = "";
-  let lastFrame = "";
-  const seen = new Map<string, string>();
-  let final: adminv1.Rollout | undefined;
-  for await (const { rollout: r } of client.watchRollout({ id })) {
-    if (!r) continue;
-    final = r;
-    if (tty) {
-      const lines = watchFrame(r, process.stdout.columns || 80, process.stdout.rows || 24);
-      const frame = lines.join("\n");
-      if (frame !== lastFrame) out((drawn > 0 ? `\x1b[${drawn}A\x1b[J` : "") + frame + "\n");
-      lastFrame = frame;
-      drawn = lines.length;
-    } else {
-      const head = headline(r);
-      if (head !== lastHead) out(`${head}\n`);
-      lastHead = head;
-      for (const d of r.devices) {
-        const s = deviceStateText(d);
-        if (seen.get(d.deviceId) !== s && !(d.state === "pending" && !seen.has(d.deviceId))) out(`  ${d.name} (wave ${d.wave}): ${s}\n`);
-        seen.set(d.deviceId, s);
-      }
-      const waves = waveLines(r).join("\n");
-      if (waves !== lastWaves) out(`${waves}\n`);
-      lastWaves = waves;
-    }
-    if (r.status !== "running") break;
-  }
-  if (!final) throw new ExitError(`rollout ${id}: the stream ended without a snapshot`, 1);
-  const code = watchExitCodes[final.status] ?? 1;
-  if (final.status === "running") throw new ExitError(`rollout ${id}: the coordinator ended the stream while it was running`, 1);
-  if (code !== 0) throw new ExitError(`rollout ${id} ${final.status}${final.reason ? `: ${final.reason}` : ""}`, code);
-  out(`rollout ${id} completed: ${final.reason}\n`);
-}
-
 export function registerRolloutCommands(program: Command, target: () => AdminTarget, run: Run): void {
   const rollout = program.command("rollout").description("deliver a release to many devices in waves");
   const client = () => serviceClient(target(), adminv1.RolloutService);
@@ -125,7 +82,7 @@ export function registerRolloutCommands(program: Command, target: () => AdminTar
   rollout
     .command("watch <rollout>")
     .description("live progress per wave and per device; exits 0 when completed, 10 paused, 11 aborted, 12 failed")
-    .action((id: string) => run((out) => watch(target(), id, out)));
+    .action((id: string) => run((out) => watchRollout(target(), id, out)));
 
   rollout
     .command("ls")
@@ -196,52 +153,4 @@ export function registerRolloutCommands(program: Command, target: () => AdminTar
       if (r.devices.some((x) => x.state === "rolling-back")) out(`follow them with: flotilla rollout show ${r.id}\n`);
     }),
   );
-}
-
-/**
- * Aborts a rollout with roll-back. Agents refuse a release counter below the one they run
- * (anti-rollback), so every earlier release that devices return to is first signed again here,
- * unchanged but for a counter above the rollout's, unless it allows downgrades or such a copy
- * exists already. A device notified meanwhile may add an earlier release: then once more.
- */
-async function abortRollingBack(target: AdminTarget, c: Client<typeof adminv1.RolloutService>, id: string, o: SigningOpts): Promise<adminv1.Rollout> {
-  const releases = await serviceClient(target, adminv1.ReleaseService);
-  for (let attempt = 1; ; attempt++) {
-    const { rollout: r } = await c.getRollout({ id });
-    if (!r) throw new Error("the coordinator sent no rollout");
-    const reissued = r.status === "running" || r.status === "paused" ? await returnReleases(target, releases, r, o) : [];
-    try {
-      const res = await c.abortRollout({ id, rollBack: true, reissued });
-      if (!res.rollout) throw new Error("the coordinator sent no rollout");
-      return res.rollout;
-    } catch (err) {
-      if (attempt >= 3 || !(err instanceof ConnectError) || err.code !== Code.FailedPrecondition || (r.status !== "running" && r.status !== "paused")) throw err;
-    }
-  }
-}
-
-/** The re-signed copies of the releases the rollout's notified devices ran before, signing those that do not exist yet. */
-async function returnReleases(target: AdminTarget, client: Client<typeof adminv1.ReleaseService>, r: adminv1.Rollout, o: SigningOpts): Promise<adminv1.ReissuedRelease[]> {
-  const name = r.spec?.releaseName ?? "";
-  const above = Number(r.releaseCounter);
-  const previous = new Set(r.devices.filter((d) => d.state !== "pending" && d.previousCounter > 0n && Number(d.previousCounter) < above).map((d) => Number(d.previousCounter)));
-  if (previous.size === 0) return [];
-  const current = await SignedTargets.load(client, target);
-  const signed = current.releases(name);
-  let next = await current.nextCounter(client, name);
-  const pairs: { previousCounter: number; counter: number }[] = [];
-  const toSign: ReleaseTarget[] = [];
-  for (const p of [...previous].sort((a, b) => a - b)) {
-    const original = signed.find((x) => x.meta.counter === p);
-    if (!original) throw new ExitError(`release ${name} #${p}, which devices ran before, is not in the organization's signed targets`, 1);
-    if (original.meta.allowDowngrade) continue;
-    const copy = signed.find((x) => x.meta.counter > above && isReissueOf(x, original)) ?? reissuedTarget(original, next++);
-    if (!signed.includes(copy)) toSign.push(copy);
-    pairs.push({ previousCounter: p, counter: copy.meta.counter });
-  }
-  if (toSign.length > 0) {
-    await current.publish(client, target, toSign, o, parseDuration(DEFAULT_TARGETS_EXPIRY));
-    for (const t of toSign) process.stderr.write(`re-signed ${name} ${t.meta.version} as #${t.meta.counter}, so devices may return to it\n`);
-  }
-  return pairs.map((x) => create(adminv1.ReissuedReleaseSchema, { previousCounter: BigInt(x.previousCounter), counter: BigInt(x.counter) }));
 }

@@ -6,9 +6,10 @@ import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
 import { createLogger, loadConfig, newId, nodeId } from "@flotilla/protocol";
 import { adminClient, login } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
-import { agentActivators } from "./activators.ts";
-import type { Run } from "./run.ts";
-import { stopSignal, waitForAbort } from "./roles.ts";
+import type { CliConfig } from "../config.ts";
+import { agentActivators } from "../roles/activators.ts";
+import type { Run } from "../run.ts";
+import { stopSignal, waitForAbort } from "../signals.ts";
 
 /**
  * Whoever can run `flotilla up` in this folder owns its data directory, so the local admin key
@@ -32,7 +33,7 @@ async function ensureLocalOwner(c: Coordinator, creds: Credentials): Promise<voi
   await login(creds, c.url);
 }
 
-export function registerUpCommand(program: Command, home: () => string, run: Run): void {
+export function registerUpCommand(program: Command, cli: () => CliConfig, env: Record<string, string | undefined>, run: Run): void {
   program
     .command("up")
     .description("a coordinator with its embedded database in ./.flotilla, a local agent enrolled, and you logged in as owner")
@@ -44,10 +45,11 @@ export function registerUpCommand(program: Command, home: () => string, run: Run
         const { startCoordinator } = await import("@flotilla/coordinator");
         const { runAgent, StateDir } = await import("@flotilla/agent");
         const dataDir = resolve(opts.dataDir);
-        const config = loadConfig(coordinatorOptionSpecs, { flags: { dataDir, listen: opts.listen }, env: process.env });
+        const config = loadConfig(coordinatorOptionSpecs, { flags: { dataDir, listen: opts.listen }, env });
         const c = await startCoordinator(config.values);
         try {
-          const creds = new Credentials(home());
+          // The key in FLOTILLA_HOME, whatever --key says: it becomes this data directory's owner.
+          const creds = new Credentials(cli().home, undefined, cli().sshAuthSock);
           await ensureLocalOwner(c, creds);
           const client = await adminClient({ coordinator: c.url, home: creds.home });
           const agentState = join(dataDir, "agent");

@@ -1,8 +1,8 @@
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { useTempDir } from "../testing-hooks.ts";
 import {
   generateIdentity,
   keyPin,
@@ -13,17 +13,11 @@ import {
 } from "./identity.ts";
 import { formatOpenSshPublicKey, parseAnyPublicKey, parseOpenSshPublicKey } from "./openssh.ts";
 
-let dir: string;
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "flotilla-id-"));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir("flotilla-id-");
 
 describe("identity", () => {
   it("creates a key file with mode 0600 and loads the same identity again", async () => {
-    const path = join(dir, "sub", "agent.key");
+    const path = join(dir.path, "sub", "agent.key");
     const a = await loadOrCreateIdentity(path);
     expect((await stat(path)).mode & 0o777).toBe(0o600);
     const b = await loadOrCreateIdentity(path);
@@ -56,7 +50,7 @@ describe("identity", () => {
   });
 
   it("loads an unencrypted OpenSSH ed25519 key made by ssh-keygen, matching its .pub", async () => {
-    const path = join(dir, "id_ed25519");
+    const path = join(dir.path, "id_ed25519");
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f", path]);
     const id = await loadIdentity(path);
     const pub = parseOpenSshPublicKey(await readFile(`${path}.pub`, "utf8"));
@@ -64,13 +58,13 @@ describe("identity", () => {
   });
 
   it("refuses a passphrase-protected OpenSSH key with a clear error", async () => {
-    const path = join(dir, "id_locked");
+    const path = join(dir.path, "id_locked");
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "secret-pass", "-f", path]);
     await expect(loadIdentity(path)).rejects.toThrow(/encrypted/);
   });
 
   it("refuses a file that is not a key", async () => {
-    const path = join(dir, "junk");
+    const path = join(dir.path, "junk");
     await writeFile(path, "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n");
     await expect(loadIdentity(path)).rejects.toThrow(/not an OpenSSH private key/);
   });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseMapping, proxyWord, sshArguments } from "./tunnel.ts";
+import { parseMapping, proxyWord, sshArguments } from "./arguments.ts";
 
 describe("flotilla ssh and port-forward arguments", () => {
   it("runs ssh with this program as ProxyCommand, the device as host key alias, then the user's arguments", () => {

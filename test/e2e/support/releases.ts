@@ -4,10 +4,12 @@
  */
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, readlink, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
-import { Fleet, waitFor, type Proc, type Sandbox } from "./harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { Fleet } from "./fleet.ts";
+import { killProcessesUnder, type Proc, type Sandbox } from "./sandbox.ts";
 
 export interface StepJson {
   time: string;
@@ -150,21 +152,6 @@ export function patchUpload(
 export async function uploadState(fleet: Fleet, token: string, sha: string, length: number): Promise<{ complete: boolean; offset: number }> {
   const res = await fetch(`${fleet.url}/artifacts/v1/${sha}`, { headers: { authorization: `Bearer ${token}`, "upload-length": String(length) } });
   return (await res.json()) as { complete: boolean; offset: number };
-}
-
-/** Kills what a test's releases left running: every process whose working directory is under `dir`. */
-export async function killProcessesUnder(dir: string): Promise<void> {
-  for (const pid of await readdir("/proc").catch(() => [] as string[])) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
-    if (cwd.startsWith(dir)) {
-      try {
-        process.kill(Number(pid), "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }
-  }
 }
 
 /** A small HTTP service: `/healthz` answers `health` (default 200), `/` answers the version. */

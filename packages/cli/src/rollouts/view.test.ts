@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { adminv1 } from "@flotilla/protocol";
 import { describe, expect, it } from "vitest";
-import { watchFrame } from "./rollout-view.ts";
+import { watchFrame } from "./view.ts";
 
 function rollout(waves: number, devices: { name: string; state: string; error?: string }[], currentWave = 1) {
   return create(adminv1.RolloutSchema, {

@@ -9,7 +9,8 @@ import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import type { Fleet, Sandbox } from "./harness.ts";
+import type { Fleet } from "./fleet.ts";
+import type { Sandbox } from "./sandbox.ts";
 
 const exec = promisify(execFile);
 

@@ -1,25 +1,11 @@
-/** Helpers for the tunnel end-to-end tests: a fleet with one tunnel-enabled agent, and a real sshd. */
+/** Real OpenSSH for the tests: an sshd on a loopback port, and a private ssh-agent. */
 import { execFileSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
-import { Fleet, freePort, Proc, waitFor, type DeviceJson, type Sandbox } from "./harness.ts";
-
-/** A coordinator, its owner logged in, and one approved agent allowing `ports`. */
-export async function tunnelFleet(sb: Sandbox, ports: string): Promise<{ fleet: Fleet; agent: Proc; device: DeviceJson; stateDir: string }> {
-  const fleet = await new Fleet(sb).start();
-  const stateDir = await sb.dir("flotilla-agent-");
-  const agent = fleet.startAgent(stateDir, await fleet.joinToken(["--auto-approve"]), ["--tunnel-ports", ports]);
-  const device = await waitFor(
-    "the device online with the tunnel capability",
-    async () => {
-      const d = (await fleet.devices())[0] as (DeviceJson & { capabilities?: string[] }) | undefined;
-      return d?.status === "online" && d.capabilities?.includes("tunnel") ? d : undefined;
-    },
-    60_000,
-  );
-  return { fleet, agent, device, stateDir };
-}
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import type { Sandbox } from "./sandbox.ts";
 
 /** A real OpenSSH server on a loopback port, as the current user, with its own keys and config. */
 export interface Sshd {
@@ -57,14 +43,22 @@ export async function startSshd(sb: Sandbox): Promise<Sshd> {
   // As root, sshd insists on its privilege separation directory, which a fresh container lacks.
   if (process.getuid?.() === 0) await mkdir("/run/sshd", { recursive: true, mode: 0o755 });
   const child = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", join(dir, "sshd_config")], { stdio: ["ignore", "pipe", "pipe"] });
-  const sshd = new Proc(child, "sshd");
-  sb.procs.push(sshd);
+  const sshd = sb.adopt(child, "sshd");
   await sshd.waitForOutput(/Server listening on 127\.0\.0\.1 port/, 30_000);
   return { port, identity: join(dir, "id"), knownHosts: join(dir, "known_hosts"), user: userInfo().username };
 }
 
-/** The audit entries of one action, newest last. */
-export async function auditEntries(fleet: Fleet, action: string): Promise<{ actor: string; target: string; outcome: string; detail: string }[]> {
-  const all = await fleet.adminJson<{ actor: string; action: string; target: string; outcome: string; detail: string }[]>(["audit", "ls"]);
-  return all.filter((e) => e.action === action);
+/**
+ * A private ssh-agent holding the private key files `keys`, killed at cleanup; returns its
+ * socket, for SSH_AUTH_SOCK.
+ */
+export async function startSshAgent(sb: Sandbox, keys: string[]): Promise<string> {
+  const sock = join(await sb.dir("flotilla-ssh-agent-"), "agent.sock");
+  const agent = sb.adopt(spawn("ssh-agent", ["-D", "-a", sock], { stdio: ["ignore", "pipe", "pipe"] }), "ssh-agent");
+  await waitFor("ssh-agent listening", () => {
+    if (agent.exitCode !== null) throw new Error(`ssh-agent exited with ${agent.exitCode}: ${agent.output}`);
+    return existsSync(sock);
+  });
+  for (const key of keys) execFileSync("ssh-add", ["-q", key], { env: { ...process.env, SSH_AUTH_SOCK: sock }, stdio: "ignore" });
+  return sock;
 }

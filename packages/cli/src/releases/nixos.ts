@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { adminv1 } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
-import { pushToNixCache } from "./nix.ts";
+import { pushToNixCache } from "../nix/cache.ts";
 
 const STORE_PATH = /^\/nix\/store\/[0-9a-z]{32}-[^/]+$/;
 

@@ -1,49 +1,16 @@
 /**
- * Signing new targets metadata on the admin's machine: the options that choose the keys, and
- * one way to add releases to the organization's targets, shared by `release create`,
- * `release reissue` and `rollout abort --roll-back`.
+ * Signing new targets metadata on the admin's machine: one way to add releases to the
+ * organization's targets, shared by `release create`, `release reissue` and
+ * `rollout abort --roll-back`.
  */
 import type { Client } from "@connectrpc/connect";
-import type { Command } from "commander";
 import { Metadata, MetadataKind, type Targets } from "@tufjs/models";
 import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseContent, type ReleaseMeta } from "@flotilla/protocol";
 import type { AdminTarget } from "../admin/client.ts";
-import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
-import { signMetadata, tufDate } from "../signing/metadata.ts";
-import { openSigners } from "../signing/signers.ts";
-import { verifiedRepository } from "../signing/trusted-root.ts";
-
-/** How long targets metadata signed by these commands stays valid unless told otherwise. */
-export const DEFAULT_TARGETS_EXPIRY = "365d";
-
-export interface SigningOpts {
-  keyFile: string[];
-  sshAgent?: boolean;
-  sshKey?: string;
-}
-
-/** Commander collector for repeatable options. */
-export const collect = (v: string, prev: string[]) => [...prev, v];
-
-/** Adds `--key-file`, `--ssh-agent` and `--ssh-key` to a command. */
-export function withSigningOptions(cmd: Command): Command {
-  return cmd
-    .option("--key-file <file>", "sign with this ed25519 key file (OpenSSH or Flotilla, mode 0600); repeatable", collect, [])
-    .option("--ssh-agent", "sign with the ed25519 keys in ssh-agent (SSH_AUTH_SOCK)")
-    .option("--ssh-key <text>", "with --ssh-agent: only keys whose comment contains this");
-}
-
-/** The signers the options name; without any, the admin's own key. Close them after use. */
-export function signers(target: AdminTarget, o: SigningOpts) {
-  return openSigners({
-    keyFiles: o.keyFile,
-    sshAgent: o.sshAgent === true,
-    sshKeyFilter: o.sshKey,
-    sshAuthSock: process.env.SSH_AUTH_SOCK,
-    fallback: () => new Credentials(target.home, target.keyFile).identity(),
-  });
-}
+import { signMetadata, tufDate } from "./metadata.ts";
+import { signers, type SigningOpts } from "./signing-options.ts";
+import { verifiedRepository } from "./trusted-root.ts";
 
 /** One target file of a release, as it appears in targets metadata. */
 export interface ReleaseTarget extends ReleaseContent {

@@ -1,0 +1,122 @@
+/**
+ * Whole-system test helpers: real `flotilla` processes in temporary directories, talking over
+ * loopback sockets, all torn down after each test. Nothing of Flotilla's own is mocked.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { readdir, readlink, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { tempDir, waitFor } from "@flotilla/protocol/testing";
+
+export const repoRoot = resolve(import.meta.dirname, "../../..");
+export const flotillaBin = join(repoRoot, "packages/cli/bin/flotilla.js");
+
+/** A running process (a `flotilla` one, or a tool such as sshd) whose output is collected. */
+export class Proc {
+  stdout = "";
+  stderr = "";
+  exitCode: number | null = null;
+  readonly exited: Promise<number | null>;
+
+  constructor(readonly child: ChildProcess, readonly label: string) {
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => (this.stdout += d));
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => (this.stderr += d));
+    this.exited = new Promise((res) =>
+      child.on("exit", (code, signal) => {
+        this.exitCode = code ?? (signal ? 128 : null);
+        res(this.exitCode);
+      }),
+    );
+  }
+
+  get output(): string {
+    return this.stdout + this.stderr;
+  }
+
+  /** Waits for a line matching `re` in stdout or stderr; returns the match. */
+  waitForOutput(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+    return waitFor(`${this.label} to print ${re}`, () => {
+      if (this.exitCode !== null && !re.test(this.output)) {
+        throw new Error(`${this.label} exited with ${this.exitCode}:\n${this.output}`);
+      }
+      return this.output.match(re) ?? undefined;
+    }, timeoutMs);
+  }
+
+  /** SIGTERM (or the given signal), then wait for exit. */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    if (this.exitCode === null) this.child.kill(signal);
+    return this.exited;
+  }
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Everything a test starts, torn down in one call; ready for the next test after it. */
+export class Sandbox {
+  readonly procs: Proc[] = [];
+  private readonly dirs: string[] = [];
+  private cleanups: (() => Promise<void>)[] = [];
+
+  /** Runs `fn` at cleanup, after every process is gone. */
+  onCleanup(fn: () => Promise<void>): void {
+    this.cleanups.push(fn);
+  }
+
+  async dir(prefix = "flotilla-e2e-"): Promise<string> {
+    const d = await tempDir(prefix);
+    this.dirs.push(d);
+    return d;
+  }
+
+  /** Starts `flotilla` with these arguments and environment variables added to the test's. */
+  spawn(args: string[], env: Record<string, string> = {}, label = args[0] ?? "flotilla"): Proc {
+    const child = spawn(process.execPath, [flotillaBin, ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    return this.adopt(child, label);
+  }
+
+  /** Collects the output of a process the test started itself, and kills it at cleanup. */
+  adopt(child: ChildProcess, label: string): Proc {
+    const p = new Proc(child, label);
+    this.procs.push(p);
+    return p;
+  }
+
+  /** Runs a short `flotilla` command to completion. */
+  async run(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
+    const p = this.spawn(args, env, `flotilla ${args.slice(0, 2).join(" ")}`);
+    const code = await p.exited;
+    return { code, stdout: p.stdout, stderr: p.stderr };
+  }
+
+  async cleanup(): Promise<void> {
+    await Promise.all(this.procs.splice(0).map((p) => p.stop("SIGKILL")));
+    await Promise.all(this.dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+    for (const fn of this.cleanups.splice(0)) await fn();
+  }
+}
+
+/**
+ * Kills what a test's releases left running: every process whose working directory is under
+ * `dir` (the services an agent starts outlive it by design; a test's must not outlive the test).
+ */
+export async function killProcessesUnder(dir: string): Promise<void> {
+  for (const pid of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
+    if (cwd.startsWith(dir)) {
+      try {
+        process.kill(Number(pid), "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
