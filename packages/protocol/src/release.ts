@@ -1,6 +1,6 @@
 /**
- * A release's signed description: the `custom.flotilla` object of its TUF target (DESIGN
- * decision 3). Admins sign it into `targets` metadata; the coordinator cannot change it; the
+ * A release's signed description: the `custom.flotilla` object of its TUF target
+ * (docs/architecture.md, decision 3). Admins sign it into `targets` metadata; the coordinator cannot change it; the
  * agent validates it with this schema after TUF verification and before acting on anything.
  */
 import { z } from "zod";

@@ -1,5 +1,5 @@
 /**
- * Activation is pluggable (DESIGN decision 6): one Activator per release kind (bundle, nixos,
+ * Activation is pluggable (docs/architecture.md, decision 6): one Activator per release kind (bundle, nixos,
  * agent). The release pipeline (TUF verification, download, hash check, staging) hands an
  * activator only what it has verified; the activator installs it, checks health, and confirms or
  * rolls back. Every activator keeps a journal in its own directory so that a `kill -9` at any

@@ -33,7 +33,7 @@ const MAGIC = Buffer.from("FOB1");
 const HEADER = 28;
 
 /**
- * The agent's durable outbox (DESIGN decision 4): whatever the agent must tell the coordinator
+ * The agent's durable outbox (docs/architecture.md, decision 4): whatever the agent must tell the coordinator
  * is appended here and deleted only once the coordinator acknowledged it.
  *
  * One file per record (`<stream>-<seq>.rec`), written to a temporary name, fsynced, renamed and

@@ -1,5 +1,5 @@
 /**
- * Building and signing TUF metadata on the admin's machine (DESIGN decision 3): the coordinator
+ * Building and signing TUF metadata on the admin's machine (docs/architecture.md, decision 3): the coordinator
  * never holds the keys of root and targets.
  */
 import { Key, Metadata, Root, Signature, type MetadataKind, type Targets } from "@tufjs/models";

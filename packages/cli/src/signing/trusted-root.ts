@@ -1,6 +1,6 @@
 /**
  * The admin's own trust in an organization's TUF root, so that a compromised coordinator cannot
- * have admins sign what it slipped in (DESIGN decision 3). Signing new targets re-signs every
+ * have admins sign what it slipped in (docs/architecture.md, decision 3). Signing new targets re-signs every
  * target already there; before it does, the CLI checks that the root the coordinator presents
  * descends, each version signed by the one before, from the root this admin pinned when it first
  * saw (or made) it, and that the current targets carry that root's threshold of signatures.

@@ -1,7 +1,7 @@
 /**
  * The rollout state machine as pure functions: given a rollout and its devices as one
  * transaction read them, what changes. The store applies the result in that same transaction
- * (store/rollout-store.ts `transition`), so a crash between transitions repeats nothing.
+ * (store/rollouts/rollout-store.ts `transition`), so a crash between transitions repeats nothing.
  */
 import type { RollBackChange, RolloutChanges, RolloutDeviceState, RolloutDeviceView, RolloutRow } from "../store/index.ts";
 

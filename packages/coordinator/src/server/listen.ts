@@ -37,7 +37,7 @@ const CLOSE_GRACE_MS = 1000;
 const DETECT_TIMEOUT_MS = 30_000;
 
 /**
- * Serves `handler` on one port over HTTP/2 and HTTP/1.1 (DESIGN decision 1). With `tls`, ALPN
+ * Serves `handler` on one port over HTTP/2 and HTTP/1.1 (docs/architecture.md, decision 1). With `tls`, ALPN
  * picks h2 or http/1.1; without it, each connection is sniffed for the HTTP/2 preface, so h2c
  * with prior knowledge (Connect's Node transport) and plain HTTP/1.1 (curl) share the port.
  * Cleartext has no request or header timeouts: keep it on loopback (see {@link isLoopback}).

@@ -1,5 +1,5 @@
 /**
- * Activates NixOS system closures (DESIGN decision 6): fetch the closure from the
+ * Activates NixOS system closures (docs/architecture.md, decision 6): fetch the closure from the
  * organization's binary cache with signatures checked, `nix-env --profile P --set PATH`,
  * `PATH/bin/switch-to-configuration MODE`, then a confirm window in which the agent must reach
  * the coordinator again over its own connection and pass the release's health checks.

@@ -16,7 +16,7 @@ export interface MemberRow {
   /** e.g. alice@acme: unique within the organization. */
   name: string;
   role: Role;
-  /** An encoded scrypt hash (auth/password.ts), or null for key-only members. */
+  /** An encoded scrypt hash (access/password.ts), or null for key-only members. */
   passwordHash: string | null;
   createdAt: number;
   removedAt: number | null;
