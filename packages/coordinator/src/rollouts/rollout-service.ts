@@ -1,5 +1,5 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { adminv1, isReissueOf, newId, parseReleaseMeta } from "@flotilla/protocol";
+import { adminv1, isReissueOf, newId, parseReleaseMeta, Wakeup } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { ReleaseRow, RolloutDeviceRow, RolloutRow } from "../store/index.ts";
@@ -142,40 +142,22 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
 
     async *watchRollout(req, hctx) {
       const { orgId } = await load(hctx, req.id);
-      let dirty = true;
-      let wake: (() => void) | undefined;
+      const changed = new Wakeup();
       const stop = engine.onChange((_o, id) => {
-        if (id !== req.id) return;
-        dirty = true;
-        wake?.();
+        if (id === req.id) changed.notify();
       });
       try {
         let sent = -1;
         while (!hctx.signal.aborted) {
-          if (dirty) {
-            dirty = false;
-            const r = await store.rollouts.getRollout(orgId, req.id);
-            if (!r) return;
-            if (r.version !== sent) {
-              sent = r.version;
-              yield { rollout: await full(orgId, r) };
-            }
-            if (FINAL.has(r.status)) return;
+          const r = await store.rollouts.getRollout(orgId, req.id);
+          if (!r) return;
+          if (r.version !== sent) {
+            sent = r.version;
+            yield { rollout: await full(orgId, r) };
           }
+          if (FINAL.has(r.status)) return;
           // Changes made by this process wake us at once; the refresh catches other replicas'.
-          await new Promise<void>((res) => {
-            const timer = setTimeout(done, opts.watchRefreshMs);
-            function done() {
-              clearTimeout(timer);
-              hctx.signal.removeEventListener("abort", done);
-              wake = undefined;
-              res();
-            }
-            wake = done;
-            hctx.signal.addEventListener("abort", done);
-            if (dirty) done();
-          });
-          dirty = true;
+          await changed.wait(hctx.signal, opts.watchRefreshMs);
         }
       } finally {
         stop();

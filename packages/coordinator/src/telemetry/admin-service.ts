@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { adminv1, flattenFacts, matchesSelector, parseSelector, SelectorError } from "@flotilla/protocol";
+import { adminv1, flattenFacts, matchesSelector, parseSelector, SelectorError, Wakeup } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import { factsFromJson } from "../devices/convert.ts";
@@ -94,14 +94,14 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
       const r = await resolve(hctx, req.filter);
       const match = matcher(r);
       let queued: FedLine[] = [];
-      let wake: (() => void) | undefined;
+      const fed = new Wakeup();
       // Subscribe before reading the tail, so no line stored in between is missed.
       let overflow = false;
       const off = feed.subscribe(r.orgId, (lines) => {
         queued.push(...lines.filter(match));
         // A reader that cannot keep up is cut off rather than allowed to grow memory without bound.
         if (queued.length > MAX_QUEUED) overflow = true;
-        wake?.();
+        fed.notify();
       });
       try {
         const seen = new Map<string, number>();
@@ -109,19 +109,7 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
         for (const l of tail) seen.set(`${l.deviceId}/${l.stream}`, Math.max(seen.get(`${l.deviceId}/${l.stream}`) ?? 0, l.seq));
         yield { lines: tail.map(toLine(r)) };
         while (!hctx.signal.aborted) {
-          if (queued.length === 0) {
-            await new Promise<void>((res) => {
-              const timer = setTimeout(done, KEEPALIVE_MS);
-              function done() {
-                clearTimeout(timer);
-                hctx.signal.removeEventListener("abort", done);
-                wake = undefined;
-                res();
-              }
-              wake = done;
-              hctx.signal.addEventListener("abort", done);
-            });
-          }
+          if (queued.length === 0) await fed.wait(hctx.signal, KEEPALIVE_MS);
           if (overflow) throw new ConnectError("the follower fell too far behind; follow again", Code.ResourceExhausted);
           const batch = queued.filter((l) => l.seq > (seen.get(`${l.deviceId}/${l.stream}`) ?? 0));
           queued = [];
