@@ -2,9 +2,6 @@
  * The handshake against a real coordinator on a loopback port: replays, forged signatures and
  * bad secrets are refused, and nothing is written when they are.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
@@ -21,10 +18,11 @@ import {
   silentLogger,
   verifyCoordinatorProof,
 } from "@flotilla/protocol";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startCoordinator, type Coordinator } from "../coordinator.ts";
 
-let dir: string;
+const dir = useTempDir("flotilla-coord-");
 let coord: Coordinator;
 const closers: (() => void)[] = [];
 
@@ -50,10 +48,9 @@ async function codeOf(p: Promise<unknown>): Promise<Code | undefined> {
 }
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "flotilla-coord-"));
   coord = await startCoordinator(
     {
-      dataDir: dir,
+      dataDir: dir.path,
       listen: "127.0.0.1:0",
       setupCode: "TEST-SETU-PCOD-E123",
       maxMessageBytes: 1 << 20,
@@ -68,7 +65,6 @@ beforeEach(async () => {
 afterEach(async () => {
   for (const c of closers.splice(0)) c();
   await coord.close();
-  await rm(dir, { recursive: true, force: true });
 });
 
 /** Logs in as the first owner and creates a join token; returns its secret. */
