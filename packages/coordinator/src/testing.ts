@@ -41,8 +41,8 @@ export interface TestCoordinator {
   dataDir: string;
   admin: Client<typeof adminv1.AdminService>;
   agent: Client<typeof agentv1.AgentService>;
-  /** A fresh challenge from Hello, checked against the coordinator's key. */
-  challenge(): Promise<Uint8Array>;
+  /** A fresh challenge from Hello (the admin service's unless `via` says), checked against the coordinator's key. */
+  challenge(via?: "admin" | "agent"): Promise<Uint8Array>;
   /** Logs `identity` in (optionally to an organization); returns call options carrying the session. */
   login(identity: Identity, opts?: { setupCode?: string; organization?: string }): Promise<{ headers: Record<string, string> }>;
   /** Creates a member with `role` and a key in `orgId`, logs it in; returns its call options. */
@@ -64,9 +64,9 @@ export async function startTestCoordinator(): Promise<TestCoordinator> {
   const admin = createClient(adminv1.AdminService, t.transport);
   const agent = createClient(agentv1.AgentService, t.transport);
 
-  async function challenge(): Promise<Uint8Array> {
+  async function challenge(via: "admin" | "agent" = "admin"): Promise<Uint8Array> {
     const nonce = newNonce();
-    const res = await admin.hello({ clientNonce: nonce });
+    const res = await (via === "agent" ? agent : admin).hello({ clientNonce: nonce });
     return verifyCoordinatorProof(res.proof, nonce, keyPin(coord.identity.publicKey));
   }
 
