@@ -4,15 +4,13 @@
  * same table with better-sqlite3 in one transaction per batch.
  */
 import { gzipSync } from "node:zlib";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import SQLite from "better-sqlite3";
 import { agentv1 } from "@flotilla/protocol";
-import { openSqliteStore } from "../packages/coordinator/src/store/index.ts";
-import { startTestCoordinator } from "../packages/coordinator/src/test-support.ts";
-import { enrollTestDevice } from "../packages/coordinator/src/telemetry/testing.ts";
+import { tempDir } from "@flotilla/protocol/testing";
+import { enrollTestDevice, openSqliteStore, startTestCoordinator } from "@flotilla/coordinator/testing";
 
 const BATCH = 1000;
 const SECONDS = 6;
@@ -49,7 +47,7 @@ async function viaCoordinator(): Promise<number> {
 }
 
 async function direct(): Promise<number> {
-  const dir = await mkdtemp(join(tmpdir(), "flotilla-bench-"));
+  const dir = await tempDir("flotilla-bench-");
   const path = join(dir, "flotilla.db");
   await (await openSqliteStore(path)).close(); // the same schema, migrated
   const db = new SQLite(path);

@@ -9,7 +9,9 @@
 import { randomBytes } from "node:crypto";
 import net from "node:net";
 import { pathToFileURL } from "node:url";
-import { Fleet, Sandbox, waitFor } from "../test/e2e/harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { Fleet } from "../test/e2e/support/fleet.ts";
+import { Sandbox } from "../test/e2e/support/sandbox.ts";
 
 const MiB = 1024 * 1024;
 const totalBytes = Number(process.env.BENCH_TUNNEL_MB ?? 128) * MiB;

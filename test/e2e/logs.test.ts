@@ -1,9 +1,8 @@
 import { appendFile, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { waitFor } from "@flotilla/protocol/testing";
+import { waitFor, type Proc } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
 import { Fleet } from "./support/fleet.ts";
-import { type Proc } from "./support/sandbox.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
 const journald = await stat("/run/systemd/journal/socket").then(() => true, () => false);

@@ -3,8 +3,8 @@
  * closes by itself (the coordinator is never "reached"), so the test can kill it mid-window.
  * Arguments: one JSON object with the activator's options, the public key, the token and meta.
  */
-import { NixosActivator } from "../../packages/agent/src/activation/nixos/index.ts";
 import type { ReleaseMeta } from "@flotilla/protocol";
+import { NixosActivator } from "@flotilla/agent/testing";
 
 const cfg = JSON.parse(process.argv[2] ?? "{}") as { stateDir: string; cacheUrl: string; profile: string; publicKey: string; token: string; meta: ReleaseMeta };
 const activator = new NixosActivator({

@@ -3,26 +3,15 @@ import { mkdir, readFile, readdir, readlink, realpath, writeFile } from "node:fs
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadOrCreateIdentity, parseReleaseMeta, selfSignedCertificate, type ReleaseMeta } from "@flotilla/protocol";
-import type { ActivationEvents, ActivationStep } from "../../packages/agent/src/activation/activator.ts";
-import { NixosActivator } from "../../packages/agent/src/activation/nixos/index.ts";
+import { NixosActivator, RecordedEvents } from "@flotilla/agent/testing";
+import type { Proc } from "@flotilla/protocol/testing";
 import { spawn } from "node:child_process";
 import { Fleet } from "./support/fleet.ts";
-import { Proc, repoRoot } from "./support/sandbox.ts";
+import { repoRoot } from "./support/sandbox.ts";
 import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./support/nix.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
 const sb = useSandbox();
-
-/** Events as the agent would give them; `reach` decides how reachedCoordinator behaves. */
-function recorder(reach: (since: number, signal: AbortSignal) => Promise<void>) {
-  const steps: { step: ActivationStep; detail?: string }[] = [];
-  const events: ActivationEvents = {
-    step: (step, detail) => steps.push({ step, detail }),
-    output: () => {},
-    reachedCoordinator: reach,
-  };
-  return { steps, events };
-}
 
 /** reachedCoordinator over a real connection: the coordinator's cache answers after `since`. */
 function reachVia(url: string, token: string) {
@@ -113,7 +102,7 @@ describe("the NixOS activator", () => {
     const system = await s.publish();
     const activator = s.activator();
     expect(await activator.available()).toBe(true);
-    const { steps, events } = recorder(reachVia(s.cacheUrl, s.readToken));
+    const events = new RecordedEvents(reachVia(s.cacheUrl, s.readToken));
 
     const out = await activator.activate({ meta: meta(system), sha256: "" }, events, new AbortController().signal);
 
@@ -121,7 +110,7 @@ describe("the NixOS activator", () => {
     expect(await realpath(s.profile)).toBe(system);
     expect(await readlink(s.profile)).toBe("system-1-link");
     expect(await switchLog(s.log)).toEqual([`${system} switch`]);
-    expect(steps.map((x) => x.step)).toEqual(["activating", "health-checking", "healthy"]);
+    expect(events.steps.map((x) => x.step)).toEqual(["activating", "health-checking", "healthy"]);
     expect((await activator.installed()).map((r) => r.name)).toEqual(["kiosk"]);
   });
 
@@ -130,7 +119,7 @@ describe("the NixOS activator", () => {
     const good = await s.publish();
     const bad = await s.publish(1);
     const activator = s.activator();
-    const { events } = recorder(reachVia(s.cacheUrl, s.readToken));
+    const events = new RecordedEvents(reachVia(s.cacheUrl, s.readToken));
     const first = await activator.activate({ meta: meta(good), sha256: "" }, events, new AbortController().signal);
     expect(first.outcome).toBe("healthy");
 
@@ -148,17 +137,17 @@ describe("the NixOS activator", () => {
     const good = await s.publish();
     const next = await s.publish();
     const activator = s.activator({ confirmWindowMs: 2000 });
-    const first = await activator.activate({ meta: meta(good), sha256: "" }, recorder(reachVia(s.cacheUrl, s.readToken)).events, new AbortController().signal);
+    const first = await activator.activate({ meta: meta(good), sha256: "" }, new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
     expect(first.outcome).toBe("healthy");
 
-    const { steps, events } = recorder(unreachable);
+    const events = new RecordedEvents(unreachable);
     const out = await activator.activate({ meta: meta(next, { nixosMode: "test" }), sha256: "" }, events, new AbortController().signal);
 
     expect(out.outcome).toBe("rolled-back");
     expect(out.outcome === "rolled-back" && out.error).toMatch(/did not reach the coordinator within 2 s/);
     expect(await realpath(s.profile)).toBe(good);
     expect(await switchLog(s.log)).toEqual([`${good} switch`, `${next} test`, `${good} test`]);
-    expect(steps.at(-1)?.step).toBe("rolled-back");
+    expect(events.steps.at(-1)?.step).toBe("rolled-back");
   });
 
   it("refuses a closure signed by a key it does not trust: nothing is fetched or activated", async () => {
@@ -168,7 +157,7 @@ describe("the NixOS activator", () => {
     expect((await nix("nix-store", ["--generate-binary-cache-key", "other", join(keys, "sec"), join(keys, "pub")])).code).toBe(0);
     const activator = s.activator({ trustedPublicKeys: [(await readFile(join(keys, "pub"), "utf8")).trim()] });
 
-    const out = await activator.activate({ meta: meta(system), sha256: "" }, recorder(reachVia(s.cacheUrl, s.readToken)).events, new AbortController().signal);
+    const out = await activator.activate({ meta: meta(system), sha256: "" }, new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
 
     expect(out.outcome).toBe("failed");
     expect(out.outcome === "failed" && out.error).toMatch(/signature/i);
@@ -182,7 +171,7 @@ describe("the NixOS activator", () => {
     const good = await s.publish();
     const next = await s.publish();
     const activator = s.activator();
-    const reach = recorder(reachVia(s.cacheUrl, s.readToken)).events;
+    const reach = new RecordedEvents(reachVia(s.cacheUrl, s.readToken));
     expect((await activator.activate({ meta: meta(good), sha256: "" }, reach, new AbortController().signal)).outcome).toBe("healthy");
 
     // Flip one byte in the middle of every stored NAR of `next`'s closure (same size, other hash).
@@ -211,13 +200,13 @@ describe("the NixOS activator", () => {
     const s = await setup();
     const good = await s.publish();
     const next = await s.publish();
-    expect((await s.activator().activate({ meta: meta(good), sha256: "" }, recorder(reachVia(s.cacheUrl, s.readToken)).events, new AbortController().signal)).outcome).toBe("healthy");
+    expect((await s.activator().activate({ meta: meta(good), sha256: "" }, new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal)).outcome).toBe("healthy");
     const m = meta(next);
     const child = s.activateInChild(m);
     await child.waitForOutput(/step health-checking/, 60_000);
     await child.stop("SIGKILL");
 
-    const after = await s.activator().recover(recorder(reachVia(s.cacheUrl, s.readToken)).events);
+    const after = await s.activator().recover(new RecordedEvents(reachVia(s.cacheUrl, s.readToken)));
 
     expect(after.get("kiosk")?.outcome).toBe("healthy");
     expect(after.get("kiosk")?.current?.version).toBe(m.version);
@@ -229,13 +218,13 @@ describe("the NixOS activator", () => {
     const s = await setup();
     const good = await s.publish();
     const next = await s.publish();
-    const first = await s.activator().activate({ meta: meta(good), sha256: "" }, recorder(reachVia(s.cacheUrl, s.readToken)).events, new AbortController().signal);
+    const first = await s.activator().activate({ meta: meta(good), sha256: "" }, new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
     expect(first.outcome).toBe("healthy");
     const child = s.activateInChild(meta(next));
     await child.waitForOutput(/step health-checking/, 60_000);
     await child.stop("SIGKILL");
 
-    const after = await s.activator({ confirmWindowMs: 1500 }).recover(recorder(unreachable).events);
+    const after = await s.activator({ confirmWindowMs: 1500 }).recover(new RecordedEvents(unreachable));
 
     expect(after.get("kiosk")?.outcome).toBe("rolled-back");
     expect(after.get("kiosk")?.current?.version).toBe(first.current?.version);
@@ -268,7 +257,7 @@ describe("the NixOS activator", () => {
     const cacheUrl = (await fleet.admin(["nix-cache", "url"])).stdout.trim();
     const activator = (caCertFile?: string) =>
       new NixosActivator({ stateDir: join(work, "agent"), cacheUrl, caCertFile, trustedPublicKeys: () => [publicKey], token: () => readToken, profile: join(work, "system"), env: nixEnv });
-    const reach = recorder(async () => {}).events;
+    const reach = new RecordedEvents();
     const untrusted = await activator().activate({ meta: meta(system), sha256: "" }, reach, new AbortController().signal);
     expect(untrusted.outcome).toBe("failed");
     expect(untrusted.outcome === "failed" && untrusted.error).toMatch(/SSL|certificate/i);

@@ -7,10 +7,10 @@
  * the frames in between show the rollout progressing, and what a terminal would show at the end.
  */
 import { spawn } from "node:child_process";
-import { waitFor } from "@flotilla/protocol/testing";
+import { Proc, waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
 import { type Fleet } from "./support/fleet.ts";
-import { flotillaBin, Proc, repoRoot } from "./support/sandbox.ts";
+import { flotillaBin, repoRoot } from "./support/sandbox.ts";
 import { signedFleet } from "./support/releases.ts";
 import { hosts, publish, start, swarmOf } from "./support/rollouts.ts";
 import { useSandbox } from "./support/use-sandbox.ts";

@@ -7,7 +7,6 @@ export { NixosActivator, type NixosActivatorOptions } from "./activation/nixos/i
 export { BundleActivator, type BundleActivatorOptions } from "./activation/bundle/bundle-activator.ts";
 export type { ActivationEvents, ActivationOutcome, ActivationRequest, ActivationStep, Activator, InstalledRelease } from "./activation/activator.ts";
 export {
-  freePort,
   makeBundle,
   processesUnder,
   RecordedEvents,

@@ -3,6 +3,7 @@
  * runtime surface (`@flotilla/protocol/testing`). Nothing here loads vitest, so the benchmarks
  * can use it; the vitest hooks are in testing-hooks.ts (`@flotilla/protocol/testing/hooks`).
  */
+import type { ChildProcess } from "node:child_process";
 import { mkdtemp } from "node:fs/promises";
 import http2 from "node:http2";
 import { createServer } from "node:net";
@@ -73,4 +74,47 @@ export function freePort(): Promise<number> {
 /** A new empty directory under the system's temporary directory, named `<prefix>XXXXXX`; the caller removes it. */
 export function tempDir(prefix = "flotilla-test-"): Promise<string> {
   return mkdtemp(join(tmpdir(), prefix));
+}
+
+/**
+ * A child process a test started (a `flotilla` one, a script run with tsx, a tool such as sshd)
+ * whose output is collected. It does not kill the child by itself: stop it when the test ends.
+ */
+export class Proc {
+  stdout = "";
+  stderr = "";
+  exitCode: number | null = null;
+  readonly exited: Promise<number | null>;
+
+  constructor(readonly child: ChildProcess, readonly label: string) {
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => (this.stdout += d));
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => (this.stderr += d));
+    this.exited = new Promise((res) =>
+      child.on("exit", (code, signal) => {
+        this.exitCode = code ?? (signal ? 128 : null);
+        res(this.exitCode);
+      }),
+    );
+  }
+
+  /** stdout followed by stderr. */
+  get output(): string {
+    return this.stdout + this.stderr;
+  }
+
+  /** Waits for a line matching `re` in stdout or stderr; returns the match. */
+  waitForOutput(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+    return waitFor(`${this.label} to print ${re}`, () => {
+      if (this.exitCode !== null && !re.test(this.output)) {
+        throw new Error(`${this.label} exited with ${this.exitCode}:\n${this.output}`);
+      }
+      return this.output.match(re) ?? undefined;
+    }, timeoutMs);
+  }
+
+  /** SIGTERM (or the given signal), then wait for exit. */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    if (this.exitCode === null) this.child.kill(signal);
+    return this.exited;
+  }
 }

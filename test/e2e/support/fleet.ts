@@ -1,6 +1,6 @@
 /** A coordinator process with its first owner logged in, and the agents a test starts. */
-import { freePort } from "@flotilla/protocol/testing";
-import type { Proc, RunResult, Sandbox } from "./sandbox.ts";
+import { freePort, type Proc } from "@flotilla/protocol/testing";
+import type { RunResult, Sandbox } from "./sandbox.ts";
 
 /** Fast timings so tests see disconnects and reconnects in seconds, not minutes. */
 export const fastCoordinatorFlags = ["--keepalive-ms", "500", "--offline-after-ms", "2000"];

@@ -7,9 +7,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
-import { waitFor } from "@flotilla/protocol/testing";
+import { waitFor, type Proc } from "@flotilla/protocol/testing";
 import { Fleet } from "./fleet.ts";
-import { killProcessesUnder, type Proc, type Sandbox } from "./sandbox.ts";
+import { killProcessesUnder, type Sandbox } from "./sandbox.ts";
 
 export interface StepJson {
   time: string;

@@ -2,9 +2,9 @@
 import { execFileSync } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { waitFor } from "@flotilla/protocol/testing";
+import { waitFor, type Proc } from "@flotilla/protocol/testing";
 import type { Fleet } from "./fleet.ts";
-import { killProcessesUnder, type Proc, type Sandbox } from "./sandbox.ts";
+import { killProcessesUnder, type Sandbox } from "./sandbox.ts";
 import { Swarm, type SwarmDeviceOptions } from "./swarm.ts";
 
 export interface RolloutDeviceJson {

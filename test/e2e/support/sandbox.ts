@@ -5,49 +5,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdir, readlink, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { tempDir, waitFor } from "@flotilla/protocol/testing";
+import { Proc, tempDir } from "@flotilla/protocol/testing";
 
 export const repoRoot = resolve(import.meta.dirname, "../../..");
 export const flotillaBin = join(repoRoot, "packages/cli/bin/flotilla.js");
-
-/** A running process (a `flotilla` one, or a tool such as sshd) whose output is collected. */
-export class Proc {
-  stdout = "";
-  stderr = "";
-  exitCode: number | null = null;
-  readonly exited: Promise<number | null>;
-
-  constructor(readonly child: ChildProcess, readonly label: string) {
-    child.stdout?.setEncoding("utf8").on("data", (d: string) => (this.stdout += d));
-    child.stderr?.setEncoding("utf8").on("data", (d: string) => (this.stderr += d));
-    this.exited = new Promise((res) =>
-      child.on("exit", (code, signal) => {
-        this.exitCode = code ?? (signal ? 128 : null);
-        res(this.exitCode);
-      }),
-    );
-  }
-
-  get output(): string {
-    return this.stdout + this.stderr;
-  }
-
-  /** Waits for a line matching `re` in stdout or stderr; returns the match. */
-  waitForOutput(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-    return waitFor(`${this.label} to print ${re}`, () => {
-      if (this.exitCode !== null && !re.test(this.output)) {
-        throw new Error(`${this.label} exited with ${this.exitCode}:\n${this.output}`);
-      }
-      return this.output.match(re) ?? undefined;
-    }, timeoutMs);
-  }
-
-  /** SIGTERM (or the given signal), then wait for exit. */
-  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
-    if (this.exitCode === null) this.child.kill(signal);
-    return this.exited;
-  }
-}
 
 export interface RunResult {
   code: number | null;

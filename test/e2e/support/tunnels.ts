@@ -1,7 +1,7 @@
 /** Helpers for the tunnel end-to-end tests: a fleet with one tunnel-enabled agent, audit entries. */
-import { waitFor } from "@flotilla/protocol/testing";
+import { waitFor, type Proc } from "@flotilla/protocol/testing";
 import { Fleet, type DeviceJson } from "./fleet.ts";
-import type { Proc, Sandbox } from "./sandbox.ts";
+import type { Sandbox } from "./sandbox.ts";
 
 /** A coordinator, its owner logged in, and one approved agent allowing `ports`. */
 export async function tunnelFleet(sb: Sandbox, ports: string): Promise<{ fleet: Fleet; agent: Proc; device: DeviceJson; stateDir: string }> {

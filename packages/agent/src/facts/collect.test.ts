@@ -1,23 +1,16 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { collectFacts } from "./collect.ts";
 
-let root: string;
-
-beforeEach(async () => {
-  root = await mkdtemp(join(os.tmpdir(), "flotilla-facts-"));
-});
-
-afterEach(async () => {
-  await rm(root, { recursive: true, force: true });
-});
+const root = useTempDir("flotilla-facts-");
 
 async function put(path: string, text: string): Promise<void> {
-  await mkdir(join(root, path, ".."), { recursive: true });
-  await writeFile(join(root, path), text);
+  await mkdir(join(root.path, path, ".."), { recursive: true });
+  await writeFile(join(root.path, path), text);
 }
 
 const DEBIAN = `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
@@ -30,7 +23,7 @@ ID=debian
 describe("collectFacts", () => {
   it("reads the machine from the os module and the os-release file", async () => {
     await put("etc/os-release", DEBIAN);
-    const facts = await collectFacts({ agentVersion: "1.2.3", capabilities: ["bundle", "tunnel"], root });
+    const facts = await collectFacts({ agentVersion: "1.2.3", capabilities: ["bundle", "tunnel"], root: root.path });
     expect(facts.hostname).toBe(os.hostname());
     expect(facts.os).toBe("debian");
     expect(facts.osVersion).toBe("12");
@@ -45,7 +38,7 @@ describe("collectFacts", () => {
   });
 
   it("puts the boot time in the past, within a second of what uptime says", async () => {
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     expect(facts.bootTime).toBeDefined();
     const expected = Date.now() - os.uptime() * 1000;
     expect(Math.abs(timestampMs(facts.bootTime!) - expected)).toBeLessThan(2000);
@@ -53,14 +46,14 @@ describe("collectFacts", () => {
 
   it("falls back to /usr/lib/os-release and understands single quotes and escapes", async () => {
     await put("usr/lib/os-release", `ID='arch'\nPRETTY_NAME="Say \\"hi\\""\n# comment\n`);
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     expect(facts.os).toBe("arch");
     expect(facts.osPrettyName).toBe('Say "hi"');
     expect(facts.osVersion).toBe("");
   });
 
   it("leaves fields empty when os-release, mounts and nixos-version are all missing", async () => {
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     expect(facts.os).toBe("");
     expect(facts.osVersion).toBe("");
     expect(facts.osPrettyName).toBe("");
@@ -71,20 +64,20 @@ describe("collectFacts", () => {
   it("reads the NixOS version from the current system", async () => {
     await put("etc/os-release", 'ID=nixos\nVERSION_ID="24.05"\nBUILD_ID="24.05.20240601.abcdef"\n');
     await put("run/current-system/nixos-version", "24.05.20240602.fedcba\n");
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     expect(facts.nixosVersion).toBe("24.05.20240602.fedcba");
   });
 
   it("takes the NixOS version from os-release when the current system has none", async () => {
     await put("etc/os-release", 'ID=nixos\nVERSION_ID="24.05"\nBUILD_ID="24.05.20240601.abcdef"\n');
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     expect(facts.nixosVersion).toBe("24.05.20240601.abcdef");
   });
 
   it("lists real mounted filesystems with their sizes and skips pseudo filesystems", async () => {
-    await mkdir(join(root, "boot"));
-    await mkdir(join(root, "srv/my data"), { recursive: true });
-    await mkdir(join(root, "var/lib/docker/overlay2/x/merged"), { recursive: true });
+    await mkdir(join(root.path, "boot"));
+    await mkdir(join(root.path, "srv/my data"), { recursive: true });
+    await mkdir(join(root.path, "var/lib/docker/overlay2/x/merged"), { recursive: true });
     await put("etc/hosts", "127.0.0.1 localhost\n");
     await put(
       "proc/mounts",
@@ -102,7 +95,7 @@ describe("collectFacts", () => {
         "",
       ].join("\n"),
     );
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     expect(facts.disks.map((d) => [d.mount, d.device, d.fsType])).toEqual([
       ["/", "/dev/sda1", "ext4"],
       ["/boot", "/dev/sda2", "vfat"],
@@ -116,18 +109,18 @@ describe("collectFacts", () => {
 
   it("keeps an overlay root filesystem, as containers have", async () => {
     await put("proc/mounts", "overlay / overlay rw,lowerdir=/a,upperdir=/b 0 0\n");
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     expect(facts.disks.map((d) => [d.mount, d.fsType])).toEqual([["/", "overlay"]]);
   });
 
   it("describes only the filesystem mounted last on a mount point", async () => {
     await put("proc/mounts", "/dev/sda1 / ext4 rw 0 0\n/dev/sdb1 / btrfs rw 0 0\n");
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     expect(facts.disks.map((d) => [d.device, d.fsType])).toEqual([["/dev/sdb1", "btrfs"]]);
   });
 
   it("lists network interfaces other than loopback, with MAC and addresses", async () => {
-    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root });
+    const facts = await collectFacts({ agentVersion: "1", capabilities: [], root: root.path });
     const names = facts.interfaces.map((i) => i.name);
     expect(names).not.toContain("lo");
     const external = Object.entries(os.networkInterfaces()).filter(([, addrs]) => addrs?.some((a) => !a.internal));

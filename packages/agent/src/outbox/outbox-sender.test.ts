@@ -1,27 +1,24 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
-import { mkdtemp, rm } from "node:fs/promises";
-import os from "node:os";
 import { join } from "node:path";
 import { agentv1, commonv1, silentLogger } from "@flotilla/protocol";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { OutboxSender } from "./outbox-sender.ts";
 import { Outbox } from "./outbox.ts";
 
-let tmp: string;
+const tmp = useTempDir("flotilla-sender-");
 let outbox: Outbox;
 let stop: AbortController;
 
 beforeEach(async () => {
-  tmp = await mkdtemp(join(os.tmpdir(), "flotilla-sender-"));
-  outbox = await Outbox.open(join(tmp, "outbox"));
+  outbox = await Outbox.open(join(tmp.path, "outbox"));
   stop = new AbortController();
 });
 
 afterEach(async () => {
   stop.abort();
   await outbox.close();
-  await rm(tmp, { recursive: true, force: true });
 });
 
 /** A coordinator in memory whose Report answers with `answer(entries)`: acks or an error. */

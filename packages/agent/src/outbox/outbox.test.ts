@@ -1,16 +1,17 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import os from "node:os";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { Proc, waitFor } from "@flotilla/protocol/testing";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { Outbox, type OutboxRecord } from "./outbox.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
 const summary = (records: OutboxRecord[]) => records.map((r) => `${r.stream}:${r.seq}:${dec(r.body)}`);
 
-let tmp: string;
+const tmp = useTempDir("flotilla-outbox-");
 let dir: string;
 const opened: Outbox[] = [];
 
@@ -20,14 +21,12 @@ async function openBox(): Promise<Outbox> {
   return box;
 }
 
-beforeEach(async () => {
-  tmp = await mkdtemp(join(os.tmpdir(), "flotilla-outbox-"));
-  dir = join(tmp, "outbox");
+beforeEach(() => {
+  dir = join(tmp.path, "outbox");
 });
 
 afterEach(async () => {
   for (const box of opened.splice(0)) await box.close();
-  await rm(tmp, { recursive: true, force: true });
 });
 
 describe("Outbox", () => {
@@ -191,7 +190,7 @@ describe("Outbox", () => {
   it("survives SIGKILL in a tight append loop with contiguous, intact records", async () => {
     const outboxModule = fileURLToPath(new URL("./outbox.ts", import.meta.url));
     const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
-    const script = join(tmp, "append-loop.mts");
+    const script = join(tmp.path, "append-loop.mts");
     await writeFile(
       script,
       `import { Outbox } from ${JSON.stringify(outboxModule)};
@@ -203,23 +202,21 @@ for (let i = 1; ; i++) {
 }
 `,
     );
-    const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (out += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (err += chunk));
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    const child = new Proc(spawn(process.execPath, ["--import", "tsx", script], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] }), "append loop");
     try {
-      const deadline = Date.now() + 30_000;
-      while (out.split("\n").length < 200) {
-        if (child.exitCode !== null) throw new Error(`append loop exited early: ${err}`);
-        if (Date.now() > deadline) throw new Error(`append loop made too little progress: ${out.length} bytes, ${err}`);
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
+      await waitFor(
+        "the append loop to confirm 200 records",
+        () => {
+          if (child.exitCode !== null) throw new Error(`append loop exited early: ${child.stderr}`);
+          return child.stdout.split("\n").length >= 200;
+        },
+        30_000,
+        10,
+      );
     } finally {
-      child.kill("SIGKILL");
-      await exited;
+      await child.stop("SIGKILL");
     }
+    const out = child.stdout;
 
     // Everything the child saw resolve must be there: appends are durable when they resolve.
     const confirmed = new Map<string, number>();

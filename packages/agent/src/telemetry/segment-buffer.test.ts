@@ -1,16 +1,10 @@
-import { appendFile, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { appendFile, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { SegmentBuffer } from "./segment-buffer.ts";
 
-let dir: string;
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "flotilla-segbuf-"));
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const dir = useTempDir("flotilla-segbuf-");
 
 const body = (i: number, size = 20) => Buffer.from(`line ${i} `.padEnd(size, "x"));
 const items = (from: number, n: number, size?: number) => Array.from({ length: n }, (_, k) => ({ time: 1000 + from + k, body: body(from + k, size) }));
@@ -18,45 +12,45 @@ const text = (b: Uint8Array) => Buffer.from(b).toString().split(" ").slice(0, 2)
 
 async function diskBytes(): Promise<number> {
   let n = 0;
-  for (const f of await readdir(dir)) if (f.startsWith("seg-")) n += (await stat(join(dir, f))).size;
+  for (const f of await readdir(dir.path)) if (f.startsWith("seg-")) n += (await stat(join(dir.path, f))).size;
   return n;
 }
 
 describe("SegmentBuffer", () => {
   it("hands out growing seqs and reads records back in order across segments", async () => {
-    const b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 4096 });
+    const b = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20, segmentBytes: 4096 });
     expect(await b.append(items(1, 500))).toBe(500);
     const got = await b.read(0, 1000, 1 << 20);
     expect(got.map((r) => r.seq)).toEqual(Array.from({ length: 500 }, (_, i) => i + 1));
     expect(text(got[499]!.body)).toBe("line 500");
-    expect((await readdir(dir)).filter((f) => f.startsWith("seg-")).length).toBeGreaterThan(2);
+    expect((await readdir(dir.path)).filter((f) => f.startsWith("seg-")).length).toBeGreaterThan(2);
     const page = await b.read(100, 10, 1 << 20);
     expect(page.map((r) => r.seq)).toEqual([101, 102, 103, 104, 105, 106, 107, 108, 109, 110]);
     await b.close();
   });
 
   it("deletes acknowledged segments and never reuses a seq, also after everything was acknowledged and a restart", async () => {
-    let b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 4096 });
+    let b = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20, segmentBytes: 4096 });
     await b.append(items(1, 300));
     await b.ack(300);
     await b.append(items(301, 1));
     expect(await diskBytes()).toBeLessThan(4096);
     await b.ack(301);
     await b.close();
-    b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 4096 });
+    b = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20, segmentBytes: 4096 });
     expect(await b.append(items(302, 1))).toBe(302);
     expect((await b.read(b.acked, 10, 1 << 20)).map((r) => r.seq)).toEqual([302]);
     await b.close();
   });
 
   it("keeps unacknowledged records and cursors across a restart, and cuts off a torn tail", async () => {
-    let b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 1 << 16 });
+    let b = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20, segmentBytes: 1 << 16 });
     await b.append(items(1, 10), { "file:app": "42" });
     await b.ack(4);
     await b.close();
-    const seg = (await readdir(dir)).filter((f) => f.startsWith("seg-")).sort().at(-1)!;
-    await appendFile(join(dir, seg), Buffer.from([0, 0, 0, 40, 1, 2, 3])); // a write cut short by a power loss
-    b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 1 << 16 });
+    const seg = (await readdir(dir.path)).filter((f) => f.startsWith("seg-")).sort().at(-1)!;
+    await appendFile(join(dir.path, seg), Buffer.from([0, 0, 0, 40, 1, 2, 3])); // a write cut short by a power loss
+    b = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20, segmentBytes: 1 << 16 });
     expect(b.corrupted).toBe(1);
     expect(b.cursor("file:app")).toBe("42");
     expect((await b.read(b.acked, 100, 1 << 20)).map((r) => r.seq)).toEqual([5, 6, 7, 8, 9, 10]);
@@ -67,7 +61,7 @@ describe("SegmentBuffer", () => {
 
   it("holds its size bound by dropping the oldest records, and counts exactly what it dropped", async () => {
     const maxBytes = 64 * 1024;
-    const b = await SegmentBuffer.open(dir, { maxBytes, segmentBytes: 4096 });
+    const b = await SegmentBuffer.open(dir.path, { maxBytes, segmentBytes: 4096 });
     const total = 5000;
     for (let i = 1; i <= total; i += 50) {
       await b.append(items(i, 50, 60));
@@ -85,7 +79,7 @@ describe("SegmentBuffer", () => {
   });
 
   it("does not count acknowledged records it deletes as dropped", async () => {
-    const b = await SegmentBuffer.open(dir, { maxBytes: 32 * 1024, segmentBytes: 4096 });
+    const b = await SegmentBuffer.open(dir.path, { maxBytes: 32 * 1024, segmentBytes: 4096 });
     await b.append(items(1, 200, 60));
     await b.ack(200);
     for (let i = 201; i <= 1200; i += 50) await b.append(items(i, 50, 60));
@@ -95,16 +89,16 @@ describe("SegmentBuffer", () => {
   });
 
   it("counts records before damage in an older segment as dropped, so shipping is never stuck behind a hole", async () => {
-    let b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 4096 });
+    let b = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20, segmentBytes: 4096 });
     await b.append(items(1, 400));
     await b.close();
-    const segs = (await readdir(dir)).filter((f) => f.startsWith("seg-")).sort();
+    const segs = (await readdir(dir.path)).filter((f) => f.startsWith("seg-")).sort();
     expect(segs.length).toBeGreaterThan(3);
-    const victim = join(dir, segs[1]!);
+    const victim = join(dir.path, segs[1]!);
     const data = await readFile(victim);
     data[Math.floor(data.length / 2)]! ^= 0xff;
     await writeFile(victim, data);
-    b = await SegmentBuffer.open(dir, { maxBytes: 1 << 20, segmentBytes: 4096 });
+    b = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20, segmentBytes: 4096 });
     const left = await b.read(0, 1000, 1 << 30);
     const { droppedThrough, droppedTotal } = b.drops();
     expect(left[0]!.seq).toBe(droppedThrough + 1);

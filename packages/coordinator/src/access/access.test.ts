@@ -8,7 +8,7 @@ import { adminv1, commonv1, enrollMessage, generateIdentity, parseJoinString } f
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { rolePermissions, ruleFor } from "./policy.ts";
 import type { Role } from "../store/index.ts";
-import { SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../test-support.ts";
+import { SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../testing.ts";
 
 let t: TestCoordinator;
 let orgA: string;

@@ -4,27 +4,23 @@
  * once however many organizations upload them.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { ArtifactStore } from "./artifact-store.ts";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const body = (b: Buffer) => Readable.from([b]);
 
-let dir: string;
+const dir = useTempDir("flotilla-artifacts-");
 let store: ArtifactStore;
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "flotilla-artifacts-"));
-  store = new ArtifactStore(dir);
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
+  store = new ArtifactStore(dir.path);
 });
 
-const files = (sub: string) => readdir(join(dir, sub)).catch(() => [] as string[]);
+const files = (sub: string) => readdir(join(dir.path, sub)).catch(() => [] as string[]);
 
 describe("ArtifactStore", () => {
   const data = randomBytes(10_000);

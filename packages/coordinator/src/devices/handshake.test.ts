@@ -2,43 +2,13 @@
  * The handshake against a real coordinator on a loopback port: replays, forged signatures and
  * bad secrets are refused, and nothing is written when they are.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import {
-  adminv1,
-  agentv1,
-  commonv1,
-  coordinatorTransport,
-  enrollMessage,
-  generateIdentity,
-  keyPin,
-  loginMessage,
-  newNonce,
-  parseJoinString,
-  silentLogger,
-  verifyCoordinatorProof,
-} from "@flotilla/protocol";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { commonv1, enrollMessage, generateIdentity, loginMessage, parseJoinString } from "@flotilla/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { startCoordinator, type Coordinator } from "../coordinator.ts";
+import { SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../testing.ts";
 
-let dir: string;
-let coord: Coordinator;
-const closers: (() => void)[] = [];
-
-async function clients() {
-  const t = await coordinatorTransport({ url: coord.url });
-  closers.push(t.close);
-  return { agent: createClient(agentv1.AgentService, t.transport), admin: createClient(adminv1.AdminService, t.transport) };
-}
-
-async function challenge(client: { hello(r: { clientNonce: Uint8Array }): Promise<{ proof?: commonv1.CoordinatorProof }> }) {
-  const nonce = newNonce();
-  const res = await client.hello({ clientNonce: nonce });
-  return verifyCoordinatorProof(res.proof, nonce, keyPin(coord.identity.publicKey));
-}
+let t: TestCoordinator;
 
 async function codeOf(p: Promise<unknown>): Promise<Code | undefined> {
   try {
@@ -50,33 +20,19 @@ async function codeOf(p: Promise<unknown>): Promise<Code | undefined> {
 }
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "flotilla-coord-"));
-  coord = await startCoordinator(
-    {
-      dataDir: dir,
-      listen: "127.0.0.1:0",
-      setupCode: "TEST-SETU-PCOD-E123",
-      maxMessageBytes: 1 << 20,
-      sessionTtlMs: 60_000,
-      keepaliveMs: 1000,
-      offlineAfterMs: 3000,
-    },
-    silentLogger,
-  );
+  t = await startTestCoordinator();
 });
 
 afterEach(async () => {
-  for (const c of closers.splice(0)) c();
-  await coord.close();
-  await rm(dir, { recursive: true, force: true });
+  await t.close();
 });
 
 /** Logs in as the first owner and creates a join token; returns its secret. */
 async function ownerAndToken(): Promise<string> {
-  const { admin } = await clients();
+  const { admin } = t;
   const owner = generateIdentity();
-  const ch = await challenge(admin);
-  const login = await admin.login({ publicKey: owner.publicKey, challenge: ch, signature: owner.sign(loginMessage(ch)), setupCode: "TEST-SETU-PCOD-E123" });
+  const ch = await t.challenge();
+  const login = await admin.login({ publicKey: owner.publicKey, challenge: ch, signature: owner.sign(loginMessage(ch)), setupCode: SETUP_CODE });
   const res = await admin.createJoinToken({ usesAllowed: 5 }, { headers: { authorization: `Bearer ${login.sessionToken}` } });
   return parseJoinString(res.joinString).secret;
 }
@@ -84,9 +40,9 @@ async function ownerAndToken(): Promise<string> {
 describe("handshake", () => {
   it("refuses a replayed enrollment, and the replay enrolls nothing", async () => {
     const secret = await ownerAndToken();
-    const { agent } = await clients();
+    const { agent } = t;
     const id = generateIdentity();
-    const ch = await challenge(agent);
+    const ch = await t.challenge("agent");
     const req = {
       joinSecret: secret,
       publicKey: id.publicKey,
@@ -97,17 +53,17 @@ describe("handshake", () => {
     expect((await agent.enroll(req)).name).toBe("box");
     const replay = await codeOf(agent.enroll(req));
     expect(replay).toBe(Code.Unauthenticated);
-    expect((await coord.store.access.listOrgs()).length).toBe(1);
-    const org = (await coord.store.access.listOrgs())[0]!;
-    expect((await coord.store.devices.listDevices(org.id)).length).toBe(1);
+    expect((await t.coord.store.access.listOrgs()).length).toBe(1);
+    const org = (await t.coord.store.access.listOrgs())[0]!;
+    expect((await t.coord.store.devices.listDevices(org.id)).length).toBe(1);
   });
 
   it("refuses an enrollment signed by another key than the one it enrolls", async () => {
     const secret = await ownerAndToken();
-    const { agent } = await clients();
+    const { agent } = t;
     const id = generateIdentity();
     const other = generateIdentity();
-    const ch = await challenge(agent);
+    const ch = await t.challenge("agent");
     const code = await codeOf(
       agent.enroll({ joinSecret: secret, publicKey: id.publicKey, challenge: ch, signature: other.sign(enrollMessage(ch, secret)), facts: create(commonv1.FactsSchema, {}) }),
     );
@@ -117,9 +73,9 @@ describe("handshake", () => {
   it("refuses a wrong join secret for a real token id", async () => {
     const secret = await ownerAndToken();
     const forged = `${secret.split(".")[0]}.${"A".repeat(32)}`;
-    const { agent } = await clients();
+    const { agent } = t;
     const id = generateIdentity();
-    const ch = await challenge(agent);
+    const ch = await t.challenge("agent");
     const code = await codeOf(
       agent.enroll({ joinSecret: forged, publicKey: id.publicKey, challenge: ch, signature: id.sign(enrollMessage(ch, forged)), facts: create(commonv1.FactsSchema, {}) }),
     );
@@ -127,34 +83,34 @@ describe("handshake", () => {
   });
 
   it("refuses a challenge the coordinator did not issue", async () => {
-    const { admin } = await clients();
+    const { admin } = t;
     const owner = generateIdentity();
-    const fake = new Uint8Array((await challenge(admin)).length).fill(1);
+    const fake = new Uint8Array((await t.challenge()).length).fill(1);
     fake[0] = 1;
-    const code = await codeOf(admin.login({ publicKey: owner.publicKey, challenge: fake, signature: owner.sign(loginMessage(fake)), setupCode: "TEST-SETU-PCOD-E123" }));
+    const code = await codeOf(admin.login({ publicKey: owner.publicKey, challenge: fake, signature: owner.sign(loginMessage(fake)), setupCode: SETUP_CODE }));
     expect(code).toBe(Code.Unauthenticated);
-    expect(await coord.store.access.listOrgs()).toEqual([]);
+    expect(await t.coord.store.access.listOrgs()).toEqual([]);
   });
 
   it("uses the setup code once", async () => {
     await ownerAndToken();
-    const { admin } = await clients();
+    const { admin } = t;
     const intruder = generateIdentity();
-    const ch = await challenge(admin);
-    const code = await codeOf(admin.login({ publicKey: intruder.publicKey, challenge: ch, signature: intruder.sign(loginMessage(ch)), setupCode: "TEST-SETU-PCOD-E123" }));
+    const ch = await t.challenge();
+    const code = await codeOf(admin.login({ publicKey: intruder.publicKey, challenge: ch, signature: intruder.sign(loginMessage(ch)), setupCode: SETUP_CODE }));
     expect(code).toBe(Code.PermissionDenied);
   });
 
   it("refuses admin calls with no session, and agent calls with an admin session", async () => {
     await ownerAndToken();
-    const { admin, agent } = await clients();
+    const { admin, agent } = t;
     expect(await codeOf(admin.listDevices({}))).toBe(Code.Unauthenticated);
     expect(await codeOf(admin.listDevices({}, { headers: { authorization: "Bearer fls_not-a-real-session-token" } }))).toBe(Code.Unauthenticated);
     const owner = generateIdentity();
-    const orgId = (await coord.store.access.listOrgs())[0]!.id;
-    await coord.store.access.addMember({ id: "m2", orgId, name: "viewer", role: "viewer", passwordHash: null, createdAt: Date.now(), removedAt: null });
-    await coord.store.access.addAdminKey({ id: "k2", orgId, memberId: "m2", name: "x", publicKey: owner.id, createdAt: Date.now(), revokedAt: null });
-    const ch = await challenge(admin);
+    const orgId = (await t.coord.store.access.listOrgs())[0]!.id;
+    await t.coord.store.access.addMember({ id: "m2", orgId, name: "viewer", role: "viewer", passwordHash: null, createdAt: Date.now(), removedAt: null });
+    await t.coord.store.access.addAdminKey({ id: "k2", orgId, memberId: "m2", name: "x", publicKey: owner.id, createdAt: Date.now(), revokedAt: null });
+    const ch = await t.challenge();
     const s = await admin.login({ publicKey: owner.publicKey, challenge: ch, signature: owner.sign(loginMessage(ch)) });
     const headers = { authorization: `Bearer ${s.sessionToken}` };
     expect(await codeOf(agent.report({ entries: [] }, { headers }))).toBe(Code.PermissionDenied);

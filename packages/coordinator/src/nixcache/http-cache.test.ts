@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { generateIdentity, newId } from "@flotilla/protocol";
 import { openSession } from "../access/sessions.ts";
-import { startTestCoordinator, type TestCoordinator } from "../test-support.ts";
+import { startTestCoordinator, type TestCoordinator } from "../testing.ts";
 import { formatSha256, toNixBase32 } from "./nix-format.ts";
 import { generateNixKey, KeySealer } from "./nix-keys.ts";
 import { sealContext } from "./nix-service.ts";

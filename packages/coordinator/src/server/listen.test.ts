@@ -5,7 +5,7 @@ import net from "node:net";
 import { generateIdentity, selfSignedCertificate } from "@flotilla/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./listen.ts";
-import { h2Get } from "@flotilla/protocol/testing";
+import { h2Get, waitFor } from "@flotilla/protocol/testing";
 
 const listeners: Listener[] = [];
 
@@ -56,15 +56,6 @@ function http1Get(url: string, options: https.RequestOptions = {}): Promise<stri
       res.on("error", reject);
     });
     req.on("error", reject);
-  });
-}
-
-
-/** Resolves once `condition` holds, checking on every turn of the event loop. */
-function until(condition: () => boolean): Promise<void> {
-  return new Promise((resolve) => {
-    const check = (): void => (condition() ? resolve() : void setImmediate(check));
-    check();
   });
 }
 
@@ -171,7 +162,7 @@ describe("listen without TLS", () => {
   it("lets an HTTP/1.1 response in flight finish during close", async () => {
     const listener = await start();
     const response = http1Get(`${listener.url}/later`);
-    await within(5000, until(() => later.length === 1), "request arrival");
+    await waitFor("the request to arrive", () => later.length === 1, 5000, 5);
     const closed = listener.close();
     later.shift()?.("finished");
     expect(await within(5000, response)).toBe("finished");

@@ -3,8 +3,7 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { adminv1, agentv1 } from "@flotilla/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { startTestCoordinator, type TestCoordinator } from "../test-support.ts";
-import { enrollTestDevice } from "./testing.ts";
+import { enrollTestDevice, startTestCoordinator, type TestCoordinator } from "../testing.ts";
 
 let t: TestCoordinator;
 const closers: (() => void)[] = [];

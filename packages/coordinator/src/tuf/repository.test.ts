@@ -1,19 +1,15 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, MetadataKind, Root, Signature, Targets } from "@tufjs/models";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { generateIdentity, tufKeyId, type Identity } from "@flotilla/protocol";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { MetadataError, TufRepository, tufDate } from "./repository.ts";
 
-let dir: string;
+const dir = useTempDir("flotilla-tuf-");
 let online: Identity;
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "flotilla-tuf-"));
   online = generateIdentity();
-});
-afterEach(async () => {
-  await rm(dir, { recursive: true, force: true });
 });
 
 const DAY = 86_400_000;
@@ -61,17 +57,17 @@ const timings = { timestampTtlMs: DAY, snapshotTtlMs: 7 * DAY, refreshMs: 3_600_
 
 describe("TufRepository", () => {
   it("accepts a first root with its first targets, then signs snapshot and timestamp with the online key", async () => {
-    const repo = new TufRepository(dir, online, timings);
+    const repo = new TufRepository(dir.path, online, timings);
     const alice = generateIdentity();
     expect(await repo.updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)))).toBe(1);
-    const ts = JSON.parse(await readFile(join(dir, "org1", "timestamp.json"), "utf8")) as { signatures: { keyid: string }[] };
+    const ts = JSON.parse(await readFile(join(dir.path, "org1", "timestamp.json"), "utf8")) as { signatures: { keyid: string }[] };
     expect(ts.signatures.map((s) => s.keyid)).toEqual([repo.onlineKeyId]);
     expect(await repo.read("org1", "1.snapshot.json")).toBeDefined();
     expect(await repo.read("org1", "../org2/1.root.json")).toBeUndefined();
   });
 
   it("refuses a root that is unsigned, gives snapshot to an admin key, or skips a version", async () => {
-    const repo = new TufRepository(dir, online, timings);
+    const repo = new TufRepository(dir.path, online, timings);
     const alice = generateIdentity();
     const mallory = generateIdentity();
     await expect(repo.updateRoot("org1", json(sign(root(1, [alice], 1), mallory)), json(sign(emptyTargets(), alice)))).rejects.toThrow(MetadataError);
@@ -81,7 +77,7 @@ describe("TufRepository", () => {
   });
 
   it("rotates root only when both the old and the new threshold signed it", async () => {
-    const repo = new TufRepository(dir, online, timings);
+    const repo = new TufRepository(dir.path, online, timings);
     const alice = generateIdentity();
     const bob = generateIdentity();
     await repo.updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)));
@@ -93,12 +89,12 @@ describe("TufRepository", () => {
   });
 
   it("re-signs a timestamp that would expire within two refresh periods", async () => {
-    const repo = new TufRepository(dir, online, { ...timings, timestampTtlMs: 1000, refreshMs: 60_000 });
+    const repo = new TufRepository(dir.path, online, { ...timings, timestampTtlMs: 1000, refreshMs: 60_000 });
     const alice = generateIdentity();
     await repo.updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)));
-    const before = JSON.parse(await readFile(join(dir, "org1", "timestamp.json"), "utf8")) as { signed: { version: number } };
+    const before = JSON.parse(await readFile(join(dir.path, "org1", "timestamp.json"), "utf8")) as { signed: { version: number } };
     await repo.refreshAll();
-    const after = JSON.parse(await readFile(join(dir, "org1", "timestamp.json"), "utf8")) as { signed: { version: number; snapshot_meta?: unknown; meta: Record<string, { version: number }> } };
+    const after = JSON.parse(await readFile(join(dir.path, "org1", "timestamp.json"), "utf8")) as { signed: { version: number; snapshot_meta?: unknown; meta: Record<string, { version: number }> } };
     expect(after.signed.version).toBe(before.signed.version + 1);
     expect(after.signed.meta["snapshot.json"]?.version).toBe(1);
     expect(Metadata.fromJSON(MetadataKind.Timestamp, after as never).signed.version).toBe(after.signed.version);

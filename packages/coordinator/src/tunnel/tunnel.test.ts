@@ -2,18 +2,9 @@ import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import {
-  adminv1,
-  agentv1,
-  authenticateMessage,
-  commonv1,
-  coordinatorTransport,
-  enrollMessage,
-  generateIdentity,
-  parseJoinString,
-  uncompressedTunnels,
-} from "@flotilla/protocol";
-import { SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../test-support.ts";
+import { adminv1, agentv1, coordinatorTransport, generateIdentity, uncompressedTunnels } from "@flotilla/protocol";
+import { waitFor } from "@flotilla/protocol/testing";
+import { enrollDevice, SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../testing.ts";
 import { MAX_CHUNK_BYTES, QUEUE_LIMIT_BYTES } from "./registry.ts";
 
 let t: TestCoordinator;
@@ -26,38 +17,10 @@ afterEach(async () => {
   await t.close();
 });
 
-async function until<T>(what: string, check: () => T | undefined, ms = 20_000, every = 50): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, every));
-  }
-}
-
-/** An approved device with a session, as its agent would hold one. */
-async function enrolledDevice(owner: { headers: Record<string, string> }) {
-  const { joinString } = await t.admin.createJoinToken({ autoApprove: true }, owner);
-  const secret = parseJoinString(joinString).secret;
-  const id = generateIdentity();
-  let ch = await t.challenge();
-  const enrolled = await t.agent.enroll({
-    joinSecret: secret,
-    publicKey: id.publicKey,
-    challenge: ch,
-    signature: id.sign(enrollMessage(ch, secret)),
-    facts: create(commonv1.FactsSchema, { hostname: "box" }),
-  });
-  ch = await t.challenge();
-  const s = await t.agent.authenticate({ publicKey: id.publicKey, challenge: ch, signature: id.sign(authenticateMessage(ch)) });
-  return { id: enrolled.deviceId, headers: { authorization: `Bearer ${s.sessionToken}` } };
-}
-
 /** An approved device whose agent side holds Listen open, and clients for both sides. */
 async function tunnelSides() {
   const owner = await t.login(generateIdentity(), { setupCode: SETUP_CODE });
-  const device = await enrolledDevice(owner);
+  const device = await enrollDevice(t, owner);
   const { transport, close } = await coordinatorTransport({ url: t.coord.url, interceptors: [uncompressedTunnels] });
   closeTransport = close;
   const agentSide = createClient(agentv1.AgentTunnelService, transport);
@@ -65,7 +28,7 @@ async function tunnelSides() {
   const ac = new AbortController();
 
   const requests = agentSide.listen({}, { headers: device.headers, signal: ac.signal })[Symbol.asyncIterator]();
-  await until("the agent's Listen stream", () => (t.coord.tunnels.isListening(device.id) ? true : undefined));
+  await waitFor("the agent's Listen stream", () => t.coord.tunnels.isListening(device.id));
 
   return { owner, device, agentSide, adminSide, ac, requests };
 }
@@ -108,7 +71,7 @@ describe("the coordinator's tunnel relay", () => {
 
     let last = -1;
     let still = 0;
-    const stalled = await until(
+    const stalled = await waitFor(
       "the admin-side writer to stall",
       () => {
         still = sent === last ? still + 1 : 0;
@@ -135,7 +98,7 @@ describe("the coordinator's tunnel relay", () => {
     expect(tail.value?.frame.case).toBe("eof");
     tail = await opened.next();
     expect(tail.done).toBe(true);
-    await until("the tunnel to be forgotten", () => (t.coord.tunnels.size === 0 ? true : undefined));
+    await waitFor("the tunnel to be forgotten", () => t.coord.tunnels.size === 0);
     expect(t.coord.tunnels.heldBytes).toBe(0);
     ac.abort();
   });
@@ -174,7 +137,7 @@ describe("the coordinator's tunnel relay", () => {
     expect(sawEof).toBe(true);
     expect(Buffer.concat(chunks).equals(payload)).toBe(true);
     expect((await admin.next()).done).toBe(true);
-    await until("the tunnel to be forgotten", () => (t.coord.tunnels.size === 0 ? true : undefined));
+    await waitFor("the tunnel to be forgotten", () => t.coord.tunnels.size === 0);
     ac.abort();
   });
 });

@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "smol-toml";
-import { afterEach, beforeEach, describe, expect, expectTypeOf, it } from "vitest";
+import { describe, expect, expectTypeOf, it } from "vitest";
 import { z } from "zod";
+import { useTempDir } from "../testing-hooks.ts";
 import { ConfigError, defineOptions, formatConfig, loadConfig, type ConfigInput } from "./config.ts";
 
 const options = defineOptions({
@@ -49,18 +49,10 @@ const options = defineOptions({
   },
 });
 
-let dir: string;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), "flotilla-config-"));
-});
-
-afterEach(() => {
-  rmSync(dir, { recursive: true, force: true });
-});
+const dir = useTempDir("flotilla-config-");
 
 function file(toml: string): string {
-  const path = join(dir, "flotilla.toml");
+  const path = join(dir.path, "flotilla.toml");
   writeFileSync(path, toml);
   return path;
 }
@@ -191,7 +183,7 @@ describe("loadConfig", () => {
   });
 
   it("refuses a config file that does not exist", () => {
-    const path = join(dir, "missing.toml");
+    const path = join(dir.path, "missing.toml");
     const err = errorOf(() => loadConfig(options, { flags: {}, env: {}, configFile: path }));
     expect(err.message).toBe(`config file ${path} does not exist`);
   });

@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
-import { lstat, mkdtemp, readdir, readlink, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { lstat, readdir, readlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { silentLogger } from "@flotilla/protocol";
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { BundleActivator } from "./bundle-activator.ts";
 import {
-  freePort,
   makeBundle,
   processesUnder,
   RecordedEvents,
@@ -15,8 +15,8 @@ import {
   serviceMeta,
   sha256File,
 } from "./testing/fixtures.ts";
-import { waitFor } from "../../../../../test/e2e/harness.ts";
 
+const tmp = useTempDir("flotilla-bundle-");
 let work: string;
 let root: string;
 let activator: BundleActivator;
@@ -36,7 +36,7 @@ function newActivator(): BundleActivator {
 }
 
 beforeEach(async () => {
-  work = await mkdtemp(join(tmpdir(), "flotilla-bundle-"));
+  work = tmp.path;
   root = join(work, "bundles");
   activator = newActivator();
   events = new RecordedEvents();
@@ -45,7 +45,6 @@ beforeEach(async () => {
 afterEach(async () => {
   await activator.close();
   expect(await processesUnder(root)).toEqual([]);
-  await rm(work, { recursive: true, force: true });
 });
 
 async function current(name: string): Promise<string | undefined> {

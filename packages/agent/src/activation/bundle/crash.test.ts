@@ -1,33 +1,33 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, readlink, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { Proc, repoRoot, waitFor } from "../../../../../test/e2e/harness.ts";
+import { freePort, Proc, waitFor } from "@flotilla/protocol/testing";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import type { ActivationOutcome, ActivationRequest } from "../activator.ts";
 import { exists } from "../../durable.ts";
-import { freePort, processesUnder, served, serverBundle, serviceMeta } from "./testing/fixtures.ts";
+import { processesUnder, served, serverBundle, serviceMeta } from "./testing/fixtures.ts";
 
 const childScript = join(import.meta.dirname, "testing", "crash-child.ts");
+const tmp = useTempDir("flotilla-crash-");
 let work: string;
 let root: string;
 let procs: Proc[] = [];
 
-beforeEach(async () => {
-  work = await mkdtemp(join(tmpdir(), "flotilla-crash-"));
+beforeEach(() => {
+  work = tmp.path;
   root = join(work, "bundles");
 });
 afterEach(async () => {
   await Promise.all(procs.map((p) => p.stop("SIGKILL")));
   procs = [];
   for (const pid of await processesUnder(root)) process.kill(pid, "SIGKILL");
-  await rm(work, { recursive: true, force: true });
 });
 
 function child(mode: "activate" | "recover", extra: { activations?: ActivationRequest[]; pauseAt?: string } = {}): Proc {
   const cfg = { dir: root, env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin` }, mode, ...extra };
   const p = new Proc(
-    spawn(process.execPath, ["--import", "tsx", childScript, JSON.stringify(cfg)], { cwd: repoRoot, stdio: ["pipe", "pipe", "pipe"] }),
+    spawn(process.execPath, ["--import", "tsx", childScript, JSON.stringify(cfg)], { cwd: import.meta.dirname, stdio: ["pipe", "pipe", "pipe"] }),
     `${mode} child`,
   );
   procs.push(p);

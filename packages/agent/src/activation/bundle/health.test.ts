@@ -1,13 +1,12 @@
-import { mkdtemp, rm } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "@flotilla/protocol";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { checkHealth, type HealthTiming } from "./health.ts";
 import { Supervisor } from "./supervisor.ts";
 
-let dir: string;
+const dir = useTempDir("flotilla-health-");
 let sup: Supervisor;
 let server: Server | undefined;
 const env = { PATH: "/usr/bin:/bin" };
@@ -19,10 +18,10 @@ function supervise(command: string): Supervisor {
     name: "svc",
     release: "1-000000000000",
     command,
-    cwd: dir,
+    cwd: dir.path,
     env,
     restart: "never",
-    pidPath: join(dir, "pid.json"),
+    pidPath: join(dir.path, "pid.json"),
     output: () => {},
     log: silentLogger,
     backoffMinMs: 100,
@@ -33,14 +32,10 @@ function supervise(command: string): Supervisor {
   return sup;
 }
 
-beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "flotilla-health-"));
-});
 afterEach(async () => {
   await sup.stop();
   await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
   server = undefined;
-  await rm(dir, { recursive: true, force: true });
 });
 
 describe("checkHealth", () => {
@@ -55,7 +50,7 @@ describe("checkHealth", () => {
     const port = (server.address() as { port: number }).port;
     const s = supervise("exec sleep 300");
     await s.start();
-    expect(await checkHealth({ http: `http://127.0.0.1:${port}/`, windowSeconds: 20 }, s, dir, env, timing, signal)).toBeUndefined();
+    expect(await checkHealth({ http: `http://127.0.0.1:${port}/`, windowSeconds: 20 }, s, dir.path, env, timing, signal)).toBeUndefined();
     expect(calls).toBe(3);
   });
 
@@ -63,7 +58,7 @@ describe("checkHealth", () => {
     const s = supervise("exit 7");
     await s.start();
     const t0 = Date.now();
-    const why = await checkHealth({ upSeconds: 30, windowSeconds: 60 }, s, dir, env, timing, signal);
+    const why = await checkHealth({ upSeconds: 30, windowSeconds: 60 }, s, dir.path, env, timing, signal);
     expect(why).toBe("process exited with code 7 during health checks");
     expect(Date.now() - t0).toBeLessThan(30_000);
   });
@@ -72,7 +67,7 @@ describe("checkHealth", () => {
     const s = supervise("exec sleep 300");
     await s.start();
     const command = "if [ -e tried ]; then sleep 60; else touch tried; echo not ready >&2; exit 1; fi";
-    const why = await checkHealth({ command, windowSeconds: 2 }, s, dir, env, timing, signal);
+    const why = await checkHealth({ command, windowSeconds: 2 }, s, dir.path, env, timing, signal);
     expect(why).toBe("health command exited with code 1: not ready");
   });
 
@@ -80,7 +75,7 @@ describe("checkHealth", () => {
     const s = supervise("exec sleep 300");
     await s.start();
     const t0 = Date.now();
-    expect(await checkHealth(undefined, s, dir, env, timing, signal)).toBeUndefined();
+    expect(await checkHealth(undefined, s, dir.path, env, timing, signal)).toBeUndefined();
     expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
   });
 });

@@ -1,25 +1,23 @@
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { silentLogger } from "@flotilla/protocol";
-import { waitFor } from "../../../../../test/e2e/harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { groupAlive, procStat, readPidRecord, stopOrphan, writePidRecord } from "./process-group.ts";
 import { Supervisor, type RestartPolicy, type SupervisorOptions } from "./supervisor.ts";
 
-let dir: string;
+const dir = useTempDir("flotilla-sup-");
 let sups: Supervisor[] = [];
 let lines: { stream: string; line: string }[] = [];
 
 beforeEach(async () => {
-  dir = await mkdtemp(join(tmpdir(), "flotilla-sup-"));
   lines = [];
 });
 afterEach(async () => {
   await Promise.all(sups.map((s) => s.stop()));
   sups = [];
-  await rm(dir, { recursive: true, force: true });
 });
 
 function supervise(command: string, restart: RestartPolicy, extra: Partial<SupervisorOptions> = {}): Supervisor {
@@ -27,10 +25,10 @@ function supervise(command: string, restart: RestartPolicy, extra: Partial<Super
     name: "svc",
     release: "1-000000000000",
     command,
-    cwd: dir,
+    cwd: dir.path,
     env: { PATH: "/usr/bin:/bin" },
     restart,
-    pidPath: join(dir, "pid.json"),
+    pidPath: join(dir.path, "pid.json"),
     output: (stream, line) => lines.push({ stream, line }),
     log: silentLogger,
     backoffMinMs: 100,
@@ -72,8 +70,8 @@ describe("supervisor", () => {
   });
 
   it("does not restart a process that exited 0 under on-failure, nor any under never", async () => {
-    const clean = supervise("echo once", "on-failure", { pidPath: join(dir, "a.json") });
-    const never = supervise("echo twice; exit 4", "never", { pidPath: join(dir, "b.json") });
+    const clean = supervise("echo once", "on-failure", { pidPath: join(dir.path, "a.json") });
+    const never = supervise("echo twice; exit 4", "never", { pidPath: join(dir.path, "b.json") });
     await clean.start();
     await never.start();
     await waitFor("both to exit for good", () => clean.state === "exited" && never.state === "exited");
@@ -95,21 +93,21 @@ describe("supervisor", () => {
     await waitFor("ready", () => lines.some((l) => l.line === "ready"));
     const pgid = sup.pid!;
     expect((await groupMembers(pgid)).length).toBeGreaterThanOrEqual(3);
-    expect(await readPidRecord(join(dir, "pid.json"))).toMatchObject({ pid: pgid });
+    expect(await readPidRecord(join(dir.path, "pid.json"))).toMatchObject({ pid: pgid });
 
     const t0 = Date.now();
     await sup.stop();
     expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
     expect(await groupMembers(pgid)).toEqual([]);
     expect(sup.state).toBe("stopped");
-    expect(await readPidRecord(join(dir, "pid.json"))).toBeUndefined();
+    expect(await readPidRecord(join(dir.path, "pid.json"))).toBeUndefined();
   });
 
   it("stops an orphaned group found through its pidfile, but never a process whose start time differs", async () => {
     const orphan = spawn("/bin/sh", ["-c", "sleep 300 & wait"], { detached: true, stdio: "ignore" });
     const other = spawn("/bin/sh", ["-c", "sleep 300 & wait"], { detached: true, stdio: "ignore" });
     try {
-      const pidPath = join(dir, "pid.json");
+      const pidPath = join(dir.path, "pid.json");
       const st = await waitFor("the orphan's /proc entry", () => procStat(orphan.pid!));
       await writePidRecord(pidPath, { pid: orphan.pid!, startTime: st.startTime, release: "1-000000000000" });
       expect(await stopOrphan(pidPath, 2_000)).toBe(true);
@@ -136,7 +134,7 @@ describe("supervisor", () => {
     await sup.start();
     await waitFor("ready", () => lines.some((l) => l.line === "ready"));
     const { readFile } = await import("node:fs/promises");
-    const escaped = await waitFor("the escaped pid", async () => Number(await readFile(join(dir, "escaped.pid"), "utf8")));
+    const escaped = await waitFor("the escaped pid", async () => Number(await readFile(join(dir.path, "escaped.pid"), "utf8")));
     try {
       await sup.stop();
       expect(sup.state).toBe("stopped");

@@ -1,20 +1,18 @@
-import { chmod, lstat, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, lstat, mkdir, readFile, readlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import * as tar from "tar";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
+import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { makeBundle } from "./testing/fixtures.ts";
 import { BundleRefusedError, unpackTarball } from "./unpack.ts";
 
+const tmp = useTempDir("flotilla-unpack-");
 let work: string;
 let dest: string;
 beforeEach(async () => {
-  work = await mkdtemp(join(tmpdir(), "flotilla-unpack-"));
+  work = tmp.path;
   dest = join(work, "dest");
   await mkdir(dest);
-});
-afterEach(async () => {
-  await rm(work, { recursive: true, force: true });
 });
 
 describe("unpackTarball", () => {

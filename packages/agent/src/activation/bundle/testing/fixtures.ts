@@ -4,7 +4,6 @@
  */
 import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import * as tar from "tar";
 import { parseReleaseMeta, type ReleaseMeta } from "@flotilla/protocol";
@@ -33,18 +32,6 @@ export interface ServerConfig {
   port: number;
   health?: number;
   exitAtOnce?: boolean;
-}
-
-/** A free loopback port. */
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const addr = s.address();
-      s.close(() => (typeof addr === "object" && addr ? res(addr.port) : rej(new Error("no port"))));
-    });
-  });
 }
 
 /** A staged artifact and its sha256, as the release pipeline hands them over. */
