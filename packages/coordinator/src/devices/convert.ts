@@ -1,7 +1,6 @@
 import { create, fromJson, toJson, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { adminv1, commonv1 } from "@flotilla/protocol";
-import { parseNodeId } from "@flotilla/protocol";
+import { adminv1, commonv1, flattenFacts, parseNodeId } from "@flotilla/protocol";
 import type { DeviceRow, Lifecycle } from "../store/index.ts";
 
 const lifecycles: Record<Lifecycle, commonv1.Lifecycle> = {
@@ -21,6 +20,14 @@ export function factsToJson(facts: commonv1.Facts): Record<string, unknown> {
 
 export function factsFromJson(json: Record<string, unknown>): commonv1.Facts {
   return fromJson(commonv1.FactsSchema, json as JsonObject, { ignoreUnknownFields: true });
+}
+
+/**
+ * What a selector matches a device against: its flattened facts (arch, os, disk.0.mount, ...)
+ * with its labels on top, so a label may stand in for a fact of the same name.
+ */
+export function selectorFields(row: DeviceRow): Record<string, string> {
+  return { ...flattenFacts(factsFromJson(row.facts)), ...row.labels };
 }
 
 /** Whether the device counts as online: a Watch stream is open and it was seen recently. */

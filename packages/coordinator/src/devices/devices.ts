@@ -1,10 +1,10 @@
 /** What admins do with devices: list and look at them, approve, reject, retire, label. */
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { adminv1, flattenFacts, matchesSelector, parseSelector, SelectorError } from "@flotilla/protocol";
+import { adminv1, matchesSelector, parseSelector, SelectorError } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { DevicePatch, DeviceRow, Store } from "../store/index.ts";
-import { deviceToProto, factsFromJson } from "./convert.ts";
+import { deviceToProto, selectorFields } from "./convert.ts";
 import { hello } from "./hello.ts";
 import { LABEL_KEY, validateLabels } from "./labels.ts";
 
@@ -52,7 +52,7 @@ export function deviceMethods(ctx: ServiceContext): DeviceMethods {
       }
       const rows = await store.devices.listDevices(adminOf(hctx).orgId);
       const devices = rows
-        .filter((row) => matchesSelector(selector, { ...flattenFacts(factsFromJson(row.facts)), ...row.labels }))
+        .filter((row) => matchesSelector(selector, selectorFields(row)))
         .map(view);
       return { devices };
     },

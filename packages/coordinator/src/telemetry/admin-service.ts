@@ -1,9 +1,9 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { adminv1, flattenFacts, matchesSelector, parseSelector, SelectorError, Wakeup } from "@flotilla/protocol";
+import { adminv1, matchesSelector, parseSelector, SelectorError, Wakeup } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
-import { factsFromJson } from "../devices/convert.ts";
+import { selectorFields } from "../devices/convert.ts";
 import type { DeviceRow, LogLineRow } from "../store/index.ts";
 import type { FedLine, LogFeed } from "./feed.ts";
 import { UNIT_RE } from "./validate.ts";
@@ -57,7 +57,7 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
         if (err instanceof SelectorError) throw bad(err.message);
         throw err;
       }
-      deviceIds = all.filter((d) => matchesSelector(selector, { ...flattenFacts(factsFromJson(d.facts)), ...d.labels })).map((d) => d.id);
+      deviceIds = all.filter((d) => matchesSelector(selector, selectorFields(d))).map((d) => d.id);
     }
     return { orgId, deviceIds, unit: f?.unit ?? "", since, grep: f?.grep ?? "", names };
   }
