@@ -1,5 +1,6 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type { ClientHttp2Session, ClientHttp2Stream } from "node:http2";
 import { CoordinatorKeyMismatchError } from "./auth/handshake.ts";
 import { keyPin } from "./identity/index.ts";
 import { certificatePublicKey, fetchCertificate, fetchPinnedCertificate, pinnedTlsOptions } from "./tls/index.ts";
@@ -59,7 +60,7 @@ export async function coordinatorTransport(opts: CoordinatorTransportOptions): P
     }
   }
   // Pings find a dead connection (a coordinator killed, a NAT that forgot us) within seconds.
-  const sessionManager = new Http2SessionManager(opts.url, { pingIntervalMs: 10_000, pingTimeoutMs: 10_000 }, nodeOptions);
+  const sessionManager = new GuardedSessionManager(opts.url, { pingIntervalMs: 10_000, pingTimeoutMs: 10_000 }, nodeOptions);
   const transport = createConnectTransport({
     baseUrl: opts.url,
     httpVersion: "2",
@@ -78,4 +79,27 @@ export function bearerInterceptor(token: () => string | undefined): Interceptor 
     if (t) req.header.set("authorization", `Bearer ${t}`);
     return next(req);
   };
+}
+
+const guarded = new WeakSet<ClientHttp2Session>();
+
+/**
+ * An Http2SessionManager whose HTTP/2 sessions can never crash the process. connect-node removes
+ * its own 'error' listener from a session when it leaves that session behind (an abort, a new
+ * connection after a failed keep-alive), but a session it destroyed with "PING timed out" emits
+ * that error a tick later, with no listener left: Node then throws it as an unhandled 'error'
+ * event and the process exits (connect-es issues 1143 and 1795). Every session therefore gets one
+ * listener of our own for its whole life. It only keeps the process alive: the same error still
+ * fails the session's streams, and callers see it there as `unavailable`.
+ */
+export class GuardedSessionManager extends Http2SessionManager {
+  override async request(...args: Parameters<Http2SessionManager["request"]>): Promise<ClientHttp2Stream> {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session && !guarded.has(session)) {
+      guarded.add(session);
+      session.on("error", () => {});
+    }
+    return stream;
+  }
 }
