@@ -69,6 +69,10 @@ class PgNotifier {
 /** Opens the PostgreSQL database at `url` and migrates it (replicas may do so at once). */
 export async function openPostgresStore(url: string): Promise<Store> {
   const pool = new pg.Pool({ connectionString: url, max: 10, types });
+  // An idle pooled connection that the server ends (a restart, a failover, an administrator's
+  // pg_terminate_backend) is reported here; without a listener it would end the process. The
+  // pool drops that connection and opens a new one for the next query.
+  pool.on("error", () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const notifier = new PgNotifier(url);
   const adapter: StoreAdapter = {

@@ -1,0 +1,48 @@
+/**
+ * The database restarting under a running coordinator is normal weather: calls fail cleanly
+ * with `unavailable` while it is down, and everything works again once it is back, without
+ * restarting the coordinator. Runs on a PostgreSQL server of the test's own.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Fleet, Sandbox, waitFor } from "./harness.ts";
+import { postgresBinDir, PrivatePostgres } from "./support/private-postgres.ts";
+
+const hasServer = Boolean(await postgresBinDir());
+
+describe.skipIf(!hasServer)("PostgreSQL restarted under a running coordinator", () => {
+  const sandbox = new Sandbox();
+  let pg: PrivatePostgres;
+  let fleet: Fleet;
+
+  beforeAll(async () => {
+    pg = await PrivatePostgres.start();
+    sandbox.onCleanup(() => pg.close());
+    fleet = await new Fleet(sandbox, ["--database-url", pg.url]).start();
+  });
+  afterAll(() => sandbox.cleanup());
+
+  it("answers unavailable while the database is down and recovers by itself", async () => {
+    const agent = fleet.startAgent(await sandbox.dir(), await fleet.joinToken(["--auto-approve"]));
+    const dev = await waitFor("the device online", async () => (await fleet.devices()).find((d) => d.status === "online"), 30_000);
+
+    await pg.stopServer();
+    const down = await fleet.admin(["device", "ls"]);
+    expect(down.code).toBe(6);
+    expect(down.stderr.trim().split("\n")).toHaveLength(1);
+    expect(down.stderr).toMatch(/database is unavailable/);
+    // A label change while the database is down is refused whole, not half-written.
+    const refused = await fleet.admin(["device", "label", "set", dev.name, "while=down"]);
+    expect(refused.code).toBe(6);
+
+    await pg.startServer();
+    await waitFor("admin calls to work again", async () => (await fleet.admin(["device", "ls"])).code === 0, 30_000, 500);
+    expect((await fleet.admin(["device", "label", "set", dev.name, "after=up"])).code).toBe(0);
+    const back = await waitFor("the device online with its new label applied", async () => {
+      const d = await fleet.device(dev.name);
+      return d?.status === "online" && d.observedGeneration === d.generation && d.labels.after === "up" ? d : undefined;
+    }, 30_000, 500);
+    expect(back.labels.while).toBeUndefined();
+    expect(fleet.coordinator.exitCode).toBeNull();
+    expect(agent.exitCode).toBeNull();
+  }, 120_000);
+});
