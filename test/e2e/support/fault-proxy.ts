@@ -35,13 +35,24 @@ interface Pipe {
 /** Delays and paces one direction of one connection: latency first, then at most `rate` bytes/s. */
 class Lane {
   private queue: { at: number; data: Buffer }[] = [];
+  private queued = 0;
   private timer: NodeJS.Timeout | undefined;
   private nextFree = 0;
 
   constructor(
     private readonly proxy: FaultProxy,
+    private readonly source: Socket,
     private readonly out: Socket,
   ) {}
+
+  /**
+   * What may wait in the lane before the sender is held back, as a link's buffers hold it back:
+   * the bytes in flight for the latency at the capped rate, and 64 KiB of buffer beyond.
+   */
+  private get limit(): number {
+    const rate = this.proxy.bytesPerSecond;
+    return 64 * 1024 + (rate > 0 ? (rate * this.proxy.latencyMs) / 1000 : 0);
+  }
 
   push(data: Buffer): void {
     const now = Date.now();
@@ -55,6 +66,8 @@ class Lane {
       return;
     }
     this.queue.push({ at, data });
+    this.queued += data.length;
+    if (this.queued > this.limit) this.source.pause();
     this.schedule();
   }
 
@@ -70,8 +83,11 @@ class Lane {
       this.timer = undefined;
       const now = Date.now();
       while (this.queue.length > 0 && this.queue[0]!.at <= now && this.proxy.mode !== "blackhole") {
-        this.write(this.queue.shift()!.data);
+        const { data } = this.queue.shift()!;
+        this.queued -= data.length;
+        this.write(data);
       }
+      if (this.queued <= this.limit / 2 && this.proxy.mode !== "blackhole") this.source.resume();
       this.schedule();
     }, delay);
   }
@@ -170,8 +186,8 @@ export class FaultProxy {
     }
     const upstream = connect(this.opts.target.port, this.opts.target.host);
     upstream.on("error", () => {});
-    const toUpstream = new Lane(this, upstream);
-    const toClient = new Lane(this, client);
+    const toUpstream = new Lane(this, client, upstream);
+    const toClient = new Lane(this, upstream, client);
     const pipe: Pipe = { client, upstream, lanes: [toUpstream, toClient] };
     this.pipes.add(pipe);
     client.on("data", (d: Buffer) => toUpstream.push(d));
