@@ -40,9 +40,14 @@ export async function signedFleet(sb: Sandbox, extraArgs: string[] = []): Promis
 }
 
 /** An auto-approved agent, online and declaring `release:bundle`; returns it and its device name. */
-export async function bundleAgent(fleet: Fleet, sb: Sandbox, extra: string[] = []): Promise<{ agent: Proc; stateDir: string; name: string }> {
+export async function bundleAgent(
+  fleet: Fleet,
+  sb: Sandbox,
+  extra: string[] = [],
+  stateDirGiven?: string,
+): Promise<{ agent: Proc; stateDir: string; name: string }> {
   const join = await fleet.joinToken(["--auto-approve"]);
-  const stateDir = await sb.dir("flotilla-agent-");
+  const stateDir = stateDirGiven ?? (await sb.dir("flotilla-agent-"));
   const agent = fleet.startAgent(stateDir, join, extra);
   sb.onCleanup(() => killProcessesUnder(stateDir));
   const name = await waitFor(

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, rename, rm, stat } from "node:fs/promises";
+import { mkdir, open, rename, rm, stat, statfs } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { TUF_TARGETS_PATH } from "@flotilla/protocol";
 import { get, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
@@ -23,6 +23,35 @@ export function targetUrlPath(t: DownloadTarget): string {
   const dir = t.path.slice(0, slash);
   const file = t.path.slice(slash + 1);
   return `${TUF_TARGETS_PATH}${dir.split("/").map(encodeURIComponent).join("/")}/${t.sha256}.${encodeURIComponent(file)}`;
+}
+
+/**
+ * The disk cannot hold the download: retried (space may return), and reported to the
+ * coordinator so the device's status says why it waits.
+ */
+export class NoSpaceError extends TransientError {
+  override name = "NoSpaceError";
+  constructor(
+    message: string,
+    /** Bytes already on disk. */
+    readonly bytesDone: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Kept free beyond a download, for the outbox, the log buffer and the agent's state files. */
+const RESERVE_BYTES = 1024 * 1024;
+
+const mib = (n: number) => `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+
+/** Refuses to start writing `need` bytes into `dir` when the disk cannot hold them and the reserve. */
+async function ensureSpace(dir: string, need: number, path: string, done: number): Promise<void> {
+  const s = await statfs(dir);
+  const free = s.bavail * s.bsize;
+  if (free < need + RESERVE_BYTES) {
+    throw new NoSpaceError(`not enough disk space to download ${path}: ${mib(need)} more needed, ${mib(Math.max(0, free - RESERVE_BYTES))} free in ${dir}`, done);
+  }
 }
 
 async function sizeOf(path: string): Promise<number | undefined> {
@@ -60,6 +89,7 @@ export async function downloadTarget(opts: {
   }
   opts.progress(offset, target.length);
   if (offset < target.length) {
+    await ensureSpace(opts.staging, target.length - offset, target.path, offset);
     const res = await get(opts.http, targetUrlPath(target), offset > 0 ? { range: `bytes=${offset}-` } : {}, opts.signal);
     if (res.statusCode === 404) {
       res.resume();
@@ -80,7 +110,13 @@ export async function downloadTarget(opts: {
           res.destroy();
           throw new ArtifactRefused(`the artifact of ${target.path} is longer than its signed length of ${target.length} bytes`);
         }
-        await file.write(chunk);
+        try {
+          await file.write(chunk);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "ENOSPC") throw err;
+          res.destroy();
+          throw new NoSpaceError(`no space left on the device's disk while downloading ${target.path} (${mib(offset + received)} of ${mib(target.length)} done)`, offset + received);
+        }
         received += chunk.length;
         const now = Date.now();
         if (now - lastReport > 1000) {

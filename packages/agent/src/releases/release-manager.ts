@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { backoffDelay, Wakeup, type Logger } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationOutcome, Activator, InstalledRelease } from "../activation/activator.ts";
 import { pinRoot, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
-import { ArtifactRefused, downloadTarget } from "./download.ts";
+import { ArtifactRefused, downloadTarget, NoSpaceError } from "./download.ts";
 import { ReleaseStateFile, type ReleaseProgressState } from "./release-state.ts";
 import { ReleaseRefused, verifyRelease, type VerifiedRelease } from "./verify.ts";
 
@@ -51,6 +51,8 @@ export interface ReleaseManagerOptions {
 export class ReleaseManager {
   private desired = new Map<string, Desired>();
   private readonly wake = new Wakeup();
+  /** The last "no space" reported, so a device waiting for space says so once per cause. */
+  private lastNoSpace: string | undefined;
   private readonly state: ReleaseStateFile;
   private readonly byKind: Map<string, Activator>;
 
@@ -215,8 +217,14 @@ export class ReleaseManager {
       });
     } catch (err) {
       if (err instanceof ArtifactRefused) return this.refuse(d, err.message);
+      if (err instanceof NoSpaceError && this.lastNoSpace !== `${targetPath}\n${err.message}`) {
+        // Said once per cause, not at every retry: the device waits for space and tries again.
+        this.lastNoSpace = `${targetPath}\n${err.message}`;
+        await this.report({ name, targetPath, step: "downloading", bytesDone: err.bytesDone, bytesTotal: v.length, error: err.message });
+      }
       throw err;
     }
+    this.lastNoSpace = undefined;
     st = { ...st, deployedAt, phase: "activating", meta: v.meta, sha256: v.sha256 };
     await this.state.set(name, st);
     const outcome = await activator.activate({ meta: v.meta, sha256: v.sha256, artifactPath: file }, this.events(name, targetPath), signal);
