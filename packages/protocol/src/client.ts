@@ -1,6 +1,6 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import type { ClientHttp2Session, ClientHttp2Stream } from "node:http2";
+import type { ClientHttp2Stream, Http2Session } from "node:http2";
 import { CoordinatorKeyMismatchError } from "./auth/handshake.ts";
 import { keyPin } from "./identity/index.ts";
 import { certificatePublicKey, fetchCertificate, fetchPinnedCertificate, pinnedTlsOptions } from "./tls/index.ts";
@@ -81,7 +81,7 @@ export function bearerInterceptor(token: () => string | undefined): Interceptor 
   };
 }
 
-const guarded = new WeakSet<ClientHttp2Session>();
+const guarded = new WeakSet<Http2Session>();
 
 /**
  * An Http2SessionManager whose HTTP/2 sessions can never crash the process. connect-node removes
