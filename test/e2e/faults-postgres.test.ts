@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Fleet, Sandbox, waitFor } from "./harness.ts";
 import { postgresBinDir, PrivatePostgres } from "./support/private-postgres.ts";
+import { hosts, publish, show, start, swarmOf, waitForStatus } from "./support/rollouts.ts";
 
 const hasServer = Boolean(await postgresBinDir());
 
@@ -18,6 +19,8 @@ describe.skipIf(!hasServer)("PostgreSQL restarted under a running coordinator", 
     pg = await PrivatePostgres.start();
     sandbox.onCleanup(() => pg.close());
     fleet = await new Fleet(sandbox, ["--database-url", pg.url]).start();
+    const r = await fleet.admin(["signing-key", "add"]);
+    if (r.code !== 0) throw new Error(`signing-key add failed: ${r.stderr}`);
   });
   afterAll(() => sandbox.cleanup());
 
@@ -45,4 +48,20 @@ describe.skipIf(!hasServer)("PostgreSQL restarted under a running coordinator", 
     expect(fleet.coordinator.exitCode).toBeNull();
     expect(agent.exitCode).toBeNull();
   }, 120_000);
+
+  it("completes a rollout that was under way when the database restarted, activating every device once", async () => {
+    const target = await publish(fleet, sandbox, "webapp", "1.0.0");
+    const swarm = await swarmOf(fleet, sandbox, hosts(12), 400);
+    const r = await start(fleet, ["webapp@1.0.0", "--selector", "env=prod", "--waves", "50%,100%", "--max-parallel", "4"]);
+    await waitFor("the first devices healthy", async () => (await show(fleet, r.id)).devices.some((d) => d.state === "healthy"), 60_000, 250);
+
+    await pg.stopServer();
+    expect((await fleet.admin(["rollout", "show", r.id])).code).toBe(6);
+    await pg.startServer();
+
+    const done = await waitForStatus(fleet, r.id, "completed", 120_000);
+    expect(done.devices.map((d) => d.state)).toEqual(Array(12).fill("healthy"));
+    for (const d of swarm.devices) expect(swarm.activations.filter((a) => a.device === d.name && a.targetPath === target), d.name).toHaveLength(1);
+    expect(fleet.coordinator.exitCode).toBeNull();
+  }, 180_000);
 });

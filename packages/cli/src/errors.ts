@@ -1,4 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import { retryAfterMs } from "@flotilla/protocol";
 
 /** A mistake in how a command was called: exit code 2. */
 export class UsageError extends Error {
@@ -42,6 +43,8 @@ export function exitCodeFor(err: unknown): number {
 /** One line for a person: what went wrong, without a stack trace. */
 export function describeError(err: unknown, coordinator?: string): string {
   if (err instanceof ConnectError) {
+    // The coordinator answered, but cannot serve now (its database is down, it sheds load).
+    if (err.code === Code.Unavailable && retryAfterMs(err) !== undefined) return err.rawMessage;
     if (err.code === Code.Unavailable) {
       return `cannot reach the coordinator${coordinator ? ` at ${coordinator}` : ""}: ${err.rawMessage}`;
     }

@@ -112,8 +112,10 @@ export async function startCoordinator(
         for (const f of features) f.routes?.(router);
         router.service(healthv1.Health, healthService(features.flatMap((f) => f.serviceNames)));
       },
-      // The store's errors are mapped first, so the authorization interceptor audits their codes.
-      interceptors: [authorizationInterceptor(store, ctx.auditor), storeErrorInterceptor()],
+      // The store's errors are mapped inside, so the authorization interceptor audits their codes,
+      // and outside, for the store calls authorization itself makes (a session look-up while the
+      // database is down answers `unavailable`, not `unknown`).
+      interceptors: [storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor), storeErrorInterceptor()],
       readMaxBytes: config.maxMessageBytes,
       writeMaxBytes: config.maxMessageBytes,
       shutdownSignal: shutdown.signal,

@@ -1,4 +1,4 @@
-import type { Interceptor, Transport } from "@connectrpc/connect";
+import { ConnectError, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import type { ClientHttp2Stream, Http2Session } from "node:http2";
 import { CoordinatorKeyMismatchError } from "./auth/handshake.ts";
@@ -102,4 +102,18 @@ export class GuardedSessionManager extends Http2SessionManager {
     }
     return stream;
   }
+}
+
+/**
+ * Error metadata by which a coordinator that is overloaded or whose database is down tells a
+ * client how long to wait before it tries again, in milliseconds. Clients wait at least that
+ * long (with jitter on top), so a busy coordinator is not met by a storm of retries.
+ */
+export const retryAfterHeader = "flotilla-retry-after-ms";
+
+/** The wait (ms) a coordinator advised with `err`, or undefined when it advised none. */
+export function retryAfterMs(err: unknown): number | undefined {
+  if (!(err instanceof ConnectError)) return undefined;
+  const v = Number(err.metadata.get(retryAfterHeader));
+  return Number.isFinite(v) && v > 0 ? Math.min(v, 10 * 60_000) : undefined;
 }

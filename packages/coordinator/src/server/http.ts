@@ -5,7 +5,7 @@
  */
 import type http from "node:http";
 import type http2 from "node:http2";
-import { StoreConflictError } from "../store/errors.ts";
+import { isDatabaseUnavailable, StoreConflictError } from "../store/errors.ts";
 
 /** A request over HTTP/1.1 or HTTP/2 (the listener serves both on one port). */
 export type HttpRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -72,6 +72,7 @@ export function checkMethod(req: HttpRequest, allowed: readonly string[]): strin
 export function statusOf(err: unknown): number | undefined {
   if (err instanceof HttpError) return err.status;
   if (err instanceof StoreConflictError) return 409;
+  if (isDatabaseUnavailable(err)) return 503;
   return undefined;
 }
 
@@ -84,8 +85,9 @@ export function answerFailure(res: HttpResponse, err: unknown, format: "json" | 
   const status = statusOf(err);
   if (status === undefined) report(err);
   if (res.headersSent) return void res.destroy();
-  const message = status === undefined ? "internal error" : (err as Error).message;
-  const headers = err instanceof HttpError ? err.headers : {};
+  const unavailable = !(err instanceof HttpError) && status === 503;
+  const message = status === undefined ? "internal error" : unavailable ? "the coordinator's database is unavailable; try again shortly" : (err as Error).message;
+  const headers = err instanceof HttpError ? err.headers : unavailable ? { "retry-after": "1" } : {};
   if (format === "json") sendJson(res, status ?? 500, { error: message }, headers);
   else sendText(res, status ?? 500, `${message}\n`, headers);
 }

@@ -1,14 +1,28 @@
 /**
  * The edge between the store's errors and the wire: a conflict the store reports (two requests
- * racing for one name) reaches the client as `AlreadyExists`, not as `Unknown`. Plain-HTTP routes
+ * racing for one name) reaches the client as `AlreadyExists`, and a database that is down or
+ * restarting as `Unavailable` with retry advice, never as `Unknown`. Plain-HTTP routes
  * get the same mapping from server/http.ts (409).
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { StoreConflictError } from "../store/errors.ts";
+import { retryAfterHeader } from "@flotilla/protocol";
+import { isDatabaseUnavailable, StoreConflictError } from "../store/errors.ts";
+
+/** How long a client is told to wait before it tries again while the database is unavailable. */
+export const DATABASE_RETRY_MS = 1000;
 
 /** The Connect error for a store error; any other error is returned as it is. */
 export function fromStoreError(err: unknown): unknown {
   if (err instanceof StoreConflictError) return new ConnectError(err.message, Code.AlreadyExists, undefined, undefined, err);
+  if (isDatabaseUnavailable(err)) {
+    return new ConnectError(
+      "the coordinator's database is unavailable; try again shortly",
+      Code.Unavailable,
+      { [retryAfterHeader]: String(DATABASE_RETRY_MS) },
+      undefined,
+      err,
+    );
+  }
   return err;
 }
 

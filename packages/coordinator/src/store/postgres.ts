@@ -73,6 +73,10 @@ export async function openPostgresStore(url: string): Promise<Store> {
   // pg_terminate_backend) is reported here; without a listener it would end the process. The
   // pool drops that connection and opens a new one for the next query.
   pool.on("error", () => {});
+  // A connection checked out of the pool (inside a transaction, between two of its queries) that
+  // the server ends emits its error on the client itself, where the pool listens no more; its
+  // next query fails instead, and the transaction with it.
+  pool.on("connect", (client) => client.on("error", () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const notifier = new PgNotifier(url);
   const adapter: StoreAdapter = {
