@@ -6,10 +6,12 @@
 import { appendFile, readdir, readlink, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, Sandbox, waitFor, type Fleet, type Proc } from "./harness.ts";
-import { bundleAgent, bundleTarball, createRelease, served, serverFlags, signedFleet, waitForEnd } from "./releases-harness.ts";
+import { linesAt, numbered } from "./support/faults.ts";
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { type Fleet } from "./support/fleet.ts";
+import { Sandbox, type Proc } from "./support/sandbox.ts";
+import { bundleAgent, bundleTarball, createRelease, served, serverFlags, signedFleet, waitForEnd } from "./support/releases.ts";
 
-const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => `line ${String(from + i).padStart(5, "0")}\n`).join("");
 const KILLS = 50;
 const LINES_PER_ROUND = 20;
 
@@ -85,11 +87,7 @@ describe("the agent killed at random moments", () => {
     const steps = await waitForEnd(fleet, name, "app/3/app-3.0.0.tar.gz", 90_000);
     expect(steps.at(-1)!.step, `seed ${seed}`).toBe("healthy");
     await waitFor("the service to answer 3.0.0", async () => (await served(port)) === "3.0.0", 30_000, 250);
-    const lines = await waitFor(`all ${written} lines at the coordinator`, async () => {
-      const r = await fleet.admin(["logs", name, "--unit", "applog", "--json"]);
-      const got = r.stdout.split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { line: string }).line);
-      return got.length >= written ? got : undefined;
-    }, 60_000, 500);
+    const lines = await linesAt(fleet, name, "applog", written);
     expect(lines, `seed ${seed}`).toEqual(numbered(1, written).trimEnd().split("\n"));
   }, 240_000);
 });

@@ -9,8 +9,10 @@ import { existsSync } from "node:fs";
 import { appendFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { fastAgentFlags, freePort, Sandbox, waitFor, type Fleet } from "./harness.ts";
-import { bundleTarball, createRelease, served, serverFlags, signedFleet, waitForEnd } from "./releases-harness.ts";
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { fastAgentFlags, type Fleet } from "./support/fleet.ts";
+import { Sandbox } from "./support/sandbox.ts";
+import { bundleTarball, createRelease, served, serverFlags, signedFleet, waitForEnd } from "./support/releases.ts";
 
 const LIBFAKETIME = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"].find((p) => existsSync(p));
 

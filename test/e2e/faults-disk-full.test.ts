@@ -8,11 +8,13 @@ import { appendFile, mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promise
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, Sandbox, waitFor, type Fleet } from "./harness.ts";
-import { bundleAgent, bundleTarball, createRelease, deviceReleases, served, serverFlags, signedFleet, waitForEnd } from "./releases-harness.ts";
+import { linesAt, numbered } from "./support/faults.ts";
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { type Fleet } from "./support/fleet.ts";
+import { Sandbox } from "./support/sandbox.ts";
+import { bundleAgent, bundleTarball, createRelease, deviceReleases, served, serverFlags, signedFleet, waitForEnd } from "./support/releases.ts";
 
 const canMount = process.getuid?.() === 0;
-const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => `line ${String(from + i).padStart(5, "0")}\n`).join("");
 
 describe.skipIf(!canMount)("the agent's disk full", () => {
   const sandbox = new Sandbox();
@@ -57,11 +59,7 @@ describe.skipIf(!canMount)("the agent's disk full", () => {
     const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz", 90_000);
     expect(steps.at(-1)!.step).toBe("healthy");
     expect(await served(port)).toBe("1.0.0");
-    const lines = await waitFor("all 200 lines at the coordinator", async () => {
-      const r = await fleet.admin(["logs", name, "--unit", "applog", "--json"]);
-      const got = r.stdout.split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { line: string }).line);
-      return got.length >= 200 ? got : undefined;
-    }, 60_000, 500);
+    const lines = await linesAt(fleet, name, "applog", 200);
     expect(lines).toEqual(numbered(1, 200).trimEnd().split("\n"));
     expect(agent.exitCode).toBeNull();
 
@@ -71,11 +69,7 @@ describe.skipIf(!canMount)("the agent's disk full", () => {
     await appendFile(appLog, numbered(201, 100));
     await waitFor("the agent to notice the full disk", () => /no space/i.test(agent.output), 30_000, 250);
     await rm(filler);
-    const all = await waitFor("all 300 lines at the coordinator", async () => {
-      const r = await fleet.admin(["logs", name, "--unit", "applog", "--json"]);
-      const got = r.stdout.split("\n").filter(Boolean).map((l) => (JSON.parse(l) as { line: string }).line);
-      return got.length >= 300 ? got : undefined;
-    }, 60_000, 500);
+    const all = await linesAt(fleet, name, "applog", 300);
     expect(all).toEqual(numbered(1, 300).trimEnd().split("\n"));
     expect(agent.exitCode).toBeNull();
   }, 180_000);

@@ -4,7 +4,9 @@
  * restarting the coordinator. Runs on a PostgreSQL server of the test's own.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Fleet, Sandbox, waitFor } from "./harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { Fleet } from "./support/fleet.ts";
+import { Sandbox } from "./support/sandbox.ts";
 import { postgresBinDir, PrivatePostgres } from "./support/private-postgres.ts";
 import { hosts, publish, show, start, swarmOf, waitForStatus } from "./support/rollouts.ts";
 

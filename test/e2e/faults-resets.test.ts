@@ -3,26 +3,16 @@
  * resend, and the rollout completes with every device activated exactly once. Agents and swarm
  * devices reach the coordinator through a fault proxy (their join string carries its address).
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Sandbox, waitFor, type Fleet } from "./harness.ts";
-import { FaultProxy } from "./support/fault-proxy.ts";
-import { hosts, publish, realAgents, show, signingFleet, start, swarmOf } from "./support/rollouts.ts";
+import { describe, expect, it } from "vitest";
+import { useProxiedFleet } from "./support/faults.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { hosts, publish, realAgents, show, start, swarmOf } from "./support/rollouts.ts";
 
 describe("connection resets during a rollout", () => {
-  const sandbox = new Sandbox();
-  let fleet: Fleet;
-  let proxy: FaultProxy;
-  const target = { host: "127.0.0.1", port: 0 };
-
-  beforeAll(async () => {
-    proxy = await FaultProxy.start({ target });
-    sandbox.onCleanup(() => proxy.close());
-    fleet = await signingFleet(sandbox, ["--public-url", proxy.url]);
-    target.port = fleet.port;
-  });
-  afterAll(() => sandbox.cleanup());
+  const f = useProxiedFleet();
 
   it("completes with every device activated exactly once", async () => {
+    const { fleet, proxy, sandbox } = f;
     const path = await publish(fleet, sandbox, "webapp", "2.0.0");
     const swarm = await swarmOf(fleet, sandbox, hosts(10), 500);
     const real = await realAgents(fleet, sandbox, 2);

@@ -2,26 +2,16 @@
  * A slow, far link (500 ms each way, 1 MB/s): a 20 MB release still downloads, verifies and
  * activates, and the agent's keep-alives do not mistake the slow link for a dead one.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, Sandbox, type Fleet } from "./harness.ts";
-import { FaultProxy } from "./support/fault-proxy.ts";
-import { bundleAgent, bundleTarball, createRelease, served, serverFlags, signedFleet, waitForEnd } from "./releases-harness.ts";
+import { describe, expect, it } from "vitest";
+import { useProxiedFleet } from "./support/faults.ts";
+import { freePort } from "@flotilla/protocol/testing";
+import { bundleAgent, bundleTarball, createRelease, served, serverFlags, waitForEnd } from "./support/releases.ts";
 
 describe("a slow link with high latency", () => {
-  const sandbox = new Sandbox();
-  let fleet: Fleet;
-  let proxy: FaultProxy;
-  const target = { host: "127.0.0.1", port: 0 };
-
-  beforeAll(async () => {
-    proxy = await FaultProxy.start({ target });
-    sandbox.onCleanup(() => proxy.close());
-    fleet = await signedFleet(sandbox, ["--public-url", proxy.url]);
-    target.port = fleet.port;
-  });
-  afterAll(() => sandbox.cleanup());
+  const f = useProxiedFleet();
 
   it("downloads and activates a 20 MB release at 1 MB/s with 500 ms latency", async () => {
+    const { fleet, proxy, sandbox } = f;
     const { agent, name } = await bundleAgent(fleet, sandbox);
     proxy.latencyMs = 500;
     proxy.bytesPerSecond = 1024 * 1024;

@@ -3,7 +3,9 @@
  * weather: agents stay alive through it and come back online when it resumes.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Fleet, Sandbox, waitFor } from "./harness.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { Fleet } from "./support/fleet.ts";
+import { Sandbox } from "./support/sandbox.ts";
 
 describe("a stalled coordinator", () => {
   const sandbox = new Sandbox();

@@ -48,7 +48,7 @@ async function fleetWithAgent(opts: { coordinatorArgs?: string[]; agentArgs?: st
   };
 }
 
-const numbered = (from: number, n: number) => Array.from({ length: n }, (_, i) => `line ${String(from + i).padStart(5, "0")}\n`).join("");
+import { numbered } from "./support/faults.ts";
 
 async function dirBytes(dir: string): Promise<number> {
   let total = 0;
