@@ -1,3 +1,7 @@
 import { main } from "./main.ts";
+import { installSafetyNet } from "./safety-net.ts";
 
-process.exitCode = await main(process.argv.slice(2), process.env);
+const argv = process.argv.slice(2);
+const role = argv.find((a) => !a.startsWith("-"));
+installSafetyNet(() => role === "agent" || role === "coordinator" || role === "up");
+process.exitCode = await main(argv, process.env);

@@ -16,9 +16,21 @@ export interface RunResult {
   stderr: string;
 }
 
+/** What Node and Flotilla's safety net (packages/cli/src/safety-net.ts) print for a bug. */
+const UNCAUGHT = /Unhandled 'error' event|uncaught exception|unhandled rejection|UnhandledPromiseRejection/i;
+
+/** The lines around the first uncaught error in `output`. */
+function excerpt(output: string): string {
+  const lines = output.split("\n");
+  const i = lines.findIndex((l) => UNCAUGHT.test(l));
+  return lines.slice(Math.max(0, i - 2), i + 12).join("\n");
+}
+
 /** Everything a test starts, torn down in one call; ready for the next test after it. */
 export class Sandbox {
   readonly procs: Proc[] = [];
+  /** The `flotilla` processes among them, whose output is checked for uncaught errors. */
+  private readonly flotilla = new WeakSet<Proc>();
   private readonly dirs: string[] = [];
   private cleanups: (() => Promise<void>)[] = [];
 
@@ -40,7 +52,9 @@ export class Sandbox {
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
-    return this.adopt(child, label);
+    const p = this.adopt(child, label);
+    this.flotilla.add(p);
+    return p;
   }
 
   /** Collects the output of a process the test started itself, and kills it at cleanup. */
@@ -57,10 +71,20 @@ export class Sandbox {
     return { code, stdout: p.stdout, stderr: p.stderr };
   }
 
+  /**
+   * Stops everything and removes the folders; then fails if any `flotilla` process printed an
+   * uncaught exception, an unhandled rejection or an unhandled 'error' event: that is a bug even
+   * when the test's own assertions passed.
+   */
   async cleanup(): Promise<void> {
-    await Promise.all(this.procs.splice(0).map((p) => p.stop("SIGKILL")));
+    const procs = this.procs.splice(0);
+    await Promise.all(procs.map((p) => p.stop("SIGKILL")));
     await Promise.all(this.dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
     for (const fn of this.cleanups.splice(0)) await fn();
+    const crashed = procs.filter((p) => this.flotilla.has(p) && UNCAUGHT.test(p.output));
+    if (crashed.length > 0) {
+      throw new Error(`a process printed an uncaught error:\n${crashed.map((p) => `--- ${p.label}\n${excerpt(p.output)}`).join("\n")}`);
+    }
   }
 }
 
