@@ -93,6 +93,22 @@ export const coordinatorOptionSpecs = defineOptions({
     default: 45_000,
     doc: "a device not heard from for this long shows as offline",
   },
+  maxAgentCalls: {
+    flag: "max-agent-calls",
+    env: "FLOTILLA_MAX_AGENT_CALLS",
+    key: "max_agent_calls",
+    schema: z.coerce.number().int().positive(),
+    default: 512,
+    doc: "agent calls (enroll, authenticate, reports, logs, metrics) served at once; more are told to retry later",
+  },
+  shedLagMs: {
+    flag: "shed-lag-ms",
+    env: "FLOTILLA_SHED_LAG_MS",
+    key: "shed_lag_ms",
+    schema: positiveMs,
+    default: 1000,
+    doc: "while the event loop lags this much (p99 over a second), agent calls are told to retry later",
+  },
   logRetentionMs: {
     flag: "log-retention-ms",
     env: "FLOTILLA_LOG_RETENTION_MS",

@@ -20,6 +20,7 @@ import { releasesFeature } from "./releases/index.ts";
 import { rolloutsFeature } from "./rollouts/index.ts";
 import { healthService } from "./server/health-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
+import { LoadShedder } from "./server/load-shedding.ts";
 import { storeErrorInterceptor } from "./server/store-errors.ts";
 import { openStore, type Store } from "./store/index.ts";
 import { telemetryFeature } from "./telemetry/index.ts";
@@ -105,6 +106,8 @@ export async function startCoordinator(
   const features: Feature[] = [];
   let listener: Listener;
   let setupCode: string | undefined;
+  const shedder = new LoadShedder({ maxCalls: config.maxAgentCalls, maxLagMs: config.shedLagMs, log });
+  features.push({ name: "load-shedding", serviceNames: [], close: () => shedder.close() });
   try {
     for (const start of featureList(config, tls !== undefined, tunnels)) features.push(await start(ctx));
     const connect: RequestHandler = connectNodeAdapter({
@@ -112,10 +115,11 @@ export async function startCoordinator(
         for (const f of features) f.routes?.(router);
         router.service(healthv1.Health, healthService(features.flatMap((f) => f.serviceNames)));
       },
-      // The store's errors are mapped inside, so the authorization interceptor audits their codes,
-      // and outside, for the store calls authorization itself makes (a session look-up while the
-      // database is down answers `unavailable`, not `unknown`).
-      interceptors: [storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor), storeErrorInterceptor()],
+      // Load is shed first, before any work. The store's errors are mapped inside, so the
+      // authorization interceptor audits their codes, and outside, for the store calls
+      // authorization itself makes (a session look-up while the database is down answers
+      // `unavailable`, not `unknown`).
+      interceptors: [shedder.interceptor(), storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor), storeErrorInterceptor()],
       readMaxBytes: config.maxMessageBytes,
       writeMaxBytes: config.maxMessageBytes,
       shutdownSignal: shutdown.signal,

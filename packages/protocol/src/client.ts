@@ -3,6 +3,7 @@ import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect
 import type { ClientHttp2Stream, Http2Session } from "node:http2";
 import { CoordinatorKeyMismatchError } from "./auth/handshake.ts";
 import { keyPin } from "./identity/index.ts";
+import { backoffDelay } from "./wakeup.ts";
 import { certificatePublicKey, fetchCertificate, fetchPinnedCertificate, pinnedTlsOptions } from "./tls/index.ts";
 
 export interface CoordinatorTransportOptions {
@@ -116,4 +117,15 @@ export function retryAfterMs(err: unknown): number | undefined {
   if (!(err instanceof ConnectError)) return undefined;
   const v = Number(err.metadata.get(retryAfterHeader));
   return Number.isFinite(v) && v > 0 ? Math.min(v, 10 * 60_000) : undefined;
+}
+
+/**
+ * The wait before trying again after `err`: jittered exponential backoff (see backoffDelay), and
+ * never less than what the coordinator advised, plus up to half of that again so that clients
+ * told the same do not come back together.
+ */
+export function retryDelay(err: unknown, attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
+  const backoff = backoffDelay(attempt, baseMs, maxMs, random);
+  const advised = retryAfterMs(err);
+  return advised === undefined ? backoff : Math.max(backoff, Math.round(advised * (1 + random() / 2)));
 }

@@ -18,21 +18,21 @@ import { Sandbox, type Proc } from "./sandbox.ts";
  * (`--public-url`): agents and swarm devices reach the coordinator through the proxy, admins
  * (with `fleet.admin`) directly.
  */
-export async function proxiedFleet(sandbox: Sandbox): Promise<{ fleet: Fleet; proxy: FaultProxy }> {
+export async function proxiedFleet(sandbox: Sandbox, coordinatorArgs: string[] = []): Promise<{ fleet: Fleet; proxy: FaultProxy }> {
   const target = { host: "127.0.0.1", port: 0 };
   const proxy = await FaultProxy.start({ target });
   sandbox.onCleanup(() => proxy.close());
-  const fleet = await signedFleet(sandbox, ["--public-url", proxy.url]);
+  const fleet = await signedFleet(sandbox, ["--public-url", proxy.url, ...coordinatorArgs]);
   target.port = fleet.port;
   return { fleet, proxy };
 }
 
 /** The test file's proxied fleet: started before its first test, torn down after its last. */
-export function useProxiedFleet(): { readonly sandbox: Sandbox; readonly fleet: Fleet; readonly proxy: FaultProxy } {
+export function useProxiedFleet(coordinatorArgs: string[] = []): { readonly sandbox: Sandbox; readonly fleet: Fleet; readonly proxy: FaultProxy } {
   const sandbox = new Sandbox();
   let started: { fleet: Fleet; proxy: FaultProxy } | undefined;
   beforeAll(async () => {
-    started = await proxiedFleet(sandbox);
+    started = await proxiedFleet(sandbox, coordinatorArgs);
   });
   afterAll(() => sandbox.cleanup());
   return {

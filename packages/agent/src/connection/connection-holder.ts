@@ -1,5 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { agentv1, backoffDelay, CoordinatorKeyMismatchError, sleep, type Logger } from "@flotilla/protocol";
+import { agentv1, CoordinatorKeyMismatchError, retryDelay, sleep, type Logger } from "@flotilla/protocol";
 import type { AgentConfig } from "../config.ts";
 import { describeError, type AgentExit } from "../exit.ts";
 import type { Enrollment } from "../state.ts";
@@ -94,6 +94,7 @@ export class ConnectionHolder {
         }
       };
       let conn: Connection | undefined;
+      let failure: unknown;
       try {
         conn = await this.opts.dial(e.url, e.pin, streamAbort.signal);
         if (conn.rotatedPin) {
@@ -117,6 +118,7 @@ export class ConnectionHolder {
         log.warn("coordinator closed the watch stream; reconnecting");
       } catch (err) {
         if (signal.aborted) break;
+        failure = err;
         if (err instanceof CoordinatorKeyMismatchError) log.error("coordinator key check failed", { err: err.message });
         else log.warn("connection to coordinator lost", { err: describeError(err) });
       } finally {
@@ -127,7 +129,8 @@ export class ConnectionHolder {
         for (const l of this.changeListeners) l(undefined);
         conn?.close();
       }
-      await wait(backoffDelay(attempt, this.opts.backoffMinMs, this.opts.backoffMaxMs, this.opts.random), signal);
+      // A busy coordinator's advice, when it gave one, sets the least wait.
+      await wait(retryDelay(failure, attempt, this.opts.backoffMinMs, this.opts.backoffMaxMs, this.opts.random), signal);
     }
     return "stopped";
   }

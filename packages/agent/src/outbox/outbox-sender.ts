@@ -1,7 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { agentv1, Wakeup, type Logger } from "@flotilla/protocol";
+import { agentv1, retryAfterMs, Wakeup, type Logger } from "@flotilla/protocol";
 import type { AgentClient } from "../connection/dial.ts";
 import { describeError } from "../exit.ts";
 import type { Outbox, OutboxRecord } from "./outbox.ts";
@@ -79,7 +79,8 @@ export class OutboxSender {
         this.log.warn("could not deliver outbox", { err: describeError(err), pending: this.outbox.size() });
         // Sessions expire (--session-ttl-ms on the coordinator); a new connection authenticates anew.
         if (ConnectError.from(err).code === Code.Unauthenticated) this.reconnect?.();
-        await this.connectionChanged.wait(signal, this.opts.retryMs);
+        // A busy coordinator's advice, when it gave one, is the least wait.
+        await this.connectionChanged.wait(signal, Math.max(this.opts.retryMs, retryAfterMs(err) ?? 0));
       }
     }
   }

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { backoffDelay, Wakeup, type Logger } from "@flotilla/protocol";
+import { retryDelay, Wakeup, type Logger } from "@flotilla/protocol";
 import { describeError } from "../exit.ts";
 import type { BufferedRecord, DropStats, SegmentBuffer } from "./segment-buffer.ts";
 
@@ -71,7 +71,7 @@ export class Shipper {
         if (failures === 0 || failures % 20 === 0) {
           this.log.warn(`could not ship ${this.name}`, { err: describeError(err), pending: this.buffer.lastSeq - this.buffer.acked });
         }
-        await this.wake.wait(signal, backoffDelay(failures++, this.opts.backoffMinMs, this.opts.backoffMaxMs));
+        await this.wake.wait(signal, retryDelay(err, failures++, this.opts.backoffMinMs, this.opts.backoffMaxMs));
       }
     }
   }

@@ -1,0 +1,96 @@
+/**
+ * Shedding load instead of falling over. A saturated coordinator keeps answering what keeps the
+ * fleet healthy (open Watch streams and their keep-alives, Hello, every admin call) and tells
+ * agents to come back later for the rest: enrollments, authentications (the gate of every
+ * reconnect) and the bulk of reports, logs and metrics, which agents keep in their outboxes
+ * anyway. "Later" is advice the agent honours (`retryAfterHeader`), spread with jitter and grown
+ * with the overload, so a busy coordinator is not met by a reconnect storm.
+ */
+import { monitorEventLoopDelay, type IntervalHistogram } from "node:perf_hooks";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { agentv1, retryAfterHeader, type Logger } from "@flotilla/protocol";
+
+/** The agent calls that may be shed; all else is always served. */
+const SHEDDABLE = new Set([
+  `/${agentv1.AgentService.typeName}/Enroll`,
+  `/${agentv1.AgentService.typeName}/Authenticate`,
+  `/${agentv1.AgentService.typeName}/Report`,
+  `/${agentv1.TelemetryService.typeName}/ShipLogs`,
+  `/${agentv1.TelemetryService.typeName}/ShipMetrics`,
+]);
+
+const RESOLUTION_MS = 20;
+
+export interface LoadShedderOptions {
+  /** Sheddable calls served at once; more are shed. */
+  maxCalls: number;
+  /** Shed while the event loop's p99 delay over the last second is above this, in ms. */
+  maxLagMs: number;
+  log: Logger;
+  random?: () => number;
+}
+
+export class LoadShedder {
+  private inflight = 0;
+  private lagMs = 0;
+  /** Calls shed since start, for /metrics and tests. */
+  shed = 0;
+  private shedSinceLog = 0;
+  private readonly histogram: IntervalHistogram;
+  private readonly timer: NodeJS.Timeout;
+  private readonly random: () => number;
+
+  constructor(private readonly opts: LoadShedderOptions) {
+    this.random = opts.random ?? Math.random;
+    this.histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+    this.histogram.enable();
+    this.timer = setInterval(() => this.sample(), 1000);
+    this.timer.unref();
+  }
+
+  private sample(): void {
+    // The histogram records each tick's whole interval; the lag is what exceeds the resolution.
+    this.lagMs = Math.max(0, this.histogram.percentile(99) / 1e6 - RESOLUTION_MS);
+    this.histogram.reset();
+    if (this.shedSinceLog > 0) {
+      this.opts.log.warn("shedding load: agents told to retry later", { shed: this.shedSinceLog, inflight: this.inflight, lagMs: Math.round(this.lagMs) });
+      this.shedSinceLog = 0;
+    }
+  }
+
+  /** How overloaded the coordinator is: 0 when it is not, growing with the excess. */
+  private overload(): number {
+    const calls = this.inflight / this.opts.maxCalls;
+    const lag = this.lagMs / this.opts.maxLagMs;
+    return Math.max(calls, lag) >= 1 ? Math.max(calls, lag) : 0;
+  }
+
+  /** The wait to advise: 1 s at the threshold, more as the overload grows (at most 30 s), jittered ±50 %. */
+  private advice(overload: number): number {
+    const base = Math.min(30_000, 1000 * overload);
+    return Math.round(base * (0.5 + this.random()));
+  }
+
+  interceptor(): Interceptor {
+    return (next) => async (req) => {
+      if (!SHEDDABLE.has(`/${req.service.typeName}/${req.method.name}`)) return next(req);
+      const overload = this.overload();
+      if (overload > 0) {
+        this.shed++;
+        this.shedSinceLog++;
+        throw new ConnectError("the coordinator is busy; try again later", Code.Unavailable, { [retryAfterHeader]: String(this.advice(overload)) });
+      }
+      this.inflight++;
+      try {
+        return await next(req);
+      } finally {
+        this.inflight--;
+      }
+    };
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    this.histogram.disable();
+  }
+}
