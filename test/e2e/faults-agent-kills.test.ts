@@ -7,9 +7,9 @@ import { appendFile, readdir, readlink, stat, writeFile } from "node:fs/promises
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { linesAt, numbered } from "./support/faults.ts";
-import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { freePort, waitFor, type Proc } from "@flotilla/protocol/testing";
 import { type Fleet } from "./support/fleet.ts";
-import { Sandbox, type Proc } from "./support/sandbox.ts";
+import { Sandbox } from "./support/sandbox.ts";
 import { bundleAgent, bundleTarball, createRelease, served, serverFlags, signedFleet, waitForEnd } from "./support/releases.ts";
 
 const KILLS = 50;

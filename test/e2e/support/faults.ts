@@ -6,12 +6,12 @@
 import { appendFile, stat, writeFile } from "node:fs/promises";
 import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
-import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { freePort, waitFor, type Proc } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll } from "vitest";
 import { FaultProxy } from "./fault-proxy.ts";
 import type { Fleet } from "./fleet.ts";
 import { bundleAgent, bundleTarball, createRelease, serverFlags, sha256, signedFleet } from "./releases.ts";
-import { Sandbox, type Proc } from "./sandbox.ts";
+import { Sandbox } from "./sandbox.ts";
 
 /**
  * A fleet with a signing key whose join strings carry a fault proxy's address

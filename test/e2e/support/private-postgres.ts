@@ -8,7 +8,7 @@ import { chmod, chown, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { freePort } from "../harness.ts";
+import { freePort } from "@flotilla/protocol/testing";
 
 const run = promisify(execFile);
 
