@@ -4,7 +4,7 @@
  * agents to come back later for the rest: enrollments, authentications (the gate of every
  * reconnect) and the bulk of reports, logs and metrics, which agents keep in their outboxes
  * anyway. "Later" is advice the agent honours (`retryAfterHeader`), spread with jitter and grown
- * with the overload, so a busy coordinator is not met by a reconnect storm.
+ * with the overload (up to 5 s), so a busy coordinator is not met by a reconnect storm.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from "node:perf_hooks";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
@@ -20,6 +20,7 @@ const SHEDDABLE = new Set([
 ]);
 
 const RESOLUTION_MS = 20;
+const MAX_ADVICE_MS = 5000;
 
 export interface LoadShedderOptions {
   /** Sheddable calls served at once; more are shed. */
@@ -65,9 +66,13 @@ export class LoadShedder {
     return Math.max(calls, lag) >= 1 ? Math.max(calls, lag) : 0;
   }
 
-  /** The wait to advise: 1 s at the threshold, more as the overload grows (at most 30 s), jittered ±50 %. */
+  /**
+   * The wait to advise: 1 s at the threshold, more as the overload grows, jittered ±50 %. At most
+   * 5 s: a past stall (a 30 s pause shows as 30 s of lag once) says little about the next
+   * seconds, and agents told again spread out further each time.
+   */
   private advice(overload: number): number {
-    const base = Math.min(30_000, 1000 * overload);
+    const base = Math.min(MAX_ADVICE_MS, 1000 * overload);
     return Math.round(base * (0.5 + this.random()));
   }
 
