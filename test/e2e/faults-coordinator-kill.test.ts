@@ -8,7 +8,7 @@
 import { readdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { busyAgent, linesAt, numbered, openEcho, proxiedFleet, roundTrip, writeLines } from "./support/faults.ts";
+import { busyAgent, linesAt, numbered, openEcho, proxiedFleet, roundTrip, storeBackends, writeLines } from "./support/faults.ts";
 import { waitFor } from "@flotilla/protocol/testing";
 import { type Fleet } from "./support/fleet.ts";
 import { Sandbox } from "./support/sandbox.ts";
@@ -23,7 +23,7 @@ async function uploadedBytes(dataDir: string): Promise<number> {
   return n;
 }
 
-describe("the coordinator killed and restarted mid-flight", () => {
+for (const backend of storeBackends) describe.skipIf(!backend.enabled)(`the coordinator killed and restarted mid-flight, on ${backend.name}`, () => {
   const sandbox = new Sandbox();
   let fleet: Fleet;
   let proxy: FaultProxy;
@@ -31,7 +31,7 @@ describe("the coordinator killed and restarted mid-flight", () => {
   const viaProxy = (args: string[]) => sandbox.spawn(["--coordinator", proxy.url, ...args], { FLOTILLA_HOME: fleet.adminHome }, `flotilla ${args[0]}`);
 
   beforeAll(async () => {
-    ({ fleet, proxy } = await proxiedFleet(sandbox));
+    ({ fleet, proxy } = await proxiedFleet(sandbox, await backend.args(sandbox)));
     const login = viaProxy(["login"]);
     expect(await login.exited, login.output).toBe(0);
   });

@@ -4,12 +4,12 @@
  * devices reach the coordinator through a fault proxy (their join string carries its address).
  */
 import { describe, expect, it } from "vitest";
-import { useProxiedFleet } from "./support/faults.ts";
+import { storeBackends, useProxiedFleet } from "./support/faults.ts";
 import { waitFor } from "@flotilla/protocol/testing";
 import { hosts, publish, realAgents, show, start, swarmOf } from "./support/rollouts.ts";
 
-describe("connection resets during a rollout", () => {
-  const f = useProxiedFleet();
+for (const backend of storeBackends) describe.skipIf(!backend.enabled)(`connection resets during a rollout, on ${backend.name}`, () => {
+  const f = useProxiedFleet(backend.args);
 
   it("completes with every device activated exactly once", async () => {
     const { fleet, proxy, sandbox } = f;

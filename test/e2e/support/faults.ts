@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { freePort, waitFor, type Proc } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll } from "vitest";
 import { FaultProxy } from "./fault-proxy.ts";
-import type { Fleet } from "./fleet.ts";
+import { freshPostgresDatabase, type Fleet } from "./fleet.ts";
 import { bundleAgent, bundleTarball, createRelease, serverFlags, sha256, signedFleet } from "./releases.ts";
 import { Sandbox } from "./sandbox.ts";
 
@@ -27,12 +27,27 @@ export async function proxiedFleet(sandbox: Sandbox, coordinatorArgs: string[] =
   return { fleet, proxy };
 }
 
-/** The test file's proxied fleet: started before its first test, torn down after its last. */
-export function useProxiedFleet(coordinatorArgs: string[] = []): { readonly sandbox: Sandbox; readonly fleet: Fleet; readonly proxy: FaultProxy } {
+/** The stores a scenario that involves the coordinator's store runs on. */
+export const storeBackends = [
+  { name: "SQLite", enabled: true, args: async (): Promise<string[]> => [] },
+  {
+    name: "PostgreSQL",
+    enabled: Boolean(process.env.FLOTILLA_TEST_POSTGRES_URL),
+    args: async (sandbox: Sandbox): Promise<string[]> => ["--database-url", await freshPostgresDatabase(sandbox)],
+  },
+];
+
+/**
+ * The test file's proxied fleet: started before its first test, torn down after its last.
+ * `coordinatorArgs` may depend on the sandbox (a fresh PostgreSQL database, say).
+ */
+export function useProxiedFleet(
+  coordinatorArgs: string[] | ((sandbox: Sandbox) => Promise<string[]>) = [],
+): { readonly sandbox: Sandbox; readonly fleet: Fleet; readonly proxy: FaultProxy } {
   const sandbox = new Sandbox();
   let started: { fleet: Fleet; proxy: FaultProxy } | undefined;
   beforeAll(async () => {
-    started = await proxiedFleet(sandbox, coordinatorArgs);
+    started = await proxiedFleet(sandbox, typeof coordinatorArgs === "function" ? await coordinatorArgs(sandbox) : coordinatorArgs);
   });
   afterAll(() => sandbox.cleanup());
   return {
