@@ -170,11 +170,11 @@ export class FaultProxy {
     });
   }
 
+  /** Stops accepting at once; open connections carry on (close() waits for none of them). */
   private unlisten(): Promise<void> {
-    const server = this.server;
+    this.server?.close();
     this.server = undefined;
-    if (!server) return Promise.resolve();
-    return new Promise((res) => server.close(() => res()));
+    return Promise.resolve();
   }
 
   private accept(client: Socket): void {
