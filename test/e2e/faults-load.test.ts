@@ -17,7 +17,8 @@ describe("a saturated coordinator", () => {
   it("sheds agents' calls with retry advice, answers admins, and completes a rollout with every device activated once", async () => {
     const { fleet, proxy, sandbox } = f;
     const target = await publish(fleet, sandbox, "webapp", "1.0.0");
-    const swarm = await swarmOf(fleet, sandbox, hosts(30), 20);
+    // Each device takes about 2 s through its steps, so the stall falls in the middle of the rollout.
+    const swarm = await swarmOf(fleet, sandbox, hosts(30), 300);
     const real = await realAgents(fleet, sandbox, 2);
     const acceptedBefore = proxy.accepted;
 

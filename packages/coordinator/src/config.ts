@@ -107,7 +107,7 @@ export const coordinatorOptionSpecs = defineOptions({
     key: "shed_lag_ms",
     schema: positiveMs,
     default: 1000,
-    doc: "while the event loop lags this much (p99 over a second), agent calls are told to retry later",
+    doc: "while the event loop lags this much (its longest delay over the last second, or right now), agent calls are told to retry later",
   },
   logRetentionMs: {
     flag: "log-retention-ms",

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { createContextValues } from "@connectrpc/connect";
@@ -103,6 +104,8 @@ export async function startCoordinator(
   };
   const tunnels = new TunnelRegistry();
   const shutdown = new AbortController();
+  // Every open call listens for shutdown: thousands of Watch streams are normal, not a leak.
+  setMaxListeners(0, shutdown.signal);
   const features: Feature[] = [];
   let listener: Listener;
   let setupCode: string | undefined;

@@ -21,11 +21,12 @@ const SHEDDABLE = new Set([
 
 const RESOLUTION_MS = 20;
 const MAX_ADVICE_MS = 5000;
+const TICK_MS = 50;
 
 export interface LoadShedderOptions {
   /** Sheddable calls served at once; more are shed. */
   maxCalls: number;
-  /** Shed while the event loop's p99 delay over the last second is above this, in ms. */
+  /** Shed while the event loop's longest delay over the last second is above this, in ms. */
   maxLagMs: number;
   log: Logger;
   random?: () => number;
@@ -39,6 +40,9 @@ export class LoadShedder {
   private shedSinceLog = 0;
   private readonly histogram: IntervalHistogram;
   private readonly timer: NodeJS.Timeout;
+  private readonly ticker: NodeJS.Timeout;
+  /** When the event loop last ran its timers. */
+  private lastTick = Date.now();
   private readonly random: () => number;
 
   constructor(private readonly opts: LoadShedderOptions) {
@@ -47,11 +51,14 @@ export class LoadShedder {
     this.histogram.enable();
     this.timer = setInterval(() => this.sample(), 1000);
     this.timer.unref();
+    this.ticker = setInterval(() => (this.lastTick = Date.now()), TICK_MS);
+    this.ticker.unref();
   }
 
   private sample(): void {
     // The histogram records each tick's whole interval; the lag is what exceeds the resolution.
-    this.lagMs = Math.max(0, this.histogram.percentile(99) / 1e6 - RESOLUTION_MS);
+    // The longest, not a percentile: one stall of seconds among fifty ticks is the overload.
+    this.lagMs = Math.max(0, this.histogram.max / 1e6 - RESOLUTION_MS);
     this.histogram.reset();
     if (this.shedSinceLog > 0) {
       this.opts.log.warn("shedding load: agents told to retry later", { shed: this.shedSinceLog, inflight: this.inflight, lagMs: Math.round(this.lagMs) });
@@ -62,7 +69,9 @@ export class LoadShedder {
   /** How overloaded the coordinator is: 0 when it is not, growing with the excess. */
   private overload(): number {
     const calls = this.inflight / this.opts.maxCalls;
-    const lag = this.lagMs / this.opts.maxLagMs;
+    // The last second's longest lag, or the lag right now: after a stall, the calls that piled up
+    // are served before the timers run again, and must see that the loop was stuck.
+    const lag = Math.max(this.lagMs, Date.now() - this.lastTick - TICK_MS) / this.opts.maxLagMs;
     return Math.max(calls, lag) >= 1 ? Math.max(calls, lag) : 0;
   }
 
@@ -96,6 +105,7 @@ export class LoadShedder {
 
   close(): void {
     clearInterval(this.timer);
+    clearInterval(this.ticker);
     this.histogram.disable();
   }
 }
