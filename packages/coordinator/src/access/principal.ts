@@ -1,6 +1,5 @@
-import { createContextKey, type HandlerContext } from "@connectrpc/connect";
-import { Code, ConnectError } from "@connectrpc/connect";
-import type { Role } from "../store/index.ts";
+import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
+import type { Lifecycle, Role } from "../store/index.ts";
 
 /** An admin caller: a key, a password login or an API token, with its role in one organization. */
 export interface AdminPrincipal {
@@ -15,7 +14,18 @@ export interface AdminPrincipal {
 }
 
 /** Who is calling, as established by the authorization interceptor. */
-export type Principal = AdminPrincipal | { kind: "device"; orgId: string; deviceId: string };
+export type Principal = AdminPrincipal | DevicePrincipal;
+
+/**
+ * An agent. Rejected and decommissioned devices keep a session just long enough to learn their
+ * fate, and pending ones to wait for approval: what a device may read depends on `lifecycle`.
+ */
+export interface DevicePrincipal {
+  kind: "device";
+  orgId: string;
+  deviceId: string;
+  lifecycle: Lifecycle;
+}
 
 export const principalKey = createContextKey<Principal | undefined>(undefined, {
   description: "the authenticated caller",

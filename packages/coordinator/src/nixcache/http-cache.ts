@@ -56,11 +56,12 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }): Htt
     const org = (await ctx.store.access.getOrgByName(orgSegment)) ?? (await ctx.store.access.getOrg(orgSegment));
     if (!org || org.id !== principal.orgId) throw new HttpError(403, "not a member of this organization");
     // Devices read once approved: a pending, rejected or decommissioned one gets nothing.
-    const allowed =
-      principal.kind === "device"
-        ? !write && (await ctx.store.devices.getDevice(org.id, principal.deviceId))?.lifecycle === "approved"
-        : rolePermissions[principal.role].has(write ? "nix:write" : "nix:read");
-    if (!allowed) throw new HttpError(403, write ? "uploading needs the nix:write permission" : "reading needs nix:read");
+    if (principal.kind === "device") {
+      if (write) throw new HttpError(403, "uploading needs the nix:write permission");
+      if (principal.lifecycle !== "approved") throw new HttpError(403, `only approved devices may read the cache; this device is ${principal.lifecycle}`);
+    } else if (!rolePermissions[principal.role].has(write ? "nix:write" : "nix:read")) {
+      throw new HttpError(403, write ? "uploading needs the nix:write permission" : "reading needs nix:read");
+    }
     return { orgId: org.id, principal };
   }
 

@@ -41,6 +41,8 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     const need: Permission = wants === "writer" ? "releases:write" : "releases:read";
     if (p.kind === "device") {
       if (wants === "writer") throw new HttpError(403, "only admins may upload artifacts");
+      // A pending, rejected or decommissioned device keeps its session, but reads no release.
+      if (p.lifecycle !== "approved") throw new HttpError(403, `only approved devices may read releases; this device is ${p.lifecycle}`);
       return p;
     }
     if (!rolePermissions[p.role].has(need)) throw new HttpError(403, `role ${p.role} may not ${wants === "writer" ? "upload artifacts" : "read releases"}`);
