@@ -36,3 +36,14 @@ it("refuses an unknown key in the config file", async () => {
   expect(r.code).not.toBe(0);
   expect(r.stderr).toMatch(/stat_dir/);
 });
+
+it("refuses a weak setup code chosen by hand, saying what a strong one needs", async () => {
+  for (const code of ["password", "AAAA-AAAA-AAAA-AAAA"]) {
+    const r = await sb.run(["coordinator", "--setup-code", code, "--print-config"]);
+    expect(r.code, code).not.toBe(0);
+    expect(r.stderr.trim().split("\n"), code).toHaveLength(1);
+    expect(r.stderr, code).toMatch(/--setup-code.*the setup code (has 8 letters and digits; it needs at least 16|repeats too few different characters)/);
+  }
+  const strong = await sb.run(["coordinator", "--setup-code", "K7QX-M2RD-9WPA-HT4N", "--print-config"]);
+  expect(strong.code, strong.stderr).toBe(0);
+});

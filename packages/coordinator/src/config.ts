@@ -3,6 +3,7 @@
  * default. Values come from a flag, then FLOTILLA_*, then the config file, then the default.
  */
 import { z } from "zod";
+import { setupCodeWeakness } from "./access/setup-code.ts";
 import { defineOptions, type OptionSpec, type Values } from "@flotilla/protocol";
 
 const positiveMs = z.coerce.number().int().positive();
@@ -57,8 +58,14 @@ export const coordinatorOptionSpecs = defineOptions({
     flag: "setup-code",
     env: "FLOTILLA_SETUP_CODE",
     key: "setup_code",
-    schema: z.string().min(8).optional(),
-    doc: "the one-time owner setup code, for unattended installs (default: a random one, printed)",
+    schema: z
+      .string()
+      .superRefine((code, c) => {
+        const weak = setupCodeWeakness(code);
+        if (weak) c.addIssue({ code: "custom", message: `the setup code ${weak}; leave it out to have a strong one generated` });
+      })
+      .optional(),
+    doc: "the one-time owner setup code, for unattended installs: 16 or more letters and digits (default: a random one, printed)",
     secret: true,
   },
   maxMessageBytes: {

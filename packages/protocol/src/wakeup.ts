@@ -73,3 +73,23 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
 export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
   return Math.round(random() * Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30)));
 }
+
+/** At most `limit` tasks run at once; the others wait their turn, first come first served. */
+export class Semaphore {
+  private running = 0;
+  private readonly queue: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.queue.push(resolve));
+    else this.running++;
+    try {
+      return await task();
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}

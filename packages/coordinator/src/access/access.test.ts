@@ -230,6 +230,40 @@ describe("password login for the web UI", () => {
     expect((await ask({ "x-flotilla-csrf": csrfToken })).status).toBe(200);
   });
 
+  it("evaluates at most 5 of 50 concurrent guesses, whether the organization is named or given by id", async () => {
+    await addPasswordMember();
+    const orgId = (await t.coord.store.access.getOrgByName("default"))!.id;
+    const guess = (i: number) =>
+      fetch(`${t.coord.url}/auth/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ organization: i % 2 ? "default" : orgId, name: "wendy", password: `guess ${i}` }),
+      });
+    const statuses = await Promise.all(Array.from({ length: 50 }, (_, i) => guess(i).then((r) => r.status)));
+    expect(statuses.filter((s) => s === 401)).toHaveLength(5);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(45);
+    expect((await login("correct horse battery")).status).toBe(429);
+  });
+
+  it("logs out only with the CSRF header, so another site cannot end a session", async () => {
+    await addPasswordMember();
+    const res = await login("correct horse battery");
+    const session = res.headers.get("set-cookie")!.split(";")[0]!;
+    const { csrfToken } = (await res.json()) as { csrfToken: string };
+    const logout = (headers: Record<string, string>) => fetch(`${t.coord.url}/auth/logout`, { method: "POST", headers: { cookie: session, ...headers } });
+    const works = async () =>
+      (await fetch(`${t.coord.url}/flotilla.admin.v1.AdminService/ListDevices`, {
+        method: "POST",
+        headers: { "content-type": "application/json", cookie: session, "x-flotilla-csrf": csrfToken },
+        body: "{}",
+      })).status === 200;
+    expect((await logout({})).status).toBe(403);
+    expect((await logout({ "x-flotilla-csrf": "forged" })).status).toBe(403);
+    expect(await works()).toBe(true);
+    expect((await logout({ "x-flotilla-csrf": csrfToken })).status).toBe(200);
+    expect(await works()).toBe(false);
+  });
+
   it("locks out a member after repeated wrong passwords, even for the right one", async () => {
     await addPasswordMember();
     for (let i = 0; i < 5; i++) expect((await login("wrong password " + i)).status).toBe(401);

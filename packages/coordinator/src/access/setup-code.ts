@@ -11,6 +11,18 @@ export function normalizeSetupCode(code: string): string {
   return code.toUpperCase().replace(/[^A-Z0-9]/g, "");
 }
 
+/**
+ * Why a setup code chosen by hand is too weak to guard the first owner, or undefined when it is
+ * strong enough: at least 16 letters and digits, not mostly the same few. (A generated code has
+ * 16 characters from 32, about 80 bits.)
+ */
+export function setupCodeWeakness(code: string): string | undefined {
+  const n = normalizeSetupCode(code);
+  if (n.length < 16) return `has ${n.length} letters and digits; it needs at least 16`;
+  if (new Set(n).size < 8) return "repeats too few different characters; it needs at least 8 different ones";
+  return undefined;
+}
+
 function newSetupCode(): string {
   const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
   const chars = [...randomBytes(16)].map((b) => alphabet[b % alphabet.length]);
