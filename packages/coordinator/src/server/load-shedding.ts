@@ -22,6 +22,7 @@ const SHEDDABLE = new Set([
 const RESOLUTION_MS = 20;
 const MAX_ADVICE_MS = 5000;
 const TICK_MS = 50;
+const SAMPLE_MS = 1000;
 
 export interface LoadShedderOptions {
   /** Sheddable calls served at once; more are shed. */
@@ -43,13 +44,14 @@ export class LoadShedder {
   private readonly ticker: NodeJS.Timeout;
   /** When the event loop last ran its timers. */
   private lastTick = Date.now();
+  private lastSampleAt = Date.now();
   private readonly random: () => number;
 
   constructor(private readonly opts: LoadShedderOptions) {
     this.random = opts.random ?? Math.random;
     this.histogram = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
     this.histogram.enable();
-    this.timer = setInterval(() => this.sample(), 1000);
+    this.timer = setInterval(() => this.sample(), SAMPLE_MS);
     this.timer.unref();
     this.ticker = setInterval(() => (this.lastTick = Date.now()), TICK_MS);
     this.ticker.unref();
@@ -58,7 +60,11 @@ export class LoadShedder {
   private sample(): void {
     // The histogram records each tick's whole interval; the lag is what exceeds the resolution.
     // The longest, not a percentile: one stall of seconds among fifty ticks is the overload.
-    this.lagMs = Math.max(0, this.histogram.max / 1e6 - RESOLUTION_MS);
+    // This timer's own lateness counts too: after a stall it may fire before the histogram's.
+    const now = Date.now();
+    const late = now - this.lastSampleAt - SAMPLE_MS;
+    this.lastSampleAt = now;
+    this.lagMs = Math.max(0, this.histogram.max / 1e6 - RESOLUTION_MS, late);
     this.histogram.reset();
     if (this.shedSinceLog > 0) {
       this.opts.log.warn("shedding load: agents told to retry later", { shed: this.shedSinceLog, inflight: this.inflight, lagMs: Math.round(this.lagMs) });
