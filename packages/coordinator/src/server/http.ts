@@ -5,7 +5,7 @@
  */
 import type http from "node:http";
 import type http2 from "node:http2";
-import { isDatabaseUnavailable, StoreConflictError } from "../store/errors.ts";
+import { DATABASE_UNAVAILABLE, isDatabaseUnavailable, StoreConflictError } from "../store/errors.ts";
 
 /** A request over HTTP/1.1 or HTTP/2 (the listener serves both on one port). */
 export type HttpRequest = http.IncomingMessage | http2.Http2ServerRequest;
@@ -86,8 +86,8 @@ export function answerFailure(res: HttpResponse, err: unknown, format: "json" | 
   if (status === undefined) report(err);
   if (res.headersSent) return void res.destroy();
   const unavailable = !(err instanceof HttpError) && status === 503;
-  const message = status === undefined ? "internal error" : unavailable ? "the coordinator's database is unavailable; try again shortly" : (err as Error).message;
-  const headers = err instanceof HttpError ? err.headers : unavailable ? { "retry-after": "1" } : {};
+  const message = status === undefined ? "internal error" : unavailable ? DATABASE_UNAVAILABLE.message : (err as Error).message;
+  const headers = err instanceof HttpError ? err.headers : unavailable ? { "retry-after": String(DATABASE_UNAVAILABLE.retryMs / 1000) } : {};
   if (format === "json") sendJson(res, status ?? 500, { error: message }, headers);
   else sendText(res, status ?? 500, `${message}\n`, headers);
 }

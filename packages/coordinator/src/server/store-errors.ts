@@ -6,19 +6,16 @@
  */
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { retryAfterHeader } from "@flotilla/protocol";
-import { isDatabaseUnavailable, StoreConflictError } from "../store/errors.ts";
-
-/** How long a client is told to wait before it tries again while the database is unavailable. */
-export const DATABASE_RETRY_MS = 1000;
+import { DATABASE_UNAVAILABLE, isDatabaseUnavailable, StoreConflictError } from "../store/errors.ts";
 
 /** The Connect error for a store error; any other error is returned as it is. */
 export function fromStoreError(err: unknown): unknown {
   if (err instanceof StoreConflictError) return new ConnectError(err.message, Code.AlreadyExists, undefined, undefined, err);
   if (isDatabaseUnavailable(err)) {
     return new ConnectError(
-      "the coordinator's database is unavailable; try again shortly",
+      DATABASE_UNAVAILABLE.message,
       Code.Unavailable,
-      { [retryAfterHeader]: String(DATABASE_RETRY_MS) },
+      { [retryAfterHeader]: String(DATABASE_UNAVAILABLE.retryMs) },
       undefined,
       err,
     );

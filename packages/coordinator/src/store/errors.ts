@@ -16,6 +16,9 @@ export class StoreConflictError extends Error {
   }
 }
 
+/** What a client is told while the database is unavailable, and how long it should wait. */
+export const DATABASE_UNAVAILABLE = { message: "the coordinator's database is unavailable; try again shortly", retryMs: 1000 };
+
 /** Error codes that mean the database cannot be reached or is restarting, not that a query is wrong. */
 const UNAVAILABLE_CODES = new Set([
   // Node's socket errors, from the PostgreSQL client.
