@@ -4,12 +4,11 @@
  * recovers by itself when space returns.
  */
 import { execFileSync } from "node:child_process";
-import { appendFile, mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { appendFile, mkdir, open, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { linesAt, numbered } from "./support/faults.ts";
-import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { freePort, tempDir, waitFor } from "@flotilla/protocol/testing";
 import { type Fleet } from "./support/fleet.ts";
 import { Sandbox } from "./support/sandbox.ts";
 import { bundleAgent, bundleTarball, createRelease, deviceReleases, served, serverFlags, signedFleet, waitForEnd } from "./support/releases.ts";
@@ -24,7 +23,7 @@ describe.skipIf(!canMount)("the agent's disk full", () => {
   beforeAll(async () => {
     fleet = await signedFleet(sandbox);
     // Not a sandbox folder: it must be unmounted before it is removed.
-    const mountDir = await mkdtemp(join(tmpdir(), "flotilla-tmpfs-"));
+    const mountDir = await tempDir("flotilla-tmpfs-");
     stateDir = join(mountDir, "state");
     await mkdir(stateDir);
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", stateDir]);
