@@ -1,9 +1,10 @@
+import { readdir, rm } from "node:fs/promises";
 import { resolve, join } from "node:path";
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
 import type { Coordinator } from "@flotilla/coordinator";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, loadConfig, newId, nodeId } from "@flotilla/protocol";
+import { createLogger, keyPin, loadConfig, newId, nodeId, readJsonIfExists } from "@flotilla/protocol";
 import { adminClient, login } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import type { CliConfig } from "../config.ts";
@@ -33,6 +34,27 @@ async function ensureLocalOwner(c: Coordinator, creds: Credentials): Promise<voi
   await login(creds, c.url);
 }
 
+/**
+ * `up` holds the key of the coordinator it has just started, so it knows that coordinator's pin
+ * first-hand. An admin context that pins another key at the same address belongs to an earlier
+ * local coordinator (its data directory was removed, or another one is used now): that pin, its
+ * sessions and the TUF roots pinned through it are dropped, and `up` says so. Every other
+ * command still refuses a coordinator whose key does not match its pin.
+ */
+async function replaceStalePin(c: Coordinator, creds: Credentials): Promise<string | undefined> {
+  const ctx = await creds.context();
+  const known = ctx.coordinators[c.url];
+  if (!known || known.pin === keyPin(c.identity.publicKey)) return undefined;
+  delete ctx.coordinators[c.url];
+  await creds.saveContext(ctx);
+  const roots = join(creds.home, "tuf-roots");
+  for (const name of await readdir(roots).catch(() => [] as string[])) {
+    const pinned = await readJsonIfExists<{ coordinator?: string }>(join(roots, name)).catch(() => undefined);
+    if (pinned?.coordinator === c.url) await rm(join(roots, name), { force: true });
+  }
+  return `replaced the pin of the earlier coordinator at ${c.url} (key ${known.pin}) with this one's`;
+}
+
 export function registerUpCommand(program: Command, cli: () => CliConfig, env: Record<string, string | undefined>, run: Run): void {
   program
     .command("up")
@@ -50,6 +72,8 @@ export function registerUpCommand(program: Command, cli: () => CliConfig, env: R
         try {
           // The key in FLOTILLA_HOME, whatever --key says: it becomes this data directory's owner.
           const creds = new Credentials(cli().home, undefined, cli().sshAuthSock);
+          const replaced = await replaceStalePin(c, creds);
+          if (replaced) out(`${replaced}\n`);
           await ensureLocalOwner(c, creds);
           const client = await adminClient({ coordinator: c.url, home: creds.home });
           const agentState = join(dataDir, "agent");
