@@ -1,14 +1,12 @@
-import { readFile } from "node:fs/promises";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey } from "@flotilla/protocol";
 import { adminClient, login, normalizeUrl, type AdminTarget } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, parseLabels, table } from "../output.ts";
 import type { Run } from "../run.ts";
 
-/** login, admin keys and join tokens: who may manage the fleet and how machines join it. */
+/** login and join tokens: who may manage the fleet and how machines join it. */
 export function registerAccessCommands(program: Command, target: () => AdminTarget, run: Run): void {
   program
     .command("login")
@@ -23,31 +21,6 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
         const entry = await login(Credentials.of(t), url, { setupCode: opts.setupCode, keyName: opts.keyName, organization: t.org });
         const role = t.org ? entry.orgSessions?.[t.org]?.role : entry.role;
         out(`logged in to ${url} as ${role} of organization ${t.org ?? entry.organization?.name ?? "?"}\n`);
-      }),
-    );
-
-  const admin = program.command("admin").description("admin keys");
-  admin
-    .command("add-key <key>")
-    .description("register another admin key: an OpenSSH ed25519 public key (file or line) or a node id")
-    .option("--name <name>", "a name for the key", "")
-    .option("--role <role>", "owner, admin, deployer or viewer", "admin")
-    .action((key: string, opts: { name: string; role: string }) =>
-      run(async (out) => {
-        const text = key.startsWith("ssh-") || /^[A-Za-z0-9_-]{43}$/.test(key) ? key : await readKeyFile(key);
-        const res = await (await adminClient(target())).addAdminKey({ publicKey: text, name: opts.name, role: opts.role });
-        out(`added ${res.key?.role} key ${res.key?.name} (${fingerprint(res.key?.publicKey ?? new Uint8Array())})\n`);
-      }),
-    );
-  admin
-    .command("ls-keys")
-    .description("list admin keys")
-    .option("--json", "print JSON")
-    .action((opts: { json?: boolean }) =>
-      run(async (out) => {
-        const { keys } = await (await adminClient(target())).listAdminKeys({});
-        const rows = keys.map((k) => ({ id: k.id, name: k.name, role: k.role, key: nodeId(k.publicKey), fingerprint: fingerprint(k.publicKey) }));
-        out(opts.json ? json(rows) : table(["ID", "NAME", "ROLE", "FINGERPRINT"], rows.map((r) => [r.id, r.name, r.role, r.fingerprint])));
       }),
     );
 
@@ -115,18 +88,4 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
         out(`revoked join token ${id}\n`);
       }),
     );
-}
-
-async function readKeyFile(path: string): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch {
-    throw new UsageError(`cannot read key file ${path}`);
-  }
-  try {
-    return formatOpenSshPublicKey(parseAnyPublicKey(text.trim()));
-  } catch (err) {
-    throw new UsageError(`${path}: ${(err as Error).message}`);
-  }
 }

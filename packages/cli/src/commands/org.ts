@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { fingerprint } from "@flotilla/protocol";
+import { fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey } from "@flotilla/protocol";
 import { adminClient, type AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
@@ -27,12 +27,19 @@ async function readPassword(): Promise<string> {
   return answer;
 }
 
+/** A public key given as an OpenSSH line, a node id, or a file holding either. */
 async function publicKeyArg(text: string): Promise<string> {
   if (text.startsWith("ssh-") || /^[A-Za-z0-9_-]{43}$/.test(text)) return text;
+  let content: string;
   try {
-    return (await readFile(text, "utf8")).trim();
+    content = await readFile(text, "utf8");
   } catch {
     throw new UsageError(`cannot read public key file ${text}`);
+  }
+  try {
+    return formatOpenSshPublicKey(parseAnyPublicKey(content.trim()));
+  } catch (err) {
+    throw new UsageError(`${text}: ${(err as Error).message}`);
   }
 }
 
@@ -97,17 +104,27 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
       }),
     );
 
-  const key = program.command("key").description("admin keys");
+  const addKey = (key: string, opts: { name: string; role: string }) =>
+    run(async (out) => {
+      const res = await (await client()).addAdminKey({ publicKey: await publicKeyArg(key), name: opts.name, role: opts.role });
+      out(`added ${res.key?.role} key ${res.key?.name} (${fingerprint(res.key?.publicKey ?? new Uint8Array())})\n`);
+    });
+  const listKeys = (opts: { json?: boolean }) =>
+    run(async (out) => {
+      const { keys } = await (await client()).listAdminKeys({});
+      const rows = keys.map((k) => ({ id: k.id, name: k.name, member: k.member, role: k.role, key: nodeId(k.publicKey), fingerprint: fingerprint(k.publicKey) }));
+      out(opts.json ? json(rows) : table(["ID", "NAME", "MEMBER", "ROLE", "FINGERPRINT"], rows.map((r) => [r.id, r.name, r.member, r.role, r.fingerprint])));
+    });
+  const addKeyHelp = "register another admin key: an OpenSSH ed25519 public key (file or line) or a node id";
+
+  const key = program.command("key").description("admin keys: the keys admins log in with (add, ls, revoke)");
   key
-    .command("ls")
-    .option("--json", "print JSON")
-    .action((opts: { json?: boolean }) =>
-      run(async (out) => {
-        const { keys } = await (await client()).listAdminKeys({});
-        const rows = keys.map((k) => ({ id: k.id, name: k.name, member: k.member, role: k.role, fingerprint: fingerprint(k.publicKey) }));
-        out(opts.json ? json(rows) : table(["ID", "NAME", "MEMBER", "ROLE", "FINGERPRINT"], rows.map((r) => [r.id, r.name, r.member, r.role, r.fingerprint])));
-      }),
-    );
+    .command("add <key>")
+    .description(addKeyHelp)
+    .option("--name <name>", "a name for the key", "")
+    .option("--role <role>", "owner, admin, deployer or viewer", "admin")
+    .action(addKey);
+  key.command("ls").description("list the organization's admin keys").option("--json", "print JSON").action(listKeys);
   key
     .command("revoke <key>")
     .description("revoke an admin key (id or fingerprint): its sessions end at once")
@@ -117,6 +134,15 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
         out(`revoked ${ref}\n`);
       }),
     );
+  // The earlier names of `key add` and `key ls`, kept working for scripts; not listed in --help.
+  const admin = program.command("admin", { hidden: true }).description("earlier names of `key add` and `key ls`");
+  admin
+    .command("add-key <key>")
+    .description(`${addKeyHelp} (now \`flotilla key add\`)`)
+    .option("--name <name>", "a name for the key", "")
+    .option("--role <role>", "owner, admin, deployer or viewer", "admin")
+    .action(addKey);
+  admin.command("ls-keys").description("list admin keys (now `flotilla key ls`)").option("--json", "print JSON").action(listKeys);
 
   const token = program.command("token").description("API tokens for CI (use with FLOTILLA_TOKEN)");
   token
