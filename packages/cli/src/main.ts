@@ -2,6 +2,7 @@ import { Command, CommanderError } from "commander";
 import { VERSION } from "@flotilla/protocol";
 import { closeAdminClients } from "./admin/client.ts";
 import { registerAccessCommands } from "./commands/access.ts";
+import { registerCompletionCommand } from "./commands/completion.ts";
 import { registerDeviceCommands } from "./commands/device.ts";
 import { registerIdCommand } from "./commands/id.ts";
 import { registerNixCommands } from "./commands/nix.ts";
@@ -63,6 +64,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   registerTunnelCommands(program, cli, run);
   registerReleaseCommands(program, cli, run);
   registerRolloutCommands(program, cli, run);
+  registerCompletionCommand(program, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });
