@@ -143,3 +143,15 @@ export async function substitutePath(sb: Sandbox, cacheUrl: string, token: strin
   const putInfo = await fetch(`${cacheUrl}/${hashPartOf(storePath)}.narinfo`, { method: "PUT", headers: auth, body: narinfo });
   return { nar: putNar.status, narinfo: putInfo.status, narinfoBody: await putInfo.text() };
 }
+
+/**
+ * Writes the `.nixos.json` artifact `release create --nixos` makes for a system in the local
+ * store: its store path and closure manifest from `nix path-info --json --recursive`.
+ */
+export async function nixosArtifact(sb: Sandbox, system: string): Promise<string> {
+  const info = JSON.parse(await ok("nix", ["path-info", "--json", "--recursive", system])) as { path: string; narHash: string; narSize: number }[];
+  const closure = info.map(({ path, narHash, narSize }) => ({ path, narHash, narSize })).sort((a, b) => (a.path < b.path ? -1 : 1));
+  const file = join(await sb.dir("flotilla-artifact-"), "kiosk.nixos.json");
+  await writeFile(file, JSON.stringify({ storePath: system, closure }));
+  return file;
+}
