@@ -141,3 +141,32 @@ it("a compromised coordinator that serves other, validly signed bytes for a rele
   expect(steps.at(-1), JSON.stringify(steps)).toMatchObject({ step: "failed", error: expect.stringMatching(new RegExp(`${system}.*NarHash`)) });
   expect(existsSync(profile)).toBe(false);
 });
+
+it("signs into a NixOS release only the Nix keys the admin accepted: a key a deployer token added is refused until `nix-key trust`", async () => {
+  const fleet = await signedFleet(sb);
+  const own = await fleet.admin(["nix-key", "create", "kiosk-cache"]);
+  expect(own.code, own.stderr).toBe(0);
+  const ownKey = own.stdout.trim();
+  const system = await buildSystem(sb, join(await sb.dir(), "switch.log"));
+
+  // Someone with nix:write (or the coordinator itself) adds a key of its own to the organization.
+  const rogue = await fleet.admin(["nix-key", "create", "rogue"], { FLOTILLA_TOKEN: await apiToken(fleet, "deployer") });
+  expect(rogue.code, rogue.stderr).toBe(0);
+  const rogueKey = rogue.stdout.trim();
+
+  const refused = await fleet.admin(["release", "create", "--nixos", system, "--name", "kiosk", "--version", "1"]);
+  expect(refused.code).toBe(1);
+  expect(refused.stderr.trim().split("\n").at(-1)).toBe(
+    `error: the coordinator lists Nix key ${rogueKey} that you have not accepted; if it is your organization's, accept it with \`flotilla nix-key trust ${rogueKey}\``,
+  );
+  expect((await fleet.adminJson<unknown[]>(["release", "ls", "--json"])).length).toBe(0);
+  const listed = await fleet.adminJson<{ publicKey: string; accepted: boolean }[]>(["nix-key", "ls", "--json"]);
+  expect(listed.map((k) => [k.publicKey, k.accepted]).sort()).toEqual([[ownKey, true], [rogueKey, false]].sort());
+
+  const trusted = await fleet.admin(["nix-key", "trust", rogueKey]);
+  expect(trusted.code, trusted.stderr).toBe(0);
+  const created = await fleet.admin(["release", "create", "--nixos", system, "--name", "kiosk", "--version", "1"]);
+  expect(created.code, created.stderr).toBe(0);
+  const [release] = await fleet.adminJson<{ meta: { nixPublicKeys: string[] } }[]>(["release", "ls", "--json"]);
+  expect(release?.meta.nixPublicKeys.sort()).toEqual([ownKey, rogueKey].sort());
+});
