@@ -6,7 +6,7 @@
 import type { ReleaseMeta } from "@flotilla/protocol";
 import { NixosActivator } from "@flotilla/agent/testing";
 
-const cfg = JSON.parse(process.argv[2] ?? "{}") as { stateDir: string; cacheUrl: string; profile: string; publicKey: string; token: string; meta: ReleaseMeta };
+const cfg = JSON.parse(process.argv[2] ?? "{}") as { stateDir: string; cacheUrl: string; profile: string; publicKey: string; token: string; meta: ReleaseMeta; artifactPath?: string };
 const activator = new NixosActivator({
   stateDir: cfg.stateDir,
   cacheUrl: cfg.cacheUrl,
@@ -17,7 +17,7 @@ const activator = new NixosActivator({
   env: process.env,
 });
 await activator.activate(
-  { meta: cfg.meta, sha256: "" },
+  { meta: cfg.meta, sha256: "", artifactPath: cfg.artifactPath },
   {
     step: (step) => process.stdout.write(`step ${step}\n`),
     output: () => {},

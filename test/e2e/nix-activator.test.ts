@@ -3,12 +3,12 @@ import { mkdir, readFile, readdir, readlink, realpath, writeFile } from "node:fs
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadOrCreateIdentity, parseReleaseMeta, selfSignedCertificate, type ReleaseMeta } from "@flotilla/protocol";
-import { NixosActivator, RecordedEvents } from "@flotilla/agent/testing";
+import { NixosActivator, RecordedEvents, type ActivationRequest } from "@flotilla/agent/testing";
 import type { Proc } from "@flotilla/protocol/testing";
 import { spawn } from "node:child_process";
 import { Fleet } from "./support/fleet.ts";
 import { repoRoot } from "./support/sandbox.ts";
-import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, writeNetrc } from "./support/nix.ts";
+import { apiToken, buildSystem, closure, copyTo, deleteFromStore, nix, nixEnv, nixOrg, nixosArtifact, writeNetrc } from "./support/nix.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
 const sb = useSandbox();
@@ -40,6 +40,8 @@ interface Setup {
   profile: string;
   /** Builds a system, uploads its closure and removes it from the local store. */
   publish(exitCode?: number): Promise<string>;
+  /** What the release pipeline hands the activator: the metadata and the verified artifact. */
+  request(m: ReleaseMeta): ActivationRequest;
   activator(opts?: { trustedPublicKeys?: string[]; confirmWindowMs?: number }): NixosActivator;
   /** Starts an activation in another process whose confirm window never ends by itself. */
   activateInChild(m: ReleaseMeta): Proc;
@@ -54,6 +56,7 @@ async function setup(): Promise<Setup> {
   const log = join(work, "switch.log");
   const profile = join(work, "profiles", "system");
   await mkdir(join(work, "profiles"));
+  const artifacts = new Map<string, string>();
   return {
     fleet,
     cacheUrl,
@@ -66,11 +69,15 @@ async function setup(): Promise<Setup> {
       const paths = await closure(system);
       const up = await copyTo(cacheUrl, netrc, system);
       if (up.code !== 0) throw new Error(`upload failed: ${up.stderr}`);
+      artifacts.set(system, await nixosArtifact(sb, system));
       await deleteFromStore(paths);
       return system;
     },
+    request(m) {
+      return { meta: m, sha256: "", artifactPath: artifacts.get(m.storePath ?? "") };
+    },
     activateInChild(m) {
-      const cfg = { stateDir: join(work, "agent"), cacheUrl, profile, publicKey, token: readToken, meta: m };
+      const cfg = { stateDir: join(work, "agent"), cacheUrl, profile, publicKey, token: readToken, meta: m, artifactPath: artifacts.get(m.storePath ?? "") };
       const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "test/e2e/nix-activate-child.ts"), JSON.stringify(cfg)], {
         cwd: repoRoot,
         env: nixEnv,
@@ -104,7 +111,7 @@ describe("the NixOS activator", () => {
     expect(await activator.available()).toBe(true);
     const events = new RecordedEvents(reachVia(s.cacheUrl, s.readToken));
 
-    const out = await activator.activate({ meta: meta(system), sha256: "" }, events, new AbortController().signal);
+    const out = await activator.activate(s.request(meta(system)), events, new AbortController().signal);
 
     expect(out.outcome, JSON.stringify(out)).toBe("healthy");
     expect(await realpath(s.profile)).toBe(system);
@@ -120,10 +127,10 @@ describe("the NixOS activator", () => {
     const bad = await s.publish(1);
     const activator = s.activator();
     const events = new RecordedEvents(reachVia(s.cacheUrl, s.readToken));
-    const first = await activator.activate({ meta: meta(good), sha256: "" }, events, new AbortController().signal);
+    const first = await activator.activate(s.request(meta(good)), events, new AbortController().signal);
     expect(first.outcome).toBe("healthy");
 
-    const out = await activator.activate({ meta: meta(bad), sha256: "" }, events, new AbortController().signal);
+    const out = await activator.activate(s.request(meta(bad)), events, new AbortController().signal);
 
     expect(out.outcome).toBe("rolled-back");
     expect(out.outcome === "rolled-back" && out.error).toMatch(/switch-to-configuration switch exited with 1/);
@@ -137,11 +144,11 @@ describe("the NixOS activator", () => {
     const good = await s.publish();
     const next = await s.publish();
     const activator = s.activator({ confirmWindowMs: 2000 });
-    const first = await activator.activate({ meta: meta(good), sha256: "" }, new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
+    const first = await activator.activate(s.request(meta(good)), new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
     expect(first.outcome).toBe("healthy");
 
     const events = new RecordedEvents(unreachable);
-    const out = await activator.activate({ meta: meta(next, { nixosMode: "test" }), sha256: "" }, events, new AbortController().signal);
+    const out = await activator.activate(s.request(meta(next, { nixosMode: "test" })), events, new AbortController().signal);
 
     expect(out.outcome).toBe("rolled-back");
     expect(out.outcome === "rolled-back" && out.error).toMatch(/did not reach the coordinator within 2 s/);
@@ -157,7 +164,7 @@ describe("the NixOS activator", () => {
     expect((await nix("nix-store", ["--generate-binary-cache-key", "other", join(keys, "sec"), join(keys, "pub")])).code).toBe(0);
     const activator = s.activator({ trustedPublicKeys: [(await readFile(join(keys, "pub"), "utf8")).trim()] });
 
-    const out = await activator.activate({ meta: meta(system), sha256: "" }, new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
+    const out = await activator.activate(s.request(meta(system)), new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
 
     expect(out.outcome).toBe("failed");
     expect(out.outcome === "failed" && out.error).toMatch(/signature/i);
@@ -172,7 +179,7 @@ describe("the NixOS activator", () => {
     const next = await s.publish();
     const activator = s.activator();
     const reach = new RecordedEvents(reachVia(s.cacheUrl, s.readToken));
-    expect((await activator.activate({ meta: meta(good), sha256: "" }, reach, new AbortController().signal)).outcome).toBe("healthy");
+    expect((await activator.activate(s.request(meta(good)), reach, new AbortController().signal)).outcome).toBe("healthy");
 
     // Flip one byte in the middle of every stored NAR of `next`'s closure (same size, other hash).
     const narDir = join(s.fleet.dataDir, "nix", "sha256");
@@ -185,7 +192,7 @@ describe("the NixOS activator", () => {
       await writeFile(file, bytes);
     }
 
-    const out = await activator.activate({ meta: meta(next), sha256: "" }, reach, new AbortController().signal);
+    const out = await activator.activate(s.request(meta(next)), reach, new AbortController().signal);
 
     expect(out.outcome).toBe("rolled-back");
     expect(out.outcome === "rolled-back" && out.error).toMatch(/fetching .* failed: .*hash mismatch/);
@@ -196,11 +203,44 @@ describe("the NixOS activator", () => {
     expect(await switchLog(s.log)).toEqual([`${good} switch`]);
   });
 
+  it("refuses a fetched closure whose paths differ from the release's manifest, and a release without a manifest: nothing is switched", async () => {
+    const s = await setup();
+    const system = await s.publish();
+    const activator = s.activator();
+    const reach = new RecordedEvents(reachVia(s.cacheUrl, s.readToken));
+    const request = s.request(meta(system));
+    const artifact = JSON.parse(await readFile(request.artifactPath!, "utf8")) as { storePath: string; closure: { path: string; narHash: string; narSize: number }[] };
+    const dep = artifact.closure.find((p) => p.path !== system)!;
+    const dir = await sb.dir("flotilla-artifacts-");
+    const write = async (file: string, value: unknown) => {
+      await writeFile(join(dir, file), JSON.stringify(value));
+      return { ...s.request(meta(system)), artifactPath: join(dir, file) };
+    };
+
+    // The dependency pinned with other bytes than the cache serves (and its signature vouches for).
+    const otherHash = { ...artifact, closure: artifact.closure.map((p) => (p === dep ? { ...p, narHash: `sha256-${Buffer.alloc(32, 7).toString("base64")}` } : p)) };
+    const wrong = await activator.activate(await write("other-hash.json", otherHash), reach, new AbortController().signal);
+    expect(wrong.outcome).toBe("failed");
+    expect(wrong.outcome === "failed" && wrong.error).toContain(`not the one the release pins, nothing was switched: ${dep.path} has NarHash ${dep.narHash} here, but the release pins sha256-BwcH`);
+
+    // A path nix fetched that the release does not name.
+    const fewer = await activator.activate(await write("fewer.json", { ...artifact, closure: artifact.closure.filter((p) => p !== dep) }), reach, new AbortController().signal);
+    expect(fewer.outcome === "failed" && fewer.error).toMatch(new RegExp(`${dep.path} is in the closure nix fetched but not in the release's closure manifest`));
+
+    // An artifact from a CLI that wrote no manifest.
+    const old = await activator.activate(await write("old.json", { storePath: system }), reach, new AbortController().signal);
+    expect(old.outcome === "failed" && old.error).toMatch(/has no closure manifest/);
+
+    expect(existsSync(s.profile)).toBe(false);
+    expect(await switchLog(s.log)).toEqual([]);
+    expect(reach.steps.map((x) => x.step)).toEqual(["activating", "failed", "activating", "failed", "activating", "failed"]);
+  });
+
   it("after a crash in the confirm window, confirms the new system once the coordinator is reached again", async () => {
     const s = await setup();
     const good = await s.publish();
     const next = await s.publish();
-    expect((await s.activator().activate({ meta: meta(good), sha256: "" }, new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal)).outcome).toBe("healthy");
+    expect((await s.activator().activate(s.request(meta(good)), new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal)).outcome).toBe("healthy");
     const m = meta(next);
     const child = s.activateInChild(m);
     await child.waitForOutput(/step health-checking/, 60_000);
@@ -218,7 +258,7 @@ describe("the NixOS activator", () => {
     const s = await setup();
     const good = await s.publish();
     const next = await s.publish();
-    const first = await s.activator().activate({ meta: meta(good), sha256: "" }, new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
+    const first = await s.activator().activate(s.request(meta(good)), new RecordedEvents(reachVia(s.cacheUrl, s.readToken)), new AbortController().signal);
     expect(first.outcome).toBe("healthy");
     const child = s.activateInChild(meta(next));
     await child.waitForOutput(/step health-checking/, 60_000);
@@ -252,17 +292,18 @@ describe("the NixOS activator", () => {
 
     const push = await fleet.admin(["nix-cache", "push", system], { NIX_CONFIG: nixEnv.NIX_CONFIG ?? "" });
     expect(push.code, push.stderr).toBe(0);
+    const artifactPath = await nixosArtifact(sb, system);
     await deleteFromStore(paths);
 
     const cacheUrl = (await fleet.admin(["nix-cache", "url"])).stdout.trim();
     const activator = (caCertFile?: string) =>
       new NixosActivator({ stateDir: join(work, "agent"), cacheUrl, caCertFile, trustedPublicKeys: () => [publicKey], token: () => readToken, profile: join(work, "system"), env: nixEnv });
     const reach = new RecordedEvents();
-    const untrusted = await activator().activate({ meta: meta(system), sha256: "" }, reach, new AbortController().signal);
+    const untrusted = await activator().activate({ meta: meta(system), sha256: "", artifactPath }, reach, new AbortController().signal);
     expect(untrusted.outcome).toBe("failed");
     expect(untrusted.outcome === "failed" && untrusted.error).toMatch(/SSL|certificate/i);
 
-    const out = await activator(join(tls, "cert.pem")).activate({ meta: meta(system), sha256: "" }, reach, new AbortController().signal);
+    const out = await activator(join(tls, "cert.pem")).activate({ meta: meta(system), sha256: "", artifactPath }, reach, new AbortController().signal);
     expect(out.outcome, JSON.stringify(out)).toBe("healthy");
     expect(await realpath(join(work, "system"))).toBe(system);
     expect(await switchLog(log)).toEqual([`${system} switch`]);

@@ -17,3 +17,4 @@ export * from "./tunnel.ts";
 export * from "./http-request.ts";
 export * from "./tuf-key.ts";
 export * from "./wakeup.ts";
+export * from "./nix-closure.ts";

@@ -5,8 +5,8 @@
  * so the agent side must fetch it back from the coordinator.
  */
 import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Fleet } from "./fleet.ts";
@@ -106,4 +106,52 @@ export async function apiToken(fleet: Fleet, role: string): Promise<string> {
 /** `nix copy --to` the coordinator's cache (uncompressed, as it accepts). */
 export function copyTo(cacheUrl: string, netrc: string, path: string): Promise<NixResult> {
   return nix("nix", ["copy", "--to", `${cacheUrl}?compression=none`, "--option", "netrc-file", netrc, path]);
+}
+
+/** A store path's hash part, as in `<hash>.narinfo`. */
+export function hashPartOf(storePath: string): string {
+  return storePath.slice("/nix/store/".length, "/nix/store/".length + 32);
+}
+
+/**
+ * What an attacker holding a token with nix:write does to a released path: uploads a NAR of
+ * other content (a `bin/switch-to-configuration` that appends "EVIL <argument>" to `log`) and an
+ * unsigned narinfo naming `storePath` for it, which the coordinator signs with the
+ * organization's key when it accepts it. Returns the HTTP status of each upload.
+ */
+export async function substitutePath(sb: Sandbox, cacheUrl: string, token: string, storePath: string, log: string): Promise<{ nar: number; narinfo: number; narinfoBody: string }> {
+  const dir = join(await sb.dir("flotilla-evil-"), "system");
+  await mkdir(join(dir, "bin"), { recursive: true });
+  await writeFile(join(dir, "bin/switch-to-configuration"), `#!/bin/sh\necho "EVIL $1" >> "${log}"\n`, { mode: 0o755 });
+  const dumped = await exec("nix-store", ["--dump", dir], { env: nixEnv, encoding: "buffer", maxBuffer: 16 * 1024 * 1024 });
+  const nar = dumped.stdout;
+  const hex = createHash("sha256").update(nar).digest("hex");
+  const base32 = await ok("nix-hash", ["--type", "sha256", "--to-base32", hex]);
+  const auth = { authorization: `Basic ${Buffer.from(`flotilla:${token}`).toString("base64")}` };
+  const putNar = await fetch(`${cacheUrl}/nar/${base32}.nar`, { method: "PUT", headers: auth, body: nar });
+  const narinfo = [
+    `StorePath: ${storePath}`,
+    `URL: nar/${base32}.nar`,
+    "Compression: none",
+    `FileHash: sha256:${base32}`,
+    `FileSize: ${nar.length}`,
+    `NarHash: sha256:${base32}`,
+    `NarSize: ${nar.length}`,
+    "References: ",
+    "",
+  ].join("\n");
+  const putInfo = await fetch(`${cacheUrl}/${hashPartOf(storePath)}.narinfo`, { method: "PUT", headers: auth, body: narinfo });
+  return { nar: putNar.status, narinfo: putInfo.status, narinfoBody: await putInfo.text() };
+}
+
+/**
+ * Writes the `.nixos.json` artifact `release create --nixos` makes for a system in the local
+ * store: its store path and closure manifest from `nix path-info --json --recursive`.
+ */
+export async function nixosArtifact(sb: Sandbox, system: string): Promise<string> {
+  const info = JSON.parse(await ok("nix", ["path-info", "--json", "--recursive", system])) as { path: string; narHash: string; narSize: number }[];
+  const closure = info.map(({ path, narHash, narSize }) => ({ path, narHash, narSize })).sort((a, b) => (a.path < b.path ? -1 : 1));
+  const file = join(await sb.dir("flotilla-artifact-"), "kiosk.nixos.json");
+  await writeFile(file, JSON.stringify({ storePath: system, closure }));
+  return file;
 }

@@ -14,7 +14,8 @@ export interface ActivationRequest {
   sha256: string;
   /**
    * bundle/agent: the staged artifact file, already hash-checked; the activator may move or
-   * unpack it but must not trust anything that is not in it. nixos: unused (meta.storePath).
+   * unpack it but must not trust anything that is not in it. nixos: the `.nixos.json` artifact
+   * with the closure manifest the fetched closure must match.
    */
   artifactPath?: string;
 }

@@ -131,4 +131,44 @@ describe("NAR uploads", () => {
     expect((await fetch(`${t.coord.url}/nix/acme/nar/${toNixBase32(Buffer.from(hex, "hex"))}.nar`, { headers: da })).status).toBe(200);
     expect((await fetch(`${t.coord.url}/nix/globex/nar/${toNixBase32(Buffer.from(hex, "hex"))}.nar`, { headers: db })).status).toBe(404);
   });
+
+  it("never replaces a stored narinfo: the same one again is fine, other content for the path is refused with 409", async () => {
+    const orgId = await org("acme");
+    const key = generateNixKey("k");
+    const sealer = new KeySealer(t.coord.onlineIdentity);
+    await t.coord.store.nix.addKey({ orgId, name: "k", publicKey: Buffer.from(key.publicKey).toString("base64"), sealedSecret: sealer.seal(key.seed!, sealContext(orgId, "k")), createdAt: Date.now() });
+    const deployer = basic((await t.as(orgId, "deployer")).headers.authorization!.slice("Bearer ".length));
+    const hashPart = "0".repeat(31) + "2";
+    const put = (file: string, body: string | Buffer) => fetch(`${t.coord.url}/nix/acme/${file}`, { method: "PUT", headers: deployer, body });
+    async function upload(nar: Buffer): Promise<{ status: number; text: string }> {
+      const hex = createHash("sha256").update(nar).digest("hex");
+      expect((await put(`nar/${toNixBase32(Buffer.from(hex, "hex"))}.nar`, nar)).status).toBe(200);
+      const res = await put(
+        `${hashPart}.narinfo`,
+        [
+          `StorePath: /nix/store/${hashPart}-system`,
+          `URL: nar/${toNixBase32(Buffer.from(hex, "hex"))}.nar`,
+          "Compression: none",
+          `NarHash: ${formatSha256(hex)}`,
+          `NarSize: ${nar.length}`,
+          "References: ",
+        ].join("\n"),
+      );
+      return { status: res.status, text: await res.text() };
+    }
+    const served = async () => (await fetch(`${t.coord.url}/nix/acme/${hashPart}.narinfo`, { headers: deployer })).text();
+
+    const genuine = Buffer.from("the released system");
+    expect((await upload(genuine)).status).toBe(200);
+    const first = await served();
+    expect(first).toContain(`NarHash: ${formatSha256(createHash("sha256").update(genuine).digest("hex"))}`);
+
+    expect(await upload(genuine)).toEqual({ status: 200, text: "already stored\n" });
+    const other = await upload(Buffer.from("an attacker's system"));
+    expect(other.status).toBe(409);
+    expect(other.text).toMatch(/already in the cache with other content .*never replaced/);
+    expect(await served()).toBe(first);
+    const audit = await t.coord.store.audit.listAudit(orgId, { limit: 10 });
+    expect(audit.filter((e) => e.action === "NixUpload").map((e) => e.outcome)).toEqual(expect.arrayContaining(["ok", "refused"]));
+  });
 });

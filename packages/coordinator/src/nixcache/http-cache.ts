@@ -13,20 +13,39 @@
  * names must verify. Signatures by other keys are dropped. A narinfo with no valid signature of
  * the organization is signed on upload with the keys whose secret the coordinator holds, and
  * refused when it holds none.
+ *
+ * A narinfo, once written, is immutable: a PUT for a store path the cache holds is accepted only
+ * when it says the same (StorePath, NarHash, NarSize, References: what a signature covers), and
+ * changes nothing; any other is refused with 409. NAR files are stored under their own sha256,
+ * so a NAR upload never changes the bytes behind a narinfo either.
  */
 import { resolvePrincipal } from "../access/interceptor.ts";
 import { rolePermissions } from "../access/policy.ts";
 import type { Principal } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
+import type { NixPathRow } from "../store/index.ts";
 import { answerFailure, checkMethod, headerOf, HttpError, pathOf, readBody, sendText, type HttpRequest, type HttpResponse, type HttpRoute } from "../server/http.ts";
 import { NarFiles, TooLargeError } from "./nar-files.ts";
-import { HASH_PART, MAX_NAR_SIZE, fromNixBase32, formatNarInfo, parseNarInfo, toNixBase32 } from "./nix-format.ts";
+import { HASH_PART, MAX_NAR_SIZE, formatSha256, fromNixBase32, formatNarInfo, parseNarInfo, toNixBase32, type NarInfo } from "./nix-format.ts";
 import { orgNixKeys } from "./nix-service.ts";
 import { checkUpload } from "./upload.ts";
 
 const PREFIX = "/nix/";
 const MAX_NARINFO_BYTES = 256 * 1024;
 const CACHE_INFO = "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n";
+
+/** Whether a stored path says what an uploaded narinfo says, as far as a signature covers it. */
+function sameContent(stored: NixPathRow, info: NarInfo): boolean {
+  const refs = (r: string[]) => JSON.stringify([...r].sort());
+  return stored.storePath === info.storePath && stored.narHash === info.narHash && stored.narSize === info.narSize && refs(stored.references) === refs(info.references);
+}
+
+function replaceRefused(stored: NixPathRow): HttpError {
+  return new HttpError(
+    409,
+    `${stored.storePath} is already in the cache with other content (NarHash ${formatSha256(stored.narHash)}, NarSize ${stored.narSize}); a store path's narinfo is never replaced`,
+  );
+}
 
 function credential(header: string | null): string | undefined {
   if (!header) return undefined;
@@ -116,6 +135,14 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }): Htt
     const actor = principal.kind === "admin" ? principal.actor : `device:${principal.deviceId}`;
     const audit = (outcome: string, detail = "") =>
       ctx.auditor.record({ orgId, actor, action: "NixUpload", target: info.storePath, source, outcome, detail: detail.slice(0, 500) });
+    const before = await ctx.store.nix.getPath(orgId, hashPart);
+    if (before) {
+      // `nix copy` pushes again what it finds missing or unsure: the same content is fine.
+      if (sameContent(before, info)) return sendText(res, 200, "already stored\n");
+      const err = replaceRefused(before);
+      await audit("refused", err.message);
+      throw err;
+    }
     let sigs: string[];
     try {
       sigs = await checkUpload(info, hashPart, {
@@ -128,7 +155,7 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }): Htt
       if (err instanceof HttpError) await audit("refused", err.message);
       throw err;
     }
-    await ctx.store.nix.putPath({
+    const raced = await ctx.store.nix.addPath({
       orgId,
       hashPart,
       storePath: info.storePath,
@@ -142,6 +169,11 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }): Htt
       ca: info.ca,
       createdAt: Date.now(),
     });
+    if (raced && !sameContent(raced, info)) {
+      const err = replaceRefused(raced);
+      await audit("refused", err.message);
+      throw err;
+    }
     await audit("ok");
     sendText(res, 200, "stored\n");
   }

@@ -55,6 +55,21 @@ export class NixTool {
     return runProgram(this.nix, args, { env, signal, onLine });
   }
 
+  /**
+   * `nix path-info --json --recursive` of a path in the local store: what nix registered for
+   * each path of its closure (NarHash, NarSize), printed as JSON on stdout.
+   */
+  async pathInfo(storePath: string): Promise<RunResult & { stdout: string }> {
+    const out: string[] = [];
+    const r = await runProgram(this.nix, ["path-info", "--extra-experimental-features", "nix-command", "--json", "--recursive", storePath], {
+      env: this.opts.env,
+      onLine: (stream, line) => {
+        if (stream === "stdout") out.push(line);
+      },
+    });
+    return { ...r, stdout: out.join("\n") };
+  }
+
   /** Points the profile at `storePath` as a new generation. */
   setProfile(profile: string, storePath: string, onLine: OnLine): Promise<RunResult> {
     return runProgram(this.nixEnv, ["--profile", profile, "--set", storePath], { env: this.opts.env, onLine });

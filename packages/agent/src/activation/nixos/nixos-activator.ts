@@ -1,6 +1,7 @@
 /**
  * Activates NixOS system closures (docs/architecture.md, decision 6): fetch the closure from the
- * organization's binary cache with signatures checked, `nix-env --profile P --set PATH`,
+ * organization's binary cache with signatures checked, check every path of it against the
+ * closure manifest in the release's signed artifact, `nix-env --profile P --set PATH`,
  * `PATH/bin/switch-to-configuration MODE`, then a confirm window in which the agent must reach
  * the coordinator again over its own connection and pass the release's health checks.
  * Otherwise the previously active store path is set and switched to again (not `--rollback`,
@@ -10,9 +11,9 @@
  * an activation a crash interrupted: before the switch completed it rolls back; during the
  * confirm window it runs the window again.
  */
-import { access, constants, rm } from "node:fs/promises";
+import { access, constants, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { readJsonIfExists, writeJsonAtomic, type ReleaseMeta } from "@flotilla/protocol";
+import { closureMismatch, parseNixosArtifact, parsePathInfoJson, readJsonIfExists, writeJsonAtomic, type ClosureEntry, type ReleaseMeta } from "@flotilla/protocol";
 import { DEFAULT_NIXOS_PROFILE } from "../../config.ts";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, InstalledRelease } from "../activator.ts";
 import { runHealthChecks } from "./health.ts";
@@ -136,6 +137,12 @@ export class NixosActivator implements Activator {
     events.step("activating");
     const output = (stream: "stdout" | "stderr", line: string) => events.output(meta.name, stream, line);
 
+    let pinned: ClosureEntry[];
+    try {
+      pinned = await pinnedClosure(req.artifactPath, storePath);
+    } catch (err) {
+      return notChanged(err instanceof Error ? err.message : String(err));
+    }
     const keys = (await this.opts.trustedPublicKeys(meta)).filter((k) => NIX_PUBLIC_KEY.test(k));
     if (!keys.length) return notChanged("the organization has no Nix public key to trust");
     const fetchSignal = AbortSignal.any([signal, AbortSignal.timeout(this.opts.fetchTimeoutMs ?? 3_600_000)]);
@@ -145,6 +152,17 @@ export class NixosActivator implements Activator {
     } catch (err) {
       return notChanged(`fetching ${storePath} failed: ${err instanceof Error ? err.message : String(err)}`);
     }
+    // The cache's narinfos are signed by keys the coordinator holds: the bytes nix accepted count
+    // only if they are the ones the admins signed into the release.
+    const info = await this.nix.pathInfo(storePath);
+    let mismatch: string | undefined;
+    try {
+      if (info.code !== 0) throw new Error(lastLine(info.tail));
+      mismatch = closureMismatch(pinned, parsePathInfoJson(info.stdout));
+    } catch (err) {
+      mismatch = `nix path-info ${storePath} failed: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    if (mismatch) return notChanged(`the closure of ${storePath} is not the one the release pins, nothing was switched: ${mismatch}`);
     const script = join(storePath, "bin/switch-to-configuration");
     try {
       await access(script, constants.X_OK);
@@ -231,6 +249,21 @@ export class NixosActivator implements Activator {
     events.step("failed", detail);
     return { outcome: "failed", error: detail, current: ok ? undefined : journal.previousRelease ?? undefined };
   }
+}
+
+/**
+ * The closure manifest of the release's artifact (hash-checked against the signed target before
+ * it reaches the activator). An artifact without one, from a CLI older than manifests, is
+ * refused: the signed release must determine every byte that is installed.
+ */
+async function pinnedClosure(artifactPath: string | undefined, storePath: string): Promise<ClosureEntry[]> {
+  if (artifactPath === undefined) throw new Error("a NixOS release needs its verified artifact (the closure manifest)");
+  const artifact = parseNixosArtifact(await readFile(artifactPath, "utf8"));
+  if (artifact.storePath !== storePath) throw new Error(`the release's artifact names ${artifact.storePath}, its metadata ${storePath}`);
+  if (!artifact.closure) {
+    throw new Error("the release's artifact has no closure manifest (made by an older flotilla CLI): create the release again with a current CLI");
+  }
+  return artifact.closure;
 }
 
 function release(r: InstalledRelease): InstalledRelease {

@@ -55,18 +55,31 @@ for (const backend of backends) {
       expect(await store.nix.listKeys("org_a")).toHaveLength(1);
     });
 
-    it("stores path metadata per organization and replaces it on a new upload", async () => {
-      await store.nix.putPath(path("org_a"));
+    it("stores path metadata per organization and never replaces it: a second add returns what is stored", async () => {
+      expect(await store.nix.addPath(path("org_a"))).toBeUndefined();
       expect(await store.nix.getPath("org_a", hashPart("a"))).toEqual(path("org_a"));
       expect(await store.nix.getPath("org_b", hashPart("a"))).toBeUndefined();
-      await store.nix.putPath(path("org_a", { sigs: ["k:other"], narSize: 99 }));
-      expect((await store.nix.getPath("org_a", hashPart("a")))?.sigs).toEqual(["k:other"]);
-      expect((await store.nix.getPath("org_a", hashPart("a")))?.narSize).toBe(99);
+      const other = path("org_a", { sigs: ["k:other"], narHash: "e".repeat(64), fileHash: "e".repeat(64), narSize: 99, createdAt: NOW + 1 });
+      expect(await store.nix.addPath(other)).toEqual(path("org_a"));
+      expect(await store.nix.getPath("org_a", hashPart("a"))).toEqual(path("org_a"));
+      // The same hash part in another organization is that organization's own path.
+      expect(await store.nix.addPath(path("org_b", { narSize: 7 }))).toBeUndefined();
+      expect((await store.nix.getPath("org_b", hashPart("a")))?.narSize).toBe(7);
+    });
+
+    it("keeps the first of two concurrent adds of one path and tells the other what is stored", async () => {
+      const a = path("org_a", { narHash: "1".repeat(64), fileHash: "1".repeat(64) });
+      const b = path("org_a", { narHash: "2".repeat(64), fileHash: "2".repeat(64) });
+      const [ra, rb] = await Promise.all([store.nix.addPath(a), store.nix.addPath(b)]);
+      const stored = await store.nix.getPath("org_a", hashPart("a"));
+      expect([a, b]).toContainEqual(stored);
+      expect([ra, rb].filter((r) => r === undefined)).toHaveLength(1);
+      expect([ra, rb].find((r) => r !== undefined)).toEqual(stored);
     });
 
     it("answers which paths and NAR files an organization holds, and only its own", async () => {
-      await store.nix.putPath(path("org_a"));
-      await store.nix.putPath(path("org_a", { hashPart: hashPart("d"), fileHash: "e".repeat(64) }));
+      await store.nix.addPath(path("org_a"));
+      await store.nix.addPath(path("org_a", { hashPart: hashPart("d"), fileHash: "e".repeat(64) }));
       expect(await store.nix.existingPaths("org_a", [hashPart("a"), hashPart("b"), hashPart("d")])).toEqual(new Set([hashPart("a"), hashPart("d")]));
       expect(await store.nix.existingPaths("org_b", [hashPart("a")])).toEqual(new Set());
       expect(await store.nix.existingPaths("org_a", [])).toEqual(new Set());

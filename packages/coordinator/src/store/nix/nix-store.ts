@@ -43,8 +43,11 @@ export interface NixStore {
   /** Whether the organization uploaded the NAR file with this hash. */
   hasNar(orgId: string, fileHash: string): Promise<boolean>;
 
-  /** Adds or replaces the path's metadata. */
-  putPath(path: NixPathRow): Promise<void>;
+  /**
+   * Adds the path's metadata unless the organization's cache already has the path: a narinfo,
+   * once written, is never replaced. Returns undefined when it was added, else the stored row.
+   */
+  addPath(path: NixPathRow): Promise<NixPathRow | undefined>;
   getPath(orgId: string, hashPart: string): Promise<NixPathRow | undefined>;
   /** The hash parts among `hashParts` the organization's cache holds. */
   existingPaths(orgId: string, hashParts: string[]): Promise<Set<string>>;
@@ -108,8 +111,10 @@ export class KyselyNixStore implements NixStore {
     return r !== undefined;
   }
 
-  async putPath(p: NixPathRow): Promise<void> {
+  async addPath(p: NixPathRow): Promise<NixPathRow | undefined> {
     const values = {
+      org_id: p.orgId,
+      hash_part: p.hashPart,
       store_path: p.storePath,
       file_hash: p.fileHash,
       file_size: p.fileSize,
@@ -121,11 +126,15 @@ export class KyselyNixStore implements NixStore {
       ca: p.ca,
       created_at: p.createdAt,
     };
-    await this.db
+    const r = await this.db
       .insertInto("nix_paths")
-      .values({ org_id: p.orgId, hash_part: p.hashPart, ...values })
-      .onConflict((oc) => oc.columns(["org_id", "hash_part"]).doUpdateSet(values))
-      .execute();
+      .values(values)
+      .onConflict((oc) => oc.columns(["org_id", "hash_part"]).doNothing())
+      .executeTakeFirst();
+    if (Number(r.numInsertedOrUpdatedRows ?? 0) > 0) return undefined;
+    const existing = await this.getPath(p.orgId, p.hashPart);
+    if (!existing) throw new Error(`nix path ${p.hashPart} neither inserted nor found`);
+    return existing;
   }
 
   async getPath(orgId: string, hashPart: string): Promise<NixPathRow | undefined> {
