@@ -38,7 +38,7 @@ async function ensureLocalOwner(c: Coordinator, creds: Credentials): Promise<voi
  * `up` holds the key of the coordinator it has just started, so it knows that coordinator's pin
  * first-hand. An admin context that pins another key at the same address belongs to an earlier
  * local coordinator (its data directory was removed, or another one is used now): that pin, its
- * sessions and the TUF roots pinned through it are dropped, and `up` says so. Every other
+ * sessions, and the TUF roots and Nix keys pinned through it are dropped, and `up` says so. Every other
  * command still refuses a coordinator whose key does not match its pin.
  */
 async function replaceStalePin(c: Coordinator, creds: Credentials): Promise<string | undefined> {
@@ -47,10 +47,11 @@ async function replaceStalePin(c: Coordinator, creds: Credentials): Promise<stri
   if (!known || known.pin === keyPin(c.identity.publicKey)) return undefined;
   delete ctx.coordinators[c.url];
   await creds.saveContext(ctx);
-  const roots = join(creds.home, "tuf-roots");
-  for (const name of await readdir(roots).catch(() => [] as string[])) {
-    const pinned = await readJsonIfExists<{ coordinator?: string }>(join(roots, name)).catch(() => undefined);
-    if (pinned?.coordinator === c.url) await rm(join(roots, name), { force: true });
+  for (const folder of ["tuf-roots", "nix-keys"].map((f) => join(creds.home, f))) {
+    for (const name of await readdir(folder).catch(() => [] as string[])) {
+      const pinned = await readJsonIfExists<{ coordinator?: string }>(join(folder, name)).catch(() => undefined);
+      if (pinned?.coordinator === c.url) await rm(join(folder, name), { force: true });
+    }
   }
   return `replaced the pin of the earlier coordinator at ${c.url} (key ${known.pin}) with this one's`;
 }
