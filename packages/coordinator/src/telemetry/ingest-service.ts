@@ -51,7 +51,7 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
     shipLogs: (req, hctx) =>
       refused(async () => {
         const row = await device(hctx, req.stream);
-        const payload = inflate(req.compression, req.payload);
+        const payload = await inflate(req.compression, req.payload);
         const { records } = decode("LogRecords", () => fromBinary(agentv1.LogRecordsSchema, payload));
         const seqs = checkSeqs(records.map((r) => r.seq));
         const drops = checkDrops(req.drops);
@@ -72,7 +72,7 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
     shipMetrics: (req, hctx) =>
       refused(async () => {
         const row = await device(hctx, req.stream);
-        const payload = inflate(req.compression, req.payload);
+        const payload = await inflate(req.compression, req.payload);
         const { samples } = decode("MetricSamples", () => fromBinary(agentv1.MetricSamplesSchema, payload));
         const seqs = checkSeqs(samples.map((s) => s.seq));
         const drops = checkDrops(req.drops);
