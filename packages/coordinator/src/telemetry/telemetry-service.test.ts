@@ -92,6 +92,25 @@ describe("the telemetry services", () => {
     expect((await s.query.queryLogs({ filter: {} }, other)).lines.map((l) => l.line)).toEqual(["secret"]);
   });
 
+  it("shows a device's clock as it claims, up to a day ahead of the coordinator's; a later claim is bounded and kept aside", async () => {
+    const s = await setup();
+    const now = Date.now();
+    const records = [
+      { seq: 1n, timeUnixMs: BigInt(now + 3_600_000), line: "an hour ahead" },
+      { seq: 2n, timeUnixMs: BigInt(now + 100 * 365 * 86_400_000), line: "a century ahead" },
+      { seq: 3n, timeUnixMs: 0n, line: "1970" },
+    ].map((r) => create(agentv1.LogRecordSchema, { ...r, unit: "webapp", source: "stdout" }));
+    await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: gzipSync(toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, { records }))) }, s.device);
+    const { lines } = await s.query.queryLogs({ filter: { device: "box" } }, s.owner);
+    const at = Object.fromEntries(lines.map((l) => [l.line, Number(l.timeUnixMs)]));
+    expect(at["an hour ahead"]).toBe(now + 3_600_000);
+    expect(at["1970"]).toBe(0);
+    expect(at["a century ahead"]).toBeGreaterThanOrEqual(now + 86_400_000);
+    expect(at["a century ahead"]).toBeLessThanOrEqual(Date.now() + 86_400_000);
+    const stored = await t.coord.store.telemetry.queryLogs(s.orgId, { deviceIds: [s.deviceId], limit: 10 });
+    expect(stored.map((l) => l.claimedTime)).toEqual([undefined, now + 100 * 365 * 86_400_000, undefined]);
+  });
+
   it("follows new lines after the stored tail, each once", async () => {
     const s = await setup();
     await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2]) }, s.device);

@@ -60,6 +60,20 @@ export function checkDrops(d: agentv1.DropReport | undefined): { droppedThrough:
   return { droppedThrough: through, droppedTotal: total };
 }
 
+/**
+ * How far ahead of the coordinator's clock a device may claim a capture time. A device clock an
+ * hour or a day off is common (no RTC battery, no NTP yet) and shown as the device tells it;
+ * beyond this, the claim is stored as this far ahead (the claim itself is kept as claimed_time),
+ * so a device cannot keep its lines at the top of its organization's newest lines for years.
+ */
+export const MAX_CLAIM_AHEAD_MS = 24 * 3_600_000;
+
+/** The capture time the coordinator stores for a device's claim: at most MAX_CLAIM_AHEAD_MS after it received it. */
+export function boundTime(claimed: number, receivedAt: number): number {
+  return Math.min(claimed, receivedAt + MAX_CLAIM_AHEAD_MS);
+}
+
+/** A claimed time in milliseconds since the epoch, within what a JavaScript Date can hold. */
 export function checkTime(t: bigint): number {
   const n = Number(t);
   if (!Number.isSafeInteger(n) || n < 0 || n > 8_640_000_000_000_000) throw bad("record time out of range");
