@@ -51,9 +51,9 @@ describe("device metrics", () => {
     expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
     const body = await res.text();
     expect(body).toMatch(/^flotilla_devices\{org="[^"]+",state="online"\} 1$/m);
-    expect(body).toMatch(new RegExp(`^system_cpu_utilization_ratio\\{org="[^"]+",device="${device.name}",state="idle"\\} `, "m"));
+    expect(body).toMatch(new RegExp(`^flotilla_device_system_cpu_utilization_ratio\\{org="[^"]+",device="${device.name}",state="idle"\\} `, "m"));
     expect(body).toMatch(/^flotilla_log_lines_received_total \d+$/m);
-    expect(body).toMatch(new RegExp(`^system_network_io_bytes_total\\{org="[^"]+",device="${device.name}",network_device="[^"]+",direction="receive"\\} \\d+`, "m"));
+    expect(body).toMatch(new RegExp(`^flotilla_device_system_network_io_bytes_total\\{org="[^"]+",device="${device.name}",network_device="[^"]+",direction="receive"\\} \\d+`, "m"));
     const check = spawnSync("/usr/bin/promtool", ["check", "metrics"], { input: body, encoding: "utf8" });
     expect(check.stderr + check.stdout).toBe("");
     expect(check.status).toBe(0);

@@ -145,6 +145,42 @@ describe("device logs", () => {
     expect(bad.stderr).toMatch(/^error: /);
   }, 60_000);
 
+  it("keeps an organization's lines while another organization's device floods past the size bound", async () => {
+    // 1 MiB per organization; a retention age of 5 minutes makes the sweep run every 30 seconds.
+    const fleet = await new Fleet(sb, ["--log-retention-bytes", String(1 << 20), "--log-retention-ms", "300000"]).start();
+    expect((await fleet.admin(["org", "create", "globex"])).code).toBe(0);
+    const quiet = join(await sb.dir("flotilla-app-"), "quiet.log");
+    const loud = join(await sb.dir("flotilla-app-"), "loud.log");
+    await writeFile(quiet, "");
+    await writeFile(loud, "");
+    const globexJoin = await fleet.admin(["--org", "globex", "join-token", "create", "--auto-approve"]);
+    expect(globexJoin.code).toBe(0);
+    fleet.startAgent(await sb.dir("flotilla-agent-"), globexJoin.stdout.trim().split("\n").pop(), ["--log-file-unit", `app=${quiet}`], "globex agent");
+    fleet.startAgent(await sb.dir("flotilla-agent-"), await fleet.joinToken(["--auto-approve"]), ["--log-file-unit", `app=${loud}`], "loud agent");
+    const logs = async (org?: string): Promise<JsonLine[]> => {
+      const r = await fleet.admin([...(org ? ["--org", org] : []), "logs", "--unit", "app", "-n", "10000", "--json"]);
+      if (r.code !== 0) throw new Error(`flotilla logs failed (${r.code}): ${r.stderr}`);
+      return r.stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as JsonLine);
+    };
+
+    // globex's device logs ten lines first: under a fleet-wide bound they would be the oldest.
+    await appendFile(quiet, numbered(1, 10));
+    await waitFor("globex's lines stored", async () => (await logs("globex")).length === 10, 30_000, 250);
+    // The default organization's device then logs about 2 MiB, twice its bound.
+    const N = 2000;
+    await appendFile(loud, numbered(1, N).replace(/\n/g, ` ${"x".repeat(1000)}\n`));
+    await waitFor("the flood stored", async () => (await logs()).some((l) => l.line.startsWith(`line ${String(N).padStart(5, "0")}`)), 60_000, 500);
+    // The sweep cuts the flooding organization to 90% of its bound, earliest received first...
+    const kept = await waitFor("the flood cut to its bound", async () => {
+      const lines = await logs();
+      return lines.length < 900 ? lines : undefined;
+    }, 90_000, 1000);
+    expect(kept.length).toBeGreaterThan(500);
+    expect(kept.at(-1)!.line).toMatch(new RegExp(`^line ${String(N).padStart(5, "0")} `));
+    // ...and leaves the other organization's lines alone.
+    expect((await logs("globex")).map((l) => l.line)).toEqual(numbered(1, 10).trimEnd().split("\n"));
+  }, 180_000);
+
   // Without a running journald (containers, CI runners) there is no journal to capture from.
   it.skipIf(!journald)("captures a systemd unit's journal lines (needs journald running)", async () => {
     const unit = `flotilla-test-${Math.random().toString(36).slice(2, 8)}`;

@@ -122,7 +122,7 @@ export const coordinatorOptionSpecs = defineOptions({
     key: "log_retention_ms",
     schema: positiveMs,
     default: 7 * 24 * 3_600_000,
-    doc: "device logs and metric samples older than this are deleted (default 7 days)",
+    doc: "device logs and metric samples the coordinator received longer ago than this are deleted (default 7 days)",
   },
   logRetentionBytes: {
     flag: "log-retention-bytes",
@@ -130,7 +130,7 @@ export const coordinatorOptionSpecs = defineOptions({
     key: "log_retention_bytes",
     schema: z.coerce.number().int().min(1024 * 1024),
     default: 1024 ** 3,
-    doc: "device logs beyond about this many bytes are deleted, oldest first",
+    doc: "per organization: its device logs beyond about this many bytes are deleted, earliest received first (its metric samples likewise, apart)",
   },
   otlpUrl: {
     flag: "otlp-url",

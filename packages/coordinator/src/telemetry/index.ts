@@ -14,7 +14,8 @@ export type TelemetryOptions = Pick<CoordinatorConfig, "logRetentionMs" | "logRe
 
 /**
  * Telemetry as a coordinator feature: the agent's and the admin's TelemetryService, GET /metrics,
- * and the retention sweep (every minute, or every tenth of the retention age when that is shorter).
+ * and the retention sweep (every minute, or every tenth of the retention age when that is
+ * shorter): by the coordinator's receive time, and the size bound for each organization apart.
  */
 export function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): Feature {
   const counters = new TelemetryCounters();

@@ -7,7 +7,7 @@ import type { DeviceRow, LogRecordInput, MetricPointRow } from "../store/index.t
 import type { TelemetryCounters } from "./counters.ts";
 import type { LogFeed } from "./feed.ts";
 import type { OtlpExporter } from "./otlp.ts";
-import { checkDrops, checkSeqs, checkTime, inflate, MAX_LINE_CHARS, STREAM_RE, UNIT_RE } from "./validate.ts";
+import { boundTime, checkDrops, checkSeqs, checkTime, inflate, MAX_LINE_CHARS, STREAM_RE, UNIT_RE } from "./validate.ts";
 
 /** What the ingest service shares with the rest of the coordinator's telemetry. */
 export interface IngestDeps {
@@ -22,6 +22,13 @@ function decode<T>(what: string, parse: () => T): T {
   } catch {
     throw new ConnectError(`payload is not a valid ${what} message`, Code.InvalidArgument);
   }
+}
+
+/** The time to store for a device's claim, and the claim where the two differ. */
+function claim(timeUnixMs: bigint, receivedAt: number): { time: number; claimedTime?: number } {
+  const claimed = checkTime(timeUnixMs);
+  const time = boundTime(claimed, receivedAt);
+  return time === claimed ? { time } : { time, claimedTime: claimed };
 }
 
 /**
@@ -51,17 +58,18 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
     shipLogs: (req, hctx) =>
       refused(async () => {
         const row = await device(hctx, req.stream);
-        const payload = inflate(req.compression, req.payload);
+        const payload = await inflate(req.compression, req.payload);
         const { records } = decode("LogRecords", () => fromBinary(agentv1.LogRecordsSchema, payload));
         const seqs = checkSeqs(records.map((r) => r.seq));
         const drops = checkDrops(req.drops);
+        const receivedAt = Date.now();
         const input: LogRecordInput[] = records.map((r, i) => {
           if (!UNIT_RE.test(r.unit)) throw new ConnectError(`invalid unit name ${JSON.stringify(r.unit.slice(0, 140))}`, Code.InvalidArgument);
           if (r.source.length > 32) throw new ConnectError("source longer than 32 characters", Code.InvalidArgument);
           if (r.line.length > MAX_LINE_CHARS) throw new ConnectError(`line longer than ${MAX_LINE_CHARS} characters`, Code.InvalidArgument);
-          return { seq: seqs[i]!, time: checkTime(r.timeUnixMs), unit: r.unit, source: r.source, line: r.line };
+          return { seq: seqs[i]!, ...claim(r.timeUnixMs, receivedAt), unit: r.unit, source: r.source, line: r.line };
         });
-        const { ackedSeq, added } = await store.telemetry.ingestLogs(row.orgId, row.id, req.stream, input, drops);
+        const { ackedSeq, added } = await store.telemetry.ingestLogs(row.orgId, row.id, req.stream, input, drops, receivedAt);
         deps.counters.logBatches++;
         deps.counters.logLines += added.length;
         deps.counters.logLinesDuplicate += input.length - added.length;
@@ -72,10 +80,11 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
     shipMetrics: (req, hctx) =>
       refused(async () => {
         const row = await device(hctx, req.stream);
-        const payload = inflate(req.compression, req.payload);
+        const payload = await inflate(req.compression, req.payload);
         const { samples } = decode("MetricSamples", () => fromBinary(agentv1.MetricSamplesSchema, payload));
         const seqs = checkSeqs(samples.map((s) => s.seq));
         const drops = checkDrops(req.drops);
+        const receivedAt = Date.now();
         const input = samples.map((s, i) => {
           if (s.points.length > 1000) throw new ConnectError("at most 1000 points per sample", Code.InvalidArgument);
           const points: MetricPointRow[] = s.points.map((p) => {
@@ -87,9 +96,9 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
             if (!Number.isFinite(p.value) || p.unit.length > 32) throw new ConnectError(`invalid value or unit on ${p.name}`, Code.InvalidArgument);
             return { name: p.name, value: p.value, attributes: { ...p.attributes }, unit: p.unit, monotonic: p.monotonic };
           });
-          return { seq: seqs[i]!, time: checkTime(s.timeUnixMs), points };
+          return { seq: seqs[i]!, ...claim(s.timeUnixMs, receivedAt), points };
         });
-        const { ackedSeq, added } = await store.telemetry.ingestMetrics(row.orgId, row.id, req.stream, input, drops);
+        const { ackedSeq, added } = await store.telemetry.ingestMetrics(row.orgId, row.id, req.stream, input, drops, receivedAt);
         deps.counters.metricBatches++;
         deps.counters.metricSamples += added.length;
         deps.otlp?.enqueue(row, added);

@@ -15,11 +15,25 @@ interface Family {
 /** Builds the Prometheus text exposition format (version 0.0.4). */
 export class Exposition {
   private readonly families = new Map<string, Family>();
+  private readonly series = new Set<string>();
 
+  /**
+   * Adds a sample to the family `name` (created with `type` and `help` on first use). A second
+   * sample with the same name and labels is left out: each series appears once.
+   */
   add(name: string, type: Family["type"], help: string, value: number, labels: Labels = {}): void {
+    const key = JSON.stringify([name, Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))]);
+    if (this.series.has(key)) return;
+    this.series.add(key);
     let f = this.families.get(name);
     if (!f) this.families.set(name, (f = { help, type, samples: [] }));
     f.samples.push({ labels, value });
+  }
+
+  /** Whether a family of this name holds samples of another type. */
+  clashes(name: string, type: Family["type"]): boolean {
+    const f = this.families.get(name);
+    return f !== undefined && f.type !== type;
   }
 
   text(): string {
@@ -44,6 +58,18 @@ function formatValue(v: number): string {
 const UNIT_SUFFIX: Record<string, string> = { "1": "ratio", By: "bytes", s: "seconds" };
 
 /**
+ * Every device metric's family begins with this, so that no name a device chooses can add
+ * samples to the coordinator's own families (`process_*`, `nodejs_*`, `flotilla_*`): none of
+ * those begins with `flotilla_device_`.
+ */
+export const DEVICE_METRIC_PREFIX = "flotilla_device_";
+
+/** Suffixes Prometheus reserves for counters, histograms and summaries; a gauge's name ending in one gets `_value`. */
+const RESERVED_SUFFIX = /_(total|count|sum|bucket)$/;
+/** Label names Prometheus gives a meaning (histogram buckets, summary quantiles), besides our own. */
+const RESERVED_LABELS = new Set(["le", "quantile"]);
+
+/**
  * An OpenTelemetry metric name as Prometheus spells it (the OTLP-to-Prometheus conventions):
  * dots become underscores, the unit becomes a suffix, counters end in _total.
  */
@@ -54,7 +80,34 @@ export function prometheusName(name: string, unit: string, monotonic: boolean): 
   const suffix = UNIT_SUFFIX[unit];
   if (suffix && !n.endsWith(`_${suffix}`)) n += `_${suffix}`;
   if (monotonic) n += "_total";
+  else if (RESERVED_SUFFIX.test(n)) n += "_value";
   return n;
+}
+
+/**
+ * The family a device's metric is exposed as: its Prometheus name under DEVICE_METRIC_PREFIX.
+ * Counters always end in `_total` and gauges never do, so two devices reporting one name with
+ * different types land in two families.
+ */
+export function deviceFamily(name: string, unit: string, monotonic: boolean): string {
+  return DEVICE_METRIC_PREFIX + prometheusName(name, unit, monotonic);
+}
+
+/**
+ * The labels of a device's point: `org` and `device`, then its attributes, spelled as
+ * Prometheus label names. An attribute named like a label already there (system.network.io's
+ * "device") or like a reserved one is prefixed with the metric's second name segment
+ * (`network_device`); one that still clashes gets trailing underscores.
+ */
+export function deviceLabels(org: string, device: string, metric: string, attributes: Record<string, string>): Labels {
+  const labels: Labels = { org, device };
+  for (const [k, v] of Object.entries(attributes)) {
+    let key = k.replace(/[^a-zA-Z0-9_]/g, "_");
+    if (key in labels || RESERVED_LABELS.has(key)) key = `${metric.split(".")[1] ?? "attr"}_${key}`.replace(/[^a-zA-Z0-9_]/g, "_");
+    while (key in labels) key += "_";
+    labels[key] = v;
+  }
+  return labels;
 }
 
 const startedAt = Date.now();
@@ -101,14 +154,10 @@ export async function collect(store: Store, counters: TelemetryCounters, offline
     const d = deviceNames.get(s.deviceId);
     if (!d) continue;
     for (const p of s.points) {
-      const name = prometheusName(p.name, p.unit, p.monotonic);
-      const labels: Labels = { org: d.org, device: d.name };
-      for (const [k, v] of Object.entries(p.attributes)) {
-        const key = k.replace(/[^a-zA-Z0-9_]/g, "_");
-        // An attribute named like our own labels (system.network.io's "device") is prefixed: network_device.
-        labels[key in labels ? `${p.name.split(".")[1] ?? "attr"}_${key}` : key] = v;
-      }
-      e.add(name, p.monotonic ? "counter" : "gauge", `${p.name} (${p.unit}) of each device, its latest sample.`, p.value, labels);
+      const name = deviceFamily(p.name, p.unit, p.monotonic);
+      const type = p.monotonic ? "counter" : "gauge";
+      if (e.clashes(name, type)) continue;
+      e.add(name, type, `${p.name} (${p.unit}) of each device, its latest sample.`, p.value, deviceLabels(d.org, d.name, p.name, p.attributes));
     }
   }
   return e.text();

@@ -1,9 +1,12 @@
+import { spawnSync } from "node:child_process";
 import { gzipSync } from "node:zlib";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { adminv1, agentv1 } from "@flotilla/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { enrollTestDevice, startTestCoordinator, type TestCoordinator } from "../testing.ts";
+import { TelemetryCounters } from "./counters.ts";
+import { collect } from "./prometheus.ts";
 
 let t: TestCoordinator;
 const closers: (() => void)[] = [];
@@ -89,6 +92,25 @@ describe("the telemetry services", () => {
     expect((await s.query.queryLogs({ filter: {} }, other)).lines.map((l) => l.line)).toEqual(["secret"]);
   });
 
+  it("shows a device's clock as it claims, up to a day ahead of the coordinator's; a later claim is bounded and kept aside", async () => {
+    const s = await setup();
+    const now = Date.now();
+    const records = [
+      { seq: 1n, timeUnixMs: BigInt(now + 3_600_000), line: "an hour ahead" },
+      { seq: 2n, timeUnixMs: BigInt(now + 100 * 365 * 86_400_000), line: "a century ahead" },
+      { seq: 3n, timeUnixMs: 0n, line: "1970" },
+    ].map((r) => create(agentv1.LogRecordSchema, { ...r, unit: "webapp", source: "stdout" }));
+    await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: gzipSync(toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, { records }))) }, s.device);
+    const { lines } = await s.query.queryLogs({ filter: { device: "box" } }, s.owner);
+    const at = Object.fromEntries(lines.map((l) => [l.line, Number(l.timeUnixMs)]));
+    expect(at["an hour ahead"]).toBe(now + 3_600_000);
+    expect(at["1970"]).toBe(0);
+    expect(at["a century ahead"]).toBeGreaterThanOrEqual(now + 86_400_000);
+    expect(at["a century ahead"]).toBeLessThanOrEqual(Date.now() + 86_400_000);
+    const stored = await t.coord.store.telemetry.queryLogs(s.orgId, { deviceIds: [s.deviceId], limit: 10 });
+    expect(stored.map((l) => l.claimedTime)).toEqual([undefined, now + 100 * 365 * 86_400_000, undefined]);
+  });
+
   it("follows new lines after the stored tail, each once", async () => {
     const s = await setup();
     await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2]) }, s.device);
@@ -99,5 +121,49 @@ describe("the telemetry services", () => {
     expect((await stream.next()).value?.lines.map((l: adminv1.LogLine) => l.line)).toEqual(["line 3"]);
     ac.abort();
     await stream.return?.();
+  });
+
+  it("keeps device-chosen metric names out of the coordinator's own /metrics families, and the exposition valid", async () => {
+    const s = await setup();
+    const point = (name: string, value: number, attributes: Record<string, string> = {}, unit = "By", monotonic = false) =>
+      create(agentv1.MetricPointSchema, { name, value, attributes, unit, monotonic });
+    const payload = gzipSync(toBinary(agentv1.MetricSamplesSchema, create(agentv1.MetricSamplesSchema, {
+      samples: [create(agentv1.MetricSampleSchema, {
+        seq: 1n,
+        timeUnixMs: BigInt(Date.now()),
+        points: [
+          // Named as the coordinator's own families are.
+          point("process.resident.memory", 1e15),
+          point("process.cpu", 1e9, {}, "s", true),
+          point("flotilla.devices", 999, { state: "online" }, ""),
+          // Two attribute keys that Prometheus spells the same, and one named like our own label.
+          point("app.queue", 1, { "a.b": "x", a_b: "y", org: "forged" }, ""),
+          // The same series twice, and one name as a gauge and a counter at once.
+          point("app.jobs", 1, {}, ""),
+          point("app.jobs", 2, {}, ""),
+          point("app.hits.total", 5, {}, ""),
+          point("app.hits", 6, {}, "", true),
+        ],
+      })],
+    })));
+    await s.ship.shipMetrics({ stream: "metrics", compression: GZIP, payload }, s.device);
+    const text = await collect(t.coord.store, new TelemetryCounters(), 60_000);
+
+    // The coordinator's families hold only the coordinator's own samples.
+    expect(text).toMatch(/^process_resident_memory_bytes \d+$/m);
+    expect(text).not.toMatch(/^process_resident_memory_bytes\{/m);
+    expect(text).not.toMatch(/^process_cpu_seconds_total\{/m);
+    expect(text).not.toMatch(/^flotilla_devices\{[^}]*device=/m);
+    // The device's values appear under their own, prefixed names.
+    expect(text).toMatch(/^flotilla_device_process_resident_memory_bytes\{org="[^"]+",device="box"\} 1000000000000000$/m);
+    expect(text).toMatch(/^flotilla_device_process_cpu_seconds_total\{org="[^"]+",device="box"\} 1000000000$/m);
+    expect(text).toMatch(/^flotilla_device_flotilla_devices\{org="[^"]+",device="box",state="online"\} 999$/m);
+    // Each series once; a gauge named like a counter gets a name of its own.
+    expect(text.match(/^flotilla_device_app_jobs\{/gm)).toHaveLength(1);
+    expect(text).toMatch(/^flotilla_device_app_hits_total_value\{org="[^"]+",device="box"\} 5$/m);
+    expect(text).toMatch(/^flotilla_device_app_hits_total\{org="[^"]+",device="box"\} 6$/m);
+    const check = spawnSync("/usr/bin/promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
+    expect(check.stderr + check.stdout).toBe("");
+    expect(check.status).toBe(0);
   });
 });

@@ -1,6 +1,7 @@
+import { promisify } from "node:util";
+import { gunzip as gunzipCb } from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { gunzipSync } from "node:zlib";
-import { agentv1 } from "@flotilla/protocol";
+import { agentv1, Semaphore } from "@flotilla/protocol";
 
 export const STREAM_RE = /^[a-z0-9_-]{1,64}$/;
 export const UNIT_RE = /^[A-Za-z0-9_.@:-]{1,128}$/;
@@ -8,15 +9,24 @@ export const MAX_LINE_CHARS = 64 * 1024;
 export const MAX_RECORDS = 20_000;
 /** Largest payload once decompressed: a guard against compression bombs. */
 export const MAX_INFLATED = 64 * 1024 * 1024;
+/** Batches decompressed at once: each may hold up to MAX_INFLATED bytes while it inflates. */
+const MAX_INFLATING = 2;
 
 const bad = (msg: string) => new ConnectError(msg, Code.InvalidArgument);
+const gunzip = promisify(gunzipCb);
+const inflating = new Semaphore(MAX_INFLATING);
 
-/** The payload, decompressed as the request says, within MAX_INFLATED. */
-export function inflate(compression: agentv1.Compression, payload: Uint8Array): Uint8Array {
+/**
+ * The payload, decompressed as the request says, within MAX_INFLATED. zlib works on the thread
+ * pool in chunks, so the event loop keeps serving while a batch inflates; it stops at the first
+ * chunk beyond the limit (a gzip bomb costs at most MAX_INFLATED bytes of memory, not its full
+ * size) and the batch is refused whole with ResourceExhausted.
+ */
+export async function inflate(compression: agentv1.Compression, payload: Uint8Array): Promise<Uint8Array> {
   if (compression === agentv1.Compression.UNSPECIFIED) return payload;
   if (compression !== agentv1.Compression.GZIP) throw bad("unknown compression");
   try {
-    return gunzipSync(payload, { maxOutputLength: MAX_INFLATED });
+    return await inflating.run(() => gunzip(payload, { maxOutputLength: MAX_INFLATED }));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
       throw new ConnectError(`payload inflates beyond ${MAX_INFLATED} bytes`, Code.ResourceExhausted);
@@ -50,6 +60,20 @@ export function checkDrops(d: agentv1.DropReport | undefined): { droppedThrough:
   return { droppedThrough: through, droppedTotal: total };
 }
 
+/**
+ * How far ahead of the coordinator's clock a device may claim a capture time. A device clock an
+ * hour or a day off is common (no RTC battery, no NTP yet) and shown as the device tells it;
+ * beyond this, the claim is stored as this far ahead (the claim itself is kept as claimed_time),
+ * so a device cannot keep its lines at the top of its organization's newest lines for years.
+ */
+export const MAX_CLAIM_AHEAD_MS = 24 * 3_600_000;
+
+/** The capture time the coordinator stores for a device's claim: at most MAX_CLAIM_AHEAD_MS after it received it. */
+export function boundTime(claimed: number, receivedAt: number): number {
+  return Math.min(claimed, receivedAt + MAX_CLAIM_AHEAD_MS);
+}
+
+/** A claimed time in milliseconds since the epoch, within what a JavaScript Date can hold. */
 export function checkTime(t: bigint): number {
   const n = Number(t);
   if (!Number.isSafeInteger(n) || n < 0 || n > 8_640_000_000_000_000) throw bad("record time out of range");

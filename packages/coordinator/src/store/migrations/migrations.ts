@@ -6,6 +6,7 @@ import type { Kysely, Migration, MigrationProvider } from "kysely";
 import { artifactOwnersMigration } from "./migration-artifact-owners.ts";
 import { nixMigration } from "./migration-nix.ts";
 import { telemetryMigration } from "./migration-telemetry.ts";
+import { telemetryLimitsMigration } from "./migration-telemetry-limits.ts";
 import { releasesMigration } from "./migration-releases.ts";
 import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
@@ -181,6 +182,7 @@ export const migrations: Record<string, Migration> = {
   "0008_rollouts": rolloutsMigration,
   "0009_rollout_rollback": rollbackMigration,
   "0010_artifact_owners": artifactOwnersMigration,
+  "0011_telemetry_limits": telemetryLimitsMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

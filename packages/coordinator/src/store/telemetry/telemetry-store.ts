@@ -5,10 +5,13 @@ import type { Database } from "../schema/schema.ts";
 /** A log line as the agent shipped it. */
 export interface LogRecordInput {
   seq: number;
+  /** Capture time, ms, as the coordinator bounded the device's claim. */
   time: number;
   unit: string;
   source: string;
   line: string;
+  /** The device's claimed capture time, where it differs from `time`. */
+  claimedTime?: number;
 }
 
 /** A stored log line. */
@@ -29,8 +32,10 @@ export interface MetricPointRow {
 
 export interface MetricSampleInput {
   seq: number;
+  /** Sample time, ms, bounded like LogRecordInput.time. */
   time: number;
   points: MetricPointRow[];
+  claimedTime?: number;
 }
 
 export interface MetricSampleRow extends MetricSampleInput {
@@ -42,6 +47,12 @@ export interface MetricSampleRow extends MetricSampleInput {
 export interface Drops {
   droppedThrough: number;
   droppedTotal: number;
+}
+
+/** What an organization's devices have stored, in approximate bytes. */
+export interface TelemetryUsage {
+  logBytes: number;
+  metricBytes: number;
 }
 
 export interface LogQuery {
@@ -64,11 +75,12 @@ export interface TelemetryStore {
   /**
    * Stores the records not stored before, in one transaction, and returns the stream's highest
    * contiguous seq (counting seqs the agent reports dropped) and the records that were new.
-   * `records` must be in ascending seq order.
+   * `records` must be in ascending seq order. `receivedAt` (the coordinator's clock, ms) is what
+   * retention counts from. Costs O(records): the stream's own row counts the bytes stored.
    */
-  ingestLogs(orgId: string, deviceId: string, stream: string, records: LogRecordInput[], drops: Drops): Promise<{ ackedSeq: number; added: LogLineRow[] }>;
+  ingestLogs(orgId: string, deviceId: string, stream: string, records: LogRecordInput[], drops: Drops, receivedAt?: number): Promise<{ ackedSeq: number; added: LogLineRow[] }>;
   /** The same for metric samples. */
-  ingestMetrics(orgId: string, deviceId: string, stream: string, samples: MetricSampleInput[], drops: Drops): Promise<{ ackedSeq: number; added: MetricSampleRow[] }>;
+  ingestMetrics(orgId: string, deviceId: string, stream: string, samples: MetricSampleInput[], drops: Drops, receivedAt?: number): Promise<{ ackedSeq: number; added: MetricSampleRow[] }>;
   queryLogs(orgId: string, q: LogQuery): Promise<LogLineRow[]>;
   /** The newest `limit` samples of a device, oldest first. */
   recentMetrics(orgId: string, deviceId: string, limit: number): Promise<MetricSampleRow[]>;
@@ -78,15 +90,29 @@ export interface TelemetryStore {
   dropped(orgId: string, deviceId: string): Promise<Record<string, number>>;
   /** Dropped totals by stream over every device (for /metrics). */
   droppedTotals(): Promise<Record<string, number>>;
+  /** The bytes the organization's lines and samples take now, as the streams count them. */
+  usage(orgId: string): Promise<TelemetryUsage>;
   /**
-   * Deletes log lines and samples older than `before`, then the oldest log lines until the
-   * lines' approximate size is within `maxLogBytes`. Returns how many lines were deleted.
+   * For each organization: deletes the lines and samples the coordinator received before
+   * `before`, then, while the organization's lines (and, apart, its samples) exceed about
+   * `maxBytesPerOrg`, the earliest received of them, down to 90% of it. Times a device claims
+   * play no part, and one organization's volume never deletes another's. Works in chunks of a
+   * few thousand rows, each its own short transaction, yielding to the event loop between them.
+   * Returns how many lines were deleted.
    */
-  prune(before: number, maxLogBytes: number): Promise<number>;
+  prune(before: number, maxBytesPerOrg: number): Promise<number>;
 }
 
 const num = (v: number | string | bigint): number => Number(v);
 const CHUNK = 1000;
+/** Rows deleted per pruning step. */
+const PRUNE_CHUNK = 2000;
+/** What pruning keeps of an organization over its bound: 90%, so it does not run at every batch. */
+const PRUNE_TO = 0.9;
+
+type TelemetryTable = "log_records" | "metric_samples";
+const COUNTER = { log_records: "log_bytes", metric_samples: "metric_bytes" } as const;
+const logBytes = (r: { line: string; unit: string }) => r.line.length + r.unit.length + 64;
 
 /** Escapes LIKE wildcards; `\` is the escape character. */
 function likePattern(text: string): string {
@@ -102,7 +128,7 @@ export class KyselyTelemetryStore implements TelemetryStore {
   private async beginStream(trx: Transaction<Database>, orgId: string, deviceId: string, stream: string, drops: Drops) {
     await trx
       .insertInto("telemetry_streams")
-      .values({ device_id: deviceId, stream, org_id: orgId, acked_seq: 0, dropped_total: 0 })
+      .values({ device_id: deviceId, stream, org_id: orgId, acked_seq: 0, dropped_total: 0, log_bytes: 0, metric_bytes: 0 })
       .onConflict((oc) => oc.columns(["device_id", "stream"]).doNothing())
       .execute();
     let q = trx.selectFrom("telemetry_streams").select(["acked_seq", "dropped_total"]).where("device_id", "=", deviceId).where("stream", "=", stream);
@@ -111,18 +137,32 @@ export class KyselyTelemetryStore implements TelemetryStore {
     return { acked: num(row.acked_seq), droppedTotal: Math.max(num(row.dropped_total), drops.droppedTotal) };
   }
 
-  private async endStream(trx: Transaction<Database>, deviceId: string, stream: string, start: number, seqs: number[], droppedTotal: number): Promise<number> {
+  private async endStream(
+    trx: Transaction<Database>,
+    deviceId: string,
+    stream: string,
+    start: number,
+    seqs: number[],
+    droppedTotal: number,
+    stored: { table: TelemetryTable; bytes: number },
+  ): Promise<number> {
     let acked = start;
     for (const s of seqs) {
       if (s <= acked) continue;
       if (s !== acked + 1) break;
       acked = s;
     }
-    await trx.updateTable("telemetry_streams").set({ acked_seq: acked, dropped_total: droppedTotal }).where("device_id", "=", deviceId).where("stream", "=", stream).execute();
+    const counter = COUNTER[stored.table];
+    await trx
+      .updateTable("telemetry_streams")
+      .set((eb) => ({ acked_seq: acked, dropped_total: droppedTotal, [counter]: eb(counter, "+", stored.bytes) }))
+      .where("device_id", "=", deviceId)
+      .where("stream", "=", stream)
+      .execute();
     return acked;
   }
 
-  ingestLogs(orgId: string, deviceId: string, stream: string, records: LogRecordInput[], drops: Drops) {
+  ingestLogs(orgId: string, deviceId: string, stream: string, records: LogRecordInput[], drops: Drops, receivedAt = Date.now()) {
     return this.db.transaction().execute(async (trx) => {
       const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, drops);
       const start = Math.max(acked, drops.droppedThrough);
@@ -138,7 +178,9 @@ export class KyselyTelemetryStore implements TelemetryStore {
           unit: r.unit,
           source: r.source,
           line: r.line,
-          bytes: r.line.length + r.unit.length + 64,
+          bytes: logBytes(r),
+          received_at: receivedAt,
+          claimed_time: r.claimedTime ?? null,
         }));
         const res = await trx
           .insertInto("log_records")
@@ -148,29 +190,34 @@ export class KyselyTelemetryStore implements TelemetryStore {
           .execute();
         for (const r of res) inserted.add(num(r.seq));
       }
-      const ackedSeq = await this.endStream(trx, deviceId, stream, start, records.map((r) => r.seq), droppedTotal);
       const added = fresh.filter((r) => inserted.has(r.seq)).map((r) => ({ ...r, orgId, deviceId, stream }));
+      const bytes = added.reduce((n, r) => n + logBytes(r), 0);
+      const ackedSeq = await this.endStream(trx, deviceId, stream, start, records.map((r) => r.seq), droppedTotal, { table: "log_records", bytes });
       return { ackedSeq, added };
     });
   }
 
-  ingestMetrics(orgId: string, deviceId: string, stream: string, samples: MetricSampleInput[], drops: Drops) {
+  ingestMetrics(orgId: string, deviceId: string, stream: string, samples: MetricSampleInput[], drops: Drops, receivedAt = Date.now()) {
     return this.db.transaction().execute(async (trx) => {
       const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, drops);
       const start = Math.max(acked, drops.droppedThrough);
       const fresh = samples.filter((s) => s.seq > acked);
-      const inserted = new Set<number>();
+      const inserted = new Map<number, number>();
       for (let i = 0; i < fresh.length; i += CHUNK) {
-        const rows = fresh.slice(i, i + CHUNK).map((s) => ({ org_id: orgId, device_id: deviceId, stream, seq: s.seq, time: s.time, points: JSON.stringify(s.points) }));
+        const rows = fresh.slice(i, i + CHUNK).map((s) => {
+          const points = JSON.stringify(s.points);
+          return { org_id: orgId, device_id: deviceId, stream, seq: s.seq, time: s.time, points, bytes: points.length + 64, received_at: receivedAt, claimed_time: s.claimedTime ?? null };
+        });
         const res = await trx
           .insertInto("metric_samples")
           .values(rows)
           .onConflict((oc) => oc.columns(["device_id", "stream", "seq"]).doNothing())
-          .returning("seq")
+          .returning(["seq", "bytes"])
           .execute();
-        for (const r of res) inserted.add(num(r.seq));
+        for (const r of res) inserted.set(num(r.seq), num(r.bytes));
       }
-      const ackedSeq = await this.endStream(trx, deviceId, stream, start, samples.map((s) => s.seq), droppedTotal);
+      const bytes = [...inserted.values()].reduce((n, b) => n + b, 0);
+      const ackedSeq = await this.endStream(trx, deviceId, stream, start, samples.map((s) => s.seq), droppedTotal, { table: "metric_samples", bytes });
       return { ackedSeq, added: fresh.filter((s) => inserted.has(s.seq)).map((s) => ({ ...s, orgId, deviceId })) };
     });
   }
@@ -194,6 +241,7 @@ export class KyselyTelemetryStore implements TelemetryStore {
       unit: r.unit,
       source: r.source,
       line: r.line,
+      ...(r.claimed_time === null ? {} : { claimedTime: num(r.claimed_time) }),
     }));
   }
 
@@ -233,24 +281,118 @@ export class KyselyTelemetryStore implements TelemetryStore {
     return Object.fromEntries(rows.map((r) => [r.stream, num(r.total ?? 0)]));
   }
 
-  async prune(before: number, maxLogBytes: number): Promise<number> {
-    let deleted = num((await this.db.deleteFrom("log_records").where("time", "<", before).executeTakeFirst()).numDeletedRows);
-    await this.db.deleteFrom("metric_samples").where("time", "<", before).execute();
-    for (let round = 0; round < 8; round++) {
-      const t = await this.db
-        .selectFrom("log_records")
-        .select((eb) => [eb.fn.sum<number | string>("bytes").as("bytes"), eb.fn.countAll<number | string>().as("n")])
-        .executeTakeFirst();
-      const total = num(t?.bytes ?? 0);
-      const n = num(t?.n ?? 0);
-      if (total <= maxLogBytes || n === 0) break;
-      // Delete the oldest share that brings the total to 90% of the bound.
-      const k = Math.min(n - 1, Math.ceil((n * (total - maxLogBytes * 0.9)) / total));
-      const cut = await this.db.selectFrom("log_records").select("time").orderBy("time").limit(1).offset(Math.max(0, k)).executeTakeFirst();
-      if (!cut) break;
-      deleted += num((await this.db.deleteFrom("log_records").where("time", "<=", num(cut.time)).executeTakeFirst()).numDeletedRows);
+  async usage(orgId: string): Promise<TelemetryUsage> {
+    const row = await this.db
+      .selectFrom("telemetry_streams")
+      .select((eb) => [eb.fn.sum<number | string>("log_bytes").as("logs"), eb.fn.sum<number | string>("metric_bytes").as("metrics")])
+      .where("org_id", "=", orgId)
+      .executeTakeFirst();
+    return { logBytes: num(row?.logs ?? 0), metricBytes: num(row?.metrics ?? 0) };
+  }
+
+  async prune(before: number, maxBytesPerOrg: number): Promise<number> {
+    // One row per organization with telemetry, summed over its streams: O(streams), not O(rows).
+    const orgs = await this.db
+      .selectFrom("telemetry_streams")
+      .select((eb) => ["org_id", eb.fn.sum<number | string>("log_bytes").as("logs"), eb.fn.sum<number | string>("metric_bytes").as("metrics")])
+      .groupBy("org_id")
+      .execute();
+    let deleted = 0;
+    for (const org of orgs) {
+      for (const table of ["log_records", "metric_samples"] as const) {
+        let total = num((table === "log_records" ? org.logs : org.metrics) ?? 0);
+        const step = async (olderThan: number, need: number) => {
+          const d = await this.deleteEarliest(table, org.org_id, olderThan, need);
+          total -= d.bytes;
+          if (table === "log_records") deleted += d.rows;
+          await new Promise((resolve) => setImmediate(resolve));
+          return d.rows;
+        };
+        while ((await step(before, Infinity)) === PRUNE_CHUNK);
+        if (total <= maxBytesPerOrg) continue;
+        while (total > maxBytesPerOrg * PRUNE_TO) {
+          if ((await step(Number.MAX_SAFE_INTEGER, total - maxBytesPerOrg * PRUNE_TO)) > 0) continue;
+          // Nothing left to delete yet bytes counted: count the organization's streams again.
+          await this.recount(table, org.org_id);
+          break;
+        }
+      }
     }
     return deleted;
+  }
+
+  /**
+   * Deletes the organization's earliest received rows of `table` received before `olderThan`,
+   * up to PRUNE_CHUNK of them and no more than needed to free `need` bytes, and takes their
+   * bytes off their streams' counts in the same transaction. On PostgreSQL the streams' rows are
+   * locked first, in key order, as ingest locks its stream before its rows: no deadlock.
+   */
+  private async deleteEarliest(table: TelemetryTable, orgId: string, olderThan: number, need: number): Promise<{ rows: number; bytes: number }> {
+    const candidates = await this.db
+      .selectFrom(table)
+      .select(["device_id", "stream", "seq", "bytes"])
+      .where("org_id", "=", orgId)
+      .where("received_at", "<", olderThan)
+      .orderBy("received_at")
+      .orderBy("seq")
+      .limit(PRUNE_CHUNK)
+      .execute();
+    const picked: typeof candidates = [];
+    let freed = 0;
+    for (const c of candidates) {
+      if (freed >= need) break;
+      picked.push(c);
+      freed += num(c.bytes);
+    }
+    if (picked.length === 0) return { rows: 0, bytes: 0 };
+    const streams = [...new Set(picked.map((p) => JSON.stringify([p.device_id, p.stream])))].sort().map((k) => JSON.parse(k) as [string, string]);
+    const counter = COUNTER[table];
+    return this.db.transaction().execute(async (trx) => {
+      if (this.adapter.rowLocks) {
+        await trx
+          .selectFrom("telemetry_streams")
+          .select("device_id")
+          .where((eb) => eb(eb.refTuple("device_id", "stream"), "in", streams.map(([d, s]) => eb.tuple(d, s))))
+          .orderBy("device_id")
+          .orderBy("stream")
+          .forUpdate()
+          .execute();
+      }
+      const gone = await trx
+        .deleteFrom(table)
+        .where((eb) => eb(eb.refTuple("device_id", "stream", "seq"), "in", picked.map((p) => eb.tuple(p.device_id, p.stream, p.seq))))
+        .returning(["device_id", "stream", "bytes"])
+        .execute();
+      const byStream = new Map<string, number>();
+      for (const g of gone) {
+        const key = JSON.stringify([g.device_id, g.stream]);
+        byStream.set(key, (byStream.get(key) ?? 0) + num(g.bytes));
+      }
+      let bytes = 0;
+      for (const [key, n] of byStream) {
+        const [deviceId, stream] = JSON.parse(key) as [string, string];
+        await trx
+          .updateTable("telemetry_streams")
+          .set((eb) => ({ [counter]: eb(counter, "-", n) }))
+          .where("device_id", "=", deviceId)
+          .where("stream", "=", stream)
+          .execute();
+        bytes += n;
+      }
+      return { rows: gone.length, bytes };
+    });
+  }
+
+  /** Sets the organization's stream counts of `table` to what its rows take: the counts' own repair. */
+  private async recount(table: TelemetryTable, orgId: string): Promise<void> {
+    const counter = COUNTER[table];
+    await this.db
+      .updateTable("telemetry_streams")
+      .set({
+        [counter]: sql<number>`(select coalesce(sum(r.bytes), 0) from ${sql.table(table)} r where r.device_id = telemetry_streams.device_id and r.stream = telemetry_streams.stream)`,
+      })
+      .where("org_id", "=", orgId)
+      .execute();
   }
 }
 
