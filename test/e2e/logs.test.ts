@@ -83,6 +83,17 @@ describe("device logs", () => {
     const seqs = lines.map((l) => l.seq);
     expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
     expect(new Set(seqs).size).toBe(N);
+
+    // --since prints every matching line, page by page, not only the newest 1000.
+    const since = await t.logs([t.device.name, "--unit", "app", "--since", "1h"]);
+    expect(since.map((l) => l.line)).toEqual(numbered(1, N).trimEnd().split("\n"));
+    // Without it, the newest 1000, and stderr says that older lines were left out and how to get them.
+    const newest = await t.fleet.admin(["logs", t.device.name, "--unit", "app"]);
+    expect(newest.stdout.trimEnd().split("\n")).toHaveLength(1000);
+    expect(newest.stdout).toMatch(/app\[[^\]]*\]: line 03000\n$/);
+    expect(newest.stderr).toMatch(/^flotilla: showing the newest 1000 matching lines; older ones match too: --since DURATION prints every line since then, -n 10000 more of the newest\n$/);
+    const all = await t.fleet.admin(["logs", t.device.name, "--unit", "app", "-n", "10000"]);
+    expect(all.stderr).toBe("");
   }, 120_000);
 
   it("holds the buffer's size bound while offline and reports exactly how many records it dropped", async () => {

@@ -26,6 +26,9 @@ function lineJson(l: adminv1.LogLine): string {
   return `${JSON.stringify({ device: l.deviceName, deviceId: l.deviceId, time: new Date(Number(l.timeUnixMs)).toISOString(), unit: l.unit, source: l.source, seq: Number(l.seq), line: l.line })}\n`;
 }
 
+/** Lines per page when `--since` prints every line. */
+const PAGE_LINES = 2000;
+
 function count(text: string, what: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 0 || n > 10_000) throw new UsageError(`${what} must be a whole number from 0 to 10000`);
@@ -37,10 +40,10 @@ export function registerLogsCommands(program: Command, target: () => AdminTarget
     .command("logs [device]")
     .description("show device logs: one device (id or name), or those a selector matches, prefixed by name")
     .option("--unit <unit>", "only this unit, e.g. webapp or flotilla-agent")
-    .option("--since <duration>", "only lines from this long ago, e.g. 90s, 15m, 1h, 7d")
+    .option("--since <duration>", "only lines from this long ago, e.g. 90s, 15m, 1h, 7d; prints every one of them unless -n is given")
     .option("--grep <text>", "only lines containing this text (case-insensitive)")
     .option("-s, --selector <selector>", "devices matching a selector, e.g. 'site=lab'")
-    .option("-n, --lines <n>", "how many of the newest lines to show (with -f: to show first)", "")
+    .option("-n, --lines <n>", "how many of the newest lines to show, up to 10000 (default 1000; with -f: to show first, default 10)", "")
     .option("-f, --follow", "keep printing new lines as they arrive (Ctrl-C stops)")
     .option("--json", "one JSON object per line")
     .action((device: string | undefined, opts: LogsOptions) =>
@@ -57,9 +60,24 @@ export function registerLogsCommands(program: Command, target: () => AdminTarget
         const prefix = !device;
         const print = (l: adminv1.LogLine) => out(opts.json ? lineJson(l) : lineText(l, prefix));
         const client = createClient(adminv1.TelemetryService, await adminTransport(target()));
+        if (!opts.follow && opts.since && !opts.lines) {
+          // Every line since then, streamed page by page from the oldest.
+          let pageToken = "";
+          do {
+            const page = await client.queryLogs({ filter, limit: PAGE_LINES, fromOldest: true, pageToken });
+            page.lines.forEach(print);
+            pageToken = page.nextPageToken;
+          } while (pageToken);
+          return;
+        }
         if (!opts.follow) {
-          const { lines } = await client.queryLogs({ filter, limit: n });
+          const { lines, more } = await client.queryLogs({ filter, limit: n });
           lines.forEach(print);
+          if (more) {
+            process.stderr.write(
+              `flotilla: showing the newest ${n} matching lines; older ones match too: --since DURATION prints every line since then${n < 10_000 ? ", -n 10000 more of the newest" : ""}\n`,
+            );
+          }
           return;
         }
         const stop = new AbortController();

@@ -4,7 +4,7 @@ import { adminv1, matchesSelector, parseSelector, SelectorError, Wakeup } from "
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import { selectorFields } from "../devices/convert.ts";
-import type { DeviceRow, LogLineRow } from "../store/index.ts";
+import type { DeviceRow, LogCursor, LogLineRow } from "../store/index.ts";
 import type { FedLine, LogFeed } from "./feed.ts";
 import { UNIT_RE } from "./validate.ts";
 
@@ -23,6 +23,27 @@ interface Resolved {
 }
 
 const bad = (msg: string) => new ConnectError(msg, Code.InvalidArgument);
+
+/** A page token: where the page ended, as base64url JSON. The caller's filter is sent again with it. */
+function pageToken(l: LogLineRow): string {
+  return Buffer.from(JSON.stringify([l.time, l.deviceId, l.seq])).toString("base64url");
+}
+
+function readPageToken(token: string): LogCursor {
+  if (!token) return {};
+  const fail = () => bad("invalid page token: pass next_page_token as it came");
+  if (token.length > 512) throw fail();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+  } catch {
+    throw fail();
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 3) throw fail();
+  const [time, deviceId, seq] = parsed as unknown[];
+  if (!Number.isSafeInteger(time) || typeof deviceId !== "string" || deviceId.length > 128 || !Number.isSafeInteger(seq)) throw fail();
+  return { time: time as number, deviceId, seq: seq as number };
+}
 
 /** The admin TelemetryService: QueryLogs, FollowLogs, GetMetrics, scoped to the caller's organization. */
 export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): ServiceImpl<typeof adminv1.TelemetryService> {
@@ -73,8 +94,8 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
       line: l.line,
     });
 
-  const query = (r: Resolved, limit: number) =>
-    store.telemetry.queryLogs(r.orgId, { deviceIds: r.deviceIds, unit: r.unit || undefined, since: r.since || undefined, grep: r.grep || undefined, limit });
+  const query = (r: Resolved, limit: number, after?: LogCursor) =>
+    store.telemetry.queryLogs(r.orgId, { deviceIds: r.deviceIds, unit: r.unit || undefined, since: r.since || undefined, grep: r.grep || undefined, limit, after });
 
   function matcher(r: Resolved): (l: FedLine) => boolean {
     const ids = r.deviceIds && new Set(r.deviceIds);
@@ -85,8 +106,18 @@ export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Servi
   return {
     async queryLogs(req, hctx) {
       if (req.limit > MAX_LIMIT) throw bad(`limit is at most ${MAX_LIMIT}`);
+      const limit = req.limit || 1000;
+      const after = req.fromOldest ? readPageToken(req.pageToken) : undefined;
       const r = await resolve(hctx, req.filter);
-      return { lines: (await query(r, req.limit || 1000)).map(toLine(r)) };
+      // One line more than asked tells whether the answer is whole.
+      const rows = await query(r, limit + 1, after);
+      const more = rows.length > limit;
+      if (!more) return { lines: rows.map(toLine(r)) };
+      if (after) {
+        const page = rows.slice(0, limit);
+        return { lines: page.map(toLine(r)), nextPageToken: pageToken(page.at(-1)!) };
+      }
+      return { lines: rows.slice(1).map(toLine(r)), more: true };
     },
 
     async *followLogs(req, hctx) {

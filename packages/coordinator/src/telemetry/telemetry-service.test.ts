@@ -50,6 +50,25 @@ describe("the telemetry services", () => {
     expect(lines[0]!.deviceName).toBe("box");
   });
 
+  it("says when the newest lines are not all that matched, and pages every line from the oldest on", async () => {
+    const s = await setup();
+    await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2, 3, 4, 5]) }, s.device);
+    const newest = await s.query.queryLogs({ filter: { device: "box" }, limit: 2 }, s.owner);
+    expect([newest.lines.map((l) => l.line), newest.more]).toEqual([["line 4", "line 5"], true]);
+    expect((await s.query.queryLogs({ filter: { device: "box" }, limit: 5 }, s.owner)).more).toBe(false);
+    const seen: string[] = [];
+    let pageToken = "";
+    do {
+      const page = await s.query.queryLogs({ filter: { device: "box" }, limit: 2, fromOldest: true, pageToken }, s.owner);
+      seen.push(...page.lines.map((l) => l.line));
+      pageToken = page.nextPageToken;
+    } while (pageToken && seen.length < 10);
+    expect(seen).toEqual(["line 1", "line 2", "line 3", "line 4", "line 5"]);
+    for (const token of ["not base64 json", Buffer.from("[1,2]").toString("base64url"), Buffer.from('[1,"d",1e300]').toString("base64url"), "x".repeat(600)]) {
+      expect(await codeOf(s.query.queryLogs({ filter: { device: "box" }, fromOldest: true, pageToken: token }, s.owner))).toBe(Code.InvalidArgument);
+    }
+  });
+
   it("refuses invalid batches whole, with InvalidArgument or ResourceExhausted, and stores nothing of them", async () => {
     const s = await setup();
     const ship = (payload: Uint8Array, stream = "logs", compression = GZIP) => codeOf(s.ship.shipLogs({ stream, compression, payload }, s.device));

@@ -62,6 +62,31 @@ for (const backend of backends) {
       expect(await q({ deviceIds: [] })).toEqual([]);
     });
 
+    it("pages every matching line from the oldest, once each, across devices with equal times and for one device", async () => {
+      // dev1 and dev2 share times: the cursor must tell lines of the same millisecond apart.
+      const same = (seq: number): LogRecordInput => ({ seq, time: T0 + Math.ceil(seq / 3), unit: "webapp", source: "stdout", line: `line ${seq}` });
+      await store.telemetry.ingestLogs("org1", "dev1", "logs", Array.from({ length: 25 }, (_, i) => same(i + 1)), none);
+      await store.telemetry.ingestLogs("org1", "dev2", "logs", Array.from({ length: 25 }, (_, i) => same(i + 1)), none);
+      await store.telemetry.ingestLogs("org2", "dev9", "logs", [same(1)], none);
+      const pages = async (deviceIds: string[] | undefined, size: number) => {
+        const seen: string[] = [];
+        let after = {};
+        for (let i = 0; i < 100; i++) {
+          const page = await store.telemetry.queryLogs("org1", { deviceIds, limit: size, after });
+          seen.push(...page.map((l) => `${l.deviceId}/${l.seq}`));
+          if (page.length < size) return seen;
+          const last = page.at(-1)!;
+          after = { time: last.time, deviceId: last.deviceId, seq: last.seq };
+        }
+        throw new Error("paging did not end");
+      };
+      const newest = await store.telemetry.queryLogs("org1", { limit: 1000 });
+      const everyLine = newest.map((l) => `${l.deviceId}/${l.seq}`);
+      expect(everyLine).toHaveLength(50);
+      for (const size of [1, 4, 7, 50]) expect(await pages(undefined, size)).toEqual(everyLine);
+      expect(await pages(["dev2"], 4)).toEqual(Array.from({ length: 25 }, (_, i) => `dev2/${i + 1}`));
+    });
+
     it("keeps metric samples per device and returns the newest of each", async () => {
       const point = (v: number) => [{ name: "system.cpu.utilization", value: v, attributes: { state: "user" }, unit: "1", monotonic: false }];
       const r = await store.telemetry.ingestMetrics("org1", "dev1", "metrics", [1, 2, 3].map((s) => ({ seq: s, time: T0 + s, points: point(s / 10) })), none);

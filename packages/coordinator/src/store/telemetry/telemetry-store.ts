@@ -65,6 +65,18 @@ export interface LogQuery {
   grep?: string;
   /** The newest `limit` matching lines, returned oldest first. */
   limit: number;
+  /**
+   * Instead: the oldest `limit` matching lines that come after this line, in the same order
+   * (`{}`: from the first). A page ends where the next begins, whatever arrives meanwhile.
+   */
+  after?: LogCursor;
+}
+
+/** Where a page of lines ended: one device's lines go by seq, several devices' by time, device, seq. */
+export interface LogCursor {
+  time?: number;
+  deviceId?: string;
+  seq?: number;
 }
 
 /**
@@ -230,9 +242,29 @@ export class KyselyTelemetryStore implements TelemetryStore {
     if (q.since) query = query.where("time", ">=", q.since);
     if (q.grep) query = query.where(sql<boolean>`lower(line) like ${likePattern(q.grep)} escape '\\'`);
     // One device: capture order is seq order, whatever its clock did. Several: by time.
-    const ordered = q.deviceIds?.length === 1 ? query.orderBy("seq", "desc") : query.orderBy("time", "desc").orderBy("device_id", "desc").orderBy("seq", "desc");
-    const rows = await ordered.limit(q.limit).execute();
-    return rows.reverse().map((r) => ({
+    const one = q.deviceIds?.length === 1;
+    let rows;
+    if (q.after) {
+      const { time, deviceId, seq } = q.after;
+      if (seq !== undefined) {
+        if (one) query = query.where("seq", ">", seq);
+        else if (time !== undefined && deviceId !== undefined) {
+          query = query.where((eb) =>
+            eb.or([
+              eb("time", ">", time),
+              eb.and([eb("time", "=", time), eb("device_id", ">", deviceId)]),
+              eb.and([eb("time", "=", time), eb("device_id", "=", deviceId), eb("seq", ">", seq)]),
+            ]),
+          );
+        }
+      }
+      const ordered = one ? query.orderBy("seq", "asc") : query.orderBy("time", "asc").orderBy("device_id", "asc").orderBy("seq", "asc");
+      rows = await ordered.limit(q.limit).execute();
+    } else {
+      const ordered = one ? query.orderBy("seq", "desc") : query.orderBy("time", "desc").orderBy("device_id", "desc").orderBy("seq", "desc");
+      rows = (await ordered.limit(q.limit).execute()).reverse();
+    }
+    return rows.map((r) => ({
       orgId: r.org_id,
       deviceId: r.device_id,
       stream: r.stream,

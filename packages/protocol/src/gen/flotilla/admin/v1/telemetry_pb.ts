@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/telemetry.proto.
  */
 export const file_flotilla_admin_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("CiFmbG90aWxsYS9hZG1pbi92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFkbWluLnYxImAKCUxvZ0ZpbHRlchIOCgZkZXZpY2UYASABKAkSEAoIc2VsZWN0b3IYAiABKAkSDAoEdW5pdBgDIAEoCRIVCg1zaW5jZV91bml4X21zGAQgASgDEgwKBGdyZXAYBSABKAkiTwoQUXVlcnlMb2dzUmVxdWVzdBIsCgZmaWx0ZXIYASABKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Mb2dGaWx0ZXISDQoFbGltaXQYAiABKA0igAEKB0xvZ0xpbmUSEQoJZGV2aWNlX2lkGAEgASgJEhMKC2RldmljZV9uYW1lGAIgASgJEgwKBHVuaXQYAyABKAkSDgoGc291cmNlGAQgASgJEhQKDHRpbWVfdW5peF9tcxgFIAEoAxILCgNzZXEYBiABKAQSDAoEbGluZRgHIAEoCSI+ChFRdWVyeUxvZ3NSZXNwb25zZRIpCgVsaW5lcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0xpbmUiTwoRRm9sbG93TG9nc1JlcXVlc3QSLAoGZmlsdGVyGAEgASgLMhwuZmxvdGlsbGEuYWRtaW4udjEuTG9nRmlsdGVyEgwKBHRhaWwYAiABKA0iPwoSRm9sbG93TG9nc1Jlc3BvbnNlEikKBWxpbmVzGAEgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuTG9nTGluZSIyChFHZXRNZXRyaWNzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSDQoFbGltaXQYAiABKA0iwgEKC01ldHJpY1ZhbHVlEgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAESQgoKYXR0cmlidXRlcxgDIAMoCzIuLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1ZhbHVlLkF0dHJpYnV0ZXNFbnRyeRIMCgR1bml0GAQgASgJEhEKCW1vbm90b25pYxgFIAEoCBoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJUCgxNZXRyaWNTYW1wbGUSFAoMdGltZV91bml4X21zGAEgASgDEi4KBnZhbHVlcxgCIAMoCzIeLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1ZhbHVlIp0BChJHZXRNZXRyaWNzUmVzcG9uc2USEQoJZGV2aWNlX2lkGAEgASgJEhMKC2RldmljZV9uYW1lGAIgASgJEjAKB3NhbXBsZXMYAyADKAsyHy5mbG90aWxsYS5hZG1pbi52MS5NZXRyaWNTYW1wbGUSFAoMbG9nc19kcm9wcGVkGAQgASgEEhcKD21ldHJpY3NfZHJvcHBlZBgFIAEoBDKiAgoQVGVsZW1ldHJ5U2VydmljZRJWCglRdWVyeUxvZ3MSIy5mbG90aWxsYS5hZG1pbi52MS5RdWVyeUxvZ3NSZXF1ZXN0GiQuZmxvdGlsbGEuYWRtaW4udjEuUXVlcnlMb2dzUmVzcG9uc2USWwoKRm9sbG93TG9ncxIkLmZsb3RpbGxhLmFkbWluLnYxLkZvbGxvd0xvZ3NSZXF1ZXN0GiUuZmxvdGlsbGEuYWRtaW4udjEuRm9sbG93TG9nc1Jlc3BvbnNlMAESWQoKR2V0TWV0cmljcxIkLmZsb3RpbGxhLmFkbWluLnYxLkdldE1ldHJpY3NSZXF1ZXN0GiUuZmxvdGlsbGEuYWRtaW4udjEuR2V0TWV0cmljc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CiFmbG90aWxsYS9hZG1pbi92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFkbWluLnYxImAKCUxvZ0ZpbHRlchIOCgZkZXZpY2UYASABKAkSEAoIc2VsZWN0b3IYAiABKAkSDAoEdW5pdBgDIAEoCRIVCg1zaW5jZV91bml4X21zGAQgASgDEgwKBGdyZXAYBSABKAkieAoQUXVlcnlMb2dzUmVxdWVzdBIsCgZmaWx0ZXIYASABKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Mb2dGaWx0ZXISDQoFbGltaXQYAiABKA0SEwoLZnJvbV9vbGRlc3QYAyABKAgSEgoKcGFnZV90b2tlbhgEIAEoCSKAAQoHTG9nTGluZRIRCglkZXZpY2VfaWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSDAoEdW5pdBgDIAEoCRIOCgZzb3VyY2UYBCABKAkSFAoMdGltZV91bml4X21zGAUgASgDEgsKA3NlcRgGIAEoBBIMCgRsaW5lGAcgASgJImUKEVF1ZXJ5TG9nc1Jlc3BvbnNlEikKBWxpbmVzGAEgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuTG9nTGluZRIMCgRtb3JlGAIgASgIEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSJPChFGb2xsb3dMb2dzUmVxdWVzdBIsCgZmaWx0ZXIYASABKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Mb2dGaWx0ZXISDAoEdGFpbBgCIAEoDSI/ChJGb2xsb3dMb2dzUmVzcG9uc2USKQoFbGluZXMYASADKAsyGi5mbG90aWxsYS5hZG1pbi52MS5Mb2dMaW5lIjIKEUdldE1ldHJpY3NSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCRINCgVsaW1pdBgCIAEoDSLCAQoLTWV0cmljVmFsdWUSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoARJCCgphdHRyaWJ1dGVzGAMgAygLMi4uZmxvdGlsbGEuYWRtaW4udjEuTWV0cmljVmFsdWUuQXR0cmlidXRlc0VudHJ5EgwKBHVuaXQYBCABKAkSEQoJbW9ub3RvbmljGAUgASgIGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlQKDE1ldHJpY1NhbXBsZRIUCgx0aW1lX3VuaXhfbXMYASABKAMSLgoGdmFsdWVzGAIgAygLMh4uZmxvdGlsbGEuYWRtaW4udjEuTWV0cmljVmFsdWUinQEKEkdldE1ldHJpY3NSZXNwb25zZRIRCglkZXZpY2VfaWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSMAoHc2FtcGxlcxgDIAMoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1NhbXBsZRIUCgxsb2dzX2Ryb3BwZWQYBCABKAQSFwoPbWV0cmljc19kcm9wcGVkGAUgASgEMqICChBUZWxlbWV0cnlTZXJ2aWNlElYKCVF1ZXJ5TG9ncxIjLmZsb3RpbGxhLmFkbWluLnYxLlF1ZXJ5TG9nc1JlcXVlc3QaJC5mbG90aWxsYS5hZG1pbi52MS5RdWVyeUxvZ3NSZXNwb25zZRJbCgpGb2xsb3dMb2dzEiQuZmxvdGlsbGEuYWRtaW4udjEuRm9sbG93TG9nc1JlcXVlc3QaJS5mbG90aWxsYS5hZG1pbi52MS5Gb2xsb3dMb2dzUmVzcG9uc2UwARJZCgpHZXRNZXRyaWNzEiQuZmxvdGlsbGEuYWRtaW4udjEuR2V0TWV0cmljc1JlcXVlc3QaJS5mbG90aWxsYS5hZG1pbi52MS5HZXRNZXRyaWNzUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Which log lines: one device or a selector over labels and facts (at most one of the two;
@@ -77,6 +77,21 @@ export type QueryLogsRequest = Message<"flotilla.admin.v1.QueryLogsRequest"> & {
    * @generated from field: uint32 limit = 2;
    */
   limit: number;
+
+  /**
+   * Pages from the oldest matching line on instead of taking the newest `limit`: the response's
+   * `next_page_token` continues where the page ended.
+   *
+   * @generated from field: bool from_oldest = 3;
+   */
+  fromOldest: boolean;
+
+  /**
+   * With `from_oldest`: the `next_page_token` of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
 };
 
 /**
@@ -141,6 +156,20 @@ export type QueryLogsResponse = Message<"flotilla.admin.v1.QueryLogsResponse"> &
    * @generated from field: repeated flotilla.admin.v1.LogLine lines = 1;
    */
   lines: LogLine[];
+
+  /**
+   * Without `from_oldest`: more lines matched than `limit`, and the oldest of them were left out.
+   *
+   * @generated from field: bool more = 2;
+   */
+  more: boolean;
+
+  /**
+   * With `from_oldest`: set while more lines follow; pass it as `page_token` for the next page.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -328,7 +357,8 @@ export const GetMetricsResponseSchema: GenMessage<GetMetricsResponse> = /*@__PUR
  */
 export const TelemetryService: GenService<{
   /**
-   * Stored log lines matching the filter, oldest first, the newest `limit`.
+   * Stored log lines matching the filter, oldest first: the newest `limit`, or with `from_oldest`
+   * every line page by page from the oldest on.
    *
    * @generated from rpc flotilla.admin.v1.TelemetryService.QueryLogs
    */
