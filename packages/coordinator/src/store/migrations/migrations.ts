@@ -9,6 +9,7 @@ import { telemetryMigration } from "./migration-telemetry.ts";
 import { releasesMigration } from "./migration-releases.ts";
 import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
+import { storageQuotasMigration } from "./migration-storage-quotas.ts";
 
 const initial: Migration = {
   async up(db: Kysely<unknown>) {
@@ -181,6 +182,7 @@ export const migrations: Record<string, Migration> = {
   "0008_rollouts": rolloutsMigration,
   "0009_rollout_rollback": rollbackMigration,
   "0010_artifact_owners": artifactOwnersMigration,
+  "0012_storage_quotas": storageQuotasMigration,
 };
 
 export const migrationProvider: MigrationProvider = {
