@@ -29,7 +29,11 @@ for (const backend of storeBackends) {
       // Another organization's room is its own.
       expect(await storage().reserve("orgB", "artifact:y:500", 500, QUOTA, NOW)).toEqual({ ok: true });
 
+      expect(await storage().charged("orgA", "artifact", "x")).toBe(false);
       expect(await storage().commit("orgA", "artifact:x:600", { kind: "artifact", key: "x", bytes: 600 }, NOW)).toBe(true);
+      expect(await storage().charged("orgA", "artifact", "x")).toBe(true);
+      expect(await storage().charged("orgA", "nar", "x")).toBe(false);
+      expect(await storage().charged("orgB", "artifact", "x")).toBe(false);
       expect(await storage().usage("orgA")).toEqual({ usedBytes: 600, reservedBytes: 0 });
       expect(await storage().reservation("orgA", "artifact:x:600")).toBeUndefined();
       // The same object uploaded again is not charged twice.

@@ -38,6 +38,8 @@ export type ReserveResult = { ok: true } | { ok: false; usage: StorageUsage };
 export interface StorageStore {
   usage(orgId: string): Promise<StorageUsage>;
   reservation(orgId: string, uploadKey: string): Promise<StorageReservationRow | undefined>;
+  /** Whether the organization is charged for this object already. */
+  charged(orgId: string, kind: StorageCharge["kind"], key: string): Promise<boolean>;
   /**
    * Holds at least `bytes` for the upload: creates its reservation or grows it (never shrinks
    * it), and marks it touched. Refused, with nothing changed, when the growth would take the
@@ -75,6 +77,17 @@ export class KyselyStorageStore implements StorageStore {
   async reservation(orgId: string, uploadKey: string): Promise<StorageReservationRow | undefined> {
     const r = await this.db.selectFrom("storage_reservations").selectAll().where("org_id", "=", orgId).where("upload_key", "=", uploadKey).executeTakeFirst();
     return r && toReservation(r);
+  }
+
+  async charged(orgId: string, kind: StorageCharge["kind"], key: string): Promise<boolean> {
+    const r = await this.db
+      .selectFrom("storage_charges")
+      .select("bytes")
+      .where("org_id", "=", orgId)
+      .where("kind", "=", kind)
+      .where("object_key", "=", key)
+      .executeTakeFirst();
+    return r !== undefined;
   }
 
   /** The organization's counter row, created when missing and locked until the transaction ends (PostgreSQL; SQLite has one writer). */
