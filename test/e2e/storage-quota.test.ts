@@ -6,6 +6,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
+import { buildSystem, closure, copyTo, nixOrg, writeNetrc } from "./support/nix.ts";
 import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./support/releases.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
@@ -66,5 +67,20 @@ describe("storage quotas", () => {
     expect(await uploadState(fleet, token, sha, abandoned.data.length)).toEqual({ complete: false, offset: 0 });
     const r = await fleet.admin(["release", "create", next.path, "--name", "app", "--version", "1.0.0", "--run", "bin/app"]);
     expect(r.code, r.stderr).toBe(0);
+  });
+
+  it("refuses `nix copy --to` past the quota with the reason in nix's error, keeping no NAR of it", async () => {
+    const fleet = await signedFleet(sb, ["--storage-quota", "100"]);
+    const { token, cacheUrl } = await nixOrg(fleet);
+    const netrc = await writeNetrc(sb, fleet.url, token);
+    const system = await buildSystem(sb, join(await sb.dir(), "switch.log"));
+    expect(await closure(system)).toHaveLength(2);
+
+    const up = await copyTo(cacheUrl, netrc, system);
+    expect(up.code).not.toBe(0);
+    expect(up.stderr).toMatch(/HTTP error 413/);
+    expect(up.stderr).toContain("would pass organization default's storage quota of 100 B");
+    expect(await files(join(fleet.dataDir, "nix", "sha256"))).toEqual([]);
+    expect(await files(join(fleet.dataDir, "nix", "tmp"))).toEqual([]);
   });
 });

@@ -96,7 +96,7 @@ describe("abandoned uploads", () => {
   it("are deleted once older than the sweep's age, giving their reserved room back; newer ones stay", async () => {
     expect(await store.append(a, sha, data.length, 0, body(data.subarray(0, 100)), false)).toEqual({ complete: false, offset: 100 });
     expect(await db.storage.usage("org_a")).toEqual({ usedBytes: 0, reservedBytes: data.length });
-    await expect(store.admits(a, sha256(Buffer.from("other")), 6000)).rejects.toMatchObject({ status: 507 });
+    await expect(store.admits(a, sha256(Buffer.from("other")), 6000)).rejects.toMatchObject({ status: 413 });
 
     expect(await store.sweep(DAY, Date.now())).toBe(0);
     expect(await parts()).toHaveLength(1);
@@ -123,7 +123,7 @@ describe("abandoned uploads", () => {
     const big = randomBytes(6000);
     expect(await store.append(a, sha, data.length, 0, body(data), true)).toEqual({ complete: true, length: data.length });
     await expect(store.append(a, sha256(big), big.length, 0, body(big), true)).rejects.toMatchObject({
-      status: 507,
+      status: 413,
       message: "this upload of 5.9 KiB would pass organization acme's storage quota of 14.6 KiB: 9.8 KiB is in use (0 B of it by unfinished uploads)",
     });
     expect(await parts()).toEqual([]);

@@ -44,7 +44,7 @@ export interface Uploader {
  * not grow with the artifact's size.
  *
  * With `quotas`, an upload reserves its whole declared length in the organization's storage
- * quota before its first byte is written (refused with a QuotaError, HTTP 507, when it does not
+ * quota before its first byte is written (refused with a QuotaError, HTTP 413, when it does not
  * fit), and is charged for it once complete; a refused or failed upload gives its room back, and
  * so does one abandoned for longer than {@link sweep} is told.
  */

@@ -101,13 +101,13 @@ describe("storage quotas", () => {
     expect((await patch(c, acme.token, first)).status).toBe(201);
     // Asked where the upload starts, the coordinator already says it will not fit.
     const asked = await uploadState(c, acme.token, second);
-    expect(asked.status).toBe(507);
+    expect(asked.status).toBe(413);
     expect(asked.body.error).toBe(
       "this upload of 700 KiB would pass organization acme's storage quota of 1 MiB: 700 KiB is in use (0 B of it by unfinished uploads)",
     );
     // Sending the bytes anyway is refused too, and keeps none of them.
     const sent = await patch(c, acme.token, second);
-    expect(sent.status).toBe(507);
+    expect(sent.status).toBe(413);
     expect(sent.body.error).toBe(asked.body.error);
     expect(await files(c, "artifacts", "uploads")).toEqual([]);
     expect(await files(c, "artifacts", "sha256")).toEqual([sha256(first)]);
@@ -124,7 +124,7 @@ describe("storage quotas", () => {
 
     // A began and stopped after 1 KiB: its 600 KiB stay reserved for it.
     expect((await patch(c, acme.token, a, a.subarray(0, KiB), false)).status).toBe(200);
-    expect((await patch(c, acme.token, b)).status).toBe(507);
+    expect((await patch(c, acme.token, b)).status).toBe(413);
     // A resumes within its reservation.
     const rest = await fetch(`${c.coord.url}${ARTIFACTS_PATH}${sha256(a)}`, {
       method: "PATCH",
@@ -136,7 +136,7 @@ describe("storage quotas", () => {
     // Two uploads at once, each of which fits only alone: one is refused.
     const [x, y] = [randomBytes(300 * KiB), randomBytes(300 * KiB)];
     const both = await Promise.all([patch(c, acme.token, x), patch(c, acme.token, y)]);
-    expect(both.map((r) => r.status).sort()).toEqual([201, 507]);
+    expect(both.map((r) => r.status).sort()).toEqual([201, 413]);
     expect(await files(c, "artifacts", "uploads")).toEqual([]);
     expect(await files(c, "artifacts", "sha256")).toHaveLength(2);
   });
@@ -149,12 +149,12 @@ describe("storage quotas", () => {
 
     expect(await putNar(c, "acme", acme.token, first)).toEqual({ status: 200, text: "stored\n" });
     expect(await putNar(c, "acme", acme.token, declared)).toEqual({
-      status: 507,
+      status: 413,
       text: "this upload of 700 KiB would pass organization acme's storage quota of 1 MiB: 700 KiB is in use (0 B of it by unfinished uploads)\n",
     });
     // Streamed without a declared size, it is refused once what arrived passes the quota.
     expect(await putNar(c, "acme", acme.token, streamed, true)).toEqual({
-      status: 507,
+      status: 413,
       text: expect.stringMatching(/^this upload of [\d.]+ KiB would pass organization acme's storage quota of 1 MiB: 700 KiB is in use \(0 B of it by unfinished uploads\)\n$/),
     });
     expect(await files(c, "nix", "sha256")).toEqual([sha256(first)]);
@@ -162,7 +162,7 @@ describe("storage quotas", () => {
 
     // The same bytes count for each organization that stores them; globex has room of its own.
     expect(await putNar(c, "globex", globex.token, first, true)).toEqual({ status: 200, text: "stored\n" });
-    expect(await putNar(c, "globex", globex.token, streamed, true)).toEqual({ status: 507, text: expect.stringContaining("globex's storage quota of 1 MiB") });
+    expect(await putNar(c, "globex", globex.token, streamed, true)).toEqual({ status: 413, text: expect.stringContaining("globex's storage quota of 1 MiB") });
     expect(await files(c, "nix", "sha256")).toEqual([sha256(first)]);
   });
 });
@@ -175,7 +175,7 @@ describe("abandoned uploads", () => {
 
     expect((await patch(c, acme.token, abandoned, abandoned.subarray(0, 10 * KiB), false)).status).toBe(200);
     expect(await files(c, "artifacts", "uploads")).toHaveLength(1);
-    expect((await uploadState(c, acme.token, next)).status).toBe(507);
+    expect((await uploadState(c, acme.token, next)).status).toBe(413);
 
     await waitFor("the abandoned upload to be removed", async () => ((await files(c, "artifacts", "uploads")).length === 0 ? true : undefined), 15_000, 50);
     expect(await uploadState(c, acme.token, abandoned)).toEqual({ status: 200, body: { complete: false, offset: 0 } });

@@ -5,13 +5,14 @@ import type { StorageCharge, StorageReservationRow, Store } from "../store/index
 import { formatBytes } from "./byte-size.ts";
 
 /**
- * An upload refused because the organization's storage quota has no room for it: HTTP 507
- * Insufficient Storage, the status RFC 4331 gives an exceeded quota.
+ * An upload refused because the organization's storage quota has no room for it: HTTP 413
+ * Content Too Large. (WebDAV's 507 Insufficient Storage would fit too, but clients such as
+ * `nix copy` take a 5xx for a passing failure and retry it; a quota stays full until someone acts.)
  */
 export class QuotaError extends HttpError {
   override name = "QuotaError";
   constructor(message: string) {
-    super(507, message);
+    super(413, message);
   }
 }
 

@@ -39,10 +39,10 @@ describe("NAR files within a quota", () => {
     expect(await db.storage.usage("org_a")).toEqual({ usedBytes: 12_000, reservedBytes: 0 });
 
     const other = randomBytes(12_000);
-    await expect(files.put(pieces(other), 1 << 30, () => true, { ...by, declared: other.length })).rejects.toMatchObject({ status: 507 });
-    await expect(files.put(pieces(other), 1 << 30, () => true, by)).rejects.toMatchObject({ status: 507 });
+    await expect(files.put(pieces(other), 1 << 30, () => true, { ...by, declared: other.length })).rejects.toMatchObject({ status: 413 });
+    await expect(files.put(pieces(other), 1 << 30, () => true, by)).rejects.toMatchObject({ status: 413 });
     // Naming a NAR it is charged for does not let other bytes past the quota.
-    await expect(files.put(pieces(other), 1 << 30, (h) => h === hex(nar), { ...by, expected: hex(other) })).rejects.toMatchObject({ status: 507 });
+    await expect(files.put(pieces(other), 1 << 30, (h) => h === hex(nar), { ...by, expected: hex(other) })).rejects.toMatchObject({ status: 413 });
     await expect(files.put(pieces(Buffer.concat([other, other])), 1 << 30, () => true, { ...by, expected: hex(nar) })).rejects.toThrow(/larger than 12000 bytes/);
     // Not accepted (its hash is not its name): nothing kept, nothing held.
     expect(await files.put(pieces(randomBytes(5000)), 1 << 30, () => false, by)).toMatchObject({ kept: false });

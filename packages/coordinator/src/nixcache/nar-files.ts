@@ -33,7 +33,7 @@ export interface NarUploader {
  *
  * With `quotas`, an upload holds room in its organization's storage quota before its bytes are
  * written: its declared size up front, or, streamed without one, more as they arrive; it is
- * refused (QuotaError, HTTP 507) the moment they would not fit, and charged once kept.
+ * refused (QuotaError, HTTP 413) the moment they would not fit, and charged once kept.
  */
 export class NarFiles {
   /** Temporary files of uploads under way in this process. */
