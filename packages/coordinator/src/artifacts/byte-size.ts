@@ -23,7 +23,9 @@ const UNITS: Record<string, number> = {
 export function parseByteSize(text: string): number {
   const m = /^\s*(\d{1,16}(?:\.\d{1,6})?)\s*([a-z]{0,3})\s*$/i.exec(text);
   const unit = m ? UNITS[(m[2] || "b").toLowerCase()] : undefined;
-  const bytes = m && unit !== undefined ? Math.round(Number(m[1]) * unit) : NaN;
+  // A fraction needs a unit larger than a byte ("1.5GiB", not "1.5").
+  const whole = unit !== 1 || !m?.[1]?.includes(".");
+  const bytes = m && unit !== undefined && whole ? Math.round(Number(m[1]) * unit) : NaN;
   if (!Number.isSafeInteger(bytes)) throw new Error(`expected a size such as 20GiB, 500MB or 1048576 (bytes), not ${JSON.stringify(text)}`);
   return bytes;
 }
