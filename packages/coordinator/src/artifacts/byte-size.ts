@@ -83,15 +83,15 @@ export function orgQuotasSchema(): z.ZodType<Record<string, number>> {
       } else {
         pairs.push(...Object.entries(v));
       }
-      const out: Record<string, number> = {};
+      const out: [string, number][] = [];
       for (const [org, size] of pairs) {
         const parsed = quota.safeParse(size);
         if (!parsed.success) {
           ctx.addIssue({ code: "custom", message: `${org}: ${parsed.error.issues[0]?.message ?? "invalid size"}` });
           return z.NEVER;
         }
-        out[org] = parsed.data;
+        out.push([org, parsed.data]);
       }
-      return out;
+      return Object.fromEntries(out);
     });
 }

@@ -117,6 +117,17 @@ describe("storage quotas", () => {
     expect((await files(c, "artifacts", "sha256")).sort()).toEqual([sha256(first), sha256(second)].sort());
   });
 
+  it("applies per-organization quotas by name or id, and the default to every other organization, whatever its name", async () => {
+    const c = await start({ storageQuota: 1 * MiB, storageQuotaOrgs: { acme: 2 * MiB } });
+    const acme = await org(c, "acme");
+    const named = await org(c, "constructor");
+    const data = randomBytes(1500 * KiB);
+    expect((await patch(c, acme.token, data)).status).toBe(201);
+    const refused = await patch(c, named.token, data);
+    expect(refused.status).toBe(413);
+    expect(refused.body.error).toContain("organization constructor's storage quota of 1 MiB");
+  });
+
   it("counts an unfinished upload at its full declared length, so concurrent uploads cannot together pass the quota", async () => {
     const c = await start({ storageQuota: 1 * MiB });
     const acme = await org(c, "acme");

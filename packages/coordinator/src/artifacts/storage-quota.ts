@@ -39,7 +39,10 @@ export class StorageQuotas {
   private async quotaOf(orgId: string): Promise<{ name: string; quota: number | null }> {
     const org = await this.store.access.getOrg(orgId);
     const name = org?.name ?? orgId;
-    const given = this.config.storageQuotaOrgs[name] ?? this.config.storageQuotaOrgs[orgId] ?? this.config.storageQuota;
+    // Own keys only: an organization named "constructor" must not find Object's.
+    const orgs = this.config.storageQuotaOrgs;
+    const key = [orgId, name].find((k) => Object.hasOwn(orgs, k));
+    const given = key === undefined ? this.config.storageQuota : orgs[key]!;
     return { name, quota: given > 0 ? given : null };
   }
 
