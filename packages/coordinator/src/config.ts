@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { setupCodeWeakness } from "./access/setup-code.ts";
+import { orgQuotasSchema, quotaSchema } from "./artifacts/byte-size.ts";
 import { defineOptions, type OptionSpec, type Values } from "@flotilla/protocol";
 
 const positiveMs = z.coerce.number().int().positive();
@@ -162,6 +163,30 @@ export const coordinatorOptionSpecs = defineOptions({
     schema: positiveMs,
     default: 3_600_000,
     doc: "how often the coordinator re-signs TUF snapshot and timestamp that would expire within two such periods",
+  },
+  storageQuota: {
+    flag: "storage-quota",
+    env: "FLOTILLA_STORAGE_QUOTA",
+    key: "storage_quota",
+    schema: quotaSchema(),
+    default: 20 * 1024 ** 3,
+    doc: "the most an organization may store in artifacts and NARs, unfinished uploads included (e.g. 20GiB, 500MB; 0 or unlimited: no limit)",
+  },
+  storageQuotaOrgs: {
+    flag: "storage-quota-orgs",
+    env: "FLOTILLA_STORAGE_QUOTA_ORGS",
+    key: "storage_quota_orgs",
+    schema: orgQuotasSchema(),
+    default: {},
+    doc: "other quotas for some organizations, by name or id: acme=100GiB,globex=unlimited (a table in the config file)",
+  },
+  staleUploadAfterMs: {
+    flag: "stale-upload-after-ms",
+    env: "FLOTILLA_STALE_UPLOAD_AFTER_MS",
+    key: "stale_upload_after_ms",
+    schema: positiveMs,
+    default: 86_400_000,
+    doc: "an artifact or NAR upload left unfinished this long is deleted and its room in the quota given back",
   },
 });
 

@@ -24,6 +24,7 @@ import {
   type Identity,
 } from "@flotilla/protocol";
 import { tempDir } from "@flotilla/protocol/testing";
+import type { CoordinatorConfig } from "./config.ts";
 import { startCoordinator, type Coordinator } from "./coordinator.ts";
 import type { Role } from "./store/index.ts";
 
@@ -52,12 +53,13 @@ export interface TestCoordinator {
 
 /**
  * Starts a coordinator on 127.0.0.1 port 0 with its data in a new temporary directory (SQLite),
- * short session and offline timeouts. `close()` stops it and removes the directory.
+ * short session and offline timeouts; `options` changes any other. `close()` stops it and removes
+ * the directory.
  */
-export async function startTestCoordinator(): Promise<TestCoordinator> {
+export async function startTestCoordinator(options: Partial<CoordinatorConfig> = {}): Promise<TestCoordinator> {
   const dir = await tempDir("flotilla-coord-");
   const coord = await startCoordinator(
-    { dataDir: dir, listen: "127.0.0.1:0", setupCode: SETUP_CODE, maxMessageBytes: 1 << 20, sessionTtlMs: 60_000, keepaliveMs: 1000, offlineAfterMs: 3000 },
+    { dataDir: dir, listen: "127.0.0.1:0", setupCode: SETUP_CODE, maxMessageBytes: 1 << 20, sessionTtlMs: 60_000, keepaliveMs: 1000, offlineAfterMs: 3000, ...options },
     silentLogger,
   );
   const t = await coordinatorTransport({ url: coord.url });

@@ -25,7 +25,7 @@ import type { Principal } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { NixPathRow } from "../store/index.ts";
 import { answerFailure, checkMethod, headerOf, HttpError, pathOf, readBody, sendText, type HttpRequest, type HttpResponse, type HttpRoute } from "../server/http.ts";
-import { NarFiles, TooLargeError } from "./nar-files.ts";
+import { NarFiles, narHexOf, TooLargeError } from "./nar-files.ts";
 import { HASH_PART, MAX_NAR_SIZE, formatSha256, fromNixBase32, formatNarInfo, parseNarInfo, toNixBase32, type NarInfo } from "./nix-format.ts";
 import { orgNixKeys } from "./nix-service.ts";
 import { checkUpload } from "./upload.ts";
@@ -47,6 +47,12 @@ function replaceRefused(stored: NixPathRow): HttpError {
   );
 }
 
+/** The request's Content-Length, when it sends one. */
+function declaredLength(req: HttpRequest): number | undefined {
+  const v = headerOf(req, "content-length");
+  return v !== null && /^\d{1,16}$/.test(v) ? Number(v) : undefined;
+}
+
 function credential(header: string | null): string | undefined {
   if (!header) return undefined;
   const basic = /^Basic ([A-Za-z0-9+/=]{1,2048})$/.exec(header);
@@ -63,8 +69,8 @@ function credential(header: string | null): string | undefined {
  * Returns a request handler for /nix/...; it answers and returns true for those paths, and
  * returns false for any other. NARs live in `dir` (content-addressed), metadata in the store.
  */
-export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }): HttpRoute {
-  const files = new NarFiles(opts.dir);
+export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string; files?: NarFiles }): HttpRoute {
+  const files = opts.files ?? new NarFiles(opts.dir);
 
   async function authorize(req: HttpRequest, orgSegment: string, write: boolean): Promise<{ orgId: string; principal: Principal }> {
     const token = credential(headerOf(req, "authorization"));
@@ -115,7 +121,7 @@ export function nixCacheHandler(ctx: ServiceContext, opts: { dir: string }): Htt
     if (!m) throw new HttpError(400, "NAR names are nar/<base32 sha256>.nar");
     if (m[2]) throw new HttpError(415, "only uncompressed NARs are accepted: copy to the cache URL with ?compression=none");
     const { kept, hex } = await files
-      .put(req as AsyncIterable<Buffer>, MAX_NAR_SIZE, (hex) => toNixBase32(Buffer.from(hex, "hex")) === m[1])
+      .put(req as AsyncIterable<Buffer>, MAX_NAR_SIZE, (hex) => toNixBase32(Buffer.from(hex, "hex")) === m[1], { orgId, declared: declaredLength(req), expected: narHexOf(m[1]!) })
       .catch((err: unknown) => {
         throw err instanceof TooLargeError ? new HttpError(413, err.message) : err;
       });

@@ -16,6 +16,7 @@ import {
   type Logger,
 } from "@flotilla/protocol";
 import { SHA256_HEX, UploadError, type ArtifactStore } from "../artifacts/artifact-store.ts";
+import { QuotaError } from "../artifacts/storage-quota.ts";
 import { CSRF_HEADER } from "../access/cookies.ts";
 import { resolvePrincipal } from "../access/interceptor.ts";
 import { rolePermissions, type Permission } from "../access/policy.ts";
@@ -58,6 +59,8 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     const by = { owner: p.orgId, owns };
     if (req.method === "GET" || req.method === "HEAD") {
       const state = await artifacts.state(by, sha256, length);
+      // Asked before an upload, say now whether it would fit in the organization's quota.
+      if (!state.complete) await artifacts.admits(by, sha256, length);
       return sendJson(res, 200, state.complete ? { complete: true, offset: length } : state);
     }
     checkMethod(req, ["GET", "PATCH"]);
@@ -76,7 +79,7 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
     try {
       state = await artifacts.append(by, sha256, length, offset, req as Readable, last);
     } catch (err) {
-      if (err instanceof UploadError) await audit(`refused: ${err.message}`);
+      if (err instanceof UploadError || err instanceof QuotaError) await audit(`refused: ${err.message}`);
       throw err;
     }
     if (state.complete && !owns) await store.releases.recordArtifactOwner(p.orgId, sha256, length, Date.now());

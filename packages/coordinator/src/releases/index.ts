@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { adminv1 } from "@flotilla/protocol";
 import { ArtifactStore } from "../artifacts/artifact-store.ts";
+import { startSweeper, StorageQuotas, sweepIntervalMs } from "../artifacts/storage-quota.ts";
 import type { CoordinatorConfig } from "../config.ts";
 import type { ServiceContext } from "../context.ts";
 import type { Feature } from "../feature.ts";
@@ -12,14 +13,15 @@ const SNAPSHOT_TTL_MS = 7 * 86_400_000;
 
 /**
  * Releases as a coordinator feature: the ReleaseService, artifact uploads and TUF downloads over
- * plain HTTP, the artifact store and TUF repositories in the data directory, and the timer that
- * keeps snapshot and timestamp from expiring (run once before this resolves).
+ * plain HTTP, the artifact store (within each organization's storage quota) and TUF repositories
+ * in the data directory, the timer that keeps snapshot and timestamp from expiring, and the sweep
+ * of abandoned uploads (each run once before this resolves).
  */
 export async function releasesFeature(
   ctx: ServiceContext,
-  config: Pick<CoordinatorConfig, "dataDir" | "tufTimestampTtlMs" | "tufRefreshMs">,
+  config: Pick<CoordinatorConfig, "dataDir" | "tufTimestampTtlMs" | "tufRefreshMs" | "storageQuota" | "storageQuotaOrgs" | "staleUploadAfterMs">,
 ): Promise<Feature> {
-  const artifacts = new ArtifactStore(join(config.dataDir, "artifacts"));
+  const artifacts = new ArtifactStore(join(config.dataDir, "artifacts"), new StorageQuotas(ctx.store, config));
   const tuf = new TufRepository(join(config.dataDir, "tuf"), ctx.onlineIdentity, {
     timestampTtlMs: config.tufTimestampTtlMs,
     snapshotTtlMs: Math.max(SNAPSHOT_TTL_MS, config.tufTimestampTtlMs),
@@ -30,6 +32,7 @@ export async function releasesFeature(
   await refresh();
   const timer = setInterval(() => void refresh(), config.tufRefreshMs);
   timer.unref();
+  const sweeper = await startSweeper("artifact uploads", () => artifacts.sweep(config.staleUploadAfterMs), sweepIntervalMs(config.staleUploadAfterMs), ctx.log);
   return {
     name: "releases",
     routes(router) {
@@ -37,6 +40,9 @@ export async function releasesFeature(
     },
     http: releasesHttpHandler({ store: ctx.store, artifacts, tuf, log: ctx.log, auditor: ctx.auditor }),
     serviceNames: [adminv1.ReleaseService.typeName],
-    close: () => clearInterval(timer),
+    async close() {
+      clearInterval(timer);
+      await sweeper.close();
+    },
   };
 }

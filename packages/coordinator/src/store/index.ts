@@ -13,6 +13,7 @@ export type * from "./releases/release-store.ts";
 export type * from "./rollouts/rollout-store.ts";
 export type * from "./telemetry/telemetry-store.ts";
 export type * from "./nix/nix-store.ts";
+export type * from "./storage/storage-store.ts";
 export { StoreConflictError } from "./errors.ts";
 export { openPostgresStore } from "./postgres.ts";
 export { openSqliteStore } from "./sqlite.ts";

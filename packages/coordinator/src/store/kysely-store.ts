@@ -10,6 +10,7 @@ import { KyselyRolloutStore } from "./rollouts/rollout-store.ts";
 import type { Database } from "./schema/schema.ts";
 import { KyselySessionStore } from "./sessions/session-store.ts";
 import { KyselySettingsStore } from "./settings/settings-store.ts";
+import { KyselyStorageStore } from "./storage/storage-store.ts";
 import type { Store } from "./store.ts";
 import { KyselyTelemetryStore } from "./telemetry/telemetry-store.ts";
 
@@ -24,6 +25,7 @@ export class KyselyStore implements Store {
   readonly rollouts: KyselyRolloutStore;
   readonly telemetry: KyselyTelemetryStore;
   readonly nix: KyselyNixStore;
+  readonly storage: KyselyStorageStore;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -38,6 +40,7 @@ export class KyselyStore implements Store {
     this.rollouts = new KyselyRolloutStore(db, adapter);
     this.telemetry = new KyselyTelemetryStore(db, adapter);
     this.nix = new KyselyNixStore(db, adapter);
+    this.storage = new KyselyStorageStore(db, adapter);
   }
 
   get dialect(): "sqlite" | "postgres" {

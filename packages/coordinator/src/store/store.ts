@@ -21,6 +21,7 @@ import type { ReleaseStore } from "./releases/release-store.ts";
 import type { RolloutStore } from "./rollouts/rollout-store.ts";
 import type { SessionStore } from "./sessions/session-store.ts";
 import type { SettingsStore } from "./settings/settings-store.ts";
+import type { StorageStore } from "./storage/storage-store.ts";
 import type { TelemetryStore } from "./telemetry/telemetry-store.ts";
 
 export interface Store {
@@ -45,6 +46,8 @@ export interface Store {
   readonly telemetry: TelemetryStore;
   /** The Nix binary cache's keys and paths. */
   readonly nix: NixStore;
+  /** Each organization's storage use (artifacts, NARs, unfinished uploads), for its quota. */
+  readonly storage: StorageStore;
 
   /** Runs pending migrations. Safe to call on every start and from several replicas. */
   migrate(): Promise<void>;

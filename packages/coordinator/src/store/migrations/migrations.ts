@@ -10,6 +10,7 @@ import { telemetryLimitsMigration } from "./migration-telemetry-limits.ts";
 import { releasesMigration } from "./migration-releases.ts";
 import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
+import { storageQuotasMigration } from "./migration-storage-quotas.ts";
 
 const initial: Migration = {
   async up(db: Kysely<unknown>) {
@@ -183,6 +184,7 @@ export const migrations: Record<string, Migration> = {
   "0009_rollout_rollback": rollbackMigration,
   "0010_artifact_owners": artifactOwnersMigration,
   "0011_telemetry_limits": telemetryLimitsMigration,
+  "0012_storage_quotas": storageQuotasMigration,
 };
 
 export const migrationProvider: MigrationProvider = {
