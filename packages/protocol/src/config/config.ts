@@ -222,6 +222,8 @@ function tomlValue(value: unknown): string {
   if (typeof value === "number") {
     if (Number.isNaN(value)) return "nan";
     if (!Number.isFinite(value)) return value > 0 ? "inf" : "-inf";
+    // String() writes 2**53 or 1e20 as digits, a TOML integer too big to read back: use a float.
+    if (Number.isInteger(value) && !Number.isSafeInteger(value)) return value.toExponential();
     return String(value);
   }
   if (value instanceof Date && !Number.isNaN(value.getTime())) return value.toISOString();
