@@ -59,6 +59,12 @@ export interface ConfigInput {
 }
 
 /**
+ * Longest delay Node's timers wait (2^31 - 1 ms, about 24.8 days). A longer one fires after
+ * 1 ms instead, so options handed to setTimeout or setInterval are capped at it.
+ */
+export const MAX_DELAY_MS = 2_147_483_647;
+
+/**
  * A configuration problem, in one line that names the option and its source,
  * e.g. `invalid value for --listen (flag): expected host:port`.
  */
