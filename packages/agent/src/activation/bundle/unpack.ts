@@ -18,6 +18,9 @@ export class BundleRefusedError extends Error {
   override name = "BundleRefusedError";
 }
 
+/** Errors of the machine, not of the bundle: they propagate as they are. */
+const HOST_ERRORS = new Set(["ENOSPC", "EDQUOT", "EIO", "EMFILE", "ENFILE", "ENOMEM", "EROFS"]);
+
 const ALLOWED_TYPES = new Set(["File", "OldFile", "ContiguousFile", "Directory", "SymbolicLink", "Link"]);
 
 /** The archive path normalized; throws when it is absolute or climbs out with `..`. */
@@ -142,18 +145,25 @@ export async function unpackTarball(file: string, dest: string, limits: UnpackLi
   const root = await realpath(dest);
   let bytes = 0;
   let tooBig = false;
-  await tar.x({
-    file,
-    cwd: root,
-    strict: true,
-    preserveOwner: false,
-    filter: (_path, entry) => {
-      // The archive was inspected already; this guards against it changing under us.
-      bytes += "size" in entry ? entry.size : 0;
-      if (bytes > limits.maxBytes) tooBig = true;
-      return !tooBig;
-    },
-  });
+  try {
+    await tar.x({
+      file,
+      cwd: root,
+      strict: true,
+      preserveOwner: false,
+      filter: (_path, entry) => {
+        // The archive was inspected already; this guards against it changing under us.
+        bytes += "size" in entry ? entry.size : 0;
+        if (bytes > limits.maxBytes) tooBig = true;
+        return !tooBig;
+      },
+    });
+  } catch (err) {
+    // Entries that clash (a file over a directory with content, "b/." after "b/a") fail in the
+    // file system; that is the bundle's fault. A full or failing disk is not.
+    if (HOST_ERRORS.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
+    throw new BundleRefusedError(`bundle cannot be unpacked: ${(err as Error).message}`);
+  }
   if (tooBig) throw new BundleRefusedError(`bundle unpacks to more than ${limits.maxBytes} bytes`);
   await verifyTree(root);
 }
