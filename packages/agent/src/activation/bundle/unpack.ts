@@ -32,6 +32,18 @@ function safeRelative(path: string, what: string): string {
   return norm.replace(/\/+$/, "");
 }
 
+/**
+ * Whether a link's path and its raw target lie one inside the other as node-tar 7 compares them
+ * (normalized, case- and Unicode-folded, target taken from the archive root). Its extractor
+ * reserves both paths for the entry and then waits for itself forever (`c -> c/a`, `c/a -> c`).
+ */
+function nestedForTar(path: string, linkpath: string): boolean {
+  const fold = (p: string) => posix.normalize(p.normalize("NFD").toLocaleLowerCase("en").toLocaleUpperCase("en")).replace(/\/+$/, "");
+  const a = fold(path);
+  const b = fold(linkpath);
+  return a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
+}
+
 function underAny(path: string, dirs: Set<string>): string | undefined {
   const parts = path.split("/");
   for (let i = 1; i < parts.length; i++) {
@@ -88,6 +100,9 @@ async function inspect(file: string, limits: UnpackLimits): Promise<void> {
     if (through !== undefined) throw new BundleRefusedError(`bundle entry ${e.path} is written through the symlink ${through}`);
     bytes += e.size;
     if (bytes > limits.maxBytes) throw new BundleRefusedError(`bundle unpacks to more than ${limits.maxBytes} bytes`);
+    if ((e.type === "SymbolicLink" || e.type === "Link") && nestedForTar(path, e.linkpath ?? "")) {
+      throw new BundleRefusedError(`link ${e.path} -> ${e.linkpath} lies inside itself`);
+    }
     if (e.type === "SymbolicLink") {
       const target = e.linkpath ?? "";
       if (posix.isAbsolute(target)) throw new BundleRefusedError(`symlink ${e.path} points at an absolute path: ${target}`);
