@@ -1,10 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, MAX_DELAY_MS } from "@flotilla/protocol";
-import { propertyRuns } from "@flotilla/protocol/testing";
+import { propertyRuns, propertyTimeout } from "@flotilla/protocol/testing";
 import { agentOptionSpecs } from "./config.ts";
 
-const runs = propertyRuns(300);
+const RUNS = 300;
+const runs = propertyRuns(RUNS);
 
 /** Number-looking text: digits of any length, signs, exponents, hex, spaces. */
 const numberish = fc.oneof(
@@ -27,7 +28,7 @@ function loadWith(env: Record<string, string>): Record<string, unknown> | Config
   }
 }
 
-describe("agent config properties", () => {
+describe("agent config properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("accepts only delays a timer can wait for, so no interval or timeout fires at once", () => {
     expect(delays.length).toBeGreaterThan(4);
     fc.assert(
@@ -41,7 +42,8 @@ describe("agent config properties", () => {
         const v = got[name] as number;
         expect(Number.isSafeInteger(v) && v > 0 && v <= MAX_DELAY_MS).toBe(true);
       }),
-      runs,
+      // Found by this property: a timer given more than 2^31-1 ms fires after 1 ms.
+      { ...runs, examples: [["watchTimeoutMs", "3000000000"], ["factsIntervalMs", "0x80000000"]] },
     );
   });
 

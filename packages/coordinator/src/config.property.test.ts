@@ -1,10 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, MAX_DELAY_MS } from "@flotilla/protocol";
-import { propertyRuns } from "@flotilla/protocol/testing";
+import { propertyRuns, propertyTimeout } from "@flotilla/protocol/testing";
 import { coordinatorOptionSpecs } from "./config.ts";
 
-const runs = propertyRuns(300);
+const RUNS = 300;
+const runs = propertyRuns(RUNS);
 
 const numberish = fc.oneof(
   fc.bigInt({ min: -(10n ** 20n), max: 10n ** 20n }).map(String),
@@ -25,7 +26,7 @@ function loadWith(env: Record<string, string>): Record<string, unknown> | Config
   }
 }
 
-describe("coordinator config properties", () => {
+describe("coordinator config properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("accepts only timer delays a timer can wait for, so keep-alives and TUF refreshes never spin", () => {
     fc.assert(
       fc.property(fc.constantFrom(...TIMER_OPTIONS), numberish, (name, text) => {
@@ -35,7 +36,8 @@ describe("coordinator config properties", () => {
         const v = got[name] as number;
         expect(Number.isSafeInteger(v) && v > 0 && v <= MAX_DELAY_MS).toBe(true);
       }),
-      runs,
+      // Found by this property: a timer given more than 2^31-1 ms fires after 1 ms.
+      { ...runs, examples: [["keepaliveMs", "2147483648"], ["tufRefreshMs", "3000000000"]] },
     );
   });
 

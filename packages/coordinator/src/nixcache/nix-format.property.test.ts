@@ -1,9 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { propertyRuns } from "@flotilla/protocol/testing";
+import { propertyRuns, propertyTimeout } from "@flotilla/protocol/testing";
 import { formatNarInfo, formatSha256, fromNixBase32, MAX_NAR_SIZE, parseNarInfo, parseSha256, toNixBase32, type NarInfo } from "./nix-format.ts";
 
-const runs = propertyRuns(300);
+const RUNS = 300;
+const runs = propertyRuns(RUNS);
 
 const BASE32 = [..."0123456789abcdfghijklmnpqrsvwxyz"];
 const hashPart = fc.string({ unit: fc.constantFrom(...BASE32), minLength: 32, maxLength: 32 });
@@ -54,7 +55,7 @@ function plainErrorOrResult(text: string): NarInfo | Error {
   }
 }
 
-describe("narinfo properties", () => {
+describe("narinfo properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("reads back every narinfo formatNarInfo writes", () => {
     fc.assert(
       fc.property(narInfo, (info) => {

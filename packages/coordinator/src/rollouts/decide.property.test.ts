@@ -1,10 +1,11 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { propertyRuns } from "@flotilla/protocol/testing";
+import { propertyRuns, propertyTimeout } from "@flotilla/protocol/testing";
 import type { RolloutChanges, RolloutDeviceState, RolloutDeviceView, RolloutRow } from "../store/index.ts";
 import { ActionRefused, advance, isTerminal, onAdminAction, onStep, tally, type AdminAction } from "./decide.ts";
 
-const runs = propertyRuns(300);
+const RUNS = 300;
+const runs = propertyRuns(RUNS);
 const OFFLINE_AFTER = 1_000;
 const IN_FLIGHT = new Set<RolloutDeviceState>(["notified", "downloading", "verifying", "activating", "health-checking"]);
 const FINAL = new Set(["completed", "aborted", "failed"]);
@@ -25,7 +26,7 @@ const setup = fc.record({
 const STEPS = ["checking", "downloading", "verifying", "activating", "health-checking", "healthy", "failed", "rolled-back", "bogus"];
 const event = fc.oneof(
   { weight: 5, arbitrary: fc.record({ t: fc.constant("step" as const), device: fc.nat(), step: fc.constantFrom(...STEPS), ours: fc.boolean() }) },
-  { weight: 3, arbitrary: fc.record({ t: fc.constant("tick" as const), dt: fc.constantFrom(0, 100, 1_000, 10_000) }) },
+  { weight: 3, arbitrary: fc.record({ t: fc.constant("tick" as const), dt: fc.constantFrom<number>(0, 100, 1_000, 10_000) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("connection" as const), device: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("admin" as const), action: fc.constantFrom<AdminAction>({ kind: "pause", by: "ann" }, { kind: "resume" }, { kind: "approve" }, { kind: "abort", rollBack: false, by: "ann" }) }) },
 );
@@ -143,7 +144,7 @@ class Model {
   }
 }
 
-describe("rollout decision properties", () => {
+describe("rollout decision properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("never installs on more than max-parallel devices, never goes on past the failure threshold, decides every device once", () => {
     fc.assert(
       fc.property(setup, fc.array(event, { maxLength: 60 }), (s, events) => {

@@ -1,9 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { propertyRuns } from "../property-runs.ts";
+import { propertyRuns, propertyTimeout } from "../property-runs.ts";
 import { encodeJoinString, parseJoinString, splitJoinSecret, type JoinString } from "./join-string.ts";
 
-const runs = propertyRuns(300);
+const RUNS = 300;
+const runs = propertyRuns(RUNS);
 const PREFIX = "flotilla-join-v1.";
 
 const b64url = (min: number, max: number) => fc.string({ unit: fc.constantFrom(..."ABCXYZabcxyz0189_-"), minLength: min, maxLength: max });
@@ -32,7 +33,7 @@ function parseOrError(text: string): JoinString | Error {
   }
 }
 
-describe("join string properties", () => {
+describe("join string properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("reads back what encodeJoinString writes, trailing slashes of the address aside", () => {
     fc.assert(
       fc.property(join, fc.constantFrom("", " ", "\n", "\t "), (j, pad) => {

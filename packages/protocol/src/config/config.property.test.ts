@@ -3,11 +3,12 @@ import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { propertyRuns } from "../property-runs.ts";
+import { propertyRuns, propertyTimeout } from "../property-runs.ts";
 import { useTempDir } from "../testing-hooks.ts";
 import { ConfigError, defineOptions, formatConfig, loadConfig, type Loaded } from "./config.ts";
 
-const runs = propertyRuns(200);
+const RUNS = 200;
+const runs = propertyRuns(RUNS);
 const dir = useTempDir("flotilla-config-prop-");
 
 const options = defineOptions({
@@ -43,7 +44,7 @@ function load(text: string, env: Record<string, string> = {}): Loaded<typeof opt
   }
 }
 
-describe("config file properties", () => {
+describe("config file properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("loads any config file text or refuses it with a one-line ConfigError, never a crash", () => {
     fc.assert(
       fc.property(fc.oneof(fc.string(), tomlish), (text) => {
@@ -72,10 +73,11 @@ describe("config file properties", () => {
         const printed = formatConfig(options, loadConfig(options, { flags: v, env: {} }));
         const got = load(printed);
         expect(got).not.toBeInstanceOf(Error);
-        const { token: _secret, ...shown } = v;
-        expect((got as Loaded<typeof options>).values).toEqual({ ...shown, token: undefined });
+        // Secrets are printed commented out, so the token does not come back.
+        expect((got as Loaded<typeof options>).values).toEqual({ ...v, token: undefined });
       }),
-      runs,
+      // Found by this property: integers beyond 2^53 were printed as TOML integers that do not load.
+      { ...runs, examples: [[{ name: "", count: -(2 ** 53), whole: 0, debug: false, units: undefined, token: undefined }]] },
     );
   });
 });

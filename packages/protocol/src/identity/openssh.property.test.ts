@@ -1,11 +1,12 @@
 import { createPrivateKey, createPublicKey } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { propertyRuns } from "../property-runs.ts";
+import { propertyRuns, propertyTimeout } from "../property-runs.ts";
 import { identityFromPrivateKey, nodeId, rawPublicKey, verifySignature } from "./identity.ts";
 import { formatOpenSshPublicKey, openSshPrivateKeyToPkcs8, parseAnyPublicKey, parseOpenSshPublicKey } from "./openssh.ts";
 
-const runs = propertyRuns(200);
+const RUNS = 200;
+const runs = propertyRuns(RUNS);
 
 const sshString = (b: Uint8Array | string): Buffer => {
   const data = Buffer.from(b);
@@ -49,7 +50,7 @@ function attempt<T>(fn: () => T): T | Error {
   }
 }
 
-describe("OpenSSH key file properties", () => {
+describe("OpenSSH key file properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("reads back the key and comment of every public key line it formats", () => {
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), comment, fc.constantFrom("", " ", "\n"), (key, c, pad) => {

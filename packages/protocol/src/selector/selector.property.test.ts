@@ -1,9 +1,10 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { propertyRuns } from "../property-runs.ts";
+import { propertyRuns, propertyTimeout } from "../property-runs.ts";
 import { formatSelector, matchesSelector, parseSelector, SelectorError, type Requirement, type Selector } from "./selector.ts";
 
-const runs = propertyRuns(300);
+const RUNS = 300;
+const runs = propertyRuns(RUNS);
 
 const KEY_CHARS = [..."abcxyzAZ09._/-"];
 const VALUE_CHARS = [...KEY_CHARS, ":", "+", "@"];
@@ -27,7 +28,7 @@ const selectorish = fc
   .array(fc.oneof(fc.constantFrom("a", "b.c/d", "=", "==", "!=", "!", ",", " ", "in", "notin", "(", ")", "x:y", "\t", "\u0000", "é"), fc.string({ maxLength: 3 })), { maxLength: 30 })
   .map((parts) => parts.join(""));
 
-describe("selector properties", () => {
+describe("selector properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("parses any text to a selector or throws a SelectorError pointing inside the text", () => {
     fc.assert(
       fc.property(fc.oneof(fc.string({ maxLength: 60 }), selectorish), (text) => {
