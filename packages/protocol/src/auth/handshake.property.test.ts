@@ -1,3 +1,5 @@
+import { create } from "@bufbuild/protobuf";
+import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { generateIdentity, keyPin, verifySignature } from "../identity/identity.ts";
@@ -15,7 +17,10 @@ const nonce = new Uint8Array(32).fill(7);
 const bytes = (max: number) => fc.uint8Array({ maxLength: max });
 const key = fc.oneof(bytes(40), fc.constantFrom(coordinator.publicKey, next.publicKey));
 /** A protobuf Timestamp with any int64 seconds and int32 nanos. */
-const time = fc.option(fc.record({ seconds: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), nanos: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) }), { nil: undefined });
+const time = fc.option(
+  fc.record({ seconds: fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }), nanos: fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }) }).map((t) => create(TimestampSchema, t)),
+  { nil: undefined },
+);
 const endorsement = fc.oneof(
   fc.record({ oldKey: key, newKey: key, time, signature: bytes(70) }),
   // A real endorsement of the next key, with its time replaced.
@@ -47,7 +52,7 @@ describe("Hello proof properties", { timeout: propertyTimeout(60_000, RUNS) }, (
         else expect(rotatedTo).toBe(keyPin(p!.coordinatorKey));
       }),
       // Found by this property: an endorsement time past 2^64 ms threw RangeError out of the check.
-      { ...runs, examples: [[{ coordinatorKey: new Uint8Array(0), signature: new Uint8Array(0), challenge: new Uint8Array(0), endorsements: [{ ...endorseKey(coordinator, next.publicKey, 0), time: { seconds: 18446744073709550n, nanos: 0 } }] }, true]] },
+      { ...runs, examples: [[{ coordinatorKey: new Uint8Array(0), signature: new Uint8Array(0), challenge: new Uint8Array(0), endorsements: [{ ...endorseKey(coordinator, next.publicKey, 0), time: create(TimestampSchema, { seconds: 18446744073709550n }) }] }, true]] },
     );
   });
 
@@ -61,7 +66,7 @@ describe("Hello proof properties", { timeout: propertyTimeout(60_000, RUNS) }, (
           coordinatorKey: next.publicKey,
           signature: next.sign(helloMessage(nonce, ch)),
           challenge: ch,
-          endorsements: [{ oldKey: e.oldKey, newKey: e.newKey, signature: e.signature, time: { seconds: 1_700_000_000n, nanos: 0 } }],
+          endorsements: [{ oldKey: e.oldKey, newKey: e.newKey, signature: e.signature, time: create(TimestampSchema, { seconds: 1_700_000_000n }) }],
         };
         let pinned = "";
         expect(verifyCoordinatorProof(rotated, nonce, keyPin(coordinator.publicKey), { onRotated: (p) => (pinned = p) })).toEqual(ch);
