@@ -3,10 +3,11 @@
  * default. Values come from a flag, then FLOTILLA_*, then the config file, then the default.
  */
 import { z } from "zod";
-import { defineOptions, type Values } from "@flotilla/protocol";
+import { defineOptions, MAX_DELAY_MS, type Values } from "@flotilla/protocol";
 import { tunnelPortsSchema } from "./tunnel/ports.ts";
 
-const positiveMs = z.coerce.number().int().positive();
+// Every *_ms option of the agent is a timer delay: a longer one than MAX_DELAY_MS would fire at once.
+const positiveMs = z.coerce.number().int().positive().max(MAX_DELAY_MS, `at most ${MAX_DELAY_MS} ms (about 24 days), the longest a timer waits`);
 
 /** The default profile of a NixOS system. */
 export const DEFAULT_NIXOS_PROFILE = "/nix/var/nix/profiles/system";
@@ -88,7 +89,7 @@ export const agentOptionSpecs = defineOptions({
     flag: "metrics-interval-ms",
     env: "FLOTILLA_METRICS_INTERVAL_MS",
     key: "metrics_interval_ms",
-    schema: z.coerce.number().int().min(100),
+    schema: positiveMs.min(100),
     default: 10_000,
     doc: "how often CPU, memory, disk, network, load and uptime are sampled",
   },

@@ -23,12 +23,17 @@ export function ago(ms: number | undefined, now = Date.now()): string {
   return `${Math.round(s / 86400)}d ago`;
 }
 
-/** Parses a duration such as 90s, 15m, 12h, 7d into milliseconds. */
+/** Longest duration parseDuration accepts: 100 years, so that now plus or minus it is still a date. */
+const MAX_DURATION_MS = 36_500 * 86_400_000;
+
+/** Parses a duration such as 90s, 15m, 12h, 7d (at most 36500d) into milliseconds. */
 export function parseDuration(text: string): number {
   const m = /^(\d+)(s|m|h|d)$/.exec(text.trim());
   if (!m) throw new UsageError(`invalid duration ${JSON.stringify(text)}: expected e.g. 90s, 15m, 12h, 7d`);
   const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "s" | "m" | "h" | "d"];
-  return Number(m[1]) * unit;
+  const ms = Number(m[1]) * unit;
+  if (!(ms <= MAX_DURATION_MS)) throw new UsageError(`invalid duration ${JSON.stringify(text)}: longer than 36500d`);
+  return ms;
 }
 
 /** Parses k=v,k2=v2 into a map. */

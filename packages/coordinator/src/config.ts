@@ -5,9 +5,11 @@
 import { z } from "zod";
 import { setupCodeWeakness } from "./access/setup-code.ts";
 import { orgQuotasSchema, quotaSchema } from "./artifacts/byte-size.ts";
-import { defineOptions, type OptionSpec, type Values } from "@flotilla/protocol";
+import { defineOptions, MAX_DELAY_MS, type OptionSpec, type Values } from "@flotilla/protocol";
 
 const positiveMs = z.coerce.number().int().positive();
+/** A delay handed to setTimeout or setInterval: a longer one than MAX_DELAY_MS would fire at once. */
+const timerMs = positiveMs.max(MAX_DELAY_MS, `at most ${MAX_DELAY_MS} ms (about 24 days), the longest a timer waits`);
 
 export const coordinatorOptionSpecs = defineOptions({
   dataDir: {
@@ -89,7 +91,7 @@ export const coordinatorOptionSpecs = defineOptions({
     flag: "keepalive-ms",
     env: "FLOTILLA_KEEPALIVE_MS",
     key: "keepalive_ms",
-    schema: positiveMs,
+    schema: timerMs,
     default: 15_000,
     doc: "how often Watch streams send a keep-alive and refresh last-seen",
   },
@@ -160,7 +162,7 @@ export const coordinatorOptionSpecs = defineOptions({
     flag: "tuf-refresh-ms",
     env: "FLOTILLA_TUF_REFRESH_MS",
     key: "tuf_refresh_ms",
-    schema: positiveMs,
+    schema: timerMs,
     default: 3_600_000,
     doc: "how often the coordinator re-signs TUF snapshot and timestamp that would expire within two such periods",
   },

@@ -10,6 +10,8 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
+export * from "./property-runs.ts";
+
 /** GETs `/` over HTTP/2 (h2c for http://, h2 for https://) and resolves with the body. */
 export function h2Get(url: string, options: http2.SecureClientSessionOptions = {}): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -41,17 +41,18 @@ export function writeState(dir: string, state: BufferState): Promise<void> {
 /**
  * Reads a buffer directory back: `state.json` and every segment in index order, each cut off
  * (truncated and fsynced) at its first damaged record. Cursor records found in the segments
- * update the state's cursors. `corrupted` counts the segments that were cut.
+ * update the state's cursors. `corrupted` counts the segments that were cut, and a damaged
+ * `state.json` (read as absent).
  */
 export async function readSegmentDir(dir: string): Promise<{ state: BufferState; segments: Segment[]; corrupted: number }> {
-  const state = await readState(dir);
+  const { state, damaged } = await readState(dir);
   const names = (await readdir(dir)).flatMap((n) => {
     const index = segmentIndex(n);
     return index === undefined ? [] : [{ n, index }];
   });
   names.sort((a, b) => a.index - b.index);
   const segments: Segment[] = [];
-  let corrupted = 0;
+  let corrupted = damaged ? 1 : 0;
   let prevSeq = 0;
   for (const { n, index } of names) {
     const path = join(dir, n);
@@ -122,17 +123,31 @@ export async function readRange(path: string, offset: number, length: number, ca
   }
 }
 
-async function readState(dir: string): Promise<BufferState> {
+/**
+ * Reads `state.json`. A damaged one (not JSON, not an object) counts as absent, and a counter
+ * that is not a whole number as 0, so the buffer still opens: the segments say how far seqs got.
+ */
+async function readState(dir: string): Promise<{ state: BufferState; damaged: boolean }> {
+  const fresh = (): BufferState => ({ acked: 0, droppedThrough: 0, droppedTotal: 0, cursors: {} });
+  let text: string;
   try {
-    const s = JSON.parse(await readFile(join(dir, STATE), "utf8")) as Partial<BufferState>;
-    return {
-      acked: Number(s.acked) || 0,
-      droppedThrough: Number(s.droppedThrough) || 0,
-      droppedTotal: Number(s.droppedTotal) || 0,
-      cursors: typeof s.cursors === "object" && s.cursors ? { ...s.cursors } : {},
-    };
+    text = await readFile(join(dir, STATE), "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    return { acked: 0, droppedThrough: 0, droppedTotal: 0, cursors: {} };
+    return { state: fresh(), damaged: false };
   }
+  let s: unknown;
+  try {
+    s = JSON.parse(text);
+  } catch {
+    return { state: fresh(), damaged: true };
+  }
+  if (typeof s !== "object" || s === null || Array.isArray(s)) return { state: fresh(), damaged: true };
+  const { acked, droppedThrough, droppedTotal, cursors } = s as Record<string, unknown>;
+  const count = (v: unknown): number => (typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : 0);
+  const strings = typeof cursors === "object" && cursors !== null && !Array.isArray(cursors) ? Object.entries(cursors).filter(([, v]) => typeof v === "string") : [];
+  return {
+    state: { acked: count(acked), droppedThrough: count(droppedThrough), droppedTotal: count(droppedTotal), cursors: Object.fromEntries(strings) as Record<string, string> },
+    damaged: false,
+  };
 }

@@ -99,6 +99,8 @@ export class SshAgent {
     return new Promise((resolve, reject) => {
       this.waiting = (msg) => {
         if (msg instanceof Error) return reject(msg);
+        // An empty message has no type byte: reject, rather than throw inside the socket's data handler.
+        if (msg.length === 0) return reject(new Error("ssh-agent: empty message"));
         const r = new Reader(msg);
         const t = r.byte();
         resolve(Object.assign(r, { type: t }));

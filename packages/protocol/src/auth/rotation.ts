@@ -19,10 +19,16 @@ export interface KeyEndorsementLike {
 /** The longest chain a caller follows: enough for years of rotations, bounded against abuse. */
 export const MAX_ENDORSEMENT_CHAIN = 32;
 
-/** What an old key signs to endorse its successor. */
+const U64_MAX = 2n ** 64n - 1n;
+
+/**
+ * What an old key signs to endorse its successor. A time outside what 8 bytes hold (a hostile
+ * Timestamp of 2^63 seconds) is clamped, so such a link merely fails to verify.
+ */
 export function endorsementMessage(oldKey: Uint8Array, newKey: Uint8Array, timeMs: number): Uint8Array {
   const time = Buffer.alloc(8);
-  time.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(timeMs))));
+  const ms = Number.isFinite(timeMs) ? BigInt(Math.max(0, Math.floor(timeMs))) : timeMs > 0 ? U64_MAX : 0n;
+  time.writeBigUInt64BE(ms > U64_MAX ? U64_MAX : ms);
   return new Uint8Array(Buffer.concat([Buffer.from("flotilla/key-rotation/v1\n"), oldKey, newKey, time]));
 }
 

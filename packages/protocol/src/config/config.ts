@@ -59,6 +59,12 @@ export interface ConfigInput {
 }
 
 /**
+ * Longest delay Node's timers wait (2^31 - 1 ms, about 24.8 days). A longer one fires after
+ * 1 ms instead, so options handed to setTimeout or setInterval are capped at it.
+ */
+export const MAX_DELAY_MS = 2_147_483_647;
+
+/**
  * A configuration problem, in one line that names the option and its source,
  * e.g. `invalid value for --listen (flag): expected host:port`.
  */
@@ -222,6 +228,8 @@ function tomlValue(value: unknown): string {
   if (typeof value === "number") {
     if (Number.isNaN(value)) return "nan";
     if (!Number.isFinite(value)) return value > 0 ? "inf" : "-inf";
+    // String() writes 2**53 or 1e20 as digits, a TOML integer too big to read back: use a float.
+    if (Number.isInteger(value) && !Number.isSafeInteger(value)) return value.toExponential();
     return String(value);
   }
   if (value instanceof Date && !Number.isNaN(value.getTime())) return value.toISOString();

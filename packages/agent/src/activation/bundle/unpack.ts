@@ -18,6 +18,9 @@ export class BundleRefusedError extends Error {
   override name = "BundleRefusedError";
 }
 
+/** Errors of the machine, not of the bundle: they propagate as they are. */
+const HOST_ERRORS = new Set(["ENOSPC", "EDQUOT", "EIO", "EMFILE", "ENFILE", "ENOMEM", "EROFS"]);
+
 const ALLOWED_TYPES = new Set(["File", "OldFile", "ContiguousFile", "Directory", "SymbolicLink", "Link"]);
 
 /** The archive path normalized; throws when it is absolute or climbs out with `..`. */
@@ -27,6 +30,18 @@ function safeRelative(path: string, what: string): string {
   const norm = posix.normalize(path);
   if (norm === ".." || norm.startsWith("../")) throw new BundleRefusedError(`${what} escapes the release directory: ${path}`);
   return norm.replace(/\/+$/, "");
+}
+
+/**
+ * Whether a link's path and its raw target lie one inside the other as node-tar 7 compares them
+ * (normalized, case- and Unicode-folded, target taken from the archive root). Its extractor
+ * reserves both paths for the entry and then waits for itself forever (`c -> c/a`, `c/a -> c`).
+ */
+function nestedForTar(path: string, linkpath: string): boolean {
+  const fold = (p: string) => posix.normalize(p.normalize("NFD").toLocaleLowerCase("en").toLocaleUpperCase("en")).replace(/\/+$/, "");
+  const a = fold(path);
+  const b = fold(linkpath);
+  return a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
 }
 
 function underAny(path: string, dirs: Set<string>): string | undefined {
@@ -85,6 +100,9 @@ async function inspect(file: string, limits: UnpackLimits): Promise<void> {
     if (through !== undefined) throw new BundleRefusedError(`bundle entry ${e.path} is written through the symlink ${through}`);
     bytes += e.size;
     if (bytes > limits.maxBytes) throw new BundleRefusedError(`bundle unpacks to more than ${limits.maxBytes} bytes`);
+    if ((e.type === "SymbolicLink" || e.type === "Link") && nestedForTar(path, e.linkpath ?? "")) {
+      throw new BundleRefusedError(`link ${e.path} -> ${e.linkpath} lies inside itself`);
+    }
     if (e.type === "SymbolicLink") {
       const target = e.linkpath ?? "";
       if (posix.isAbsolute(target)) throw new BundleRefusedError(`symlink ${e.path} points at an absolute path: ${target}`);
@@ -142,18 +160,25 @@ export async function unpackTarball(file: string, dest: string, limits: UnpackLi
   const root = await realpath(dest);
   let bytes = 0;
   let tooBig = false;
-  await tar.x({
-    file,
-    cwd: root,
-    strict: true,
-    preserveOwner: false,
-    filter: (_path, entry) => {
-      // The archive was inspected already; this guards against it changing under us.
-      bytes += "size" in entry ? entry.size : 0;
-      if (bytes > limits.maxBytes) tooBig = true;
-      return !tooBig;
-    },
-  });
+  try {
+    await tar.x({
+      file,
+      cwd: root,
+      strict: true,
+      preserveOwner: false,
+      filter: (_path, entry) => {
+        // The archive was inspected already; this guards against it changing under us.
+        bytes += "size" in entry ? entry.size : 0;
+        if (bytes > limits.maxBytes) tooBig = true;
+        return !tooBig;
+      },
+    });
+  } catch (err) {
+    // Entries that clash (a file over a directory with content, "b/." after "b/a") fail in the
+    // file system; that is the bundle's fault. A full or failing disk is not.
+    if (HOST_ERRORS.has((err as NodeJS.ErrnoException).code ?? "")) throw err;
+    throw new BundleRefusedError(`bundle cannot be unpacked: ${(err as Error).message}`);
+  }
   if (tooBig) throw new BundleRefusedError(`bundle unpacks to more than ${limits.maxBytes} bytes`);
   await verifyTree(root);
 }

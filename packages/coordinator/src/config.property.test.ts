@@ -1,0 +1,59 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, MAX_DELAY_MS } from "@flotilla/protocol";
+import { propertyRuns, propertyTimeout } from "@flotilla/protocol/testing";
+import { coordinatorOptionSpecs } from "./config.ts";
+
+const RUNS = 300;
+const runs = propertyRuns(RUNS);
+
+const numberish = fc.oneof(
+  fc.bigInt({ min: -(10n ** 20n), max: 10n ** 20n }).map(String),
+  fc.integer({ min: 1, max: 2 ** 33 }).map(String),
+  fc.string({ unit: fc.constantFrom(..."0123456789"), minLength: 1, maxLength: 30 }),
+  fc.constantFrom("1e3", "1e10", "0x80000000", " 5 ", "-1", "0", "1.5", "Infinity", "NaN", "", "abc"),
+);
+
+/** Options the coordinator hands to setTimeout or setInterval (the other *_ms ones are ages and TTLs). */
+const TIMER_OPTIONS = ["keepaliveMs", "tufRefreshMs"] as const;
+
+function loadWith(env: Record<string, string>): Record<string, unknown> | ConfigError {
+  try {
+    return loadConfig(coordinatorOptionSpecs, { flags: {}, env }).values as Record<string, unknown>;
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+}
+
+describe("coordinator config properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
+  it("accepts only timer delays a timer can wait for, so keep-alives and TUF refreshes never spin", () => {
+    fc.assert(
+      fc.property(fc.constantFrom(...TIMER_OPTIONS), numberish, (name, text) => {
+        const spec = coordinatorOptionSpecs[name];
+        const got = loadWith({ [spec.env]: text });
+        if (got instanceof ConfigError) return;
+        const v = got[name] as number;
+        expect(Number.isSafeInteger(v) && v > 0 && v <= MAX_DELAY_MS).toBe(true);
+      }),
+      // Found by this property: a timer given more than 2^31-1 ms fires after 1 ms.
+      { ...runs, examples: [["keepaliveMs", "2147483648"], ["tufRefreshMs", "3000000000"]] },
+    );
+  });
+
+  it("loads any option from the environment or refuses it with a ConfigError naming it", () => {
+    const names = Object.keys(coordinatorOptionSpecs) as (keyof typeof coordinatorOptionSpecs)[];
+    fc.assert(
+      fc.property(fc.constantFrom(...names), fc.oneof(fc.string(), numberish), (name, text) => {
+        const spec = coordinatorOptionSpecs[name];
+        const got = loadWith({ [spec.env]: text });
+        if (got instanceof ConfigError) expect(got.message).toContain(spec.env);
+        else if (spec.key.endsWith("_bytes") || spec.key.endsWith("_ms")) {
+          const v = got[name] as number;
+          expect(Number.isSafeInteger(v) && v >= 0).toBe(true);
+        }
+      }),
+      runs,
+    );
+  });
+});
