@@ -1,7 +1,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Key, Metadata, MetadataKind, MetaFile, Signature, Snapshot, Timestamp, type Root, type Targets } from "@tufjs/models";
-import { tufKeyId, writeJsonAtomic, type Identity } from "@flotilla/protocol";
+import { canonicalJson, tufKeyId, writeJsonAtomic, type Identity } from "@flotilla/protocol";
 
 /** Timing of the online roles; see the coordinator's config for each option. */
 export interface TufTimings {
@@ -108,8 +108,11 @@ export class TufRepository {
 
   /**
    * Accepts a new root: version one higher than the current one, signed by the current root's
-   * threshold and its own; snapshot and timestamp must be the online key's. The first root needs
-   * the first targets metadata with it (version 1, signed under that root).
+   * threshold and its own; snapshot and timestamp must be the online key's. Targets come with
+   * it: the first root needs the first targets metadata (version 1, empty); every later root
+   * needs the current targets re-signed under it (the next version, the same targets, signed by
+   * the new root's threshold), since admins and devices count only the current root's
+   * signatures. Root and targets are written together, then a snapshot naming the new targets.
    */
   updateRoot(orgId: string, rootJson: unknown, targetsJson: unknown): Promise<number> {
     return this.serial(orgId, async () => {
@@ -121,20 +124,29 @@ export class TufRepository {
       this.checkRootShape(next.signed);
       if (current) verify(current, "root", next, "the current root's");
       verify(next, "root", next, "the new root's own");
-      let firstTargets: Metadata<Targets> | undefined;
-      if (!current) {
-        if (targetsJson === undefined) throw new MetadataError("the first root needs the first targets metadata with it", "invalid");
-        firstTargets = parse<Targets>(MetadataKind.Targets, targetsJson);
-        if (firstTargets.signed.version !== 1) throw new MetadataError("the first targets metadata must be version 1", "invalid");
-        if (Object.keys(firstTargets.signed.targets).length > 0) throw new MetadataError("the first targets metadata must be empty", "invalid");
-        verify(next, "targets", firstTargets, "the targets");
+      const currentTargets = current ? await this.targets(orgId) : undefined;
+      if (targetsJson === undefined) {
+        throw new MetadataError(current ? "a new root needs the current targets metadata re-signed under it" : "the first root needs the first targets metadata with it", "invalid");
       }
+      const targets = parse<Targets>(MetadataKind.Targets, targetsJson);
+      const targetsVersion = (currentTargets?.signed.version ?? 0) + 1;
+      if (targets.signed.version !== targetsVersion) {
+        throw new MetadataError(
+          currentTargets ? `the re-signed targets metadata must be version ${targetsVersion}, not ${targets.signed.version}` : "the first targets metadata must be version 1",
+          currentTargets ? "conflict" : "invalid",
+        );
+      }
+      if (targets.signed.isExpired()) throw new MetadataError("targets metadata has already expired", "invalid");
+      if (targets.signed.delegations) throw new MetadataError("delegations are not supported", "invalid");
+      if (!currentTargets && Object.keys(targets.signed.targets).length > 0) throw new MetadataError("the first targets metadata must be empty", "invalid");
+      if (currentTargets && !sameTargets(currentTargets.signed, targets.signed)) {
+        throw new MetadataError("the targets metadata that comes with a new root must list exactly the current targets", "invalid");
+      }
+      verify(next, "targets", targets, "the new root's targets");
       const dir = this.orgDir(orgId);
       await writeJsonAtomic(join(dir, `${want}.root.json`), next.toJSON());
-      if (firstTargets) {
-        await writeJsonAtomic(join(dir, "1.targets.json"), firstTargets.toJSON());
-        await this.signOnline(orgId, 1);
-      }
+      await writeJsonAtomic(join(dir, `${targetsVersion}.targets.json`), targets.toJSON());
+      await this.signOnline(orgId, targetsVersion);
       return want;
     });
   }
@@ -256,6 +268,12 @@ function parse<T extends Root | Targets>(kind: MetadataKind, json: unknown): Met
   }
   if (md.signed.type !== kind) throw new MetadataError(`expected ${kind} metadata, got ${md.signed.type}`, "invalid");
   return md;
+}
+
+/** The same target entries (paths, lengths, hashes, custom metadata), whatever the key order. */
+function sameTargets(a: Targets, b: Targets): boolean {
+  const entries = (t: Targets) => canonicalJson((t.toJSON() as { targets: unknown }).targets);
+  return entries(a) === entries(b);
 }
 
 function verify(delegator: Metadata<Root>, role: "root" | "targets", md: Metadata<Root> | Metadata<Targets>, whose: string): void {
