@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, MetadataKind, Root, Signature, Targets } from "@tufjs/models";
 import { beforeEach, describe, expect, it } from "vitest";
@@ -109,6 +109,26 @@ describe("TufRepository", () => {
     expect((await repo.root("org1"))?.signed.version).toBe(1);
     expect((await repo.targets("org1"))?.signed.version).toBe(1);
     expect(await repo.updateRoot("org1", next, json(sign(emptyTargets(2), bob)))).toBe(2);
+  });
+
+  it("finishes a root change that a crash cut short after the root was written, before anything is read again", async () => {
+    const alice = generateIdentity();
+    const bob = generateIdentity();
+    await new TufRepository(dir.path, online, timings).updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)));
+    // What updateRoot had written when the process died: its record, and the new root alone.
+    const root2 = json(sign(root(2, [bob], 1), alice, bob));
+    await writeFile(join(dir.path, "org1", "pending-root.json"), JSON.stringify({ root: root2, targets: json(sign(emptyTargets(2), bob)) }));
+    await writeFile(join(dir.path, "org1", "2.root.json"), JSON.stringify(root2));
+
+    const restarted = new TufRepository(dir.path, online, timings);
+    await restarted.refreshAll();
+    expect((await restarted.root("org1"))?.signed.version).toBe(2);
+    const targets = await restarted.targets("org1");
+    expect(targets?.signed.version).toBe(2);
+    expect(() => Metadata.fromJSON(MetadataKind.Root, root2 as never).verifyDelegate("targets", targets!)).not.toThrow();
+    const snapshot = JSON.parse((await restarted.read("org1", "2.snapshot.json"))!.toString("utf8")) as { signed: { meta: Record<string, { version: number }> } };
+    expect(snapshot.signed.meta["targets.json"]?.version).toBe(2);
+    await expect(readFile(join(dir.path, "org1", "pending-root.json"))).rejects.toThrow(/ENOENT/);
   });
 
   it("re-signs a timestamp that would expire within two refresh periods", async () => {

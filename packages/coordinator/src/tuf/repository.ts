@@ -1,4 +1,4 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Key, Metadata, MetadataKind, MetaFile, Signature, Snapshot, Timestamp, type Root, type Targets } from "@tufjs/models";
 import { canonicalJson, tufKeyId, writeJsonAtomic, type Identity } from "@flotilla/protocol";
@@ -20,6 +20,9 @@ export class MetadataError extends Error {
     super(message);
   }
 }
+
+/** A root change being written: root and targets, so a crash half-way is finished on restart. */
+const PENDING = "pending-root.json";
 
 const FILE = /^(?:(\d{1,10})\.(root|snapshot|targets)|timestamp)\.json$/;
 const ORG = /^[A-Za-z0-9_-]{1,64}$/;
@@ -98,10 +101,13 @@ export class TufRepository {
     return v ? this.load<Targets>(orgId, `${v}.targets.json`, MetadataKind.Targets) : undefined;
   }
 
-  /** Runs `fn` after every earlier change of this organization's repository. */
+  /** Runs `fn` after every earlier change of this organization's repository, and after finishPending. */
   private serial<T>(orgId: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.chains.get(orgId) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(fn);
+    const next = prev
+      .catch(() => undefined)
+      .then(() => this.finishPending(orgId))
+      .then(fn);
     this.chains.set(orgId, next);
     return next;
   }
@@ -143,12 +149,33 @@ export class TufRepository {
         throw new MetadataError("the targets metadata that comes with a new root must list exactly the current targets", "invalid");
       }
       verify(next, "targets", targets, "the new root's targets");
-      const dir = this.orgDir(orgId);
-      await writeJsonAtomic(join(dir, `${want}.root.json`), next.toJSON());
-      await writeJsonAtomic(join(dir, `${targetsVersion}.targets.json`), targets.toJSON());
-      await this.signOnline(orgId, targetsVersion);
+      // Recorded first: a root without its targets would leave admins and devices with targets
+      // the current root did not sign; finishPending completes what a crash cut short.
+      await writeJsonAtomic(join(this.orgDir(orgId), PENDING), { root: next.toJSON(), targets: targets.toJSON() });
+      await this.finishPending(orgId);
       return want;
     });
+  }
+
+  /**
+   * Writes the root and targets of a recorded root change (both checked by updateRoot), then a
+   * snapshot naming the targets, and forgets the record. Runs inside every change of the
+   * organization's repository and at every refresh (the first one before the coordinator
+   * serves), so a crash between the files is finished before anyone reads them again.
+   */
+  private async finishPending(orgId: string): Promise<void> {
+    const dir = this.orgDir(orgId);
+    let pending: { root: { signed: { version: number } }; targets: { signed: { version: number } } };
+    try {
+      pending = JSON.parse(await readFile(join(dir, PENDING), "utf8")) as typeof pending;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    await writeJsonAtomic(join(dir, `${pending.root.signed.version}.root.json`), pending.root);
+    await writeJsonAtomic(join(dir, `${pending.targets.signed.version}.targets.json`), pending.targets);
+    await this.signOnline(orgId, pending.targets.signed.version);
+    await rm(join(dir, PENDING), { force: true });
   }
 
   private checkRootShape(root: Root): void {
