@@ -10,9 +10,9 @@ import { join } from "node:path";
 import { Metadata, MetadataKind, MetaFile, Signature, Snapshot, Timestamp, type Root, type Targets } from "@tufjs/models";
 import { nextRoot, signMetadata } from "@flotilla/cli/testing";
 import { loadIdentity, parseJoinString, tufKeyId, tufRootDigest, type Identity } from "@flotilla/protocol";
-import { waitFor } from "@flotilla/protocol/testing";
+import { freePort, waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
-import { artifact, createRelease, signedFleet, tufDir, waitForEnd } from "./support/releases.ts";
+import { artifact, bundleAgent, bundleTarball, createRelease, served, serverFlags, signedFleet, tufDir, waitForEnd } from "./support/releases.ts";
 import { killProcessesUnder } from "./support/sandbox.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
@@ -76,5 +76,24 @@ describe("the agent's first trust in the organization's signing root", () => {
     await agent.waitForOutput(/organization root refused/);
     await expect(readFile(join(stateDir, "releases", "tuf", "root.json"))).rejects.toThrow(/ENOENT/);
     expect(await readdir(join(stateDir, "releases", "staging")).catch(() => [])).toEqual([]);
+  });
+
+  it("starts its chain at the root version its join string names, and installs what that root's keys signed", async () => {
+    const fleet = await signedFleet(sb);
+    const dir = await sb.dir();
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "second")]);
+    const rotate = await fleet.admin(["signing-key", "add", "--key-file", join(fleet.adminHome, "admin.key"), "--key-file", join(dir, "second")]);
+    expect(rotate.code, rotate.stderr).toBe(0);
+    const port = await freePort();
+    await createRelease(fleet, (await bundleTarball(dir, "app.tar.gz", { port })).path, "app", "1.0.0", serverFlags(port));
+    const root2 = JSON.parse(await readFile(join(await tufDir(fleet), "2.root.json"), "utf8")) as unknown;
+    expect(parseJoinString(await fleet.joinToken()).root).toEqual({ version: 2, sha256: tufRootDigest(root2).sha256 });
+
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    expect((JSON.parse(await readFile(join(stateDir, "enrollment.json"), "utf8")) as { root?: unknown }).root).toEqual(tufRootDigest(root2));
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)!.step).toBe("healthy");
+    expect(await served(port)).toBe("1.0.0");
+    expect((JSON.parse(await readFile(join(stateDir, "releases", "tuf", "root.json"), "utf8")) as { signed: { version: number } }).signed.version).toBe(2);
   });
 });

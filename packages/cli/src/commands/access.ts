@@ -1,13 +1,13 @@
 import { readFile } from "node:fs/promises";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { adminv1, encodeJoinString, fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey, parseJoinString, tufRootDigest } from "@flotilla/protocol";
+import { adminv1, fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey } from "@flotilla/protocol";
 import { adminClient, login, normalizeUrl, serviceClient, type AdminTarget } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, parseLabels, table } from "../output.ts";
 import type { Run } from "../run.ts";
-import { verifiedRepository } from "../signing/trusted-root.ts";
+import { joinStringNamingRoot, verifiedRepository } from "../signing/trusted-root.ts";
 
 /** login, admin keys and join tokens: who may manage the fleet and how machines join it. */
 export function registerAccessCommands(program: Command, target: () => AdminTarget, run: Run): void {
@@ -80,7 +80,7 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
           `join token ${t?.id}: ${uses || "unlimited"} use(s), expires ${t?.expiresAt ? new Date(timestampMs(t.expiresAt)).toISOString() : "?"}` +
             `${opts.autoApprove ? ", auto-approve" : ""}\n` +
             `on each machine: flotilla agent --join '<join string>' --state-dir /var/lib/flotilla-agent\n` +
-            `${root ? encodeJoinString({ ...parseJoinString(res.joinString), root: tufRootDigest(root.toJSON()) }) : res.joinString}\n`,
+            `${joinStringNamingRoot(res.joinString, root)}\n`,
         );
       }),
     );

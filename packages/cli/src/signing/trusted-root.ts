@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { Metadata, MetadataKind, type Root, type Targets } from "@tufjs/models";
-import { adminv1, pinnedRequest, readBody, readJsonIfExists, TUF_METADATA_PATH, writeJsonAtomic } from "@flotilla/protocol";
+import { adminv1, encodeJoinString, parseJoinString, pinnedRequest, readBody, readJsonIfExists, tufRootDigest, TUF_METADATA_PATH, writeJsonAtomic } from "@flotilla/protocol";
 import type { Client } from "@connectrpc/connect";
 import { adminBearer, targetUrl, type AdminTarget } from "../admin/client.ts";
 import { parseMetadata } from "./metadata.ts";
@@ -137,6 +137,14 @@ function signedBy(root: Metadata<Root>, targets: Metadata<Targets>): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A join string from the coordinator, naming `root` (the organization's current root as this
+ * admin verified it): the agent then trusts that root and no other as the start of its chain.
+ */
+export function joinStringNamingRoot(joinString: string, root: Metadata<Root> | undefined): string {
+  return root ? encodeJoinString({ ...parseJoinString(joinString), root: tufRootDigest(root.toJSON()) }) : joinString;
 }
 
 /** Records verified roots (or one this admin has just signed), oldest first. */
