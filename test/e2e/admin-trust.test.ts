@@ -56,6 +56,7 @@ describe("the admin's trust in the organization's signing root", () => {
     // The leaked key is removed from the root.
     const remove = await fleet.admin(["signing-key", "add", "--remove", leakedId]);
     expect(remove.code, remove.stderr).toBe(0);
+    expect(remove.stdout).toMatch(/^root version 3: 1 signing keys, threshold 1; targets re-signed under it as version 4$/m);
     expect((await fleet.adminJson<{ version: number; keys: { keyId: string }[] }>(["signing-key", "ls"])).keys.map((k) => k.keyId)).not.toContain(leakedId);
 
     // The coordinator, holding the leaked key, presents new targets with a release of its own,

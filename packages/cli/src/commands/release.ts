@@ -74,7 +74,8 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
           const targetsJson = JSON.stringify(targets.toJSON());
           const res = await client.updateRoot({ rootJson: JSON.stringify(root.toJSON()), targetsJson });
           await pinRoots(target(), [...(await pinnedRoots(target())), root]);
-          out(`root version ${res.version}: ${root.signed.roles.root?.keyIDs.length} signing keys, threshold ${root.signed.roles.root?.threshold}\n`);
+          const resigned = previous ? `; targets re-signed under it as version ${targets.signed.version}` : "";
+          out(`root version ${res.version}: ${root.signed.roles.root?.keyIDs.length} signing keys, threshold ${root.signed.roles.root?.threshold}${resigned}\n`);
           for (const x of s.signers) out(`  ${x.keyId}  ${x.label}\n`);
         } finally {
           s.close();
