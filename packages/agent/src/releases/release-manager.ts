@@ -2,7 +2,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { backoffDelay, Wakeup, type Logger } from "@flotilla/protocol";
 import type { ActivationEvents, ActivationOutcome, Activator, InstalledRelease } from "../activation/activator.ts";
-import { pinRoot, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
+import { pinRoot, RootRefused, TransientError, type CoordinatorHttp, type ExpectedRoot } from "./coordinator-http.ts";
 import { ArtifactRefused, downloadTarget, NoSpaceError } from "./download.ts";
 import { ReleaseStateFile, type ReleaseProgressState } from "./release-state.ts";
 import { ReleaseRefused, verifyRelease, type VerifiedRelease } from "./verify.ts";
@@ -21,6 +21,8 @@ export interface ReleaseStep {
 export interface ReleaseManagerOptions {
   /** `<state-dir>/releases`: progress, pinned TUF metadata, staged artifacts. */
   dir: string;
+  /** The organization's root the join string named: the only one pinned as the first (pinRoot). */
+  expectedRoot?: ExpectedRoot;
   /** The activators whose available() was true, one per kind. */
   activators: Activator[];
   /** The coordinator connection now, if any. */
@@ -133,9 +135,10 @@ export class ReleaseManager {
   private async pinEarly(signal: AbortSignal): Promise<void> {
     try {
       const http = await this.connected(signal);
-      if (await pinRoot(http, join(this.opts.dir, "tuf"))) this.opts.log.info("organization root pinned");
+      if (await pinRoot(http, join(this.opts.dir, "tuf"), this.opts.expectedRoot)) this.opts.log.info("organization root pinned");
     } catch (err) {
-      if (!signal.aborted) this.opts.log.warn("could not pin the organization root yet", { err: describe(err) });
+      if (err instanceof RootRefused) this.opts.log.error("organization root refused", { err: describe(err) });
+      else if (!signal.aborted) this.opts.log.warn("could not pin the organization root yet", { err: describe(err) });
     }
   }
 
@@ -190,7 +193,7 @@ export class ReleaseManager {
     let v: VerifiedRelease;
     try {
       const installed = await this.installed(name);
-      v = await verifyRelease({ http, metadataDir: join(this.opts.dir, "tuf"), name, targetPath, installed, arch: this.opts.arch });
+      v = await verifyRelease({ http, metadataDir: join(this.opts.dir, "tuf"), expectedRoot: this.opts.expectedRoot, name, targetPath, installed, arch: this.opts.arch });
       if (!this.byKind.has(v.meta.kind)) throw new ReleaseRefused(`this agent cannot activate ${v.meta.kind} releases`);
       if (installed?.sha256 === v.sha256 && installed.counter === v.meta.counter) {
         return this.finish(name, { target: targetPath, deployedAt, phase: "done" }, { outcome: "healthy", current: installed });

@@ -3,7 +3,7 @@ import { basename } from "node:path";
 import { Updater } from "tuf-js";
 import { parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
 import type { InstalledRelease } from "../activation/activator.ts";
-import { CoordinatorFetcher, metadataBaseUrl, pinRoot, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
+import { CoordinatorFetcher, metadataBaseUrl, pinRoot, RootRefused, TransientError, type CoordinatorHttp, type ExpectedRoot } from "./coordinator-http.ts";
 
 /** A refusal of a release: it is not what the organization's admins signed, or may not be installed here. */
 export class ReleaseRefused extends Error {
@@ -25,7 +25,7 @@ function isTransient(err: unknown): boolean {
 
 /**
  * Steps 1 to 4 of verification, before any byte of the artifact is fetched: a TUF update
- * (root chain from the pinned root, timestamp, snapshot, targets: signatures, thresholds,
+ * (root chain from the pinned root, itself the one the join string named if it named one, timestamp, snapshot, targets: signatures, thresholds,
  * versions, expiry), the target must be in the signed targets with valid release metadata for
  * this name, its architectures must include this machine's, and its counter must not be below
  * the installed one unless the signed metadata allows a downgrade.
@@ -33,13 +33,15 @@ function isTransient(err: unknown): boolean {
 export async function verifyRelease(opts: {
   http: CoordinatorHttp;
   metadataDir: string;
+  /** The root the join string named, pinned as the first instead of trusting 1.root.json. */
+  expectedRoot?: ExpectedRoot;
   name: string;
   targetPath: string;
   installed: InstalledRelease | undefined;
   arch?: string;
 }): Promise<VerifiedRelease> {
   try {
-    if (!(await pinRoot(opts.http, opts.metadataDir))) throw new ReleaseRefused("the organization has no signed root metadata yet");
+    if (!(await pinRoot(opts.http, opts.metadataDir, opts.expectedRoot))) throw new ReleaseRefused("the organization has no signed root metadata yet");
     const updater = new Updater({
       metadataDir: opts.metadataDir,
       metadataBaseUrl: metadataBaseUrl(opts.http),
@@ -67,6 +69,7 @@ export async function verifyRelease(opts: {
     return { path: info.path, meta, sha256, length: info.length };
   } catch (err) {
     if (err instanceof ReleaseRefused || isTransient(err)) throw err;
+    if (err instanceof RootRefused) throw new ReleaseRefused(err.message);
     // tuf-js: unsigned, expired, rolled back, mixed metadata; zod: invalid release metadata.
     throw new ReleaseRefused(`signed metadata check failed: ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`);
   }

@@ -33,6 +33,8 @@ export function progressBody(s: ReleaseStep): agentv1.OutboxEntry["body"] {
  */
 export async function setupReleases(opts: {
   stateDir: string;
+  /** The organization's root named by the join string, if any (Enrollment.root). */
+  expectedRoot?: { version: number; sha256: string };
   activators: Activator[];
   connection(): CoordinatorHttp | undefined;
   /**
@@ -61,6 +63,7 @@ export async function setupReleases(opts: {
   const heard = new Broadcast();
   const manager = new ReleaseManager({
     dir: join(opts.stateDir, "releases"),
+    expectedRoot: opts.expectedRoot,
     activators: usable,
     connection: opts.connection,
     connectionChanged: (signal) => connectionChanged.wait(signal),

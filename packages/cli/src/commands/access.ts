@@ -1,10 +1,12 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { adminClient, login, normalizeUrl, type AdminTarget } from "../admin/client.ts";
+import { adminv1 } from "@flotilla/protocol";
+import { adminClient, login, normalizeUrl, serviceClient, type AdminTarget } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, parseLabels, table } from "../output.ts";
 import type { Run } from "../run.ts";
+import { joinStringNamingRoot, verifiedRepository } from "../signing/trusted-root.ts";
 
 /** login and join tokens: who may manage the fleet and how machines join it. */
 export function registerAccessCommands(program: Command, target: () => AdminTarget, run: Run): void {
@@ -27,7 +29,7 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
   const tokens = program.command("join-token").description("tokens that let new machines enroll");
   tokens
     .command("create")
-    .description("create a join token; prints the join string alone on the last line")
+    .description("create a join token; prints the join string alone on the last line (it names the organization's signing root, as this admin verified it)")
     .option("--labels <k=v,...>", "labels every device enrolled with it gets", "")
     .option("--uses <n>", "how many devices may enroll with it (0: unlimited)", "1")
     .option("--expires <duration>", "validity, e.g. 1h, 7d", "24h")
@@ -37,6 +39,9 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
       run(async (out) => {
         const uses = Number(opts.uses);
         if (!Number.isInteger(uses) || uses < 0 || uses > 1_000_000) throw new UsageError("--uses must be a whole number from 0");
+        // The organization's signing root as this admin verified it (not as the coordinator says),
+        // checked before the token exists: the agent will trust that root and no other.
+        const { root } = await verifiedRepository(target(), await serviceClient(target(), adminv1.ReleaseService));
         const res = await (await adminClient(target())).createJoinToken({
           labels: parseLabels(opts.labels),
           usesAllowed: uses,
@@ -49,7 +54,7 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
           `join token ${t?.id}: ${uses || "unlimited"} use(s), expires ${t?.expiresAt ? new Date(timestampMs(t.expiresAt)).toISOString() : "?"}` +
             `${opts.autoApprove ? ", auto-approve" : ""}\n` +
             `on each machine: flotilla agent --join '<join string>' --state-dir /var/lib/flotilla-agent\n` +
-            `${res.joinString}\n`,
+            `${joinStringNamingRoot(res.joinString, root)}\n`,
         );
       }),
     );

@@ -1,7 +1,7 @@
 import { basename } from "node:path";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { Metadata, Targets } from "@tufjs/models";
+import { Metadata, MetadataKind, Targets } from "@tufjs/models";
 import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
 import { ExitError, UsageError } from "../errors.ts";
@@ -13,6 +13,14 @@ import { uploadArtifact } from "../releases/upload.ts";
 import { reissuedTarget, SignedTargets } from "../signing/signed-targets.ts";
 import { collect, DEFAULT_TARGETS_EXPIRY, signers, withSigningOptions, type SigningOpts } from "../signing/signing-options.ts";
 import type { Run } from "../run.ts";
+
+/** The same targets as `current`, the next version, unsigned: to be signed under a new root. */
+function resignedTargets(current: Metadata<Targets>, expiresMs: number): Metadata<Targets> {
+  return Metadata.fromJSON(MetadataKind.Targets, {
+    signatures: [],
+    signed: { ...current.signed.toJSON(), version: current.signed.version + 1, expires: tufDate(Date.now() + expiresMs) },
+  } as never) as Metadata<Targets>;
+}
 
 function releaseJson(r: adminv1.Release) {
   return {
@@ -34,7 +42,9 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
   withSigningOptions(
     keys
       .command("add")
-      .description("add signing keys (a key file, or ssh-agent; default: your admin key); the new root is signed by every key given, which must include the current threshold")
+      .description(
+        "add (or with --remove, remove) signing keys (a key file, or ssh-agent; default: your admin key); the new root and the current targets, re-signed under it, are signed by every key given, which must include the current threshold",
+      )
       .option("--threshold <n>", "signatures needed on root and targets from now on")
       .option("--remove <keyid>", "remove this signing key; repeatable", collect, [])
       .option("--expires <duration>", "how long the new root is valid", "365d"),
@@ -53,15 +63,19 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
             nextRoot({ previous, add: s.signers.map((x) => x.publicKey), remove: o.remove, threshold, onlineKeyHex: repo.onlineKey, expiresMs: Date.now() + parseDuration(o.expires) }),
           );
           await signMetadata(root, s.signers);
-          let targetsJson = "";
-          if (!previous) {
-            const targets = new Metadata(new Targets({ version: 1, specVersion: SPEC_VERSION, expires: tufDate(Date.now() + parseDuration(o.expires)) }));
-            await signMetadata(targets, s.signers);
-            targetsJson = JSON.stringify(targets.toJSON());
-          }
+          // The first root comes with empty targets; every later one with the current targets
+          // re-signed under it, since only the current root's signatures count (trusted-root.ts).
+          if (previous && !repo.targets) throw new UsageError("the coordinator presents no targets metadata for this organization: refusing to change its root");
+          const targets = repo.targets
+            ? resignedTargets(repo.targets, parseDuration(DEFAULT_TARGETS_EXPIRY))
+            : new Metadata(new Targets({ version: 1, specVersion: SPEC_VERSION, expires: tufDate(Date.now() + parseDuration(o.expires)) }));
+          const targetsKeys = new Set(root.signed.roles.targets?.keyIDs ?? []);
+          await signMetadata(targets, s.signers.filter((x) => targetsKeys.has(x.keyId)));
+          const targetsJson = JSON.stringify(targets.toJSON());
           const res = await client.updateRoot({ rootJson: JSON.stringify(root.toJSON()), targetsJson });
           await pinRoots(target(), [...(await pinnedRoots(target())), root]);
-          out(`root version ${res.version}: ${root.signed.roles.root?.keyIDs.length} signing keys, threshold ${root.signed.roles.root?.threshold}\n`);
+          const resigned = previous ? `; targets re-signed under it as version ${targets.signed.version}` : "";
+          out(`root version ${res.version}: ${root.signed.roles.root?.keyIDs.length} signing keys, threshold ${root.signed.roles.root?.threshold}${resigned}\n`);
           for (const x of s.signers) out(`  ${x.keyId}  ${x.label}\n`);
         } finally {
           s.close();

@@ -4,13 +4,14 @@ import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
 import type { Coordinator } from "@flotilla/coordinator";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, keyPin, loadConfig, newId, nodeId, readJsonIfExists } from "@flotilla/protocol";
-import { adminClient, login } from "../admin/client.ts";
+import { adminv1, createLogger, keyPin, loadConfig, newId, nodeId, readJsonIfExists } from "@flotilla/protocol";
+import { adminClient, login, serviceClient } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import type { CliConfig } from "../config.ts";
 import { agentActivators } from "../roles/activators.ts";
 import type { Run } from "../run.ts";
 import { stopSignal, waitForAbort } from "../signals.ts";
+import { joinStringNamingRoot, verifiedRepository } from "../signing/trusted-root.ts";
 
 /**
  * Whoever can run `flotilla up` in this folder owns its data directory, so the local admin key
@@ -76,12 +77,15 @@ export function registerUpCommand(program: Command, cli: () => CliConfig, env: R
           const replaced = await replaceStalePin(c, creds);
           if (replaced) out(`${replaced}\n`);
           await ensureLocalOwner(c, creds);
-          const client = await adminClient({ coordinator: c.url, home: creds.home });
+          const owner = { coordinator: c.url, home: creds.home };
+          const client = await adminClient(owner);
+          // Join strings name the organization's signing root, if it has one (a data directory used before).
+          const { root } = await verifiedRepository(owner, await serviceClient(owner, adminv1.ReleaseService));
           const agentState = join(dataDir, "agent");
           let joinString: string | undefined;
           if (!(await new StateDir(agentState).readEnrollment())) {
             const res = await client.createJoinToken({ usesAllowed: 1, expiresInSeconds: 600n, autoApprove: true, labels: { local: "true" } });
-            joinString = res.joinString;
+            joinString = joinStringNamingRoot(res.joinString, root);
           }
           const more = await client.createJoinToken({ usesAllowed: 10, expiresInSeconds: 7n * 86400n });
           const agentConfig = loadConfig(agentOptionSpecs, {
@@ -96,7 +100,7 @@ export function registerUpCommand(program: Command, cli: () => CliConfig, env: R
               `You are logged in as owner (key in ${creds.home}). Try:  npx flotilla device ls`,
               "",
               "To add more machines (they wait for `flotilla device approve`), run on each:",
-              `  flotilla agent --state-dir /var/lib/flotilla-agent --join '${more.joinString}'`,
+              `  flotilla agent --state-dir /var/lib/flotilla-agent --join '${joinStringNamingRoot(more.joinString, root)}'`,
               "",
               "Ctrl-C stops the coordinator and the local agent.",
               "",

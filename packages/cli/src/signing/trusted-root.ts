@@ -3,13 +3,14 @@
  * have admins sign what it slipped in (docs/architecture.md, decision 3). Signing new targets re-signs every
  * target already there; before it does, the CLI checks that the root the coordinator presents
  * descends, each version signed by the one before, from the root this admin pinned when it first
- * saw (or made) it, and that the current targets carry that root's threshold of signatures.
+ * saw (or made) it, and that the current targets carry the threshold of signatures of the current
+ * root (not of an older one: a key removed from the root no longer counts).
  * The pinned chain lives in `$FLOTILLA_HOME/tuf-roots/`, one file per coordinator and organization.
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { Metadata, MetadataKind, type Root, type Targets } from "@tufjs/models";
-import { adminv1, pinnedRequest, readBody, readJsonIfExists, TUF_METADATA_PATH, writeJsonAtomic } from "@flotilla/protocol";
+import { adminv1, encodeJoinString, parseJoinString, pinnedRequest, readBody, readJsonIfExists, tufRootDigest, TUF_METADATA_PATH, writeJsonAtomic } from "@flotilla/protocol";
 import type { Client } from "@connectrpc/connect";
 import { adminBearer, targetUrl, type AdminTarget } from "../admin/client.ts";
 import { parseMetadata } from "./metadata.ts";
@@ -28,7 +29,7 @@ interface PinnedRoots {
 export interface VerifiedRepository {
   /** The current root, verified; undefined while the organization has no signing keys. */
   root: Metadata<Root> | undefined;
-  /** The current targets, signed by the threshold of a verified root; undefined with no root. */
+  /** The current targets, signed by the threshold of the current root; undefined with no root. */
   targets: Metadata<Targets> | undefined;
   onlineKey: string;
 }
@@ -80,7 +81,7 @@ function checkStep(trusted: Metadata<Root>, next: Metadata<Root>, version: numbe
  * admin pinned; the first time, the chain from root version 1 is verified and pinned (trust on
  * first use, as with the coordinator's key). Throws UntrustedMetadataError, pinning nothing, on
  * a root that does not descend from the pinned one, an older root, or targets not signed by the
- * threshold of a verified root.
+ * threshold of the current root.
  */
 export async function verifiedRepository(target: AdminTarget, client: Client<typeof adminv1.ReleaseService>): Promise<VerifiedRepository> {
   const repo = await client.getRepository({});
@@ -115,25 +116,35 @@ export async function verifiedRepository(target: AdminTarget, client: Client<typ
     }
   }
   const targets = repo.targetsJson ? parseMetadata<Targets>(MetadataKind.Targets, repo.targetsJson) : undefined;
-  if (targets && !signedByAny(chain, targets)) {
+  if (targets && !signedBy(current, targets)) {
     throw new UntrustedMetadataError(
-      `the organization's targets metadata (version ${targets.signed.version}) is not signed by the threshold of any root version this admin verified: refusing to sign on top of it`,
+      `the organization's targets metadata (version ${targets.signed.version}) is not signed by the threshold of the current root (version ${want}) this admin verified: refusing to sign on top of it`,
     );
   }
   if (chain.length > known.length) await pinRoots(target, chain);
   return { root: current, targets, onlineKey: repo.onlineKey };
 }
 
-/** Targets signed before a key was rotated out are still the admins' own: any verified root will do. */
-function signedByAny(roots: Metadata<Root>[], targets: Metadata<Targets>): boolean {
-  return roots.some((root) => {
-    try {
-      root.verifyDelegate("targets", targets);
-      return true;
-    } catch {
-      return false;
-    }
-  });
+/**
+ * Targets count only under the current root: a key rotated out (perhaps because it leaked) signs
+ * nothing that admins build on. Every root change re-signs the current targets under the new
+ * root (`signing-key add`), so the admins' own targets always pass.
+ */
+function signedBy(root: Metadata<Root>, targets: Metadata<Targets>): boolean {
+  try {
+    root.verifyDelegate("targets", targets);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A join string from the coordinator, naming `root` (the organization's current root as this
+ * admin verified it): the agent then trusts that root and no other as the start of its chain.
+ */
+export function joinStringNamingRoot(joinString: string, root: Metadata<Root> | undefined): string {
+  return root ? encodeJoinString({ ...parseJoinString(joinString), root: tufRootDigest(root.toJSON()) }) : joinString;
 }
 
 /** Records verified roots (or one this admin has just signed), oldest first. */

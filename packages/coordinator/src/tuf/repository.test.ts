@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Metadata, MetadataKind, Root, Signature, Targets } from "@tufjs/models";
 import { beforeEach, describe, expect, it } from "vitest";
@@ -76,16 +76,59 @@ describe("TufRepository", () => {
     expect(await repo.root("org1")).toBeUndefined();
   });
 
-  it("rotates root only when both the old and the new threshold signed it", async () => {
+  it("rotates root only when both the old and the new threshold signed it, with the current targets re-signed under the new root", async () => {
     const repo = new TufRepository(dir.path, online, timings);
     const alice = generateIdentity();
     const bob = generateIdentity();
     await repo.updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)));
-    await expect(repo.updateRoot("org1", json(sign(root(2, [bob], 1), bob)), undefined)).rejects.toThrow(/current root's threshold/);
-    await expect(repo.updateRoot("org1", json(sign(root(2, [alice, bob], 2), alice)), undefined)).rejects.toThrow(/new root's own threshold/);
-    expect(await repo.updateRoot("org1", json(sign(root(2, [alice, bob], 2), alice, bob)), undefined)).toBe(2);
-    await expect(repo.publishTargets("org1", json(sign(emptyTargets(2), alice)), async () => {})).rejects.toThrow(/threshold/);
-    expect(await repo.publishTargets("org1", json(sign(emptyTargets(2), alice, bob)), async () => {})).toBe(2);
+    const resigned = json(sign(emptyTargets(2), alice, bob));
+    await expect(repo.updateRoot("org1", json(sign(root(2, [bob], 1), bob)), resigned)).rejects.toThrow(/current root's threshold/);
+    await expect(repo.updateRoot("org1", json(sign(root(2, [alice, bob], 2), alice)), resigned)).rejects.toThrow(/new root's own threshold/);
+    expect(await repo.updateRoot("org1", json(sign(root(2, [alice, bob], 2), alice, bob)), resigned)).toBe(2);
+    expect((await repo.targets("org1"))?.signed.version).toBe(2);
+    const snapshot = JSON.parse((await repo.read("org1", "2.snapshot.json"))!.toString("utf8")) as { signed: { meta: Record<string, { version: number }> } };
+    expect(snapshot.signed.meta["targets.json"]?.version).toBe(2);
+    await expect(repo.publishTargets("org1", json(sign(emptyTargets(3), alice)), async () => {})).rejects.toThrow(/threshold/);
+    expect(await repo.publishTargets("org1", json(sign(emptyTargets(3), alice, bob)), async () => {})).toBe(3);
+  });
+
+  it("refuses a new root without the current targets, or with targets that are changed, the wrong version or not signed under it, writing nothing", async () => {
+    const repo = new TufRepository(dir.path, online, timings);
+    const alice = generateIdentity();
+    const bob = generateIdentity();
+    await repo.updateRoot("org1", json(sign(root(1, [alice, bob], 1), alice)), json(sign(emptyTargets(), alice)));
+    const next = json(sign(root(2, [bob], 1), alice, bob));
+    const changed = new Metadata(
+      Targets.fromJSON({ _type: "targets", spec_version: "1.0.31", version: 2, expires: tufDate(Date.now() + DAY), targets: { "evil/1/x": { length: 1, hashes: { sha256: "00".repeat(32) } } } } as never),
+    );
+    await expect(repo.updateRoot("org1", next, undefined)).rejects.toThrow(/re-signed under it/);
+    await expect(repo.updateRoot("org1", next, json(sign(changed, bob)))).rejects.toThrow(/exactly the current targets/);
+    await expect(repo.updateRoot("org1", next, json(sign(emptyTargets(3), bob)))).rejects.toThrow(/must be version 2/);
+    // Signed only by the key the new root removes.
+    await expect(repo.updateRoot("org1", next, json(sign(emptyTargets(2), alice)))).rejects.toThrow(/new root's targets threshold/);
+    expect((await repo.root("org1"))?.signed.version).toBe(1);
+    expect((await repo.targets("org1"))?.signed.version).toBe(1);
+    expect(await repo.updateRoot("org1", next, json(sign(emptyTargets(2), bob)))).toBe(2);
+  });
+
+  it("finishes a root change that a crash cut short after the root was written, before anything is read again", async () => {
+    const alice = generateIdentity();
+    const bob = generateIdentity();
+    await new TufRepository(dir.path, online, timings).updateRoot("org1", json(sign(root(1, [alice], 1), alice)), json(sign(emptyTargets(), alice)));
+    // What updateRoot had written when the process died: its record, and the new root alone.
+    const root2 = json(sign(root(2, [bob], 1), alice, bob));
+    await writeFile(join(dir.path, "org1", "pending-root.json"), JSON.stringify({ root: root2, targets: json(sign(emptyTargets(2), bob)) }));
+    await writeFile(join(dir.path, "org1", "2.root.json"), JSON.stringify(root2));
+
+    const restarted = new TufRepository(dir.path, online, timings);
+    await restarted.refreshAll();
+    expect((await restarted.root("org1"))?.signed.version).toBe(2);
+    const targets = await restarted.targets("org1");
+    expect(targets?.signed.version).toBe(2);
+    expect(() => Metadata.fromJSON(MetadataKind.Root, root2 as never).verifyDelegate("targets", targets!)).not.toThrow();
+    const snapshot = JSON.parse((await restarted.read("org1", "2.snapshot.json"))!.toString("utf8")) as { signed: { meta: Record<string, { version: number }> } };
+    expect(snapshot.signed.meta["targets.json"]?.version).toBe(2);
+    await expect(readFile(join(dir.path, "org1", "pending-root.json"))).rejects.toThrow(/ENOENT/);
   });
 
   it("re-signs a timestamp that would expire within two refresh periods", async () => {

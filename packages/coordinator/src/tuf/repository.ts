@@ -1,7 +1,7 @@
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Key, Metadata, MetadataKind, MetaFile, Signature, Snapshot, Timestamp, type Root, type Targets } from "@tufjs/models";
-import { tufKeyId, writeJsonAtomic, type Identity } from "@flotilla/protocol";
+import { canonicalJson, tufKeyId, writeJsonAtomic, type Identity } from "@flotilla/protocol";
 
 /** Timing of the online roles; see the coordinator's config for each option. */
 export interface TufTimings {
@@ -20,6 +20,9 @@ export class MetadataError extends Error {
     super(message);
   }
 }
+
+/** A root change being written: root and targets, so a crash half-way is finished on restart. */
+const PENDING = "pending-root.json";
 
 const FILE = /^(?:(\d{1,10})\.(root|snapshot|targets)|timestamp)\.json$/;
 const ORG = /^[A-Za-z0-9_-]{1,64}$/;
@@ -98,18 +101,24 @@ export class TufRepository {
     return v ? this.load<Targets>(orgId, `${v}.targets.json`, MetadataKind.Targets) : undefined;
   }
 
-  /** Runs `fn` after every earlier change of this organization's repository. */
+  /** Runs `fn` after every earlier change of this organization's repository, and after finishPending. */
   private serial<T>(orgId: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.chains.get(orgId) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(fn);
+    const next = prev
+      .catch(() => undefined)
+      .then(() => this.finishPending(orgId))
+      .then(fn);
     this.chains.set(orgId, next);
     return next;
   }
 
   /**
    * Accepts a new root: version one higher than the current one, signed by the current root's
-   * threshold and its own; snapshot and timestamp must be the online key's. The first root needs
-   * the first targets metadata with it (version 1, signed under that root).
+   * threshold and its own; snapshot and timestamp must be the online key's. Targets come with
+   * it: the first root needs the first targets metadata (version 1, empty); every later root
+   * needs the current targets re-signed under it (the next version, the same targets, signed by
+   * the new root's threshold), since admins and devices count only the current root's
+   * signatures. Root and targets are written together, then a snapshot naming the new targets.
    */
   updateRoot(orgId: string, rootJson: unknown, targetsJson: unknown): Promise<number> {
     return this.serial(orgId, async () => {
@@ -121,22 +130,52 @@ export class TufRepository {
       this.checkRootShape(next.signed);
       if (current) verify(current, "root", next, "the current root's");
       verify(next, "root", next, "the new root's own");
-      let firstTargets: Metadata<Targets> | undefined;
-      if (!current) {
-        if (targetsJson === undefined) throw new MetadataError("the first root needs the first targets metadata with it", "invalid");
-        firstTargets = parse<Targets>(MetadataKind.Targets, targetsJson);
-        if (firstTargets.signed.version !== 1) throw new MetadataError("the first targets metadata must be version 1", "invalid");
-        if (Object.keys(firstTargets.signed.targets).length > 0) throw new MetadataError("the first targets metadata must be empty", "invalid");
-        verify(next, "targets", firstTargets, "the targets");
+      const currentTargets = current ? await this.targets(orgId) : undefined;
+      if (targetsJson === undefined) {
+        throw new MetadataError(current ? "a new root needs the current targets metadata re-signed under it" : "the first root needs the first targets metadata with it", "invalid");
       }
-      const dir = this.orgDir(orgId);
-      await writeJsonAtomic(join(dir, `${want}.root.json`), next.toJSON());
-      if (firstTargets) {
-        await writeJsonAtomic(join(dir, "1.targets.json"), firstTargets.toJSON());
-        await this.signOnline(orgId, 1);
+      const targets = parse<Targets>(MetadataKind.Targets, targetsJson);
+      const targetsVersion = (currentTargets?.signed.version ?? 0) + 1;
+      if (targets.signed.version !== targetsVersion) {
+        throw new MetadataError(
+          currentTargets ? `the re-signed targets metadata must be version ${targetsVersion}, not ${targets.signed.version}` : "the first targets metadata must be version 1",
+          currentTargets ? "conflict" : "invalid",
+        );
       }
+      if (targets.signed.isExpired()) throw new MetadataError("targets metadata has already expired", "invalid");
+      if (targets.signed.delegations) throw new MetadataError("delegations are not supported", "invalid");
+      if (!currentTargets && Object.keys(targets.signed.targets).length > 0) throw new MetadataError("the first targets metadata must be empty", "invalid");
+      if (currentTargets && !sameTargets(currentTargets.signed, targets.signed)) {
+        throw new MetadataError("the targets metadata that comes with a new root must list exactly the current targets", "invalid");
+      }
+      verify(next, "targets", targets, "the new root's targets");
+      // Recorded first: a root without its targets would leave admins and devices with targets
+      // the current root did not sign; finishPending completes what a crash cut short.
+      await writeJsonAtomic(join(this.orgDir(orgId), PENDING), { root: next.toJSON(), targets: targets.toJSON() });
+      await this.finishPending(orgId);
       return want;
     });
+  }
+
+  /**
+   * Writes the root and targets of a recorded root change (both checked by updateRoot), then a
+   * snapshot naming the targets, and forgets the record. Runs inside every change of the
+   * organization's repository and at every refresh (the first one before the coordinator
+   * serves), so a crash between the files is finished before anyone reads them again.
+   */
+  private async finishPending(orgId: string): Promise<void> {
+    const dir = this.orgDir(orgId);
+    let pending: { root: { signed: { version: number } }; targets: { signed: { version: number } } };
+    try {
+      pending = JSON.parse(await readFile(join(dir, PENDING), "utf8")) as typeof pending;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    await writeJsonAtomic(join(dir, `${pending.root.signed.version}.root.json`), pending.root);
+    await writeJsonAtomic(join(dir, `${pending.targets.signed.version}.targets.json`), pending.targets);
+    await this.signOnline(orgId, pending.targets.signed.version);
+    await rm(join(dir, PENDING), { force: true });
   }
 
   private checkRootShape(root: Root): void {
@@ -256,6 +295,12 @@ function parse<T extends Root | Targets>(kind: MetadataKind, json: unknown): Met
   }
   if (md.signed.type !== kind) throw new MetadataError(`expected ${kind} metadata, got ${md.signed.type}`, "invalid");
   return md;
+}
+
+/** The same target entries (paths, lengths, hashes, custom metadata), whatever the key order. */
+function sameTargets(a: Targets, b: Targets): boolean {
+  const entries = (t: Targets) => canonicalJson((t.toJSON() as { targets: unknown }).targets);
+  return entries(a) === entries(b);
 }
 
 function verify(delegator: Metadata<Root>, role: "root" | "targets", md: Metadata<Root> | Metadata<Targets>, whose: string): void {

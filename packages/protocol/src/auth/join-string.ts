@@ -1,7 +1,10 @@
 /**
  * Join strings: what an admin hands to a new machine. They carry the coordinator's address,
  * the pin of its key (so the agent needs no CA and cannot be fooled by an impostor) and the
- * token's secret. Form: `flotilla-join-v1.` + base64url(JSON {u, p, s}).
+ * token's secret. Form: `flotilla-join-v1.` + base64url(JSON {u, p, s, r?}). `r`, added later
+ * (older join strings lack it and still parse), names the organization's TUF root when it had
+ * one: `{v: version, h: sha256}` of tufRootDigest(); the agent trusts that root and no other as
+ * its first (agent/src/releases/coordinator-http.ts).
  */
 
 const PREFIX = "flotilla-join-v1.";
@@ -14,10 +17,12 @@ export interface JoinString {
   pin: string;
   /** `<token id>.<secret>`; the coordinator stores only a hash of the secret. */
   secret: string;
+  /** The organization's root when the join string was made (tufRootDigest), if it had one. */
+  root?: { version: number; sha256: string };
 }
 
 export function encodeJoinString(join: JoinString): string {
-  const body = JSON.stringify({ u: join.url, p: join.pin, s: join.secret });
+  const body = JSON.stringify({ u: join.url, p: join.pin, s: join.secret, ...(join.root ? { r: { v: join.root.version, h: join.root.sha256 } } : {}) });
   return PREFIX + Buffer.from(body).toString("base64url");
 }
 
@@ -32,7 +37,7 @@ export function parseJoinString(text: string): JoinString {
   } catch {
     throw new Error("invalid join string: it is damaged (not base64url JSON)");
   }
-  const { u, p, s } = (body ?? {}) as Record<string, unknown>;
+  const { u, p, s, r } = (body ?? {}) as Record<string, unknown>;
   if (typeof u !== "string" || typeof p !== "string" || typeof s !== "string") {
     throw new Error("invalid join string: address, key pin or secret missing");
   }
@@ -47,7 +52,15 @@ export function parseJoinString(text: string): JoinString {
   }
   if (!/^[A-Za-z0-9_-]{43}$/.test(p)) throw new Error("invalid join string: bad key pin");
   if (!/^[a-z0-9]+\.[A-Za-z0-9_-]{20,100}$/.test(s)) throw new Error("invalid join string: bad secret");
-  return { url: u.replace(/\/+$/, ""), pin: p, secret: s };
+  const out: JoinString = { url: u.replace(/\/+$/, ""), pin: p, secret: s };
+  if (r !== undefined) {
+    const { v, h } = (r ?? {}) as Record<string, unknown>;
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1 || typeof h !== "string" || !/^[0-9a-f]{64}$/.test(h)) {
+      throw new Error("invalid join string: bad signing root digest");
+    }
+    out.root = { version: v, sha256: h };
+  }
+  return out;
 }
 
 /** Splits a join secret into its token id and secret part. */
