@@ -8,6 +8,7 @@ import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
 import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./support/releases.ts";
 import { startSshAgent } from "./support/ssh.ts";
+import { Fleet } from "./support/fleet.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
 const sb = useSandbox();
@@ -203,5 +204,29 @@ describe("signing", () => {
     const r = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.0", "--ssh-agent"], env);
     expect(r.code, r.stderr).toBe(0);
     expect((await stat(key)).mode & 0o077).toBe(0);
+  });
+
+  it("finds the signing key by itself among the admin key and ssh-agent's keys, and says which keys the root takes when none is at hand", async () => {
+    const fleet = await new Fleet(sb).start();
+    const dir = await sb.dir();
+    const key = join(dir, "id_ed25519");
+    execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "alice@laptop", "-f", key]);
+    const sock = await startSshAgent(sb, [key]);
+    // The root's only signing key is the one in ssh-agent, not the admin key.
+    const add = await fleet.admin(["signing-key", "add", "--ssh-agent"], { SSH_AUTH_SOCK: sock });
+    expect(add.code, add.stderr).toBe(0);
+    const keyId = /^ {2}([0-9a-f]{64}) {2}ssh-agent:alice@laptop$/m.exec(add.stdout)![1]!;
+
+    const { path } = await artifact(dir, "app.tar.gz", 1000);
+    const found = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.0"], { SSH_AUTH_SOCK: sock });
+    expect(found.code, found.stderr).toBe(0);
+
+    const none = await fleet.admin(["release", "create", path, "--name", "app", "--version", "1.0.1"], { SSH_AUTH_SOCK: "" });
+    expect(none.code).toBe(2);
+    const lines = none.stderr.trim().split("\n");
+    expect(lines, none.stderr).toHaveLength(1);
+    expect(lines[0]).toContain(`it takes 1 of ${keyId.slice(0, 16)}`);
+    expect(lines[0]).toMatch(/^error: none of the keys at hand \(admin key [0-9a-f]{16}\) may sign .*--key FILE .*--ssh-agent .*--key-file FILE$/);
+    expect((await fleet.adminJson<{ version: string }[]>(["release", "ls"])).map((r) => r.version)).toEqual(["1.0.0"]);
   });
 });

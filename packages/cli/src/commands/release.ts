@@ -138,6 +138,8 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         if (!file) throw new UsageError("release create needs a FILE to release, or --nixos PATH");
         const client = await serviceClient(target(), adminv1.ReleaseService);
         const current = await SignedTargets.load(client, target());
+        // Before uploading anything: are the keys to sign it at hand?
+        (await current.signers(target(), o)).close();
         const meta = buildMeta(o, await current.nextCounter(client, String(o.name)), nixPublicKeys);
         const { sha256, length } = await uploadArtifact(target(), file, (line) => process.stderr.write(line));
         const path = releaseTargetPath(meta, basename(file));

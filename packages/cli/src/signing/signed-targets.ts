@@ -4,12 +4,12 @@
  * `rollout abort --roll-back`.
  */
 import type { Client } from "@connectrpc/connect";
-import { Metadata, MetadataKind, type Targets } from "@tufjs/models";
+import { Metadata, MetadataKind, type Root, type Targets } from "@tufjs/models";
 import { adminv1, parseReleaseMeta, releaseTargetPath, type ReleaseContent, type ReleaseMeta } from "@flotilla/protocol";
 import type { AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
 import { signMetadata, tufDate } from "./metadata.ts";
-import { signers, type SigningOpts } from "./signing-options.ts";
+import { signersFor, type SigningOpts } from "./signing-options.ts";
 import { verifiedRepository } from "./trusted-root.ts";
 
 /** One target file of a release, as it appears in targets metadata. */
@@ -19,13 +19,17 @@ export interface ReleaseTarget extends ReleaseContent {
 
 /** The organization's current targets, as its admins signed them. */
 export class SignedTargets {
-  private constructor(readonly metadata: Metadata<Targets>) {}
+  private constructor(
+    readonly metadata: Metadata<Targets>,
+    /** The current root, verified: whose targets keys must sign the next version. */
+    readonly root: Metadata<Root>,
+  ) {}
 
   /** The current targets, after checking them against the roots this admin trusts (signing/trusted-root.ts). */
   static async load(client: Client<typeof adminv1.ReleaseService>, target: AdminTarget): Promise<SignedTargets> {
     const repo = await verifiedRepository(target, client);
-    if (!repo.targets) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
-    return new SignedTargets(repo.targets);
+    if (!repo.targets || !repo.root) throw new UsageError("this organization has no signing keys yet: run `flotilla signing-key add`");
+    return new SignedTargets(repo.targets, repo.root);
   }
 
   /** Every release target of `name` (targets that do not carry valid release metadata are left out). */
@@ -50,6 +54,12 @@ export class SignedTargets {
     return Math.max(0, ...listed, ...this.releases(name).map((r) => r.meta.counter)) + 1;
   }
 
+  /** The keys that will sign the next targets version (signing-options.ts signersFor); close them after use. */
+  signers(target: AdminTarget, o: SigningOpts): ReturnType<typeof signersFor> {
+    const role = this.root.signed.roles.targets;
+    return signersFor(target, o, { keyIds: role?.keyIDs ?? [], threshold: role?.threshold ?? 1 });
+  }
+
   /**
    * Signs the next targets version, with `added` on top of every current target, and has the
    * coordinator publish it (it checks thresholds, counters and uploads again). Returns the version.
@@ -61,7 +71,7 @@ export class SignedTargets {
       signatures: [],
       signed: { ...json0, version: this.metadata.signed.version + 1, expires: tufDate(Date.now() + expiresMs), targets: { ...(json0.targets as object), ...entries } },
     } as never);
-    const s = await signers(target, o);
+    const s = await this.signers(target, o);
     try {
       await signMetadata(next, s.signers);
     } finally {

@@ -70,3 +70,25 @@ export async function openSigners(src: SignerSources): Promise<{ signers: Signer
   const unique = [...new Map(signers.map((s) => [s.keyId, s])).values()];
   return { signers: unique, close: () => agent?.close() };
 }
+
+/**
+ * Every key at hand, for an admin who named none: the admin key, and the ed25519 keys of
+ * ssh-agent when one answers at SSH_AUTH_SOCK (none when it does not).
+ */
+export async function openKeysAtHand(ownKey: () => Promise<Identity>, sshAuthSock: string | undefined): Promise<{ signers: Signer[]; close(): void }> {
+  const signers = [fromIdentity(await ownKey(), "admin key")];
+  let agent: SshAgent | undefined;
+  if (sshAuthSock) {
+    try {
+      agent = await SshAgent.open(sshAuthSock);
+      const a = agent;
+      for (const k of await a.ed25519Keys()) signers.push({ keyId: tufKeyId(k.publicKey), publicKey: k.publicKey, label: `ssh-agent:${k.comment}`, sign: (d) => a.sign(k, d) });
+    } catch {
+      // No agent answering there: the admin key alone is at hand.
+      agent?.close();
+      agent = undefined;
+    }
+  }
+  const unique = [...new Map(signers.map((s) => [s.keyId, s])).values()];
+  return { signers: unique, close: () => agent?.close() };
+}
