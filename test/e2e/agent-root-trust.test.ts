@@ -10,9 +10,9 @@ import { join } from "node:path";
 import { Metadata, MetadataKind, MetaFile, Signature, Snapshot, Timestamp, type Root, type Targets } from "@tufjs/models";
 import { nextRoot, signMetadata } from "@flotilla/cli/testing";
 import { loadIdentity, parseJoinString, tufKeyId, tufRootDigest, type Identity } from "@flotilla/protocol";
-import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { freePort } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
-import { artifact, bundleAgent, bundleTarball, createRelease, served, serverFlags, signedFleet, tufDir, waitForEnd } from "./support/releases.ts";
+import { artifact, bundleAgent, bundleDeviceOnline, bundleTarball, createRelease, pinnedRootVersion, served, serverFlags, signedFleet, tufDir, waitForEnd } from "./support/releases.ts";
 import { killProcessesUnder } from "./support/sandbox.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
@@ -60,15 +60,7 @@ describe("the agent's first trust in the organization's signing root", () => {
     const stateDir = await sb.dir("flotilla-agent-");
     const agent = fleet.startAgent(stateDir, joinString);
     sb.onCleanup(() => killProcessesUnder(stateDir));
-    const name = await waitFor(
-      "the agent online, declaring release:bundle",
-      async () => {
-        const d = (await fleet.adminJson<{ name: string; status: string; capabilities: string[] }[]>(["device", "ls"]))[0];
-        return d?.status === "online" && d.capabilities.includes("release:bundle") ? d.name : undefined;
-      },
-      40_000,
-      250,
-    );
+    const name = await bundleDeviceOnline(fleet);
     await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
     const steps = await waitForEnd(fleet, name, "app/1/app.tar.gz");
     expect(steps.map((s) => s.step)).toEqual(["checking", "failed"]);
@@ -94,6 +86,6 @@ describe("the agent's first trust in the organization's signing root", () => {
     await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
     expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)!.step).toBe("healthy");
     expect(await served(port)).toBe("1.0.0");
-    expect((JSON.parse(await readFile(join(stateDir, "releases", "tuf", "root.json"), "utf8")) as { signed: { version: number } }).signed.version).toBe(2);
+    expect(await pinnedRootVersion(stateDir)).toBe(2);
   });
 });

@@ -6,20 +6,12 @@ import { SignedTargets } from "@flotilla/cli/testing";
 import { adminv1, bearerInterceptor, coordinatorTransport, type ReleaseMeta } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
-import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./support/releases.ts";
+import { artifact, files, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./support/releases.ts";
 import { startSshAgent } from "./support/ssh.ts";
 import { Fleet } from "./support/fleet.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
 const sb = useSandbox();
-
-async function files(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch {
-    return [];
-  }
-}
 
 describe("artifact uploads", () => {
   it("resumes an interrupted upload where it stopped, and stores the artifact once", async () => {

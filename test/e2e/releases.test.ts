@@ -16,6 +16,7 @@ import {
   bundleTarball,
   createRelease,
   deviceReleases,
+  pinnedRootVersion,
   served,
   serverFlags,
   sha256,
@@ -169,9 +170,7 @@ describe("releases verified by the agent", () => {
     const fleet = await signedFleet(sb);
     const { name, stateDir } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
-    const pinned = join(stateDir, "releases", "tuf", "root.json");
-    const rootVersion = async () => (JSON.parse(await readFile(pinned, "utf8")) as { signed: { version: number } }).signed.version;
-    expect(await waitFor("the agent to pin the organization's root", () => rootVersion().catch(() => undefined))).toBe(1);
+    expect(await waitFor("the agent to pin the organization's root", () => pinnedRootVersion(stateDir).catch(() => undefined))).toBe(1);
     execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(dir, "second")]);
     const owner = join(fleet.adminHome, "admin.key");
     const rotate = await fleet.admin(["signing-key", "add", "--key-file", owner, "--key-file", join(dir, "second"), "--threshold", "2"]);
@@ -182,16 +181,14 @@ describe("releases verified by the agent", () => {
     await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
     expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)!.step).toBe("healthy");
     expect(await served(port)).toBe("1.0.0");
-    expect(await rootVersion()).toBe(2);
+    expect(await pinnedRootVersion(stateDir)).toBe(2);
   });
 
   it("installs a release signed before a rotation that removed its signing key: the rotation re-signed the targets under the new root", async () => {
     const fleet = await signedFleet(sb);
     const { name, stateDir } = await bundleAgent(fleet, sb);
     const dir = await sb.dir();
-    const pinned = join(stateDir, "releases", "tuf", "root.json");
-    const rootVersion = async () => (JSON.parse(await readFile(pinned, "utf8")) as { signed: { version: number } }).signed.version;
-    expect(await waitFor("the agent to pin the organization's root", () => rootVersion().catch(() => undefined))).toBe(1);
+    expect(await waitFor("the agent to pin the organization's root", () => pinnedRootVersion(stateDir).catch(() => undefined))).toBe(1);
     const port = await freePort();
     const { path } = await bundleTarball(dir, "app.tar.gz", { port });
     await createRelease(fleet, path, "app", "1.0.0", serverFlags(port));
@@ -203,7 +200,7 @@ describe("releases verified by the agent", () => {
     await fleet.admin(["device", "deploy", name, "app@1.0.0"]);
     expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)!.step).toBe("healthy");
     expect(await served(port)).toBe("1.0.0");
-    expect(await rootVersion()).toBe(2);
+    expect(await pinnedRootVersion(stateDir)).toBe(2);
   });
 
   it("refuses expired timestamp metadata before downloading, and installs when deployed again once it is fresh", async () => {

@@ -2,23 +2,14 @@
  * Storage quotas with real processes: a coordinator started with --storage-quota and the CLI
  * uploading releases through a deployer's API token.
  */
-import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
 import { buildSystem, closure, copyTo, nixOrg, writeNetrc } from "./support/nix.ts";
-import { artifact, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./support/releases.ts";
+import { artifact, files, ownerToken, patchUpload, sha256, signedFleet, uploadState } from "./support/releases.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
 const sb = useSandbox();
-
-async function files(dir: string): Promise<string[]> {
-  try {
-    return await readdir(dir);
-  } catch {
-    return [];
-  }
-}
 
 describe("storage quotas", () => {
   it("refuses a release whose artifact would pass the organization's quota, with one error line, keeping nothing of it", async () => {

@@ -1,32 +1,18 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, MAX_DELAY_MS } from "@flotilla/protocol";
+import { ConfigError, MAX_DELAY_MS } from "@flotilla/protocol";
 import { propertyRuns, propertyTimeout } from "@flotilla/protocol/testing";
+import { loadFromEnv, numberish } from "@flotilla/protocol/testing/config";
 import { agentOptionSpecs } from "./config.ts";
 
 const RUNS = 300;
 const runs = propertyRuns(RUNS);
 
-/** Number-looking text: digits of any length, signs, exponents, hex, spaces. */
-const numberish = fc.oneof(
-  fc.bigInt({ min: -(10n ** 20n), max: 10n ** 20n }).map(String),
-  fc.integer({ min: 1, max: 2 ** 33 }).map(String),
-  fc.string({ unit: fc.constantFrom(..."0123456789"), minLength: 1, maxLength: 30 }),
-  fc.constantFrom("1e3", "1e10", "0x7fffffff", "0x80000000", " 5 ", "-1", "0", "1.5", "Infinity", "NaN", "", "abc"),
-);
-
 const specs = Object.entries(agentOptionSpecs);
 const delays = specs.filter(([, s]) => s.key.endsWith("_ms"));
 const sizes = specs.filter(([, s]) => s.key.endsWith("_bytes") || s.key.endsWith("_bytes_per_second"));
 
-function loadWith(env: Record<string, string>): Record<string, unknown> | ConfigError {
-  try {
-    return loadConfig(agentOptionSpecs, { flags: {}, env }).values as Record<string, unknown>;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-}
+const loadWith = (env: Record<string, string>) => loadFromEnv(agentOptionSpecs, env);
 
 describe("agent config properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("accepts only delays a timer can wait for, so no interval or timeout fires at once", () => {

@@ -1,30 +1,17 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig, MAX_DELAY_MS } from "@flotilla/protocol";
+import { ConfigError, MAX_DELAY_MS } from "@flotilla/protocol";
 import { propertyRuns, propertyTimeout } from "@flotilla/protocol/testing";
+import { loadFromEnv, numberish } from "@flotilla/protocol/testing/config";
 import { coordinatorOptionSpecs } from "./config.ts";
 
 const RUNS = 300;
 const runs = propertyRuns(RUNS);
 
-const numberish = fc.oneof(
-  fc.bigInt({ min: -(10n ** 20n), max: 10n ** 20n }).map(String),
-  fc.integer({ min: 1, max: 2 ** 33 }).map(String),
-  fc.string({ unit: fc.constantFrom(..."0123456789"), minLength: 1, maxLength: 30 }),
-  fc.constantFrom("1e3", "1e10", "0x80000000", " 5 ", "-1", "0", "1.5", "Infinity", "NaN", "", "abc"),
-);
-
 /** Options the coordinator hands to setTimeout or setInterval (the other *_ms ones are ages and TTLs). */
 const TIMER_OPTIONS = ["keepaliveMs", "tufRefreshMs"] as const;
 
-function loadWith(env: Record<string, string>): Record<string, unknown> | ConfigError {
-  try {
-    return loadConfig(coordinatorOptionSpecs, { flags: {}, env }).values as Record<string, unknown>;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-}
+const loadWith = (env: Record<string, string>) => loadFromEnv(coordinatorOptionSpecs, env);
 
 describe("coordinator config properties", { timeout: propertyTimeout(60_000, RUNS) }, () => {
   it("accepts only timer delays a timer can wait for, so keep-alives and TUF refreshes never spin", () => {

@@ -18,3 +18,4 @@ export * from "./http-request.ts";
 export * from "./tuf-key.ts";
 export * from "./wakeup.ts";
 export * from "./nix-closure.ts";
+export * from "./nix-base32.ts";

@@ -6,6 +6,7 @@
  * for path, whatever the binary cache served and whoever signed its narinfos.
  */
 import { z } from "zod";
+import { fromNixBase32 } from "./nix-base32.ts";
 
 const STORE_PATH = /^\/nix\/store\/[0-9a-z]{32}-[^/]+$/;
 /** A sha256 in SRI form, as newer nix prints NarHash: `sha256-<base64 of 32 bytes>`. */
@@ -49,25 +50,6 @@ export function parseNixosArtifact(text: string): NixosArtifact {
   }
   if (r.data.closure && !seen.has(r.data.storePath)) throw new Error("invalid NixOS release artifact: the closure does not contain the system's store path");
   return r.data;
-}
-
-const BASE32 = "0123456789abcdfghijklmnpqrsvwxyz";
-
-function fromNixBase32(text: string, size: number): Buffer {
-  const len = Math.floor((size * 8 - 1) / 5) + 1;
-  if (text.length !== len) throw new Error(`expected ${len} base32 characters`);
-  const out = Buffer.alloc(size);
-  for (let n = 0; n < len; n++) {
-    const digit = BASE32.indexOf(text[len - n - 1]!);
-    if (digit < 0) throw new Error("invalid base32 character");
-    const b = n * 5;
-    const i = Math.floor(b / 8);
-    const j = b % 8;
-    out[i]! |= (digit << j) & 0xff;
-    if (i < size - 1) out[i + 1]! |= digit >> (8 - j);
-    else if (digit >> (8 - j)) throw new Error("invalid base32 padding");
-  }
-  return out;
 }
 
 /**

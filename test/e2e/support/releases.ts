@@ -50,7 +50,12 @@ export async function bundleAgent(
   const stateDir = stateDirGiven ?? (await sb.dir("flotilla-agent-"));
   const agent = fleet.startAgent(stateDir, join, extra);
   sb.onCleanup(() => killProcessesUnder(stateDir));
-  const name = await waitFor(
+  return { agent, stateDir, name: await bundleDeviceOnline(fleet) };
+}
+
+/** Waits until the fleet's first device is online, declaring `release:bundle`; returns its name. */
+export function bundleDeviceOnline(fleet: Fleet): Promise<string> {
+  return waitFor(
     "the agent online, declaring release:bundle",
     async () => {
       const d = (await fleet.adminJson<{ name: string; status: string; capabilities: string[] }[]>(["device", "ls"]))[0];
@@ -59,7 +64,20 @@ export async function bundleAgent(
     40_000,
     250,
   );
-  return { agent, stateDir, name };
+}
+
+/** The version of the organization root the agent in `stateDir` pinned; throws while it has pinned none. */
+export async function pinnedRootVersion(stateDir: string): Promise<number> {
+  return (JSON.parse(await readFile(join(stateDir, "releases", "tuf", "root.json"), "utf8")) as { signed: { version: number } }).signed.version;
+}
+
+/** The names in `dir`, or none when it does not exist. */
+export async function files(dir: string): Promise<string[]> {
+  try {
+    return await readdir(dir);
+  } catch {
+    return [];
+  }
 }
 
 /** Writes `bytes` random bytes to a file in `dir`. */

@@ -9,10 +9,10 @@
  * accepts it (`nix-key trust KEY`), or, when there is no list yet, at the first
  * `release create --nixos`, which pins what the coordinator lists (trust on first use).
  */
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { readJsonIfExists, writeJsonAtomic } from "@flotilla/protocol";
-import { targetUrl, type AdminTarget } from "../admin/client.ts";
+import type { AdminTarget } from "../admin/client.ts";
+import { pinPath } from "../admin/pins.ts";
 import { ExitError, UsageError } from "../errors.ts";
 
 /** A Nix public key: `name:base64` of 32 bytes. */
@@ -24,19 +24,7 @@ interface PinnedNixKeys {
   keys: string[];
 }
 
-/** Which organization the list belongs to, from the admin's own flags, never from the coordinator. */
-function organizationLabel(target: AdminTarget): string {
-  if (target.org) return `org:${target.org}`;
-  if (target.apiToken) return `token:${createHash("sha256").update(target.apiToken).digest("hex").slice(0, 16)}`;
-  return "default";
-}
-
-async function pinFile(target: AdminTarget): Promise<{ path: string; coordinator: string; organization: string }> {
-  const coordinator = await targetUrl(target);
-  const organization = organizationLabel(target);
-  const id = createHash("sha256").update(`${coordinator}\n${organization}`).digest("hex").slice(0, 32);
-  return { path: join(target.home, "nix-keys", `${id}.json`), coordinator, organization };
-}
+const pinFile = (target: AdminTarget) => pinPath(target, "nix-keys");
 
 /** The keys this admin accepted, or undefined when it has accepted none yet. */
 export async function pinnedNixKeys(target: AdminTarget): Promise<string[] | undefined> {

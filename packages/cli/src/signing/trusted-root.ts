@@ -7,12 +7,11 @@
  * root (not of an older one: a key removed from the root no longer counts).
  * The pinned chain lives in `$FLOTILLA_HOME/tuf-roots/`, one file per coordinator and organization.
  */
-import { createHash } from "node:crypto";
-import { join } from "node:path";
 import { Metadata, MetadataKind, type Root, type Targets } from "@tufjs/models";
 import { adminv1, encodeJoinString, parseJoinString, pinnedRequest, readBody, readJsonIfExists, tufRootDigest, TUF_METADATA_PATH, writeJsonAtomic } from "@flotilla/protocol";
 import type { Client } from "@connectrpc/connect";
-import { adminBearer, targetUrl, type AdminTarget } from "../admin/client.ts";
+import { adminBearer, type AdminTarget } from "../admin/client.ts";
+import { pinPath } from "../admin/pins.ts";
 import { parseMetadata } from "./metadata.ts";
 
 /** At most this many root versions are fetched to catch up with the coordinator's. */
@@ -39,19 +38,7 @@ export class UntrustedMetadataError extends Error {
   override name = "UntrustedMetadataError";
 }
 
-/** Which organization the pin belongs to: --org, an API token's own, or the key's default one. */
-function organizationLabel(target: AdminTarget): string {
-  if (target.org) return `org:${target.org}`;
-  if (target.apiToken) return `token:${createHash("sha256").update(target.apiToken).digest("hex").slice(0, 16)}`;
-  return "default";
-}
-
-async function pinFile(target: AdminTarget): Promise<{ path: string; coordinator: string; organization: string }> {
-  const coordinator = await targetUrl(target);
-  const organization = organizationLabel(target);
-  const id = createHash("sha256").update(`${coordinator}\n${organization}`).digest("hex").slice(0, 32);
-  return { path: join(target.home, "tuf-roots", `${id}.json`), coordinator, organization };
-}
+const pinFile = (target: AdminTarget) => pinPath(target, "tuf-roots");
 
 const rootOf = (json: unknown) => Metadata.fromJSON(MetadataKind.Root, json as never) as Metadata<Root>;
 const same = (a: Metadata<Root>, b: Metadata<Root>) => JSON.stringify(a.toJSON()) === JSON.stringify(b.toJSON());

@@ -4,39 +4,10 @@
  * libstore/path-info.cc (`fingerprint`: `1;storePath;narHash;narSize;refs`).
  */
 
-const BASE32 = "0123456789abcdfghijklmnpqrsvwxyz";
+import { fromNixBase32, toNixBase32 } from "@flotilla/protocol";
 
-/** Nix's base32 (its own alphabet and bit order), as in `sha256:<base32>` hashes. */
-export function toNixBase32(bytes: Uint8Array): string {
-  const len = Math.floor((bytes.length * 8 - 1) / 5) + 1;
-  let out = "";
-  for (let n = len - 1; n >= 0; n--) {
-    const b = n * 5;
-    const i = Math.floor(b / 8);
-    const j = b % 8;
-    const c = (bytes[i]! >> j) | (i >= bytes.length - 1 ? 0 : bytes[i + 1]! << (8 - j));
-    out += BASE32[c & 0x1f];
-  }
-  return out;
-}
-
-/** Parses nix-base32 of `size` bytes; throws on a bad character or length. */
-export function fromNixBase32(text: string, size: number): Uint8Array {
-  const len = Math.floor((size * 8 - 1) / 5) + 1;
-  if (text.length !== len) throw new Error(`expected ${len} base32 characters`);
-  const out = new Uint8Array(size);
-  for (let n = 0; n < len; n++) {
-    const digit = BASE32.indexOf(text[len - n - 1]!);
-    if (digit < 0) throw new Error("invalid base32 character");
-    const b = n * 5;
-    const i = Math.floor(b / 8);
-    const j = b % 8;
-    out[i]! |= (digit << j) & 0xff;
-    if (i < size - 1) out[i + 1]! |= digit >> (8 - j);
-    else if (digit >> (8 - j)) throw new Error("invalid base32 padding");
-  }
-  return out;
-}
+/** Nix's base32 is shared with the release closure manifests' NarHash parsing, in @flotilla/protocol. */
+export { fromNixBase32, toNixBase32 };
 
 /**
  * A sha256 as narinfo files write it. Accepts `sha256:<base32>`, `sha256:<hex>` and SRI
