@@ -48,9 +48,11 @@ export class SignedTargets {
     return out.sort((a, b) => a.meta.counter - b.meta.counter);
   }
 
-  /** The counter a new release of `name` gets: above every signed one and every one the coordinator lists. */
+  /** The counter a new release of `name` gets: above every signed one and every one the coordinator lists, removed ones included. */
   async nextCounter(client: Client<typeof adminv1.ReleaseService>, name: string): Promise<number> {
-    const listed = (await client.listReleases({ name })).releases.map((r) => Number(r.counter));
+    const res = await client.listReleases({ name });
+    // Removed releases' counters are never given again.
+    const listed = [...res.releases, ...res.removed].map((r) => Number(r.counter));
     return Math.max(0, ...listed, ...this.releases(name).map((r) => r.meta.counter)) + 1;
   }
 

@@ -77,8 +77,8 @@ async function newReleases(orgId: string, next: Targets, previous: Targets, ctx:
     }
     const sha256 = t.hashes.sha256 ?? "";
     if (!SHA256_HEX.test(sha256)) throw new ConnectError(`target ${path} needs a sha256 hash`, Code.InvalidArgument);
-    const known = await ctx.store.releases.listReleases(orgId, meta.name);
-    const highest = Math.max(0, ...known.map((r) => r.counter), ...rows.filter((r) => r.name === meta.name).map((r) => r.counter));
+    // Removed releases' counters count too: a counter, once signed, never names other bytes.
+    const highest = Math.max(await ctx.store.releases.highestCounter(orgId, meta.name), ...rows.filter((r) => r.name === meta.name).map((r) => r.counter));
     if (meta.counter <= highest) {
       throw new ConnectError(`release ${meta.name} counter ${meta.counter} is not above the highest released (${highest})`, Code.InvalidArgument);
     }
@@ -158,7 +158,10 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
     async listReleases(req, hctx) {
       const { orgId } = adminOf(hctx);
       if (req.name && !RELEASE_NAME.test(req.name)) throw new ConnectError("invalid release name", Code.InvalidArgument);
-      return { releases: (await store.releases.listReleases(orgId, req.name || undefined)).map(releaseView) };
+      return {
+        releases: (await store.releases.listReleases(orgId, req.name || undefined)).map(releaseView),
+        removed: (await store.releases.listRemovedReleases(orgId, req.name || undefined)).map(releaseView),
+      };
     },
 
     async deployRelease(req, hctx) {

@@ -98,8 +98,13 @@ export interface ReleaseStore {
    * rollouts that install it or return devices to it (`rollouts`).
    */
   releaseUsers(orgId: string, name: string, counter: number): Promise<ReleaseUsers>;
+  /** Releases removed from the organization (see removeRelease), by name and counter. */
+  listRemovedReleases(orgId: string, name?: string): Promise<ReleaseRow[]>;
+  /** The highest counter of a release of this name, removed ones included (0: none). */
+  highestCounter(orgId: string, name: string): Promise<number>;
   /**
-   * Deletes the release row; devices told to run it (desired, not running it) are told to run
+   * Deletes the release row, keeping what it was among the removed releases (its counter is
+   * never given again); devices told to run it (desired, not running it) are told to run
    * what they run instead (their desired state for the name is dropped when that release is gone
    * too), and their generation bumped so their Watch stream says so. Devices that run it keep
    * their rows. Returns the names of the devices told otherwise; false when there was no such release.
@@ -118,7 +123,7 @@ export interface ReleaseStore {
 
 const ACTIVE_ROLLOUTS = ["running", "paused"];
 
-function toRelease(r: Selectable<Database["releases"]>): ReleaseRow {
+function toRelease(r: Selectable<Database["releases"]> | Selectable<Database["removed_releases"]>): ReleaseRow {
   return {
     orgId: r.org_id,
     name: r.name,
@@ -340,11 +345,28 @@ export class KyselyReleaseStore implements ReleaseStore {
     };
   }
 
+  async listRemovedReleases(orgId: string, name?: string): Promise<ReleaseRow[]> {
+    let q = this.db.selectFrom("removed_releases").selectAll().where("org_id", "=", orgId);
+    if (name) q = q.where("name", "=", name);
+    return (await q.orderBy("name").orderBy("counter").execute()).map(toRelease);
+  }
+
+  async highestCounter(orgId: string, name: string): Promise<number> {
+    const max = async (table: "releases" | "removed_releases") =>
+      num((await this.db.selectFrom(table).select((eb) => eb.fn.max("counter").as("m")).where("org_id", "=", orgId).where("name", "=", name).executeTakeFirst())?.m ?? 0);
+    return Math.max(await max("releases"), await max("removed_releases"));
+  }
+
   async removeRelease(orgId: string, name: string, counter: number, now: number): Promise<string[] | false> {
     const notify: string[] = [];
     const told = await this.db.transaction().execute(async (trx) => {
-      const gone = await trx.deleteFrom("releases").where("org_id", "=", orgId).where("name", "=", name).where("counter", "=", counter).executeTakeFirst();
-      if (Number(gone.numDeletedRows) === 0) return false;
+      const gone = await trx.deleteFrom("releases").where("org_id", "=", orgId).where("name", "=", name).where("counter", "=", counter).returningAll().executeTakeFirst();
+      if (!gone) return false;
+      await trx
+        .insertInto("removed_releases")
+        .values({ ...gone, removed_at: now })
+        .onConflict((oc) => oc.columns(["org_id", "name", "counter"]).doNothing())
+        .execute();
       const rows = await trx
         .selectFrom("device_releases")
         .innerJoin("devices", "devices.id", "device_releases.device_id")
