@@ -194,7 +194,7 @@ export const coordinatorOptionSpecs = defineOptions({
     flag: "gc-interval-ms",
     env: "FLOTILLA_GC_INTERVAL_MS",
     key: "gc_interval_ms",
-    schema: positiveMs,
+    schema: timerMs,
     default: 21_600_000,
     doc: "how often artifacts and NARs no release needs are deleted and their room in the quota given back",
   },

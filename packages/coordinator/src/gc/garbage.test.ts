@@ -10,6 +10,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { waitFor } from "@flotilla/protocol/testing";
 import { adminv1, ARTIFACTS_PATH, newId, UPLOAD_COMPLETE_HEADER, UPLOAD_LENGTH_HEADER, UPLOAD_OFFSET_HEADER } from "@flotilla/protocol";
 import { startTestCoordinator, type TestCoordinator } from "../testing.ts";
 import { formatSha256, toNixBase32 } from "../nixcache/nix-format.ts";
@@ -173,5 +174,19 @@ describe("garbage collection", () => {
     expect(r.filesDeleted).toBe(0n);
     expect(await files("artifacts", "sha256")).toHaveLength(1);
     expect(await files("nix", "sha256")).toHaveLength(1);
+  });
+
+  it("runs by itself every --gc-interval-ms, for every organization, and gives the room back", async () => {
+    await t.close();
+    t = await startTestCoordinator({ gcGraceMs: 1, gcIntervalMs: 200 });
+    const acme = await org("acme");
+    const globex = await org("globex");
+    const data = Buffer.from("uploaded, never released");
+    await uploadArtifact(acme.token, data);
+    await uploadArtifact(globex.token, Buffer.from("globex's, never released"));
+    expect((await t.coord.store.storage.usage(acme.id)).usedBytes).toBe(data.length);
+    await waitFor("the scheduled collection to delete both", async () => (await files("artifacts", "sha256")).length === 0, 10_000, 50);
+    expect(await t.coord.store.storage.usage(acme.id)).toEqual({ usedBytes: 0, reservedBytes: 0 });
+    expect((await t.coord.store.storage.usage(globex.id)).usedBytes).toBe(0);
   });
 });
