@@ -8,6 +8,7 @@ import { registerIdCommand } from "./commands/id.ts";
 import { registerNixCommands } from "./commands/nix.ts";
 import { registerLogsCommands } from "./commands/logs.ts";
 import { registerOrgCommands } from "./commands/org.ts";
+import { registerGcCommand } from "./commands/gc.ts";
 import { registerReleaseCommands } from "./commands/release.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import { registerRolloutCommands } from "./commands/rollout.ts";
@@ -64,6 +65,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   registerTunnelCommands(program, cli, run);
   registerReleaseCommands(program, cli, run);
   registerRolloutCommands(program, cli, run);
+  registerGcCommand(program, cli, run);
   registerCompletionCommand(program, run);
 
   try {

@@ -190,6 +190,22 @@ export const coordinatorOptionSpecs = defineOptions({
     default: 86_400_000,
     doc: "an artifact or NAR upload left unfinished this long is deleted and its room in the quota given back",
   },
+  gcIntervalMs: {
+    flag: "gc-interval-ms",
+    env: "FLOTILLA_GC_INTERVAL_MS",
+    key: "gc_interval_ms",
+    schema: timerMs,
+    default: 21_600_000,
+    doc: "how often artifacts and NARs no release needs are deleted and their room in the quota given back",
+  },
+  gcGraceMs: {
+    flag: "gc-grace-ms",
+    env: "FLOTILLA_GC_GRACE_MS",
+    key: "gc_grace_ms",
+    schema: positiveMs,
+    default: 86_400_000,
+    doc: "an uploaded artifact or NAR no release needs is kept this long before garbage collection deletes it",
+  },
 });
 
 /** Every coordinator option's value, as `loadConfig(coordinatorOptionSpecs, ...)` returns them. */

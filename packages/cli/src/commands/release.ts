@@ -104,7 +104,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         }),
     );
 
-  const release = program.command("release").description("signed releases: create and list");
+  const release = program.command("release").description("signed releases: create, list and remove");
   withSigningOptions(
     release
       .command("create [file]")
@@ -184,6 +184,33 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
         const targetsVersion = await current.publish(client, target(), [copy], o, parseDuration(o.expires));
         out(`re-signed ${name} ${original.meta.version} (#${original.meta.counter}) as #${copy.meta.counter} (${copy.path}); targets version ${targetsVersion}\n`);
         out(`devices running a later counter may now return to it: flotilla device deploy DEVICE ${name}@#${copy.meta.counter}\n`);
+      }),
+  );
+
+  withSigningOptions(
+    release
+      .command("rm <release>")
+      .description(
+        "remove a release (NAME@VERSION or NAME@#COUNTER): the coordinator stops offering it and new targets metadata without it is signed; refused while devices run it or are told to, unless --force",
+      )
+      .option("--force", "remove it although devices run it (they keep running it) or are told to (they are told to run what they run)")
+      .option("--expires <duration>", "how long the new targets metadata is valid", DEFAULT_TARGETS_EXPIRY),
+  ).action(
+    (ref: string, o: SigningOpts & { force?: boolean; expires: string }) =>
+      run(async (out) => {
+        const { name, version } = parseReleaseRef(ref);
+        const client = await serviceClient(target(), adminv1.ReleaseService);
+        // First only the check: a release in use is refused before anything is signed.
+        const checked = await client.removeRelease({ name, version, force: o.force === true });
+        const path = checked.release?.targetPath ?? "";
+        const current = await SignedTargets.load(client, target());
+        if (!(path in current.metadata.signed.targets)) throw new ExitError(`the signed targets do not list ${path}`, 5);
+        const targetsJson = await current.signNext(target(), [], [path], o, parseDuration(o.expires));
+        const res = await client.removeRelease({ name, version, force: o.force === true, targetsJson });
+        out(`removed ${name} ${res.release?.version} (#${res.release?.counter}), ${path}; targets version ${res.targetsVersion}\n`);
+        if (res.running.length > 0) out(`still running it: ${res.running.join(", ")}\n`);
+        if (res.told.length > 0) out(`told to run what they run instead: ${res.told.join(", ")}\n`);
+        out("its artifact is deleted by the next garbage collection: flotilla coordinator gc\n");
       }),
   );
 

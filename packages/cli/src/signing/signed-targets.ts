@@ -1,7 +1,7 @@
 /**
  * Signing new targets metadata on the admin's machine: one way to add releases to the
  * organization's targets, shared by `release create`, `release reissue` and
- * `rollout abort --roll-back`.
+ * `rollout abort --roll-back`, and to drop one (`release rm`).
  */
 import type { Client } from "@connectrpc/connect";
 import { Metadata, MetadataKind, type Root, type Targets } from "@tufjs/models";
@@ -48,9 +48,11 @@ export class SignedTargets {
     return out.sort((a, b) => a.meta.counter - b.meta.counter);
   }
 
-  /** The counter a new release of `name` gets: above every signed one and every one the coordinator lists. */
+  /** The counter a new release of `name` gets: above every signed one and every one the coordinator lists, removed ones included. */
   async nextCounter(client: Client<typeof adminv1.ReleaseService>, name: string): Promise<number> {
-    const listed = (await client.listReleases({ name })).releases.map((r) => Number(r.counter));
+    const res = await client.listReleases({ name });
+    // Removed releases' counters are never given again.
+    const listed = [...res.releases, ...res.removed].map((r) => Number(r.counter));
     return Math.max(0, ...listed, ...this.releases(name).map((r) => r.meta.counter)) + 1;
   }
 
@@ -65,11 +67,18 @@ export class SignedTargets {
    * coordinator publish it (it checks thresholds, counters and uploads again). Returns the version.
    */
   async publish(client: Client<typeof adminv1.ReleaseService>, target: AdminTarget, added: ReleaseTarget[], o: SigningOpts, expiresMs: number): Promise<bigint> {
+    const targetsJson = await this.signNext(target, added, [], o, expiresMs);
+    return (await client.publishTargets({ targetsJson })).version;
+  }
+
+  /** The next targets version, signed: every current target but `removed`, and `added`; as JSON. */
+  async signNext(target: AdminTarget, added: ReleaseTarget[], removed: string[], o: SigningOpts, expiresMs: number): Promise<string> {
     const json0 = this.metadata.signed.toJSON();
     const entries = Object.fromEntries(added.map((r) => [r.path, { length: r.length, hashes: { sha256: r.sha256 }, custom: { flotilla: r.meta } }]));
+    const kept = Object.fromEntries(Object.entries(json0.targets as Record<string, unknown>).filter(([path]) => !removed.includes(path)));
     const next = Metadata.fromJSON(MetadataKind.Targets, {
       signatures: [],
-      signed: { ...json0, version: this.metadata.signed.version + 1, expires: tufDate(Date.now() + expiresMs), targets: { ...(json0.targets as object), ...entries } },
+      signed: { ...json0, version: this.metadata.signed.version + 1, expires: tufDate(Date.now() + expiresMs), targets: { ...kept, ...entries } },
     } as never);
     const s = await this.signers(target, o);
     try {
@@ -77,7 +86,7 @@ export class SignedTargets {
     } finally {
       s.close();
     }
-    return (await client.publishTargets({ targetsJson: JSON.stringify(next.toJSON()) })).version;
+    return JSON.stringify(next.toJSON());
   }
 }
 

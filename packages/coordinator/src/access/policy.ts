@@ -35,7 +35,8 @@ export type Permission =
   | "releases:write"
   | "signing-keys:write"
   | "rollouts:read"
-  | "rollouts:write";
+  | "rollouts:write"
+  | "storage:write";
 
 type MethodNames<S extends { method: Record<string, unknown> }> = keyof S["method"];
 
@@ -109,6 +110,8 @@ const releases: Record<MethodNames<typeof adminv1.ReleaseService>, Permission> =
   listReleases: "releases:read",
   deployRelease: "releases:write",
   getDeviceReleases: "releases:read",
+  removeRelease: "releases:write",
+  collectGarbage: "storage:write",
 };
 
 const rollouts: Record<MethodNames<typeof adminv1.RolloutService>, Permission> = {
@@ -171,6 +174,7 @@ const adminRole: Permission[] = [
   "audit:read",
   "tunnel:open",
   "signing-keys:write",
+  "storage:write",
 ];
 const owner: Permission[] = [...adminRole, "orgs:create"];
 

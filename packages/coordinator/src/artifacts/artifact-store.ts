@@ -66,6 +66,16 @@ export class ArtifactStore {
     return join(this.dir, "uploads", `${ownerTag(owner)}-${sha256}-${length}.part`);
   }
 
+  /**
+   * Deletes a complete artifact's file (garbage collection: once no organization needs it);
+   * returns its size, or undefined when there was none.
+   */
+  async remove(sha256: string): Promise<number | undefined> {
+    const size = await this.size(sha256);
+    if (size !== undefined) await rm(this.path(sha256), { force: true });
+    return size;
+  }
+
   /** The size of a complete artifact, or undefined. */
   async size(sha256: string): Promise<number | undefined> {
     if (!SHA256_HEX.test(sha256)) return undefined;

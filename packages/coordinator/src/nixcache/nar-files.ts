@@ -58,6 +58,13 @@ export class NarFiles {
     }
   }
 
+  /** Deletes the stored file (garbage collection: once no organization needs it); returns its size, or undefined when there was none. */
+  async remove(hex: string): Promise<number | undefined> {
+    const size = await this.size(hex);
+    if (size !== undefined) await rm(this.pathOf(hex), { force: true });
+    return size;
+  }
+
   open(hex: string): ReadStream {
     return createReadStream(this.pathOf(hex));
   }

@@ -8,6 +8,7 @@ import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import { findAdminDevice } from "../devices/devices.ts";
 import type { ReleaseRow } from "../store/index.ts";
+import type { GarbageCollector } from "../gc/garbage.ts";
 import { MetadataError, type TufRepository } from "../tuf/repository.ts";
 
 const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/;
@@ -76,8 +77,8 @@ async function newReleases(orgId: string, next: Targets, previous: Targets, ctx:
     }
     const sha256 = t.hashes.sha256 ?? "";
     if (!SHA256_HEX.test(sha256)) throw new ConnectError(`target ${path} needs a sha256 hash`, Code.InvalidArgument);
-    const known = await ctx.store.releases.listReleases(orgId, meta.name);
-    const highest = Math.max(0, ...known.map((r) => r.counter), ...rows.filter((r) => r.name === meta.name).map((r) => r.counter));
+    // Removed releases' counters count too: a counter, once signed, never names other bytes.
+    const highest = Math.max(await ctx.store.releases.highestCounter(orgId, meta.name), ...rows.filter((r) => r.name === meta.name).map((r) => r.counter));
     if (meta.counter <= highest) {
       throw new ConnectError(`release ${meta.name} counter ${meta.counter} is not above the highest released (${highest})`, Code.InvalidArgument);
     }
@@ -95,7 +96,20 @@ async function newReleases(orgId: string, next: Targets, previous: Targets, ctx:
   return rows;
 }
 
-export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifacts: ArtifactStore): ServiceImpl<typeof adminv1.ReleaseService> {
+/** Target paths in `previous` that `next` no longer lists. */
+function removedTargets(next: Targets, previous: Targets): string[] {
+  return Object.keys(previous.targets).filter((p) => !(p in next.targets));
+}
+
+/** One line naming who needs a release, for a refusal. */
+function usersText(running: string[], told: string[]): string {
+  const parts = [];
+  if (running.length > 0) parts.push(`devices running it: ${running.join(", ")}`);
+  if (told.length > 0) parts.push(`devices told to run it: ${told.join(", ")}`);
+  return parts.join("; ");
+}
+
+export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifacts: ArtifactStore, gc?: GarbageCollector): ServiceImpl<typeof adminv1.ReleaseService> {
   const { store } = ctx;
 
   const findDevice = (hctx: HandlerContext, ref: string) => findAdminDevice(store, hctx, ref);
@@ -127,6 +141,10 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
       let added: ReleaseRow[] = [];
       const version = await tuf
         .publishTargets(orgId, json, async (next, previous) => {
+          const removed = removedTargets(next, previous);
+          if (removed.length > 0) {
+            throw new ConnectError(`targets ${removed.join(", ")} are missing: a release is removed with \`flotilla release rm\`, which checks that no device needs it`, Code.InvalidArgument);
+          }
           added = await newReleases(orgId, next, previous, ctx, artifacts);
           // Recorded before the metadata is written: a release row without metadata is harmless
           // (agents verify against metadata), metadata without its row would be undeployable.
@@ -140,7 +158,10 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
     async listReleases(req, hctx) {
       const { orgId } = adminOf(hctx);
       if (req.name && !RELEASE_NAME.test(req.name)) throw new ConnectError("invalid release name", Code.InvalidArgument);
-      return { releases: (await store.releases.listReleases(orgId, req.name || undefined)).map(releaseView) };
+      return {
+        releases: (await store.releases.listReleases(orgId, req.name || undefined)).map(releaseView),
+        removed: (await store.releases.listRemovedReleases(orgId, req.name || undefined)).map(releaseView),
+      };
     },
 
     async deployRelease(req, hctx) {
@@ -164,6 +185,65 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
         throw new ConnectError(`no device ${JSON.stringify(req.device)}`, Code.NotFound);
       }
       return { release: releaseView(release), deviceId: device.id };
+    },
+
+    async removeRelease(req, hctx) {
+      const { orgId } = adminOf(hctx);
+      if (!RELEASE_NAME.test(req.name)) throw new ConnectError("invalid release name", Code.InvalidArgument);
+      if (!req.version || req.version.length > 128) throw new ConnectError("a release version is required", Code.InvalidArgument);
+      const byCounter = /^#(\d{1,15})$/.exec(req.version);
+      const find = () => (byCounter ? store.releases.getRelease(orgId, req.name, Number(byCounter[1])) : store.releases.findRelease(orgId, req.name, req.version));
+      const release = await find();
+      if (!release) throw new ConnectError(`no release ${req.name}@${req.version}`, Code.NotFound);
+      const check = async () => {
+        const users = await store.releases.releaseUsers(orgId, release.name, release.counter);
+        if (users.rollouts.length > 0) {
+          throw new ConnectError(
+            `release ${release.name}@${release.version} (#${release.counter}) is taken by rollouts ${users.rollouts.join(", ")}: abort them first (--force does not override this)`,
+            Code.FailedPrecondition,
+          );
+        }
+        if (!req.force && users.running.length + users.told.length > 0) {
+          throw new ConnectError(`release ${release.name}@${release.version} (#${release.counter}) is in use (${usersText(users.running, users.told)}); --force removes it anyway`, Code.FailedPrecondition);
+        }
+        return users;
+      };
+      let users = await check();
+      let version = 0;
+      if (req.targetsJson) {
+        const json = parseJson(req.targetsJson, "targets_json");
+        version = await tuf
+          .publishTargets(orgId, json, async (next, previous) => {
+            const removed = removedTargets(next, previous);
+            if (removed.length !== 1 || removed[0] !== release.targetPath || Object.keys(next.targets).length !== Object.keys(previous.targets).length - 1) {
+              throw new ConnectError(`the new targets must list every current target but ${release.targetPath}, and nothing else`, Code.InvalidArgument);
+            }
+            for (const [path, t] of Object.entries(next.targets)) {
+              if (!previous.targets[path]?.equals(t)) throw new ConnectError(`target ${path} may not change`, Code.InvalidArgument);
+            }
+            // Checked again under the repository's lock; the rows go before the metadata is written.
+            users = await check();
+            const told = await store.releases.removeRelease(orgId, release.name, release.counter, Date.now());
+            if (told === false) throw new ConnectError(`no release ${req.name}@${req.version}`, Code.NotFound);
+            users = { ...users, told };
+          })
+          .catch(fromMetadataError);
+        ctx.log.info("release removed", { org: orgId, release: release.targetPath, version, running: users.running.join(","), told: users.told.join(",") });
+      }
+      return { release: releaseView(release), running: users.running, told: users.told, targetsVersion: BigInt(version) };
+    },
+
+    async collectGarbage(req, hctx) {
+      const { orgId } = adminOf(hctx);
+      if (!gc) throw new ConnectError("garbage collection is not available on this coordinator", Code.Unimplemented);
+      const r = await gc.collect({ orgIds: [orgId], dryRun: req.dryRun });
+      const o = r.orgs[0];
+      return {
+        organization: { artifacts: BigInt(o?.artifacts ?? 0), nars: BigInt(o?.nars ?? 0), storePaths: BigInt(o?.storePaths ?? 0), bytes: BigInt(o?.bytes ?? 0) },
+        filesDeleted: BigInt(r.filesDeleted),
+        bytesDeleted: BigInt(r.bytesDeleted),
+        dryRun: r.dryRun,
+      };
     },
 
     async getDeviceReleases(req, hctx) {

@@ -10,6 +10,7 @@ import { telemetryLimitsMigration } from "./migration-telemetry-limits.ts";
 import { releasesMigration } from "./migration-releases.ts";
 import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
+import { removedReleasesMigration } from "./migration-removed-releases.ts";
 import { storageQuotasMigration } from "./migration-storage-quotas.ts";
 
 const initial: Migration = {
@@ -185,6 +186,7 @@ export const migrations: Record<string, Migration> = {
   "0010_artifact_owners": artifactOwnersMigration,
   "0011_telemetry_limits": telemetryLimitsMigration,
   "0012_storage_quotas": storageQuotasMigration,
+  "0013_removed_releases": removedReleasesMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -53,6 +53,28 @@ export interface NixStore {
   existingPaths(orgId: string, hashParts: string[]): Promise<Set<string>>;
   /** Whether some path of the organization is stored in the NAR file with this hash. */
   hasFile(orgId: string, fileHash: string): Promise<boolean>;
+
+  /** Every path of the organization's cache: its hash part, references (base names), NAR file and when it was added. */
+  listPathLinks(orgId: string): Promise<NixPathLink[]>;
+  /** Deletes these paths (by hash part) from the organization's cache; returns how many were deleted. */
+  deletePaths(orgId: string, hashParts: string[]): Promise<number>;
+  /**
+   * NAR files the organization uploaded, recorded before `createdBefore`, that none of its
+   * paths is stored in, at most `limit`.
+   */
+  unusedNars(orgId: string, createdBefore: number, limit: number): Promise<string[]>;
+  /** Forgets that the organization uploaded the NAR file, unless one of its paths is stored in it; whether it was forgotten. */
+  dropNar(orgId: string, fileHash: string): Promise<boolean>;
+  /** Whether any organization (but `exceptOrgId`) has uploaded the NAR file or has a path stored in it. */
+  narNeeded(fileHash: string, exceptOrgId?: string): Promise<boolean>;
+}
+
+/** A store path of an organization's cache, as garbage collection sees it. */
+export interface NixPathLink {
+  hashPart: string;
+  references: string[];
+  fileHash: string;
+  createdAt: number;
 }
 
 function toPath(r: Selectable<Database["nix_paths"]>): NixPathRow {
@@ -155,5 +177,56 @@ export class KyselyNixStore implements NixStore {
   async hasFile(orgId: string, fileHash: string): Promise<boolean> {
     const r = await this.db.selectFrom("nix_paths").select("hash_part").where("org_id", "=", orgId).where("file_hash", "=", fileHash).executeTakeFirst();
     return r !== undefined;
+  }
+
+  async listPathLinks(orgId: string): Promise<NixPathLink[]> {
+    const rows = await this.db.selectFrom("nix_paths").select(["hash_part", "refs", "file_hash", "created_at"]).where("org_id", "=", orgId).execute();
+    return rows.map((r) => ({ hashPart: r.hash_part, references: JSON.parse(r.refs) as string[], fileHash: r.file_hash, createdAt: num(r.created_at) }));
+  }
+
+  async deletePaths(orgId: string, hashParts: string[]): Promise<number> {
+    let n = 0;
+    for (let i = 0; i < hashParts.length; i += 500) {
+      const r = await this.db.deleteFrom("nix_paths").where("org_id", "=", orgId).where("hash_part", "in", hashParts.slice(i, i + 500)).executeTakeFirst();
+      n += Number(r.numDeletedRows);
+    }
+    return n;
+  }
+
+  async unusedNars(orgId: string, createdBefore: number, limit: number): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom("nix_nars")
+      .select("file_hash")
+      .where("org_id", "=", orgId)
+      .where("created_at", "<", createdBefore)
+      .where((eb) =>
+        eb.not(eb.exists(eb.selectFrom("nix_paths").select("hash_part").where("nix_paths.org_id", "=", orgId).whereRef("nix_paths.file_hash", "=", "nix_nars.file_hash"))),
+      )
+      .orderBy("created_at")
+      .limit(limit)
+      .execute();
+    return rows.map((r) => r.file_hash);
+  }
+
+  async dropNar(orgId: string, fileHash: string): Promise<boolean> {
+    const r = await this.db
+      .deleteFrom("nix_nars")
+      .where("org_id", "=", orgId)
+      .where("file_hash", "=", fileHash)
+      .where((eb) => eb.not(eb.exists(eb.selectFrom("nix_paths").select("hash_part").where("nix_paths.org_id", "=", orgId).where("nix_paths.file_hash", "=", fileHash))))
+      .executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
+  }
+
+  async narNeeded(fileHash: string, exceptOrgId?: string): Promise<boolean> {
+    let nars = this.db.selectFrom("nix_nars").select("org_id").where("file_hash", "=", fileHash);
+    let paths = this.db.selectFrom("nix_paths").select("org_id").where("file_hash", "=", fileHash);
+    if (exceptOrgId !== undefined) {
+      nars = nars.where("org_id", "!=", exceptOrgId);
+      paths = paths.where("org_id", "!=", exceptOrgId);
+    }
+    if (await nars.executeTakeFirst()) return true;
+    const path = await paths.executeTakeFirst();
+    return path !== undefined;
   }
 }

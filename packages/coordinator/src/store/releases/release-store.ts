@@ -47,6 +47,21 @@ export interface ReleaseStepRow {
   error: string;
 }
 
+/** Who needs a release: devices (names) that run it, devices told to run it, and rollouts (ids) that install it or roll back to it. */
+export interface ReleaseUsers {
+  running: string[];
+  told: string[];
+  rollouts: string[];
+}
+
+/** An artifact an organization uploaded, as its owner row says. */
+export interface ArtifactOwnerRow {
+  orgId: string;
+  sha256: string;
+  length: number;
+  createdAt: number;
+}
+
 /** Releases and their deployment to devices; every method is scoped by organization. */
 export interface ReleaseStore {
   /** Records releases; a (name, counter) the organization already has is left as it was. */
@@ -76,9 +91,39 @@ export interface ReleaseStore {
   recordReleaseStep(step: ReleaseStepRow, current?: { version: string; counter: number }): Promise<void>;
   /** The device's latest `limit` steps, oldest first. */
   listReleaseSteps(orgId: string, deviceId: string, limit: number): Promise<ReleaseStepRow[]>;
+
+  /**
+   * Who needs the release (name, counter): devices whose current release it is (`running`),
+   * devices whose desired release it is and that do not run it (`told`), and running or paused
+   * rollouts that install it or return devices to it (`rollouts`).
+   */
+  releaseUsers(orgId: string, name: string, counter: number): Promise<ReleaseUsers>;
+  /** Releases removed from the organization (see removeRelease), by name and counter. */
+  listRemovedReleases(orgId: string, name?: string): Promise<ReleaseRow[]>;
+  /** The highest counter of a release of this name, removed ones included (0: none). */
+  highestCounter(orgId: string, name: string): Promise<number>;
+  /**
+   * Deletes the release row, keeping what it was among the removed releases (its counter is
+   * never given again); devices told to run it (desired, not running it) are told to run
+   * what they run instead (their desired state for the name is dropped when that release is gone
+   * too), and their generation bumped so their Watch stream says so. Devices that run it keep
+   * their rows. Returns the names of the devices told otherwise; false when there was no such release.
+   */
+  removeRelease(orgId: string, name: string, counter: number, now: number): Promise<string[] | false>;
+  /**
+   * The organization's uploaded artifacts no release of its own names, recorded before
+   * `createdBefore` (younger ones may be on their way into a release), at most `limit`.
+   */
+  unreleasedArtifacts(orgId: string, createdBefore: number, limit: number): Promise<ArtifactOwnerRow[]>;
+  /** Forgets that the organization uploaded the artifact, unless a release of its own names it; whether it was forgotten. */
+  dropArtifactOwner(orgId: string, sha256: string): Promise<boolean>;
+  /** Whether any organization (but `exceptOrgId`) has uploaded the artifact or has a release naming it. */
+  artifactNeeded(sha256: string, exceptOrgId?: string): Promise<boolean>;
 }
 
-function toRelease(r: Selectable<Database["releases"]>): ReleaseRow {
+const ACTIVE_ROLLOUTS = ["running", "paused"];
+
+function toRelease(r: Selectable<Database["releases"]> | Selectable<Database["removed_releases"]>): ReleaseRow {
   return {
     orgId: r.org_id,
     name: r.name,
@@ -261,5 +306,142 @@ export class KyselyReleaseStore implements ReleaseStore {
       bytesTotal: num(r.bytes_total),
       error: r.error,
     }));
+  }
+
+  async releaseUsers(orgId: string, name: string, counter: number): Promise<ReleaseUsers> {
+    const rows = await this.db
+      .selectFrom("device_releases")
+      .innerJoin("devices", "devices.id", "device_releases.device_id")
+      .select(["devices.name as device", "device_releases.current_counter", "device_releases.desired_counter"])
+      .where("device_releases.org_id", "=", orgId)
+      .where("device_releases.name", "=", name)
+      .where((eb) => eb.or([eb("device_releases.current_counter", "=", counter), eb("device_releases.desired_counter", "=", counter)]))
+      .orderBy("devices.name")
+      .execute();
+    const rollouts = await this.db
+      .selectFrom("rollouts")
+      .select("id")
+      .where("org_id", "=", orgId)
+      .where("status", "in", ACTIVE_ROLLOUTS)
+      .where("release_name", "=", name)
+      .where((eb) =>
+        eb.or([
+          eb("release_counter", "=", counter),
+          eb.exists(
+            eb
+              .selectFrom("rollout_devices")
+              .select("device_id")
+              .whereRef("rollout_devices.rollout_id", "=", "rollouts.id")
+              .where((d) => d.or([d("rollout_devices.previous_counter", "=", counter), d("rollout_devices.rollback_counter", "=", counter)])),
+          ),
+        ]),
+      )
+      .orderBy("created_at")
+      .execute();
+    return {
+      running: rows.filter((r) => num(r.current_counter) === counter).map((r) => r.device),
+      told: rows.filter((r) => num(r.current_counter) !== counter).map((r) => r.device),
+      rollouts: rollouts.map((r) => r.id),
+    };
+  }
+
+  async listRemovedReleases(orgId: string, name?: string): Promise<ReleaseRow[]> {
+    let q = this.db.selectFrom("removed_releases").selectAll().where("org_id", "=", orgId);
+    if (name) q = q.where("name", "=", name);
+    return (await q.orderBy("name").orderBy("counter").execute()).map(toRelease);
+  }
+
+  async highestCounter(orgId: string, name: string): Promise<number> {
+    const max = async (table: "releases" | "removed_releases") =>
+      num((await this.db.selectFrom(table).select((eb) => eb.fn.max("counter").as("m")).where("org_id", "=", orgId).where("name", "=", name).executeTakeFirst())?.m ?? 0);
+    return Math.max(await max("releases"), await max("removed_releases"));
+  }
+
+  async removeRelease(orgId: string, name: string, counter: number, now: number): Promise<string[] | false> {
+    const notify: string[] = [];
+    const told = await this.db.transaction().execute(async (trx) => {
+      const gone = await trx.deleteFrom("releases").where("org_id", "=", orgId).where("name", "=", name).where("counter", "=", counter).returningAll().executeTakeFirst();
+      if (!gone) return false;
+      await trx
+        .insertInto("removed_releases")
+        .values({ ...gone, removed_at: now })
+        .onConflict((oc) => oc.columns(["org_id", "name", "counter"]).doNothing())
+        .execute();
+      const rows = await trx
+        .selectFrom("device_releases")
+        .innerJoin("devices", "devices.id", "device_releases.device_id")
+        .select(["device_releases.device_id", "devices.name as device", "device_releases.current_counter"])
+        .where("device_releases.org_id", "=", orgId)
+        .where("device_releases.name", "=", name)
+        .where("device_releases.desired_counter", "=", counter)
+        .where("device_releases.current_counter", "!=", counter)
+        .orderBy("devices.name")
+        .execute();
+      for (const r of rows) {
+        const current = await trx
+          .selectFrom("releases")
+          .selectAll()
+          .where("org_id", "=", orgId)
+          .where("name", "=", name)
+          .where("counter", "=", num(r.current_counter))
+          .executeTakeFirst();
+        const put = current ? await putDesiredRelease(trx, this.adapter, orgId, r.device_id, toRelease(current), now) : false;
+        if (!put) {
+          await trx.deleteFrom("device_releases").where("org_id", "=", orgId).where("device_id", "=", r.device_id).where("name", "=", name).execute();
+          await trx
+            .updateTable("devices")
+            .set((eb) => ({ generation: eb("generation", "+", 1), updated_at: now }))
+            .where("org_id", "=", orgId)
+            .where("id", "=", r.device_id)
+            .execute();
+          await this.adapter.notifyInTransaction(trx, orgId, r.device_id);
+        }
+        notify.push(r.device_id);
+      }
+      return rows.map((r) => r.device);
+    });
+    for (const id of notify) this.adapter.notifyAfterCommit(orgId, id);
+    return told;
+  }
+
+  async unreleasedArtifacts(orgId: string, createdBefore: number, limit: number): Promise<ArtifactOwnerRow[]> {
+    const rows = await this.db
+      .selectFrom("artifact_owners")
+      .selectAll()
+      .where("org_id", "=", orgId)
+      .where("created_at", "<", createdBefore)
+      .where((eb) =>
+        eb.not(
+          eb.exists(
+            eb.selectFrom("releases").select("name").where("releases.org_id", "=", orgId).whereRef("releases.sha256", "=", "artifact_owners.sha256"),
+          ),
+        ),
+      )
+      .orderBy("created_at")
+      .limit(limit)
+      .execute();
+    return rows.map((r) => ({ orgId: r.org_id, sha256: r.sha256, length: num(r.length), createdAt: num(r.created_at) }));
+  }
+
+  async dropArtifactOwner(orgId: string, sha256: string): Promise<boolean> {
+    const r = await this.db
+      .deleteFrom("artifact_owners")
+      .where("org_id", "=", orgId)
+      .where("sha256", "=", sha256)
+      .where((eb) => eb.not(eb.exists(eb.selectFrom("releases").select("name").where("releases.org_id", "=", orgId).where("releases.sha256", "=", sha256))))
+      .executeTakeFirst();
+    return Number(r.numDeletedRows) > 0;
+  }
+
+  async artifactNeeded(sha256: string, exceptOrgId?: string): Promise<boolean> {
+    let owners = this.db.selectFrom("artifact_owners").select("org_id").where("sha256", "=", sha256);
+    let releases = this.db.selectFrom("releases").select("org_id").where("sha256", "=", sha256);
+    if (exceptOrgId !== undefined) {
+      owners = owners.where("org_id", "!=", exceptOrgId);
+      releases = releases.where("org_id", "!=", exceptOrgId);
+    }
+    if (await owners.executeTakeFirst()) return true;
+    const release = await releases.executeTakeFirst();
+    return release !== undefined;
   }
 }

@@ -1,4 +1,4 @@
-/** Tables of signed releases (migrations 0004_releases, 0010_artifact_owners). Times are ms; JSON as text. */
+/** Tables of signed releases (migrations 0004_releases, 0010_artifact_owners, 0013_removed_releases). Times are ms; JSON as text. */
 export interface ReleaseTables {
   releases: {
     org_id: string;
@@ -37,6 +37,20 @@ export interface ReleaseTables {
     bytes_done: number;
     bytes_total: number;
     error: string;
+  };
+  /** Releases removed with `release rm` (migration 0013_removed_releases): their counters are never given again. */
+  removed_releases: {
+    org_id: string;
+    name: string;
+    counter: number;
+    version: string;
+    kind: string;
+    target_path: string;
+    sha256: string;
+    length: number;
+    meta: string;
+    created_at: number;
+    removed_at: number;
   };
   /** Organizations that uploaded an artifact's bytes themselves, and so may release it. */
   artifact_owners: {

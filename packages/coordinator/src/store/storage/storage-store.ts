@@ -53,6 +53,8 @@ export interface StorageStore {
    * is charged for already is not charged again. Returns whether it was charged now.
    */
   commit(orgId: string, uploadKey: string, charge: StorageCharge, now: number): Promise<boolean>;
+  /** Ends the organization's charge for the object and gives its bytes back; returns them (0: it was not charged). */
+  uncharge(orgId: string, kind: StorageCharge["kind"], key: string): Promise<number>;
   /**
    * Reservations (of every organization) whose key starts with `keyPrefix` (lowercase letters,
    * digits and colons) and that were last
@@ -161,6 +163,22 @@ export class KyselyStorageStore implements StorageStore {
       const charged = Number(r.numInsertedOrUpdatedRows ?? 0) > 0;
       await this.add(trx, orgId, charged ? charge.bytes : 0, -held);
       return charged;
+    });
+  }
+
+  uncharge(orgId: string, kind: StorageCharge["kind"], key: string): Promise<number> {
+    return this.db.transaction().execute(async (trx) => {
+      await this.lockUsage(trx, orgId);
+      const r = await trx
+        .deleteFrom("storage_charges")
+        .where("org_id", "=", orgId)
+        .where("kind", "=", kind)
+        .where("object_key", "=", key)
+        .returning("bytes")
+        .executeTakeFirst();
+      const bytes = r ? num(r.bytes) : 0;
+      await this.add(trx, orgId, -bytes, 0);
+      return bytes;
     });
   }
 

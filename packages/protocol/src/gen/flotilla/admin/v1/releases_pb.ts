@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/releases.proto.
  */
 export const file_flotilla_admin_v1_releases: GenFile = /*@__PURE__*/
-  fileDesc("CiBmbG90aWxsYS9hZG1pbi92MS9yZWxlYXNlcy5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiFgoUR2V0UmVwb3NpdG9yeVJlcXVlc3QiVAoVR2V0UmVwb3NpdG9yeVJlc3BvbnNlEhEKCXJvb3RfanNvbhgBIAEoCRIUCgx0YXJnZXRzX2pzb24YAiABKAkSEgoKb25saW5lX2tleRgDIAEoCSI8ChFVcGRhdGVSb290UmVxdWVzdBIRCglyb290X2pzb24YASABKAkSFAoMdGFyZ2V0c19qc29uGAIgASgJIiUKElVwZGF0ZVJvb3RSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEIi0KFVB1Ymxpc2hUYXJnZXRzUmVxdWVzdBIUCgx0YXJnZXRzX2pzb24YASABKAkiVAoWUHVibGlzaFRhcmdldHNSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEEikKBWFkZGVkGAIgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuUmVsZWFzZSK/AQoHUmVsZWFzZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDwoHY291bnRlchgDIAEoBBIMCgRraW5kGAQgASgJEhMKC3RhcmdldF9wYXRoGAUgASgJEg4KBnNoYTI1NhgGIAEoCRIOCgZsZW5ndGgYByABKAQSEQoJbWV0YV9qc29uGAggASgJEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiMKE0xpc3RSZWxlYXNlc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJEChRMaXN0UmVsZWFzZXNSZXNwb25zZRIsCghyZWxlYXNlcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2UiRQoURGVwbG95UmVsZWFzZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSJXChVEZXBsb3lSZWxlYXNlUmVzcG9uc2USKwoHcmVsZWFzZRgBIAEoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2USEQoJZGV2aWNlX2lkGAIgASgJIjkKGEdldERldmljZVJlbGVhc2VzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSDQoFbGltaXQYAiABKA0iyQEKDURldmljZVJlbGVhc2USDAoEbmFtZRgBIAEoCRIXCg9jdXJyZW50X3ZlcnNpb24YAiABKAkSFwoPY3VycmVudF9jb3VudGVyGAMgASgEEhcKD2Rlc2lyZWRfdmVyc2lvbhgEIAEoCRIXCg9kZXNpcmVkX2NvdW50ZXIYBSABKAQSFgoOZGVzaXJlZF90YXJnZXQYBiABKAkSLgoKZGVzaXJlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioAEKC1JlbGVhc2VTdGVwEigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBG5hbWUYAiABKAkSEwoLdGFyZ2V0X3BhdGgYAyABKAkSDAoEc3RlcBgEIAEoCRISCgpieXRlc19kb25lGAUgASgEEhMKC2J5dGVzX3RvdGFsGAYgASgEEg0KBWVycm9yGAcgASgJIpEBChlHZXREZXZpY2VSZWxlYXNlc1Jlc3BvbnNlEhEKCWRldmljZV9pZBgBIAEoCRIyCghyZWxlYXNlcxgCIAMoCzIgLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZVJlbGVhc2USLQoFc3RlcHMYAyADKAsyHi5mbG90aWxsYS5hZG1pbi52MS5SZWxlYXNlU3RlcDLrBAoOUmVsZWFzZVNlcnZpY2USYgoNR2V0UmVwb3NpdG9yeRInLmZsb3RpbGxhLmFkbWluLnYxLkdldFJlcG9zaXRvcnlSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuR2V0UmVwb3NpdG9yeVJlc3BvbnNlElkKClVwZGF0ZVJvb3QSJC5mbG90aWxsYS5hZG1pbi52MS5VcGRhdGVSb290UmVxdWVzdBolLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZVJvb3RSZXNwb25zZRJlCg5QdWJsaXNoVGFyZ2V0cxIoLmZsb3RpbGxhLmFkbWluLnYxLlB1Ymxpc2hUYXJnZXRzUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlB1Ymxpc2hUYXJnZXRzUmVzcG9uc2USXwoMTGlzdFJlbGVhc2VzEiYuZmxvdGlsbGEuYWRtaW4udjEuTGlzdFJlbGVhc2VzUmVxdWVzdBonLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RSZWxlYXNlc1Jlc3BvbnNlEmIKDURlcGxveVJlbGVhc2USJy5mbG90aWxsYS5hZG1pbi52MS5EZXBsb3lSZWxlYXNlUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkRlcGxveVJlbGVhc2VSZXNwb25zZRJuChFHZXREZXZpY2VSZWxlYXNlcxIrLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlbGVhc2VzUmVxdWVzdBosLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlbGVhc2VzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("CiBmbG90aWxsYS9hZG1pbi92MS9yZWxlYXNlcy5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiFgoUR2V0UmVwb3NpdG9yeVJlcXVlc3QiVAoVR2V0UmVwb3NpdG9yeVJlc3BvbnNlEhEKCXJvb3RfanNvbhgBIAEoCRIUCgx0YXJnZXRzX2pzb24YAiABKAkSEgoKb25saW5lX2tleRgDIAEoCSI8ChFVcGRhdGVSb290UmVxdWVzdBIRCglyb290X2pzb24YASABKAkSFAoMdGFyZ2V0c19qc29uGAIgASgJIiUKElVwZGF0ZVJvb3RSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEIi0KFVB1Ymxpc2hUYXJnZXRzUmVxdWVzdBIUCgx0YXJnZXRzX2pzb24YASABKAkiVAoWUHVibGlzaFRhcmdldHNSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEEikKBWFkZGVkGAIgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuUmVsZWFzZSK/AQoHUmVsZWFzZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDwoHY291bnRlchgDIAEoBBIMCgRraW5kGAQgASgJEhMKC3RhcmdldF9wYXRoGAUgASgJEg4KBnNoYTI1NhgGIAEoCRIOCgZsZW5ndGgYByABKAQSEQoJbWV0YV9qc29uGAggASgJEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiMKE0xpc3RSZWxlYXNlc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJxChRMaXN0UmVsZWFzZXNSZXNwb25zZRIsCghyZWxlYXNlcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2USKwoHcmVtb3ZlZBgCIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2UiRQoURGVwbG95UmVsZWFzZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSJXChVEZXBsb3lSZWxlYXNlUmVzcG9uc2USKwoHcmVsZWFzZRgBIAEoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2USEQoJZGV2aWNlX2lkGAIgASgJIjkKGEdldERldmljZVJlbGVhc2VzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSDQoFbGltaXQYAiABKA0iyQEKDURldmljZVJlbGVhc2USDAoEbmFtZRgBIAEoCRIXCg9jdXJyZW50X3ZlcnNpb24YAiABKAkSFwoPY3VycmVudF9jb3VudGVyGAMgASgEEhcKD2Rlc2lyZWRfdmVyc2lvbhgEIAEoCRIXCg9kZXNpcmVkX2NvdW50ZXIYBSABKAQSFgoOZGVzaXJlZF90YXJnZXQYBiABKAkSLgoKZGVzaXJlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioAEKC1JlbGVhc2VTdGVwEigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBG5hbWUYAiABKAkSEwoLdGFyZ2V0X3BhdGgYAyABKAkSDAoEc3RlcBgEIAEoCRISCgpieXRlc19kb25lGAUgASgEEhMKC2J5dGVzX3RvdGFsGAYgASgEEg0KBWVycm9yGAcgASgJIpEBChlHZXREZXZpY2VSZWxlYXNlc1Jlc3BvbnNlEhEKCWRldmljZV9pZBgBIAEoCRIyCghyZWxlYXNlcxgCIAMoCzIgLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZVJlbGVhc2USLQoFc3RlcHMYAyADKAsyHi5mbG90aWxsYS5hZG1pbi52MS5SZWxlYXNlU3RlcCJaChRSZW1vdmVSZWxlYXNlUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDQoFZm9yY2UYAyABKAgSFAoMdGFyZ2V0c19qc29uGAQgASgJInwKFVJlbW92ZVJlbGVhc2VSZXNwb25zZRIrCgdyZWxlYXNlGAEgASgLMhouZmxvdGlsbGEuYWRtaW4udjEuUmVsZWFzZRIPCgdydW5uaW5nGAIgAygJEgwKBHRvbGQYAyADKAkSFwoPdGFyZ2V0c192ZXJzaW9uGAQgASgEIigKFUNvbGxlY3RHYXJiYWdlUmVxdWVzdBIPCgdkcnlfcnVuGAEgASgIIlQKDUdhcmJhZ2VSZXBvcnQSEQoJYXJ0aWZhY3RzGAEgASgEEgwKBG5hcnMYAiABKAQSEwoLc3RvcmVfcGF0aHMYAyABKAQSDQoFYnl0ZXMYBCABKAQijwEKFkNvbGxlY3RHYXJiYWdlUmVzcG9uc2USNgoMb3JnYW5pemF0aW9uGAEgASgLMiAuZmxvdGlsbGEuYWRtaW4udjEuR2FyYmFnZVJlcG9ydBIVCg1maWxlc19kZWxldGVkGAIgASgEEhUKDWJ5dGVzX2RlbGV0ZWQYAyABKAQSDwoHZHJ5X3J1bhgEIAEoCDK2BgoOUmVsZWFzZVNlcnZpY2USYgoNR2V0UmVwb3NpdG9yeRInLmZsb3RpbGxhLmFkbWluLnYxLkdldFJlcG9zaXRvcnlSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuR2V0UmVwb3NpdG9yeVJlc3BvbnNlElkKClVwZGF0ZVJvb3QSJC5mbG90aWxsYS5hZG1pbi52MS5VcGRhdGVSb290UmVxdWVzdBolLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZVJvb3RSZXNwb25zZRJlCg5QdWJsaXNoVGFyZ2V0cxIoLmZsb3RpbGxhLmFkbWluLnYxLlB1Ymxpc2hUYXJnZXRzUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlB1Ymxpc2hUYXJnZXRzUmVzcG9uc2USXwoMTGlzdFJlbGVhc2VzEiYuZmxvdGlsbGEuYWRtaW4udjEuTGlzdFJlbGVhc2VzUmVxdWVzdBonLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RSZWxlYXNlc1Jlc3BvbnNlEmIKDURlcGxveVJlbGVhc2USJy5mbG90aWxsYS5hZG1pbi52MS5EZXBsb3lSZWxlYXNlUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkRlcGxveVJlbGVhc2VSZXNwb25zZRJuChFHZXREZXZpY2VSZWxlYXNlcxIrLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlbGVhc2VzUmVxdWVzdBosLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlbGVhc2VzUmVzcG9uc2USYgoNUmVtb3ZlUmVsZWFzZRInLmZsb3RpbGxhLmFkbWluLnYxLlJlbW92ZVJlbGVhc2VSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuUmVtb3ZlUmVsZWFzZVJlc3BvbnNlEmUKDkNvbGxlY3RHYXJiYWdlEiguZmxvdGlsbGEuYWRtaW4udjEuQ29sbGVjdEdhcmJhZ2VSZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuQ29sbGVjdEdhcmJhZ2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message flotilla.admin.v1.GetRepositoryRequest
@@ -228,6 +228,14 @@ export type ListReleasesResponse = Message<"flotilla.admin.v1.ListReleasesRespon
    * @generated from field: repeated flotilla.admin.v1.Release releases = 1;
    */
   releases: Release[];
+
+  /**
+   * Releases removed with RemoveRelease (of the name asked for, if any): their counters are
+   * never given again, so a new release's counter must be above them too.
+   *
+   * @generated from field: repeated flotilla.admin.v1.Release removed = 2;
+   */
+  removed: Release[];
 };
 
 /**
@@ -444,6 +452,175 @@ export const GetDeviceReleasesResponseSchema: GenMessage<GetDeviceReleasesRespon
   messageDesc(file_flotilla_admin_v1_releases, 14);
 
 /**
+ * @generated from message flotilla.admin.v1.RemoveReleaseRequest
+ */
+export type RemoveReleaseRequest = Message<"flotilla.admin.v1.RemoveReleaseRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * A version, or #<counter>.
+   *
+   * @generated from field: string version = 2;
+   */
+  version: string;
+
+  /**
+   * Remove it although devices run it or are told to run it.
+   *
+   * @generated from field: bool force = 3;
+   */
+  force: boolean;
+
+  /**
+   * The next targets version, signed by the targets threshold, without the release's target and
+   * otherwise unchanged. Empty: check only, change nothing.
+   *
+   * @generated from field: string targets_json = 4;
+   */
+  targetsJson: string;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.RemoveReleaseRequest.
+ * Use `create(RemoveReleaseRequestSchema)` to create a new message.
+ */
+export const RemoveReleaseRequestSchema: GenMessage<RemoveReleaseRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_releases, 15);
+
+/**
+ * @generated from message flotilla.admin.v1.RemoveReleaseResponse
+ */
+export type RemoveReleaseResponse = Message<"flotilla.admin.v1.RemoveReleaseResponse"> & {
+  /**
+   * @generated from field: flotilla.admin.v1.Release release = 1;
+   */
+  release?: Release | undefined;
+
+  /**
+   * Devices (names) that run the release (kept running it).
+   *
+   * @generated from field: repeated string running = 2;
+   */
+  running: string[];
+
+  /**
+   * Devices (names) told to run it but not running it: their desired release of this name was
+   * set back to the one they run (or cleared when that one is gone).
+   *
+   * @generated from field: repeated string told = 3;
+   */
+  told: string[];
+
+  /**
+   * The targets version published (0: check only).
+   *
+   * @generated from field: uint64 targets_version = 4;
+   */
+  targetsVersion: bigint;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.RemoveReleaseResponse.
+ * Use `create(RemoveReleaseResponseSchema)` to create a new message.
+ */
+export const RemoveReleaseResponseSchema: GenMessage<RemoveReleaseResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_releases, 16);
+
+/**
+ * @generated from message flotilla.admin.v1.CollectGarbageRequest
+ */
+export type CollectGarbageRequest = Message<"flotilla.admin.v1.CollectGarbageRequest"> & {
+  /**
+   * Report what would be deleted, delete nothing.
+   *
+   * @generated from field: bool dry_run = 1;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.CollectGarbageRequest.
+ * Use `create(CollectGarbageRequestSchema)` to create a new message.
+ */
+export const CollectGarbageRequestSchema: GenMessage<CollectGarbageRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_releases, 17);
+
+/**
+ * @generated from message flotilla.admin.v1.GarbageReport
+ */
+export type GarbageReport = Message<"flotilla.admin.v1.GarbageReport"> & {
+  /**
+   * The organization's artifacts (uploads no release names) given up.
+   *
+   * @generated from field: uint64 artifacts = 1;
+   */
+  artifacts: bigint;
+
+  /**
+   * The organization's NARs (and store paths) no NixOS release needs, given up.
+   *
+   * @generated from field: uint64 nars = 2;
+   */
+  nars: bigint;
+
+  /**
+   * @generated from field: uint64 store_paths = 3;
+   */
+  storePaths: bigint;
+
+  /**
+   * Bytes of the organization's storage quota given back.
+   *
+   * @generated from field: uint64 bytes = 4;
+   */
+  bytes: bigint;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.GarbageReport.
+ * Use `create(GarbageReportSchema)` to create a new message.
+ */
+export const GarbageReportSchema: GenMessage<GarbageReport> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_releases, 18);
+
+/**
+ * @generated from message flotilla.admin.v1.CollectGarbageResponse
+ */
+export type CollectGarbageResponse = Message<"flotilla.admin.v1.CollectGarbageResponse"> & {
+  /**
+   * @generated from field: flotilla.admin.v1.GarbageReport organization = 1;
+   */
+  organization?: GarbageReport | undefined;
+
+  /**
+   * Files deleted from the coordinator's disk (needed by no organization any more) and their bytes.
+   *
+   * @generated from field: uint64 files_deleted = 2;
+   */
+  filesDeleted: bigint;
+
+  /**
+   * @generated from field: uint64 bytes_deleted = 3;
+   */
+  bytesDeleted: bigint;
+
+  /**
+   * @generated from field: bool dry_run = 4;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.CollectGarbageResponse.
+ * Use `create(CollectGarbageResponseSchema)` to create a new message.
+ */
+export const CollectGarbageResponseSchema: GenMessage<CollectGarbageResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_releases, 19);
+
+/**
  * Signed releases (docs/architecture.md, decision 3). The coordinator hosts each
  * organization's TUF repository; admins sign root and targets on their own machines and
  * upload the signed metadata here. Artifacts are uploaded over HTTP (see docs/releases.md),
@@ -509,6 +686,29 @@ export const ReleaseService: GenService<{
     methodKind: "unary";
     input: typeof GetDeviceReleasesRequestSchema;
     output: typeof GetDeviceReleasesResponseSchema;
+  },
+  /**
+   * Removes a release: refused while a device runs it or is told to (unless forced), and while a
+   * running or paused rollout installs it or rolls back to it (even forced). Without
+   * targets_json only checks, and names the target path the next targets version must drop.
+   *
+   * @generated from rpc flotilla.admin.v1.ReleaseService.RemoveRelease
+   */
+  removeRelease: {
+    methodKind: "unary";
+    input: typeof RemoveReleaseRequestSchema;
+    output: typeof RemoveReleaseResponseSchema;
+  },
+  /**
+   * Deletes the artifacts and NARs the organization stored that no release needs, giving their
+   * room in its storage quota back; files no organization needs any more leave the disk.
+   *
+   * @generated from rpc flotilla.admin.v1.ReleaseService.CollectGarbage
+   */
+  collectGarbage: {
+    methodKind: "unary";
+    input: typeof CollectGarbageRequestSchema;
+    output: typeof CollectGarbageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_flotilla_admin_v1_releases, 0);
