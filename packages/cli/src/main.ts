@@ -10,6 +10,7 @@ import { registerOrgCommands } from "./commands/org.ts";
 import { registerReleaseCommands } from "./commands/release.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import { registerRolloutCommands } from "./commands/rollout.ts";
+import { registerSimCommand } from "./commands/sim.ts";
 import type { Run } from "./run.ts";
 import { registerTunnelCommands } from "./commands/tunnel.ts";
 import { registerUpCommand } from "./commands/up.ts";
@@ -63,6 +64,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   registerTunnelCommands(program, cli, run);
   registerReleaseCommands(program, cli, run);
   registerRolloutCommands(program, cli, run);
+  registerSimCommand(program, cli, env, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });
