@@ -5,6 +5,7 @@
  * installed everywhere, and a status line now and then.
  */
 import type { ChildProcess } from "node:child_process";
+import { parseJoinString } from "@flotilla/protocol";
 import { SimSlice, type SimOptions, type SliceStats } from "./slice.ts";
 
 /** What a worker process is given (as JSON in its environment). */
@@ -90,6 +91,7 @@ export interface SimulationOptions {
  * when a worker fails (e.g. its devices could not enroll).
  */
 export async function runSimulation(opts: SimOptions, run: SimulationOptions, signal: AbortSignal, out: (line: string) => void): Promise<void> {
+  parseJoinString(opts.join); // a bad join string is one error here, not one per worker
   const n = opts.devices;
   const workers = Math.max(1, Math.min(run.workers, n));
   const latest: SliceStats[] = Array.from({ length: workers }, () => sum([]));
