@@ -12,6 +12,7 @@ import { registerGcCommand } from "./commands/gc.ts";
 import { registerReleaseCommands } from "./commands/release.ts";
 import { registerRoleCommands } from "./commands/roles.ts";
 import { registerRolloutCommands } from "./commands/rollout.ts";
+import { registerSimCommand } from "./commands/sim.ts";
 import type { Run } from "./run.ts";
 import { registerTunnelCommands } from "./commands/tunnel.ts";
 import { registerUpCommand } from "./commands/up.ts";
@@ -67,6 +68,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
   registerRolloutCommands(program, cli, run);
   registerGcCommand(program, cli, run);
   registerCompletionCommand(program, run);
+  registerSimCommand(program, cli, env, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });

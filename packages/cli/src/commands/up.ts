@@ -12,6 +12,16 @@ import { agentActivators } from "../roles/activators.ts";
 import type { Run } from "../run.ts";
 import { stopSignal, waitForAbort } from "../signals.ts";
 import { joinStringNamingRoot, verifiedRepository } from "../signing/trusted-root.ts";
+import { UsageError } from "../errors.ts";
+import { simOptions } from "./sim.ts";
+
+/** `up --sim n`: n simulated devices in this process, kept in <data-dir>/sim so a restart brings the same ones back. */
+async function startSim(client: Awaited<ReturnType<typeof adminClient>>, dataDir: string, devices: number, signal: AbortSignal, out: (text: string) => void): Promise<void> {
+  const { runSimulation, simOptionSpecs } = await import("@flotilla/agent/sim");
+  const token = await client.createJoinToken({ usesAllowed: devices, expiresInSeconds: 7n * 86400n, autoApprove: true, labels: { sim: "true" } });
+  const v = loadConfig(simOptionSpecs, { flags: { join: token.joinString, devices, stateDir: join(dataDir, "sim"), statusInterval: 0 }, env: {} }).values;
+  await runSimulation(simOptions(v), { workers: 1, statusIntervalMs: 0, fork: () => { throw new Error("up --sim runs in one process"); } }, signal, (line) => out(`${line}\n`));
+}
 
 /**
  * Whoever can run `flotilla up` in this folder owns its data directory, so the local admin key
@@ -63,12 +73,15 @@ export function registerUpCommand(program: Command, cli: () => CliConfig, env: R
     .description("a coordinator with its embedded database in ./.flotilla, a local agent enrolled, and you logged in as owner")
     .option("--data-dir <dir>", "the coordinator's data directory", ".flotilla")
     .option("--listen <host:port>", "where the coordinator listens", "127.0.0.1:7700")
-    .action((opts: { dataDir: string; listen: string }) =>
+    .option("--sim <n>", "also simulate n devices (label sim=true), as `flotilla sim` does; the same ones again on the next start")
+    .action((opts: { dataDir: string; listen: string; sim?: string }) =>
       run(async (out) => {
         const stop = stopSignal();
         const { startCoordinator } = await import("@flotilla/coordinator");
         const { runAgent, StateDir } = await import("@flotilla/agent");
         const dataDir = resolve(opts.dataDir);
+        const simDevices = opts.sim === undefined ? 0 : Number(opts.sim);
+        if (!Number.isInteger(simDevices) || simDevices < 0 || simDevices > 100_000) throw new UsageError(`invalid --sim ${JSON.stringify(opts.sim)}: expected a number of devices`);
         const config = loadConfig(coordinatorOptionSpecs, { flags: { dataDir, listen: opts.listen }, env });
         const c = await startCoordinator(config.values);
         try {
@@ -106,9 +119,10 @@ export function registerUpCommand(program: Command, cli: () => CliConfig, env: R
               "",
             ].join("\n"),
           );
-          await Promise.race([waitForAbort(stop), agentDone]);
+          const simDone = simDevices > 0 ? startSim(client, dataDir, simDevices, agentStop.signal, out) : undefined;
+          await Promise.race([waitForAbort(stop), agentDone, ...(simDone ? [simDone] : [])]);
           agentStop.abort();
-          await agentDone;
+          await Promise.all([agentDone, simDone]);
         } finally {
           await c.close();
         }

@@ -1,0 +1,223 @@
+/**
+ * Fleet scale: a real coordinator process (SQLite, default keep-alive and offline timings) and
+ * `flotilla sim` with N simulated devices in worker processes, for each fleet size given.
+ *
+ *   (a) connected idle devices: the coordinator's RSS and CPU over a window, beside the same
+ *       coordinator with no device connected (measured first, in the same run);
+ *   (b) a one-wave rollout to every device (7 release steps each): wall time from `rollout
+ *       start` until it completed, the time until every device had the release in its desired
+ *       state (fan-out), and the coordinator's CPU per device; then the growth factor of each
+ *       between the smallest and the largest fleet size.
+ *
+ * Figures are printed as a table and written as JSON (bench/results/). Asserts nothing about
+ * speed. Every run is bounded: each wait has a deadline, and the simulator and coordinator are
+ * stopped at the end.
+ *
+ *   npm run bench -- fleet                          # 200 and 1000 devices
+ *   npm run bench -- fleet --devices 1000,10000     # or BENCH_FLEET_DEVICES=1000,10000
+ *   BENCH_FLEET_IDLE_S=30                           # idle measuring window (default 20 s)
+ *   BENCH_FLEET_ROLLOUT_S=1800                      # give up waiting for a rollout after (default 900 s)
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { Fleet } from "../test/e2e/support/fleet.ts";
+import { publish } from "../test/e2e/support/rollouts.ts";
+import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
+
+const CLK_TCK = 100; // Linux USER_HZ
+const IDLE_S = Number(process.env.BENCH_FLEET_IDLE_S ?? 20);
+const ROLLOUT_S = Number(process.env.BENCH_FLEET_ROLLOUT_S ?? 900);
+
+/** Fleet sizes from `--devices a,b` or BENCH_FLEET_DEVICES, default 200,1000. */
+export function fleetSizes(argv = process.argv.slice(2)): number[] {
+  const i = argv.findIndex((a) => a === "--devices" || a.startsWith("--devices="));
+  const text = i < 0 ? (process.env.BENCH_FLEET_DEVICES ?? "200,1000") : argv[i]!.includes("=") ? argv[i]!.split("=")[1]! : argv[i + 1] ?? "";
+  const sizes = text.split(",").map((s) => Number(s.trim()));
+  if (sizes.length === 0 || sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`invalid fleet sizes ${JSON.stringify(text)}: expected e.g. 200,1000`);
+  return sizes;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime (fields 14 and 15)
+}
+
+/** Resident memory in MiB, from /proc. */
+async function rssMiB(pid: number): Promise<number> {
+  const m = /VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, "utf8"));
+  return Number(m?.[1] ?? 0) / 1024;
+}
+
+/** A process and its children (the simulator's workers). */
+async function treeCpuSeconds(pid: number): Promise<number> {
+  let total = await cpuSeconds(pid).catch(() => 0);
+  const children = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => "");
+  for (const c of children.split(" ").filter(Boolean)) total += await treeCpuSeconds(Number(c));
+  return total;
+}
+
+/** CPU (as a share of one core) and RSS of the coordinator over `seconds`. */
+async function window(coordinator: number, sim: number | undefined, seconds: number) {
+  const c0 = await cpuSeconds(coordinator);
+  const s0 = sim ? await treeCpuSeconds(sim) : 0;
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const wall = (performance.now() - t0) / 1000;
+  return {
+    coordinatorCpu: (await cpuSeconds(coordinator) - c0) / wall,
+    simCpu: sim ? ((await treeCpuSeconds(sim)) - s0) / wall : 0,
+    rssMiB: await rssMiB(coordinator),
+  };
+}
+
+export interface FleetResult {
+  devices: number;
+  /** Coordinator with no device connected. */
+  empty: { cpuCores: number; rssMiB: number };
+  enrollSeconds: number;
+  idle: { cpuCores: number; rssMiB: number; rssPerDeviceKiB: number; cpuMsPerDevicePerMinute: number; simCpuCores: number };
+  rollout: {
+    /** Until it completed, or until the deadline when it did not finish (then `finished` is false). */
+    wallSeconds: number;
+    fanOutSeconds: number;
+    coordinatorCpuSeconds: number;
+    cpuMsPerDevice: number;
+    cpuMsPerDeviceAboveIdle: number;
+    finished: boolean;
+    healthy: number;
+    failed: number;
+    /** "shedding load" warnings the coordinator logged during the rollout. */
+    shedWarnings: number;
+  };
+}
+
+async function measure(devices: number, log: (line: string) => void): Promise<FleetResult> {
+  const sb = new Sandbox();
+  try {
+    // Production timings, not the tests' fast ones: keep-alives every 15 s.
+    const fleet = await new Fleet(sb, ["--keepalive-ms", "15000", "--offline-after-ms", "45000"]).start();
+    const coord = fleet.coordinator.child.pid!;
+    const r = await fleet.admin(["signing-key", "add"]);
+    if (r.code !== 0) throw new Error(`signing-key add failed: ${r.stderr}`);
+    await publish(fleet, sb, "webapp", "2.0.0");
+
+    log(`  ${devices} devices: measuring the empty coordinator (${IDLE_S} s)`);
+    const empty = await window(coord, undefined, IDLE_S);
+
+    const join = await fleet.joinToken(["--auto-approve", "--uses", "0", "--labels", "env=bench"]);
+    const enrollStart = performance.now();
+    const sim = sb.spawn(["sim", "--join", join, "--devices", String(devices), "--status-interval", "0", "--seed", "1"], {}, "sim");
+    await sim.waitForOutput(new RegExp(`sim: all ${devices} devices online`), 30 * 60_000);
+    const enrollSeconds = (performance.now() - enrollStart) / 1000;
+    log(`  ${devices} devices: all online after ${enrollSeconds.toFixed(1)} s; measuring idle (${IDLE_S} s)`);
+    const idle = await window(coord, sim.child.pid, IDLE_S);
+
+    log(`  ${devices} devices: one-wave rollout`);
+    const c0 = await cpuSeconds(coord);
+    const t0 = Date.now();
+    const started = await fleet.admin(["rollout", "start", "webapp@2.0.0", "--selector", "env=bench", "--waves", "100%", "--failure-threshold", String(devices), "--json"]);
+    if (started.code !== 0) throw new Error(`rollout start failed: ${started.stderr}`);
+    const id = (JSON.parse(started.stdout) as { id: string }).id;
+    // Polls the rollout list (waves' counts, no device rows) until it finished or the deadline.
+    const shedBefore = (fleet.coordinator.output.match(/shedding load/g) ?? []).length;
+    let last: { status: string; waves: { healthy: number; failed: number }[] } | undefined;
+    const deadline = Date.now() + ROLLOUT_S * 1000;
+    while (Date.now() < deadline) {
+      const ls = await fleet.admin(["rollout", "ls", "--json"]);
+      if (ls.code === 0) {
+        last = (JSON.parse(ls.stdout) as { id: string; status: string; waves: { healthy: number; failed: number }[] }[]).find((x) => x.id === id);
+        if (last && last.status !== "running") break;
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+    const t1 = Date.now();
+    const cpu = (await cpuSeconds(coord)) - c0;
+    const finished = last !== undefined && last.status !== "running";
+    const healthy = last?.waves.reduce((n, w) => n + w.healthy, 0) ?? 0;
+    const failed = last?.waves.reduce((n, w) => n + w.failed, 0) ?? 0;
+    const shed = (fleet.coordinator.output.match(/shedding load/g) ?? []).length - shedBefore;
+    const received = await sim.waitForOutput(/sim: all \d+ devices received \S+ \(the last at (\S+)\)/, 60_000).catch(() => undefined);
+    const wallSeconds = (t1 - t0) / 1000;
+    const result: FleetResult = {
+      devices,
+      empty: { cpuCores: empty.coordinatorCpu, rssMiB: empty.rssMiB },
+      enrollSeconds,
+      idle: {
+        cpuCores: idle.coordinatorCpu,
+        rssMiB: idle.rssMiB,
+        rssPerDeviceKiB: ((idle.rssMiB - empty.rssMiB) * 1024) / devices,
+        cpuMsPerDevicePerMinute: ((idle.coordinatorCpu - empty.coordinatorCpu) * 60_000) / devices,
+        simCpuCores: idle.simCpu,
+      },
+      rollout: {
+        wallSeconds,
+        fanOutSeconds: received ? (Date.parse(received[1]!) - t0) / 1000 : NaN,
+        coordinatorCpuSeconds: cpu,
+        cpuMsPerDevice: (cpu * 1000) / devices,
+        cpuMsPerDeviceAboveIdle: ((cpu - idle.coordinatorCpu * wallSeconds) * 1000) / devices,
+        finished,
+        healthy,
+        failed,
+        shedWarnings: shed,
+      },
+    };
+    const code = await sim.stop("SIGTERM");
+    if (code !== 0) throw new Error(`the simulator exited ${code}: ${sim.stderr}`);
+    return result;
+  } finally {
+    await sb.cleanup();
+  }
+}
+
+const f = (n: number, digits = 1) => n.toFixed(digits);
+
+/** The table of results, one column per fleet size, and the growth factor from the first to the last. */
+export function fleetTable(results: FleetResult[]): string[] {
+  const first = results[0]!;
+  const last = results[results.length - 1]!;
+  const growth = results.length > 1 ? `x${last.devices / first.devices} devices` : "";
+  const rows: [string, (r: FleetResult) => number, number][] = [
+    ["empty coordinator CPU (cores)", (r) => r.empty.cpuCores, 3],
+    ["empty coordinator RSS (MiB)", (r) => r.empty.rssMiB, 0],
+    ["enroll + connect all (s)", (r) => r.enrollSeconds, 1],
+    ["idle: coordinator CPU (cores)", (r) => r.idle.cpuCores, 3],
+    ["idle: CPU ms per device per minute", (r) => r.idle.cpuMsPerDevicePerMinute, 1],
+    ["idle: coordinator RSS (MiB)", (r) => r.idle.rssMiB, 0],
+    ["idle: RSS per device (KiB)", (r) => r.idle.rssPerDeviceKiB, 1],
+    ["idle: simulator CPU (cores)", (r) => r.idle.simCpuCores, 3],
+    ["rollout: wall time (s)", (r) => r.rollout.wallSeconds, 1],
+    ["rollout: fan-out to all devices (s)", (r) => r.rollout.fanOutSeconds, 2],
+    ["rollout: coordinator CPU (s)", (r) => r.rollout.coordinatorCpuSeconds, 1],
+    ["rollout: CPU ms per device", (r) => r.rollout.cpuMsPerDevice, 1],
+    ["rollout: CPU ms per device above idle", (r) => r.rollout.cpuMsPerDeviceAboveIdle, 1],
+  ];
+  const head = ["", ...results.map((r) => `${r.devices} devices`), ...(growth ? [`growth (${growth})`] : [])];
+  const body = rows.map(([name, get, d]) => [name, ...results.map((r) => f(get(r), d)), ...(growth ? [get(first) === 0 ? "-" : f(get(last) / get(first), 2)] : [])]);
+  const widths = head.map((_, i) => Math.max(...[head, ...body].map((row) => row[i]!.length)));
+  const line = (row: string[]) => `  ${row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")}`;
+  return [line(head), ...body.map(line)];
+}
+
+/** Runs the fleet benchmark for each size, printing a table and writing JSON. */
+export async function benchFleet(print: (line: string) => void): Promise<void> {
+  const sizes = fleetSizes();
+  print(`fleet scale: coordinator (SQLite, keep-alive 15 s) with flotilla sim (metrics 10 s, logs 30 s, step delay 50 ms), sizes ${sizes.join(", ")}`);
+  const results: FleetResult[] = [];
+  for (const n of sizes) results.push(await measure(n, print));
+  for (const line of fleetTable(results)) print(line);
+  for (const r of results) {
+    const how = r.rollout.finished ? "finished" : `did NOT finish within ${r.rollout.wallSeconds.toFixed(0)} s`;
+    print(`  ${r.devices} devices: rollout ${how}: ${r.rollout.healthy} healthy, ${r.rollout.failed} failed; coordinator shed load ${r.rollout.shedWarnings} times`);
+  }
+  const dir = join(repoRoot, "bench", "results");
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, `fleet-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), idleWindowSeconds: IDLE_S, results }, null, 2) + "\n");
+  print(`  written to ${file}`);
+}
+
+// Runnable on its own as well: `npx tsx bench/fleet.ts --devices 200`.
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) await benchFleet((line) => process.stdout.write(`${line}\n`));
