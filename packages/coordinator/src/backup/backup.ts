@@ -20,8 +20,9 @@ import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import SQLite from "better-sqlite3";
-import { fingerprint, keyPin, loadIdentity, type Identity } from "@flotilla/protocol";
+import { keyPin, loadIdentity, type Identity } from "@flotilla/protocol";
 import { archiveEnd, ArchiveError, entryHeader, entryPadding, readArchive, type EntryHeader } from "./tar.ts";
+import { redeliverWaitingReleases } from "./redeliver.ts";
 import { DATABASE_FILE, verified, verifySqlite, type VerifyReport } from "./verify.ts";
 
 const FORMAT = "flotilla-backup";
@@ -54,6 +55,8 @@ export interface RestoreResult {
   files: number;
   bytes: number;
   verify?: VerifyReport;
+  /** Devices a rollout waited on at the backup, whose release is told to them again. */
+  redelivered: number;
 }
 
 /** Files of a data directory that are not copied: the live database (a snapshot stands in) and unfinished writes. */
@@ -132,7 +135,7 @@ export async function backupCoordinator(opts: { dataDir: string; to: string; dat
       format: FORMAT,
       version: VERSION,
       createdAt: new Date(opts.now ?? Date.now()).toISOString(),
-      coordinator: fingerprint(identity.publicKey),
+      coordinator: identity.id,
       pin: keyPin(identity.publicKey),
       database: sqlite ? "sqlite" : "postgresql",
     };
@@ -222,7 +225,8 @@ async function isEmptyDir(path: string): Promise<boolean | undefined> {
  * Restores the backup `file` into `dataDir`, which must not exist or be empty. Everything is
  * written into a new folder beside it, checked against the manifest (sizes, modes, sha256), the
  * database checked (SQLite's integrity check; every artifact and NAR file it refers to present),
- * and only then renamed into place: a damaged or truncated backup leaves nothing behind.
+ * and only then renamed into place: a damaged or truncated backup leaves nothing behind. The
+ * devices a rollout was waiting on are told their release again (see redeliver.ts).
  */
 export async function restoreCoordinator(opts: { file: string; dataDir: string }): Promise<RestoreResult> {
   const target = resolve(opts.dataDir);
@@ -302,8 +306,9 @@ export async function restoreCoordinator(opts: { file: string; dataDir: string }
     if (extra) throw new ArchiveError(`${extra} is not in its manifest (damaged)`);
 
     const identity = await coordinatorKey(temp);
-    if (fingerprint(identity.publicKey) !== header.coordinator) throw new ArchiveError("its coordinator key is not the one it describes (damaged)");
+    if (identity.id !== header.coordinator) throw new ArchiveError("its coordinator key is not the one it describes (damaged)");
     let verify: VerifyReport | undefined;
+    let redelivered = 0;
     if (header.database === "sqlite") {
       verify = await verifySqlite(temp);
       if (!verified(verify)) {
@@ -311,11 +316,12 @@ export async function restoreCoordinator(opts: { file: string; dataDir: string }
           verify.integrity !== "ok" ? `its database fails SQLite's integrity check: ${verify.integrity}` : `its database refers to files it lacks: ${verify.missing.join(", ")}`,
         );
       }
+      redelivered = redeliverWaitingReleases(join(temp, DATABASE_FILE), Date.now());
     }
     if (empty) await rmdir(target);
     await rename(temp, target);
     await chmod(target, 0o700);
-    return { dataDir: opts.dataDir, header, files: Object.keys(written).length, bytes, verify };
+    return { dataDir: opts.dataDir, header, files: Object.keys(written).length, bytes, verify, redelivered };
   } catch (err) {
     await rm(temp, { recursive: true, force: true });
     throw err;
@@ -347,6 +353,9 @@ export function describeRestore(r: RestoreResult): string {
   ];
   if (r.verify) {
     lines.push(`database integrity ok; all ${r.verify.artifacts} release artifact(s) and ${r.verify.nars} NAR file(s) it refers to are present`);
+    if (r.redelivered > 0) {
+      lines.push(`${r.redelivered} device(s) a rollout was waiting on are told their release again, so they report where they are now`);
+    }
   } else {
     lines.push(
       `the backup holds no database (the coordinator used PostgreSQL): restore it with pg_restore, then check with \`flotilla coordinator verify --data-dir ${r.dataDir} --database-url URL\``,
