@@ -5,12 +5,11 @@
  * still arriving, a release signed after the restore installed. A damaged backup is refused in
  * one line and leaves nothing behind.
  */
-import { appendFile, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { appendFile, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
-import { execFileSync } from "node:child_process";
-import { rename } from "node:fs/promises";
 import { Fleet, freshPostgresDatabase } from "./support/fleet.ts";
 import { deviceReleases, sha256, signedFleet } from "./support/releases.ts";
 import { publish, show, start, waitForStatus } from "./support/rollouts.ts";

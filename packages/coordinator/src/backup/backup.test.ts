@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
 import { chmod, mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createWriteStream } from "node:fs";
 import { createGzip } from "node:zlib";
 import SQLite from "better-sqlite3";
 import { generateIdentity, saveIdentity } from "@flotilla/protocol";
