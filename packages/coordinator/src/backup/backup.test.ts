@@ -43,6 +43,12 @@ async function dataDir(opts: { releaseArtifact?: boolean } = {}): Promise<{ dir:
   db.prepare(
     "INSERT INTO releases (org_id, name, counter, version, kind, target_path, sha256, length, meta, created_at) VALUES ('o', 'app', 1, '1.0.0', 'bundle', 'app/1', ?, ?, '{}', 0)",
   ).run(sha, artifact.length);
+  const nar = randomBytes(1000);
+  await mkdir(join(d, "nix", "sha256"), { recursive: true, mode: 0o700 });
+  await writeFile(join(d, "nix", "sha256", hex(nar)), nar, { mode: 0o600 });
+  db.prepare(
+    "INSERT INTO nix_paths (org_id, hash_part, store_path, file_hash, file_size, nar_hash, nar_size, refs, deriver, sigs, ca, created_at) VALUES ('o', 'h', '/nix/store/h-x', ?, 1000, 'sha256:x', 1000, '[]', '', '[]', '', 0)",
+  ).run(hex(nar));
   db.close();
   const org = "x".repeat(64);
   await mkdir(join(d, "tuf", org), { recursive: true, mode: 0o700 });
@@ -74,7 +80,7 @@ describe("coordinator backup", () => {
 
     const target = join(out, "restored");
     const r = await restoreCoordinator({ file, dataDir: target });
-    expect(r.verify).toMatchObject({ integrity: "ok", artifacts: 1, missing: [] });
+    expect(r.verify).toMatchObject({ integrity: "ok", artifacts: 1, nars: 1, missing: [] });
     expect(await readFile(join(target, "artifacts", "sha256", hex(artifact)))).toEqual(artifact);
     expect(await readFile(join(target, "coordinator.key"))).toEqual(await readFile(join(source, "coordinator.key")));
     expect((await stat(join(target, "coordinator.key"))).mode & 0o777).toBe(0o600);
@@ -141,6 +147,7 @@ describe("coordinator backup", () => {
     const { dir: source } = await dataDir();
     await writeFile(join(empty, "b.backup"), "keep me");
     await expect(backupCoordinator({ dataDir: source, to: join(empty, "b.backup") })).rejects.toThrow(/exists already/);
+    await expect(backupCoordinator({ dataDir: source, to: join(source, "b.backup") })).rejects.toThrow(/inside the data directory/);
     expect(await readFile(join(empty, "b.backup"), "utf8")).toBe("keep me");
   });
 });

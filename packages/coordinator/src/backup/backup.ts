@@ -15,7 +15,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { chmod, mkdir, open, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, join, resolve, sep } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
@@ -108,6 +108,7 @@ async function walk(dataDir: string, rel: string, sqlite: boolean, out: { rel: s
 export async function backupCoordinator(opts: { dataDir: string; to: string; databaseUrl?: string; now?: number }): Promise<BackupResult> {
   const identity = await coordinatorKey(opts.dataDir);
   const sqlite = !opts.databaseUrl;
+  if (resolve(opts.to).startsWith(resolve(opts.dataDir) + sep)) throw new Error(`${opts.to} is inside the data directory: write the backup elsewhere`);
   if (await exists(opts.to)) throw new Error(`${opts.to} exists already: give a new file name`);
   if (!(await exists(dirname(resolve(opts.to))))) throw new Error(`the folder of ${opts.to} does not exist`);
   const source = join(opts.dataDir, DATABASE_FILE);
