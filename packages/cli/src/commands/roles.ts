@@ -3,6 +3,7 @@ import { agentOptionSpecs } from "@flotilla/agent/config";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
 import { createLogger, formatConfig, loadConfig } from "@flotilla/protocol";
 import type { CliConfig } from "../config.ts";
+import { ExitError } from "../errors.ts";
 import { agentActivators } from "../roles/activators.ts";
 import { addSpecOptions, loadRoleConfig } from "../roles/role-config.ts";
 import type { Run } from "../run.ts";
@@ -48,6 +49,62 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
         const loaded = loadConfig({ dataDir }, { flags: { dataDir: opts.dataDir ?? parentDir }, env });
         const { describeRotation, rotateCoordinatorKey } = await import("@flotilla/coordinator");
         out(describeRotation(await rotateCoordinatorKey(loaded.values.dataDir)) + "\n");
+      }),
+    );
+
+  // Backup, restore and verify take the options they need, as rotate-key does.
+  const databaseUrl = coordinatorOptionSpecs.databaseUrl;
+  const dirOption = `--${dataDir.flag} <dir>`;
+  const dirDoc = `${dataDir.doc} [${dataDir.env}]`;
+  const urlOption = `--${databaseUrl.flag} <url>`;
+  const urlDoc = `${databaseUrl.doc} [${databaseUrl.env}]`;
+  const storeConfig = (opts: { dataDir?: string; databaseUrl?: string }) => {
+    const parent = coordinator.opts<{ dataDir?: string; databaseUrl?: string }>();
+    return loadConfig(
+      { dataDir, databaseUrl },
+      { flags: { dataDir: opts.dataDir ?? parent.dataDir, databaseUrl: opts.databaseUrl ?? parent.databaseUrl }, env },
+    ).values;
+  };
+  coordinator
+    .command("backup")
+    .description("write a consistent backup of the coordinator's database and data directory to one file, while it runs")
+    .requiredOption("--to <file>", "the backup file to write (must not exist yet)")
+    .option(dirOption, dirDoc)
+    .option(urlOption, `${urlDoc}; its database is then backed up with pg_dump, apart`)
+    .action((opts: { to: string; dataDir?: string; databaseUrl?: string }) =>
+      run(async (out) => {
+        const values = storeConfig(opts);
+        const { backupCoordinator, describeBackup } = await import("@flotilla/coordinator");
+        out(describeBackup(await backupCoordinator({ dataDir: values.dataDir, databaseUrl: values.databaseUrl, to: opts.to })) + "\n");
+      }),
+    );
+  coordinator
+    .command("restore <file>")
+    .description("restore a backup into a new (or empty) data directory, checked before it is put in place")
+    .option(dirOption, dirDoc)
+    .action((file: string, opts: { dataDir?: string }) =>
+      run(async (out) => {
+        const values = storeConfig(opts);
+        const { ArchiveError, describeRestore, restoreCoordinator } = await import("@flotilla/coordinator");
+        try {
+          out(describeRestore(await restoreCoordinator({ file, dataDir: values.dataDir })) + "\n");
+        } catch (err) {
+          throw err instanceof ArchiveError ? new Error(`${file} cannot be restored: ${err.message}`) : err;
+        }
+      }),
+    );
+  coordinator
+    .command("verify")
+    .description("check that the data directory holds every artifact and NAR file the database refers to (and, for SQLite, the database's integrity)")
+    .option(dirOption, dirDoc)
+    .option(urlOption, urlDoc)
+    .action((opts: { dataDir?: string; databaseUrl?: string }) =>
+      run(async (out) => {
+        const values = storeConfig(opts);
+        const { describeVerify, verified, verifyPostgres, verifySqlite } = await import("@flotilla/coordinator");
+        const report = values.databaseUrl ? await verifyPostgres(values.dataDir, values.databaseUrl) : await verifySqlite(values.dataDir);
+        out(describeVerify(report) + "\n");
+        if (!verified(report)) throw new ExitError(`${values.dataDir} does not hold what its database refers to (listed above)`, 1);
       }),
     );
 
