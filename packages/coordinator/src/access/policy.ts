@@ -109,6 +109,7 @@ const releases: Record<MethodNames<typeof adminv1.ReleaseService>, Permission> =
   listReleases: "releases:read",
   deployRelease: "releases:write",
   getDeviceReleases: "releases:read",
+  controlRelease: "releases:write",
 };
 
 const rollouts: Record<MethodNames<typeof adminv1.RolloutService>, Permission> = {
