@@ -152,10 +152,12 @@ describe("controlling a release on a device", () => {
     await reported(fleet, name, "stopped");
     expect(await releasePids(stateDir)).toEqual([]);
 
+    // Deploying it again (the same release, installed already) runs it again.
+    await admin(fleet, ["device", "deploy", name, "app@1.0.0"]);
+    await runningPid(stateDir, "the release running after it was deployed again");
+    expect((await show(fleet, name)).releases[0]).toMatchObject({ runState: "running", control: null });
+
     // undeploy: stopped, its files removed, its data kept; device show no longer lists it.
-    await admin(fleet, ["device", "start", name, "app"]);
-    await reported(fleet, name, "started");
-    await runningPid(stateDir, "the release running before the undeploy");
     await admin(fleet, ["device", "undeploy", name, "app"]);
     await waitFor("app gone from device show", async () => (await show(fleet, name)).releases.length === 0, 40_000, 200);
     expect(await releasePids(stateDir)).toEqual([]);

@@ -326,7 +326,7 @@ export class ReleaseManager {
     st = { ...st, deployedAt, phase: "activating", meta: v.meta, sha256: v.sha256 };
     await this.state.set(name, st);
     const outcome = await activator.activate({ meta: v.meta, sha256: v.sha256, artifactPath: file }, this.events(name, targetPath), signal);
-    await this.finish(name, st, outcome);
+    await this.finish(name, st, outcome, true);
   }
 
   private async refuse(d: Desired, error: string): Promise<void> {
@@ -336,7 +336,8 @@ export class ReleaseManager {
     await this.state.set(name, { target: targetPath, deployedAt: d.deployedAt, phase: "done", outcome: "failed" });
   }
 
-  private async finish(name: string, st: ReleaseProgressState, outcome: ActivationOutcome): Promise<void> {
+  /** `activated`: the activator installed it anew, which runs it (whatever was stopped before). */
+  private async finish(name: string, st: ReleaseProgressState, outcome: ActivationOutcome, activated = false): Promise<void> {
     await this.report({
       name,
       targetPath: st.target,
@@ -345,9 +346,10 @@ export class ReleaseManager {
       current: outcome.current,
     });
     await this.state.set(name, { target: st.target, deployedAt: st.deployedAt, phase: "done", outcome: outcome.outcome });
-    // An activation runs what it ends on: an admin's stop (or undeploy) is carried out anew.
+    // An activation runs what it ends on: an admin's stop (or undeploy) is carried out anew. Without
+    // one (it was installed already), a stopped release is started by the control pass instead.
     const applied = (await this.controlState())[name];
-    if (applied && applied.state !== "running") await this.setControlState(name, { ...applied, state: "running" });
+    if (activated && applied && applied.state !== "running") await this.setControlState(name, { ...applied, state: "running" });
     if (st.sha256) await rm(join(this.opts.dir, "staging", st.sha256), { force: true });
     this.opts.log.info("release finished", { release: name, target: st.target, outcome: outcome.outcome });
   }
