@@ -193,6 +193,10 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
       if (!CONTROL_ACTIONS.has(req.action)) throw new ConnectError("action must be restart, stop, start or undeploy", Code.InvalidArgument);
       if (req.purgeData && req.action !== "undeploy") throw new ConnectError("purge_data goes only with undeploy", Code.InvalidArgument);
       const device = await findDevice(hctx, req.device);
+      if (req.action === "undeploy") {
+        const row = (await store.releases.listDeviceReleases(orgId, device.id)).find((x) => x.name === req.name);
+        if (row?.desiredKind === "nixos") throw new ConnectError(`${req.name} is a NixOS system, which cannot be undeployed: deploy another system instead`, Code.FailedPrecondition);
+      }
       const r = await store.releases.controlRelease({
         orgId,
         deviceId: device.id,
