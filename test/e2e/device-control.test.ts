@@ -141,10 +141,12 @@ describe("controlling a release on a device", () => {
     expect((await show(fleet, name)).steps.filter((s) => s.step === "restarted")).toHaveLength(before + 1);
     expect(afterAgain).not.toBe(afterOffline);
 
+    // A restart of a stopped release runs it.
+    await admin(fleet, ["device", "restart", name, "app"]);
+    await reported(fleet, name, "restarted");
+    await runningPid(stateDir, "the stopped release running after a restart");
+
     // A stop asked for while the agent is dead (kill -9, its process orphaned) is carried out when it returns.
-    await admin(fleet, ["device", "start", name, "app"]);
-    await reported(fleet, name, "started");
-    await runningPid(stateDir, "the release running before the kill");
     await agent.stop("SIGKILL");
     await waitOnline(fleet, name, "offline");
     await admin(fleet, ["device", "stop", name, "app"]);

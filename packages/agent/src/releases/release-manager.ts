@@ -117,8 +117,9 @@ export class ReleaseManager {
     const done = (await this.controlState())[d.name] ?? { state: "running", restartGen: 0 };
     if (d.runState === "removed") return done.state === "removed" ? undefined : "remove";
     if (d.runState === "stopped") return done.state === "stopped" ? undefined : "stop";
-    if (done.state !== "running") return "start";
-    return d.restartGen > done.restartGen ? "restart" : undefined;
+    // A restart of a stopped release starts it (and says "restarted", answering the command).
+    if (d.restartGen > done.restartGen) return "restart";
+    return done.state !== "running" ? "start" : undefined;
   }
 
   /** Carries out a control command and reports how it went; done once, even when it failed. */

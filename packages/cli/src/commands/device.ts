@@ -16,7 +16,7 @@ function labelText(labels: Record<string, string>): string {
 }
 
 export function registerDeviceCommands(program: Command, target: () => AdminTarget, run: Run): void {
-  const device = program.command("device").description("list, inspect, approve and label devices");
+  const device = program.command("device").description("list, inspect, approve and label devices; restart, stop, start and undeploy their releases");
 
   device
     .command("ls")

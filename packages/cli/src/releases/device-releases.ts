@@ -21,7 +21,7 @@ export async function deviceReleaseInfo(target: AdminTarget, deviceId: string, o
             by: x.controlBy,
             at: iso(x.controlAt),
             purgeData: x.purgeData,
-            reported: x.reportedState && x.reportedAt && x.controlAt && timestampMs(x.reportedAt) >= timestampMs(x.controlAt) ? { state: x.reportedState, at: iso(x.reportedAt), error: x.reportedError } : null,
+            reported: answers(x.controlAction, x.reportedState) ? { state: x.reportedState, at: iso(x.reportedAt), error: x.reportedError } : null,
           }
         : null,
     })),
@@ -52,6 +52,17 @@ export function releaseLines(info: Awaited<ReturnType<typeof deviceReleaseInfo>>
     lines.push(`  ${s.time}  ${s.targetPath}  ${s.step}${bytes}${s.error ? `: ${s.error}` : ""}`);
   }
   return lines;
+}
+
+/** What the device reports when it has carried out each command (or control-failed). */
+const outcomes: Record<string, string> = { restart: "restarted", stop: "stopped", start: "started", undeploy: "removed" };
+
+/**
+ * Whether the device's last report answers the last command: the coordinator clears the report
+ * with every command, and a late report of an earlier one names another outcome.
+ */
+function answers(action: string, reported: string): boolean {
+  return reported !== "" && (reported === "control-failed" || outcomes[action] === reported);
 }
 
 type ControlInfo = NonNullable<Awaited<ReturnType<typeof deviceReleaseInfo>>["releases"][number]["control"]>;

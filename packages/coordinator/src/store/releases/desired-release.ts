@@ -90,6 +90,9 @@ export async function putReleaseControl(
       control_action: c.action,
       control_by: c.by,
       control_at: c.now,
+      // What the device reports next answers this command (times from the device's clock are not compared).
+      reported_state: "",
+      reported_error: "",
     })
     .where("org_id", "=", c.orgId)
     .where("device_id", "=", c.deviceId)
