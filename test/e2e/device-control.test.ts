@@ -3,13 +3,14 @@
  * running a real supervised bundle. Restart, stop, start and undeploy are desired state: a
  * device offline when the admin asks carries them out when it returns, exactly once.
  */
+import { spawn } from "node:child_process";
 import { readdir, readlink } from "node:fs/promises";
 import { join } from "node:path";
 import { waitFor, type Proc } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
 import type { Fleet } from "./support/fleet.ts";
 import { bundleTarball, createRelease, signedFleet, waitForEnd } from "./support/releases.ts";
-import { killProcessesUnder } from "./support/sandbox.ts";
+import { flotillaBin, killProcessesUnder, repoRoot } from "./support/sandbox.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
 const sb = useSandbox();
@@ -81,6 +82,24 @@ async function sleeperRelease(fleet: Fleet): Promise<void> {
   const dir = await sb.dir();
   const { path } = await bundleTarball(dir, "app.tar.gz", { port: 1 });
   await createRelease(fleet, path, "app", "1.0.0", ["--run", "exec sleep 100000", "--health-up-seconds", "1"]);
+}
+
+/** Quotes one argument for /bin/sh. */
+const shq = (x: string) => `'${x.replace(/'/g, `'\\''`)}'`;
+
+/** Runs `flotilla <args>` as fleet.admin does, but on a pseudo-terminal (`script`), answering `answer` once it asks. */
+async function adminOnPty(fleet: Fleet, args: string[], answer: string): Promise<{ code: number | null; output: string }> {
+  const cmd = [process.execPath, flotillaBin, "--coordinator", fleet.url, ...args].map(shq).join(" ");
+  const child = spawn("script", ["-q", "-e", "-E", "never", "-c", cmd, "/dev/null"], {
+    cwd: repoRoot,
+    env: { ...process.env, FLOTILLA_HOME: fleet.adminHome, SHELL: "/bin/sh" },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  const proc = sb.adopt(child, `flotilla ${args.slice(0, 2).join(" ")} (pty)`);
+  await proc.waitForOutput(/proceed\? \[y\/N\]/, 30_000);
+  child.stdin.write(`${answer}\r`);
+  const code = await proc.exited;
+  return { code, output: proc.output.replace(/\r\n/g, "\n") };
 }
 
 async function waitOnline(fleet: Fleet, name: string, status: "online" | "offline"): Promise<void> {
@@ -186,6 +205,21 @@ describe("controlling a release on a device", () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toBe("error: refusing to restart app on 2 devices without confirmation: pass --yes\n");
 
+    // On a terminal it lists the devices and asks; anything but y changes nothing.
+    const cancelled = await adminOnPty(fleet, ["device", "stop", "--selector", "site=lab", "app"], "n");
+    expect(cancelled.code).toBe(1);
+    expect(cancelled.output).toContain(`stop app on 2 devices:\n`);
+    for (const d of [a, b]) expect(cancelled.output).toContain(`  ${d.name} (online)\n`);
+    expect(cancelled.output).toMatch(/error: cancelled/);
+    for (const d of [a, b]) expect((await show(fleet, d.name)).releases[0]).toMatchObject({ runState: "running", control: null });
+    const confirmed = await adminOnPty(fleet, ["device", "stop", "--selector", "site=lab", "app"], "y");
+    expect(confirmed.code, confirmed.output).toBe(0);
+    for (const d of [a, b]) {
+      expect(confirmed.output).toContain(`${d.name}: app: stop requested`);
+      await reported(fleet, d.name, "stopped");
+      expect(await releasePids(d.stateDir)).toEqual([]);
+    }
+
     const out = await admin(fleet, ["device", "restart", "--selector", "site=lab", "--yes", "app"]);
     expect(out.split("\n").filter(Boolean).sort()).toEqual([a.name, b.name].map((n) => `${n}: app: restart requested`).sort());
     for (const [i, d] of [a, b].entries()) {
@@ -202,6 +236,6 @@ describe("controlling a release on a device", () => {
     // Each command is in the audit log, per device.
     const audit = await fleet.adminJson<{ action: string; target: string; detail: string; outcome: string }[]>(["audit", "ls"]);
     const controls = audit.filter((e) => e.action === "ControlRelease" && e.outcome === "ok");
-    expect(controls.map((e) => e.detail).sort()).toEqual(["restart app", "restart app", "undeploy app (purge data)", "undeploy app (purge data)"]);
+    expect(controls.map((e) => e.detail).sort()).toEqual(["restart app", "restart app", "stop app", "stop app", "undeploy app (purge data)", "undeploy app (purge data)"]);
   });
 });
