@@ -8,6 +8,9 @@ import { z } from "zod";
 /** Release names: lowercase letters, digits, dashes, dots and underscores. */
 export const RELEASE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
+/** A systemd unit name with its type suffix, e.g. `kiosk.service` or `getty@tty1.service`. */
+export const SYSTEMD_UNIT = /^[A-Za-z0-9:_.@-]{1,240}\.(service|socket|target|timer|path|mount|swap|slice|scope|automount)$/;
+
 export const healthSpecSchema = z
   .object({
     /** The process must stay up this long (seconds). */
@@ -46,6 +49,11 @@ export const releaseMetaSchema = z
      * the admins so that the coordinator cannot substitute its own.
      */
     nixPublicKeys: z.array(z.string().regex(/^[A-Za-z0-9._+-]{1,128}:[A-Za-z0-9+/]{43}=$/)).max(16).default([]),
+    /**
+     * nixos: the systemd units `flotilla device restart|stop|start` act on (`systemctl ACTION
+     * UNIT...`). Absent from releases that declare none, so older agents still accept those.
+     */
+    units: z.array(z.string().regex(SYSTEMD_UNIT)).min(1).max(32).optional(),
     /** nixos: switch-to-configuration's action. */
     nixosMode: z.enum(["switch", "test", "boot"]).default("switch"),
     /** Lets an agent install this even when it runs a higher counter of the same name. */

@@ -50,6 +50,12 @@ export type ActivationOutcome =
   /** Nothing runs for this name now (a first install that failed), or rollback itself failed. */
   | { outcome: "failed"; error: string; current: InstalledRelease | undefined };
 
+/**
+ * What an admin asks of an installed release (`flotilla device restart|stop|start|undeploy`):
+ * `remove` stops it and removes its files, and its data directory too with `purgeData`.
+ */
+export type ControlAction = "stop" | "start" | "restart" | "remove";
+
 export interface Activator {
   readonly kind: ReleaseMeta["kind"];
   /** Whether this machine can run such releases (reported as a capability). */
@@ -64,6 +70,12 @@ export interface Activator {
   activate(req: ActivationRequest, events: ActivationEvents, signal: AbortSignal): Promise<ActivationOutcome>;
   /** What is installed now, per release name. */
   installed(): Promise<InstalledRelease[]>;
+  /**
+   * Carries out a control command for one release name; throws when it cannot. A stopped
+   * release stays stopped across agent restarts until started, restarted or activated anew.
+   * Activators without it cannot be controlled.
+   */
+  control?(name: string, action: ControlAction, opts: { purgeData: boolean }, events: ActivationEvents): Promise<void>;
   /** Stops supervised processes (agent shutdown). They restart at the next recover(). */
   close(): Promise<void>;
 }

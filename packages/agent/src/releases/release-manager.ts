@@ -1,7 +1,7 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { backoffDelay, Wakeup, type Logger } from "@flotilla/protocol";
-import type { ActivationEvents, ActivationOutcome, Activator, InstalledRelease } from "../activation/activator.ts";
+import { backoffDelay, readJsonIfExists, Wakeup, writeJsonAtomic, type Logger } from "@flotilla/protocol";
+import type { ActivationEvents, ActivationOutcome, Activator, ControlAction, InstalledRelease } from "../activation/activator.ts";
 import { pinRoot, RootRefused, TransientError, type CoordinatorHttp, type ExpectedRoot } from "./coordinator-http.ts";
 import { ArtifactRefused, downloadTarget, NoSpaceError } from "./download.ts";
 import { ReleaseStateFile, type ReleaseProgressState } from "./release-state.ts";
@@ -11,11 +11,22 @@ import { ReleaseRefused, verifyRelease, type VerifiedRelease } from "./verify.ts
 export interface ReleaseStep {
   name: string;
   targetPath: string;
-  step: "checking" | "downloading" | "verifying" | "activating" | "health-checking" | "healthy" | "failed" | "rolled-back";
+  step: "checking" | "downloading" | "verifying" | "activating" | "health-checking" | "healthy" | "failed" | "rolled-back" | ControlStep;
   bytesDone?: number;
   bytesTotal?: number;
   error?: string;
   current?: InstalledRelease;
+}
+
+/** What the agent reports after carrying out a control command. */
+export type ControlStep = "stopped" | "started" | "restarted" | "removed" | "control-failed";
+
+/** Per release name, what the agent last did of admins' control commands (`control.json`). */
+interface ControlApplied {
+  /** The run state it brought about. */
+  state: "running" | "stopped" | "removed";
+  /** The highest restart generation it acted on. */
+  restartGen: number;
 }
 
 export interface ReleaseManagerOptions {
@@ -66,10 +77,87 @@ export class ReleaseManager {
     this.byKind = new Map(opts.activators.map((a) => [a.kind, a]));
   }
 
-  /** Replaces the desired releases: per release name, its TUF target path and deployment time. */
-  setDesired(releases: { name: string; targetPath: string; deployedAt: bigint | number }[]): void {
-    this.desired = new Map(releases.map((r) => [r.name, { name: r.name, targetPath: r.targetPath, deployedAt: Number(r.deployedAt) }]));
+  /**
+   * Replaces the desired releases: per release name, its TUF target path and deployment time,
+   * whether it should run (running, stopped, removed) and its restart generation.
+   */
+  setDesired(releases: { name: string; targetPath: string; deployedAt: bigint | number; runState?: string; restartGeneration?: bigint | number; purgeData?: boolean }[]): void {
+    this.desired = new Map(
+      releases.map((r) => [
+        r.name,
+        {
+          name: r.name,
+          targetPath: r.targetPath,
+          deployedAt: Number(r.deployedAt),
+          runState: r.runState === "stopped" || r.runState === "removed" ? r.runState : "running",
+          restartGen: Number(r.restartGeneration ?? 0),
+          purgeData: r.purgeData ?? false,
+        },
+      ]),
+    );
     this.wake.notify();
+  }
+
+  private controlCache: Record<string, ControlApplied> | undefined;
+
+  private async controlState(): Promise<Record<string, ControlApplied>> {
+    this.controlCache ??= (await readJsonIfExists<Record<string, ControlApplied>>(join(this.opts.dir, "control.json"))) ?? {};
+    return this.controlCache;
+  }
+
+  private async setControlState(name: string, applied: ControlApplied): Promise<void> {
+    const all = { ...(await this.controlState()), [name]: applied };
+    await writeJsonAtomic(join(this.opts.dir, "control.json"), all);
+    this.controlCache = all;
+  }
+
+  /** The control command `d` still asks for, given what was done last; undefined when none. */
+  private async pendingControl(d: Desired): Promise<ControlAction | undefined> {
+    const done = (await this.controlState())[d.name] ?? { state: "running", restartGen: 0 };
+    if (d.runState === "removed") return done.state === "removed" ? undefined : "remove";
+    if (d.runState === "stopped") return done.state === "stopped" ? undefined : "stop";
+    // A restart of a stopped release starts it (and says "restarted", answering the command).
+    if (d.restartGen > done.restartGen) return "restart";
+    return done.state !== "running" ? "start" : undefined;
+  }
+
+  /** Carries out a control command and reports how it went; done once, even when it failed. */
+  private async control(d: Desired, action: ControlAction): Promise<void> {
+    const steps: Record<ControlAction, ControlStep> = { stop: "stopped", start: "started", restart: "restarted", remove: "removed" };
+    let error: string | undefined;
+    const controllable = this.opts.activators.filter((a) => a.control);
+    const owner = await this.ownerOf(d.name);
+    try {
+      if (action === "remove") {
+        // Every activator that may hold files of this name removes them.
+        for (const a of controllable) await a.control!(d.name, action, { purgeData: d.purgeData }, this.events(d.name, d.targetPath));
+      } else if (!owner) {
+        // Nothing installed runs, so it is stopped already; it cannot be started or restarted.
+        if (action !== "stop") error = `no ${d.name} release is installed`;
+      } else if (!owner.control) {
+        error = `${owner.kind} releases cannot be ${steps[action]} by the agent yet`;
+      } else {
+        await owner.control(d.name, action, { purgeData: false }, this.events(d.name, d.targetPath));
+      }
+    } catch (err) {
+      error = describe(err);
+    }
+    const state = action === "remove" ? "removed" : action === "stop" ? "stopped" : "running";
+    await this.setControlState(d.name, { state, restartGen: d.restartGen });
+    if (action === "remove") {
+      const st = await this.state.get(d.name);
+      // A later deployment of the same target installs it again.
+      if (st) await this.state.set(d.name, { ...st, deployedAt: -1 });
+    }
+    this.opts.log.info("release control", { release: d.name, action, err: error });
+    await this.report({ name: d.name, targetPath: d.targetPath, step: error === undefined ? steps[action] : "control-failed", error });
+  }
+
+  private async ownerOf(name: string): Promise<Activator | undefined> {
+    for (const a of this.opts.activators) {
+      if ((await a.installed()).some((r) => r.name === name)) return a;
+    }
+    return undefined;
   }
 
   private events(name: string, targetPath: string): ActivationEvents {
@@ -120,12 +208,13 @@ export class ReleaseManager {
         continue;
       }
       try {
-        await this.process(work, signal);
+        if (work.control) await this.control(work.desired, work.control);
+        else await this.process(work.desired, signal);
         attempt = 0;
       } catch (err) {
         if (signal.aborted) return;
         const delay = backoffDelay(attempt++, this.opts.backoffMinMs, this.opts.backoffMaxMs);
-        this.opts.log.warn("release step failed; retrying", { release: work.name, err: describe(err), retryInMs: delay });
+        this.opts.log.warn("release step failed; retrying", { release: work.desired.name, err: describe(err), retryInMs: delay });
         await this.wake.wait(signal, delay);
       }
     }
@@ -142,10 +231,16 @@ export class ReleaseManager {
     }
   }
 
-  private async nextWork(): Promise<Desired | undefined> {
+  /** An installation to bring about, else a control command to carry out. */
+  private async nextWork(): Promise<{ desired: Desired; control?: ControlAction } | undefined> {
     for (const d of this.desired.values()) {
+      if (d.runState === "removed") continue;
       const st = await this.state.get(d.name);
-      if (!sameDeployment(st, d) || st?.phase !== "done") return d;
+      if (!sameDeployment(st, d) || st?.phase !== "done") return { desired: d };
+    }
+    for (const d of this.desired.values()) {
+      const control = await this.pendingControl(d);
+      if (control) return { desired: d, control };
     }
     return undefined;
   }
@@ -231,7 +326,7 @@ export class ReleaseManager {
     st = { ...st, deployedAt, phase: "activating", meta: v.meta, sha256: v.sha256 };
     await this.state.set(name, st);
     const outcome = await activator.activate({ meta: v.meta, sha256: v.sha256, artifactPath: file }, this.events(name, targetPath), signal);
-    await this.finish(name, st, outcome);
+    await this.finish(name, st, outcome, true);
   }
 
   private async refuse(d: Desired, error: string): Promise<void> {
@@ -241,7 +336,8 @@ export class ReleaseManager {
     await this.state.set(name, { target: targetPath, deployedAt: d.deployedAt, phase: "done", outcome: "failed" });
   }
 
-  private async finish(name: string, st: ReleaseProgressState, outcome: ActivationOutcome): Promise<void> {
+  /** `activated`: the activator installed it anew, which runs it (whatever was stopped before). */
+  private async finish(name: string, st: ReleaseProgressState, outcome: ActivationOutcome, activated = false): Promise<void> {
     await this.report({
       name,
       targetPath: st.target,
@@ -250,16 +346,23 @@ export class ReleaseManager {
       current: outcome.current,
     });
     await this.state.set(name, { target: st.target, deployedAt: st.deployedAt, phase: "done", outcome: outcome.outcome });
+    // An activation runs what it ends on: an admin's stop (or undeploy) is carried out anew. Without
+    // one (it was installed already), a stopped release is started by the control pass instead.
+    const applied = (await this.controlState())[name];
+    if (activated && applied && applied.state !== "running") await this.setControlState(name, { ...applied, state: "running" });
     if (st.sha256) await rm(join(this.opts.dir, "staging", st.sha256), { force: true });
     this.opts.log.info("release finished", { release: name, target: st.target, outcome: outcome.outcome });
   }
 }
 
-/** A desired release: one deployment of a target. */
+/** A desired release: one deployment of a target, and whether it should run. */
 interface Desired {
   name: string;
   targetPath: string;
   deployedAt: number;
+  runState: "running" | "stopped" | "removed";
+  restartGen: number;
+  purgeData: boolean;
 }
 
 function sameDeployment(st: ReleaseProgressState | undefined, d: Desired): boolean {

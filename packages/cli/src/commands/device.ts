@@ -1,6 +1,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
 import { adminClient, type AdminTarget } from "../admin/client.ts";
+import { controlRelease, type ControlVerb } from "../devices/control.ts";
 import { deviceJson, deviceStatus } from "../devices/view.ts";
 import { UsageError } from "../errors.ts";
 import { ago, json, parseLabels, table } from "../output.ts";
@@ -15,7 +16,7 @@ function labelText(labels: Record<string, string>): string {
 }
 
 export function registerDeviceCommands(program: Command, target: () => AdminTarget, run: Run): void {
-  const device = program.command("device").description("list, inspect, approve and label devices");
+  const device = program.command("device").description("list, inspect, approve and label devices; restart, stop, start and undeploy their releases");
 
   device
     .command("ls")
@@ -96,6 +97,24 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
   lifecycle("approve", "approve a pending device");
   lifecycle("reject", "refuse a pending device; its agent forgets its credentials");
   lifecycle("decommission", "retire a device; its agent forgets its credentials and stops");
+
+  const control = (verb: ControlVerb, description: string) => {
+    const cmd = device
+      .command(`${verb} <args...>`)
+      .usage(`[options] DEVICE NAME | --selector SELECTOR NAME`)
+      .description(description)
+      .option("-s, --selector <selector>", "every device matching it, after a confirmation listing them")
+      .option("-y, --yes", "with --selector: do not ask for confirmation");
+    if (verb === "undeploy") cmd.option("--purge", "remove the release's data directory too");
+    cmd.action(
+      (args: string[], opts: { selector?: string; yes?: boolean; purge?: boolean }) =>
+        run(async (out) => controlRelease(target(), verb, args, opts, out)),
+    );
+  };
+  control("restart", "restart a release on a device (runs it if stopped); done when the device is next online");
+  control("stop", "stop a release on a device; it stays stopped, across agent restarts, until started");
+  control("start", "start a stopped release on a device");
+  control("undeploy", "stop a release on a device and remove its files (its data directory too with --purge)");
 
   const label = device.command("label").description("set or remove device labels");
   label

@@ -121,6 +121,7 @@ export function registerReleaseCommands(program: Command, target: () => AdminTar
       .option("--health-up-seconds <n>", "health check: the process must stay up this long")
       .option("--health-window-seconds <n>", "how long health checks may take")
       .option("--nixos <path>", "a NixOS system (./result or its store path): copied to the organization's Nix cache and released as kind nixos")
+      .option("--unit <units>", "nixos: systemd units, comma-separated, that `device restart|stop|start` act on")
       .option("--allow-downgrade", "let devices running a newer release of this name install this one")
       .option("--expires <duration>", "how long the new targets metadata is valid", DEFAULT_TARGETS_EXPIRY),
   ).action(
@@ -255,6 +256,7 @@ function buildMeta(o: Record<string, string | boolean | undefined>, counter: num
     health: hasHealth ? JSON.parse(JSON.stringify(health)) as unknown : undefined,
     storePath: o.storePath,
     nixPublicKeys,
+    units: typeof o.unit === "string" ? o.unit.split(",").map((u) => u.trim()).filter(Boolean) : undefined,
     allowDowngrade: o.allowDowngrade === true ? true : undefined,
   };
   try {

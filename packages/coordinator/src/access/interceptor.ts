@@ -1,6 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { AUTHORIZATION_HEADER, bearerToken, hashSecret } from "@flotilla/protocol";
-import { auditTarget, type Auditor } from "../audit/auditor.ts";
+import { auditDetail, auditTarget, type Auditor } from "../audit/auditor.ts";
 import type { Store } from "../store/index.ts";
 import { checkCsrf, CSRF_HEADER, readCookie, SESSION_COOKIE } from "./cookies.ts";
 import { cookieHeaderKey, principalKey, remoteAddressKey, type Principal } from "./principal.ts";
@@ -39,7 +39,7 @@ export function authorizationInterceptor(store: Store, auditor: Auditor): Interc
         target: auditTarget(req.stream ? undefined : req.message),
         source: req.contextValues.get(remoteAddressKey),
         outcome,
-        detail: "",
+        detail: auditDetail(req.stream ? undefined : req.message),
       });
     const audit = isChange(rule) ? record : undefined;
 

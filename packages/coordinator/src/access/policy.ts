@@ -112,6 +112,7 @@ const releases: Record<MethodNames<typeof adminv1.ReleaseService>, Permission> =
   getDeviceReleases: "releases:read",
   removeRelease: "releases:write",
   collectGarbage: "storage:write",
+  controlRelease: "releases:write",
 };
 
 const rollouts: Record<MethodNames<typeof adminv1.RolloutService>, Permission> = {

@@ -37,6 +37,14 @@ export class Auditor {
   }
 }
 
+/** What a control command asked of its target, e.g. "restart app" (ControlRelease); "" for other calls. */
+export function auditDetail(message: unknown): string {
+  if (!message || typeof message !== "object") return "";
+  const m = message as Record<string, unknown>;
+  if (typeof m.action !== "string" || typeof m.name !== "string" || !m.action) return "";
+  return `${m.action} ${m.name}${m.purgeData === true ? " (purge data)" : ""}`;
+}
+
 /** The target of a call, read from its request: the first of these fields that is set. */
 export function auditTarget(message: unknown): string {
   if (!message || typeof message !== "object") return "";

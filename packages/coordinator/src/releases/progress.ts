@@ -1,8 +1,9 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { agentv1, RELEASE_NAME } from "@flotilla/protocol";
-import type { DeviceRow, Store } from "../store/index.ts";
+import type { ControlReport, DeviceRow, Store } from "../store/index.ts";
 
-const STEPS = new Set(["checking", "downloading", "verifying", "activating", "health-checking", "healthy", "failed", "rolled-back"]);
+const CONTROL_STEPS = new Set(["stopped", "started", "restarted", "removed", "control-failed"]);
+const STEPS = new Set(["checking", "downloading", "verifying", "activating", "health-checking", "healthy", "failed", "rolled-back", ...CONTROL_STEPS]);
 
 /** Records one ReleaseProgress outbox entry of a device; false when it was invalid and dropped. */
 export async function recordReleaseProgress(store: Store, orgId: string, deviceId: string, entry: agentv1.OutboxEntry, p: agentv1.ReleaseProgress): Promise<boolean> {
@@ -23,6 +24,7 @@ export async function recordReleaseProgress(store: Store, orgId: string, deviceI
       error: p.error.slice(0, 4096),
     },
     ended ? { version: p.currentVersion, counter: Number(p.currentCounter) } : undefined,
+    CONTROL_STEPS.has(p.step) ? { state: p.step as ControlReport["state"], error: p.error.slice(0, 4096) } : undefined,
   );
   return true;
 }
@@ -36,5 +38,8 @@ export async function desiredReleases(store: Store, device: DeviceRow): Promise<
     targetPath: r.desiredTarget,
     kind: r.desiredKind,
     deployedAt: BigInt(r.desiredAt),
+    runState: r.runState,
+    restartGeneration: BigInt(r.restartGen),
+    purgeData: r.purgeData,
   }));
 }

@@ -7,7 +7,7 @@ import { SHA256_HEX } from "../artifacts/artifact-store.ts";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import { findAdminDevice } from "../devices/devices.ts";
-import type { ReleaseRow } from "../store/index.ts";
+import type { ControlAction, DeviceReleaseRow, ReleaseRow } from "../store/index.ts";
 import type { GarbageCollector } from "../gc/garbage.ts";
 import { MetadataError, type TufRepository } from "../tuf/repository.ts";
 
@@ -254,15 +254,7 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
       const steps = await store.releases.listReleaseSteps(orgId, device.id, limit);
       return {
         deviceId: device.id,
-        releases: rows.map((r) => ({
-          name: r.name,
-          currentVersion: r.currentVersion,
-          currentCounter: BigInt(r.currentCounter),
-          desiredVersion: r.desiredVersion,
-          desiredCounter: BigInt(r.desiredCounter),
-          desiredTarget: r.desiredTarget,
-          desiredAt: timestampFromMs(r.desiredAt),
-        })),
+        releases: rows.map(deviceReleaseView),
         steps: steps.map((s) => ({
           time: timestampFromMs(s.time),
           name: s.name,
@@ -274,5 +266,53 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
         })),
       };
     },
+
+    async controlRelease(req, hctx) {
+      const { orgId, actor } = adminOf(hctx);
+      if (!RELEASE_NAME.test(req.name)) throw new ConnectError("invalid release name", Code.InvalidArgument);
+      if (!CONTROL_ACTIONS.has(req.action)) throw new ConnectError("action must be restart, stop, start or undeploy", Code.InvalidArgument);
+      if (req.purgeData && req.action !== "undeploy") throw new ConnectError("purge_data goes only with undeploy", Code.InvalidArgument);
+      const device = await findDevice(hctx, req.device);
+      if (req.action === "undeploy") {
+        const row = (await store.releases.listDeviceReleases(orgId, device.id)).find((x) => x.name === req.name);
+        if (row?.desiredKind === "nixos") throw new ConnectError(`${req.name} is a NixOS system, which cannot be undeployed: deploy another system instead`, Code.FailedPrecondition);
+      }
+      const r = await store.releases.controlRelease({
+        orgId,
+        deviceId: device.id,
+        name: req.name,
+        action: req.action as ControlAction,
+        purgeData: req.purgeData,
+        by: actor,
+        now: Date.now(),
+      });
+      if (r === "not-approved") throw new ConnectError(`device ${device.name} is ${device.lifecycle}`, Code.FailedPrecondition);
+      if (r === "missing") throw new ConnectError(`device ${device.name} runs no release ${req.name}`, Code.NotFound);
+      const row = (await store.releases.listDeviceReleases(orgId, device.id)).find((x) => x.name === req.name);
+      return { deviceId: device.id, release: row && deviceReleaseView(row) };
+    },
+  };
+}
+
+const CONTROL_ACTIONS = new Set(["restart", "stop", "start", "undeploy"]);
+
+function deviceReleaseView(r: DeviceReleaseRow) {
+  return {
+    name: r.name,
+    currentVersion: r.currentVersion,
+    currentCounter: BigInt(r.currentCounter),
+    desiredVersion: r.desiredVersion,
+    desiredCounter: BigInt(r.desiredCounter),
+    desiredTarget: r.desiredTarget,
+    desiredAt: timestampFromMs(r.desiredAt),
+    runState: r.runState,
+    restartGeneration: BigInt(r.restartGen),
+    controlAction: r.controlAction,
+    controlBy: r.controlBy,
+    controlAt: r.controlAt ? timestampFromMs(r.controlAt) : undefined,
+    reportedState: r.reportedState,
+    reportedAt: r.reportedAt ? timestampFromMs(r.reportedAt) : undefined,
+    reportedError: r.reportedError,
+    purgeData: r.purgeData,
   };
 }

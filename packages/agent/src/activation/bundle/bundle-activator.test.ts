@@ -262,3 +262,48 @@ describe("bundle activation", () => {
     expect(await activator.recover(events)).toEqual(new Map());
   });
 });
+
+describe("bundle control", () => {
+  it("stops a release so that it stays stopped across recovery, starts it, restarts it with a new process", async () => {
+    const port = await freePort();
+    const art = await serverBundle(work, "v1", { port });
+    await activator.activate({ meta: serviceMeta("web", "1.0.0", 1, port), sha256: art.sha256, artifactPath: art.path }, events, signal);
+    const [first] = await processesUnder(root);
+
+    await activator.control("web", "stop", { purgeData: false }, events);
+    expect(await processesUnder(root)).toEqual([]);
+    await activator.close();
+    activator = newActivator();
+    expect(await activator.recover(events)).toEqual(new Map());
+    expect(await processesUnder(root)).toEqual([]);
+
+    await activator.control("web", "start", { purgeData: false }, events);
+    await waitFor("the release answering again", async () => (await served(port))?.startsWith("1.0.0"));
+    const [started] = await processesUnder(root);
+    expect(started).not.toBe(first);
+    await activator.control("web", "restart", { purgeData: false }, events);
+    await waitFor("a new process", async () => {
+      const pids = await processesUnder(root);
+      return pids.length === 1 && pids[0] !== started;
+    });
+    await activator.close();
+    activator = newActivator();
+    await activator.recover(events);
+    expect(await processesUnder(root)).toHaveLength(1);
+  });
+
+  it("removes a release's files and keeps its data directory, or purges it too", async () => {
+    const port = await freePort();
+    const art = await serverBundle(work, "v1", { port });
+    await activator.activate({ meta: serviceMeta("web", "1.0.0", 1, port), sha256: art.sha256, artifactPath: art.path }, events, signal);
+    await activator.control("web", "remove", { purgeData: false }, events);
+    expect(await processesUnder(root)).toEqual([]);
+    expect(await readdir(join(root, "web"))).toEqual(["data"]);
+    expect(await activator.installed()).toEqual([]);
+    await expect(activator.control("web", "start", { purgeData: false }, events)).rejects.toThrow("no web release is installed");
+    await activator.control("web", "remove", { purgeData: true }, events);
+    expect(await readdir(root)).toEqual([]);
+    // Removing what was never installed is done at once.
+    await activator.control("other", "remove", { purgeData: false }, events);
+  });
+});

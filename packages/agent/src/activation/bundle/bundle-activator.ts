@@ -1,7 +1,8 @@
+import { mkdir, rm } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { Logger } from "@flotilla/protocol";
-import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, InstalledRelease } from "../activator.ts";
-import { removeDurable, swapSymlink } from "../../durable.ts";
+import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, ControlAction, InstalledRelease } from "../activator.ts";
+import { exists, removeDurable, swapSymlink, writeFileDurable } from "../../durable.ts";
 import { checkHealth, defaultHealthTiming, type HealthTiming } from "./health.ts";
 import { installRelease, prune, removeTempFiles } from "./install.ts";
 import { clearJournal, readJournal, writeJournal, type JournalEntry } from "./journal.ts";
@@ -17,7 +18,7 @@ export interface BundleActivatorOptions {
   log: Logger;
   /**
    * The environment of supervised processes and health commands, to which FLOTILLA_RELEASE,
-   * FLOTILLA_VERSION and FLOTILLA_RELEASE_DIR are added. Nothing of the agent's own environment
+   * FLOTILLA_VERSION, FLOTILLA_RELEASE_DIR and FLOTILLA_DATA_DIR are added. Nothing of the agent's own environment
    * leaks in unless passed here. Default: a standard PATH only.
    */
   env?: Record<string, string>;
@@ -102,6 +103,36 @@ export class BundleActivator implements Activator {
     return outcomes;
   }
 
+  async control(name: string, action: ControlAction, opts: { purgeData: boolean }, events: ActivationEvents): Promise<void> {
+    const layout = new NameLayout(this.opts.dir, name);
+    await this.locked(name, async () => {
+      if (action === "remove") return this.remove(layout, opts.purgeData);
+      if (action === "stop") {
+        if (await exists(layout.dir)) await writeFileDurable(layout.stoppedPath, "", { mode: 0o644 });
+        await this.stopRunning(layout);
+        return;
+      }
+      const cur = await this.currentRecord(layout);
+      if (!cur) throw new Error(`no ${name} release is installed`);
+      await removeDurable(layout.stoppedPath);
+      if (action === "start" && this.supervisors.get(name)?.state === "running") return;
+      await this.stopRunning(layout);
+      await this.start(layout, cur, events);
+    });
+  }
+
+  /** Stops the release and removes its files; its data directory too with `purgeData`. */
+  private async remove(layout: NameLayout, purgeData: boolean): Promise<void> {
+    await this.stopRunning(layout);
+    if (!(await exists(layout.dir))) return;
+    if (purgeData) {
+      await rm(layout.dir, { recursive: true, force: true });
+      return;
+    }
+    for (const path of [layout.currentLink, layout.previousLink, layout.journalPath, layout.stoppedPath]) await removeDurable(path);
+    await rm(layout.releasesDir, { recursive: true, force: true });
+  }
+
   private async install(layout: NameLayout, to: ReleaseRecord, artifact: string, events: ActivationEvents, signal: AbortSignal): Promise<ActivationOutcome> {
     const name = to.meta.name;
     await layout.ensure();
@@ -120,6 +151,8 @@ export class BundleActivator implements Activator {
       return { outcome: "healthy", current: installedOf(from) };
     }
     events.step("activating");
+    // A new activation runs the release, whatever an admin stopped before.
+    await removeDurable(layout.stoppedPath);
     const j: JournalEntry = { step: "unpacking", to, ...(from && { from }), previousBefore: await layout.previousId() };
     await this.journal(layout, j);
     try {
@@ -217,6 +250,10 @@ export class BundleActivator implements Activator {
     if (j) await clearJournal(layout);
     const cur = await this.currentRecord(layout);
     if (!cur) return interrupted ? { outcome: "failed", error: interrupted, current: undefined } : undefined;
+    if (await exists(layout.stoppedPath)) {
+      this.opts.log.info("release stays stopped, as an admin asked", { name: layout.name, version: cur.meta.version });
+      return interrupted ? { outcome: "rolled-back", error: interrupted, current: installedOf(cur) } : undefined;
+    }
     const sup = await this.start(layout, cur, events);
     const why = await checkHealth(cur.meta.health, sup, layout.releaseDir(cur.id), this.env(cur, layout), this.timing, never);
     if (why !== undefined) {
@@ -238,6 +275,7 @@ export class BundleActivator implements Activator {
       FLOTILLA_RELEASE: rec.meta.name,
       FLOTILLA_VERSION: rec.meta.version,
       FLOTILLA_RELEASE_DIR: layout.releaseDir(rec.id),
+      FLOTILLA_DATA_DIR: layout.dataDir,
     };
   }
 
@@ -245,6 +283,7 @@ export class BundleActivator implements Activator {
     const name = rec.meta.name;
     // An activation still running at shutdown stops here; its journal lets recover() finish it.
     if (this.closed) throw new Error("bundle activator is closed");
+    await mkdir(layout.dataDir, { recursive: true, mode: 0o755 });
     const sup = new Supervisor({
       name,
       release: rec.id,

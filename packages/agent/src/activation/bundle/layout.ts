@@ -34,6 +34,9 @@ const ID_RE = /^\d{1,16}-[0-9a-f]{12}$/;
  * <root>/<name>/previous -> releases/<id>
  * <root>/<name>/journal.json          the activation in progress, if any
  * <root>/<name>/pid.json              the supervised process group, while one runs
+ * <root>/<name>/stopped               present while an admin has the release stopped
+ * <root>/<name>/data/                 the release's own data (FLOTILLA_DATA_DIR), kept across
+ *                                     versions and by an undeploy without --purge
  * ```
  */
 export class NameLayout {
@@ -57,6 +60,12 @@ export class NameLayout {
   }
   get pidPath(): string {
     return join(this.dir, "pid.json");
+  }
+  get stoppedPath(): string {
+    return join(this.dir, "stopped");
+  }
+  get dataDir(): string {
+    return join(this.dir, "data");
   }
   releaseDir(id: string): string {
     return join(this.releasesDir, id);

@@ -15,7 +15,7 @@ import { access, constants, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { closureMismatch, parseNixosArtifact, parsePathInfoJson, readJsonIfExists, writeJsonAtomic, type ClosureEntry, type ReleaseMeta } from "@flotilla/protocol";
 import { DEFAULT_NIXOS_PROFILE } from "../../config.ts";
-import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, InstalledRelease } from "../activator.ts";
+import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, ControlAction, InstalledRelease } from "../activator.ts";
 import { runHealthChecks } from "./health.ts";
 import { NixTool } from "./nix.ts";
 import { runProgram } from "./run.ts";
@@ -48,6 +48,8 @@ export interface NixosActivatorOptions {
   fetchTimeoutMs?: number;
   /** Environment for nix, switch scripts and health commands (default: the agent's). */
   env?: NodeJS.ProcessEnv;
+  /** The systemctl program that restarts, stops and starts the units a release declares (default: systemctl on PATH). */
+  systemctl?: string;
 }
 
 /** What the journal records while an activation changes the machine. */
@@ -63,6 +65,8 @@ interface Journal {
 
 interface Installed extends InstalledRelease {
   storePath: string;
+  /** The systemd units the release declares (ReleaseMeta.units). */
+  units?: string[];
 }
 
 class Failure extends Error {}
@@ -116,6 +120,28 @@ export class NixosActivator implements Activator {
         for (const r of await this.installed()) out.set(r.name, { outcome: "healthy", current: r });
       }
       return out;
+    });
+  }
+
+  /**
+   * Restarts, stops or starts the systemd units the installed release declares. A NixOS system
+   * is not removed: undeploying it is refused (deploy another system instead); other names are
+   * none of this activator's business.
+   */
+  control(name: string, action: ControlAction, _opts: { purgeData: boolean }, events: ActivationEvents): Promise<void> {
+    return this.serialize(async () => {
+      const i = await readJsonIfExists<Installed>(this.installedPath);
+      if (i?.name !== name) {
+        if (action === "remove") return;
+        throw new Error(`no ${name} release is installed`);
+      }
+      if (action === "remove") throw new Error("a NixOS system cannot be undeployed: deploy another system instead");
+      if (!i.units?.length) throw new Error(`${name} ${i.version} declares no systemd units to ${action} (release create --unit)`);
+      const r = await runProgram(this.opts.systemctl ?? "systemctl", [action, "--", ...i.units], {
+        env: this.opts.env,
+        onLine: (stream, line) => events.output(name, stream, line),
+      });
+      if (r.code !== 0) throw new Error(`systemctl ${action} ${i.units.join(" ")} exited with ${r.code}: ${lastLine(r.tail)}`);
     });
   }
 
@@ -219,7 +245,11 @@ export class NixosActivator implements Activator {
       clearTimeout(timer);
       signal.removeEventListener("abort", onAbort);
     }
-    const current: Installed = { ...release({ name: meta.name, version: meta.version, counter: meta.counter, sha256: journal.sha256 }), storePath: meta.storePath ?? "" };
+    const current: Installed = {
+      ...release({ name: meta.name, version: meta.version, counter: meta.counter, sha256: journal.sha256 }),
+      storePath: meta.storePath ?? "",
+      ...(meta.units && { units: meta.units }),
+    };
     await writeJsonAtomic(this.installedPath, current);
     await rm(this.journalPath, { force: true });
     events.step("healthy");

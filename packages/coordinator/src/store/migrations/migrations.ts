@@ -4,6 +4,7 @@
  */
 import type { Kysely, Migration, MigrationProvider } from "kysely";
 import { artifactOwnersMigration } from "./migration-artifact-owners.ts";
+import { deviceControlMigration } from "./migration-device-control.ts";
 import { nixMigration } from "./migration-nix.ts";
 import { telemetryMigration } from "./migration-telemetry.ts";
 import { telemetryLimitsMigration } from "./migration-telemetry-limits.ts";
@@ -187,6 +188,7 @@ export const migrations: Record<string, Migration> = {
   "0011_telemetry_limits": telemetryLimitsMigration,
   "0012_storage_quotas": storageQuotasMigration,
   "0013_removed_releases": removedReleasesMigration,
+  "0014_device_control": deviceControlMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -107,6 +107,40 @@ for (const backend of backends) {
       expect(await store.releases.listReleaseSteps("orgB", deviceA, 10)).toEqual([]);
       expect((await store.releases.listDeviceReleases("orgA", deviceA))[0]).toMatchObject({ currentVersion: "1.1.0", currentCounter: 1 });
     });
+
+    it("records control commands as desired state: run state, a restart counter that only grows, who asked; a new deployment runs again", async () => {
+      const control = (action: "restart" | "stop" | "start" | "undeploy", over: { orgId?: string; name?: string; purgeData?: boolean; now?: number } = {}) =>
+        store.releases.controlRelease({ orgId: "orgA", deviceId: deviceA, name: "webapp", action, purgeData: false, by: "key:alice", now: NOW + 10, ...over });
+      const row = async () => (await store.releases.listDeviceReleases("orgA", deviceA))[0]!;
+      expect(await control("stop")).toBe("missing");
+      await store.releases.setDesiredRelease("orgA", deviceA, release("orgA", 1), NOW);
+      const gen = (await store.devices.getDevice("orgA", deviceA))!.generation;
+      expect(await control("stop")).toBe("ok");
+      expect(await row()).toMatchObject({ runState: "stopped", restartGen: 0, controlAction: "stop", controlBy: "key:alice", controlAt: NOW + 10, reportedState: "" });
+      expect((await store.devices.getDevice("orgA", deviceA))!.generation).toBe(gen + 1);
+      expect(await control("restart")).toBe("ok");
+      expect(await control("restart")).toBe("ok");
+      expect(await row()).toMatchObject({ runState: "running", restartGen: 2, controlAction: "restart" });
+      expect(await control("stop", { orgId: "orgB" })).toBe("missing");
+      expect(await control("stop", { name: "other" })).toBe("missing");
+
+      const step = { orgId: "orgA", deviceId: deviceA, name: "webapp", targetPath: "webapp/1/webapp.tar.gz", bytesDone: 0, bytesTotal: 0, error: "" };
+      await store.releases.recordReleaseStep({ ...step, seq: 1, time: NOW + 2, step: "healthy" }, { version: "1.1.0", counter: 1 });
+      await store.releases.recordReleaseStep({ ...step, seq: 2, time: NOW + 11, step: "restarted" }, undefined, { state: "restarted", error: "" });
+      expect(await row()).toMatchObject({ reportedState: "restarted", reportedAt: NOW + 11, currentVersion: "1.1.0" });
+
+      expect(await control("undeploy", { purgeData: true })).toBe("ok");
+      expect(await row()).toMatchObject({ runState: "removed", purgeData: true, restartGen: 2 });
+      expect(await control("start")).toBe("missing");
+      await store.releases.recordReleaseStep({ ...step, seq: 3, time: NOW + 12, step: "removed" }, undefined, { state: "removed", error: "" });
+      expect(await row()).toMatchObject({ reportedState: "removed", currentVersion: "", currentCounter: 0 });
+
+      // Deployed again: it runs, its restart counter goes on from where it was.
+      await store.releases.setDesiredRelease("orgA", deviceA, release("orgA", 1), NOW + 20);
+      expect(await row()).toMatchObject({ runState: "running", purgeData: false, restartGen: 2, controlAction: "", reportedState: "" });
+      expect(await control("restart")).toBe("ok");
+      expect((await row()).restartGen).toBe(3);
+    });
   });
 
   describe.skipIf(!backend.enabled)(`artifact owners migration on ${backend.name}`, () => {

@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from "kysely";
 import type { StoreAdapter } from "../adapter.ts";
-import { putDesiredRelease } from "./desired-release.ts";
+import { putDesiredRelease, putReleaseControl, type ControlAction } from "./desired-release.ts";
+export type { ControlAction } from "./desired-release.ts";
 import type { Database } from "../schema/schema.ts";
 import { num } from "../columns.ts";
 
@@ -31,6 +32,24 @@ export interface DeviceReleaseRow {
   desiredAt: number;
   currentVersion: string;
   currentCounter: number;
+  /** running, stopped or removed (undeployed; kept so its restart counter keeps growing). */
+  runState: string;
+  restartGen: number;
+  purgeData: boolean;
+  /** The last control command (restart, stop, start, undeploy), by whom (actor) and when; "" and 0 if none. */
+  controlAction: string;
+  controlBy: string;
+  controlAt: number;
+  /** What the device last reported after a control command, when and why (on control-failed). */
+  reportedState: string;
+  reportedAt: number;
+  reportedError: string;
+}
+
+/** What an agent reported after carrying out a control command. */
+export interface ControlReport {
+  state: "stopped" | "started" | "restarted" | "removed" | "control-failed";
+  error: string;
 }
 
 /** One step an agent reported while installing a release. */
@@ -86,9 +105,19 @@ export interface ReleaseStore {
    * if there is no such device or it is not approved.
    */
   setDesiredRelease(orgId: string, deviceId: string, release: ReleaseRow, now: number): Promise<boolean>;
+  /** The device's rows, undeployed ones (run state removed) included. */
   listDeviceReleases(orgId: string, deviceId: string): Promise<DeviceReleaseRow[]>;
-  /** Records a step (once per seq) and, when given, what the device now runs for that name. */
-  recordReleaseStep(step: ReleaseStepRow, current?: { version: string; counter: number }): Promise<void>;
+  /**
+   * Restarts (bumps the restart counter; runs it), stops, starts or undeploys (run state
+   * removed) a device's release and bumps the device's generation in one transaction, recording
+   * who asked and when. "missing": the device runs no release of that name.
+   */
+  controlRelease(c: { orgId: string; deviceId: string; name: string; action: ControlAction; purgeData: boolean; by: string; now: number }): Promise<"ok" | "missing" | "not-approved">;
+  /**
+   * Records a step (once per seq) and, when given, what the device now runs for that name, or
+   * what it reported after a control command.
+   */
+  recordReleaseStep(step: ReleaseStepRow, current?: { version: string; counter: number }, control?: ControlReport): Promise<void>;
   /** The device's latest `limit` steps, oldest first. */
   listReleaseSteps(orgId: string, deviceId: string, limit: number): Promise<ReleaseStepRow[]>;
 
@@ -252,10 +281,25 @@ export class KyselyReleaseStore implements ReleaseStore {
       desiredAt: num(r.desired_at),
       currentVersion: r.current_version,
       currentCounter: num(r.current_counter),
+      runState: r.run_state,
+      restartGen: num(r.restart_gen),
+      purgeData: num(r.purge_data) === 1,
+      controlAction: r.control_action,
+      controlBy: r.control_by,
+      controlAt: num(r.control_at),
+      reportedState: r.reported_state,
+      reportedAt: num(r.reported_at),
+      reportedError: r.reported_error,
     }));
   }
 
-  async recordReleaseStep(s: ReleaseStepRow, current?: { version: string; counter: number }): Promise<void> {
+  async controlRelease(c: { orgId: string; deviceId: string; name: string; action: ControlAction; purgeData: boolean; by: string; now: number }): Promise<"ok" | "missing" | "not-approved"> {
+    const r = await this.db.transaction().execute((trx) => putReleaseControl(trx, this.adapter, c));
+    if (r === "ok") this.adapter.notifyAfterCommit(c.orgId, c.deviceId);
+    return r;
+  }
+
+  async recordReleaseStep(s: ReleaseStepRow, current?: { version: string; counter: number }, control?: ControlReport): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       await trx
         .insertInto("release_steps")
@@ -277,6 +321,15 @@ export class KyselyReleaseStore implements ReleaseStore {
         await trx
           .updateTable("device_releases")
           .set({ current_version: current.version, current_counter: current.counter })
+          .where("org_id", "=", s.orgId)
+          .where("device_id", "=", s.deviceId)
+          .where("name", "=", s.name)
+          .execute();
+      }
+      if (control) {
+        await trx
+          .updateTable("device_releases")
+          .set({ reported_state: control.state, reported_at: s.time, reported_error: control.error, ...(control.state === "removed" && { current_version: "", current_counter: 0 }) })
           .where("org_id", "=", s.orgId)
           .where("device_id", "=", s.deviceId)
           .where("name", "=", s.name)

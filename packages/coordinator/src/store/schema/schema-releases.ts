@@ -1,4 +1,4 @@
-/** Tables of signed releases (migrations 0004_releases, 0010_artifact_owners, 0013_removed_releases). Times are ms; JSON as text. */
+/** Tables of signed releases (migrations 0004_releases, 0010_artifact_owners, 0013_removed_releases, 0014_device_control). Times are ms; JSON as text. */
 export interface ReleaseTables {
   releases: {
     org_id: string;
@@ -24,6 +24,18 @@ export interface ReleaseTables {
     desired_at: number;
     current_version: string;
     current_counter: number;
+    /** Migration 0014_device_control: running, stopped or removed (undeployed). */
+    run_state: string;
+    restart_gen: number;
+    /** 1: an undeploy removes the release's data directory too. */
+    purge_data: number;
+    control_action: string;
+    control_by: string;
+    control_at: number;
+    /** What the agent last reported after a control command: stopped, started, restarted, removed, control-failed. */
+    reported_state: string;
+    reported_at: number;
+    reported_error: string;
   };
   release_steps: {
     org_id: string;

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/releases.proto.
  */
 export const file_flotilla_admin_v1_releases: GenFile = /*@__PURE__*/
-  fileDesc("CiBmbG90aWxsYS9hZG1pbi92MS9yZWxlYXNlcy5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiFgoUR2V0UmVwb3NpdG9yeVJlcXVlc3QiVAoVR2V0UmVwb3NpdG9yeVJlc3BvbnNlEhEKCXJvb3RfanNvbhgBIAEoCRIUCgx0YXJnZXRzX2pzb24YAiABKAkSEgoKb25saW5lX2tleRgDIAEoCSI8ChFVcGRhdGVSb290UmVxdWVzdBIRCglyb290X2pzb24YASABKAkSFAoMdGFyZ2V0c19qc29uGAIgASgJIiUKElVwZGF0ZVJvb3RSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEIi0KFVB1Ymxpc2hUYXJnZXRzUmVxdWVzdBIUCgx0YXJnZXRzX2pzb24YASABKAkiVAoWUHVibGlzaFRhcmdldHNSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEEikKBWFkZGVkGAIgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuUmVsZWFzZSK/AQoHUmVsZWFzZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDwoHY291bnRlchgDIAEoBBIMCgRraW5kGAQgASgJEhMKC3RhcmdldF9wYXRoGAUgASgJEg4KBnNoYTI1NhgGIAEoCRIOCgZsZW5ndGgYByABKAQSEQoJbWV0YV9qc29uGAggASgJEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiMKE0xpc3RSZWxlYXNlc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJxChRMaXN0UmVsZWFzZXNSZXNwb25zZRIsCghyZWxlYXNlcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2USKwoHcmVtb3ZlZBgCIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2UiRQoURGVwbG95UmVsZWFzZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSJXChVEZXBsb3lSZWxlYXNlUmVzcG9uc2USKwoHcmVsZWFzZRgBIAEoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2USEQoJZGV2aWNlX2lkGAIgASgJIjkKGEdldERldmljZVJlbGVhc2VzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSDQoFbGltaXQYAiABKA0iyQEKDURldmljZVJlbGVhc2USDAoEbmFtZRgBIAEoCRIXCg9jdXJyZW50X3ZlcnNpb24YAiABKAkSFwoPY3VycmVudF9jb3VudGVyGAMgASgEEhcKD2Rlc2lyZWRfdmVyc2lvbhgEIAEoCRIXCg9kZXNpcmVkX2NvdW50ZXIYBSABKAQSFgoOZGVzaXJlZF90YXJnZXQYBiABKAkSLgoKZGVzaXJlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAioAEKC1JlbGVhc2VTdGVwEigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBG5hbWUYAiABKAkSEwoLdGFyZ2V0X3BhdGgYAyABKAkSDAoEc3RlcBgEIAEoCRISCgpieXRlc19kb25lGAUgASgEEhMKC2J5dGVzX3RvdGFsGAYgASgEEg0KBWVycm9yGAcgASgJIpEBChlHZXREZXZpY2VSZWxlYXNlc1Jlc3BvbnNlEhEKCWRldmljZV9pZBgBIAEoCRIyCghyZWxlYXNlcxgCIAMoCzIgLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZVJlbGVhc2USLQoFc3RlcHMYAyADKAsyHi5mbG90aWxsYS5hZG1pbi52MS5SZWxlYXNlU3RlcCJaChRSZW1vdmVSZWxlYXNlUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDQoFZm9yY2UYAyABKAgSFAoMdGFyZ2V0c19qc29uGAQgASgJInwKFVJlbW92ZVJlbGVhc2VSZXNwb25zZRIrCgdyZWxlYXNlGAEgASgLMhouZmxvdGlsbGEuYWRtaW4udjEuUmVsZWFzZRIPCgdydW5uaW5nGAIgAygJEgwKBHRvbGQYAyADKAkSFwoPdGFyZ2V0c192ZXJzaW9uGAQgASgEIigKFUNvbGxlY3RHYXJiYWdlUmVxdWVzdBIPCgdkcnlfcnVuGAEgASgIIlQKDUdhcmJhZ2VSZXBvcnQSEQoJYXJ0aWZhY3RzGAEgASgEEgwKBG5hcnMYAiABKAQSEwoLc3RvcmVfcGF0aHMYAyABKAQSDQoFYnl0ZXMYBCABKAQijwEKFkNvbGxlY3RHYXJiYWdlUmVzcG9uc2USNgoMb3JnYW5pemF0aW9uGAEgASgLMiAuZmxvdGlsbGEuYWRtaW4udjEuR2FyYmFnZVJlcG9ydBIVCg1maWxlc19kZWxldGVkGAIgASgEEhUKDWJ5dGVzX2RlbGV0ZWQYAyABKAQSDwoHZHJ5X3J1bhgEIAEoCDK2BgoOUmVsZWFzZVNlcnZpY2USYgoNR2V0UmVwb3NpdG9yeRInLmZsb3RpbGxhLmFkbWluLnYxLkdldFJlcG9zaXRvcnlSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuR2V0UmVwb3NpdG9yeVJlc3BvbnNlElkKClVwZGF0ZVJvb3QSJC5mbG90aWxsYS5hZG1pbi52MS5VcGRhdGVSb290UmVxdWVzdBolLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZVJvb3RSZXNwb25zZRJlCg5QdWJsaXNoVGFyZ2V0cxIoLmZsb3RpbGxhLmFkbWluLnYxLlB1Ymxpc2hUYXJnZXRzUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlB1Ymxpc2hUYXJnZXRzUmVzcG9uc2USXwoMTGlzdFJlbGVhc2VzEiYuZmxvdGlsbGEuYWRtaW4udjEuTGlzdFJlbGVhc2VzUmVxdWVzdBonLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RSZWxlYXNlc1Jlc3BvbnNlEmIKDURlcGxveVJlbGVhc2USJy5mbG90aWxsYS5hZG1pbi52MS5EZXBsb3lSZWxlYXNlUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkRlcGxveVJlbGVhc2VSZXNwb25zZRJuChFHZXREZXZpY2VSZWxlYXNlcxIrLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlbGVhc2VzUmVxdWVzdBosLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlbGVhc2VzUmVzcG9uc2USYgoNUmVtb3ZlUmVsZWFzZRInLmZsb3RpbGxhLmFkbWluLnYxLlJlbW92ZVJlbGVhc2VSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuUmVtb3ZlUmVsZWFzZVJlc3BvbnNlEmUKDkNvbGxlY3RHYXJiYWdlEiguZmxvdGlsbGEuYWRtaW4udjEuQ29sbGVjdEdhcmJhZ2VSZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuQ29sbGVjdEdhcmJhZ2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("CiBmbG90aWxsYS9hZG1pbi92MS9yZWxlYXNlcy5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiFgoUR2V0UmVwb3NpdG9yeVJlcXVlc3QiVAoVR2V0UmVwb3NpdG9yeVJlc3BvbnNlEhEKCXJvb3RfanNvbhgBIAEoCRIUCgx0YXJnZXRzX2pzb24YAiABKAkSEgoKb25saW5lX2tleRgDIAEoCSI8ChFVcGRhdGVSb290UmVxdWVzdBIRCglyb290X2pzb24YASABKAkSFAoMdGFyZ2V0c19qc29uGAIgASgJIiUKElVwZGF0ZVJvb3RSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEIi0KFVB1Ymxpc2hUYXJnZXRzUmVxdWVzdBIUCgx0YXJnZXRzX2pzb24YASABKAkiVAoWUHVibGlzaFRhcmdldHNSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgEEikKBWFkZGVkGAIgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuUmVsZWFzZSK/AQoHUmVsZWFzZRIMCgRuYW1lGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSDwoHY291bnRlchgDIAEoBBIMCgRraW5kGAQgASgJEhMKC3RhcmdldF9wYXRoGAUgASgJEg4KBnNoYTI1NhgGIAEoCRIOCgZsZW5ndGgYByABKAQSEQoJbWV0YV9qc29uGAggASgJEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiMKE0xpc3RSZWxlYXNlc1JlcXVlc3QSDAoEbmFtZRgBIAEoCSJxChRMaXN0UmVsZWFzZXNSZXNwb25zZRIsCghyZWxlYXNlcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2USKwoHcmVtb3ZlZBgCIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2UiRQoURGVwbG95UmVsZWFzZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCSJXChVEZXBsb3lSZWxlYXNlUmVzcG9uc2USKwoHcmVsZWFzZRgBIAEoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2USEQoJZGV2aWNlX2lkGAIgASgJIjkKGEdldERldmljZVJlbGVhc2VzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSDQoFbGltaXQYAiABKA0iyQMKDURldmljZVJlbGVhc2USDAoEbmFtZRgBIAEoCRIXCg9jdXJyZW50X3ZlcnNpb24YAiABKAkSFwoPY3VycmVudF9jb3VudGVyGAMgASgEEhcKD2Rlc2lyZWRfdmVyc2lvbhgEIAEoCRIXCg9kZXNpcmVkX2NvdW50ZXIYBSABKAQSFgoOZGVzaXJlZF90YXJnZXQYBiABKAkSLgoKZGVzaXJlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcnVuX3N0YXRlGAggASgJEhoKEnJlc3RhcnRfZ2VuZXJhdGlvbhgJIAEoBBIWCg5jb250cm9sX2FjdGlvbhgKIAEoCRISCgpjb250cm9sX2J5GAsgASgJEi4KCmNvbnRyb2xfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhYKDnJlcG9ydGVkX3N0YXRlGA0gASgJEi8KC3JlcG9ydGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5yZXBvcnRlZF9lcnJvchgPIAEoCRISCgpwdXJnZV9kYXRhGBAgASgIIqABCgtSZWxlYXNlU3RlcBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRuYW1lGAIgASgJEhMKC3RhcmdldF9wYXRoGAMgASgJEgwKBHN0ZXAYBCABKAkSEgoKYnl0ZXNfZG9uZRgFIAEoBBITCgtieXRlc190b3RhbBgGIAEoBBINCgVlcnJvchgHIAEoCSKRAQoZR2V0RGV2aWNlUmVsZWFzZXNSZXNwb25zZRIRCglkZXZpY2VfaWQYASABKAkSMgoIcmVsZWFzZXMYAiADKAsyIC5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2VSZWxlYXNlEi0KBXN0ZXBzGAMgAygLMh4uZmxvdGlsbGEuYWRtaW4udjEuUmVsZWFzZVN0ZXAiWgoUUmVtb3ZlUmVsZWFzZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEg0KBWZvcmNlGAMgASgIEhQKDHRhcmdldHNfanNvbhgEIAEoCSJ8ChVSZW1vdmVSZWxlYXNlUmVzcG9uc2USKwoHcmVsZWFzZRgBIAEoCzIaLmZsb3RpbGxhLmFkbWluLnYxLlJlbGVhc2USDwoHcnVubmluZxgCIAMoCRIMCgR0b2xkGAMgAygJEhcKD3RhcmdldHNfdmVyc2lvbhgEIAEoBCIoChVDb2xsZWN0R2FyYmFnZVJlcXVlc3QSDwoHZHJ5X3J1bhgBIAEoCCJUCg1HYXJiYWdlUmVwb3J0EhEKCWFydGlmYWN0cxgBIAEoBBIMCgRuYXJzGAIgASgEEhMKC3N0b3JlX3BhdGhzGAMgASgEEg0KBWJ5dGVzGAQgASgEIo8BChZDb2xsZWN0R2FyYmFnZVJlc3BvbnNlEjYKDG9yZ2FuaXphdGlvbhgBIAEoCzIgLmZsb3RpbGxhLmFkbWluLnYxLkdhcmJhZ2VSZXBvcnQSFQoNZmlsZXNfZGVsZXRlZBgCIAEoBBIVCg1ieXRlc19kZWxldGVkGAMgASgEEg8KB2RyeV9ydW4YBCABKAgiWQoVQ29udHJvbFJlbGVhc2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCRIMCgRuYW1lGAIgASgJEg4KBmFjdGlvbhgDIAEoCRISCgpwdXJnZV9kYXRhGAQgASgIIl4KFkNvbnRyb2xSZWxlYXNlUmVzcG9uc2USEQoJZGV2aWNlX2lkGAEgASgJEjEKB3JlbGVhc2UYAiABKAsyIC5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2VSZWxlYXNlMp0HCg5SZWxlYXNlU2VydmljZRJiCg1HZXRSZXBvc2l0b3J5EicuZmxvdGlsbGEuYWRtaW4udjEuR2V0UmVwb3NpdG9yeVJlcXVlc3QaKC5mbG90aWxsYS5hZG1pbi52MS5HZXRSZXBvc2l0b3J5UmVzcG9uc2USWQoKVXBkYXRlUm9vdBIkLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZVJvb3RSZXF1ZXN0GiUuZmxvdGlsbGEuYWRtaW4udjEuVXBkYXRlUm9vdFJlc3BvbnNlEmUKDlB1Ymxpc2hUYXJnZXRzEiguZmxvdGlsbGEuYWRtaW4udjEuUHVibGlzaFRhcmdldHNSZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuUHVibGlzaFRhcmdldHNSZXNwb25zZRJfCgxMaXN0UmVsZWFzZXMSJi5mbG90aWxsYS5hZG1pbi52MS5MaXN0UmVsZWFzZXNSZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuTGlzdFJlbGVhc2VzUmVzcG9uc2USYgoNRGVwbG95UmVsZWFzZRInLmZsb3RpbGxhLmFkbWluLnYxLkRlcGxveVJlbGVhc2VSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuRGVwbG95UmVsZWFzZVJlc3BvbnNlEm4KEUdldERldmljZVJlbGVhc2VzEisuZmxvdGlsbGEuYWRtaW4udjEuR2V0RGV2aWNlUmVsZWFzZXNSZXF1ZXN0GiwuZmxvdGlsbGEuYWRtaW4udjEuR2V0RGV2aWNlUmVsZWFzZXNSZXNwb25zZRJiCg1SZW1vdmVSZWxlYXNlEicuZmxvdGlsbGEuYWRtaW4udjEuUmVtb3ZlUmVsZWFzZVJlcXVlc3QaKC5mbG90aWxsYS5hZG1pbi52MS5SZW1vdmVSZWxlYXNlUmVzcG9uc2USZQoOQ29sbGVjdEdhcmJhZ2USKC5mbG90aWxsYS5hZG1pbi52MS5Db2xsZWN0R2FyYmFnZVJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5Db2xsZWN0R2FyYmFnZVJlc3BvbnNlEmUKDkNvbnRyb2xSZWxlYXNlEiguZmxvdGlsbGEuYWRtaW4udjEuQ29udHJvbFJlbGVhc2VSZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuQ29udHJvbFJlbGVhc2VSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message flotilla.admin.v1.GetRepositoryRequest
@@ -366,6 +366,62 @@ export type DeviceRelease = Message<"flotilla.admin.v1.DeviceRelease"> & {
    * @generated from field: google.protobuf.Timestamp desired_at = 7;
    */
   desiredAt?: Timestamp | undefined;
+
+  /**
+   * What the device should do with it: running, stopped or removed (undeployed).
+   *
+   * @generated from field: string run_state = 8;
+   */
+  runState: string;
+
+  /**
+   * Grows by one with every restart asked for.
+   *
+   * @generated from field: uint64 restart_generation = 9;
+   */
+  restartGeneration: bigint;
+
+  /**
+   * The last control command (restart, stop, start, undeploy), who gave it and when.
+   *
+   * @generated from field: string control_action = 10;
+   */
+  controlAction: string;
+
+  /**
+   * @generated from field: string control_by = 11;
+   */
+  controlBy: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp control_at = 12;
+   */
+  controlAt?: Timestamp | undefined;
+
+  /**
+   * What the device last reported after a control command (stopped, started, restarted,
+   * removed, control-failed), when, and why on failure.
+   *
+   * @generated from field: string reported_state = 13;
+   */
+  reportedState: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp reported_at = 14;
+   */
+  reportedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string reported_error = 15;
+   */
+  reportedError: string;
+
+  /**
+   * With run_state removed: its data directory is removed too.
+   *
+   * @generated from field: bool purge_data = 16;
+   */
+  purgeData: boolean;
 };
 
 /**
@@ -621,6 +677,68 @@ export const CollectGarbageResponseSchema: GenMessage<CollectGarbageResponse> = 
   messageDesc(file_flotilla_admin_v1_releases, 19);
 
 /**
+ * @generated from message flotilla.admin.v1.ControlReleaseRequest
+ */
+export type ControlReleaseRequest = Message<"flotilla.admin.v1.ControlReleaseRequest"> & {
+  /**
+   * Device id or name.
+   *
+   * @generated from field: string device = 1;
+   */
+  device: string;
+
+  /**
+   * The release name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * restart, stop, start or undeploy.
+   *
+   * @generated from field: string action = 3;
+   */
+  action: string;
+
+  /**
+   * With undeploy: remove the release's data directory too (by default it is kept).
+   *
+   * @generated from field: bool purge_data = 4;
+   */
+  purgeData: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ControlReleaseRequest.
+ * Use `create(ControlReleaseRequestSchema)` to create a new message.
+ */
+export const ControlReleaseRequestSchema: GenMessage<ControlReleaseRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_releases, 20);
+
+/**
+ * @generated from message flotilla.admin.v1.ControlReleaseResponse
+ */
+export type ControlReleaseResponse = Message<"flotilla.admin.v1.ControlReleaseResponse"> & {
+  /**
+   * @generated from field: string device_id = 1;
+   */
+  deviceId: string;
+
+  /**
+   * @generated from field: flotilla.admin.v1.DeviceRelease release = 2;
+   */
+  release?: DeviceRelease | undefined;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.ControlReleaseResponse.
+ * Use `create(ControlReleaseResponseSchema)` to create a new message.
+ */
+export const ControlReleaseResponseSchema: GenMessage<ControlReleaseResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_releases, 21);
+
+/**
  * Signed releases (docs/architecture.md, decision 3). The coordinator hosts each
  * organization's TUF repository; admins sign root and targets on their own machines and
  * upload the signed metadata here. Artifacts are uploaded over HTTP (see docs/releases.md),
@@ -709,6 +827,17 @@ export const ReleaseService: GenService<{
     methodKind: "unary";
     input: typeof CollectGarbageRequestSchema;
     output: typeof CollectGarbageResponseSchema;
+  },
+  /**
+   * Restarts, stops, starts or undeploys a release on a device, as desired state: a device
+   * offline now does it when it returns.
+   *
+   * @generated from rpc flotilla.admin.v1.ReleaseService.ControlRelease
+   */
+  controlRelease: {
+    methodKind: "unary";
+    input: typeof ControlReleaseRequestSchema;
+    output: typeof ControlReleaseResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_flotilla_admin_v1_releases, 0);
