@@ -1,3 +1,4 @@
+import { startPeriodic, type Periodic } from "../server/periodic.ts";
 import type { Logger } from "@flotilla/protocol";
 import type { CoordinatorConfig } from "../config.ts";
 import { HttpError } from "../server/http.ts";
@@ -101,40 +102,18 @@ export class StorageQuotas {
 export const SWEEP_LIMIT = 1000;
 
 /** A periodic sweep of abandoned uploads, started by {@link startSweeper}. */
-export interface Sweeper {
-  /** Stops the timer and waits for a sweep under way to end. */
-  close(): Promise<void>;
-}
+export type Sweeper = Periodic;
 
 /**
  * Runs `sweep` now (and waits for it), then every `intervalMs` while none is under way. Errors
  * are logged, never thrown: a sweep that fails is tried again on the next tick.
  */
-export async function startSweeper(what: string, sweep: () => Promise<number>, intervalMs: number, log: Logger): Promise<Sweeper> {
-  let running: Promise<void> | undefined;
-  let closed = false;
-  const run = () => {
-    if (running || closed) return running;
-    running = sweep()
-      .then((removed) => {
-        if (removed > 0) log.info(`removed abandoned ${what}`, { count: removed });
-      })
-      .catch((err: unknown) => log.warn(`could not remove abandoned ${what}`, { err: String(err) }))
-      .finally(() => {
-        running = undefined;
-      });
-    return running;
+export function startSweeper(what: string, sweep: () => Promise<number>, intervalMs: number, log: Logger): Promise<Sweeper> {
+  const task = async () => {
+    const removed = await sweep();
+    if (removed > 0) log.info(`removed abandoned ${what}`, { count: removed });
   };
-  await run();
-  const timer = setInterval(() => void run(), intervalMs);
-  timer.unref();
-  return {
-    async close() {
-      closed = true;
-      clearInterval(timer);
-      await running;
-    },
-  };
+  return startPeriodic(task, intervalMs, log, `could not remove abandoned ${what}`, { runNow: true });
 }
 
 /** How often to sweep for uploads abandoned after `staleAfterMs`: a quarter of it, from a tenth of a second to an hour. */

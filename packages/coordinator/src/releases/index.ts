@@ -38,7 +38,7 @@ export async function releasesFeature(
   const sweeper = await startSweeper("artifact uploads", () => artifacts.sweep(config.staleUploadAfterMs), sweepIntervalMs(config.staleUploadAfterMs), ctx.log);
   // The Nix cache's NARs (nixcache/index.ts) are collected here too: releases decide what they need.
   const gc = new GarbageCollector(ctx.store, artifacts, new NarFiles(join(config.dataDir, "nix")), { graceMs: config.gcGraceMs, log: ctx.log });
-  const collector = startGarbageCollection(gc, config.gcIntervalMs, ctx.log);
+  const collector = await startGarbageCollection(gc, config.gcIntervalMs, ctx.log);
   return {
     name: "releases",
     routes(router) {
