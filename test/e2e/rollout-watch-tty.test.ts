@@ -269,10 +269,12 @@ describe("rollout watch on a terminal", () => {
     const term = { cols: 80, rows: 24 };
     const fleet = await signedFleet(sb);
     await publish(fleet, sb, "webapp", "1.5.0");
-    // 30 devices, two of which fail their health checks (then roll back), both in the first
-    // batch of wave 3. 7 steps of 150 ms per device: each state below lasts about a second.
+    // 30 devices, two of which fail their downloads, both in the first batch of wave 3. 7 steps
+    // of 150 ms per device: each state below lasts about a second. Failing at the second step,
+    // the two are counted while the rest of the batch still installs, for most of a second
+    // (failing at the health check, that overlap shrank to nothing on a loaded machine).
     const failing = new Set(["sw-04", "sw-07"]);
-    await swarmOf(fleet, sb, hosts(30).map((h) => ({ ...h, failHealth: failing.has(h.hostname) })), 150);
+    await swarmOf(fleet, sb, hosts(30).map((h) => ({ ...h, failDownload: failing.has(h.hostname) })), 150);
 
     // Wave 3 has 27 devices and installs 24 at once: more than the 19 busy lines that fit below
     // a headline and three bars in 23 rows. The other 3 start when the first ones end, while the

@@ -17,6 +17,8 @@ export interface SwarmDeviceOptions {
   capabilities?: string[];
   /** Report a failed health check (then a rollback) for every release it is given. */
   failHealth?: boolean;
+  /** Report a failed download (early, at the second step) for every release it is given. */
+  failDownload?: boolean;
 }
 
 /** One activation as a device performed it, in the order the swarm saw them. */
@@ -44,7 +46,10 @@ export class Swarm {
   ) {
     this.behaviour = {
       stepDelayMs,
-      outcome: (d) => ((d as SwarmDevice).options.failHealth ? "health-failed" : "healthy"),
+      outcome: (d) => {
+        const o = (d as SwarmDevice).options;
+        return o.failDownload ? "download-failed" : o.failHealth ? "health-failed" : "healthy";
+      },
       metricsIntervalMs: 0,
       logsIntervalMs: 0,
       logLines: 0,
