@@ -51,19 +51,7 @@ export interface ReleaseTables {
     error: string;
   };
   /** Releases removed with `release rm` (migration 0013_removed_releases): their counters are never given again. */
-  removed_releases: {
-    org_id: string;
-    name: string;
-    counter: number;
-    version: string;
-    kind: string;
-    target_path: string;
-    sha256: string;
-    length: number;
-    meta: string;
-    created_at: number;
-    removed_at: number;
-  };
+  removed_releases: ReleaseTables["releases"] & { removed_at: number };
   /** Organizations that uploaded an artifact's bytes themselves, and so may release it. */
   artifact_owners: {
     org_id: string;
