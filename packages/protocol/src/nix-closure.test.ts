@@ -41,6 +41,10 @@ describe("closure manifests", () => {
     expect(closureMismatch(pinned, [{ ...pinned[0]!, narHash: HB }, pinned[1]!])).toBe(`${A} has NarHash ${HB} here, but the release pins ${HA}`);
     expect(closureMismatch(pinned, [{ ...pinned[0]!, narSize: 1 }, pinned[1]!])).toBe(`${A} has NarSize 1 here, but the release pins 120`);
     expect(closureMismatch([pinned[1]!], pinned)).toBe(`${A} is in the closure nix fetched but not in the release's closure manifest`);
+    // Other bytes under a pinned path are named before a missing path, in whatever order the manifest lists them.
+    for (const manifest of [pinned, [...pinned].reverse()]) {
+      expect(closureMismatch(manifest, [{ ...pinned[1]!, narHash: HA }])).toBe(`${B} has NarHash ${HA} here, but the release pins ${pinned[1]!.narHash}`);
+    }
   });
 
   it("reads an artifact with or without a manifest, and refuses one whose manifest lacks the system or repeats a path", () => {

@@ -86,17 +86,20 @@ export function parsePathInfoJson(text: string): ClosureEntry[] {
 }
 
 /**
- * Compares the closure nix realised with the signed manifest; returns the first difference as a
+ * Compares the closure nix realised with the signed manifest; returns a difference as a
  * sentence, or undefined when they are the same set of paths with the same NarHash and NarSize.
+ * Other bytes under a pinned path are named first, then a missing path, then an extra one, so
+ * the sentence does not depend on the order of the manifest.
  */
 export function closureMismatch(manifest: ClosureEntry[], actual: ClosureEntry[]): string | undefined {
   const have = new Map(actual.map((e) => [e.path, e]));
   for (const want of manifest) {
     const got = have.get(want.path);
-    if (!got) return `${want.path} is in the release's closure manifest but not in the closure nix fetched`;
-    if (got.narHash !== want.narHash) return `${want.path} has NarHash ${got.narHash} here, but the release pins ${want.narHash}`;
-    if (got.narSize !== want.narSize) return `${want.path} has NarSize ${got.narSize} here, but the release pins ${want.narSize}`;
+    if (got && got.narHash !== want.narHash) return `${want.path} has NarHash ${got.narHash} here, but the release pins ${want.narHash}`;
+    if (got && got.narSize !== want.narSize) return `${want.path} has NarSize ${got.narSize} here, but the release pins ${want.narSize}`;
   }
+  const missing = manifest.find((want) => !have.has(want.path));
+  if (missing) return `${missing.path} is in the release's closure manifest but not in the closure nix fetched`;
   const pinned = new Set(manifest.map((e) => e.path));
   const extra = actual.find((e) => !pinned.has(e.path));
   if (extra) return `${extra.path} is in the closure nix fetched but not in the release's closure manifest`;
