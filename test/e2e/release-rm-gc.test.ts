@@ -26,17 +26,23 @@ interface GcJson {
 
 const stored = async (dataDir: string, ...sub: string[]) => (await readdir(join(dataDir, ...sub)).catch(() => [] as string[])).sort();
 
+/** A fleet with a bundle agent running app 1.0.0 (counter 1), healthy. */
+async function deviceRunningApp1(coordinatorArgs: string[] = []) {
+  const fleet = await signedFleet(sb, coordinatorArgs);
+  const { name } = await bundleAgent(fleet, sb);
+  const dir = await sb.dir();
+  const port = await freePort();
+  const v1 = await bundleTarball(dir, "app.tar.gz", { port });
+  await createRelease(fleet, v1.path, "app", "1.0.0", serverFlags(port));
+  expect((await fleet.admin(["device", "deploy", name, "app@1.0.0"])).code).toBe(0);
+  expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)).toMatchObject({ step: "healthy" });
+  return { fleet, name, dir, port, v1 };
+}
+
 describe("release rm and coordinator gc", () => {
   it("refuses to remove a release a device runs, naming it; removes it with --force, the device unaffected; gc frees exactly the unreferenced artifacts", async () => {
     // No grace period: what was uploaded before a collection is old enough for it.
-    const fleet = await signedFleet(sb, ["--gc-grace-ms", "1"]);
-    const { name } = await bundleAgent(fleet, sb);
-    const dir = await sb.dir();
-    const port = await freePort();
-    const v1 = await bundleTarball(dir, "app.tar.gz", { port });
-    await createRelease(fleet, v1.path, "app", "1.0.0", serverFlags(port));
-    expect((await fleet.admin(["device", "deploy", name, "app@1.0.0"])).code).toBe(0);
-    expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)).toMatchObject({ step: "healthy" });
+    const { fleet, name, dir, port, v1 } = await deviceRunningApp1(["--gc-grace-ms", "1"]);
     const v2 = await artifact(dir, "app2.tar.gz", 50_000);
     await createRelease(fleet, v2.path, "app", "2.0.0");
     const usageBefore = (await stored(fleet.dataDir, "artifacts", "sha256")).length;
@@ -91,14 +97,7 @@ describe("release rm and coordinator gc", () => {
   }, 150_000);
 
   it("tells a device told to run a removed release (but not running it) to run what it runs", async () => {
-    const fleet = await signedFleet(sb);
-    const { name } = await bundleAgent(fleet, sb);
-    const dir = await sb.dir();
-    const port = await freePort();
-    const v1 = await bundleTarball(dir, "app.tar.gz", { port });
-    await createRelease(fleet, v1.path, "app", "1.0.0", serverFlags(port));
-    expect((await fleet.admin(["device", "deploy", name, "app@1.0.0"])).code).toBe(0);
-    expect((await waitForEnd(fleet, name, "app/1/app.tar.gz")).at(-1)).toMatchObject({ step: "healthy" });
+    const { fleet, name, dir, port } = await deviceRunningApp1();
     // 2.0.0 fails its health check for ever: the device stays told to run it, running 1.0.0.
     const v2 = await bundleTarball(dir, "bad.tar.gz", { port: await freePort(), health: 500 });
     await createRelease(fleet, v2.path, "app", "2.0.0", ["--run", "node server.mjs", "--health-command", "false", "--health-window-seconds", "1"]);
