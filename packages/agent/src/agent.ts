@@ -24,6 +24,8 @@ import { serveTunnels } from "./tunnel/tunnels.ts";
 export type AgentOptions = AgentConfig & {
   /** Activators for release kinds (bundle, nixos, ...); those available() here are declared as capabilities. */
   activators?: Activator[];
+  /** The version the agent reports (facts, Watch); default VERSION. */
+  version?: string;
 };
 
 /**
@@ -56,7 +58,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
     enrollment,
     dial: (url, pin, s) => connect(url, pin, identity, s),
     saveEnrollment: (e) => state.writeEnrollment(e),
-    watchRequest: () => ({ agentVersion: VERSION, capabilities: capabilities() }),
+    watchRequest: () => ({ agentVersion: opts.version ?? VERSION, capabilities: capabilities() }),
     onDesired: (desired) => applier.apply(desired),
     log,
   });
@@ -94,7 +96,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   telemetry.start();
   const background = [
     sender.run(stop.signal),
-    reportFacts({ state, intervalMs: opts.factsIntervalMs, capabilities, queue: (facts) => sender.queue("facts", { case: "facts", value: facts }), log }, stop.signal),
+    reportFacts({ state, version: opts.version ?? VERSION, intervalMs: opts.factsIntervalMs, capabilities, queue: (facts) => sender.queue("facts", { case: "facts", value: facts }), log }, stop.signal),
     releases.manager.run(stop.signal),
   ];
   let exit: AgentExit;

@@ -125,6 +125,22 @@ export const agentOptionSpecs = defineOptions({
     default: 0,
     doc: "caps release downloads, for slow or metered links; 0 for no cap",
   },
+  selfUpdate: {
+    flag: "self-update",
+    env: "FLOTILLA_SELF_UPDATE",
+    key: "self_update",
+    schema: z.union([z.boolean(), z.stringbool()]),
+    default: false,
+    doc: "run the agent under a launcher that installs agent releases and restores the previous executable when a new one fails (docs/self-update.md)",
+  },
+  selfUpdateConfirmMs: {
+    flag: "self-update-confirm-ms",
+    env: "FLOTILLA_SELF_UPDATE_CONFIRM_MS",
+    key: "self_update_confirm_ms",
+    schema: positiveMs,
+    default: 120_000,
+    doc: "how long a new agent executable has to reach the coordinator before the launcher restores the previous one",
+  },
 });
 
 /** A list option: an array (TOML) or comma-separated text (flag, environment), each item checked. */

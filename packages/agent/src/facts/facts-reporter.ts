@@ -1,4 +1,4 @@
-import { commonv1, factsFingerprint, sleep, VERSION, type Logger } from "@flotilla/protocol";
+import { commonv1, factsFingerprint, sleep, type Logger } from "@flotilla/protocol";
 import { describeError } from "../exit.ts";
 import type { StateDir } from "../state.ts";
 import { collectFacts } from "./collect.ts";
@@ -11,6 +11,8 @@ import { collectFacts } from "./collect.ts";
 export async function reportFacts(
   opts: {
     state: StateDir;
+    /** The agent version reported. */
+    version: string;
     intervalMs: number;
     capabilities(): string[];
     queue(facts: commonv1.Facts): Promise<void>;
@@ -20,7 +22,7 @@ export async function reportFacts(
 ): Promise<void> {
   while (!signal.aborted) {
     try {
-      const facts = await collectFacts({ agentVersion: VERSION, capabilities: opts.capabilities() });
+      const facts = await collectFacts({ agentVersion: opts.version, capabilities: opts.capabilities() });
       const sha = factsFingerprint(facts);
       if (sha !== (await opts.state.readFactsFingerprint())) {
         await opts.queue(facts);

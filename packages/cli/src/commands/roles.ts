@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, formatConfig, loadConfig } from "@flotilla/protocol";
+import { createLogger, formatConfig, loadConfig, VERSION } from "@flotilla/protocol";
 import type { CliConfig } from "../config.ts";
 import { ExitError } from "../errors.ts";
 import { agentActivators } from "../roles/activators.ts";
@@ -113,13 +113,46 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
     run(async (out) => {
       const loaded = loadRoleConfig(agentOptionSpecs, opts, env, cli().configFile);
       if (opts.printConfig) return out(formatConfig(agentOptionSpecs, loaded));
-      const { FatalAgentError, runAgent } = await import("@flotilla/agent");
+      const { FatalAgentError, LAUNCHED_ENV, LauncherLink, runAgent, runLauncher } = await import("@flotilla/agent");
       const log = createLogger({ role: "agent" });
-      const exit = await runAgent({ ...loaded.values, activators: await agentActivators(loaded.values.stateDir, log) }, log, stopSignal());
+      const launchedAs = env[LAUNCHED_ENV];
+      if (loaded.values.selfUpdate && launchedAs === undefined) {
+        // The launcher (docs/self-update.md): runs the agent as a child and never runs new code itself.
+        return runLauncher(
+          {
+            stateDir: loaded.values.stateDir,
+            installedCommand: await installedCommand(),
+            args: process.argv.slice(2),
+            env,
+            confirmWindowMs: loaded.values.selfUpdateConfirmMs,
+            log,
+          },
+          stopSignal(),
+        );
+      }
+      // Tests give an executable of theirs a version of its own; nothing else sets it.
+      const version = env.FLOTILLA_TEST_AGENT_VERSION || VERSION;
+      const link = launchedAs !== undefined && process.send ? new LauncherLink(process, launchedAs) : undefined;
+      // An agent whose launcher is gone stops, so that a restarted launcher never finds two.
+      const stop = link ? AbortSignal.any([stopSignal(), link.gone]) : stopSignal();
+      const activators = await agentActivators(loaded.values.stateDir, log, link && { link, version });
+      const exit = await runAgent({ ...loaded.values, version, activators }, log, stop);
       if (exit === "rejected") {
         throw new FatalAgentError("the coordinator's admins rejected this device; it needs a new join string");
       }
       if (exit === "decommissioned") out("decommissioned: credentials forgotten\n");
+      // The IPC channel would keep the process alive.
+      if (link) process.disconnect?.();
     }),
   );
+}
+
+/**
+ * The command that runs this program again: the executable itself for a single-executable build,
+ * else node with the script it was started with.
+ */
+async function installedCommand(): Promise<string[]> {
+  const sea = await import("node:sea").catch(() => undefined);
+  if (sea?.isSea()) return [process.execPath];
+  return [process.execPath, ...process.execArgv, process.argv[1]!];
 }

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import type { Activator } from "@flotilla/agent";
+import type { Activator, LauncherLink } from "@flotilla/agent";
 import type { Logger } from "@flotilla/protocol";
 
 /**
@@ -7,7 +7,11 @@ import type { Logger } from "@flotilla/protocol";
  * capability when its available() is true on this machine; the coordinator deploys only kinds
  * a device declares. One line per activator; loaded lazily with the agent's code.
  */
-export async function agentActivators(stateDir: string, log: Logger): Promise<Activator[]> {
-  const { BundleActivator } = await import("@flotilla/agent");
-  return [new BundleActivator({ dir: join(stateDir, "bundles"), log: log.child({ activator: "bundle" }) })];
+export async function agentActivators(stateDir: string, log: Logger, self?: { link: LauncherLink; version: string }): Promise<Activator[]> {
+  const { AgentActivator, BundleActivator } = await import("@flotilla/agent");
+  return [
+    new BundleActivator({ dir: join(stateDir, "bundles"), log: log.child({ activator: "bundle" }) }),
+    // Only under a launcher (`self_update = true`), which restores the previous agent when a new one fails.
+    ...(self ? [new AgentActivator({ stateDir, link: self.link, version: self.version, log: log.child({ activator: "agent" }) })] : []),
+  ];
 }
