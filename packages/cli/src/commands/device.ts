@@ -32,10 +32,11 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
           const now = Date.now();
           out(
             table(
-              ["NAME", "STATUS", "ARCH", "OS", "LABELS", "LAST SEEN", "ID"],
+              ["NAME", "STATUS", "AGENT", "ARCH", "OS", "LABELS", "LAST SEEN", "ID"],
               devices.map((d) => [
                 d.name,
                 deviceStatus(d),
+                d.agentVersion,
                 d.facts?.arch ?? "",
                 [d.facts?.os, d.facts?.osVersion].filter(Boolean).join(" "),
                 labelText(d.labels),

@@ -91,6 +91,15 @@ describe("rollout plans", () => {
     ]);
   });
 
+  it("says why an agent release cannot go to an agent that does not update itself", () => {
+    const devices = [dev("launched", { capabilities: ["release:bundle", "release:agent"] }), dev("plain")];
+    const plan = planRollout(devices, all, { capability: "release:agent", arch: [] }, parseWaves(["100%"]));
+    expect(plan.waves.flatMap((w) => w.devices.map((d) => d.name))).toEqual(["launched"]);
+    expect(plan.ineligible.map((i) => [i.device.name, i.reason])).toEqual([
+      ["plain", "missing capability release:agent: this agent cannot update itself (it runs without self_update, or is older than self-update)"],
+    ]);
+  });
+
   it("gives the same assignment whatever order the devices come in", () => {
     const devices = Array.from({ length: 30 }, (_, i) => dev(`d${String(i).padStart(2, "0")}`, { online: i % 7 !== 0 }));
     const waves = parseWaves(["1", "10%", "100%"]);

@@ -43,10 +43,18 @@ export interface RolloutPlan {
   total: number;
 }
 
+/** What a missing capability means, for the capabilities whose name does not say it. */
+const CAPABILITY_MEANING: Readonly<Record<string, string>> = {
+  "release:agent": "this agent cannot update itself (it runs without self_update, or is older than self-update)",
+};
+
 /** Why a device matched by the selector cannot take the release, or undefined when it can. */
 export function ineligibility(d: PlanDevice, req: ReleaseRequirements): string | undefined {
   if (d.lifecycle !== "approved") return `device is ${d.lifecycle}`;
-  if (!d.capabilities.includes(req.capability)) return `missing capability ${req.capability}`;
+  if (!d.capabilities.includes(req.capability)) {
+    const meaning = Object.hasOwn(CAPABILITY_MEANING, req.capability) ? `: ${CAPABILITY_MEANING[req.capability]}` : "";
+    return `missing capability ${req.capability}${meaning}`;
+  }
   if (req.arch.length > 0 && !req.arch.includes(d.arch)) return `arch ${d.arch || "unknown"} not in ${req.arch.join(", ")}`;
   return undefined;
 }
