@@ -130,7 +130,7 @@ export async function runLauncher(opts: LauncherOptions, signal: AbortSignal): P
             continue;
           }
           if (e.type === "deadline" && state.pending) {
-            const reason = `the new agent ${state.pending.to.version} did not reach the coordinator within ${Math.round(opts.confirmWindowMs / 1000)} s`;
+            const reason = `the new agent ${state.pending.to.version} did not reach the coordinator within ${duration(opts.confirmWindowMs)}`;
             log.warn("restoring the previous agent", { reason });
             await stopChild();
             await save(rollBackHandover(state, reason));
@@ -222,4 +222,8 @@ async function prune(dir: string, state: LauncherState): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     if (STAGED_ID.test(name) && !keep.has(name)) await rm(join(dir, name), { recursive: true, force: true });
   }
+}
+
+function duration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
 }
