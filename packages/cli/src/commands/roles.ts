@@ -135,14 +135,17 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
       const link = launchedAs !== undefined && process.send ? new LauncherLink(process, launchedAs) : undefined;
       // An agent whose launcher is gone stops, so that a restarted launcher never finds two.
       const stop = link ? AbortSignal.any([stopSignal(), link.gone]) : stopSignal();
-      const activators = await agentActivators(loaded.values.stateDir, log, link && { link, version });
-      const exit = await runAgent({ ...loaded.values, version, activators }, log, stop);
-      if (exit === "rejected") {
-        throw new FatalAgentError("the coordinator's admins rejected this device; it needs a new join string");
+      try {
+        const activators = await agentActivators(loaded.values.stateDir, log, link && { link, version });
+        const exit = await runAgent({ ...loaded.values, version, activators }, log, stop);
+        if (exit === "rejected") {
+          throw new FatalAgentError("the coordinator's admins rejected this device; it needs a new join string");
+        }
+        if (exit === "decommissioned") out("decommissioned: credentials forgotten\n");
+      } finally {
+        // The IPC channel would keep the process alive after the agent ended.
+        if (link) process.disconnect?.();
       }
-      if (exit === "decommissioned") out("decommissioned: credentials forgotten\n");
-      // The IPC channel would keep the process alive.
-      if (link) process.disconnect?.();
     }),
   );
 }
