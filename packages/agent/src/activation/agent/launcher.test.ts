@@ -118,6 +118,15 @@ describe("the launcher", () => {
     expect((await t.state()).last).toEqual({ to: v2, outcome: "rolled-back", reason: "the new agent 0.2.0 did not reach the coordinator within 300 ms" });
   });
 
+  it("restores the previous executable when the new one cannot even be started", async () => {
+    const t = await setup({ installedMode: "switch-once" });
+    await mkdir(join(t.stateDir, "agent-versions", v2.id), { recursive: true });
+    await writeFile(executablePath(t.stateDir, v2.id), Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 0, 0, 0]), { mode: 0o755 });
+    void launch(t.launcherOpts, t.stop.signal);
+    await waitFor("the installed agent again", async () => ((await t.lines()).filter((l) => l === "installed started switch-once").length === 2 ? true : undefined), 20_000, 25);
+    expect((await t.state()).last).toMatchObject({ to: v2, outcome: "rolled-back", reason: "the new agent 0.2.0 exited with code 127 before it reached the coordinator" });
+  });
+
   it("restores the previous executable at start when a handover was pending, and stops the agent a killed launcher left", async () => {
     const t = await setup({ installedMode: "idle", stagedMode: "confirm" });
     await mkdir(join(t.stateDir, "agent-versions"), { recursive: true });

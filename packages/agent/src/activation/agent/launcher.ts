@@ -45,7 +45,8 @@ export interface LauncherOptions {
 }
 
 type Event =
-  | { type: "exit"; child: ChildProcess; code: number | null; signal: NodeJS.Signals | null }
+  /** `error`: it could not be started at all. */
+  | { type: "exit"; child: ChildProcess; code: number | null; signal: NodeJS.Signals | null; error?: string }
   | { type: "request"; child: ChildProcess; req: LauncherRequest }
   | { type: "deadline"; child: ChildProcess }
   | { type: "stop" };
@@ -139,7 +140,7 @@ export async function runLauncher(opts: LauncherOptions, signal: AbortSignal): P
           }
           if (e.type === "exit") {
             await removePidRecord(pidPath);
-            const how = e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
+            const how = e.error ? `could not be started (${e.error})` : e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
             if (state.pending) {
               const reason = `the new agent ${state.pending.to.version} ${how} before it reached the coordinator`;
               log.warn("restoring the previous agent", { reason });
@@ -206,7 +207,7 @@ function startChild(opts: LauncherOptions, exe: StagedExecutable | undefined, pu
   // A program that cannot be started at all (ENOENT, EACCES) exits as far as the launcher cares.
   child.on("error", (err) => {
     log.warn("could not start the agent", { err: err.message });
-    if (child.pid === undefined) push({ type: "exit", child, code: 127, signal: null });
+    if (child.pid === undefined) push({ type: "exit", child, code: 127, signal: null, error: (err as NodeJS.ErrnoException).code ?? err.message });
   });
   return child;
 }
