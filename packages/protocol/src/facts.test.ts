@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { factsFingerprint, flattenFacts } from "./facts.ts";
+import { matchesSelector, parseSelector } from "./selector/selector.ts";
 import { FactsSchema, type Facts } from "./gen/flotilla/common/v1/common_pb.ts";
 
 function sample(): Facts {
@@ -28,6 +29,14 @@ function sample(): Facts {
 }
 
 describe("flattenFacts", () => {
+  it("lets `agent.version!=V` select the agents that are not on V, and those that report no version", () => {
+    const outdated = parseSelector("agent.version!=0.2.0");
+    expect(matchesSelector(outdated, flattenFacts(sample()))).toBe(true);
+    expect(matchesSelector(outdated, flattenFacts({ ...sample(), agentVersion: "0.2.0" }))).toBe(false);
+    expect(matchesSelector(outdated, flattenFacts({ ...sample(), agentVersion: "" }))).toBe(true);
+    expect(matchesSelector(parseSelector("capabilities!=x,agent.version in (0.1.0,0.2.0)"), flattenFacts(sample()))).toBe(true);
+  });
+
   it("flattens every fact into a dotted key", () => {
     expect(flattenFacts(sample())).toEqual({
       hostname: "web-1",
