@@ -6,7 +6,7 @@ import { silentLogger } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
 import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { groupAlive, procStat, writePidRecord } from "../bundle/process-group.ts";
-import { runLauncher } from "./launcher.ts";
+import { LAUNCHER_DIR_ENV, runLauncher } from "./launcher.ts";
 import { afterRestart, beginHandover, confirmHandover, executablePath, rollBackHandover, toRun, type LauncherState, type StagedExecutable } from "./launcher-state.ts";
 
 const CHILD = join(import.meta.dirname, "testing", "child.mjs");
@@ -127,16 +127,26 @@ describe("the launcher", () => {
     expect((await t.state()).last).toMatchObject({ to: v2, outcome: "rolled-back", reason: "the new agent 0.2.0 exited with code 127 before it reached the coordinator" });
   });
 
-  it("restores the previous executable at start when a handover was pending, and stops the agent a killed launcher left", async () => {
+  it("restores the previous executable at start when a handover was pending, and stops the agents a killed launcher left", async () => {
     const t = await setup({ installedMode: "idle", stagedMode: "confirm" });
-    await mkdir(join(t.stateDir, "agent-versions"), { recursive: true });
-    await writeFile(join(t.stateDir, "agent-versions", "launcher.json"), JSON.stringify(beginHandover({}, v2)));
-    const orphan = spawn("sleep", ["60"], { detached: true, stdio: "ignore" });
-    await writePidRecord(join(t.stateDir, "agent-versions", "child.json"), { pid: orphan.pid!, startTime: (await procStat(orphan.pid!))!.startTime, release: v2.id });
-    void launch(t.launcherOpts, t.stop.signal);
-    await t.until("installed started idle");
-    expect(await groupAlive(orphan.pid!)).toBe(false);
-    expect(await t.state()).toEqual({ last: { to: v2, outcome: "rolled-back", reason: "the agent was stopped during the handover to 0.2.0" } });
+    const dir = join(t.stateDir, "agent-versions");
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, "launcher.json"), JSON.stringify(beginHandover({}, v2)));
+    // One recorded in child.json, one started but not recorded yet when its launcher was killed.
+    const recorded = spawn("sleep", ["60"], { detached: true, stdio: "ignore" });
+    await writePidRecord(join(dir, "child.json"), { pid: recorded.pid!, startTime: (await procStat(recorded.pid!))!.startTime, release: v2.id });
+    const unrecorded = spawn("sleep", ["60"], { detached: true, stdio: "ignore", env: { PATH: process.env.PATH, [LAUNCHER_DIR_ENV]: dir } });
+    const elsewhere = spawn("sleep", ["60"], { detached: true, stdio: "ignore", env: { PATH: process.env.PATH, [LAUNCHER_DIR_ENV]: `${dir}-other` } });
+    try {
+      void launch(t.launcherOpts, t.stop.signal);
+      await t.until("installed started idle");
+      expect(await groupAlive(recorded.pid!)).toBe(false);
+      expect(await groupAlive(unrecorded.pid!)).toBe(false);
+      expect(await groupAlive(elsewhere.pid!)).toBe(true);
+      expect(await t.state()).toEqual({ last: { to: v2, outcome: "rolled-back", reason: "the agent was stopped during the handover to 0.2.0" } });
+    } finally {
+      elsewhere.kill("SIGKILL");
+    }
   });
 
   it("refuses a handover to an id that is not a staged executable's, such as a path out of its directory", async () => {

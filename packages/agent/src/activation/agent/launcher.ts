@@ -6,7 +6,7 @@
  * (reach the coordinator) within the confirm window, or the launcher restores the previous one.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { access, constants, mkdir, readdir, rm } from "node:fs/promises";
+import { access, constants, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { readJsonIfExists, writeJsonAtomic, type Logger } from "@flotilla/protocol";
 import { procStat, removePidRecord, stopGroup, stopOrphan, writePidRecord } from "../bundle/process-group.ts";
@@ -27,6 +27,9 @@ import type { LauncherReply, LauncherRequest } from "./link.ts";
 
 /** Environment variable that tells a child it runs under a launcher, and which executable it is. */
 export const LAUNCHED_ENV = "FLOTILLA_AGENT_EXECUTABLE";
+
+/** Environment variable that marks a child with its launcher's `agent-versions` directory. */
+export const LAUNCHER_DIR_ENV = "FLOTILLA_AGENT_LAUNCHER_DIR";
 
 export interface LauncherOptions {
   /** The agent's state directory; the launcher keeps `agent-versions/` in it. */
@@ -63,7 +66,9 @@ export async function runLauncher(opts: LauncherOptions, signal: AbortSignal): P
   const log = opts.log.child({ component: "launcher" });
   await mkdir(dir, { recursive: true, mode: 0o755 });
   // A child of a launcher that was killed may still run: never two agents on one state directory.
-  if (await stopOrphan(pidPath, grace)) log.warn("stopped the agent a previous launcher left running");
+  const recorded = await stopOrphan(pidPath, grace);
+  const unrecorded = await sweepAgents(dir, grace);
+  if (recorded || unrecorded.length > 0) log.warn("stopped the agents a previous launcher left running");
 
   const loaded = (await readJsonIfExists<LauncherState>(statePath)) ?? {};
   let state = afterRestart(loaded);
@@ -195,7 +200,7 @@ function startChild(opts: LauncherOptions, exe: StagedExecutable | undefined, pu
   // Its own process group, so that stopping it stops whatever it runs in the same group; the
   // services of bundle releases have groups of their own and outlive it, as they do any agent restart.
   const child = spawn(program!, [...pre, ...opts.args], {
-    env: { ...opts.env, [LAUNCHED_ENV]: exe?.id ?? "installed" },
+    env: { ...opts.env, [LAUNCHED_ENV]: exe?.id ?? "installed", [LAUNCHER_DIR_ENV]: versionsDir(opts.stateDir) },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
     detached: true,
   });
@@ -210,6 +215,26 @@ function startChild(opts: LauncherOptions, exe: StagedExecutable | undefined, pu
     if (child.pid === undefined) push({ type: "exit", child, code: 127, signal: null, error: (err as NodeJS.ErrnoException).code ?? err.message });
   });
   return child;
+}
+
+/**
+ * Stops every process group with a member marked as an agent of the launcher of `dir`: those a
+ * killed launcher left, even one it started but had not recorded in child.json yet. Reads
+ * /proc/<pid>/environ of every process, once per launcher start.
+ */
+export async function sweepAgents(dir: string, graceMs: number): Promise<number[]> {
+  const marker = `${LAUNCHER_DIR_ENV}=${dir}`;
+  const own = (await procStat(process.pid))?.pgid;
+  const groups = new Set<number>();
+  for (const entry of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const environ = await readFile(`/proc/${entry}/environ`, "utf8").catch(() => "");
+    if (!environ.split("\0").includes(marker)) continue;
+    const st = await procStat(entry);
+    if (st && st.state !== "Z" && st.pgid > 1 && st.pgid !== own) groups.add(st.pgid);
+  }
+  for (const pgid of groups) await stopGroup(pgid, graceMs);
+  return [...groups];
 }
 
 function reply(child: ChildProcess, seq: number, error?: string): void {
