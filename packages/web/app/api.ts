@@ -75,6 +75,14 @@ export async function login(organization: string, name: string, password: string
   setSession({ organization: body.organization ?? organization, name, role: body.role ?? "viewer", csrf: body.csrfToken, expiresAt: body.expiresAt ?? new Date(Date.now() + 3600_000).toISOString() });
 }
 
+/** Redeems a one-time link from `flotilla login-link` (POST /auth/login-link/redeem). */
+export async function redeemLoginLink(token: string): Promise<void> {
+  const res = await fetch("/auth/login-link/redeem", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token }) });
+  const body = (await res.json().catch(() => ({}))) as { error?: string; csrfToken?: string; organization?: string; name?: string; role?: Role; expiresAt?: string };
+  if (!res.ok || !body.csrfToken) throw new Error(body.error ?? `login failed (HTTP ${res.status})`);
+  setSession({ organization: body.organization ?? "", name: body.name ?? "", role: body.role ?? "viewer", csrf: body.csrfToken, expiresAt: body.expiresAt ?? new Date(Date.now() + 3600_000).toISOString() });
+}
+
 export async function logout(): Promise<void> {
   const s = current;
   setSession(undefined);

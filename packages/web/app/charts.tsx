@@ -9,8 +9,8 @@ interface Series {
   title: string;
   unit: string;
   labels: string[];
-  /** x (seconds), then one array per label. */
-  data: number[][];
+  /** x (seconds), then one array per label; null is a gap. */
+  data: (number | null)[][];
 }
 
 /** Turns samples (oldest first) into the four charts' series. */
@@ -48,11 +48,13 @@ export function chartSeries(samples: MetricSample[]): Series[] {
     tx.push(prev && dt > 0 && outBytes >= prev.tx ? (outBytes - prev.tx) / dt : NaN);
     prev = { t, rx: inBytes, tx: outBytes };
   }
+  // uPlot draws null as a gap; NaN would spoil its scale.
+  const gaps = (values: number[]) => values.map((v) => (Number.isFinite(v) ? v : null));
   return [
-    { title: "CPU", unit: "%", labels: ["busy"], data: [xs, cpu] },
-    { title: "Memory", unit: "%", labels: ["used"], data: [xs, mem] },
-    { title: "Disk", unit: "%", labels: ["fullest filesystem"], data: [xs, disk] },
-    { title: "Network", unit: "B/s", labels: ["receive", "transmit"], data: [xs, rx, tx] },
+    { title: "CPU", unit: "%", labels: ["busy"], data: [xs, gaps(cpu)] },
+    { title: "Memory", unit: "%", labels: ["used"], data: [xs, gaps(mem)] },
+    { title: "Disk", unit: "%", labels: ["fullest filesystem"], data: [xs, gaps(disk)] },
+    { title: "Network", unit: "B/s", labels: ["receive", "transmit"], data: [xs, gaps(rx), gaps(tx)] },
   ];
 }
 

@@ -5,7 +5,7 @@ import { admin, expireSession, logout, onSessionChange, session, sessionEndReaso
 import { DevicePage } from "./pages/device.tsx";
 import { DevicesPage } from "./pages/devices.tsx";
 import { EnrollmentPage } from "./pages/enrollment.tsx";
-import { LoginPage } from "./pages/login.tsx";
+import { LinkLoginPage, LoginPage } from "./pages/login.tsx";
 import { OrganizationPage } from "./pages/organization.tsx";
 import { OverviewPage } from "./pages/overview.tsx";
 import { RolloutPage, RolloutsPage } from "./pages/rollouts.tsx";
@@ -67,6 +67,7 @@ function App() {
       clearTimeout(t);
     };
   }, [s]);
+  if (path.startsWith("/login-link")) return <LinkLoginPage />;
   if (!s) return <LoginPage notice={sessionEndReason()} />;
   if (!checked) return <p className="loading">Loading…</p>;
   const section = "/" + (path.split("?")[0]!.split("/")[1] ?? "");

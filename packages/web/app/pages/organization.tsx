@@ -208,7 +208,8 @@ function Keys() {
 function Audit() {
   const [actor, setActor] = useState("");
   const [applied, setApplied] = useState("");
-  const list = useLoad(() => admin.listAuditEntries({ actor: applied, limit: 200 }), [applied]);
+  // The latest 200, newest first (the coordinator answers them oldest first).
+  const list = useLoad(() => admin.listAuditEntries({ actor: applied, limit: 200 }).then((r) => r.entries.reverse()), [applied]);
   const [verdict, setVerdict] = useState<string>();
   return (
     <section aria-labelledby="audit-h" id="audit">
@@ -240,8 +241,8 @@ function Audit() {
         </p>
       )}
       <ErrorLine error={list.error} />
-      {list.data?.entries.length === 0 && <Empty>No entry matches.</Empty>}
-      {list.data && list.data.entries.length > 0 && (
+      {list.data?.length === 0 && <Empty>No entry matches.</Empty>}
+      {list.data && list.data.length > 0 && (
         <table>
           <thead>
             <tr>
@@ -254,7 +255,7 @@ function Audit() {
             </tr>
           </thead>
           <tbody>
-            {list.data.entries.map((e) => (
+            {list.data.map((e) => (
               <tr key={String(e.seq)}>
                 <td>{String(e.seq)}</td>
                 <td>

@@ -51,7 +51,7 @@ export function OverviewPage() {
     return { devices: d.devices, rollouts: r.rollouts };
   }, [], 5000);
   const rel = useLoad(() => releases.listReleases({ name: "" }), []);
-  const audit = useLoad(async () => (can("audit:read") ? (await admin.listAuditEntries({ limit: 10 })).entries : undefined), []);
+  const audit = useLoad(async () => (can("audit:read") ? (await admin.listAuditEntries({ limit: 10 })).entries.reverse() : undefined), []);
   const counts = fleet.data && fleetCounts(fleet.data.devices, fleet.data.rollouts);
   const active = fleet.data?.rollouts.filter((r) => r.status === "running" || r.status === "paused") ?? [];
   const running = new Map<string, number>();
@@ -123,6 +123,7 @@ export function OverviewPage() {
       {can("audit:read") && (
         <section aria-labelledby="audit-h">
           <h2 id="audit-h">Recent activity</h2>
+          {/* The coordinator answers the latest entries oldest first; the newest go on top here. */}
           <ErrorLine error={audit.error} />
           {audit.data?.length === 0 && <Empty>Nothing happened yet.</Empty>}
           <ul className="list">
