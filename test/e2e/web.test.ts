@@ -144,6 +144,18 @@ describe("web console", () => {
     expect((await fleet.device(pending.id))?.status).toBe("online");
   });
 
+  it("sets a label on the selected devices at once", async () => {
+    await page.getByLabel("Select every device shown").check();
+    const bulk = page.getByRole("form", { name: "Labels of the selected devices" });
+    await bulk.getByLabel("Label key").fill("tier");
+    await bulk.getByLabel("Value").fill("web");
+    await bulk.getByRole("button", { name: "Set label" }).click();
+    await bulk.waitFor({ state: "detached" });
+    const labelled = await fleet.devices("tier=web");
+    expect(labelled.map((d) => d.name).sort()).toEqual([online.name, pending.name].sort());
+    await page.locator(`tr[data-device="${online.name}"]`).getByText("tier=web").waitFor();
+  });
+
   it("starts a rollout from its plan and watches it complete", async () => {
     await nav(page, "Releases & rollouts").click();
     await page.getByLabel("Selector").fill("env=prod");

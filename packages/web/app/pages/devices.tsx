@@ -1,6 +1,6 @@
 import { useVirtualizer } from "@tanstack/react-virtual";
 import { useMemo, useRef, useState } from "react";
-import { admin, can, Connection, Lifecycle, type Device } from "../api.ts";
+import { admin, can, Connection, Lifecycle, reason, type Device } from "../api.ts";
 import { Action, Empty, ErrorLine, Link, navigate, RelTime, toDate, useLoad, useLocation, useTitle } from "../ui.tsx";
 
 export const lifecycleName = (l: Lifecycle): string => (Lifecycle[l] ?? "unknown").toLowerCase();
@@ -60,6 +60,13 @@ export function DevicesPage() {
     </th>
   );
   const mayWrite = can("devices:write");
+  const [selected, setSelected] = useState<ReadonlySet<string>>(new Set());
+  const toggle = (id: string) => setSelected((old) => {
+    const next = new Set(old);
+    if (!next.delete(id)) next.add(id);
+    return next;
+  });
+  const allShown = rows.length > 0 && rows.every((d) => selected.has(d.id));
   return (
     <main id="main">
       <h1>Devices</h1>
@@ -90,10 +97,16 @@ export function DevicesPage() {
           No device {applied ? "matches this selector" : "has enrolled yet"}. <Link to="/enrollment">Enroll one</Link>.
         </Empty>
       )}
+      {mayWrite && selected.size > 0 && <BulkLabels ids={[...selected]} done={() => (setSelected(new Set()), list.reload())} />}
       <div className="table-scroll" ref={scroller} tabIndex={0} role="region" aria-label="Device table">
         <table className="devices">
           <thead>
             <tr>
+              {mayWrite && (
+                <th scope="col">
+                  <input type="checkbox" aria-label="Select every device shown" checked={allShown} onChange={() => setSelected(allShown ? new Set() : new Set(rows.map((d) => d.id)))} />
+                </th>
+              )}
               {header("name", "Name")}
               {header("status", "Status")}
               <th scope="col">Labels</th>
@@ -106,7 +119,7 @@ export function DevicesPage() {
           <tbody>
             {top > 0 && (
               <tr aria-hidden="true">
-                <td style={{ height: top, padding: 0 }} colSpan={7} />
+                <td style={{ height: top, padding: 0 }} colSpan={8} />
               </tr>
             )}
             {items.map((it) => {
@@ -114,6 +127,11 @@ export function DevicesPage() {
               const st = statusOf(d);
               return (
                 <tr key={d.id} data-device={d.name} style={{ height: ROW_HEIGHT }}>
+                  {mayWrite && (
+                    <td>
+                      <input type="checkbox" aria-label={`Select ${d.name}`} checked={selected.has(d.id)} onChange={() => toggle(d.id)} />
+                    </td>
+                  )}
                   <td>
                     <Link to={`/devices/${encodeURIComponent(d.id)}`}>{d.name}</Link>
                   </td>
@@ -143,12 +161,58 @@ export function DevicesPage() {
             })}
             {bottom > 0 && (
               <tr aria-hidden="true">
-                <td style={{ height: bottom, padding: 0 }} colSpan={7} />
+                <td style={{ height: bottom, padding: 0 }} colSpan={8} />
               </tr>
             )}
           </tbody>
         </table>
       </div>
     </main>
+  );
+}
+
+/** Sets or removes one label on every selected device, a few calls at a time. */
+function BulkLabels({ ids, done }: { ids: string[]; done: () => void }) {
+  const [key, setKey] = useState("");
+  const [value, setValue] = useState("");
+  const [progress, setProgress] = useState("");
+  const [errors, setErrors] = useState<string[]>([]);
+  const run = async (change: (id: string) => Promise<unknown>) => {
+    setErrors([]);
+    let next = 0;
+    let finished = 0;
+    const failed: string[] = [];
+    const worker = async () => {
+      while (next < ids.length) {
+        const id = ids[next++]!;
+        await change(id).catch((err: unknown) => failed.push(`${id}: ${reason(err)}`));
+        setProgress(`${++finished} of ${ids.length}`);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, ids.length) }, worker));
+    setErrors(failed);
+    if (failed.length === 0) {
+      setProgress("");
+      done();
+    }
+  };
+  return (
+    <form className="inline bulk" aria-label="Labels of the selected devices" onSubmit={(e) => e.preventDefault()}>
+      <strong>{ids.length} selected</strong>
+      <label>
+        Label key
+        <input value={key} onChange={(e) => setKey(e.target.value)} />
+      </label>
+      <label>
+        Value
+        <input value={value} onChange={(e) => setValue(e.target.value)} />
+      </label>
+      <Action label="Set label" disabled={!key.trim()} run={() => run((device) => admin.updateDeviceLabels({ device, set: { [key.trim()]: value.trim() } }))} />
+      <Action label="Remove label" className="danger" disabled={!key.trim()} run={() => run((device) => admin.updateDeviceLabels({ device, remove: [key.trim()] }))} />
+      <span role="status" className="muted">
+        {progress}
+      </span>
+      {errors.length > 0 && <ErrorLine error={`${errors.length} failed: ${errors.slice(0, 3).join("; ")}`} />}
+    </form>
   );
 }
