@@ -184,6 +184,18 @@ describe("web console", () => {
     await shoot(page, "device");
   });
 
+  it("opens the log tail again by itself after the coordinator restarts", async () => {
+    // On the device page of the previous test, its tail live.
+    const status = page.getByRole("status").filter({ hasText: /^(live|connecting|reconnecting)/ });
+    await fleet.coordinator.stop("SIGKILL");
+    await status.filter({ hasText: /^reconnecting/ }).waitFor({ timeout: 30_000 });
+    await fleet.startCoordinator();
+    await status.filter({ hasText: /^live$/ }).waitFor({ timeout: 30_000 });
+    const line = `after the restart ${Date.now()}`;
+    await appendFile(appLog, `${line}\n`);
+    await page.getByTestId("log-tail").getByText(line).waitFor({ timeout: 30_000 });
+  });
+
   it("passes axe-core on the overview, enrollment and organization pages", async () => {
     for (const [path, heading, name] of [
       ["/", "Overview", "overview"],
