@@ -26,7 +26,7 @@ interface Link {
 }
 
 /** Handles /auth/login-link and /auth/login-link/redeem; returns false for any other path. */
-export function loginLinkHandler(ctx: ServiceContext, opts: { secureCookies: boolean; ttlMs?: number }) {
+export function loginLinkHandler(ctx: Pick<ServiceContext, "store" | "auditor" | "log" | "sessionTtlMs">, opts: { secureCookies: boolean; ttlMs?: number }) {
   const ttlMs = opts.ttlMs ?? LOGIN_LINK_TTL_MS;
   // By the token's hash: a heap dump does not hand out working links.
   const links = new Map<string, Link>();
