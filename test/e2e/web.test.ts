@@ -196,7 +196,7 @@ describe("web console", () => {
     await page.getByTestId("log-tail").getByText(line).waitFor({ timeout: 30_000 });
   });
 
-  it("passes axe-core on the overview, enrollment and organization pages", async () => {
+  it("passes axe-core on the overview, enrollment and organization pages, and in dark mode", async () => {
     for (const [path, heading, name] of [
       ["/", "Overview", "overview"],
       ["/enrollment", "Enrollment", "enrollment"],
@@ -208,6 +208,13 @@ describe("web console", () => {
       await expectAccessible(page, `the ${name} page`);
       await shoot(page, name);
     }
+    // Dark mode (prefers-color-scheme) has its own colours: their contrast is checked too.
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.goto(`${fleet.url}/devices`);
+    await page.locator(`tr[data-device="${online.name}"]`).waitFor();
+    await expectAccessible(page, "the device table in dark mode");
+    await page.screenshot({ path: join(SHOTS, "devices-dark-desktop.png") });
+    await page.emulateMedia({ colorScheme: "light" });
     // A join string with its QR code, and the audit chain's verdict.
     await page.goto(`${fleet.url}/enrollment`);
     await page.getByRole("button", { name: "Create join string" }).click();
