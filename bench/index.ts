@@ -6,14 +6,17 @@
 import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
 import { benchTunnel } from "./tunnel.ts";
+import { benchWeb } from "./web.ts";
 
 const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] = [
   ["logs", benchLogs],
   ["tunnel", benchTunnel],
+  // Not in a plain `npm run bench` either: it needs Chromium. `npm run bench -- web`.
+  ["web", benchWeb],
   // Not in a plain `npm run bench`: it runs a simulated fleet for minutes. `npm run bench -- fleet`.
   ["fleet", benchFleet],
 ];
-const explicitOnly = new Set(["fleet"]);
+const explicitOnly = new Set(["fleet", "web"]);
 
 // Benchmark names; flags (`--devices 200,1000`) are for the benchmarks themselves.
 const args = process.argv.slice(2);

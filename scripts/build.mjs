@@ -1,6 +1,7 @@
 // Bundles the `flotilla` program into packages/cli/dist/flotilla.mjs: our TypeScript compiled
 // into one file (third-party packages stay external), so a command starts without compiling
 // sources at every run. bin/flotilla.js falls back to the sources when the bundle is stale.
+// Then builds the web console (packages/web) into packages/web/dist, which the coordinator serves.
 import { build } from "esbuild";
 import { rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -34,3 +35,7 @@ await build({
     },
   ],
 });
+
+// The web console: index.html and content-hashed assets (packages/web/vite.config.ts).
+const { build: viteBuild } = await import("vite");
+await viteBuild({ configFile: join(root, "packages/web/vite.config.ts"), root: join(root, "packages/web/app"), logLevel: "warn" });

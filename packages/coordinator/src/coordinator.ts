@@ -26,6 +26,7 @@ import { storeErrorInterceptor } from "./server/store-errors.ts";
 import { openStore, type Store } from "./store/index.ts";
 import { telemetryFeature } from "./telemetry/index.ts";
 import { tunnelFeature, TunnelRegistry } from "./tunnel/index.ts";
+import { webConsoleFeature } from "./web/index.ts";
 
 export type { CoordinatorOptions } from "./config.ts";
 
@@ -64,6 +65,7 @@ function featureList(config: CoordinatorConfig, tls: boolean, tunnels: TunnelReg
     (ctx) => telemetryFeature(ctx, config),
     (ctx) => nixCacheFeature(ctx, config),
     (ctx) => tunnelFeature(ctx, tunnels),
+    webConsoleFeature,
   ];
 }
 

@@ -1,7 +1,7 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { adminv1 } from "@flotilla/protocol";
-import { adminClient, login, normalizeUrl, serviceClient, type AdminTarget } from "../admin/client.ts";
+import { adminv1, pinnedRequest, readBody } from "@flotilla/protocol";
+import { adminBearer, adminClient, login, normalizeUrl, serviceClient, type AdminTarget } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, parseLabels, table } from "../output.ts";
@@ -23,6 +23,19 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
         const entry = await login(Credentials.of(t), url, { setupCode: opts.setupCode, keyName: opts.keyName, organization: t.org });
         const role = t.org ? entry.orgSessions?.[t.org]?.role : entry.role;
         out(`logged in to ${url} as ${role} of organization ${t.org ?? entry.organization?.name ?? "?"}\n`);
+      }),
+    );
+
+  program
+    .command("login-link")
+    .description("print a one-time link that logs this key into the web console (valid 10 minutes, for one use)")
+    .action(() =>
+      run(async (out) => {
+        const auth = await adminBearer(target());
+        const res = await pinnedRequest({ method: "POST", url: `${auth.url}/auth/login-link`, pin: auth.pin, headers: { authorization: `Bearer ${auth.token}` }, timeoutMs: 30_000 });
+        const body = JSON.parse(await readBody(res)) as { token?: string; path?: string; expiresAt?: string; error?: string };
+        if (res.statusCode !== 200 || !body.token) throw new Error(`the coordinator refused a login link: ${body.error ?? `HTTP ${res.statusCode}`}`);
+        out(`Open this link in a browser before ${body.expiresAt} (it works once):\n${auth.url}${body.path ?? "/login-link"}#${body.token}\n`);
       }),
     );
 

@@ -111,6 +111,7 @@ export function registerUpCommand(program: Command, cli: () => CliConfig, env: R
             [
               `Flotilla is up: coordinator ${c.url}, data in ${dataDir}`,
               `You are logged in as owner (key in ${creds.home}). Try:  npx flotilla device ls`,
+              `Web console: ${c.url}/  (log in with the one-time link  npx flotilla login-link  prints)`,
               "",
               "To add more machines (they wait for `flotilla device approve`), run on each:",
               `  flotilla agent --state-dir /var/lib/flotilla-agent --join '${joinStringNamingRoot(more.joinString, root)}'`,

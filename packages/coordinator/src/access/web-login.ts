@@ -10,6 +10,7 @@ import type { ServiceContext } from "../context.ts";
 import type { Feature } from "../feature.ts";
 import { answerFailure, checkMethod, headerOf, HttpError, pathOf, readBody, sendJson, type HttpRequest, type HttpResponse } from "../server/http.ts";
 import { checkCsrf, clearSessionCookie, CSRF_HEADER, csrfTokenFor, readCookie, SESSION_COOKIE, sessionCookie } from "./cookies.ts";
+import { loginLinkHandler } from "./login-link.ts";
 import { hashPassword, verifyPassword } from "./password.ts";
 import { LoginRateLimiter } from "./rate-limit.ts";
 import { openSession } from "./sessions.ts";
@@ -96,7 +97,9 @@ export function webLoginHandler(ctx: ServiceContext, opts: { secureCookies: bool
   };
 }
 
-/** Password login for the web UI as a coordinator feature: plain-HTTP routes only. */
+/** Password and login-link login for the web UI as a coordinator feature: plain-HTTP routes only. */
 export function webLoginFeature(ctx: ServiceContext, opts: { secureCookies: boolean }): Feature {
-  return { name: "web login", http: webLoginHandler(ctx, opts), serviceNames: [], close() {} };
+  const password = webLoginHandler(ctx, opts);
+  const link = loginLinkHandler(ctx, opts);
+  return { name: "web login", http: (req, res) => password(req, res) || link(req, res), serviceNames: [], close() {} };
 }

@@ -1,0 +1,105 @@
+/**
+ * The web console's device table with 5,000 devices, in Debian's Chromium (playwright-core):
+ * the time from clicking "Devices" until the table shows all of them, from applying a selector
+ * until it shows the matching half (the coordinator filters), and from typing a search until the
+ * table shows the one device that matches (the page filters). Baseline, in the same page: the
+ * ListDevices call alone (fetch and JSON parse of the same 5,000 devices). Devices are enrolled
+ * directly in the store of an in-process coordinator (two join tokens: group=a, group=b).
+ * `npm run bench -- web` (`BENCH_WEB_DEVICES` for another count).
+ */
+import { randomBytes } from "node:crypto";
+import { generateIdentity, newId } from "@flotilla/protocol";
+import { SETUP_CODE, startTestCoordinator } from "@flotilla/coordinator/testing";
+import { chromium, type Page } from "playwright-core";
+
+const DEVICES = Number(process.env.BENCH_WEB_DEVICES ?? 5000);
+const RUNS = 3;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function timed(what: () => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  await what();
+  return performance.now() - start;
+}
+
+export async function benchWeb(print: (line: string) => void): Promise<void> {
+  // The production limit on message size (the test coordinator's is 1 MiB).
+  const t = await startTestCoordinator({ sessionTtlMs: 3600_000, maxMessageBytes: 4 << 20 });
+  const browser = await chromium.launch({ executablePath: process.env.FLOTILLA_CHROMIUM ?? "/usr/bin/chromium", headless: true, args: ["--no-sandbox"] });
+  try {
+    const owner = await t.login(generateIdentity(), { setupCode: SETUP_CODE });
+    const orgId = (await t.coord.store.access.listOrgs())[0]!.id;
+    const now = Date.now();
+    for (const group of ["a", "b"]) {
+      const tokenId = `jt_${group}`;
+      await t.coord.store.devices.createJoinToken({ id: tokenId, orgId, secretHash: randomBytes(32).toString("hex"), labels: { group }, usesAllowed: 0, uses: 0, expiresAt: now + 3600_000, autoApprove: true, createdAt: now, revokedAt: null });
+    }
+    for (let i = 0; i < DEVICES; i++) {
+      const name = `dev-${String(i).padStart(5, "0")}`;
+      const facts = { hostname: name, osPrettyName: "Debian GNU/Linux 12 (bookworm)", arch: "x86_64", cpuCount: 4 };
+      const r = await t.coord.store.devices.enrollDevice(i % 2 ? "jt_b" : "jt_a", { id: `dev_${newId()}`, publicKey: generateIdentity().id, name, facts, agentVersion: "0.1.0", capabilities: [] }, now);
+      if (!r.ok) throw new Error(`enrolling ${name}: ${r.reason}`);
+    }
+
+    // Logged in through a login link, as an admin with a key would be.
+    const link = await fetch(`${t.coord.url}/auth/login-link`, { method: "POST", headers: owner.headers });
+    const { token } = (await link.json()) as { token: string };
+    const page: Page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+    await page.goto(`${t.coord.url}/login-link#${token}`);
+    await page.getByRole("heading", { name: "Overview" }).waitFor();
+
+    const api: number[] = [];
+    const render: number[] = [];
+    const selector: number[] = [];
+    const search: number[] = [];
+    const count = page.getByTestId("device-count");
+    const half = Math.ceil(DEVICES / 2);
+    for (let run = 0; run < RUNS; run++) {
+      api.push(
+        await page.evaluate<number>(`(async () => {
+          const csrf = JSON.parse(sessionStorage.getItem("flotilla.session")).csrf;
+          const start = performance.now();
+          const res = await fetch("/flotilla.admin.v1.AdminService/ListDevices", { method: "POST", headers: { "content-type": "application/json", "x-flotilla-csrf": csrf }, body: "{}" });
+          const body = await res.json();
+          if (body.devices?.length !== ${DEVICES}) throw new Error("ListDevices answered " + JSON.stringify(body).slice(0, 300));
+          return performance.now() - start;
+        })()`),
+      );
+      await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Overview" }).click();
+      await page.getByRole("heading", { name: "Overview" }).waitFor();
+      render.push(
+        await timed(async () => {
+          await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Devices" }).click();
+          await count.filter({ hasText: `${DEVICES} of ${DEVICES} devices` }).waitFor();
+          await page.locator('tr[data-device="dev-00000"]').waitFor();
+        }),
+      );
+      await page.getByLabel("Selector").fill("group=a");
+      selector.push(
+        await timed(async () => {
+          await page.getByRole("button", { name: "Apply" }).click();
+          await count.filter({ hasText: `${half} of ${half} devices` }).waitFor();
+        }),
+      );
+      search.push(
+        await timed(async () => {
+          await page.getByLabel("Search").fill("dev-00042");
+          await count.filter({ hasText: `1 of ${half} devices` }).waitFor();
+        }),
+      );
+    }
+    const base = median(api);
+    print(`web: device table with ${DEVICES} devices (median of ${RUNS}; baseline: ListDevices fetch + parse in the page, ${base.toFixed(0)} ms)`);
+    for (const [what, xs] of [
+      ["render all", render],
+      ["selector (coordinator filters)", selector],
+      ["search (page filters)", search],
+    ] as const) {
+      print(`  ${what.padEnd(32)} ${median(xs).toFixed(0).padStart(6)} ms   ${(median(xs) / base).toFixed(2)}x baseline`);
+    }
+  } finally {
+    await browser.close();
+    await t.close();
+  }
+}
