@@ -14,12 +14,13 @@
 // Options: --arch x86_64|aarch64 (repeatable; default both), --skip-deb, --out DIR (instead of dist/).
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { arch as hostArch } from "node:process";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { inject } from "postject";
+import { tsImport } from "tsx/esm/api";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const version = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version;
@@ -179,7 +180,12 @@ function checkVersion(exe) {
   log(`${exe} --version: ${printed}`);
 }
 
-/** The .deb for one architecture, from packaging/deb and the units packaging/systemd holds. */
+/**
+ * The .deb for one architecture: the executable in /usr/lib/flotilla (where the coordinator's
+ * /install.sh finds it) linked from /usr/bin, the units and configuration files the coordinator's
+ * install feature defines (packages/coordinator/src/install/units.ts), and packaging/deb's
+ * control file and maintainer scripts.
+ */
 function deb(arch, t, exe) {
   const stage = join(work, `deb-${arch}`);
   rmSync(stage, { recursive: true, force: true });
@@ -196,8 +202,10 @@ function deb(arch, t, exe) {
   mkdirSync(join(stage, "usr/bin"), { recursive: true });
   symlinkSync(`../lib/flotilla/flotilla-linux-${arch}`, join(stage, "usr/bin/flotilla"));
   const pkg = join(root, "packaging");
-  for (const unit of readdirSync(join(pkg, "systemd"))) put(`lib/systemd/system/${unit}`, readFileSync(join(pkg, "systemd", unit)));
-  for (const conf of readdirSync(join(pkg, "etc"))) put(`etc/flotilla/${conf}`, readFileSync(join(pkg, "etc", conf)));
+  put("lib/systemd/system/flotilla-agent.service", files.agentUnit("/usr/bin/flotilla"));
+  put("lib/systemd/system/flotilla-coordinator.service", files.coordinatorUnit("/usr/bin/flotilla"));
+  const conffiles = { "agent.toml": files.agentToml, "coordinator.toml": files.coordinatorToml };
+  for (const [name, text] of Object.entries(conffiles)) put(`etc/flotilla/${name}`, text);
   put("usr/share/doc/flotilla/changelog", readFileSync(join(root, "CHANGELOG.md")));
   const size = Math.ceil(Number(execFileSync("du", ["-sk", "--exclude=DEBIAN", stage], { encoding: "utf8" }).split("\t")[0]));
   const control = readFileSync(join(pkg, "deb/control"), "utf8")
@@ -205,7 +213,7 @@ function deb(arch, t, exe) {
     .replaceAll("@ARCH@", t.deb)
     .replaceAll("@SIZE@", String(size));
   put("DEBIAN/control", control);
-  put("DEBIAN/conffiles", readdirSync(join(pkg, "etc")).map((c) => `/etc/flotilla/${c}\n`).join(""));
+  put("DEBIAN/conffiles", Object.keys(conffiles).map((c) => `/etc/flotilla/${c}\n`).join(""));
   for (const script of ["postinst", "prerm", "postrm"]) put(`DEBIAN/${script}`, readFileSync(join(pkg, "deb", script)), 0o755);
   const out = join(dist, `flotilla_${version}_${t.deb}.deb`);
   execFileSync("dpkg-deb", ["--root-owner-group", "-Zgzip", "--build", stage, out], { stdio: ["ignore", "ignore", "inherit"] });
@@ -220,6 +228,7 @@ rmSync(work, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 mkdirSync(work, { recursive: true });
 
+const files = await tsImport("../packages/coordinator/src/install/units.ts", import.meta.url);
 const script = await bundle();
 const hostNode = nodeBinary(hostTarget);
 const artifacts = [];
