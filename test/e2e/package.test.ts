@@ -11,7 +11,7 @@
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, readFile, readdir, realpath, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, copyFile, mkdir, readFile, readdir, realpath, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { waitFor, type Proc } from "@flotilla/protocol/testing";
@@ -82,11 +82,16 @@ async function readEnvironmentFile(path: string): Promise<Record<string, string>
 /**
  * Starts a unit the way systemd would: its ExecStart with ${STATE_DIRECTORY} filled in, its
  * Environment= and EnvironmentFile= variables and nothing of the test's environment but a PATH
- * without node, as root (the unit names no User=). `paths` maps the unit's absolute paths to
- * where the test put them.
+ * without node, as `as` (root by default). `paths` maps the unit's absolute paths to where the
+ * test put them.
  */
-async function startUnit(unit: Unit, stateDirectory: string, paths: Record<string, string>, label: string): Promise<Proc> {
-  expect(unit.user, "the agent unit runs as root").toBeUndefined();
+async function startUnit(
+  unit: Unit,
+  stateDirectory: string,
+  paths: Record<string, string>,
+  label: string,
+  as: { uid: number; gid: number } = { uid: 0, gid: 0 },
+): Promise<Proc> {
   const mapPath = (s: string) => Object.entries(paths).reduce((acc, [from, to]) => (acc.startsWith(from) ? to + acc.slice(from.length) : acc), s);
   const env: Record<string, string> = { PATH: NO_NODE_PATH, STATE_DIRECTORY: stateDirectory, ...unit.environment };
   for (const f of unit.environmentFiles) {
@@ -96,7 +101,7 @@ async function startUnit(unit: Unit, stateDirectory: string, paths: Record<strin
     Object.assign(env, await readEnvironmentFile(path));
   }
   const [exe, ...args] = unit.execStart.map((a) => mapPath(a.replaceAll("${STATE_DIRECTORY}", stateDirectory)));
-  return sb.adopt(spawn(exe!, args, { cwd: "/", env, stdio: ["ignore", "pipe", "pipe"] }), label);
+  return sb.adopt(spawn(exe!, args, { cwd: "/", env, stdio: ["ignore", "pipe", "pipe"], ...as }), label);
 }
 
 /** Fails unless no folder from `path` up to / has a node_modules. */
@@ -126,7 +131,7 @@ it("npm run package names each artifact with the version and the architecture, a
   expect(printed.stdout.trim()).toBe(version);
 });
 
-it("the .deb installs with dpkg -i, both units pass systemd-analyze verify, its agent enrolls with the join string from /etc/flotilla/join and connects, and dpkg -r and --purge remove it cleanly", async () => {
+it("the .deb installs with dpkg -i, both units pass systemd-analyze verify, its coordinator runs on SQLite as an unprivileged user, its agent enrolls with the join string from /etc/flotilla/join and connects, and dpkg -r and --purge remove it cleanly", async () => {
   await run("dpkg", ["--purge", "flotilla"]).catch(() => undefined);
   await run("dpkg", ["-i", join(dist, `flotilla_${version}_amd64.deb`)]);
   expect((await run("/usr/bin/flotilla", ["--version"], { env: { PATH: NO_NODE_PATH } })).stdout.trim()).toBe(version);
@@ -137,7 +142,33 @@ it("the .deb installs with dpkg -i, both units pass systemd-analyze verify, its 
     (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
   );
   expect(verify).toEqual({ code: 0, stderr: "" });
+  // The installed executable, copied where no node_modules is above it (/usr/lib has one here),
+  // under its installed name: a packaged coordinator serves /install.sh from its own directory.
+  const binDir = await sb.dir("flotilla-bin-");
+  await chmod(binDir, 0o755);
+  const bin = join(binDir, "flotilla-linux-x86_64");
+  await copyFile(await realpath("/usr/bin/flotilla"), bin);
+  await chmod(bin, 0o755);
+  expectNoNodeModulesAbove(bin);
+
+  // The coordinator unit (DynamicUser=yes: here as nobody) runs on its embedded SQLite, the addon
+  // coming from inside the executable, and serves its own executable to /install.sh.
+  const coordUnit = parseUnit(await readFile(coordinatorUnit, "utf8"));
+  expect(coordUnit.text).toMatch(/^DynamicUser=yes$/m);
+  const coordState = await sb.dir("flotilla-coord-state-");
+  await chmod(coordState, 0o700);
+  await chown(coordState, 65534, 65534);
+  const coordinator = await startUnit(coordUnit, coordState, { "/usr/bin/flotilla": bin }, "deb coordinator", { uid: 65534, gid: 65534 });
+  const url = (await coordinator.waitForOutput(/listening on (\S+)/))[1]!;
+  expect(coordinator.output).toMatch(/database=sqlite/);
+  const script = await fetch(`${url}/install.sh`);
+  expect(script.status).toBe(200);
+  const digest = createHash("sha256").update(await readFile(bin)).digest("hex");
+  expect(await script.text()).toContain(`arch=x86_64; sum='${digest}'`);
+  await coordinator.stop();
+
   const unit = parseUnit(await readFile(agentUnit, "utf8"));
+  expect(unit.user, "the agent unit runs as root").toBeUndefined();
   expect(unit.text).toMatch(/^Restart=always$/m);
   expect(unit.stateDirectory).toBe("flotilla-agent");
   expect(unit.execStart).toContain("/etc/flotilla/agent.toml");
@@ -147,11 +178,6 @@ it("the .deb installs with dpkg -i, both units pass systemd-analyze verify, its 
   const joinString = await fleet.joinToken(["--auto-approve", "--labels", "site=deb"]);
   await writeFile("/etc/flotilla/join", `FLOTILLA_JOIN=${joinString}\n`, { mode: 0o600 });
   await mkdir("/var/lib/flotilla-agent", { recursive: true, mode: 0o700 });
-  // The installed executable, copied where no node_modules is above it (/usr/lib has one here).
-  const bin = join(await sb.dir("flotilla-bin-"), "flotilla");
-  await copyFile(await realpath("/usr/bin/flotilla"), bin);
-  await chmod(bin, 0o755);
-  expectNoNodeModulesAbove(bin);
   const agent = await startUnit(unit, "/var/lib/flotilla-agent", { "/usr/bin/flotilla": bin }, "deb agent");
   const device = await waitFor("the enrolled device", async () => (await fleet.devices("site=deb"))[0], 30_000);
   await waitOnline(device.id);
