@@ -5,8 +5,9 @@
  * and the NixOS module parsed by Nix.
  *
  * The artifacts are built once for the file: CI builds them all before the tests and names the
- * folder in FLOTILLA_TEST_DIST (.ci/run); otherwise beforeAll builds the x86_64 executable and
- * .deb (about a minute and a half) into a temporary folder.
+ * folder in FLOTILLA_TEST_DIST (.ci/run); otherwise beforeAll builds them (three minutes or
+ * more; the first time also cross-compiles the aarch64 SQLite addon) into a temporary folder.
+ * The tests run on an x86_64 machine; the aarch64 executable runs under qemu-aarch64.
  */
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -14,7 +15,7 @@ import { existsSync } from "node:fs";
 import { chmod, chown, copyFile, mkdir, readFile, readdir, realpath, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
-import { waitFor, type Proc } from "@flotilla/protocol/testing";
+import { freePort, waitFor, type Proc } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { Fleet } from "./support/fleet.ts";
 import { repoRoot, Sandbox } from "./support/sandbox.ts";
@@ -34,7 +35,7 @@ beforeAll(async () => {
   dist = process.env.FLOTILLA_TEST_DIST ?? "";
   if (!dist) {
     dist = await sb.dir("flotilla-dist-");
-    await run(process.execPath, [join(repoRoot, "scripts/package.mjs"), "--arch", "x86_64", "--out", dist], { maxBuffer: 1 << 24 });
+    await run(process.execPath, [join(repoRoot, "scripts/package.mjs"), "--out", dist], { maxBuffer: 1 << 24 });
   }
   fleet = await new Fleet(sb, ["--install-dir", dist]).start();
 }, 600_000);
@@ -130,6 +131,24 @@ it("npm run package names each artifact with the version and the architecture, a
   const printed = await run(join(dist, `flotilla-${version}-linux-x86_64`), ["--version"], { env: { PATH: NO_NODE_PATH } });
   expect(printed.stdout.trim()).toBe(version);
 });
+
+it("the aarch64 executable runs under qemu-aarch64: it prints its version and its coordinator opens SQLite with the cross-compiled addon inside it", async () => {
+  const exe = join(dist, `flotilla-${version}-linux-aarch64`);
+  const libc = ["-L", "/usr/aarch64-linux-gnu"];
+  // qemu from the test's PATH; the executable gets one without node.
+  const qemu = (process.env.PATH ?? "").split(":").map((d) => join(d, "qemu-aarch64")).find(existsSync);
+  if (!qemu) throw new Error("qemu-aarch64 is not installed (apt-get install qemu-user; .ci/run does)");
+  expect((await run(qemu, [...libc, exe, "--version"], { env: { PATH: NO_NODE_PATH } })).stdout.trim()).toBe(version);
+  const data = await sb.dir("flotilla-arm-coord-");
+  const port = await freePort();
+  const coordinator = sb.adopt(
+    spawn(qemu, [...libc, exe, "coordinator", "--data-dir", data, "--listen", `127.0.0.1:${port}`], { env: { PATH: NO_NODE_PATH }, stdio: ["ignore", "pipe", "pipe"] }),
+    "aarch64 coordinator",
+  );
+  await coordinator.waitForOutput(new RegExp(`listening on http://127\\.0\\.0\\.1:${port}`), 120_000);
+  expect(coordinator.output).toMatch(/database=sqlite/);
+  await coordinator.stop();
+}, 180_000);
 
 it("the .deb installs with dpkg -i, both units pass systemd-analyze verify, its coordinator runs on SQLite as an unprivileged user, its agent enrolls with the join string from /etc/flotilla/join and connects, and dpkg -r and --purge remove it cleanly", async () => {
   await run("dpkg", ["--purge", "flotilla"]).catch(() => undefined);
