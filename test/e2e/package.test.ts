@@ -213,7 +213,7 @@ it("the .deb installs with dpkg -i, both units pass systemd-analyze verify, its 
   for (const left of ["/etc/flotilla", "/var/lib/flotilla-agent", "/var/lib/flotilla-coordinator"]) expect(existsSync(left), left).toBe(false);
   const status = await run("dpkg-query", ["-W", "-f", "${db:Status-Status}", "flotilla"]).catch((e: { stdout: string }) => e);
   expect(status.stdout).not.toBe("installed");
-});
+}, 120_000);
 
 it("curl <coordinator>/install.sh | sh installs an agent whose unit enrolls with the join string and connects", async () => {
   const root = await sb.dir("flotilla-root-");
@@ -234,7 +234,7 @@ it("curl <coordinator>/install.sh | sh installs an agent whose unit enrolls with
   const device = await waitFor("the enrolled device", async () => (await fleet.devices("site=script"))[0], 30_000);
   await waitOnline(device.id);
   await agent.stop();
-});
+}, 120_000);
 
 it("install.sh refuses a missing or malformed join string and a download whose SHA-256 differs, installing nothing", async () => {
   const root = await sb.dir("flotilla-root-");
