@@ -57,6 +57,13 @@ export const coordinatorOptionSpecs = defineOptions({
     schema: z.string().regex(/^https?:\/\/[^\s/]+$/, "expected http(s)://host:port").optional(),
     doc: "the address agents dial, put into join strings (default: derived from --listen)",
   },
+  installDir: {
+    flag: "install-dir",
+    env: "FLOTILLA_INSTALL_DIR",
+    key: "install_dir",
+    schema: z.string().min(1).optional(),
+    doc: "a directory with flotilla-linux-x86_64 / flotilla-linux-aarch64, served to /install.sh (default: the packaged executable's own directory)",
+  },
   setupCode: {
     flag: "setup-code",
     env: "FLOTILLA_SETUP_CODE",

@@ -19,6 +19,7 @@ import { loadCoordinatorIdentity, loadEndorsements, loadOnlineIdentity } from ".
 import { nixCacheFeature } from "./nixcache/index.ts";
 import { releasesFeature } from "./releases/index.ts";
 import { rolloutsFeature } from "./rollouts/index.ts";
+import { installFeature } from "./install/index.ts";
 import { healthService } from "./server/health-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
 import { LoadShedder } from "./server/load-shedding.ts";
@@ -66,6 +67,7 @@ function featureList(config: CoordinatorConfig, tls: boolean, tunnels: TunnelReg
     (ctx) => nixCacheFeature(ctx, config),
     (ctx) => tunnelFeature(ctx, tunnels),
     webConsoleFeature,
+    (ctx) => installFeature(ctx, config),
   ];
 }
 
