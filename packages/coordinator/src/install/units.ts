@@ -16,7 +16,7 @@ After=network-online.target
 [Service]
 Type=simple
 EnvironmentFile=-/etc/flotilla/join
-ExecStart=${exe} agent --config /etc/flotilla/agent.toml --state-dir \${STATE_DIRECTORY}
+ExecStart=${exe} agent --self-update true --config /etc/flotilla/agent.toml --state-dir \${STATE_DIRECTORY}
 StateDirectory=flotilla-agent
 StateDirectoryMode=0700
 Restart=always
