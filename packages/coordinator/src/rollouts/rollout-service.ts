@@ -3,7 +3,7 @@ import { adminv1, isReissueOf, newId, parseReleaseMeta, Wakeup } from "@flotilla
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { ReleaseRow, RolloutDeviceRow, RolloutRow } from "../store/index.ts";
-import { ActionRefused, advance, onAdminAction, type AdminAction } from "./decide.ts";
+import { ActionRefused, advance, onAdminAction, readFor, type AdminAction } from "./decide.ts";
 import type { RolloutEngine } from "./engine.ts";
 import { planFor } from "./planning.ts";
 import { planView, rolloutView } from "./view.ts";
@@ -35,7 +35,7 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
   async function act(hctx: HandlerContext, id: string, action: AdminAction): Promise<{ rollout: adminv1.Rollout }> {
     const { orgId } = await load(hctx, id);
     try {
-      const r = await engine.run(orgId, id, (r, d, now) => onAdminAction(r, d, action, now, ctx.offlineAfterMs));
+      const r = await engine.run(orgId, id, (s, now) => onAdminAction(s, action, now, ctx.offlineAfterMs), readFor(action));
       if (!r) throw new ConnectError(`no rollout ${id}`, Code.NotFound);
       return { rollout: await full(orgId, r) };
     } catch (err) {
@@ -113,7 +113,7 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
         throw new ConnectError(`device ${created.deviceName} is already in rollout ${created.rolloutId}, ${why}`, Code.FailedPrecondition);
       }
       ctx.log.info("rollout started", { rollout: id, release: `${release.name}@${release.version}`, devices: plan.total, waves: plan.waves.length });
-      const started = (await engine.run(admin.orgId, id, (r, d, t) => advance(r, d, t, ctx.offlineAfterMs))) ?? rollout;
+      const started = (await engine.run(admin.orgId, id, (s, t) => advance(s, t, ctx.offlineAfterMs))) ?? rollout;
       return { rollout: await full(admin.orgId, started), plan: planView(planned) };
     },
 

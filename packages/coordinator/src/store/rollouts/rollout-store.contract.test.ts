@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { storeBackends, type StoreBackend } from "../testing.ts";
 import { type ReleaseRow, type RolloutDeviceRow, type RolloutRow, type Store } from "../index.ts";
-import { advance, onAdminAction, onStep, type ReleaseStepEvent } from "../../rollouts/decide.ts";
+import { advance, onAdminAction, onStep, readFor, type ReleaseStepEvent } from "../../rollouts/decide.ts";
 
 const NOW = 1_800_000_000_000;
 const OFFLINE_AFTER = 10_000;
@@ -88,9 +88,9 @@ for (const backend of backends) {
       { rolloutId: id, orgId: "orgA", deviceId: "dev_2", name: "d2", wave: 3, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, rollbackCounter: 0, notifiedAt: null, updatedAt: NOW },
       { rolloutId: id, orgId: "orgA", deviceId: "dev_3", name: "d3", wave: 3, position: 1, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, rollbackCounter: 0, notifiedAt: null, updatedAt: NOW },
     ];
-    const tick = (s: Store, id: string, now: number) => s.rollouts.transition("orgA", id, now, (r, d) => advance(r, d, now, OFFLINE_AFTER));
+    const tick = (s: Store, id: string, now: number) => s.rollouts.transition("orgA", id, now, (s) => advance(s, now, OFFLINE_AFTER));
     const report = (s: Store, id: string, device: string, e: ReleaseStepEvent, now: number) =>
-      s.rollouts.transition("orgA", id, now, (r, d) => onStep(r, d, device, e, now, OFFLINE_AFTER));
+      s.rollouts.transition("orgA", id, now, (snap) => onStep(snap, device, e, now, OFFLINE_AFTER), { deviceId: device });
     const states = async (id: string) => Object.fromEntries((await store.rollouts.listRolloutDevices("orgA", id)).map((d) => [d.name, d.state]));
 
     it("refuses a second rollout over a device the first still holds, writing nothing", async () => {
@@ -142,7 +142,7 @@ for (const backend of backends) {
     it("pauses past the failure threshold and notifies no one else", async () => {
       const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }] });
       await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
-      await store.rollouts.transition("orgA", "ro_a", NOW, (r, d) => advance({ ...r, spec: { ...r.spec, maxParallel: 2 } }, d, NOW, OFFLINE_AFTER));
+      await store.rollouts.transition("orgA", "ro_a", NOW, (s) => advance({ ...s, rollout: { ...s.rollout, spec: { ...s.rollout.spec, maxParallel: 2 } } }, NOW, OFFLINE_AFTER));
       expect(Object.values(await states("ro_a")).filter((s) => s === "notified")).toHaveLength(2);
       const paused = await report(store, "ro_a", "dev_0", step("failed"), NOW + 1);
       expect(paused?.rollout.status).toBe("paused");
@@ -183,8 +183,8 @@ for (const backend of backends) {
       await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
       await tick(store, "ro_a", NOW + 2);
       expect((await states("ro_a")).d1).toBe("pending");
-      const act = (a: Parameters<typeof onAdminAction>[2], now: number) =>
-        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, a, now, OFFLINE_AFTER));
+      const act = (a: Parameters<typeof onAdminAction>[1], now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (s) => onAdminAction(s, a, now, OFFLINE_AFTER), readFor(a));
       const approved = await act({ kind: "approve" }, NOW + 3);
       expect(approved?.rollout.approvedWave).toBe(2);
       expect(approved?.rollout.currentWave).toBe(2);
@@ -198,8 +198,8 @@ for (const backend of backends) {
     it("notifies no one while paused, and continues on resume accepting the failures so far", async () => {
       const row = rolloutRow("ro_a", { maxParallel: 1 }, { waves: [{ number: 1, entry: "100%" }] });
       await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
-      const act = (a: Parameters<typeof onAdminAction>[2], now: number) =>
-        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, a, now, OFFLINE_AFTER));
+      const act = (a: Parameters<typeof onAdminAction>[1], now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (s) => onAdminAction(s, a, now, OFFLINE_AFTER), readFor(a));
       await tick(store, "ro_a", NOW);
       const paused = await report(store, "ro_a", "dev_0", step("failed"), NOW + 1);
       expect(paused?.rollout.status).toBe("paused");
@@ -235,7 +235,7 @@ for (const backend of backends) {
       expect(await states("ro_a")).toEqual({ d0: "healthy", d1: "failed", d2: "downloading", d3: "notified" });
       const desired = async (id: string) => (await store.releases.listDeviceReleases("orgA", id))[0]?.desiredCounter;
       const abort = (returnTo: Map<number, number>, now: number) =>
-        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, { kind: "abort", rollBack: true, by: "key:test", returnTo }, now, OFFLINE_AFTER));
+        store.rollouts.transition("orgA", "ro_a", now, (s) => onAdminAction(s, { kind: "abort", rollBack: true, by: "key:test", returnTo }, now, OFFLINE_AFTER), { allDevices: true });
 
       // Without a copy of #1 signed above #2 the agents would refuse to go back: refused, nothing written.
       await expect(abort(new Map(), NOW + 2)).rejects.toThrow(/webapp 1\.4\.0 \(#1\) must be signed again with a higher counter/);
@@ -276,8 +276,9 @@ for (const backend of backends) {
       await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
       await tick(store, "ro_a", NOW);
       await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
-      const aborted = await store.rollouts.transition("orgA", "ro_a", NOW + 2, (r, d) =>
-        onAdminAction(r, d, { kind: "abort", rollBack: true, by: "key:test", returnTo: new Map([[1, 1]]) }, NOW + 2, OFFLINE_AFTER),
+      const aborted = await store.rollouts.transition("orgA", "ro_a", NOW + 2, (snap) =>
+        onAdminAction(snap, { kind: "abort", rollBack: true, by: "key:test", returnTo: new Map([[1, 1]]) }, NOW + 2, OFFLINE_AFTER),
+        { allDevices: true },
       );
       expect(aborted?.rollout.status).toBe("aborted");
       expect((await store.releases.listDeviceReleases("orgA", "dev_0"))[0]?.desiredCounter).toBe(1);
