@@ -2,6 +2,7 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import { adminv1, isReissueOf, newId, parseReleaseMeta, Wakeup } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
+import { countDevices } from "../store/index.ts";
 import type { ReleaseRow, RolloutDeviceRow, RolloutRow } from "../store/index.ts";
 import { ActionRefused, advance, onAdminAction, readFor, type AdminAction } from "./decide.ts";
 import type { RolloutEngine } from "./engine.ts";
@@ -29,7 +30,8 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
   }
 
   async function full(orgId: string, r: RolloutRow): Promise<adminv1.Rollout> {
-    return rolloutView(r, await store.rollouts.listRolloutDevices(orgId, r.id), true);
+    const devices = await store.rollouts.listRolloutDevices(orgId, r.id);
+    return rolloutView(r, countDevices(devices), devices);
   }
 
   async function act(hctx: HandlerContext, id: string, action: AdminAction): Promise<{ rollout: adminv1.Rollout }> {
@@ -121,7 +123,8 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
       const { orgId } = adminOf(hctx);
       const rows = await store.rollouts.listRollouts(orgId, LIST_LIMIT);
       const out: adminv1.Rollout[] = [];
-      for (const r of rows) out.push(rolloutView(r, await store.rollouts.listRolloutDevices(orgId, r.id), false));
+      // Counts from each rollout's wave counters: listing does not read any rollout's devices.
+      for (const r of rows) out.push(rolloutView(r, (await store.rollouts.rolloutCounts(orgId, r.id)) ?? {}));
       return { rollouts: out };
     },
 

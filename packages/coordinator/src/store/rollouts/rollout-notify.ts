@@ -73,7 +73,7 @@ export async function notifyDevices(
         .set((eb) => ({ generation: eb("generation", "+", 1), updated_at: now }))
         .where("id", "in", write)
         .execute();
-      for (const id of write) await adapter.notifyInTransaction(trx, r.orgId, id);
+      await adapter.notifyManyInTransaction(trx, r.orgId, write);
       woken.push(...write);
     }
     const wrote = new Set(write);

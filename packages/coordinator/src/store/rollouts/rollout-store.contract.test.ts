@@ -5,7 +5,8 @@
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { storeBackends, type StoreBackend } from "../testing.ts";
-import { type ReleaseRow, type RolloutDeviceRow, type RolloutRow, type Store } from "../index.ts";
+import { countDevices, type ReleaseRow, type RolloutCounts, type RolloutDeviceRow, type RolloutRow, type Store } from "../index.ts";
+import { waitFor } from "@flotilla/protocol/testing";
 import { advance, onAdminAction, onStep, readFor, type ReleaseStepEvent } from "../../rollouts/decide.ts";
 
 const NOW = 1_800_000_000_000;
@@ -286,6 +287,49 @@ for (const backend of backends) {
       await report(store, "ro_a", "dev_0", step("healthy", 1), NOW + 3);
       expect((await states("ro_a")).d0).toBe("rolled-back");
       expect(await store.rollouts.claimOf("orgA", "dev_0")).toBeUndefined();
+    });
+
+    /** Counters without zero entries, for comparing with a count of the devices. */
+    const normal = (c: RolloutCounts | undefined) =>
+      Object.fromEntries(Object.entries(c ?? {}).map(([w, x]) => [w, Object.fromEntries(Object.entries(x).filter(([, n]) => n !== 0))]).filter(([, x]) => Object.keys(x as object).length > 0));
+    const recount = async (s: Store, id: string) => normal(countDevices(await s.rollouts.listRolloutDevices("orgA", id)));
+
+    it("keeps the wave counters equal to a count of the devices through notification, steps from two stores, and a deadline", async () => {
+      await store.devices.setConnection("orgA", "dev_3", false, NOW);
+      const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "1" }, { number: 2, entry: "100%" }], deadlineAt: NOW + 1000, toleratedFailures: 4 });
+      await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: d.deviceId === "dev_0" ? 1 : 2 })));
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual({ 1: { pending: 1 }, 2: { pending: 3 } });
+      await tick(store, "ro_a", NOW);
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual({ 1: { healthy: 1 }, 2: { notified: 2, pending: 1 } });
+      // Another store on the same database (another replica) continues from the same counters.
+      const other = await db.reopen();
+      opened.push(other);
+      await report(other, "ro_a", "dev_1", step("failed"), NOW + 2);
+      await report(store, "ro_a", "dev_2", { ...step("downloading"), bytesDone: 5, bytesTotal: 10 }, NOW + 3);
+      expect(normal(await other.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual(await recount(other, "ro_a"));
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual({ 1: { healthy: 1 }, 2: { failed: 1, downloading: 1, pending: 1 } });
+      const done = await tick(other, "ro_a", NOW + 1000);
+      expect(done?.rollout.status).toBe("completed");
+      expect(done?.rollout.reason).toBe("1 healthy, 1 failed, 2 skipped");
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual({ 1: { healthy: 1 }, 2: { failed: 1, skipped: 2 } });
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual(await recount(store, "ro_a"));
+    });
+
+    it("wakes every device a wave start notifies, after commit, and not the ones it does not", async () => {
+      await store.devices.setConnection("orgA", "dev_3", false, NOW);
+      const woken: string[] = [];
+      const stop = store.devices.onDeviceChange((_org, id) => void woken.push(id));
+      try {
+        await store.rollouts.createRollout(rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }] }), devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
+        await tick(store, "ro_a", NOW);
+        expect(await states("ro_a")).toEqual({ d0: "notified", d1: "notified", d2: "notified", d3: "pending" });
+        await waitFor("three devices woken", () => woken.length >= 3);
+        expect(woken.sort()).toEqual(["dev_0", "dev_1", "dev_2"]);
+        for (const id of ["dev_0", "dev_1", "dev_2"]) expect((await store.releases.listDeviceReleases("orgA", id)).map((r) => r.desiredCounter)).toEqual([2]);
+      } finally {
+        stop();
+      }
     });
   });
 }
