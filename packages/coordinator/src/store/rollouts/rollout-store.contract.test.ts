@@ -3,7 +3,9 @@
  * FLOTILLA_TEST_POSTGRES_URL is set (a fresh database per test, dropped afterwards).
  */
 import { randomBytes } from "node:crypto";
+import { Migrator } from "kysely";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { migrationProvider } from "../migrations/migrations.ts";
 import { storeBackends, type StoreBackend } from "../testing.ts";
 import { countDevices, type ReleaseRow, type RolloutCounts, type RolloutDeviceRow, type RolloutRow, type Store } from "../index.ts";
 import { waitFor } from "@flotilla/protocol/testing";
@@ -14,6 +16,10 @@ const OFFLINE_AFTER = 10_000;
 
 
 const backends = storeBackends;
+
+/** Counters without zero entries, for comparing with a count of the devices. */
+const normalCounts = (c: RolloutCounts | undefined) =>
+  Object.fromEntries(Object.entries(c ?? {}).map(([w, x]) => [w, Object.fromEntries(Object.entries(x).filter(([, n]) => n !== 0))]).filter(([, x]) => Object.keys(x as object).length > 0));
 
 function release(counter: number, version: string): ReleaseRow {
   return { orgId: "orgA", name: "webapp", counter, version, kind: "bundle", targetPath: `webapp/${counter}/webapp.tar.gz`, sha256: "a".repeat(64), length: 10, meta: "{}", createdAt: NOW };
@@ -289,9 +295,7 @@ for (const backend of backends) {
       expect(await store.rollouts.claimOf("orgA", "dev_0")).toBeUndefined();
     });
 
-    /** Counters without zero entries, for comparing with a count of the devices. */
-    const normal = (c: RolloutCounts | undefined) =>
-      Object.fromEntries(Object.entries(c ?? {}).map(([w, x]) => [w, Object.fromEntries(Object.entries(x).filter(([, n]) => n !== 0))]).filter(([, x]) => Object.keys(x as object).length > 0));
+    const normal = normalCounts;
     const recount = async (s: Store, id: string) => normal(countDevices(await s.rollouts.listRolloutDevices("orgA", id)));
 
     it("keeps the wave counters equal to a count of the devices through notification, steps from two stores, and a deadline", async () => {
@@ -329,6 +333,44 @@ for (const backend of backends) {
         for (const id of ["dev_0", "dev_1", "dev_2"]) expect((await store.releases.listDeviceReleases("orgA", id)).map((r) => r.desiredCounter)).toEqual([2]);
       } finally {
         stop();
+      }
+    });
+  });
+
+  describe.skipIf(!backend.enabled)(`rollout counters migration on ${backend.name}`, () => {
+    it("counts the devices of every rollout created before it, by wave and state", async () => {
+      const fresh = await backend.fresh();
+      try {
+        const raw = fresh.raw();
+        try {
+          const { error } = await new Migrator({ db: raw, provider: migrationProvider }).migrateTo("0014_device_control");
+          expect(error).toBeUndefined();
+          await raw.insertInto("orgs").values({ id: "orgA", name: "acme", created_at: NOW }).execute();
+          const r = rolloutRow("ro_old");
+          await raw
+            .insertInto("rollouts")
+            .values({
+              id: r.id, org_id: r.orgId, release_name: r.releaseName, release_version: r.releaseVersion, release_counter: r.releaseCounter, spec: JSON.stringify(r.spec),
+              waves: JSON.stringify(r.waves), ineligible: "[]", status: "running", reason: "", current_wave: 2, wave_finished_at: null, approved_wave: 1,
+              tolerated_failures: 0, deadline_at: null, created_by: r.createdBy, created_at: NOW, updated_at: NOW, version: 3,
+            })
+            .execute();
+          const dev = (id: string, wave: number, state: string) => ({
+            rollout_id: "ro_old", org_id: "orgA", device_id: id, name: id, wave, position: 0, state, bytes_done: 0, bytes_total: 0, error: "",
+            previous_version: "", previous_counter: 0, rollback_counter: 0, notified_at: null, updated_at: NOW,
+          });
+          await raw.insertInto("rollout_devices").values([dev("a", 1, "healthy"), dev("b", 2, "downloading"), dev("c", 2, "pending"), dev("d", 2, "pending")]).execute();
+        } finally {
+          await raw.destroy();
+        }
+        const migrated = await fresh.open();
+        try {
+          expect(normalCounts(await migrated.rollouts.rolloutCounts("orgA", "ro_old"))).toEqual({ 1: { healthy: 1 }, 2: { downloading: 1, pending: 2 } });
+        } finally {
+          await migrated.close();
+        }
+      } finally {
+        await fresh.drop();
       }
     });
   });
