@@ -125,11 +125,6 @@ function tallyStates(c: StateCounts) {
   return { healthy, failed, skipped, inProgress, pending, inFlight, unfinished: total - healthy - failed - skipped, total };
 }
 
-/** Whether the device's Watch stream is open and it was seen recently. */
-export function isOnline(d: RolloutDeviceView, now: number, offlineAfterMs: number): boolean {
-  return d.connected && d.lastSeenAt !== null && now - d.lastSeenAt <= offlineAfterMs;
-}
-
 /**
  * Moves a running rollout forward: skips unfinished devices after the deadline, pauses past the
  * failure threshold, finishes waves (soak, approval), completes the rollout, and asks the store
