@@ -1,7 +1,7 @@
 import type { Kysely, Migration } from "kysely";
 
 /**
- * Migration 0015_rollout_counters: a rollout's wave counters (wave → device state → count, JSON)
+ * Migration 0018_rollout_counters: a rollout's wave counters (wave → device state → count, JSON)
  * in its row, kept by every transition in the same transaction that changes a device's state, so
  * a transition reads the rollout row, the one device it is about and these counts instead of
  * every device (see store/rollouts/rollout-store.ts `transition`). Existing rollouts get theirs

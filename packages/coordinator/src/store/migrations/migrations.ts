@@ -190,7 +190,7 @@ export const migrations: Record<string, Migration> = {
   "0012_storage_quotas": storageQuotasMigration,
   "0013_removed_releases": removedReleasesMigration,
   "0014_device_control": deviceControlMigration,
-  "0015_rollout_counters": rolloutCountersMigration,
+  "0018_rollout_counters": rolloutCountersMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -94,7 +94,7 @@ export interface RollBackChange {
 export type StateCounts = Partial<Record<RolloutDeviceState, number>>;
 
 /**
- * The rollout's wave counters: wave number → state → devices (migration 0015_rollout_counters
+ * The rollout's wave counters: wave number → state → devices (migration 0018_rollout_counters
  * keeps them as JSON in the rollout's row). Every transition that changes a device's state
  * moves one count in the same transaction, under the rollout's row lock, so they always equal a
  * GROUP BY over rollout_devices and decisions never need to read every device.

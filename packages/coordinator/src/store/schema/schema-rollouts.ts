@@ -26,7 +26,7 @@ export interface RolloutTables {
     updated_at: number;
     /** Grows by one with every committed change, for watchers. */
     version: number;
-    /** Migration 0015_rollout_counters: wave → device state → count, JSON (see RolloutCounts). */
+    /** Migration 0018_rollout_counters: wave → device state → count, JSON (see RolloutCounts). */
     counts: string | null;
   };
   rollout_devices: {
