@@ -5,6 +5,7 @@
  */
 import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
+import { benchRollout } from "./rollout.ts";
 import { benchTunnel } from "./tunnel.ts";
 import { benchWeb } from "./web.ts";
 
@@ -13,10 +14,13 @@ const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] =
   ["tunnel", benchTunnel],
   // Not in a plain `npm run bench` either: it needs Chromium. `npm run bench -- web`.
   ["web", benchWeb],
+  // Not in a plain `npm run bench` either (about 10 minutes): rollout store cost per device at
+  // 1,000 and 10,000 devices beside the code before wave counters. `npm run bench -- rollout`.
+  ["rollout", benchRollout],
   // Not in a plain `npm run bench`: it runs a simulated fleet for minutes. `npm run bench -- fleet`.
   ["fleet", benchFleet],
 ];
-const explicitOnly = new Set(["fleet", "web"]);
+const explicitOnly = new Set(["fleet", "rollout", "web"]);
 
 // Benchmark names; flags (`--devices 200,1000`) are for the benchmarks themselves.
 const args = process.argv.slice(2);

@@ -1,8 +1,9 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { propertyRuns, propertyTimeout } from "@flotilla/protocol/testing";
-import type { RolloutChanges, RolloutDeviceState, RolloutDeviceView, RolloutRow } from "../store/index.ts";
-import { ActionRefused, advance, isTerminal, onAdminAction, onStep, tally, type AdminAction } from "./decide.ts";
+import { countDevices, moveCount } from "../store/index.ts";
+import type { RolloutChanges, RolloutCounts, RolloutDeviceState, RolloutDeviceView, RolloutRow, RolloutSnapshot } from "../store/index.ts";
+import { ActionRefused, advance, isTerminal, onAdminAction, onConnected, onStep, tally, type AdminAction } from "./decide.ts";
 
 const RUNS = 300;
 const runs = propertyRuns(RUNS);
@@ -30,6 +31,10 @@ const event = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant("connection" as const), device: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant("admin" as const), action: fc.constantFrom<AdminAction>({ kind: "pause", by: "ann" }, { kind: "resume" }, { kind: "approve" }, { kind: "abort", rollBack: false, by: "ann" }) }) },
 );
+
+/** Counters without zero entries, for comparing. */
+const normal = (c: RolloutCounts) =>
+  Object.fromEntries(Object.entries(c).map(([w, s]) => [w, Object.fromEntries(Object.entries(s).filter(([, v]) => v !== 0))]).filter(([, s]) => Object.keys(s as object).length > 0));
 
 type Setup = typeof setup extends fc.Arbitrary<infer S> ? S : never;
 
@@ -59,11 +64,27 @@ function start(s: Setup): { rollout: RolloutRow; devices: RolloutDeviceView[] } 
 class Model {
   now = 0;
   readonly notified = new Set<string>();
+  /** The wave counters as the store keeps them: moved by each applied change, never recounted. */
+  readonly counts: RolloutCounts;
   constructor(
     readonly s: Setup,
     public rollout: RolloutRow,
     readonly devices: RolloutDeviceView[],
-  ) {}
+  ) {
+    this.counts = countDevices(devices);
+  }
+
+  /** What the store reads for a transition: the rollout, its counters, and the device asked for. */
+  snapshot(deviceId?: string): RolloutSnapshot {
+    const device = this.devices.find((d) => d.deviceId === deviceId);
+    return { rollout: this.rollout, counts: this.counts, ...(device ? { device: { ...device } } : {}) };
+  }
+
+  /** Moves a device as the store does, counters included. */
+  private set(d: RolloutDeviceView, state: RolloutDeviceState): void {
+    moveCount(this.counts, d.wave, d.state, state);
+    d.state = state;
+  }
 
   /** Applies a transition's changes as rollout-store.ts `transition` and rollout-notify.ts do. */
   apply(changes: RolloutChanges | undefined): void {
@@ -72,10 +93,20 @@ class Model {
     if (changes.rollout) this.rollout = { ...this.rollout, ...changes.rollout };
     for (const c of changes.devices ?? []) {
       const d = this.devices.find((x) => x.deviceId === c.deviceId)!;
-      d.state = c.state;
+      this.set(d, c.state);
     }
-    for (const id of changes.notify ?? []) {
-      const d = this.devices.find((x) => x.deviceId === id)!;
+    if (changes.skipUnfinished !== undefined) for (const d of this.devices) if (!isTerminal(d.state)) this.set(d, "skipped");
+    // The store's notify query: pending devices of the wave that are online (or the one that
+    // just connected), in plan order, at most `limit`.
+    const n = changes.notify;
+    const picked = !n
+      ? []
+      : this.devices
+          .filter((d) => d.wave === n.wave && d.state === "pending")
+          .filter((d) => d.deviceId === n.deviceId || (n.wholeWave && d.connected && d.lastSeenAt !== null && d.lastSeenAt >= n.onlineSince))
+          .slice(0, n.limit);
+    for (const d of picked) {
+      const id = d.deviceId;
       // Every device is decided once: notified at most once, only from pending, only while
       // running, only in the current wave, and only once every earlier wave has finished.
       expect(this.notified.has(id)).toBe(false);
@@ -84,7 +115,7 @@ class Model {
       expect(this.rollout.status).toBe("running");
       expect(d.wave).toBe(this.rollout.currentWave);
       for (const e of this.devices) if (e.wave < d.wave) expect(isTerminal(e.state)).toBe(true);
-      d.state = this.s.notifyOutcome[this.devices.indexOf(d)]!;
+      this.set(d, this.s.notifyOutcome[this.devices.indexOf(d)]!);
       d.notifiedAt = this.now;
     }
     expect(changes.rollBack ?? []).toEqual([]);
@@ -93,6 +124,8 @@ class Model {
 
   check(before: { rollout: RolloutRow; states: RolloutDeviceState[] }): void {
     const r = this.rollout;
+    // The counters kept change by change equal a recount of the devices.
+    expect(normal(this.counts)).toEqual(normal(countDevices(this.devices)));
     // Never more than max-parallel installing.
     if (this.s.maxParallel > 0) expect(this.devices.filter((d) => IN_FLIGHT.has(d.state)).length).toBeLessThanOrEqual(this.s.maxParallel);
     // Never past the failure threshold while running.
@@ -121,20 +154,21 @@ class Model {
     if (e.t === "tick") {
       this.now += e.dt;
       this.refresh();
-      this.apply(advance(this.rollout, this.devices, this.now, OFFLINE_AFTER));
+      this.apply(advance(this.snapshot(), this.now, OFFLINE_AFTER));
     } else if (e.t === "connection") {
       const d = this.devices[e.device % n]!;
       d.connected = !d.connected;
       if (d.connected) d.lastSeenAt = this.now;
-      this.apply(advance(this.rollout, this.devices, this.now, OFFLINE_AFTER));
+      // The engine hears of a device opening its Watch stream; one going away surfaces on a tick.
+      this.apply(d.connected ? onConnected(this.snapshot(d.deviceId), d.deviceId, this.now, OFFLINE_AFTER) : advance(this.snapshot(), this.now, OFFLINE_AFTER));
     } else if (e.t === "step") {
       const d = this.devices[e.device % n]!;
       const target = e.ours ? "app/5/app.tar" : "app/4/app.tar";
-      this.apply(onStep(this.rollout, this.devices, d.deviceId, { name: "app", targetPath: target, step: e.step, bytesDone: 0, bytesTotal: 0, error: "" }, this.now, OFFLINE_AFTER));
+      this.apply(onStep(this.snapshot(d.deviceId), d.deviceId, { name: "app", targetPath: target, step: e.step, bytesDone: 0, bytesTotal: 0, error: "" }, this.now, OFFLINE_AFTER));
     } else {
       let changes: RolloutChanges | undefined;
       try {
-        changes = onAdminAction(this.rollout, this.devices, e.action, this.now, OFFLINE_AFTER);
+        changes = onAdminAction(this.snapshot(), e.action, this.now, OFFLINE_AFTER);
       } catch (err) {
         expect(err).toBeInstanceOf(ActionRefused);
         return;
@@ -150,7 +184,7 @@ describe("rollout decision properties", { timeout: propertyTimeout(60_000, RUNS)
       fc.property(setup, fc.array(event, { maxLength: 60 }), (s, events) => {
         const { rollout, devices } = start(s);
         const m = new Model(s, rollout, devices);
-        m.apply(advance(m.rollout, m.devices, m.now, OFFLINE_AFTER));
+        m.apply(advance(m.snapshot(), m.now, OFFLINE_AFTER));
         for (const e of events) m.run(e);
 
         // Then every device comes online and succeeds, and the admin approves and resumes:

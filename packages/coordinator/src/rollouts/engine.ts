@@ -1,6 +1,6 @@
 import type { agentv1, Logger } from "@flotilla/protocol";
-import type { RolloutChanges, RolloutDeviceView, RolloutRow, Store } from "../store/index.ts";
-import { advance, onStep, type ReleaseStepEvent } from "./decide.ts";
+import type { RolloutChanges, RolloutRow, RolloutSnapshot, Store, TransitionRead } from "../store/index.ts";
+import { advance, onConnected, onStep, type ReleaseStepEvent } from "./decide.ts";
 
 /** What the agent API tells the rollout engine; see context.ts `rolloutEvents`. */
 export interface RolloutEvents {
@@ -20,13 +20,18 @@ export interface RolloutEngineOptions {
   tickMs: number;
 }
 
-type Decide = (rollout: RolloutRow, devices: RolloutDeviceView[], now: number) => RolloutChanges | undefined;
+type Decide = (s: RolloutSnapshot, now: number) => RolloutChanges | undefined;
 
 /**
  * Drives rollouts. Reacts to events (release steps, devices connecting, admin actions) and a
  * periodic tick; every transition is one store transaction that locks the rollout, so several
  * replicas may drive the same rollout without conflict (each transition re-reads under the lock).
  * Within this process transitions of one rollout run one at a time.
+ *
+ * No event costs more in a bigger rollout: a transition reads the rollout row with its wave
+ * counters and only the device the event is about (a release step, a connection); the tick reads
+ * no device unless the current wave has pending devices and a free slot, and then only those
+ * pending devices of that wave that are online, through an index.
  */
 export class RolloutEngine implements RolloutEvents {
   private readonly chains = new Map<string, Promise<unknown>>();
@@ -64,11 +69,11 @@ export class RolloutEngine implements RolloutEvents {
    * Runs one transition of rollout `id`, after any already queued for it in this process.
    * Resolves to the rollout after it; rejects with what `decide` threw.
    */
-  run(orgId: string, id: string, decide: Decide): Promise<RolloutRow | undefined> {
+  run(orgId: string, id: string, decide: Decide, read: TransitionRead = {}): Promise<RolloutRow | undefined> {
     const prev = this.chains.get(id) ?? Promise.resolve();
     const next = prev.catch(() => undefined).then(async () => {
       const now = Date.now();
-      const res = await this.store.rollouts.transition(orgId, id, now, (r, d) => decide(r, d, now));
+      const res = await this.store.rollouts.transition(orgId, id, now, (s) => decide(s, now), read);
       if (res?.changed) {
         if (res.rollout.status !== "running") this.log.info("rollout status", { rollout: id, status: res.rollout.status, reason: res.rollout.reason });
         for (const fn of this.listeners) fn(orgId, id);
@@ -84,7 +89,7 @@ export class RolloutEngine implements RolloutEvents {
 
   /** Moves a rollout forward as far as it can go now. */
   kick(orgId: string, id: string): void {
-    this.background(this.run(orgId, id, (r, d, now) => advance(r, d, now, this.opts.offlineAfterMs)), id);
+    this.background(this.run(orgId, id, (s, now) => advance(s, now, this.opts.offlineAfterMs)), id);
   }
 
   releaseStep(orgId: string, deviceId: string, p: agentv1.ReleaseProgress): void {
@@ -98,7 +103,7 @@ export class RolloutEngine implements RolloutEvents {
       error: p.error.slice(0, 4096),
     };
     const job = this.store.rollouts.claimOf(orgId, deviceId).then((id) =>
-      id ? this.run(orgId, id, (r, d, now) => onStep(r, d, deviceId, step, now, this.opts.offlineAfterMs)) : undefined,
+      id ? this.run(orgId, id, (s, now) => onStep(s, deviceId, step, now, this.opts.offlineAfterMs), { deviceId }) : undefined,
     );
     this.background(job, deviceId);
   }
@@ -106,7 +111,9 @@ export class RolloutEngine implements RolloutEvents {
   deviceConnected(orgId: string, deviceId: string): void {
     if (this.closed) return;
     this.background(
-      this.store.rollouts.claimOf(orgId, deviceId).then((id) => (id ? this.kick(orgId, id) : undefined)),
+      this.store.rollouts.claimOf(orgId, deviceId).then((id) =>
+        id ? this.run(orgId, id, (s, now) => onConnected(s, deviceId, now, this.opts.offlineAfterMs), { deviceId }) : undefined,
+      ),
       deviceId,
     );
   }

@@ -2,8 +2,9 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import { adminv1, isReissueOf, newId, parseReleaseMeta, Wakeup } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
+import { countDevices } from "../store/index.ts";
 import type { ReleaseRow, RolloutDeviceRow, RolloutRow } from "../store/index.ts";
-import { ActionRefused, advance, onAdminAction, type AdminAction } from "./decide.ts";
+import { ActionRefused, advance, onAdminAction, readFor, type AdminAction } from "./decide.ts";
 import type { RolloutEngine } from "./engine.ts";
 import { planFor } from "./planning.ts";
 import { planView, rolloutView } from "./view.ts";
@@ -29,13 +30,14 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
   }
 
   async function full(orgId: string, r: RolloutRow): Promise<adminv1.Rollout> {
-    return rolloutView(r, await store.rollouts.listRolloutDevices(orgId, r.id), true);
+    const devices = await store.rollouts.listRolloutDevices(orgId, r.id);
+    return rolloutView(r, countDevices(devices), devices);
   }
 
   async function act(hctx: HandlerContext, id: string, action: AdminAction): Promise<{ rollout: adminv1.Rollout }> {
     const { orgId } = await load(hctx, id);
     try {
-      const r = await engine.run(orgId, id, (r, d, now) => onAdminAction(r, d, action, now, ctx.offlineAfterMs));
+      const r = await engine.run(orgId, id, (s, now) => onAdminAction(s, action, now, ctx.offlineAfterMs), readFor(action));
       if (!r) throw new ConnectError(`no rollout ${id}`, Code.NotFound);
       return { rollout: await full(orgId, r) };
     } catch (err) {
@@ -113,7 +115,7 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
         throw new ConnectError(`device ${created.deviceName} is already in rollout ${created.rolloutId}, ${why}`, Code.FailedPrecondition);
       }
       ctx.log.info("rollout started", { rollout: id, release: `${release.name}@${release.version}`, devices: plan.total, waves: plan.waves.length });
-      const started = (await engine.run(admin.orgId, id, (r, d, t) => advance(r, d, t, ctx.offlineAfterMs))) ?? rollout;
+      const started = (await engine.run(admin.orgId, id, (s, t) => advance(s, t, ctx.offlineAfterMs))) ?? rollout;
       return { rollout: await full(admin.orgId, started), plan: planView(planned) };
     },
 
@@ -121,7 +123,8 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
       const { orgId } = adminOf(hctx);
       const rows = await store.rollouts.listRollouts(orgId, LIST_LIMIT);
       const out: adminv1.Rollout[] = [];
-      for (const r of rows) out.push(rolloutView(r, await store.rollouts.listRolloutDevices(orgId, r.id), false));
+      // Counts from each rollout's wave counters: listing does not read any rollout's devices.
+      for (const r of rows) out.push(rolloutView(r, (await store.rollouts.rolloutCounts(orgId, r.id)) ?? {}));
       return { rollouts: out };
     },
 

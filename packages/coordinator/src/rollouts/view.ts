@@ -2,8 +2,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { adminv1 } from "@flotilla/protocol";
-import type { RolloutDeviceRow, RolloutRow, RolloutSpecRow } from "../store/index.ts";
-import { tally } from "./decide.ts";
+import type { RolloutCounts, RolloutDeviceRow, RolloutRow, RolloutSpecRow } from "../store/index.ts";
+import { tallyCounts } from "./decide.ts";
 import type { PlannedRollout } from "./planning.ts";
 
 export function specView(s: RolloutSpecRow): adminv1.RolloutSpec {
@@ -23,8 +23,11 @@ export function planView(p: PlannedRollout): adminv1.Plan {
   });
 }
 
-/** A rollout with its per-wave counts and, when `devices` is given, every device's state. */
-export function rolloutView(r: RolloutRow, devices: RolloutDeviceRow[], withDevices: boolean): adminv1.Rollout {
+/**
+ * A rollout with its per-wave counts (from its wave counters) and, when `devices` is given, every
+ * device's state.
+ */
+export function rolloutView(r: RolloutRow, counts: RolloutCounts, devices?: RolloutDeviceRow[]): adminv1.Rollout {
   const last = r.waves.length;
   return create(adminv1.RolloutSchema, {
     id: r.id,
@@ -38,10 +41,10 @@ export function rolloutView(r: RolloutRow, devices: RolloutDeviceRow[], withDevi
     updatedAt: timestampFromMs(r.updatedAt),
     createdBy: r.createdBy,
     waves: r.waves.map((w) => {
-      const t = tally(devices.filter((d) => d.wave === w.number));
+      const t = tallyCounts(counts, w.number);
       return { number: w.number, entry: w.entry, total: t.total, healthy: t.healthy, failed: t.failed, skipped: t.skipped, inProgress: t.inProgress, pending: t.pending };
     }),
-    devices: withDevices
+    devices: devices
       ? devices.map((d) => ({
           deviceId: d.deviceId,
           name: d.name,

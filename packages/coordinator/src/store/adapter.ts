@@ -14,6 +14,8 @@ export interface StoreAdapter {
   isUniqueViolation(err: unknown): boolean;
   /** Called inside a transaction that changed a device's desired state. */
   notifyInTransaction(trx: Transaction<Database>, orgId: string, deviceId: string): Promise<void>;
+  /** The same for many devices of one organization, in one statement. */
+  notifyManyInTransaction(trx: Transaction<Database>, orgId: string, deviceIds: readonly string[]): Promise<void>;
   /** Called after that transaction committed. */
   notifyAfterCommit(orgId: string, deviceId: string): void;
   /** Registers a listener for committed device changes (local, and other replicas' on PostgreSQL). */

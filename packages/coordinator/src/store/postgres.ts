@@ -86,6 +86,11 @@ export async function openPostgresStore(url: string): Promise<Store> {
     async notifyInTransaction(trx, orgId, deviceId) {
       await sql`SELECT pg_notify(${CHANNEL}, ${`${orgId}:${deviceId}`})`.execute(trx);
     },
+    async notifyManyInTransaction(trx, orgId, deviceIds) {
+      if (deviceIds.length === 0) return;
+      const payloads = deviceIds.map((id) => `${orgId}:${id}`);
+      await sql`SELECT pg_notify(${CHANNEL}, p) FROM unnest(${payloads}::text[]) AS p`.execute(trx);
+    },
     notifyAfterCommit: () => {},
     listen: (listener) => notifier.listen(listener),
     close: () => notifier.close(),

@@ -41,6 +41,7 @@ export async function openSqliteStore(path: string): Promise<Store> {
     rowLocks: false,
     isUniqueViolation: (err) => err instanceof SQLite.SqliteError && SQLITE_UNIQUE.has(err.code),
     notifyInTransaction: async () => {},
+    notifyManyInTransaction: async () => {},
     ...localNotifier(),
     close: async () => {},
   };

@@ -11,6 +11,7 @@ import { telemetryLimitsMigration } from "./migration-telemetry-limits.ts";
 import { releasesMigration } from "./migration-releases.ts";
 import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
+import { rolloutCountersMigration } from "./migration-rollout-counters.ts";
 import { removedReleasesMigration } from "./migration-removed-releases.ts";
 import { storageQuotasMigration } from "./migration-storage-quotas.ts";
 
@@ -189,6 +190,7 @@ export const migrations: Record<string, Migration> = {
   "0012_storage_quotas": storageQuotasMigration,
   "0013_removed_releases": removedReleasesMigration,
   "0014_device_control": deviceControlMigration,
+  "0018_rollout_counters": rolloutCountersMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

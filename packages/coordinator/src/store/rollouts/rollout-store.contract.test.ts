@@ -3,16 +3,23 @@
  * FLOTILLA_TEST_POSTGRES_URL is set (a fresh database per test, dropped afterwards).
  */
 import { randomBytes } from "node:crypto";
+import { Migrator } from "kysely";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { migrationProvider } from "../migrations/migrations.ts";
 import { storeBackends, type StoreBackend } from "../testing.ts";
-import { type ReleaseRow, type RolloutDeviceRow, type RolloutRow, type Store } from "../index.ts";
-import { advance, onAdminAction, onStep, type ReleaseStepEvent } from "../../rollouts/decide.ts";
+import { countDevices, type ReleaseRow, type RolloutCounts, type RolloutDeviceRow, type RolloutRow, type Store } from "../index.ts";
+import { waitFor } from "@flotilla/protocol/testing";
+import { advance, onAdminAction, onStep, readFor, type ReleaseStepEvent } from "../../rollouts/decide.ts";
 
 const NOW = 1_800_000_000_000;
 const OFFLINE_AFTER = 10_000;
 
 
 const backends = storeBackends;
+
+/** Counters without zero entries, for comparing with a count of the devices. */
+const normalCounts = (c: RolloutCounts | undefined) =>
+  Object.fromEntries(Object.entries(c ?? {}).map(([w, x]) => [w, Object.fromEntries(Object.entries(x).filter(([, n]) => n !== 0))]).filter(([, x]) => Object.keys(x as object).length > 0));
 
 function release(counter: number, version: string): ReleaseRow {
   return { orgId: "orgA", name: "webapp", counter, version, kind: "bundle", targetPath: `webapp/${counter}/webapp.tar.gz`, sha256: "a".repeat(64), length: 10, meta: "{}", createdAt: NOW };
@@ -88,9 +95,9 @@ for (const backend of backends) {
       { rolloutId: id, orgId: "orgA", deviceId: "dev_2", name: "d2", wave: 3, position: 0, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, rollbackCounter: 0, notifiedAt: null, updatedAt: NOW },
       { rolloutId: id, orgId: "orgA", deviceId: "dev_3", name: "d3", wave: 3, position: 1, state: "pending", bytesDone: 0, bytesTotal: 0, error: "", previousVersion: "", previousCounter: 0, rollbackCounter: 0, notifiedAt: null, updatedAt: NOW },
     ];
-    const tick = (s: Store, id: string, now: number) => s.rollouts.transition("orgA", id, now, (r, d) => advance(r, d, now, OFFLINE_AFTER));
+    const tick = (s: Store, id: string, now: number) => s.rollouts.transition("orgA", id, now, (s) => advance(s, now, OFFLINE_AFTER));
     const report = (s: Store, id: string, device: string, e: ReleaseStepEvent, now: number) =>
-      s.rollouts.transition("orgA", id, now, (r, d) => onStep(r, d, device, e, now, OFFLINE_AFTER));
+      s.rollouts.transition("orgA", id, now, (snap) => onStep(snap, device, e, now, OFFLINE_AFTER), { deviceId: device });
     const states = async (id: string) => Object.fromEntries((await store.rollouts.listRolloutDevices("orgA", id)).map((d) => [d.name, d.state]));
 
     it("refuses a second rollout over a device the first still holds, writing nothing", async () => {
@@ -142,7 +149,7 @@ for (const backend of backends) {
     it("pauses past the failure threshold and notifies no one else", async () => {
       const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }] });
       await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
-      await store.rollouts.transition("orgA", "ro_a", NOW, (r, d) => advance({ ...r, spec: { ...r.spec, maxParallel: 2 } }, d, NOW, OFFLINE_AFTER));
+      await store.rollouts.transition("orgA", "ro_a", NOW, (s) => advance({ ...s, rollout: { ...s.rollout, spec: { ...s.rollout.spec, maxParallel: 2 } } }, NOW, OFFLINE_AFTER));
       expect(Object.values(await states("ro_a")).filter((s) => s === "notified")).toHaveLength(2);
       const paused = await report(store, "ro_a", "dev_0", step("failed"), NOW + 1);
       expect(paused?.rollout.status).toBe("paused");
@@ -183,8 +190,8 @@ for (const backend of backends) {
       await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
       await tick(store, "ro_a", NOW + 2);
       expect((await states("ro_a")).d1).toBe("pending");
-      const act = (a: Parameters<typeof onAdminAction>[2], now: number) =>
-        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, a, now, OFFLINE_AFTER));
+      const act = (a: Parameters<typeof onAdminAction>[1], now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (s) => onAdminAction(s, a, now, OFFLINE_AFTER), readFor(a));
       const approved = await act({ kind: "approve" }, NOW + 3);
       expect(approved?.rollout.approvedWave).toBe(2);
       expect(approved?.rollout.currentWave).toBe(2);
@@ -198,8 +205,8 @@ for (const backend of backends) {
     it("notifies no one while paused, and continues on resume accepting the failures so far", async () => {
       const row = rolloutRow("ro_a", { maxParallel: 1 }, { waves: [{ number: 1, entry: "100%" }] });
       await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
-      const act = (a: Parameters<typeof onAdminAction>[2], now: number) =>
-        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, a, now, OFFLINE_AFTER));
+      const act = (a: Parameters<typeof onAdminAction>[1], now: number) =>
+        store.rollouts.transition("orgA", "ro_a", now, (s) => onAdminAction(s, a, now, OFFLINE_AFTER), readFor(a));
       await tick(store, "ro_a", NOW);
       const paused = await report(store, "ro_a", "dev_0", step("failed"), NOW + 1);
       expect(paused?.rollout.status).toBe("paused");
@@ -235,7 +242,7 @@ for (const backend of backends) {
       expect(await states("ro_a")).toEqual({ d0: "healthy", d1: "failed", d2: "downloading", d3: "notified" });
       const desired = async (id: string) => (await store.releases.listDeviceReleases("orgA", id))[0]?.desiredCounter;
       const abort = (returnTo: Map<number, number>, now: number) =>
-        store.rollouts.transition("orgA", "ro_a", now, (r, d) => onAdminAction(r, d, { kind: "abort", rollBack: true, by: "key:test", returnTo }, now, OFFLINE_AFTER));
+        store.rollouts.transition("orgA", "ro_a", now, (s) => onAdminAction(s, { kind: "abort", rollBack: true, by: "key:test", returnTo }, now, OFFLINE_AFTER), { allDevices: true });
 
       // Without a copy of #1 signed above #2 the agents would refuse to go back: refused, nothing written.
       await expect(abort(new Map(), NOW + 2)).rejects.toThrow(/webapp 1\.4\.0 \(#1\) must be signed again with a higher counter/);
@@ -276,8 +283,9 @@ for (const backend of backends) {
       await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"));
       await tick(store, "ro_a", NOW);
       await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
-      const aborted = await store.rollouts.transition("orgA", "ro_a", NOW + 2, (r, d) =>
-        onAdminAction(r, d, { kind: "abort", rollBack: true, by: "key:test", returnTo: new Map([[1, 1]]) }, NOW + 2, OFFLINE_AFTER),
+      const aborted = await store.rollouts.transition("orgA", "ro_a", NOW + 2, (snap) =>
+        onAdminAction(snap, { kind: "abort", rollBack: true, by: "key:test", returnTo: new Map([[1, 1]]) }, NOW + 2, OFFLINE_AFTER),
+        { allDevices: true },
       );
       expect(aborted?.rollout.status).toBe("aborted");
       expect((await store.releases.listDeviceReleases("orgA", "dev_0"))[0]?.desiredCounter).toBe(1);
@@ -285,6 +293,85 @@ for (const backend of backends) {
       await report(store, "ro_a", "dev_0", step("healthy", 1), NOW + 3);
       expect((await states("ro_a")).d0).toBe("rolled-back");
       expect(await store.rollouts.claimOf("orgA", "dev_0")).toBeUndefined();
+    });
+
+    const normal = normalCounts;
+    const recount = async (s: Store, id: string) => normal(countDevices(await s.rollouts.listRolloutDevices("orgA", id)));
+
+    it("keeps the wave counters equal to a count of the devices through notification, steps from two stores, and a deadline", async () => {
+      await store.devices.setConnection("orgA", "dev_3", false, NOW);
+      const row = rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "1" }, { number: 2, entry: "100%" }], deadlineAt: NOW + 1000, toleratedFailures: 4 });
+      await store.rollouts.createRollout(row, devicesOf("ro_a").map((d) => ({ ...d, wave: d.deviceId === "dev_0" ? 1 : 2 })));
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual({ 1: { pending: 1 }, 2: { pending: 3 } });
+      await tick(store, "ro_a", NOW);
+      await report(store, "ro_a", "dev_0", step("healthy"), NOW + 1);
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual({ 1: { healthy: 1 }, 2: { notified: 2, pending: 1 } });
+      // Another store on the same database (another replica) continues from the same counters.
+      const other = await db.reopen();
+      opened.push(other);
+      await report(other, "ro_a", "dev_1", step("failed"), NOW + 2);
+      await report(store, "ro_a", "dev_2", { ...step("downloading"), bytesDone: 5, bytesTotal: 10 }, NOW + 3);
+      expect(normal(await other.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual(await recount(other, "ro_a"));
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual({ 1: { healthy: 1 }, 2: { failed: 1, downloading: 1, pending: 1 } });
+      const done = await tick(other, "ro_a", NOW + 1000);
+      expect(done?.rollout.status).toBe("completed");
+      expect(done?.rollout.reason).toBe("1 healthy, 1 failed, 2 skipped");
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual({ 1: { healthy: 1 }, 2: { failed: 1, skipped: 2 } });
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual(await recount(store, "ro_a"));
+    });
+
+    it("wakes every device a wave start notifies, after commit, and not the ones it does not", async () => {
+      await store.devices.setConnection("orgA", "dev_3", false, NOW);
+      const woken: string[] = [];
+      const stop = store.devices.onDeviceChange((_org, id) => void woken.push(id));
+      try {
+        await store.rollouts.createRollout(rolloutRow("ro_a", {}, { waves: [{ number: 1, entry: "100%" }] }), devicesOf("ro_a").map((d) => ({ ...d, wave: 1 })));
+        await tick(store, "ro_a", NOW);
+        expect(await states("ro_a")).toEqual({ d0: "notified", d1: "notified", d2: "notified", d3: "pending" });
+        await waitFor("three devices woken", () => woken.length >= 3);
+        expect(woken.sort()).toEqual(["dev_0", "dev_1", "dev_2"]);
+        for (const id of ["dev_0", "dev_1", "dev_2"]) expect((await store.releases.listDeviceReleases("orgA", id)).map((r) => r.desiredCounter)).toEqual([2]);
+      } finally {
+        stop();
+      }
+    });
+  });
+
+  describe.skipIf(!backend.enabled)(`rollout counters migration on ${backend.name}`, () => {
+    it("counts the devices of every rollout created before it, by wave and state", async () => {
+      const fresh = await backend.fresh();
+      try {
+        const raw = fresh.raw();
+        try {
+          const { error } = await new Migrator({ db: raw, provider: migrationProvider }).migrateTo("0014_device_control");
+          expect(error).toBeUndefined();
+          await raw.insertInto("orgs").values({ id: "orgA", name: "acme", created_at: NOW }).execute();
+          const r = rolloutRow("ro_old");
+          await raw
+            .insertInto("rollouts")
+            .values({
+              id: r.id, org_id: r.orgId, release_name: r.releaseName, release_version: r.releaseVersion, release_counter: r.releaseCounter, spec: JSON.stringify(r.spec),
+              waves: JSON.stringify(r.waves), ineligible: "[]", status: "running", reason: "", current_wave: 2, wave_finished_at: null, approved_wave: 1,
+              tolerated_failures: 0, deadline_at: null, created_by: r.createdBy, created_at: NOW, updated_at: NOW, version: 3,
+            })
+            .execute();
+          const dev = (id: string, wave: number, state: string) => ({
+            rollout_id: "ro_old", org_id: "orgA", device_id: id, name: id, wave, position: 0, state, bytes_done: 0, bytes_total: 0, error: "",
+            previous_version: "", previous_counter: 0, rollback_counter: 0, notified_at: null, updated_at: NOW,
+          });
+          await raw.insertInto("rollout_devices").values([dev("a", 1, "healthy"), dev("b", 2, "downloading"), dev("c", 2, "pending"), dev("d", 2, "pending")]).execute();
+        } finally {
+          await raw.destroy();
+        }
+        const migrated = await fresh.open();
+        try {
+          expect(normalCounts(await migrated.rollouts.rolloutCounts("orgA", "ro_old"))).toEqual({ 1: { healthy: 1 }, 2: { downloading: 1, pending: 2 } });
+        } finally {
+          await migrated.close();
+        }
+      } finally {
+        await fresh.drop();
+      }
     });
   });
 }

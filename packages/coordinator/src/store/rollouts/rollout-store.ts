@@ -1,7 +1,20 @@
 import type { Kysely, Selectable } from "kysely";
 import type { StoreAdapter } from "../adapter.ts";
-import { notifyDevice, writeDesiredRelease } from "./rollout-notify.ts";
-import type { RolloutChanges, RolloutDeviceRow, RolloutDeviceState, RolloutDeviceView, RolloutRow, RolloutSpecRow, RolloutStatus } from "./rollout-rows.ts";
+import { notifyDevices, writeDesiredRelease } from "./rollout-notify.ts";
+import { copyCounts, countDevices, moveCount } from "./rollout-rows.ts";
+import type {
+  NotifyRequest,
+  RolloutChanges,
+  RolloutCounts,
+  RolloutDeviceRow,
+  RolloutDeviceState,
+  RolloutDeviceView,
+  RolloutRow,
+  RolloutSnapshot,
+  RolloutSpecRow,
+  RolloutStatus,
+  TransitionRead,
+} from "./rollout-rows.ts";
 import type { Database } from "../schema/schema.ts";
 import { num, numOrNull } from "../columns.ts";
 
@@ -19,7 +32,7 @@ export interface RolloutStore {
   getRollout(orgId: string, id: string): Promise<RolloutRow | undefined>;
   /** Newest first. */
   listRollouts(orgId: string, limit: number): Promise<RolloutRow[]>;
-  /** By wave, then plan position. */
+  /** By wave, then plan position (then device id). */
   listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]>;
   /** Unscoped, for the engine: every running or paused rollout. */
   activeRollouts(): Promise<{ orgId: string; id: string }[]>;
@@ -28,17 +41,23 @@ export interface RolloutStore {
   /** The running or paused rollout that holds the device (or the aborted one returning it to its previous release), if any. */
   claimOf(orgId: string, deviceId: string): Promise<string | undefined>;
   /**
-   * One transition: locks the rollout (row lock on PostgreSQL; SQLite has one writer), reads it
-   * and its devices, lets `decide` choose the changes, applies them and bumps `version`, all in
-   * one transaction. Claims are released when the rollout ends. Returns the rollout after the
-   * transition and whether anything changed; undefined when there is no such rollout.
+   * One transition: locks the rollout (row lock on PostgreSQL; SQLite has one writer), reads it,
+   * its wave counters and only the devices `read` names, lets `decide` choose the changes,
+   * applies them (counters included) and bumps `version`, all in one transaction. What it reads
+   * and writes does not grow with the rollout's size, but for the devices a notification picks
+   * (batched statements) and an abort with roll-back (`allDevices`). Claims are released when
+   * the rollout ends. Returns the rollout after the transition and whether anything changed;
+   * undefined when there is no such rollout.
    */
   transition(
     orgId: string,
     id: string,
     now: number,
-    decide: (rollout: RolloutRow, devices: RolloutDeviceView[]) => RolloutChanges | undefined,
+    decide: (s: RolloutSnapshot) => RolloutChanges | undefined,
+    read?: TransitionRead,
   ): Promise<{ rollout: RolloutRow; changed: boolean } | undefined>;
+  /** The rollout's wave counters (wave → state → devices), as transitions keep them. */
+  rolloutCounts(orgId: string, id: string): Promise<RolloutCounts | undefined>;
 }
 
 function toRollout(r: Selectable<Database["rollouts"]>): RolloutRow {
@@ -86,6 +105,8 @@ function toDevice(r: Selectable<Database["rollout_devices"]>): RolloutDeviceRow 
 }
 
 const ACTIVE = ["running", "paused"];
+/** Rows per multi-row statement: well under SQLite's and PostgreSQL's bound-parameter limits. */
+const CHUNK = 500;
 
 export class KyselyRolloutStore implements RolloutStore {
   constructor(
@@ -128,31 +149,39 @@ export class KyselyRolloutStore implements RolloutStore {
           created_at: r.createdAt,
           updated_at: r.updatedAt,
           version: r.version,
+          counts: JSON.stringify(countDevices(devices)),
         })
         .execute();
-      for (const d of devices) {
+      // Multi-row inserts in chunks (a statement per 500 devices, not two per device).
+      for (let i = 0; i < devices.length; i += CHUNK) {
+        const chunk = devices.slice(i, i + CHUNK);
         await trx
           .insertInto("rollout_devices")
-          .values({
-            rollout_id: r.id,
-            org_id: r.orgId,
-            device_id: d.deviceId,
-            name: d.name,
-            wave: d.wave,
-            position: d.position,
-            state: d.state,
-            bytes_done: d.bytesDone,
-            bytes_total: d.bytesTotal,
-            error: d.error,
-            previous_version: d.previousVersion,
-            previous_counter: d.previousCounter,
-            rollback_counter: d.rollbackCounter,
-            notified_at: d.notifiedAt,
-            updated_at: d.updatedAt,
-          })
+          .values(
+            chunk.map((d) => ({
+              rollout_id: r.id,
+              org_id: r.orgId,
+              device_id: d.deviceId,
+              name: d.name,
+              wave: d.wave,
+              position: d.position,
+              state: d.state,
+              bytes_done: d.bytesDone,
+              bytes_total: d.bytesTotal,
+              error: d.error,
+              previous_version: d.previousVersion,
+              previous_counter: d.previousCounter,
+              rollback_counter: d.rollbackCounter,
+              notified_at: d.notifiedAt,
+              updated_at: d.updatedAt,
+            })),
+          )
           .execute();
         // The primary key makes a concurrent claim of the same device fail the whole transaction.
-        await trx.insertInto("rollout_claims").values({ device_id: d.deviceId, org_id: r.orgId, rollout_id: r.id }).execute();
+        await trx
+          .insertInto("rollout_claims")
+          .values(chunk.map((d) => ({ device_id: d.deviceId, org_id: r.orgId, rollout_id: r.id })))
+          .execute();
       }
       return { ok: true };
     });
@@ -176,6 +205,7 @@ export class KyselyRolloutStore implements RolloutStore {
       .where("rollout_id", "=", id)
       .orderBy("wave")
       .orderBy("position")
+      .orderBy("device_id")
       .execute();
     return rows.map(toDevice);
   }
@@ -207,35 +237,28 @@ export class KyselyRolloutStore implements RolloutStore {
     orgId: string,
     id: string,
     now: number,
-    decide: (rollout: RolloutRow, devices: RolloutDeviceView[]) => RolloutChanges | undefined,
+    decide: (s: RolloutSnapshot) => RolloutChanges | undefined,
+    read: TransitionRead = {},
   ): Promise<{ rollout: RolloutRow; changed: boolean } | undefined> {
-    const notified: string[] = [];
+    const woken: string[] = [];
     const result = await this.db.transaction().execute(async (trx) => {
       let q = trx.selectFrom("rollouts").selectAll().where("org_id", "=", orgId).where("id", "=", id);
       if (this.adapter.rowLocks) q = q.forUpdate();
       const row = await q.executeTakeFirst();
       if (!row) return undefined;
       const rollout = toRollout(row);
-      const devices = await trx
-        .selectFrom("rollout_devices as rd")
-        .leftJoin("devices as d", "d.id", "rd.device_id")
-        .leftJoin("device_releases as dr", (j) => j.onRef("dr.device_id", "=", "rd.device_id").on("dr.name", "=", rollout.releaseName))
-        .selectAll("rd")
-        .select(["d.connected", "d.last_seen_at", "dr.current_counter"])
-        .where("rd.org_id", "=", orgId)
-        .where("rd.rollout_id", "=", id)
-        .orderBy("rd.wave")
-        .orderBy("rd.position")
-        .execute();
-      const views: RolloutDeviceView[] = devices.map((d) => ({
-        ...toDevice(d),
-        connected: num(d.connected ?? 0) === 1,
-        lastSeenAt: numOrNull(d.last_seen_at ?? null),
-        currentCounter: num(d.current_counter ?? 0),
-      }));
-      const changes = decide(rollout, views);
+      const counts: RolloutCounts = row.counts === null ? await countRows(trx, id) : (JSON.parse(row.counts) as RolloutCounts);
+      const devices = read.allDevices ? await readViews(trx, rollout) : undefined;
+      const device = read.deviceId ? (devices?.find((d) => d.deviceId === read.deviceId) ?? (await readViews(trx, rollout, read.deviceId))[0]) : undefined;
+      const changes = decide({ rollout, counts, ...(device ? { device } : {}), ...(devices ? { devices } : {}) });
       if (!changes || isEmpty(changes)) return { rollout, changed: false };
+      const next = copyCounts(counts);
+      const byId = new Map<string, RolloutDeviceView>();
+      for (const d of devices ?? []) byId.set(d.deviceId, d);
+      if (device) byId.set(device.deviceId, device);
       for (const d of changes.devices ?? []) {
+        const before = byId.get(d.deviceId);
+        if (!before) throw new Error(`rollout ${id}: a change of device ${d.deviceId}, which the transition did not read`);
         await trx
           .updateTable("rollout_devices")
           .set({
@@ -248,15 +271,30 @@ export class KyselyRolloutStore implements RolloutStore {
           .where("rollout_id", "=", id)
           .where("device_id", "=", d.deviceId)
           .execute();
+        moveCount(next, before.wave, before.state, d.state);
+        byId.set(d.deviceId, { ...before, state: d.state });
       }
-      for (const deviceId of changes.notify ?? []) {
-        if (await notifyDevice(trx, this.adapter, rollout, deviceId, now)) notified.push(deviceId);
+      if (changes.skipUnfinished !== undefined) {
+        // One statement for every unfinished device (the deadline passed), and the counters follow.
+        await trx
+          .updateTable("rollout_devices")
+          .set({ state: "skipped", error: changes.skipUnfinished.slice(0, 4096), updated_at: now })
+          .where("rollout_id", "=", id)
+          .where("state", "in", UNFINISHED)
+          .execute();
+        for (const [wave, c] of Object.entries(next)) for (const s of UNFINISHED) moveCount(next, Number(wave), s, "skipped", c[s] ?? 0);
+      }
+      if (changes.notify) {
+        const picked = await pickForNotify(trx, id, changes.notify);
+        const outcome = await notifyDevices(trx, this.adapter, rollout, picked, now);
+        for (const d of picked) moveCount(next, d.wave, "pending", outcome.states.get(d.device_id)!);
+        woken.push(...outcome.woken);
       }
       const returning = new Set<string>();
       for (const b of changes.rollBack ?? []) {
-        const d = views.find((v) => v.deviceId === b.deviceId);
+        const d = byId.get(b.deviceId);
         if (!d || !(await writeDesiredRelease(trx, this.adapter, orgId, b.deviceId, rollout.releaseName, b.counter, now))) continue;
-        notified.push(b.deviceId);
+        woken.push(b.deviceId);
         if (!b.track) continue;
         returning.add(b.deviceId);
         await trx
@@ -265,23 +303,25 @@ export class KyselyRolloutStore implements RolloutStore {
           .where("rollout_id", "=", id)
           .where("device_id", "=", b.deviceId)
           .execute();
+        moveCount(next, d.wave, d.state, "rolling-back");
       }
-      const next = { ...rollout, ...changes.rollout, updatedAt: now, version: rollout.version + 1 };
+      const after = { ...rollout, ...changes.rollout, updatedAt: now, version: rollout.version + 1 };
       await trx
         .updateTable("rollouts")
         .set({
-          status: next.status,
-          reason: next.reason.slice(0, 1024),
-          current_wave: next.currentWave,
-          wave_finished_at: next.waveFinishedAt,
-          approved_wave: next.approvedWave,
-          tolerated_failures: next.toleratedFailures,
+          status: after.status,
+          reason: after.reason.slice(0, 1024),
+          current_wave: after.currentWave,
+          wave_finished_at: after.waveFinishedAt,
+          approved_wave: after.approvedWave,
+          tolerated_failures: after.toleratedFailures,
           updated_at: now,
-          version: next.version,
+          version: after.version,
+          counts: JSON.stringify(next),
         })
         .where("id", "=", id)
         .execute();
-      if (!ACTIVE.includes(next.status) && ACTIVE.includes(rollout.status)) {
+      if (!ACTIVE.includes(after.status) && ACTIVE.includes(rollout.status)) {
         // A device returning to its previous release stays held until it reports the outcome.
         let release = trx.deleteFrom("rollout_claims").where("rollout_id", "=", id);
         if (returning.size > 0) release = release.where("device_id", "not in", [...returning]);
@@ -289,13 +329,78 @@ export class KyselyRolloutStore implements RolloutStore {
       }
       const done = changes.releaseClaims ?? [];
       if (done.length > 0) await trx.deleteFrom("rollout_claims").where("rollout_id", "=", id).where("device_id", "in", done).execute();
-      return { rollout: next, changed: true };
+      return { rollout: after, changed: true };
     });
-    for (const deviceId of notified) this.adapter.notifyAfterCommit(orgId, deviceId);
+    for (const deviceId of woken) this.adapter.notifyAfterCommit(orgId, deviceId);
     return result;
+  }
+
+  async rolloutCounts(orgId: string, id: string): Promise<RolloutCounts | undefined> {
+    const r = await this.db.selectFrom("rollouts").select(["counts"]).where("org_id", "=", orgId).where("id", "=", id).executeTakeFirst();
+    if (!r) return undefined;
+    return r.counts === null ? countRows(this.db, id) : (JSON.parse(r.counts) as RolloutCounts);
   }
 }
 
+/** Every state but the final ones: what a passed deadline makes skipped. */
+const UNFINISHED: RolloutDeviceState[] = ["pending", "notified", "downloading", "verifying", "activating", "health-checking", "rolling-back"];
+
+/** Counters from the devices themselves (a rollout whose row has none). */
+async function countRows(db: Kysely<Database>, id: string): Promise<RolloutCounts> {
+  const rows = await db
+    .selectFrom("rollout_devices")
+    .select(["wave", "state", (eb) => eb.fn.countAll().as("n")])
+    .where("rollout_id", "=", id)
+    .groupBy(["wave", "state"])
+    .execute();
+  const c: RolloutCounts = {};
+  for (const r of rows) (c[num(r.wave)] ??= {})[r.state as RolloutDeviceState] = Number(r.n);
+  return c;
+}
+
+/** The rollout's devices (or the one given) with their connection and the release they run. */
+async function readViews(db: Kysely<Database>, rollout: RolloutRow, deviceId?: string): Promise<RolloutDeviceView[]> {
+  let q = db
+    .selectFrom("rollout_devices as rd")
+    .leftJoin("devices as d", "d.id", "rd.device_id")
+    .leftJoin("device_releases as dr", (j) => j.onRef("dr.device_id", "=", "rd.device_id").on("dr.name", "=", rollout.releaseName))
+    .selectAll("rd")
+    .select(["d.connected", "d.last_seen_at", "dr.current_counter"])
+    .where("rd.org_id", "=", rollout.orgId)
+    .where("rd.rollout_id", "=", rollout.id);
+  if (deviceId !== undefined) q = q.where("rd.device_id", "=", deviceId);
+  const rows = await q.orderBy("rd.wave").orderBy("rd.position").execute();
+  return rows.map((d) => ({
+    ...toDevice(d),
+    connected: num(d.connected ?? 0) === 1,
+    lastSeenAt: numOrNull(d.last_seen_at ?? null),
+    currentCounter: num(d.current_counter ?? 0),
+  }));
+}
+
+/**
+ * The devices a notify request names: pending devices of the wave that are online (or the one
+ * that just connected), in plan order, at most `limit`. One query on the index
+ * rollout_devices(rollout_id, wave, state, position): it reads the wave's pending devices only.
+ */
+async function pickForNotify(db: Kysely<Database>, id: string, n: NotifyRequest): Promise<Selectable<Database["rollout_devices"]>[]> {
+  let q = db
+    .selectFrom("rollout_devices as rd")
+    .innerJoin("devices as d", "d.id", "rd.device_id")
+    .selectAll("rd")
+    .where("rd.rollout_id", "=", id)
+    .where("rd.wave", "=", n.wave)
+    .where("rd.state", "=", "pending")
+    .where((eb) => {
+      const online = eb.and([eb("d.connected", "=", 1), eb("d.last_seen_at", ">=", n.onlineSince)]);
+      const connected = n.deviceId !== undefined ? [eb("rd.device_id", "=", n.deviceId)] : [];
+      return n.wholeWave ? eb.or([online, ...connected]) : eb.or(connected.length > 0 ? connected : [eb.lit(false)]);
+    })
+    .orderBy("rd.position");
+  if (Number.isFinite(n.limit)) q = q.limit(Math.max(0, n.limit));
+  return q.execute();
+}
+
 function isEmpty(c: RolloutChanges): boolean {
-  return !c.rollout && !c.devices?.length && !c.notify?.length && !c.rollBack?.length && !c.releaseClaims?.length;
+  return !c.rollout && !c.devices?.length && c.skipUnfinished === undefined && !c.notify && !c.rollBack?.length && !c.releaseClaims?.length;
 }

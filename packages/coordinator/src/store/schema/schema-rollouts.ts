@@ -26,6 +26,8 @@ export interface RolloutTables {
     updated_at: number;
     /** Grows by one with every committed change, for watchers. */
     version: number;
+    /** Migration 0018_rollout_counters: wave → device state → count, JSON (see RolloutCounts). */
+    counts: string | null;
   };
   rollout_devices: {
     rollout_id: string;
