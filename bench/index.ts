@@ -3,6 +3,7 @@
  * against a baseline measured in the same run. Benchmarks assert nothing about speed.
  * Add a benchmark: a module exporting `bench<Name>(print)`, and one line below.
  */
+import { benchEnroll } from "./enroll.ts";
 import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
 import { benchTunnel } from "./tunnel.ts";
@@ -12,8 +13,10 @@ const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] =
   ["tunnel", benchTunnel],
   // Not in a plain `npm run bench`: it runs a simulated fleet for minutes. `npm run bench -- fleet`.
   ["fleet", benchFleet],
+  // Not in a plain `npm run bench` either: it enrolls tens of thousands of devices. `npm run bench -- enroll`.
+  ["enroll", benchEnroll],
 ];
-const explicitOnly = new Set(["fleet"]);
+const explicitOnly = new Set(["fleet", "enroll"]);
 
 // Benchmark names; flags (`--devices 200,1000`) are for the benchmarks themselves.
 const args = process.argv.slice(2);

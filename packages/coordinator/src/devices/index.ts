@@ -5,7 +5,7 @@ import { agentService } from "./agent-service.ts";
 import { deviceMethods } from "./devices.ts";
 import { Hub } from "./hub.ts";
 import { joinTokenMethods } from "./join-tokens.ts";
-import { Presence } from "./presence.ts";
+import { Presence, PRESENCE_FLUSH_MS } from "./presence.ts";
 
 /**
  * Devices as a coordinator feature: the AgentService agents call (enroll, authenticate, watch,
@@ -17,6 +17,9 @@ export function devicesFeature(ctx: ServiceContext): Feature {
   const hub = new Hub(ctx.store);
   const presence = new Presence(ctx.store, {
     log: ctx.log,
+    // Never staler than a keep-alive: with the test fleets' 500 ms keep-alive and 2 s offline
+    // timeout, a whole second would eat half the margin.
+    flushMs: Math.min(PRESENCE_FLUSH_MS, ctx.keepaliveMs),
     // Read at each connect: the rollout engine starts after the features.
     onConnected: (orgId, deviceId) => ctx.rolloutEvents?.deviceConnected(orgId, deviceId),
   });
