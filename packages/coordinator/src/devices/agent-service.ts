@@ -166,7 +166,7 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence):
         throw new ConnectError(`device is ${lifecycle}`, Code.FailedPrecondition);
       }
       const stored = req.entries.length > 0 ? await store.devices.getAckedSeqs(deviceId) : new Map<string, number>();
-      const batch: DeviceReport & { acked: Map<string, number> } = { acked: new Map() };
+      const batch: Batch = { acked: new Map(), steps: [] };
       const acked = new Map<string, number>();
       for (const entry of req.entries) {
         const seq = Number(entry.seq);
@@ -185,13 +185,23 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence):
       // Facts, observed generation and acks in one transaction; release steps are written as
       // they come (each is idempotent by seq), so a crash before this commit only repeats them.
       await store.devices.recordReport(orgId, deviceId, batch, Date.now());
+      for (const step of batch.steps) ctx.rolloutEvents?.releaseStep(orgId, deviceId, step);
       return { acks: [...acked].map(([stream, seq]) => ({ stream, seq: BigInt(seq) })) };
     },
   };
 }
 
+/**
+ * One report's changes: reported state and acks, written in one transaction, and the release
+ * steps recorded, told to the rollout engine once that transaction committed.
+ */
+interface Batch extends DeviceReport {
+  acked: Map<string, number>;
+  steps: agentv1.ReleaseProgress[];
+}
+
 /** Applies one new outbox entry: reported state goes into `batch`, release steps to the store. */
-async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry: agentv1.OutboxEntry, batch: DeviceReport) {
+async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry: agentv1.OutboxEntry, batch: Batch) {
   switch (entry.body.case) {
     case "facts": {
       const facts = entry.body.value;
@@ -205,7 +215,7 @@ async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry
       if (!(await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value))) {
         ctx.log.warn("dropped invalid release progress", { device: deviceId, seq: Number(entry.seq) });
       } else {
-        ctx.rolloutEvents?.releaseStep(orgId, deviceId, entry.body.value);
+        batch.steps.push(entry.body.value);
       }
       return;
     default:
