@@ -4,8 +4,8 @@
  * and lands in the table within a flush.
  */
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { adminv1, agentv1, commonv1, generateIdentity } from "@flotilla/protocol";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { adminv1, agentv1, commonv1, coordinatorTransport, generateIdentity } from "@flotilla/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { enrollDevice, SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../testing.ts";
 
@@ -80,5 +80,43 @@ describe("agent service", () => {
     abort.abort();
     await it.next().catch(() => undefined);
     await until("its row says disconnected", () => t.coord.store.devices.getDevice(d.orgId, d.id), (r) => r?.connected === false);
+  });
+
+  it("keeps delivering desired state to a device while another device's Watch stream goes unread", async () => {
+    const stuck = await enrollDevice(t, owner, "stuck");
+    const live = await enrollDevice(t, owner, "live");
+    // Each device on its own connection, as agents are: HTTP/2 flow control is per stream and
+    // per connection.
+    const [trStuck, trLive] = await Promise.all([coordinatorTransport({ url: t.coord.url }), coordinatorTransport({ url: t.coord.url })]);
+    const abort = new AbortController();
+    try {
+      const stuckStream = createClient(agentv1.AgentService, trStuck.transport).watch({}, { headers: stuck.headers, signal: abort.signal })[Symbol.asyncIterator]();
+      expect((await stuckStream.next()).value?.event.case).toBe("desired");
+      const liveStream = createClient(agentv1.AgentService, trLive.transport).watch({}, { headers: live.headers, signal: abort.signal })[Symbol.asyncIterator]();
+      expect((await liveStream.next()).value?.event.case).toBe("desired");
+
+      // Far more than the stream's 64 KiB flow-control window of changes for the device that
+      // never reads again (each DesiredState carries ~1 KiB of labels).
+      const big = Object.fromEntries(Array.from({ length: 16 }, (_, k) => [`k${k}`, "x".repeat(60)]));
+      for (let i = 0; i < 150; i++) await t.admin.updateDeviceLabels({ device: stuck.id, set: { ...big, n: String(i) } }, owner);
+
+      await t.admin.updateDeviceLabels({ device: live.id, set: { wave: "now" } }, owner);
+      // Keep-alives may come first; the change must follow within the deadline.
+      const deadline = Date.now() + 10_000;
+      let wave: string | undefined;
+      while (wave !== "now" && Date.now() < deadline) {
+        const next = await Promise.race([
+          liveStream.next(),
+          new Promise<"deadline">((r) => setTimeout(() => r("deadline"), deadline - Date.now()).unref()),
+        ]);
+        if (next === "deadline" || next.done) break;
+        if (next.value.event.case === "desired") wave = next.value.event.value.labels.wave;
+      }
+      expect(wave).toBe("now");
+    } finally {
+      abort.abort();
+      trStuck.close();
+      trLive.close();
+    }
   });
 });
