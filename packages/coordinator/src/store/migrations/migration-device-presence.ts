@@ -1,7 +1,7 @@
 import type { Kysely, Migration } from "kysely";
 
 /**
- * 0019_device_presence: what connecting a large fleet needs indexed.
+ * 0015_device_presence: what connecting a large fleet needs indexed.
  *
  * - `sessions(expires_at)`: every new session (each agent's Authenticate) sweeps expired ones;
  *   without the index that sweep read the whole table, one row per device, so connecting N

@@ -190,7 +190,7 @@ export const migrations: Record<string, Migration> = {
   "0012_storage_quotas": storageQuotasMigration,
   "0013_removed_releases": removedReleasesMigration,
   "0014_device_control": deviceControlMigration,
-  "0019_device_presence": devicePresenceMigration,
+  "0015_device_presence": devicePresenceMigration,
 };
 
 export const migrationProvider: MigrationProvider = {
