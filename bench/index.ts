@@ -3,6 +3,7 @@
  * against a baseline measured in the same run. Benchmarks assert nothing about speed.
  * Add a benchmark: a module exporting `bench<Name>(print)`, and one line below.
  */
+import { benchEnroll } from "./enroll.ts";
 import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
 import { benchRollout } from "./rollout.ts";
@@ -19,8 +20,10 @@ const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] =
   ["rollout", benchRollout],
   // Not in a plain `npm run bench`: it runs a simulated fleet for minutes. `npm run bench -- fleet`.
   ["fleet", benchFleet],
+  // Not in a plain `npm run bench` either: it enrolls tens of thousands of devices. `npm run bench -- enroll`.
+  ["enroll", benchEnroll],
 ];
-const explicitOnly = new Set(["fleet", "rollout", "web"]);
+const explicitOnly = new Set(["fleet", "rollout", "web", "enroll"]);
 
 // Benchmark names; flags (`--devices 200,1000`) are for the benchmarks themselves.
 const args = process.argv.slice(2);

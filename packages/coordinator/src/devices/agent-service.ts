@@ -15,12 +15,15 @@ import { deviceOf } from "../access/principal.ts";
 import { openSession } from "../access/sessions.ts";
 import type { ServiceContext } from "../context.ts";
 import { desiredReleases, recordReleaseProgress } from "../releases/progress.ts";
-import type { DeviceRow, EnrollResult } from "../store/index.ts";
+import type { DeviceReport, DeviceRow, EnrollResult } from "../store/index.ts";
 import { factsToJson, lifecycleToProto } from "./convert.ts";
 import { hello } from "./hello.ts";
 import type { Hub } from "./hub.ts";
+import type { Presence } from "./presence.ts";
 
 const MAX_ENTRIES = 1000;
+/** A Watch stream reads its device again after this many quiet keep-alives (5 min at 15 s). */
+const RECHECK_KEEPALIVES = 20;
 const STREAM_NAME = /^[a-z0-9_-]{1,64}$/;
 
 const refusals: Record<Extract<EnrollResult, { ok: false }>["reason"], string> = {
@@ -48,7 +51,7 @@ function desiredOf(row: DeviceRow): agentv1.DesiredState {
 }
 
 /** The AgentService: enrollment, device sessions, the desired-state stream and the outbox. */
-export function agentService(ctx: ServiceContext, hub: Hub): ServiceImpl<typeof agentv1.AgentService> {
+export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence): ServiceImpl<typeof agentv1.AgentService> {
   const { store, challenges, log } = ctx;
 
   return {
@@ -113,96 +116,106 @@ export function agentService(ctx: ServiceContext, hub: Hub): ServiceImpl<typeof 
 
     async *watch(req, hctx) {
       const { orgId, deviceId } = deviceOf(hctx);
+      if (req.agentVersion.length > 64 || req.capabilities.length > 64) {
+        throw new ConnectError("agent version or capabilities too long", Code.InvalidArgument);
+      }
       const sub = hub.subscribe(deviceId);
-      hub.connectionDelta(deviceId, 1);
+      presence.connect(orgId, deviceId);
       try {
-        const first = await store.devices.getDevice(orgId, deviceId);
-        if (!first) return;
-        if (req.agentVersion.length > 64 || req.capabilities.length > 64) {
-          throw new ConnectError("agent version or capabilities too long", Code.InvalidArgument);
-        }
-        await store.devices.setConnection(orgId, deviceId, true, Date.now());
-        ctx.rolloutEvents?.deviceConnected(orgId, deviceId);
         let sent = -1;
+        let look = true;
+        let quiet = 0;
         while (!hctx.signal.aborted) {
-          const row = await store.devices.getDevice(orgId, deviceId);
-          if (!row) return;
-          if (row.generation !== sent) {
-            sent = row.generation;
-            const desired = desiredOf(row);
-            desired.releases = await desiredReleases(store, row);
-            yield { event: { case: "desired", value: desired } };
+          if (look) {
+            const row = await store.devices.getDevice(orgId, deviceId);
+            if (!row) return;
+            if (row.generation !== sent) {
+              sent = row.generation;
+              const desired = desiredOf(row);
+              desired.releases = await desiredReleases(store, row);
+              yield { event: { case: "desired", value: desired } };
+            }
           }
           const r = await sub.wait(hctx.signal, ctx.keepaliveMs);
+          // The hub says when to look again; a keep-alive reads nothing, but every
+          // RECHECK_KEEPALIVES-th one looks anyway, in case a notification was lost (a
+          // PostgreSQL listener reconnecting).
+          quiet = r === "changed" ? 0 : quiet + 1;
+          look = r === "changed" || quiet % RECHECK_KEEPALIVES === 0;
           if (r === "timeout") {
-            await store.devices.setConnection(orgId, deviceId, true, Date.now());
+            presence.seen(orgId, deviceId);
             yield { event: { case: "keepalive", value: timestampNow() } };
           }
         }
       } finally {
         sub.close();
-        if (hub.connectionDelta(deviceId, -1) === 0) {
-          await store.devices.setConnection(orgId, deviceId, false, Date.now()).catch((err: unknown) => {
-            log.warn("could not record disconnect", { device: deviceId, err: String(err) });
-          });
-        }
+        presence.disconnect(orgId, deviceId);
       }
     },
 
     async report(req, hctx) {
-      const { orgId, deviceId } = deviceOf(hctx);
+      // The authorization interceptor read the device for this call: its lifecycle is current.
+      const { orgId, deviceId, lifecycle } = deviceOf(hctx);
       if (req.entries.length > MAX_ENTRIES) {
         throw new ConnectError(`at most ${MAX_ENTRIES} entries per report`, Code.InvalidArgument);
       }
       for (const e of req.entries) {
         if (!STREAM_NAME.test(e.stream)) throw new ConnectError(`invalid stream name`, Code.InvalidArgument);
       }
-      const device = await store.devices.getDevice(orgId, deviceId);
-      if (!device) throw new ConnectError("device not found", Code.NotFound);
-      if (device.lifecycle === "rejected" || device.lifecycle === "decommissioned") {
-        throw new ConnectError(`device is ${device.lifecycle}`, Code.FailedPrecondition);
+      if (lifecycle === "rejected" || lifecycle === "decommissioned") {
+        throw new ConnectError(`device is ${lifecycle}`, Code.FailedPrecondition);
       }
+      const stored = req.entries.length > 0 ? await store.devices.getAckedSeqs(deviceId) : new Map<string, number>();
+      const batch: Batch = { acked: new Map(), steps: [] };
       const acked = new Map<string, number>();
       for (const entry of req.entries) {
         const seq = Number(entry.seq);
-        let last = acked.get(entry.stream);
-        if (last === undefined) last = await store.devices.getAckedSeq(deviceId, entry.stream);
+        const last = acked.get(entry.stream) ?? stored.get(entry.stream) ?? 0;
         if (seq > last) {
           if (seq > last + 1) {
             log.warn("outbox gap", { device: deviceId, stream: entry.stream, from: last + 1, to: seq - 1 });
           }
-          await apply(ctx, orgId, deviceId, entry);
-          await store.devices.setAckedSeq(deviceId, entry.stream, seq);
-          last = seq;
+          await apply(ctx, orgId, deviceId, entry, batch);
+          batch.acked.set(entry.stream, seq);
+          acked.set(entry.stream, seq);
+        } else {
+          acked.set(entry.stream, last);
         }
-        acked.set(entry.stream, last);
       }
+      // Facts, observed generation and acks in one transaction; release steps are written as
+      // they come (each is idempotent by seq), so a crash before this commit only repeats them.
+      await store.devices.recordReport(orgId, deviceId, batch, Date.now());
+      for (const step of batch.steps) ctx.rolloutEvents?.releaseStep(orgId, deviceId, step);
       return { acks: [...acked].map(([stream, seq]) => ({ stream, seq: BigInt(seq) })) };
     },
   };
 }
 
-async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry: agentv1.OutboxEntry) {
-  const now = Date.now();
+/**
+ * One report's changes: reported state and acks, written in one transaction, and the release
+ * steps recorded, told to the rollout engine once that transaction committed.
+ */
+interface Batch extends DeviceReport {
+  acked: Map<string, number>;
+  steps: agentv1.ReleaseProgress[];
+}
+
+/** Applies one new outbox entry: reported state goes into `batch`, release steps to the store. */
+async function apply(ctx: ServiceContext, orgId: string, deviceId: string, entry: agentv1.OutboxEntry, batch: Batch) {
   switch (entry.body.case) {
     case "facts": {
       const facts = entry.body.value;
-      await ctx.store.devices.recordFacts(
-        orgId,
-        deviceId,
-        { facts: factsToJson(facts), agentVersion: facts.agentVersion, capabilities: facts.capabilities },
-        now,
-      );
+      batch.facts = { facts: factsToJson(facts), agentVersion: facts.agentVersion, capabilities: facts.capabilities };
       return;
     }
     case "status":
-      await ctx.store.devices.setObservedGeneration(orgId, deviceId, Number(entry.body.value.observedGeneration));
+      batch.observedGeneration = Number(entry.body.value.observedGeneration);
       return;
     case "releaseProgress":
       if (!(await recordReleaseProgress(ctx.store, orgId, deviceId, entry, entry.body.value))) {
         ctx.log.warn("dropped invalid release progress", { device: deviceId, seq: Number(entry.seq) });
       } else {
-        ctx.rolloutEvents?.releaseStep(orgId, deviceId, entry.body.value);
+        batch.steps.push(entry.body.value);
       }
       return;
     default:

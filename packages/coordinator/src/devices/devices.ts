@@ -7,6 +7,7 @@ import type { DevicePatch, DeviceRow, Store } from "../store/index.ts";
 import { deviceToProto, selectorFields } from "./convert.ts";
 import { hello } from "./hello.ts";
 import { LABEL_KEY, validateLabels } from "./labels.ts";
+import type { Presence } from "./presence.ts";
 
 /** The device an admin names by id or name, in the admin's organization; NotFound when none. */
 export async function findAdminDevice(store: Store, hctx: HandlerContext, ref: string): Promise<DeviceRow> {
@@ -23,9 +24,10 @@ type DeviceMethods = Pick<
 >;
 
 /** AdminService: the handshake, and the organization's devices (list, look at, approve, label). */
-export function deviceMethods(ctx: ServiceContext): DeviceMethods {
+export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceMethods {
   const { store, log } = ctx;
-  const view = (row: DeviceRow) => deviceToProto(row, Date.now(), ctx.offlineAfterMs);
+  // Presence not yet written (up to a second) is read from memory: this process knows better.
+  const view = (row: DeviceRow) => deviceToProto(presence ? presence.overlay(row) : row, Date.now(), ctx.offlineAfterMs);
 
   const findDevice = (hctx: HandlerContext, ref: string) => findAdminDevice(store, hctx, ref);
 

@@ -5,21 +5,34 @@ import { agentService } from "./agent-service.ts";
 import { deviceMethods } from "./devices.ts";
 import { Hub } from "./hub.ts";
 import { joinTokenMethods } from "./join-tokens.ts";
+import { Presence, PRESENCE_FLUSH_MS } from "./presence.ts";
 
 /**
  * Devices as a coordinator feature: the AgentService agents call (enroll, authenticate, watch,
  * report), AdminService's devices and join tokens, and the hub that wakes a device's Watch
- * stream when its desired state changes.
+ * stream when its desired state changes, and the devices' presence (connected, last seen), written
+ * once a second.
  */
 export function devicesFeature(ctx: ServiceContext): Feature {
   const hub = new Hub(ctx.store);
+  const presence = new Presence(ctx.store, {
+    log: ctx.log,
+    // Never staler than a keep-alive: with the test fleets' 500 ms keep-alive and 2 s offline
+    // timeout, a whole second would eat half the margin.
+    flushMs: Math.min(PRESENCE_FLUSH_MS, ctx.keepaliveMs),
+    // Read at each connect: the rollout engine starts after the features.
+    onConnected: (orgId, deviceId) => ctx.rolloutEvents?.deviceConnected(orgId, deviceId),
+  });
   return {
     name: "devices",
     routes(router) {
-      router.service(agentv1.AgentService, agentService(ctx, hub));
-      serveMethods(router, adminv1.AdminService, { ...deviceMethods(ctx), ...joinTokenMethods(ctx) });
+      router.service(agentv1.AgentService, agentService(ctx, hub, presence));
+      serveMethods(router, adminv1.AdminService, { ...deviceMethods(ctx, presence), ...joinTokenMethods(ctx) });
     },
     serviceNames: [agentv1.AgentService.typeName, adminv1.AdminService.typeName],
-    close: () => hub.close(),
+    async close() {
+      hub.close();
+      await presence.close();
+    },
   };
 }

@@ -51,6 +51,14 @@ export interface NewDevice {
   capabilities: string[];
 }
 
+/** What one Report call changes of a device's reported state (see DeviceStore.recordReport). */
+export interface DeviceReport {
+  facts?: { facts: Record<string, unknown>; agentVersion: string; capabilities: string[] };
+  observedGeneration?: number;
+  /** Stream name to its new acknowledged seq. */
+  acked: ReadonlyMap<string, number>;
+}
+
 export type EnrollResult =
   | { ok: true; device: DeviceRow }
   | { ok: false; reason: "unknown-token" | "revoked" | "expired" | "used-up" | "key-enrolled" };

@@ -186,6 +186,61 @@ for (const backend of storeBackends) {
       expect(await devices.getAckedSeq("d2", "facts")).toBe(0);
     });
 
+    it("gives the next free suffix after many taken ones, and the lowest free one after a hostname of the same form", async () => {
+      const { devices } = fx.store;
+      const t = token("orgA", { usesAllowed: 0 });
+      await devices.createJoinToken(t);
+      for (let i = 0; i < 37; i++) await devices.enrollDevice(t.id, device(), NOW);
+      const names = (await devices.listDevices("orgA")).map((d) => d.name);
+      expect(new Set(names)).toEqual(new Set(["host", ...Array.from({ length: 36 }, (_, i) => `host-${i + 2}`)]));
+      // A device whose own hostname is host-40 leaves host-38 and host-39 free; they come first.
+      await devices.enrollDevice(t.id, device({ name: "host-40" }), NOW);
+      const next = await devices.enrollDevice(t.id, device(), NOW);
+      expect(next.ok && next.device.name).toBe("host-38");
+      // Names of other organizations and of other stems do not count.
+      await devices.createJoinToken({ ...token("orgB"), id: "tokB" });
+      const other = await devices.enrollDevice("tokB", device(), NOW);
+      expect(other.ok && other.device.name).toBe("host");
+      const stem = await devices.enrollDevice(t.id, device({ name: "hos" }), NOW);
+      expect(stem.ok && stem.device.name).toBe("hos");
+    });
+
+    it("records many devices' presence in one call, and ignores ids of no device", async () => {
+      const { devices } = fx.store;
+      const t = token("orgA", { usesAllowed: 0 });
+      await devices.createJoinToken(t);
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await devices.enrollDevice(t.id, device({ name: `h${i}` }), NOW);
+        if (r.ok) ids.push(r.device.id);
+      }
+      const many = Array.from({ length: 1200 }, (_, i) => `dev_nosuch${i}`);
+      await devices.recordPresence([ids[0]!, ids[1]!, ...many], [ids[2]!], NOW + 5);
+      const rows = await Promise.all(ids.map((id) => devices.getDevice("orgA", id)));
+      expect(rows.map((r) => [r?.connected, r?.lastSeenAt])).toEqual([[true, NOW + 5], [true, NOW + 5], [false, NOW + 5]]);
+      await devices.recordPresence([], [ids[0]!], NOW + 9);
+      expect(await devices.getDevice("orgA", ids[0]!)).toMatchObject({ connected: false, lastSeenAt: NOW + 9 });
+    });
+
+    it("records a report's facts, observed generation and acks together, and only its own organization's device", async () => {
+      const { devices } = fx.store;
+      const t = token("orgA");
+      await devices.createJoinToken(t);
+      const r = await devices.enrollDevice(t.id, device(), NOW);
+      if (!r.ok) throw new Error("enroll failed");
+      const id = r.device.id;
+      const facts = { facts: { hostname: "host", arch: "aarch64" }, agentVersion: "0.2.0", capabilities: ["nixos"] };
+      await devices.recordReport("orgA", id, { facts, observedGeneration: 1, acked: new Map([["facts", 4], ["status", 2]]) }, NOW + 1);
+      expect(await devices.getDevice("orgA", id)).toMatchObject({ facts: facts.facts, agentVersion: "0.2.0", capabilities: ["nixos"], observedGeneration: 1, updatedAt: NOW + 1 });
+      expect(await devices.getAckedSeqs(id)).toEqual(new Map([["facts", 4], ["status", 2]]));
+      // Acks alone leave the reported state as it was.
+      await devices.recordReport("orgA", id, { acked: new Map([["facts", 6]]) }, NOW + 2);
+      expect(await devices.getDevice("orgA", id)).toMatchObject({ facts: facts.facts, observedGeneration: 1, updatedAt: NOW + 1 });
+      expect(await devices.getAckedSeq(id, "facts")).toBe(6);
+      await devices.recordReport("orgB", id, { facts: { ...facts, agentVersion: "evil" }, observedGeneration: 9, acked: new Map() }, NOW + 3);
+      expect(await devices.getDevice("orgA", id)).toMatchObject({ agentVersion: "0.2.0", observedGeneration: 1 });
+    });
+
     it("keeps everything across close and reopen", async () => {
       const { devices } = fx.store;
       const t = token("orgA");

@@ -3,10 +3,13 @@ import { claim, type StoreAdapter } from "../adapter.ts";
 import { num } from "../columns.ts";
 import { StoreConflictError } from "../errors.ts";
 import type { Database } from "../schema/schema.ts";
-import { sortKeys, toDevice, toToken, tokenRecord, type DevicePatch, type DeviceRow, type EnrollResult, type JoinTokenRow, type NewDevice } from "./device-rows.ts";
+import { sortKeys, toDevice, toToken, tokenRecord, type DevicePatch, type DeviceReport, type DeviceRow, type EnrollResult, type JoinTokenRow, type NewDevice } from "./device-rows.ts";
 import { enrollOnce } from "./enroll.ts";
 
 export type * from "./device-rows.ts";
+
+/** Ids per statement in batched updates: far below SQLite's and PostgreSQL's parameter limits. */
+const CHUNK = 500;
 
 /** Enrollments that lose a race for a name or key are retried this many times in all. */
 const ENROLL_ATTEMPTS = 3;
@@ -50,10 +53,23 @@ export interface DeviceStore {
   ): Promise<void>;
   setObservedGeneration(orgId: string, id: string, generation: number): Promise<void>;
   setConnection(orgId: string, id: string, connected: boolean, lastSeenAt: number): Promise<void>;
+  /**
+   * Many devices' presence in one transaction: `connected` ones are marked connected and
+   * `disconnected` ones not, all last seen at `lastSeenAt`. A few statements whatever the
+   * number of devices (ids in chunks); ids of no device are ignored.
+   */
+  recordPresence(connected: readonly string[], disconnected: readonly string[], lastSeenAt: number): Promise<void>;
+  /**
+   * A batch of a device's reported state in one transaction: the latest facts and observed
+   * generation when given, and each stream's new acknowledged seq.
+   */
+  recordReport(orgId: string, id: string, report: DeviceReport, now: number): Promise<void>;
 
   /** The highest contiguous seq stored for (device, stream); 0 when none. */
   getAckedSeq(deviceId: string, stream: string): Promise<number>;
   setAckedSeq(deviceId: string, stream: string, seq: number): Promise<void>;
+  /** The highest contiguous seq stored for each stream of the device that has one. */
+  getAckedSeqs(deviceId: string): Promise<Map<string, number>>;
 
   /**
    * Calls `listener` after any committed change of a device's desired state (updateDevice,
@@ -183,6 +199,56 @@ export class KyselyDeviceStore implements DeviceStore {
       .where("org_id", "=", orgId)
       .where("id", "=", id)
       .execute();
+  }
+
+  async recordPresence(connected: readonly string[], disconnected: readonly string[], lastSeenAt: number): Promise<void> {
+    if (connected.length === 0 && disconnected.length === 0) return;
+    await this.db.transaction().execute(async (trx) => {
+      for (const [ids, flag] of [[connected, 1], [disconnected, 0]] as const) {
+        for (let i = 0; i < ids.length; i += CHUNK) {
+          await trx
+            .updateTable("devices")
+            .set({ connected: flag, last_seen_at: lastSeenAt })
+            .where("id", "in", ids.slice(i, i + CHUNK))
+            .execute();
+        }
+      }
+    });
+  }
+
+  async recordReport(orgId: string, id: string, report: DeviceReport, now: number): Promise<void> {
+    const { facts, observedGeneration, acked } = report;
+    if (!facts && observedGeneration === undefined && acked.size === 0) return;
+    await this.db.transaction().execute(async (trx) => {
+      if (facts || observedGeneration !== undefined) {
+        await trx
+          .updateTable("devices")
+          .set({
+            ...(facts && {
+              facts: JSON.stringify(facts.facts),
+              agent_version: facts.agentVersion,
+              capabilities: JSON.stringify(facts.capabilities),
+              updated_at: now,
+            }),
+            ...(observedGeneration !== undefined && { observed_generation: observedGeneration }),
+          })
+          .where("org_id", "=", orgId)
+          .where("id", "=", id)
+          .execute();
+      }
+      for (const [stream, seq] of acked) {
+        await trx
+          .insertInto("device_streams")
+          .values({ device_id: id, stream, acked_seq: seq })
+          .onConflict((oc) => oc.columns(["device_id", "stream"]).doUpdateSet({ acked_seq: seq }))
+          .execute();
+      }
+    });
+  }
+
+  async getAckedSeqs(deviceId: string): Promise<Map<string, number>> {
+    const rows = await this.db.selectFrom("device_streams").select(["stream", "acked_seq"]).where("device_id", "=", deviceId).execute();
+    return new Map(rows.map((r) => [r.stream, num(r.acked_seq)]));
   }
 
   async getAckedSeq(deviceId: string, stream: string): Promise<number> {
