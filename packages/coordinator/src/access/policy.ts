@@ -56,6 +56,7 @@ const admin: Record<MethodNames<typeof adminv1.AdminService>, Permission> = {
   rejectDevice: "devices:write",
   decommissionDevice: "devices:write",
   updateDeviceLabels: "devices:write",
+  moveDevice: "devices:write",
   createOrganization: "orgs:create",
   listOrganizations: "session",
   addMember: "members:write",

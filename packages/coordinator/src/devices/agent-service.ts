@@ -19,6 +19,7 @@ import type { DeviceRow, EnrollResult } from "../store/index.ts";
 import { factsToJson, lifecycleToProto } from "./convert.ts";
 import { hello } from "./hello.ts";
 import type { Hub } from "./hub.ts";
+import { movedInto } from "./move.ts";
 
 const MAX_ENTRIES = 1000;
 const STREAM_NAME = /^[a-z0-9_-]{1,64}$/;
@@ -123,6 +124,8 @@ export function agentService(ctx: ServiceContext, hub: Hub): ServiceImpl<typeof 
         }
         await store.devices.setConnection(orgId, deviceId, true, Date.now());
         ctx.rolloutEvents?.deviceConnected(orgId, deviceId);
+        // Read once per stream: a move ends the stream (the old organization's session is gone).
+        const moved = await movedInto(store, orgId, deviceId);
         let sent = -1;
         while (!hctx.signal.aborted) {
           const row = await store.devices.getDevice(orgId, deviceId);
@@ -131,6 +134,8 @@ export function agentService(ctx: ServiceContext, hub: Hub): ServiceImpl<typeof 
             sent = row.generation;
             const desired = desiredOf(row);
             desired.releases = await desiredReleases(store, row);
+            desired.organizationId = orgId;
+            desired.moveEndorsement = moved;
             yield { event: { case: "desired", value: desired } };
           }
           const r = await sub.wait(hctx.signal, ctx.keepaliveMs);
