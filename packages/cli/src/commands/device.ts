@@ -22,14 +22,21 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
 
   device
     .command("ls")
-    .description("list devices, optionally those matching a selector over labels and facts")
+    .description("list devices, optionally those matching a selector over labels and facts (every device: pages are followed)")
     .option("-s, --selector <selector>", "e.g. 'env=prod,arch in (aarch64,x86_64)'", "")
     .option("--json", "print a JSON array")
     .action(
       (opts: { selector: string; json?: boolean }) =>
         run(async (out) => {
           const client = await adminClient(target());
-          const { devices } = await client.listDevices({ selector: opts.selector });
+          // Every page, in name order: a fleet of any size is listed whole, never cut.
+          const devices = [];
+          let pageToken = "";
+          do {
+            const page = await client.listDevices({ selector: opts.selector, pageSize: 1000, pageToken });
+            devices.push(...page.devices);
+            pageToken = page.nextPageToken;
+          } while (pageToken);
           if (opts.json) return out(json(devices.map(deviceJson)));
           const now = Date.now();
           out(
