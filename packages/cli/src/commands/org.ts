@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey } from "@flotilla/protocol";
+import { fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey, type adminv1 } from "@flotilla/protocol";
 import { adminClient, type AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
@@ -185,16 +185,26 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
     .command("ls")
     .option("--since <duration>", "only entries this recent, e.g. 24h")
     .option("--actor <actor>", "only entries by this actor, e.g. key:alice or token:ci")
-    .option("--limit <n>", "at most this many (newest)", "1000")
+    .option("--limit <n>", "at most this many (newest); says on stderr when older ones were left out", "1000")
+    .option("--all", "every matching entry, page by page (an export with --json)")
     .option("--json", "print JSON")
-    .action((opts: { since?: string; actor?: string; limit: string; json?: boolean }) =>
+    .action((opts: { since?: string; actor?: string; limit: string; all?: boolean; json?: boolean }) =>
       run(async (out) => {
         const since = opts.since ? Date.now() - parseDuration(opts.since) : undefined;
-        const { entries } = await (await client()).listAuditEntries({
-          since: since === undefined ? undefined : timestampFromMs(since),
-          actor: opts.actor ?? "",
-          limit: Number(opts.limit) || 1000,
-        });
+        const c = await client();
+        const limit = opts.all ? 10_000 : Math.max(1, Number(opts.limit) || 1000);
+        const entries: adminv1.AuditEntry[] = [];
+        let pageToken = "";
+        do {
+          const page = await c.listAuditEntries({ since: since === undefined ? undefined : timestampFromMs(since), actor: opts.actor ?? "", limit, pageToken });
+          // Pages go from the newest back; each page is oldest first.
+          entries.unshift(...page.entries);
+          pageToken = page.nextPageToken;
+          if (pageToken && !opts.all) {
+            process.stderr.write(`flotilla: showing the newest ${entries.length} matching entries; older ones match too: --all lists every one, --limit N more of the newest\n`);
+            break;
+          }
+        } while (pageToken);
         const rows = entries.map((e) => ({ seq: Number(e.seq), time: iso(e.time), actor: e.actor, action: e.action, target: e.target, source: e.source, outcome: e.outcome, detail: e.detail, hash: e.hash }));
         out(opts.json ? json(rows) : table(["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "SOURCE", "OUTCOME"], rows.map((r) => [String(r.seq), r.time, r.actor, r.action, r.target, r.source, r.outcome])));
       }),
@@ -202,11 +212,13 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
   audit
     .command("verify")
     .description("check the hash chain: exits non-zero and names the first entry that was altered or deleted")
-    .action(() =>
+    .option("--json", "print the verdict as JSON (still exits non-zero when it does not verify)")
+    .action((opts: { json?: boolean }) =>
       run(async (out) => {
         const res = await (await client()).verifyAuditLog({});
+        if (opts.json) out(json({ ok: res.ok, entries: Number(res.entries), firstBadSeq: res.ok ? null : Number(res.firstBadSeq), problem: res.problem || null }));
         if (!res.ok) throw new Error(`audit log does not verify: ${res.problem} (entry ${res.firstBadSeq})`);
-        out(`audit log verifies: ${res.entries} entries\n`);
+        if (!opts.json) out(`audit log verifies: ${res.entries} entries\n`);
       }),
     );
 }
