@@ -133,7 +133,7 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
       .option("--to-org-token <token>", "with FLOTILLA_TOKEN: an API token of the destination organization")
       .option("--json", "print the moved device as JSON"),
   )
-    .addHelpText("after", "\nExamples:\n  flotilla device move kiosk-7 --to-org acme\n  flotilla --org globex device move kiosk-7 --to-org acme --ssh-agent\n\nThe device keeps running its releases and its identity. It is signed off by the old organization's root keys (see docs/device-move.md).")
+    .addHelpText("after", "\nThe device keeps running its releases and its identity. The move is signed by the old organization's root keys (see docs/device-move.md).")
     .action((ref: string, opts: MoveOpts) => run(async (out) => moveDevice(target(), ref, opts, out)));
 
   const label = device.command("label").description("set or remove device labels");

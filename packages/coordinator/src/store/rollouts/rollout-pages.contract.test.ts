@@ -15,7 +15,7 @@ function finished(id: string, orgId: string, createdAt: number): RolloutRow {
     spec: { releaseName: "webapp", releaseVersion: "1.0.0", selector: "", waves: ["100%"], maxParallel: 0, failureThreshold: "", soakMs: 0, approveEachWave: false, deadlineMs: 0 },
     waves: [{ number: 1, entry: "100%" }],
     ineligible: [],
-    status: "succeeded",
+    status: "completed",
     reason: "",
     currentWave: 1,
     waveFinishedAt: null,
