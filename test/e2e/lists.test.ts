@@ -1,7 +1,8 @@
 /**
  * No silent truncation in the CLI's lists, against a real coordinator: `audit ls` says on stderr
  * what its limit left out and which flag lifts it, `--all` pages through every entry, and
- * `audit verify --json` reports its verdict as JSON.
+ * `audit verify --json` reports its verdict as JSON. Also the organization's retention settings
+ * (`org set`, `org show`).
  */
 import { describe, expect, it } from "vitest";
 import { Fleet } from "./support/fleet.ts";
@@ -31,5 +32,16 @@ describe("lists that never cut silently", () => {
     const verdict = await fleet.adminJson<{ ok: boolean; entries: number }>(["audit", "verify"]);
     expect(verdict).toMatchObject({ ok: true, entries: seqs.length });
     expect(await fleet.adminJson<unknown[]>(["rollout", "ls"])).toEqual([]);
+  });
+
+  it("sets an organization's log and metric retention with org set, shown by org show", async () => {
+    const fleet = await new Fleet(sb).start();
+    const set = await fleet.adminJson<{ logsMs: number; metricsMs: number; logsOwn: boolean; metricsOwn: boolean }>(["org", "set", "--log-retention", "3d", "--metric-retention", "30d"]);
+    expect(set).toEqual({ logsMs: 3 * 86_400_000, metricsMs: 30 * 86_400_000, logsOwn: true, metricsOwn: true });
+    expect((await fleet.admin(["org", "set", "--log-retention", "default"])).stdout).toBe("logs kept 7d (coordinator default), metric samples kept 30d\n");
+    const bad = await fleet.admin(["org", "set", "--log-retention", "10s"]);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toBe("error: log retention must be at least 1 minute and at most about 60 years\n");
+    expect(await fleet.adminJson<{ logsOwn: boolean; metricsMs: number }>(["org", "show"])).toMatchObject({ logsOwn: false, metricsMs: 30 * 86_400_000 });
   });
 });

@@ -38,6 +38,8 @@ export const EXAMPLES: Record<string, string[]> = {
   "device deploy": ["flotilla device deploy kiosk-7 webapp@1.4.0"],
   org: ["flotilla org create acme", "flotilla org ls"],
   "org create": ["flotilla org create acme", "flotilla --org acme device ls"],
+  "org show": ["flotilla org show", "flotilla --org acme org show --json"],
+  "org set": ["flotilla org set --log-retention 7d --metric-retention 30d", "flotilla org set --log-retention default"],
   "org ls": ["flotilla org ls", "flotilla org ls --json"],
   member: ["flotilla member add alice --role deployer", "flotilla member ls"],
   "member add": ["flotilla member add alice --role deployer"],

@@ -2,8 +2,8 @@ import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey, type adminv1 } from "@flotilla/protocol";
-import { adminClient, type AdminTarget } from "../admin/client.ts";
+import { adminv1, fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey } from "@flotilla/protocol";
+import { adminClient, serviceClient, type AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
 import type { Run } from "../run.ts";
@@ -66,6 +66,41 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
         const res = await (await client()).listOrganizations({});
         const rows = res.organizations.map((o, i) => ({ id: o.id, name: o.name, role: res.roles[i] ?? "" }));
         out(opts.json ? json(rows) : table(["NAME", "ROLE", "ID"], rows.map((r) => [r.name, r.role, r.id])));
+      }),
+    );
+
+  const retention = async (res: adminv1.Retention, asJson: boolean | undefined, out: (s: string) => void) => {
+    const days = (ms: bigint) => `${Number(ms) / 86_400_000}d`;
+    const row = { logsMs: Number(res.logsMs), metricsMs: Number(res.metricsMs), logsOwn: res.logsOwn, metricsOwn: res.metricsOwn };
+    out(
+      asJson
+        ? json(row)
+        : `logs kept ${days(res.logsMs)}${res.logsOwn ? "" : " (coordinator default)"}, metric samples kept ${days(res.metricsMs)}${res.metricsOwn ? "" : " (coordinator default)"}\n`,
+    );
+  };
+  const telemetry = () => serviceClient(target(), adminv1.TelemetryService);
+  org
+    .command("show")
+    .description("the organization's settings: how long its devices' logs and metric samples are kept")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) => run(async (out) => retention(await (await telemetry()).getRetention({}), opts.json, out)));
+  org
+    .command("set")
+    .description("change the organization's settings: log and metric retention (the coordinator's --log-retention-ms is the default)")
+    .option("--log-retention <duration>", "keep device log lines this long, e.g. 7d, or 'default'")
+    .option("--metric-retention <duration>", "keep metric samples this long, e.g. 30d, or 'default'")
+    .option("--json", "print the settings in force as JSON")
+    .action((opts: { logRetention?: string; metricRetention?: string; json?: boolean }) =>
+      run(async (out) => {
+        if (!opts.logRetention && !opts.metricRetention) throw new UsageError("nothing to set: give --log-retention and/or --metric-retention");
+        const ms = (v: string | undefined) => (v && v !== "default" ? BigInt(parseDuration(v)) : 0n);
+        const res = await (await telemetry()).setRetention({
+          logsMs: ms(opts.logRetention),
+          metricsMs: ms(opts.metricRetention),
+          resetLogs: opts.logRetention === "default",
+          resetMetrics: opts.metricRetention === "default",
+        });
+        await retention(res, opts.json, out);
       }),
     );
 

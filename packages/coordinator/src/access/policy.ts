@@ -93,6 +93,8 @@ const adminTelemetry: Record<MethodNames<typeof adminv1.TelemetryService>, Permi
   queryLogs: "logs:read",
   followLogs: "logs:read",
   getMetrics: "logs:read",
+  getRetention: "logs:read",
+  setRetention: "storage:write",
 };
 
 const tunnel: Record<MethodNames<typeof adminv1.TunnelService>, Permission> = {

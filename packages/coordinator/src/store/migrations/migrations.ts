@@ -6,6 +6,7 @@ import type { Kysely, Migration, MigrationProvider } from "kysely";
 import { artifactOwnersMigration } from "./migration-artifact-owners.ts";
 import { deviceControlMigration } from "./migration-device-control.ts";
 import { deviceMoveMigration } from "./migration-device-move.ts";
+import { telemetryRetentionMigration } from "./migration-telemetry-retention.ts";
 import { nixMigration } from "./migration-nix.ts";
 import { telemetryMigration } from "./migration-telemetry.ts";
 import { telemetryLimitsMigration } from "./migration-telemetry-limits.ts";
@@ -191,6 +192,7 @@ export const migrations: Record<string, Migration> = {
   "0013_removed_releases": removedReleasesMigration,
   "0014_device_control": deviceControlMigration,
   "0015_device_move": deviceMoveMigration,
+  "0016_telemetry_retention": telemetryRetentionMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -10,7 +10,91 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/telemetry.proto.
  */
 export const file_flotilla_admin_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("CiFmbG90aWxsYS9hZG1pbi92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFkbWluLnYxImAKCUxvZ0ZpbHRlchIOCgZkZXZpY2UYASABKAkSEAoIc2VsZWN0b3IYAiABKAkSDAoEdW5pdBgDIAEoCRIVCg1zaW5jZV91bml4X21zGAQgASgDEgwKBGdyZXAYBSABKAkieAoQUXVlcnlMb2dzUmVxdWVzdBIsCgZmaWx0ZXIYASABKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Mb2dGaWx0ZXISDQoFbGltaXQYAiABKA0SEwoLZnJvbV9vbGRlc3QYAyABKAgSEgoKcGFnZV90b2tlbhgEIAEoCSKAAQoHTG9nTGluZRIRCglkZXZpY2VfaWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSDAoEdW5pdBgDIAEoCRIOCgZzb3VyY2UYBCABKAkSFAoMdGltZV91bml4X21zGAUgASgDEgsKA3NlcRgGIAEoBBIMCgRsaW5lGAcgASgJImUKEVF1ZXJ5TG9nc1Jlc3BvbnNlEikKBWxpbmVzGAEgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuTG9nTGluZRIMCgRtb3JlGAIgASgIEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSJPChFGb2xsb3dMb2dzUmVxdWVzdBIsCgZmaWx0ZXIYASABKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Mb2dGaWx0ZXISDAoEdGFpbBgCIAEoDSI/ChJGb2xsb3dMb2dzUmVzcG9uc2USKQoFbGluZXMYASADKAsyGi5mbG90aWxsYS5hZG1pbi52MS5Mb2dMaW5lIjIKEUdldE1ldHJpY3NSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCRINCgVsaW1pdBgCIAEoDSLCAQoLTWV0cmljVmFsdWUSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoARJCCgphdHRyaWJ1dGVzGAMgAygLMi4uZmxvdGlsbGEuYWRtaW4udjEuTWV0cmljVmFsdWUuQXR0cmlidXRlc0VudHJ5EgwKBHVuaXQYBCABKAkSEQoJbW9ub3RvbmljGAUgASgIGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlQKDE1ldHJpY1NhbXBsZRIUCgx0aW1lX3VuaXhfbXMYASABKAMSLgoGdmFsdWVzGAIgAygLMh4uZmxvdGlsbGEuYWRtaW4udjEuTWV0cmljVmFsdWUinQEKEkdldE1ldHJpY3NSZXNwb25zZRIRCglkZXZpY2VfaWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSMAoHc2FtcGxlcxgDIAMoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1NhbXBsZRIUCgxsb2dzX2Ryb3BwZWQYBCABKAQSFwoPbWV0cmljc19kcm9wcGVkGAUgASgEMqICChBUZWxlbWV0cnlTZXJ2aWNlElYKCVF1ZXJ5TG9ncxIjLmZsb3RpbGxhLmFkbWluLnYxLlF1ZXJ5TG9nc1JlcXVlc3QaJC5mbG90aWxsYS5hZG1pbi52MS5RdWVyeUxvZ3NSZXNwb25zZRJbCgpGb2xsb3dMb2dzEiQuZmxvdGlsbGEuYWRtaW4udjEuRm9sbG93TG9nc1JlcXVlc3QaJS5mbG90aWxsYS5hZG1pbi52MS5Gb2xsb3dMb2dzUmVzcG9uc2UwARJZCgpHZXRNZXRyaWNzEiQuZmxvdGlsbGEuYWRtaW4udjEuR2V0TWV0cmljc1JlcXVlc3QaJS5mbG90aWxsYS5hZG1pbi52MS5HZXRNZXRyaWNzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("CiFmbG90aWxsYS9hZG1pbi92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFkbWluLnYxIhUKE0dldFJldGVudGlvblJlcXVlc3QiZQoTU2V0UmV0ZW50aW9uUmVxdWVzdBIPCgdsb2dzX21zGAEgASgEEhIKCm1ldHJpY3NfbXMYAiABKAQSEgoKcmVzZXRfbG9ncxgDIAEoCBIVCg1yZXNldF9tZXRyaWNzGAQgASgIIlcKCVJldGVudGlvbhIPCgdsb2dzX21zGAEgASgEEhIKCm1ldHJpY3NfbXMYAiABKAQSEAoIbG9nc19vd24YAyABKAgSEwoLbWV0cmljc19vd24YBCABKAgiYAoJTG9nRmlsdGVyEg4KBmRldmljZRgBIAEoCRIQCghzZWxlY3RvchgCIAEoCRIMCgR1bml0GAMgASgJEhUKDXNpbmNlX3VuaXhfbXMYBCABKAMSDAoEZ3JlcBgFIAEoCSJ4ChBRdWVyeUxvZ3NSZXF1ZXN0EiwKBmZpbHRlchgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0ZpbHRlchINCgVsaW1pdBgCIAEoDRITCgtmcm9tX29sZGVzdBgDIAEoCBISCgpwYWdlX3Rva2VuGAQgASgJIoABCgdMb2dMaW5lEhEKCWRldmljZV9pZBgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCRIMCgR1bml0GAMgASgJEg4KBnNvdXJjZRgEIAEoCRIUCgx0aW1lX3VuaXhfbXMYBSABKAMSCwoDc2VxGAYgASgEEgwKBGxpbmUYByABKAkiZQoRUXVlcnlMb2dzUmVzcG9uc2USKQoFbGluZXMYASADKAsyGi5mbG90aWxsYS5hZG1pbi52MS5Mb2dMaW5lEgwKBG1vcmUYAiABKAgSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIk8KEUZvbGxvd0xvZ3NSZXF1ZXN0EiwKBmZpbHRlchgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0ZpbHRlchIMCgR0YWlsGAIgASgNIj8KEkZvbGxvd0xvZ3NSZXNwb25zZRIpCgVsaW5lcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0xpbmUiMgoRR2V0TWV0cmljc1JlcXVlc3QSDgoGZGV2aWNlGAEgASgJEg0KBWxpbWl0GAIgASgNIsIBCgtNZXRyaWNWYWx1ZRIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgBEkIKCmF0dHJpYnV0ZXMYAyADKAsyLi5mbG90aWxsYS5hZG1pbi52MS5NZXRyaWNWYWx1ZS5BdHRyaWJ1dGVzRW50cnkSDAoEdW5pdBgEIAEoCRIRCgltb25vdG9uaWMYBSABKAgaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiVAoMTWV0cmljU2FtcGxlEhQKDHRpbWVfdW5peF9tcxgBIAEoAxIuCgZ2YWx1ZXMYAiADKAsyHi5mbG90aWxsYS5hZG1pbi52MS5NZXRyaWNWYWx1ZSKdAQoSR2V0TWV0cmljc1Jlc3BvbnNlEhEKCWRldmljZV9pZBgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCRIwCgdzYW1wbGVzGAMgAygLMh8uZmxvdGlsbGEuYWRtaW4udjEuTWV0cmljU2FtcGxlEhQKDGxvZ3NfZHJvcHBlZBgEIAEoBBIXCg9tZXRyaWNzX2Ryb3BwZWQYBSABKAQyzgMKEFRlbGVtZXRyeVNlcnZpY2USVgoJUXVlcnlMb2dzEiMuZmxvdGlsbGEuYWRtaW4udjEuUXVlcnlMb2dzUmVxdWVzdBokLmZsb3RpbGxhLmFkbWluLnYxLlF1ZXJ5TG9nc1Jlc3BvbnNlElsKCkZvbGxvd0xvZ3MSJC5mbG90aWxsYS5hZG1pbi52MS5Gb2xsb3dMb2dzUmVxdWVzdBolLmZsb3RpbGxhLmFkbWluLnYxLkZvbGxvd0xvZ3NSZXNwb25zZTABElkKCkdldE1ldHJpY3MSJC5mbG90aWxsYS5hZG1pbi52MS5HZXRNZXRyaWNzUmVxdWVzdBolLmZsb3RpbGxhLmFkbWluLnYxLkdldE1ldHJpY3NSZXNwb25zZRJUCgxHZXRSZXRlbnRpb24SJi5mbG90aWxsYS5hZG1pbi52MS5HZXRSZXRlbnRpb25SZXF1ZXN0GhwuZmxvdGlsbGEuYWRtaW4udjEuUmV0ZW50aW9uElQKDFNldFJldGVudGlvbhImLmZsb3RpbGxhLmFkbWluLnYxLlNldFJldGVudGlvblJlcXVlc3QaHC5mbG90aWxsYS5hZG1pbi52MS5SZXRlbnRpb25iBnByb3RvMw");
+
+/**
+ * @generated from message flotilla.admin.v1.GetRetentionRequest
+ */
+export type GetRetentionRequest = Message<"flotilla.admin.v1.GetRetentionRequest"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.GetRetentionRequest.
+ * Use `create(GetRetentionRequestSchema)` to create a new message.
+ */
+export const GetRetentionRequestSchema: GenMessage<GetRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 0);
+
+/**
+ * @generated from message flotilla.admin.v1.SetRetentionRequest
+ */
+export type SetRetentionRequest = Message<"flotilla.admin.v1.SetRetentionRequest"> & {
+  /**
+   * Log lines received longer ago than this are deleted, ms; 0 keeps the current setting, and
+   * with reset_logs the coordinator's default applies again.
+   *
+   * @generated from field: uint64 logs_ms = 1;
+   */
+  logsMs: bigint;
+
+  /**
+   * @generated from field: uint64 metrics_ms = 2;
+   */
+  metricsMs: bigint;
+
+  /**
+   * @generated from field: bool reset_logs = 3;
+   */
+  resetLogs: boolean;
+
+  /**
+   * @generated from field: bool reset_metrics = 4;
+   */
+  resetMetrics: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.SetRetentionRequest.
+ * Use `create(SetRetentionRequestSchema)` to create a new message.
+ */
+export const SetRetentionRequestSchema: GenMessage<SetRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 1);
+
+/**
+ * @generated from message flotilla.admin.v1.Retention
+ */
+export type Retention = Message<"flotilla.admin.v1.Retention"> & {
+  /**
+   * In force, ms: the organization's own, or the coordinator's default.
+   *
+   * @generated from field: uint64 logs_ms = 1;
+   */
+  logsMs: bigint;
+
+  /**
+   * @generated from field: uint64 metrics_ms = 2;
+   */
+  metricsMs: bigint;
+
+  /**
+   * Whether each is the organization's own setting (false: the coordinator's default).
+   *
+   * @generated from field: bool logs_own = 3;
+   */
+  logsOwn: boolean;
+
+  /**
+   * @generated from field: bool metrics_own = 4;
+   */
+  metricsOwn: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.Retention.
+ * Use `create(RetentionSchema)` to create a new message.
+ */
+export const RetentionSchema: GenMessage<Retention> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 2);
 
 /**
  * Which log lines: one device or a selector over labels and facts (at most one of the two;
@@ -60,7 +144,7 @@ export type LogFilter = Message<"flotilla.admin.v1.LogFilter"> & {
  * Use `create(LogFilterSchema)` to create a new message.
  */
 export const LogFilterSchema: GenMessage<LogFilter> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 0);
+  messageDesc(file_flotilla_admin_v1_telemetry, 3);
 
 /**
  * @generated from message flotilla.admin.v1.QueryLogsRequest
@@ -99,7 +183,7 @@ export type QueryLogsRequest = Message<"flotilla.admin.v1.QueryLogsRequest"> & {
  * Use `create(QueryLogsRequestSchema)` to create a new message.
  */
 export const QueryLogsRequestSchema: GenMessage<QueryLogsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 1);
+  messageDesc(file_flotilla_admin_v1_telemetry, 4);
 
 /**
  * @generated from message flotilla.admin.v1.LogLine
@@ -146,7 +230,7 @@ export type LogLine = Message<"flotilla.admin.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 2);
+  messageDesc(file_flotilla_admin_v1_telemetry, 5);
 
 /**
  * @generated from message flotilla.admin.v1.QueryLogsResponse
@@ -177,7 +261,7 @@ export type QueryLogsResponse = Message<"flotilla.admin.v1.QueryLogsResponse"> &
  * Use `create(QueryLogsResponseSchema)` to create a new message.
  */
 export const QueryLogsResponseSchema: GenMessage<QueryLogsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 3);
+  messageDesc(file_flotilla_admin_v1_telemetry, 6);
 
 /**
  * @generated from message flotilla.admin.v1.FollowLogsRequest
@@ -201,7 +285,7 @@ export type FollowLogsRequest = Message<"flotilla.admin.v1.FollowLogsRequest"> &
  * Use `create(FollowLogsRequestSchema)` to create a new message.
  */
 export const FollowLogsRequestSchema: GenMessage<FollowLogsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 4);
+  messageDesc(file_flotilla_admin_v1_telemetry, 7);
 
 /**
  * @generated from message flotilla.admin.v1.FollowLogsResponse
@@ -220,7 +304,7 @@ export type FollowLogsResponse = Message<"flotilla.admin.v1.FollowLogsResponse">
  * Use `create(FollowLogsResponseSchema)` to create a new message.
  */
 export const FollowLogsResponseSchema: GenMessage<FollowLogsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 5);
+  messageDesc(file_flotilla_admin_v1_telemetry, 8);
 
 /**
  * @generated from message flotilla.admin.v1.GetMetricsRequest
@@ -246,7 +330,7 @@ export type GetMetricsRequest = Message<"flotilla.admin.v1.GetMetricsRequest"> &
  * Use `create(GetMetricsRequestSchema)` to create a new message.
  */
 export const GetMetricsRequestSchema: GenMessage<GetMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 6);
+  messageDesc(file_flotilla_admin_v1_telemetry, 9);
 
 /**
  * @generated from message flotilla.admin.v1.MetricValue
@@ -283,7 +367,7 @@ export type MetricValue = Message<"flotilla.admin.v1.MetricValue"> & {
  * Use `create(MetricValueSchema)` to create a new message.
  */
 export const MetricValueSchema: GenMessage<MetricValue> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 7);
+  messageDesc(file_flotilla_admin_v1_telemetry, 10);
 
 /**
  * @generated from message flotilla.admin.v1.MetricSample
@@ -305,7 +389,7 @@ export type MetricSample = Message<"flotilla.admin.v1.MetricSample"> & {
  * Use `create(MetricSampleSchema)` to create a new message.
  */
 export const MetricSampleSchema: GenMessage<MetricSample> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 8);
+  messageDesc(file_flotilla_admin_v1_telemetry, 11);
 
 /**
  * @generated from message flotilla.admin.v1.GetMetricsResponse
@@ -348,7 +432,7 @@ export type GetMetricsResponse = Message<"flotilla.admin.v1.GetMetricsResponse">
  * Use `create(GetMetricsResponseSchema)` to create a new message.
  */
 export const GetMetricsResponseSchema: GenMessage<GetMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 9);
+  messageDesc(file_flotilla_admin_v1_telemetry, 12);
 
 /**
  * Logs and metrics of the organization's devices, as their agents shipped them.
@@ -386,6 +470,26 @@ export const TelemetryService: GenService<{
     methodKind: "unary";
     input: typeof GetMetricsRequestSchema;
     output: typeof GetMetricsResponseSchema;
+  },
+  /**
+   * How long the organization keeps its devices' logs and metric samples.
+   *
+   * @generated from rpc flotilla.admin.v1.TelemetryService.GetRetention
+   */
+  getRetention: {
+    methodKind: "unary";
+    input: typeof GetRetentionRequestSchema;
+    output: typeof RetentionSchema;
+  },
+  /**
+   * Sets the organization's own retention (docs/logs-and-metrics.md).
+   *
+   * @generated from rpc flotilla.admin.v1.TelemetryService.SetRetention
+   */
+  setRetention: {
+    methodKind: "unary";
+    input: typeof SetRetentionRequestSchema;
+    output: typeof RetentionSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_flotilla_admin_v1_telemetry, 0);
