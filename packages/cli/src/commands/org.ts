@@ -1,3 +1,4 @@
+import { create } from "@bufbuild/protobuf";
 import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
@@ -69,7 +70,8 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
       }),
     );
 
-  const retention = async (res: adminv1.Retention, asJson: boolean | undefined, out: (s: string) => void) => {
+  const retention = (r: adminv1.Retention | undefined, asJson: boolean | undefined, out: (s: string) => void) => {
+    const res = r ?? create(adminv1.RetentionSchema);
     const days = (ms: bigint) => `${Number(ms) / 86_400_000}d`;
     const row = { logsMs: Number(res.logsMs), metricsMs: Number(res.metricsMs), logsOwn: res.logsOwn, metricsOwn: res.metricsOwn };
     out(
@@ -83,7 +85,7 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
     .command("show")
     .description("the organization's settings: how long its devices' logs and metric samples are kept")
     .option("--json", "print JSON")
-    .action((opts: { json?: boolean }) => run(async (out) => retention(await (await telemetry()).getRetention({}), opts.json, out)));
+    .action((opts: { json?: boolean }) => run(async (out) => retention((await (await telemetry()).getRetention({})).retention, opts.json, out)));
   org
     .command("set")
     .description("change the organization's settings: log and metric retention (the coordinator's --log-retention-ms is the default)")
@@ -100,7 +102,7 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
           resetLogs: opts.logRetention === "default",
           resetMetrics: opts.metricRetention === "default",
         });
-        await retention(res, opts.json, out);
+        retention(res.retention, opts.json, out);
       }),
     );
 

@@ -25,7 +25,7 @@ export function retentionMethods(ctx: ServiceContext, defaultMs: number): Pick<S
   };
   return {
     async getRetention(_req, hctx) {
-      return view(await store.telemetry.getRetention(adminOf(hctx).orgId));
+      return { retention: view(await store.telemetry.getRetention(adminOf(hctx).orgId)) };
     },
     async setRetention(req, hctx) {
       const { orgId } = adminOf(hctx);
@@ -37,7 +37,7 @@ export function retentionMethods(ctx: ServiceContext, defaultMs: number): Pick<S
         metricsMs: req.resetMetrics ? 0 : metrics || current.metricsMs,
       };
       await store.telemetry.setRetention(orgId, next);
-      return view(next);
+      return { retention: view(next) };
     },
   };
 }

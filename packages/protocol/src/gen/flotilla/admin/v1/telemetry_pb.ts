@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/telemetry.proto.
  */
 export const file_flotilla_admin_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("CiFmbG90aWxsYS9hZG1pbi92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFkbWluLnYxIhUKE0dldFJldGVudGlvblJlcXVlc3QiZQoTU2V0UmV0ZW50aW9uUmVxdWVzdBIPCgdsb2dzX21zGAEgASgEEhIKCm1ldHJpY3NfbXMYAiABKAQSEgoKcmVzZXRfbG9ncxgDIAEoCBIVCg1yZXNldF9tZXRyaWNzGAQgASgIIlcKCVJldGVudGlvbhIPCgdsb2dzX21zGAEgASgEEhIKCm1ldHJpY3NfbXMYAiABKAQSEAoIbG9nc19vd24YAyABKAgSEwoLbWV0cmljc19vd24YBCABKAgiYAoJTG9nRmlsdGVyEg4KBmRldmljZRgBIAEoCRIQCghzZWxlY3RvchgCIAEoCRIMCgR1bml0GAMgASgJEhUKDXNpbmNlX3VuaXhfbXMYBCABKAMSDAoEZ3JlcBgFIAEoCSJ4ChBRdWVyeUxvZ3NSZXF1ZXN0EiwKBmZpbHRlchgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0ZpbHRlchINCgVsaW1pdBgCIAEoDRITCgtmcm9tX29sZGVzdBgDIAEoCBISCgpwYWdlX3Rva2VuGAQgASgJIoABCgdMb2dMaW5lEhEKCWRldmljZV9pZBgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCRIMCgR1bml0GAMgASgJEg4KBnNvdXJjZRgEIAEoCRIUCgx0aW1lX3VuaXhfbXMYBSABKAMSCwoDc2VxGAYgASgEEgwKBGxpbmUYByABKAkiZQoRUXVlcnlMb2dzUmVzcG9uc2USKQoFbGluZXMYASADKAsyGi5mbG90aWxsYS5hZG1pbi52MS5Mb2dMaW5lEgwKBG1vcmUYAiABKAgSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIk8KEUZvbGxvd0xvZ3NSZXF1ZXN0EiwKBmZpbHRlchgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0ZpbHRlchIMCgR0YWlsGAIgASgNIj8KEkZvbGxvd0xvZ3NSZXNwb25zZRIpCgVsaW5lcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0xpbmUiMgoRR2V0TWV0cmljc1JlcXVlc3QSDgoGZGV2aWNlGAEgASgJEg0KBWxpbWl0GAIgASgNIsIBCgtNZXRyaWNWYWx1ZRIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgBEkIKCmF0dHJpYnV0ZXMYAyADKAsyLi5mbG90aWxsYS5hZG1pbi52MS5NZXRyaWNWYWx1ZS5BdHRyaWJ1dGVzRW50cnkSDAoEdW5pdBgEIAEoCRIRCgltb25vdG9uaWMYBSABKAgaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiVAoMTWV0cmljU2FtcGxlEhQKDHRpbWVfdW5peF9tcxgBIAEoAxIuCgZ2YWx1ZXMYAiADKAsyHi5mbG90aWxsYS5hZG1pbi52MS5NZXRyaWNWYWx1ZSKdAQoSR2V0TWV0cmljc1Jlc3BvbnNlEhEKCWRldmljZV9pZBgBIAEoCRITCgtkZXZpY2VfbmFtZRgCIAEoCRIwCgdzYW1wbGVzGAMgAygLMh8uZmxvdGlsbGEuYWRtaW4udjEuTWV0cmljU2FtcGxlEhQKDGxvZ3NfZHJvcHBlZBgEIAEoBBIXCg9tZXRyaWNzX2Ryb3BwZWQYBSABKAQyzgMKEFRlbGVtZXRyeVNlcnZpY2USVgoJUXVlcnlMb2dzEiMuZmxvdGlsbGEuYWRtaW4udjEuUXVlcnlMb2dzUmVxdWVzdBokLmZsb3RpbGxhLmFkbWluLnYxLlF1ZXJ5TG9nc1Jlc3BvbnNlElsKCkZvbGxvd0xvZ3MSJC5mbG90aWxsYS5hZG1pbi52MS5Gb2xsb3dMb2dzUmVxdWVzdBolLmZsb3RpbGxhLmFkbWluLnYxLkZvbGxvd0xvZ3NSZXNwb25zZTABElkKCkdldE1ldHJpY3MSJC5mbG90aWxsYS5hZG1pbi52MS5HZXRNZXRyaWNzUmVxdWVzdBolLmZsb3RpbGxhLmFkbWluLnYxLkdldE1ldHJpY3NSZXNwb25zZRJUCgxHZXRSZXRlbnRpb24SJi5mbG90aWxsYS5hZG1pbi52MS5HZXRSZXRlbnRpb25SZXF1ZXN0GhwuZmxvdGlsbGEuYWRtaW4udjEuUmV0ZW50aW9uElQKDFNldFJldGVudGlvbhImLmZsb3RpbGxhLmFkbWluLnYxLlNldFJldGVudGlvblJlcXVlc3QaHC5mbG90aWxsYS5hZG1pbi52MS5SZXRlbnRpb25iBnByb3RvMw");
+  fileDesc("CiFmbG90aWxsYS9hZG1pbi92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFkbWluLnYxIhUKE0dldFJldGVudGlvblJlcXVlc3QiRwoUR2V0UmV0ZW50aW9uUmVzcG9uc2USLwoJcmV0ZW50aW9uGAEgASgLMhwuZmxvdGlsbGEuYWRtaW4udjEuUmV0ZW50aW9uIkcKFFNldFJldGVudGlvblJlc3BvbnNlEi8KCXJldGVudGlvbhgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLlJldGVudGlvbiJlChNTZXRSZXRlbnRpb25SZXF1ZXN0Eg8KB2xvZ3NfbXMYASABKAQSEgoKbWV0cmljc19tcxgCIAEoBBISCgpyZXNldF9sb2dzGAMgASgIEhUKDXJlc2V0X21ldHJpY3MYBCABKAgiVwoJUmV0ZW50aW9uEg8KB2xvZ3NfbXMYASABKAQSEgoKbWV0cmljc19tcxgCIAEoBBIQCghsb2dzX293bhgDIAEoCBITCgttZXRyaWNzX293bhgEIAEoCCJgCglMb2dGaWx0ZXISDgoGZGV2aWNlGAEgASgJEhAKCHNlbGVjdG9yGAIgASgJEgwKBHVuaXQYAyABKAkSFQoNc2luY2VfdW5peF9tcxgEIAEoAxIMCgRncmVwGAUgASgJIngKEFF1ZXJ5TG9nc1JlcXVlc3QSLAoGZmlsdGVyGAEgASgLMhwuZmxvdGlsbGEuYWRtaW4udjEuTG9nRmlsdGVyEg0KBWxpbWl0GAIgASgNEhMKC2Zyb21fb2xkZXN0GAMgASgIEhIKCnBhZ2VfdG9rZW4YBCABKAkigAEKB0xvZ0xpbmUSEQoJZGV2aWNlX2lkGAEgASgJEhMKC2RldmljZV9uYW1lGAIgASgJEgwKBHVuaXQYAyABKAkSDgoGc291cmNlGAQgASgJEhQKDHRpbWVfdW5peF9tcxgFIAEoAxILCgNzZXEYBiABKAQSDAoEbGluZRgHIAEoCSJlChFRdWVyeUxvZ3NSZXNwb25zZRIpCgVsaW5lcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0xpbmUSDAoEbW9yZRgCIAEoCBIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiTwoRRm9sbG93TG9nc1JlcXVlc3QSLAoGZmlsdGVyGAEgASgLMhwuZmxvdGlsbGEuYWRtaW4udjEuTG9nRmlsdGVyEgwKBHRhaWwYAiABKA0iPwoSRm9sbG93TG9nc1Jlc3BvbnNlEikKBWxpbmVzGAEgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuTG9nTGluZSIyChFHZXRNZXRyaWNzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSDQoFbGltaXQYAiABKA0iwgEKC01ldHJpY1ZhbHVlEgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAESQgoKYXR0cmlidXRlcxgDIAMoCzIuLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1ZhbHVlLkF0dHJpYnV0ZXNFbnRyeRIMCgR1bml0GAQgASgJEhEKCW1vbm90b25pYxgFIAEoCBoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJUCgxNZXRyaWNTYW1wbGUSFAoMdGltZV91bml4X21zGAEgASgDEi4KBnZhbHVlcxgCIAMoCzIeLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1ZhbHVlIp0BChJHZXRNZXRyaWNzUmVzcG9uc2USEQoJZGV2aWNlX2lkGAEgASgJEhMKC2RldmljZV9uYW1lGAIgASgJEjAKB3NhbXBsZXMYAyADKAsyHy5mbG90aWxsYS5hZG1pbi52MS5NZXRyaWNTYW1wbGUSFAoMbG9nc19kcm9wcGVkGAQgASgEEhcKD21ldHJpY3NfZHJvcHBlZBgFIAEoBDLkAwoQVGVsZW1ldHJ5U2VydmljZRJWCglRdWVyeUxvZ3MSIy5mbG90aWxsYS5hZG1pbi52MS5RdWVyeUxvZ3NSZXF1ZXN0GiQuZmxvdGlsbGEuYWRtaW4udjEuUXVlcnlMb2dzUmVzcG9uc2USWwoKRm9sbG93TG9ncxIkLmZsb3RpbGxhLmFkbWluLnYxLkZvbGxvd0xvZ3NSZXF1ZXN0GiUuZmxvdGlsbGEuYWRtaW4udjEuRm9sbG93TG9nc1Jlc3BvbnNlMAESWQoKR2V0TWV0cmljcxIkLmZsb3RpbGxhLmFkbWluLnYxLkdldE1ldHJpY3NSZXF1ZXN0GiUuZmxvdGlsbGEuYWRtaW4udjEuR2V0TWV0cmljc1Jlc3BvbnNlEl8KDEdldFJldGVudGlvbhImLmZsb3RpbGxhLmFkbWluLnYxLkdldFJldGVudGlvblJlcXVlc3QaJy5mbG90aWxsYS5hZG1pbi52MS5HZXRSZXRlbnRpb25SZXNwb25zZRJfCgxTZXRSZXRlbnRpb24SJi5mbG90aWxsYS5hZG1pbi52MS5TZXRSZXRlbnRpb25SZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuU2V0UmV0ZW50aW9uUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message flotilla.admin.v1.GetRetentionRequest
@@ -24,6 +24,42 @@ export type GetRetentionRequest = Message<"flotilla.admin.v1.GetRetentionRequest
  */
 export const GetRetentionRequestSchema: GenMessage<GetRetentionRequest> = /*@__PURE__*/
   messageDesc(file_flotilla_admin_v1_telemetry, 0);
+
+/**
+ * @generated from message flotilla.admin.v1.GetRetentionResponse
+ */
+export type GetRetentionResponse = Message<"flotilla.admin.v1.GetRetentionResponse"> & {
+  /**
+   * @generated from field: flotilla.admin.v1.Retention retention = 1;
+   */
+  retention?: Retention | undefined;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.GetRetentionResponse.
+ * Use `create(GetRetentionResponseSchema)` to create a new message.
+ */
+export const GetRetentionResponseSchema: GenMessage<GetRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 1);
+
+/**
+ * @generated from message flotilla.admin.v1.SetRetentionResponse
+ */
+export type SetRetentionResponse = Message<"flotilla.admin.v1.SetRetentionResponse"> & {
+  /**
+   * The retention in force after the change.
+   *
+   * @generated from field: flotilla.admin.v1.Retention retention = 1;
+   */
+  retention?: Retention | undefined;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.SetRetentionResponse.
+ * Use `create(SetRetentionResponseSchema)` to create a new message.
+ */
+export const SetRetentionResponseSchema: GenMessage<SetRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 2);
 
 /**
  * @generated from message flotilla.admin.v1.SetRetentionRequest
@@ -58,7 +94,7 @@ export type SetRetentionRequest = Message<"flotilla.admin.v1.SetRetentionRequest
  * Use `create(SetRetentionRequestSchema)` to create a new message.
  */
 export const SetRetentionRequestSchema: GenMessage<SetRetentionRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 1);
+  messageDesc(file_flotilla_admin_v1_telemetry, 3);
 
 /**
  * @generated from message flotilla.admin.v1.Retention
@@ -94,7 +130,7 @@ export type Retention = Message<"flotilla.admin.v1.Retention"> & {
  * Use `create(RetentionSchema)` to create a new message.
  */
 export const RetentionSchema: GenMessage<Retention> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 2);
+  messageDesc(file_flotilla_admin_v1_telemetry, 4);
 
 /**
  * Which log lines: one device or a selector over labels and facts (at most one of the two;
@@ -144,7 +180,7 @@ export type LogFilter = Message<"flotilla.admin.v1.LogFilter"> & {
  * Use `create(LogFilterSchema)` to create a new message.
  */
 export const LogFilterSchema: GenMessage<LogFilter> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 3);
+  messageDesc(file_flotilla_admin_v1_telemetry, 5);
 
 /**
  * @generated from message flotilla.admin.v1.QueryLogsRequest
@@ -183,7 +219,7 @@ export type QueryLogsRequest = Message<"flotilla.admin.v1.QueryLogsRequest"> & {
  * Use `create(QueryLogsRequestSchema)` to create a new message.
  */
 export const QueryLogsRequestSchema: GenMessage<QueryLogsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 4);
+  messageDesc(file_flotilla_admin_v1_telemetry, 6);
 
 /**
  * @generated from message flotilla.admin.v1.LogLine
@@ -230,7 +266,7 @@ export type LogLine = Message<"flotilla.admin.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 5);
+  messageDesc(file_flotilla_admin_v1_telemetry, 7);
 
 /**
  * @generated from message flotilla.admin.v1.QueryLogsResponse
@@ -261,7 +297,7 @@ export type QueryLogsResponse = Message<"flotilla.admin.v1.QueryLogsResponse"> &
  * Use `create(QueryLogsResponseSchema)` to create a new message.
  */
 export const QueryLogsResponseSchema: GenMessage<QueryLogsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 6);
+  messageDesc(file_flotilla_admin_v1_telemetry, 8);
 
 /**
  * @generated from message flotilla.admin.v1.FollowLogsRequest
@@ -285,7 +321,7 @@ export type FollowLogsRequest = Message<"flotilla.admin.v1.FollowLogsRequest"> &
  * Use `create(FollowLogsRequestSchema)` to create a new message.
  */
 export const FollowLogsRequestSchema: GenMessage<FollowLogsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 7);
+  messageDesc(file_flotilla_admin_v1_telemetry, 9);
 
 /**
  * @generated from message flotilla.admin.v1.FollowLogsResponse
@@ -304,7 +340,7 @@ export type FollowLogsResponse = Message<"flotilla.admin.v1.FollowLogsResponse">
  * Use `create(FollowLogsResponseSchema)` to create a new message.
  */
 export const FollowLogsResponseSchema: GenMessage<FollowLogsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 8);
+  messageDesc(file_flotilla_admin_v1_telemetry, 10);
 
 /**
  * @generated from message flotilla.admin.v1.GetMetricsRequest
@@ -330,7 +366,7 @@ export type GetMetricsRequest = Message<"flotilla.admin.v1.GetMetricsRequest"> &
  * Use `create(GetMetricsRequestSchema)` to create a new message.
  */
 export const GetMetricsRequestSchema: GenMessage<GetMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 9);
+  messageDesc(file_flotilla_admin_v1_telemetry, 11);
 
 /**
  * @generated from message flotilla.admin.v1.MetricValue
@@ -367,7 +403,7 @@ export type MetricValue = Message<"flotilla.admin.v1.MetricValue"> & {
  * Use `create(MetricValueSchema)` to create a new message.
  */
 export const MetricValueSchema: GenMessage<MetricValue> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 10);
+  messageDesc(file_flotilla_admin_v1_telemetry, 12);
 
 /**
  * @generated from message flotilla.admin.v1.MetricSample
@@ -389,7 +425,7 @@ export type MetricSample = Message<"flotilla.admin.v1.MetricSample"> & {
  * Use `create(MetricSampleSchema)` to create a new message.
  */
 export const MetricSampleSchema: GenMessage<MetricSample> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 11);
+  messageDesc(file_flotilla_admin_v1_telemetry, 13);
 
 /**
  * @generated from message flotilla.admin.v1.GetMetricsResponse
@@ -432,7 +468,7 @@ export type GetMetricsResponse = Message<"flotilla.admin.v1.GetMetricsResponse">
  * Use `create(GetMetricsResponseSchema)` to create a new message.
  */
 export const GetMetricsResponseSchema: GenMessage<GetMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 12);
+  messageDesc(file_flotilla_admin_v1_telemetry, 14);
 
 /**
  * Logs and metrics of the organization's devices, as their agents shipped them.
@@ -479,7 +515,7 @@ export const TelemetryService: GenService<{
   getRetention: {
     methodKind: "unary";
     input: typeof GetRetentionRequestSchema;
-    output: typeof RetentionSchema;
+    output: typeof GetRetentionResponseSchema;
   },
   /**
    * Sets the organization's own retention (docs/logs-and-metrics.md).
@@ -489,7 +525,7 @@ export const TelemetryService: GenService<{
   setRetention: {
     methodKind: "unary";
     input: typeof SetRetentionRequestSchema;
-    output: typeof RetentionSchema;
+    output: typeof SetRetentionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_flotilla_admin_v1_telemetry, 0);
