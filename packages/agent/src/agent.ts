@@ -7,6 +7,7 @@ import { ConnectionHolder } from "./connection/connection-holder.ts";
 import { connect } from "./connection/dial.ts";
 import { DesiredStateApplier } from "./desired-state.ts";
 import { loadOrEnroll } from "./enrollment.ts";
+import { followMove } from "./move.ts";
 import type { AgentExit } from "./exit.ts";
 import { reportFacts } from "./facts/index.ts";
 import { OutboxSender } from "./outbox/outbox-sender.ts";
@@ -57,9 +58,23 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
     ...opts,
     enrollment,
     dial: (url, pin, s) => connect(url, pin, identity, s),
-    saveEnrollment: (e) => state.writeEnrollment(e),
+    // Only the pin changes here (a key rotation); the organization may have changed since (a move).
+    saveEnrollment: async (e) => {
+      const stored = await state.readEnrollment();
+      await state.writeEnrollment(stored ? { ...stored, pin: e.pin } : e);
+    },
     watchRequest: () => ({ agentVersion: opts.version ?? VERSION, capabilities: capabilities() }),
-    onDesired: (desired) => applier.apply(desired),
+    onDesired: async (desired) => {
+      const move = await followMove(state, desired, log);
+      if (move === "refused") return undefined;
+      if (move) {
+        // In place: what runs keeps running; from now on releases verify under the new root.
+        enrollment.orgId = move.orgId;
+        enrollment.root = move.root;
+        releases.manager.trustRoot(move.root);
+      }
+      return applier.apply(desired);
+    },
     log,
   });
   const token = () => holder.current?.conn.session.sessionToken;

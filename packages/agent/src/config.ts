@@ -29,6 +29,14 @@ export const agentOptionSpecs = defineOptions({
     doc: "join string from `flotilla join-token create`; needed only for the first start",
     secret: true,
   },
+  rejoin: {
+    flag: "rejoin",
+    env: "FLOTILLA_REJOIN",
+    key: "rejoin",
+    schema: z.string().optional(),
+    doc: "re-home an enrolled agent with a new join string (another coordinator or organization), keeping its key and installed releases; run by the machine's operator (docs/rejoin.md)",
+    secret: true,
+  },
   factsIntervalMs: {
     flag: "facts-interval-ms",
     env: "FLOTILLA_FACTS_INTERVAL_MS",

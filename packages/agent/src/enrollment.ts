@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   commonv1,
   CoordinatorKeyMismatchError,
@@ -18,7 +19,7 @@ import type { StateDir, Enrollment } from "./state.ts";
 import { tunnelCapabilities } from "./tunnel/ports.ts";
 
 /** What enrolling needs of the agent's configuration. */
-export type EnrollOptions = Pick<AgentConfig, "join" | "tunnelPorts" | "backoffMinMs" | "backoffMaxMs">;
+export type EnrollOptions = Pick<AgentConfig, "join" | "tunnelPorts" | "backoffMinMs" | "backoffMaxMs"> & Partial<Pick<AgentConfig, "rejoin">>;
 
 /**
  * The stored enrollment, or a new one made with the join string when there is none. Throws
@@ -27,6 +28,7 @@ export type EnrollOptions = Pick<AgentConfig, "join" | "tunnelPorts" | "backoffM
  */
 export async function loadOrEnroll(state: StateDir, identity: Identity, opts: EnrollOptions, log: Logger, signal: AbortSignal): Promise<Enrollment> {
   const enrollment = await state.readEnrollment();
+  if (opts.rejoin) return await rejoin(opts.rejoin, enrollment, identity, state, opts, log, signal);
   if (!enrollment) {
     if (!opts.join) throw new FatalAgentError("this agent is not enrolled yet: start it with --join 'JOIN-STRING'");
     return await enroll(opts.join, identity, state, opts, log, signal);
@@ -48,6 +50,7 @@ export async function enroll(
   opts: EnrollOptions,
   log: Logger,
   signal: AbortSignal,
+  extra: Pick<Enrollment, "rejoinedWith"> = {},
 ): Promise<Enrollment> {
   let join;
   try {
@@ -82,6 +85,7 @@ export async function enroll(
         orgId: res.organizationId,
         enrolledAt: Date.now(),
         ...(join.root ? { root: join.root } : {}),
+        ...extra,
       };
       await state.writeEnrollment(enrollment);
       await state.writeFactsFingerprint(factsFingerprint(facts));
@@ -100,4 +104,24 @@ export async function enroll(
       close?.();
     }
   }
+}
+
+/**
+ * `--rejoin JOIN`: enrolls an agent that is already enrolled with a new join string (another
+ * coordinator, or another organization), keeping its key and its installed releases. What
+ * belonged to the old enrollment goes: the old organization's TUF metadata, the applied desired
+ * state and the outbox queued for the old coordinator. Done once per join string: a restart with
+ * the same --rejoin keeps the enrollment it made (docs/rejoin.md).
+ */
+async function rejoin(joinText: string, current: Enrollment | undefined, identity: Identity, state: StateDir, opts: EnrollOptions, log: Logger, signal: AbortSignal): Promise<Enrollment> {
+  const digest = createHash("sha256").update(joinText).digest("hex");
+  if (current?.rejoinedWith === digest) {
+    log.info("already re-joined with this join string; ignoring --rejoin", { device: current.deviceId });
+    return current;
+  }
+  // First: the old organization's metadata must not judge the new organization's releases.
+  await state.forgetOrganization();
+  const enrollment = await enroll(joinText, identity, state, opts, log, signal, { rejoinedWith: digest });
+  log.info("re-joined: installed releases kept; trusting the new organization's root from now on", { device: enrollment.deviceId, coordinator: enrollment.url, from: current?.url ?? "" });
+  return enrollment;
 }

@@ -16,6 +16,8 @@ export interface Enrollment {
    * the only root the agent takes as its first (releases/coordinator-http.ts pinRoot).
    */
   root?: { version: number; sha256: string };
+  /** sha256 of the join string of the last `--rejoin`, so restarting with the same flag does not enroll again. */
+  rejoinedWith?: string;
 }
 
 /** The desired state the agent last applied, in `<state-dir>/desired.json`. */
@@ -53,6 +55,16 @@ export class StateDir {
   }
   writeFactsFingerprint(sha: string): Promise<void> {
     return writeJsonAtomic(join(this.dir, "facts.json"), { sha });
+  }
+
+  /**
+   * Forgets what belonged to the organization of an earlier enrollment (after --rejoin): its TUF
+   * metadata, the desired state applied and the outbox. Installed releases stay.
+   */
+  async forgetOrganization(): Promise<void> {
+    for (const f of ["desired.json", "facts.json"]) await rm(join(this.dir, f), { force: true });
+    await rm(join(this.dir, "releases", "tuf"), { recursive: true, force: true });
+    await rm(this.outboxDir, { recursive: true, force: true });
   }
 
   /** Forgets every credential: the key, the enrollment and everything queued for the coordinator. */

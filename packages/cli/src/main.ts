@@ -16,6 +16,7 @@ import { registerSimCommand } from "./commands/sim.ts";
 import type { Run } from "./run.ts";
 import { registerTunnelCommands } from "./commands/tunnel.ts";
 import { registerUpCommand } from "./commands/up.ts";
+import { addExamples } from "./commands/examples.ts";
 import { cliOptionSpecs, environmentHelp, globalFlags, loadCliConfig, type CliConfig } from "./config.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
 
@@ -55,20 +56,7 @@ export async function main(argv: string[], env: Record<string, string | undefine
     }
   };
 
-  registerUpCommand(program, cli, env, run);
-  registerRoleCommands(program, cli, env, run);
-  registerIdCommand(program, cli, run);
-  registerAccessCommands(program, cli, run);
-  registerDeviceCommands(program, cli, run);
-  registerOrgCommands(program, cli, run);
-  registerNixCommands(program, cli, run);
-  registerLogsCommands(program, cli, run);
-  registerTunnelCommands(program, cli, run);
-  registerReleaseCommands(program, cli, run);
-  registerRolloutCommands(program, cli, run);
-  registerGcCommand(program, cli, run);
-  registerCompletionCommand(program, run);
-  registerSimCommand(program, cli, env, run);
+  registerCommands(program, cli, env, run);
 
   try {
     await program.parseAsync(argv, { from: "user" });
@@ -83,4 +71,23 @@ export async function main(argv: string[], env: Record<string, string | undefine
     return 1;
   }
   return exitCode;
+}
+
+/** Registers every command on `program`, each with its --help examples (commands/examples.ts). */
+export function registerCommands(program: Command, cli: () => CliConfig, env: Record<string, string | undefined>, run: Run): void {
+  registerUpCommand(program, cli, env, run);
+  registerRoleCommands(program, cli, env, run);
+  registerIdCommand(program, cli, run);
+  registerAccessCommands(program, cli, run);
+  registerDeviceCommands(program, cli, run);
+  registerOrgCommands(program, cli, run);
+  registerNixCommands(program, cli, run);
+  registerLogsCommands(program, cli, run);
+  registerTunnelCommands(program, cli, run);
+  registerReleaseCommands(program, cli, run);
+  registerRolloutCommands(program, cli, run);
+  registerGcCommand(program, cli, run);
+  registerCompletionCommand(program, run);
+  registerSimCommand(program, cli, env, run);
+  addExamples(program);
 }

@@ -60,7 +60,7 @@ function featureList(config: CoordinatorConfig, tls: boolean, tunnels: TunnelReg
   return [
     accessFeature,
     (ctx) => webLoginFeature(ctx, { secureCookies: tls }),
-    devicesFeature,
+    (ctx) => devicesFeature(ctx, config),
     (ctx) => releasesFeature(ctx, config),
     rolloutsFeature,
     (ctx) => telemetryFeature(ctx, config),

@@ -19,3 +19,4 @@ export * from "./tuf-key.ts";
 export * from "./wakeup.ts";
 export * from "./nix-closure.ts";
 export * from "./nix-base32.ts";
+export * from "./device-move.ts";

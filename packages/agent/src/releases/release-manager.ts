@@ -78,6 +78,15 @@ export class ReleaseManager {
   }
 
   /**
+   * After a move to another organization (move.ts): the new organization's root to pin first
+   * (undefined: its first root on first use). The old organization's metadata is already gone.
+   */
+  trustRoot(expected: ExpectedRoot | undefined): void {
+    this.opts.expectedRoot = expected;
+    this.wake.notify();
+  }
+
+  /**
    * Replaces the desired releases: per release name, its TUF target path and deployment time,
    * whether it should run (running, stopped, removed) and its restart generation.
    */

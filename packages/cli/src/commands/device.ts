@@ -2,6 +2,8 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
 import { adminClient, type AdminTarget } from "../admin/client.ts";
 import { controlRelease, type ControlVerb } from "../devices/control.ts";
+import { moveDevice, type MoveOpts } from "../devices/move.ts";
+import { withSigningOptions } from "../signing/signing-options.ts";
 import { deviceJson, deviceStatus } from "../devices/view.ts";
 import { UsageError } from "../errors.ts";
 import { ago, json, parseLabels, table } from "../output.ts";
@@ -20,14 +22,21 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
 
   device
     .command("ls")
-    .description("list devices, optionally those matching a selector over labels and facts")
+    .description("list devices, optionally those matching a selector over labels and facts (every device: pages are followed)")
     .option("-s, --selector <selector>", "e.g. 'env=prod,arch in (aarch64,x86_64)'", "")
     .option("--json", "print a JSON array")
     .action(
       (opts: { selector: string; json?: boolean }) =>
         run(async (out) => {
           const client = await adminClient(target());
-          const { devices } = await client.listDevices({ selector: opts.selector });
+          // Every page, in name order: a fleet of any size is listed whole, never cut.
+          const devices = [];
+          let pageToken = "";
+          do {
+            const page = await client.listDevices({ selector: opts.selector, pageSize: 1000, pageToken });
+            devices.push(...page.devices);
+            pageToken = page.nextPageToken;
+          } while (pageToken);
           if (opts.json) return out(json(devices.map(deviceJson)));
           const now = Date.now();
           out(
@@ -116,6 +125,17 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
   control("stop", "stop a release on a device; it stays stopped, across agent restarts, until started");
   control("start", "start a stopped release on a device");
   control("undeploy", "stop a release on a device and remove its files (its data directory too with --purge)");
+
+  withSigningOptions(
+    device
+      .command("move <device>")
+      .description("move a device to another organization of this coordinator; needs admin rights in both")
+      .requiredOption("--to-org <org>", "the organization it moves to (name)")
+      .option("--to-org-token <token>", "with FLOTILLA_TOKEN: an API token of the destination organization")
+      .option("--json", "print the moved device as JSON"),
+  )
+    .addHelpText("after", "\nThe device keeps running its releases and its identity. The move is signed by the old organization's root keys (see docs/device-move.md).")
+    .action((ref: string, opts: MoveOpts) => run(async (out) => moveDevice(target(), ref, opts, out)));
 
   const label = device.command("label").description("set or remove device labels");
   label

@@ -89,9 +89,11 @@ export function registerNixCommands(program: Command, target: () => AdminTarget,
   cache
     .command("url")
     .description("print the cache's URL (for substituters; nix authenticates with a netrc holding a token)")
-    .action(() =>
+    .option("--json", "print {\"url\": ...}")
+    .action((opts: { json?: boolean }) =>
       run(async (out) => {
-        out(`${(await nixCacheAccess(target())).cacheUrl}\n`);
+        const url = (await nixCacheAccess(target())).cacheUrl;
+        out(opts.json ? json({ url }) : `${url}\n`);
       }),
     );
   cache

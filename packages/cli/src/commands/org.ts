@@ -1,9 +1,10 @@
+import { create } from "@bufbuild/protobuf";
 import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey } from "@flotilla/protocol";
-import { adminClient, type AdminTarget } from "../admin/client.ts";
+import { adminv1, fingerprint, formatOpenSshPublicKey, nodeId, parseAnyPublicKey } from "@flotilla/protocol";
+import { adminClient, serviceClient, type AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
 import type { Run } from "../run.ts";
@@ -66,6 +67,42 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
         const res = await (await client()).listOrganizations({});
         const rows = res.organizations.map((o, i) => ({ id: o.id, name: o.name, role: res.roles[i] ?? "" }));
         out(opts.json ? json(rows) : table(["NAME", "ROLE", "ID"], rows.map((r) => [r.name, r.role, r.id])));
+      }),
+    );
+
+  const retention = (r: adminv1.Retention | undefined, asJson: boolean | undefined, out: (s: string) => void) => {
+    const res = r ?? create(adminv1.RetentionSchema);
+    const days = (ms: bigint) => `${Number(ms) / 86_400_000}d`;
+    const row = { logsMs: Number(res.logsMs), metricsMs: Number(res.metricsMs), logsOwn: res.logsOwn, metricsOwn: res.metricsOwn };
+    out(
+      asJson
+        ? json(row)
+        : `logs kept ${days(res.logsMs)}${res.logsOwn ? "" : " (coordinator default)"}, metric samples kept ${days(res.metricsMs)}${res.metricsOwn ? "" : " (coordinator default)"}\n`,
+    );
+  };
+  const telemetry = () => serviceClient(target(), adminv1.TelemetryService);
+  org
+    .command("show")
+    .description("the organization's settings: how long its devices' logs and metric samples are kept")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) => run(async (out) => retention((await (await telemetry()).getRetention({})).retention, opts.json, out)));
+  org
+    .command("set")
+    .description("change the organization's settings: log and metric retention (the coordinator's --log-retention-ms is the default)")
+    .option("--log-retention <duration>", "keep device log lines this long, e.g. 7d, or 'default'")
+    .option("--metric-retention <duration>", "keep metric samples this long, e.g. 30d, or 'default'")
+    .option("--json", "print the settings in force as JSON")
+    .action((opts: { logRetention?: string; metricRetention?: string; json?: boolean }) =>
+      run(async (out) => {
+        if (!opts.logRetention && !opts.metricRetention) throw new UsageError("nothing to set: give --log-retention and/or --metric-retention");
+        const ms = (v: string | undefined) => (v && v !== "default" ? BigInt(parseDuration(v)) : 0n);
+        const res = await (await telemetry()).setRetention({
+          logsMs: ms(opts.logRetention),
+          metricsMs: ms(opts.metricRetention),
+          resetLogs: opts.logRetention === "default",
+          resetMetrics: opts.metricRetention === "default",
+        });
+        retention(res.retention, opts.json, out);
       }),
     );
 
@@ -185,16 +222,26 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
     .command("ls")
     .option("--since <duration>", "only entries this recent, e.g. 24h")
     .option("--actor <actor>", "only entries by this actor, e.g. key:alice or token:ci")
-    .option("--limit <n>", "at most this many (newest)", "1000")
+    .option("--limit <n>", "at most this many (newest); says on stderr when older ones were left out", "1000")
+    .option("--all", "every matching entry, page by page (an export with --json)")
     .option("--json", "print JSON")
-    .action((opts: { since?: string; actor?: string; limit: string; json?: boolean }) =>
+    .action((opts: { since?: string; actor?: string; limit: string; all?: boolean; json?: boolean }) =>
       run(async (out) => {
         const since = opts.since ? Date.now() - parseDuration(opts.since) : undefined;
-        const { entries } = await (await client()).listAuditEntries({
-          since: since === undefined ? undefined : timestampFromMs(since),
-          actor: opts.actor ?? "",
-          limit: Number(opts.limit) || 1000,
-        });
+        const c = await client();
+        const limit = opts.all ? 10_000 : Math.max(1, Number(opts.limit) || 1000);
+        const entries: adminv1.AuditEntry[] = [];
+        let pageToken = "";
+        do {
+          const page = await c.listAuditEntries({ since: since === undefined ? undefined : timestampFromMs(since), actor: opts.actor ?? "", limit, pageToken });
+          // Pages go from the newest back; each page is oldest first.
+          entries.unshift(...page.entries);
+          pageToken = page.nextPageToken;
+          if (pageToken && !opts.all) {
+            process.stderr.write(`flotilla: showing the newest ${entries.length} matching entries; older ones match too: --all lists every one, --limit N more of the newest\n`);
+            break;
+          }
+        } while (pageToken);
         const rows = entries.map((e) => ({ seq: Number(e.seq), time: iso(e.time), actor: e.actor, action: e.action, target: e.target, source: e.source, outcome: e.outcome, detail: e.detail, hash: e.hash }));
         out(opts.json ? json(rows) : table(["SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "SOURCE", "OUTCOME"], rows.map((r) => [String(r.seq), r.time, r.actor, r.action, r.target, r.source, r.outcome])));
       }),
@@ -202,11 +249,13 @@ export function registerOrgCommands(program: Command, target: () => AdminTarget,
   audit
     .command("verify")
     .description("check the hash chain: exits non-zero and names the first entry that was altered or deleted")
-    .action(() =>
+    .option("--json", "print the verdict as JSON (still exits non-zero when it does not verify)")
+    .action((opts: { json?: boolean }) =>
       run(async (out) => {
         const res = await (await client()).verifyAuditLog({});
+        if (opts.json) out(json({ ok: res.ok, entries: Number(res.entries), firstBadSeq: res.ok ? null : Number(res.firstBadSeq), problem: res.problem || null }));
         if (!res.ok) throw new Error(`audit log does not verify: ${res.problem} (entry ${res.firstBadSeq})`);
-        out(`audit log verifies: ${res.entries} entries\n`);
+        if (!opts.json) out(`audit log verifies: ${res.entries} entries\n`);
       }),
     );
 }

@@ -86,11 +86,18 @@ export function registerRolloutCommands(program: Command, target: () => AdminTar
 
   rollout
     .command("ls")
-    .description("rollouts, newest first")
+    .description("rollouts, newest first (all of them: pages are followed)")
     .option("--json", "print a JSON array")
     .action((o: { json?: boolean }) =>
       run(async (out) => {
-        const { rollouts } = await (await client()).listRollouts({});
+        const c = await client();
+        const rollouts = [];
+        let pageToken = "";
+        do {
+          const page = await c.listRollouts({ pageToken });
+          rollouts.push(...page.rollouts);
+          pageToken = page.nextPageToken;
+        } while (pageToken);
         if (o.json) return out(json(rollouts.map((r) => rolloutJson(r, false))));
         out(
           table(

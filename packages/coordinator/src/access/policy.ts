@@ -56,6 +56,7 @@ const admin: Record<MethodNames<typeof adminv1.AdminService>, Permission> = {
   rejectDevice: "devices:write",
   decommissionDevice: "devices:write",
   updateDeviceLabels: "devices:write",
+  moveDevice: "devices:write",
   createOrganization: "orgs:create",
   listOrganizations: "session",
   addMember: "members:write",
@@ -92,6 +93,8 @@ const adminTelemetry: Record<MethodNames<typeof adminv1.TelemetryService>, Permi
   queryLogs: "logs:read",
   followLogs: "logs:read",
   getMetrics: "logs:read",
+  getRetention: "logs:read",
+  setRetention: "storage:write",
 };
 
 const tunnel: Record<MethodNames<typeof adminv1.TunnelService>, Permission> = {

@@ -1,5 +1,5 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import type { adminv1 } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import { auditToProto } from "../access/views.ts";
@@ -12,12 +12,21 @@ export function auditMethods(ctx: ServiceContext): Pick<ServiceImpl<typeof admin
     async listAuditEntries(req, hctx) {
       const { orgId } = adminOf(hctx);
       const limit = Math.min(req.limit || 1000, 10_000);
+      let beforeSeq: number | undefined;
+      if (req.pageToken) {
+        beforeSeq = Number(req.pageToken);
+        if (!Number.isSafeInteger(beforeSeq) || beforeSeq < 1) throw new ConnectError("invalid page_token: pass next_page_token of the previous page", Code.InvalidArgument);
+      }
+      // One more than asked: whether older entries were left out, so no caller is cut silently.
       const entries = await store.audit.listAudit(orgId, {
         since: req.since ? timestampMs(req.since) : undefined,
         actor: req.actor || undefined,
-        limit,
+        limit: limit + 1,
+        beforeSeq,
       });
-      return { entries: entries.map(auditToProto) };
+      const more = entries.length > limit;
+      const page = more ? entries.slice(1) : entries;
+      return { entries: page.map(auditToProto), nextPageToken: more && page[0] ? String(page[0].seq) : "" };
     },
 
     async verifyAuditLog(_req, hctx) {

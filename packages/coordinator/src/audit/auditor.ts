@@ -41,6 +41,7 @@ export class Auditor {
 export function auditDetail(message: unknown): string {
   if (!message || typeof message !== "object") return "";
   const m = message as Record<string, unknown>;
+  if (typeof m.toOrganization === "string" && m.toOrganization) return `to organization ${m.toOrganization}${m.prepare === true ? " (prepare)" : ""}`;
   if (typeof m.action !== "string" || typeof m.name !== "string" || !m.action) return "";
   return `${m.action} ${m.name}${m.purgeData === true ? " (purge data)" : ""}`;
 }

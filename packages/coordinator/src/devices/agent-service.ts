@@ -20,6 +20,7 @@ import { factsToJson, lifecycleToProto } from "./convert.ts";
 import { hello } from "./hello.ts";
 import type { Hub } from "./hub.ts";
 import type { Presence } from "./presence.ts";
+import { movedInto } from "./move.ts";
 
 const MAX_ENTRIES = 1000;
 /** A Watch stream reads its device again after this many quiet keep-alives (5 min at 15 s). */
@@ -122,6 +123,8 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence):
       const sub = hub.subscribe(deviceId);
       presence.connect(orgId, deviceId);
       try {
+        // Read once per stream: a move ends the stream (the old organization's session is gone).
+        const moved = await movedInto(store, orgId, deviceId);
         let sent = -1;
         let look = true;
         let quiet = 0;
@@ -133,6 +136,8 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence):
               sent = row.generation;
               const desired = desiredOf(row);
               desired.releases = await desiredReleases(store, row);
+              desired.organizationId = orgId;
+              desired.moveEndorsement = moved;
               yield { event: { case: "desired", value: desired } };
             }
           }

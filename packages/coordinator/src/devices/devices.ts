@@ -52,11 +52,11 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceM
         if (err instanceof SelectorError) throw new ConnectError(err.message, Code.InvalidArgument);
         throw err;
       }
-      const rows = await store.devices.listDevices(adminOf(hctx).orgId);
-      const devices = rows
-        .filter((row) => matchesSelector(selector, selectorFields(row)))
-        .map(view);
-      return { devices };
+      const { orgId } = adminOf(hctx);
+      const match = (row: DeviceRow) => matchesSelector(selector, selectorFields(row));
+      // page_size 0: every device at once, as clients from before paging expect (never cut).
+      if (req.pageSize === 0 && !req.pageToken) return { devices: (await store.devices.listDevices(orgId)).filter(match).map(view), nextPageToken: "" };
+      return listDevicePage(store, orgId, Math.min(req.pageSize || MAX_DEVICE_PAGE, MAX_DEVICE_PAGE), req.pageToken, match, view);
     },
 
     async getDevice(req, hctx) {
@@ -99,3 +99,52 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceM
   };
 }
 
+
+/** The largest page of ListDevices. */
+export const MAX_DEVICE_PAGE = 1000;
+
+/**
+ * One page of ListDevices: up to `size` devices matching the selector, in name order, and the
+ * token of the next page ("" after the last). With a selector, the store is read in pages of
+ * `size` until enough match or the organization ends: cost follows the devices scanned.
+ */
+async function listDevicePage(
+  store: Store,
+  orgId: string,
+  size: number,
+  token: string,
+  match: (row: DeviceRow) => boolean,
+  view: (row: DeviceRow) => adminv1.Device,
+): Promise<{ devices: adminv1.Device[]; nextPageToken: string }> {
+  let after = parsePageToken(token);
+  const devices: adminv1.Device[] = [];
+  for (;;) {
+    const rows = await store.devices.listDevicesPage(orgId, size, after);
+    for (const row of rows) {
+      if (!match(row)) continue;
+      devices.push(view(row));
+      if (devices.length === size) {
+        const more = row !== rows.at(-1) || rows.length === size;
+        return { devices, nextPageToken: more ? pageToken({ name: row.name, id: row.id }) : "" };
+      }
+    }
+    const last = rows.at(-1);
+    if (rows.length < size || !last) return { devices, nextPageToken: "" };
+    after = { name: last.name, id: last.id };
+  }
+}
+
+function pageToken(after: { name: string; id: string }): string {
+  return Buffer.from(JSON.stringify([after.name, after.id])).toString("base64url");
+}
+
+function parsePageToken(token: string): { name: string; id: string } | undefined {
+  if (!token) return undefined;
+  try {
+    const v: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+    if (Array.isArray(v) && v.length === 2 && typeof v[0] === "string" && typeof v[1] === "string") return { name: v[0], id: v[1] };
+  } catch {
+    // fall through
+  }
+  throw new ConnectError("invalid page_token: pass next_page_token of the previous page", Code.InvalidArgument);
+}

@@ -1,4 +1,6 @@
+import { join } from "node:path";
 import { adminv1, agentv1 } from "@flotilla/protocol";
+import type { CoordinatorConfig } from "../config.ts";
 import type { ServiceContext } from "../context.ts";
 import { serveMethods, type Feature } from "../feature.ts";
 import { agentService } from "./agent-service.ts";
@@ -6,6 +8,8 @@ import { deviceMethods } from "./devices.ts";
 import { Hub } from "./hub.ts";
 import { joinTokenMethods } from "./join-tokens.ts";
 import { Presence, PRESENCE_FLUSH_MS } from "./presence.ts";
+import { moveMethods } from "./move.ts";
+import { TufRepository } from "../tuf/repository.ts";
 
 /**
  * Devices as a coordinator feature: the AgentService agents call (enroll, authenticate, watch,
@@ -13,7 +17,7 @@ import { Presence, PRESENCE_FLUSH_MS } from "./presence.ts";
  * stream when its desired state changes, and the devices' presence (connected, last seen), written
  * once a second.
  */
-export function devicesFeature(ctx: ServiceContext): Feature {
+export function devicesFeature(ctx: ServiceContext, config?: Pick<CoordinatorConfig, "dataDir" | "tufTimestampTtlMs" | "tufRefreshMs">): Feature {
   const hub = new Hub(ctx.store);
   const presence = new Presence(ctx.store, {
     log: ctx.log,
@@ -23,11 +27,14 @@ export function devicesFeature(ctx: ServiceContext): Feature {
     // Read at each connect: the rollout engine starts after the features.
     onConnected: (orgId, deviceId) => ctx.rolloutEvents?.deviceConnected(orgId, deviceId),
   });
+  // Read only (moves check the organizations' roots); the releases feature signs.
+  const tuf = config && new TufRepository(join(config.dataDir, "tuf"), ctx.onlineIdentity, { timestampTtlMs: config.tufTimestampTtlMs, snapshotTtlMs: config.tufTimestampTtlMs, refreshMs: config.tufRefreshMs });
+  const currentRoot = async (orgId: string) => (await tuf?.root(orgId))?.toJSON();
   return {
     name: "devices",
     routes(router) {
       router.service(agentv1.AgentService, agentService(ctx, hub, presence));
-      serveMethods(router, adminv1.AdminService, { ...deviceMethods(ctx, presence), ...joinTokenMethods(ctx) });
+      serveMethods(router, adminv1.AdminService, { ...deviceMethods(ctx, presence), ...joinTokenMethods(ctx), ...moveMethods(ctx, currentRoot) });
     },
     serviceNames: [agentv1.AgentService.typeName, adminv1.AdminService.typeName],
     async close() {

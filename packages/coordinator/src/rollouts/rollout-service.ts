@@ -119,13 +119,23 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
       return { rollout: await full(admin.orgId, started), plan: planView(planned) };
     },
 
-    async listRollouts(_req, hctx) {
+    async listRollouts(req, hctx) {
       const { orgId } = adminOf(hctx);
-      const rows = await store.rollouts.listRollouts(orgId, LIST_LIMIT);
+      const size = Math.min(req.pageSize || LIST_LIMIT, LIST_LIMIT);
+      let before: { createdAt: number; id: string } | undefined;
+      if (req.pageToken) {
+        const [at, id] = req.pageToken.split(".");
+        if (!at || !id || !/^\d+$/.test(at)) throw new ConnectError("invalid page_token: pass next_page_token of the previous page", Code.InvalidArgument);
+        before = { createdAt: Number(at), id };
+      }
+      // One more than the page: whether older rollouts follow, so no list is cut silently.
+      const rows = await store.rollouts.listRollouts(orgId, size + 1, before);
+      const page = rows.slice(0, size);
       const out: adminv1.Rollout[] = [];
       // Counts from each rollout's wave counters: listing does not read any rollout's devices.
-      for (const r of rows) out.push(rolloutView(r, (await store.rollouts.rolloutCounts(orgId, r.id)) ?? {}));
-      return { rollouts: out };
+      for (const r of page) out.push(rolloutView(r, (await store.rollouts.rolloutCounts(orgId, r.id)) ?? {}));
+      const last = page.at(-1);
+      return { rollouts: out, nextPageToken: rows.length > size && last ? `${last.createdAt}.${last.id}` : "" };
     },
 
     async getRollout(req, hctx) {

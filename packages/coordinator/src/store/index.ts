@@ -9,6 +9,7 @@ export type * from "./access/access-store.ts";
 export type * from "./sessions/session-store.ts";
 export type * from "./audit/audit-store.ts";
 export type * from "./devices/device-store.ts";
+export type * from "./devices/device-move-store.ts";
 export type * from "./releases/release-store.ts";
 export type * from "./rollouts/rollout-store.ts";
 export type * from "./telemetry/telemetry-store.ts";

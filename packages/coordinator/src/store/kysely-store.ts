@@ -2,6 +2,7 @@ import { Migrator, type Kysely } from "kysely";
 import { KyselyAccessStore } from "./access/access-store.ts";
 import type { StoreAdapter } from "./adapter.ts";
 import { KyselyAuditStore } from "./audit/audit-store.ts";
+import { KyselyDeviceMoveStore } from "./devices/device-move-store.ts";
 import { KyselyDeviceStore } from "./devices/device-store.ts";
 import { migrationProvider } from "./migrations/migrations.ts";
 import { KyselyNixStore } from "./nix/nix-store.ts";
@@ -21,6 +22,7 @@ export class KyselyStore implements Store {
   readonly sessions: KyselySessionStore;
   readonly audit: KyselyAuditStore;
   readonly devices: KyselyDeviceStore;
+  readonly deviceMoves: KyselyDeviceMoveStore;
   readonly releases: KyselyReleaseStore;
   readonly rollouts: KyselyRolloutStore;
   readonly telemetry: KyselyTelemetryStore;
@@ -36,6 +38,7 @@ export class KyselyStore implements Store {
     this.sessions = new KyselySessionStore(db, adapter);
     this.audit = new KyselyAuditStore(db, adapter);
     this.devices = new KyselyDeviceStore(db, adapter);
+    this.deviceMoves = new KyselyDeviceMoveStore(db, adapter);
     this.releases = new KyselyReleaseStore(db, adapter);
     this.rollouts = new KyselyRolloutStore(db, adapter);
     this.telemetry = new KyselyTelemetryStore(db, adapter);

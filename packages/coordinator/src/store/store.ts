@@ -15,6 +15,7 @@
  */
 import type { AccessStore } from "./access/access-store.ts";
 import type { AuditStore } from "./audit/audit-store.ts";
+import type { DeviceMoveStore } from "./devices/device-move-store.ts";
 import type { DeviceStore } from "./devices/device-store.ts";
 import type { NixStore } from "./nix/nix-store.ts";
 import type { ReleaseStore } from "./releases/release-store.ts";
@@ -38,6 +39,8 @@ export interface Store {
   readonly audit: AuditStore;
   /** Join tokens, devices and their desired and reported state. */
   readonly devices: DeviceStore;
+  /** Devices moved between organizations. */
+  readonly deviceMoves: DeviceMoveStore;
   /** Signed releases and their deployment to devices. */
   readonly releases: ReleaseStore;
   /** Rollouts: waves of devices taking one release, with their per-device state. */

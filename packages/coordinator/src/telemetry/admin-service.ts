@@ -46,7 +46,7 @@ function readPageToken(token: string): LogCursor {
 }
 
 /** The admin TelemetryService: QueryLogs, FollowLogs, GetMetrics, scoped to the caller's organization. */
-export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): ServiceImpl<typeof adminv1.TelemetryService> {
+export function telemetryAdminService(ctx: ServiceContext, feed: LogFeed): Omit<ServiceImpl<typeof adminv1.TelemetryService>, "getRetention" | "setRetention"> {
   const { store } = ctx;
 
   async function findDevice(orgId: string, ref: string): Promise<DeviceRow> {

@@ -2,6 +2,7 @@ import { adminv1, agentv1 } from "@flotilla/protocol";
 import type { ServiceContext } from "../context.ts";
 import type { CoordinatorConfig } from "../config.ts";
 import type { Feature } from "../feature.ts";
+import { retentionMethods } from "./retention-service.ts";
 import { telemetryAdminService } from "./admin-service.ts";
 import { TelemetryCounters } from "./counters.ts";
 import { LogFeed } from "./feed.ts";
@@ -27,8 +28,14 @@ export function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): F
   const sweep = () => {
     if (sweeping) return;
     sweeping = true;
+    const now = Date.now();
     ctx.store.telemetry
-      .prune(Date.now() - age, bytes)
+      .listRetention()
+      .then((own) => {
+        // Each organization's own retention where it set one (0: the coordinator's).
+        const cutoffs = new Map([...own].map(([org, r]) => [org, { logs: now - (r.logsMs || age), metrics: now - (r.metricsMs || age) }]));
+        return ctx.store.telemetry.prune(now - age, bytes, cutoffs);
+      })
       .catch((err: unknown) => ctx.log.warn("log retention sweep failed", { err: (err as Error).message }))
       .finally(() => (sweeping = false));
   };
@@ -38,7 +45,7 @@ export function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): F
     name: "telemetry",
     routes(router) {
       router.service(agentv1.TelemetryService, ingestService(ctx, { feed, counters, otlp }));
-      router.service(adminv1.TelemetryService, telemetryAdminService(ctx, feed));
+      router.service(adminv1.TelemetryService, { ...telemetryAdminService(ctx, feed), ...retentionMethods(ctx, age) });
     },
     http: metricsHandler(ctx.store, counters, { token: opts.metricsToken, offlineAfterMs: ctx.offlineAfterMs }, ctx.log),
     serviceNames: [agentv1.TelemetryService.typeName, adminv1.TelemetryService.typeName],

@@ -36,7 +36,8 @@ export async function nixosActivators(
   return [
     new NixosActivator({
       stateDir: dir,
-      cacheUrl: `${enrollment.url}/nix/${enrollment.orgId}`,
+      // Read at each fetch: a move to another organization changes orgId (move.ts).
+      cacheUrl: () => `${enrollment.url}/nix/${enrollment.orgId}`,
       trustedPublicKeys: (meta) => meta.nixPublicKeys,
       token,
       caCertFile,

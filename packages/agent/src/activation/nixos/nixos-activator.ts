@@ -28,7 +28,7 @@ export interface NixosActivatorOptions {
   /** The activator's own directory: journal, installed record, netrc. */
   stateDir: string;
   /** The organization's binary cache on the coordinator, e.g. https://coord:7700/nix/acme. */
-  cacheUrl: string;
+  cacheUrl: string | (() => string);
   /** The organization's Nix public keys (`name:base64`); nix trusts these and nothing else. */
   trustedPublicKeys: (meta: ReleaseMeta) => string[] | Promise<string[]>;
   /** The agent's current session token; written into a 0600 netrc before every fetch. */
@@ -173,7 +173,7 @@ export class NixosActivator implements Activator {
     if (!keys.length) return notChanged("the organization has no Nix public key to trust");
     const fetchSignal = AbortSignal.any([signal, AbortSignal.timeout(this.opts.fetchTimeoutMs ?? 3_600_000)]);
     try {
-      const fetched = await this.nix.fetch(this.opts.cacheUrl, storePath, keys, await this.opts.token(), fetchSignal, output);
+      const fetched = await this.nix.fetch(typeof this.opts.cacheUrl === "string" ? this.opts.cacheUrl : this.opts.cacheUrl(), storePath, keys, await this.opts.token(), fetchSignal, output);
       if (fetched.code !== 0) return notChanged(`fetching ${storePath} failed: ${lastLine(fetched.tail)}`);
     } catch (err) {
       return notChanged(`fetching ${storePath} failed: ${err instanceof Error ? err.message : String(err)}`);

@@ -31,7 +31,7 @@ export interface AuditStore {
   /** The chain's head as the last append left it; undefined before the first entry. */
   getAuditHead(orgId: string): Promise<{ seq: number; hash: string } | undefined>;
   /** Entries in seq order, optionally only from `since` and by `actor`, the newest `limit`. */
-  listAudit(orgId: string, filter?: { since?: number; actor?: string; limit?: number }): Promise<AuditEntryRow[]>;
+  listAudit(orgId: string, filter?: { since?: number; actor?: string; limit?: number; beforeSeq?: number }): Promise<AuditEntryRow[]>;
 }
 
 function toAudit(r: Selectable<Database["audit_log"]>): AuditEntryRow {
@@ -96,8 +96,9 @@ export class KyselyAuditStore implements AuditStore {
     return r && { seq: num(r.seq), hash: r.hash };
   }
 
-  async listAudit(orgId: string, filter: { since?: number; actor?: string; limit?: number } = {}): Promise<AuditEntryRow[]> {
+  async listAudit(orgId: string, filter: { since?: number; actor?: string; limit?: number; beforeSeq?: number } = {}): Promise<AuditEntryRow[]> {
     let q = this.db.selectFrom("audit_log").selectAll().where("org_id", "=", orgId);
+    if (filter.beforeSeq !== undefined) q = q.where("seq", "<", filter.beforeSeq);
     if (filter.since !== undefined) q = q.where("time", ">=", filter.since);
     if (filter.actor) q = q.where("actor", "=", filter.actor);
     const rows = await q.orderBy("seq", "desc").limit(filter.limit ?? 1_000_000).execute();

@@ -40,6 +40,11 @@ export interface DeviceStore {
   /** Every device of the organization, ordered by name. */
   listDevices(orgId: string): Promise<DeviceRow[]>;
   /**
+   * At most `limit` devices of the organization in (name, id) order, after `after` when given:
+   * a page of `device ls` (the unique index devices_org_name). Cost is one index range scan per page.
+   */
+  listDevicesPage(orgId: string, limit: number, after?: { name: string; id: string }): Promise<DeviceRow[]>;
+  /**
    * Applies a change of desired state and bumps `generation` by one, in one transaction.
    * Returns undefined when the organization has no such device.
    */
@@ -143,6 +148,13 @@ export class KyselyDeviceStore implements DeviceStore {
 
   async listDevices(orgId: string): Promise<DeviceRow[]> {
     const rows = await this.db.selectFrom("devices").selectAll().where("org_id", "=", orgId).orderBy("name").execute();
+    return rows.map(toDevice);
+  }
+
+  async listDevicesPage(orgId: string, limit: number, after?: { name: string; id: string }): Promise<DeviceRow[]> {
+    let q = this.db.selectFrom("devices").selectAll().where("org_id", "=", orgId);
+    if (after) q = q.where((eb) => eb.or([eb("name", ">", after.name), eb.and([eb("name", "=", after.name), eb("id", ">", after.id)])]));
+    const rows = await q.orderBy("name").orderBy("id").limit(limit).execute();
     return rows.map(toDevice);
   }
 

@@ -6,6 +6,8 @@ import type { Kysely, Migration, MigrationProvider } from "kysely";
 import { artifactOwnersMigration } from "./migration-artifact-owners.ts";
 import { deviceControlMigration } from "./migration-device-control.ts";
 import { devicePresenceMigration } from "./migration-device-presence.ts";
+import { deviceMoveMigration } from "./migration-device-move.ts";
+import { telemetryRetentionMigration } from "./migration-telemetry-retention.ts";
 import { nixMigration } from "./migration-nix.ts";
 import { telemetryMigration } from "./migration-telemetry.ts";
 import { telemetryLimitsMigration } from "./migration-telemetry-limits.ts";
@@ -192,6 +194,8 @@ export const migrations: Record<string, Migration> = {
   "0013_removed_releases": removedReleasesMigration,
   "0014_device_control": deviceControlMigration,
   "0015_device_presence": devicePresenceMigration,
+  "0016_device_move": deviceMoveMigration,
+  "0017_telemetry_retention": telemetryRetentionMigration,
   "0018_rollout_counters": rolloutCountersMigration,
 };
 

@@ -30,8 +30,8 @@ export interface RolloutStore {
    */
   createRollout(rollout: RolloutRow, devices: RolloutDeviceRow[]): Promise<CreateRolloutResult>;
   getRollout(orgId: string, id: string): Promise<RolloutRow | undefined>;
-  /** Newest first. */
-  listRollouts(orgId: string, limit: number): Promise<RolloutRow[]>;
+  /** Newest first, at most `limit`, older than `before` (created_at, id) when given. */
+  listRollouts(orgId: string, limit: number, before?: { createdAt: number; id: string }): Promise<RolloutRow[]>;
   /** By wave, then plan position (then device id). */
   listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]>;
   /** Unscoped, for the engine: every running or paused rollout. */
@@ -192,8 +192,10 @@ export class KyselyRolloutStore implements RolloutStore {
     return r && toRollout(r);
   }
 
-  async listRollouts(orgId: string, limit: number): Promise<RolloutRow[]> {
-    const rows = await this.db.selectFrom("rollouts").selectAll().where("org_id", "=", orgId).orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
+  async listRollouts(orgId: string, limit: number, before?: { createdAt: number; id: string }): Promise<RolloutRow[]> {
+    let q = this.db.selectFrom("rollouts").selectAll().where("org_id", "=", orgId);
+    if (before) q = q.where((eb) => eb.or([eb("created_at", "<", before.createdAt), eb.and([eb("created_at", "=", before.createdAt), eb("id", "<", before.id)])]));
+    const rows = await q.orderBy("created_at", "desc").orderBy("id", "desc").limit(limit).execute();
     return rows.map(toRollout);
   }
 

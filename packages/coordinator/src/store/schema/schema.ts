@@ -58,6 +58,8 @@ export interface Database extends NixTables, TelemetryTables, ReleaseTables, Rol
     updated_at: number;
   };
   device_streams: { device_id: string; stream: string; acked_seq: number };
+  telemetry_retention: { org_id: string; log_retention_ms: number; metric_retention_ms: number };
+  device_moves: { device_id: string; from_org: string; to_org: string; endorsement: string; moved_at: number };
   settings: { key: string; value: string };
   members: {
     id: string;

@@ -110,9 +110,21 @@ export interface TelemetryStore {
    * `maxBytesPerOrg`, the earliest received of them, down to 90% of it. Times a device claims
    * play no part, and one organization's volume never deletes another's. Works in chunks of a
    * few thousand rows, each its own short transaction, yielding to the event loop between them.
-   * Returns how many lines were deleted.
+   * Returns how many lines were deleted. `cutoffs` overrides `before` per organization and table
+   * (an organization's own retention).
    */
-  prune(before: number, maxBytesPerOrg: number): Promise<number>;
+  prune(before: number, maxBytesPerOrg: number, cutoffs?: ReadonlyMap<string, { logs: number; metrics: number }>): Promise<number>;
+  /** The organization's own retention, ms (0: the coordinator's default). */
+  getRetention(orgId: string): Promise<TelemetryRetention>;
+  setRetention(orgId: string, retention: TelemetryRetention): Promise<void>;
+  /** Every organization that set its own retention. */
+  listRetention(): Promise<Map<string, TelemetryRetention>>;
+}
+
+/** How long an organization keeps its device logs and metric samples, ms; 0: the coordinator's default. */
+export interface TelemetryRetention {
+  logsMs: number;
+  metricsMs: number;
 }
 
 const num = (v: number | string | bigint): number => Number(v);
@@ -322,7 +334,26 @@ export class KyselyTelemetryStore implements TelemetryStore {
     return { logBytes: num(row?.logs ?? 0), metricBytes: num(row?.metrics ?? 0) };
   }
 
-  async prune(before: number, maxBytesPerOrg: number): Promise<number> {
+  async getRetention(orgId: string): Promise<TelemetryRetention> {
+    const r = await this.db.selectFrom("telemetry_retention").selectAll().where("org_id", "=", orgId).executeTakeFirst();
+    return { logsMs: num(r?.log_retention_ms ?? 0), metricsMs: num(r?.metric_retention_ms ?? 0) };
+  }
+
+  async setRetention(orgId: string, r: TelemetryRetention): Promise<void> {
+    const values = { org_id: orgId, log_retention_ms: r.logsMs, metric_retention_ms: r.metricsMs };
+    await this.db
+      .insertInto("telemetry_retention")
+      .values(values)
+      .onConflict((oc) => oc.column("org_id").doUpdateSet({ log_retention_ms: r.logsMs, metric_retention_ms: r.metricsMs }))
+      .execute();
+  }
+
+  async listRetention(): Promise<Map<string, TelemetryRetention>> {
+    const rows = await this.db.selectFrom("telemetry_retention").selectAll().execute();
+    return new Map(rows.map((r) => [r.org_id, { logsMs: num(r.log_retention_ms), metricsMs: num(r.metric_retention_ms) }]));
+  }
+
+  async prune(before: number, maxBytesPerOrg: number, cutoffs?: ReadonlyMap<string, { logs: number; metrics: number }>): Promise<number> {
     // One row per organization with telemetry, summed over its streams: O(streams), not O(rows).
     const orgs = await this.db
       .selectFrom("telemetry_streams")
@@ -340,7 +371,9 @@ export class KyselyTelemetryStore implements TelemetryStore {
           await new Promise((resolve) => setImmediate(resolve));
           return d.rows;
         };
-        while ((await step(before, Infinity)) === PRUNE_CHUNK);
+        const own = cutoffs?.get(org.org_id);
+        const cutoff = own ? (table === "log_records" ? own.logs : own.metrics) : before;
+        while ((await step(cutoff, Infinity)) === PRUNE_CHUNK);
         if (total <= maxBytesPerOrg) continue;
         while (total > maxBytesPerOrg * PRUNE_TO) {
           if ((await step(Number.MAX_SAFE_INTEGER, total - maxBytesPerOrg * PRUNE_TO)) > 0) continue;

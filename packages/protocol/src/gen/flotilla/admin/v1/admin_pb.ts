@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/admin.proto.
  */
 export const file_flotilla_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mbG90aWxsYS9hZG1pbi92MS9hZG1pbi5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiJAoMSGVsbG9SZXF1ZXN0EhQKDGNsaWVudF9ub25jZRgBIAEoDCJECg1IZWxsb1Jlc3BvbnNlEjMKBXByb29mGAEgASgLMiQuZmxvdGlsbGEuY29tbW9uLnYxLkNvb3JkaW5hdG9yUHJvb2YiKAoMT3JnYW5pemF0aW9uEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkihAEKDExvZ2luUmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgMEhEKCWNoYWxsZW5nZRgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSEgoKc2V0dXBfY29kZRgEIAEoCRIQCghrZXlfbmFtZRgFIAEoCRIUCgxvcmdhbml6YXRpb24YBiABKAkimwEKDUxvZ2luUmVzcG9uc2USFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1Cgxvcmdhbml6YXRpb24YAyABKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24SDAoEcm9sZRgEIAEoCSIPCg1XaG9BbUlSZXF1ZXN0IncKDldob0FtSVJlc3BvbnNlEjUKDG9yZ2FuaXphdGlvbhgBIAEoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk9yZ2FuaXphdGlvbhIMCgRyb2xlGAIgASgJEg4KBmtleV9pZBgDIAEoCRIQCghrZXlfbmFtZRgEIAEoCSKGAQoIQWRtaW5LZXkSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwdWJsaWNfa2V5GAMgASgMEgwKBHJvbGUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGbWVtYmVyGAYgASgJIlQKEkFkZEFkbWluS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIOCgZtZW1iZXIYBCABKAkiPwoTQWRkQWRtaW5LZXlSZXNwb25zZRIoCgNrZXkYASABKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BZG1pbktleSIWChRMaXN0QWRtaW5LZXlzUmVxdWVzdCJCChVMaXN0QWRtaW5LZXlzUmVzcG9uc2USKQoEa2V5cxgBIAMoCzIbLmZsb3RpbGxhLmFkbWluLnYxLkFkbWluS2V5IqsCCglKb2luVG9rZW4SCgoCaWQYASABKAkSOAoGbGFiZWxzGAIgAygLMiguZmxvdGlsbGEuYWRtaW4udjEuSm9pblRva2VuLkxhYmVsc0VudHJ5EhQKDHVzZXNfYWxsb3dlZBgDIAEoDRIMCgR1c2VzGAQgASgNEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGF1dG9fYXBwcm92ZRgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7wEKFkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QSRQoGbGFiZWxzGAEgAygLMjUuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVxdWVzdC5MYWJlbHNFbnRyeRIUCgx1c2VzX2FsbG93ZWQYAiABKA0SGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgEEhQKDGF1dG9fYXBwcm92ZRgEIAEoCBIXCg9jb29yZGluYXRvcl91cmwYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRIrCgV0b2tlbhgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkpvaW5Ub2tlbhITCgtqb2luX3N0cmluZxgCIAEoCSIXChVMaXN0Sm9pblRva2Vuc1JlcXVlc3QiRgoWTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRIsCgZ0b2tlbnMYASADKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Kb2luVG9rZW4iJAoWUmV2b2tlSm9pblRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSIZChdSZXZva2VKb2luVG9rZW5SZXNwb25zZSLoAwoGRGV2aWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSMAoJbGlmZWN5Y2xlGAMgASgOMh0uZmxvdGlsbGEuY29tbW9uLnYxLkxpZmVjeWNsZRIxCgpjb25uZWN0aW9uGAQgASgOMh0uZmxvdGlsbGEuYWRtaW4udjEuQ29ubmVjdGlvbhI1CgZsYWJlbHMYBSADKAsyJS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UuTGFiZWxzRW50cnkSKAoFZmFjdHMYBiABKAsyGS5mbG90aWxsYS5jb21tb24udjEuRmFjdHMSFQoNYWdlbnRfdmVyc2lvbhgHIAEoCRItCglsYXN0X3NlZW4YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnB1YmxpY19rZXkYCiABKAwSEgoKZ2VuZXJhdGlvbhgLIAEoBBIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAwgASgEEhQKDGNhcGFiaWxpdGllcxgNIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiYKEkxpc3REZXZpY2VzUmVxdWVzdBIQCghzZWxlY3RvchgBIAEoCSJBChNMaXN0RGV2aWNlc1Jlc3BvbnNlEioKB2RldmljZXMYASADKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiIgoQR2V0RGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkiPgoRR2V0RGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIiYKFEFwcHJvdmVEZXZpY2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCSJCChVBcHByb3ZlRGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIiUKE1JlamVjdERldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIkEKFFJlamVjdERldmljZVJlc3BvbnNlEikKBmRldmljZRgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZSIrChlEZWNvbW1pc3Npb25EZXZpY2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCSJHChpEZWNvbW1pc3Npb25EZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiqwEKGVVwZGF0ZURldmljZUxhYmVsc1JlcXVlc3QSDgoGZGV2aWNlGAEgASgJEkIKA3NldBgCIAMoCzI1LmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZURldmljZUxhYmVsc1JlcXVlc3QuU2V0RW50cnkSDgoGcmVtb3ZlGAMgAygJGioKCFNldEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRwoaVXBkYXRlRGV2aWNlTGFiZWxzUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIikKGUNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QSDAoEbmFtZRgBIAEoCSJTChpDcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRI1Cgxvcmdhbml6YXRpb24YASABKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24iGgoYTGlzdE9yZ2FuaXphdGlvbnNSZXF1ZXN0ImIKGUxpc3RPcmdhbml6YXRpb25zUmVzcG9uc2USNgoNb3JnYW5pemF0aW9ucxgBIAMoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk9yZ2FuaXphdGlvbhINCgVyb2xlcxgCIAMoCSKEAQoGTWVtYmVyEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxoYXNfcGFzc3dvcmQYBSABKAgSDAoEa2V5cxgGIAEoDSJUChBBZGRNZW1iZXJSZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEcm9sZRgCIAEoCRISCgpwdWJsaWNfa2V5GAMgASgJEhAKCHBhc3N3b3JkGAQgASgJIj4KEUFkZE1lbWJlclJlc3BvbnNlEikKBm1lbWJlchgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLk1lbWJlciIUChJMaXN0TWVtYmVyc1JlcXVlc3QiQQoTTGlzdE1lbWJlcnNSZXNwb25zZRIqCgdtZW1iZXJzGAEgAygLMhkuZmxvdGlsbGEuYWRtaW4udjEuTWVtYmVyIiUKE1JlbW92ZU1lbWJlclJlcXVlc3QSDgoGbWVtYmVyGAEgASgJIhYKFFJlbW92ZU1lbWJlclJlc3BvbnNlIiQKFVJldm9rZUFkbWluS2V5UmVxdWVzdBILCgNrZXkYASABKAkiGAoWUmV2b2tlQWRtaW5LZXlSZXNwb25zZSK3AQoIQXBpVG9rZW4SCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB3Jldm9rZWQYBiABKAgSEgoKY3JlYXRlZF9ieRgHIAEoCSJPChVDcmVhdGVBcGlUb2tlblJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRyb2xlGAIgASgJEhoKEmV4cGlyZXNfaW5fc2Vjb25kcxgDIAEoBCJUChZDcmVhdGVBcGlUb2tlblJlc3BvbnNlEioKBXRva2VuGAEgASgLMhsuZmxvdGlsbGEuYWRtaW4udjEuQXBpVG9rZW4SDgoGc2VjcmV0GAIgASgJIhYKFExpc3RBcGlUb2tlbnNSZXF1ZXN0IkQKFUxpc3RBcGlUb2tlbnNSZXNwb25zZRIrCgZ0b2tlbnMYASADKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BcGlUb2tlbiImChVSZXZva2VBcGlUb2tlblJlcXVlc3QSDQoFdG9rZW4YASABKAkiGAoWUmV2b2tlQXBpVG9rZW5SZXNwb25zZSKxAQoKQXVkaXRFbnRyeRILCgNzZXEYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYAyABKAkSDgoGYWN0aW9uGAQgASgJEg4KBnRhcmdldBgFIAEoCRIOCgZzb3VyY2UYBiABKAkSDwoHb3V0Y29tZRgHIAEoCRIOCgZkZXRhaWwYCCABKAkSDAoEaGFzaBgJIAEoCSJiChdMaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBIpCgVzaW5jZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWN0b3IYAiABKAkSDQoFbGltaXQYAyABKA0iSgoYTGlzdEF1ZGl0RW50cmllc1Jlc3BvbnNlEi4KB2VudHJpZXMYASADKAsyHS5mbG90aWxsYS5hZG1pbi52MS5BdWRpdEVudHJ5IhcKFVZlcmlmeUF1ZGl0TG9nUmVxdWVzdCJdChZWZXJpZnlBdWRpdExvZ1Jlc3BvbnNlEgoKAm9rGAEgASgIEg8KB2VudHJpZXMYAiABKAQSFQoNZmlyc3RfYmFkX3NlcRgDIAEoBBIPCgdwcm9ibGVtGAQgASgJKlcKCkNvbm5lY3Rpb24SGgoWQ09OTkVDVElPTl9VTlNQRUNJRklFRBAAEhUKEUNPTk5FQ1RJT05fT05MSU5FEAESFgoSQ09OTkVDVElPTl9PRkZMSU5FEAIyuhMKDEFkbWluU2VydmljZRJKCgVIZWxsbxIfLmZsb3RpbGxhLmFkbWluLnYxLkhlbGxvUmVxdWVzdBogLmZsb3RpbGxhLmFkbWluLnYxLkhlbGxvUmVzcG9uc2USSgoFTG9naW4SHy5mbG90aWxsYS5hZG1pbi52MS5Mb2dpblJlcXVlc3QaIC5mbG90aWxsYS5hZG1pbi52MS5Mb2dpblJlc3BvbnNlEk0KBldob0FtSRIgLmZsb3RpbGxhLmFkbWluLnYxLldob0FtSVJlcXVlc3QaIS5mbG90aWxsYS5hZG1pbi52MS5XaG9BbUlSZXNwb25zZRJcCgtBZGRBZG1pbktleRIlLmZsb3RpbGxhLmFkbWluLnYxLkFkZEFkbWluS2V5UmVxdWVzdBomLmZsb3RpbGxhLmFkbWluLnYxLkFkZEFkbWluS2V5UmVzcG9uc2USYgoNTGlzdEFkbWluS2V5cxInLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBZG1pbktleXNSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuTGlzdEFkbWluS2V5c1Jlc3BvbnNlEmgKD0NyZWF0ZUpvaW5Ub2tlbhIpLmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QaKi5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVKb2luVG9rZW5SZXNwb25zZRJlCg5MaXN0Sm9pblRva2VucxIoLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RKb2luVG9rZW5zUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RKb2luVG9rZW5zUmVzcG9uc2USaAoPUmV2b2tlSm9pblRva2VuEikuZmxvdGlsbGEuYWRtaW4udjEuUmV2b2tlSm9pblRva2VuUmVxdWVzdBoqLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUpvaW5Ub2tlblJlc3BvbnNlElwKC0xpc3REZXZpY2VzEiUuZmxvdGlsbGEuYWRtaW4udjEuTGlzdERldmljZXNSZXF1ZXN0GiYuZmxvdGlsbGEuYWRtaW4udjEuTGlzdERldmljZXNSZXNwb25zZRJWCglHZXREZXZpY2USIy5mbG90aWxsYS5hZG1pbi52MS5HZXREZXZpY2VSZXF1ZXN0GiQuZmxvdGlsbGEuYWRtaW4udjEuR2V0RGV2aWNlUmVzcG9uc2USYgoNQXBwcm92ZURldmljZRInLmZsb3RpbGxhLmFkbWluLnYxLkFwcHJvdmVEZXZpY2VSZXF1ZXN0GiguZmxvdGlsbGEuYWRtaW4udjEuQXBwcm92ZURldmljZVJlc3BvbnNlEl8KDFJlamVjdERldmljZRImLmZsb3RpbGxhLmFkbWluLnYxLlJlamVjdERldmljZVJlcXVlc3QaJy5mbG90aWxsYS5hZG1pbi52MS5SZWplY3REZXZpY2VSZXNwb25zZRJxChJEZWNvbW1pc3Npb25EZXZpY2USLC5mbG90aWxsYS5hZG1pbi52MS5EZWNvbW1pc3Npb25EZXZpY2VSZXF1ZXN0Gi0uZmxvdGlsbGEuYWRtaW4udjEuRGVjb21taXNzaW9uRGV2aWNlUmVzcG9uc2UScQoSVXBkYXRlRGV2aWNlTGFiZWxzEiwuZmxvdGlsbGEuYWRtaW4udjEuVXBkYXRlRGV2aWNlTGFiZWxzUmVxdWVzdBotLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZURldmljZUxhYmVsc1Jlc3BvbnNlEnEKEkNyZWF0ZU9yZ2FuaXphdGlvbhIsLmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaLS5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJuChFMaXN0T3JnYW5pemF0aW9ucxIrLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RPcmdhbml6YXRpb25zUmVxdWVzdBosLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RPcmdhbml6YXRpb25zUmVzcG9uc2USVgoJQWRkTWVtYmVyEiMuZmxvdGlsbGEuYWRtaW4udjEuQWRkTWVtYmVyUmVxdWVzdBokLmZsb3RpbGxhLmFkbWluLnYxLkFkZE1lbWJlclJlc3BvbnNlElwKC0xpc3RNZW1iZXJzEiUuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE1lbWJlcnNSZXF1ZXN0GiYuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE1lbWJlcnNSZXNwb25zZRJfCgxSZW1vdmVNZW1iZXISJi5mbG90aWxsYS5hZG1pbi52MS5SZW1vdmVNZW1iZXJSZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuUmVtb3ZlTWVtYmVyUmVzcG9uc2USZQoOUmV2b2tlQWRtaW5LZXkSKC5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBZG1pbktleVJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBZG1pbktleVJlc3BvbnNlEmUKDkNyZWF0ZUFwaVRva2VuEiguZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlQXBpVG9rZW5SZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlQXBpVG9rZW5SZXNwb25zZRJiCg1MaXN0QXBpVG9rZW5zEicuZmxvdGlsbGEuYWRtaW4udjEuTGlzdEFwaVRva2Vuc1JlcXVlc3QaKC5mbG90aWxsYS5hZG1pbi52MS5MaXN0QXBpVG9rZW5zUmVzcG9uc2USZQoOUmV2b2tlQXBpVG9rZW4SKC5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBcGlUb2tlblJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBcGlUb2tlblJlc3BvbnNlEmsKEExpc3RBdWRpdEVudHJpZXMSKi5mbG90aWxsYS5hZG1pbi52MS5MaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBorLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBdWRpdEVudHJpZXNSZXNwb25zZRJlCg5WZXJpZnlBdWRpdExvZxIoLmZsb3RpbGxhLmFkbWluLnYxLlZlcmlmeUF1ZGl0TG9nUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlZlcmlmeUF1ZGl0TG9nUmVzcG9uc2ViBnByb3RvMw", [file_flotilla_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("Ch1mbG90aWxsYS9hZG1pbi92MS9hZG1pbi5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiJAoMSGVsbG9SZXF1ZXN0EhQKDGNsaWVudF9ub25jZRgBIAEoDCJECg1IZWxsb1Jlc3BvbnNlEjMKBXByb29mGAEgASgLMiQuZmxvdGlsbGEuY29tbW9uLnYxLkNvb3JkaW5hdG9yUHJvb2YiKAoMT3JnYW5pemF0aW9uEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkihAEKDExvZ2luUmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgMEhEKCWNoYWxsZW5nZRgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSEgoKc2V0dXBfY29kZRgEIAEoCRIQCghrZXlfbmFtZRgFIAEoCRIUCgxvcmdhbml6YXRpb24YBiABKAkimwEKDUxvZ2luUmVzcG9uc2USFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1Cgxvcmdhbml6YXRpb24YAyABKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24SDAoEcm9sZRgEIAEoCSIPCg1XaG9BbUlSZXF1ZXN0IncKDldob0FtSVJlc3BvbnNlEjUKDG9yZ2FuaXphdGlvbhgBIAEoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk9yZ2FuaXphdGlvbhIMCgRyb2xlGAIgASgJEg4KBmtleV9pZBgDIAEoCRIQCghrZXlfbmFtZRgEIAEoCSKGAQoIQWRtaW5LZXkSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwdWJsaWNfa2V5GAMgASgMEgwKBHJvbGUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGbWVtYmVyGAYgASgJIlQKEkFkZEFkbWluS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIOCgZtZW1iZXIYBCABKAkiPwoTQWRkQWRtaW5LZXlSZXNwb25zZRIoCgNrZXkYASABKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BZG1pbktleSIWChRMaXN0QWRtaW5LZXlzUmVxdWVzdCJCChVMaXN0QWRtaW5LZXlzUmVzcG9uc2USKQoEa2V5cxgBIAMoCzIbLmZsb3RpbGxhLmFkbWluLnYxLkFkbWluS2V5IqsCCglKb2luVG9rZW4SCgoCaWQYASABKAkSOAoGbGFiZWxzGAIgAygLMiguZmxvdGlsbGEuYWRtaW4udjEuSm9pblRva2VuLkxhYmVsc0VudHJ5EhQKDHVzZXNfYWxsb3dlZBgDIAEoDRIMCgR1c2VzGAQgASgNEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGF1dG9fYXBwcm92ZRgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7wEKFkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QSRQoGbGFiZWxzGAEgAygLMjUuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVxdWVzdC5MYWJlbHNFbnRyeRIUCgx1c2VzX2FsbG93ZWQYAiABKA0SGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgEEhQKDGF1dG9fYXBwcm92ZRgEIAEoCBIXCg9jb29yZGluYXRvcl91cmwYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRIrCgV0b2tlbhgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkpvaW5Ub2tlbhITCgtqb2luX3N0cmluZxgCIAEoCSIXChVMaXN0Sm9pblRva2Vuc1JlcXVlc3QiRgoWTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRIsCgZ0b2tlbnMYASADKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Kb2luVG9rZW4iJAoWUmV2b2tlSm9pblRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSIZChdSZXZva2VKb2luVG9rZW5SZXNwb25zZSLoAwoGRGV2aWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSMAoJbGlmZWN5Y2xlGAMgASgOMh0uZmxvdGlsbGEuY29tbW9uLnYxLkxpZmVjeWNsZRIxCgpjb25uZWN0aW9uGAQgASgOMh0uZmxvdGlsbGEuYWRtaW4udjEuQ29ubmVjdGlvbhI1CgZsYWJlbHMYBSADKAsyJS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UuTGFiZWxzRW50cnkSKAoFZmFjdHMYBiABKAsyGS5mbG90aWxsYS5jb21tb24udjEuRmFjdHMSFQoNYWdlbnRfdmVyc2lvbhgHIAEoCRItCglsYXN0X3NlZW4YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnB1YmxpY19rZXkYCiABKAwSEgoKZ2VuZXJhdGlvbhgLIAEoBBIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAwgASgEEhQKDGNhcGFiaWxpdGllcxgNIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk0KEkxpc3REZXZpY2VzUmVxdWVzdBIQCghzZWxlY3RvchgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJaChNMaXN0RGV2aWNlc1Jlc3BvbnNlEioKB2RldmljZXMYASADKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoIBChFNb3ZlRGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSFwoPdG9fb3JnYW5pemF0aW9uGAIgASgJEh4KFmRlc3RpbmF0aW9uX2NyZWRlbnRpYWwYAyABKAkSEwoLZW5kb3JzZW1lbnQYBCABKAkSDwoHcHJlcGFyZRgFIAEoCCJwChJNb3ZlRGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlEhEKCXN0YXRlbWVudBgCIAEoCRIcChRlbmRvcnNlbWVudF9yZXF1aXJlZBgDIAEoCCIiChBHZXREZXZpY2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCSI+ChFHZXREZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiJgoUQXBwcm92ZURldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIkIKFUFwcHJvdmVEZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiJQoTUmVqZWN0RGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkiQQoUUmVqZWN0RGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIisKGURlY29tbWlzc2lvbkRldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIkcKGkRlY29tbWlzc2lvbkRldmljZVJlc3BvbnNlEikKBmRldmljZRgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZSKrAQoZVXBkYXRlRGV2aWNlTGFiZWxzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSQgoDc2V0GAIgAygLMjUuZmxvdGlsbGEuYWRtaW4udjEuVXBkYXRlRGV2aWNlTGFiZWxzUmVxdWVzdC5TZXRFbnRyeRIOCgZyZW1vdmUYAyADKAkaKgoIU2V0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJHChpVcGRhdGVEZXZpY2VMYWJlbHNSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiKQoZQ3JlYXRlT3JnYW5pemF0aW9uUmVxdWVzdBIMCgRuYW1lGAEgASgJIlMKGkNyZWF0ZU9yZ2FuaXphdGlvblJlc3BvbnNlEjUKDG9yZ2FuaXphdGlvbhgBIAEoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk9yZ2FuaXphdGlvbiIaChhMaXN0T3JnYW5pemF0aW9uc1JlcXVlc3QiYgoZTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRI2Cg1vcmdhbml6YXRpb25zGAEgAygLMh8uZmxvdGlsbGEuYWRtaW4udjEuT3JnYW5pemF0aW9uEg0KBXJvbGVzGAIgAygJIoQBCgZNZW1iZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIMCgRyb2xlGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGhhc19wYXNzd29yZBgFIAEoCBIMCgRrZXlzGAYgASgNIlQKEEFkZE1lbWJlclJlcXVlc3QSDAoEbmFtZRgBIAEoCRIMCgRyb2xlGAIgASgJEhIKCnB1YmxpY19rZXkYAyABKAkSEAoIcGFzc3dvcmQYBCABKAkiPgoRQWRkTWVtYmVyUmVzcG9uc2USKQoGbWVtYmVyGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuTWVtYmVyIhQKEkxpc3RNZW1iZXJzUmVxdWVzdCJBChNMaXN0TWVtYmVyc1Jlc3BvbnNlEioKB21lbWJlcnMYASADKAsyGS5mbG90aWxsYS5hZG1pbi52MS5NZW1iZXIiJQoTUmVtb3ZlTWVtYmVyUmVxdWVzdBIOCgZtZW1iZXIYASABKAkiFgoUUmVtb3ZlTWVtYmVyUmVzcG9uc2UiJAoVUmV2b2tlQWRtaW5LZXlSZXF1ZXN0EgsKA2tleRgBIAEoCSIYChZSZXZva2VBZG1pbktleVJlc3BvbnNlIrcBCghBcGlUb2tlbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHJvbGUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcmV2b2tlZBgGIAEoCBISCgpjcmVhdGVkX2J5GAcgASgJIk8KFUNyZWF0ZUFwaVRva2VuUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgEIlQKFkNyZWF0ZUFwaVRva2VuUmVzcG9uc2USKgoFdG9rZW4YASABKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BcGlUb2tlbhIOCgZzZWNyZXQYAiABKAkiFgoUTGlzdEFwaVRva2Vuc1JlcXVlc3QiRAoVTGlzdEFwaVRva2Vuc1Jlc3BvbnNlEisKBnRva2VucxgBIAMoCzIbLmZsb3RpbGxhLmFkbWluLnYxLkFwaVRva2VuIiYKFVJldm9rZUFwaVRva2VuUmVxdWVzdBINCgV0b2tlbhgBIAEoCSIYChZSZXZva2VBcGlUb2tlblJlc3BvbnNlIrEBCgpBdWRpdEVudHJ5EgsKA3NlcRgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgDIAEoCRIOCgZhY3Rpb24YBCABKAkSDgoGdGFyZ2V0GAUgASgJEg4KBnNvdXJjZRgGIAEoCRIPCgdvdXRjb21lGAcgASgJEg4KBmRldGFpbBgIIAEoCRIMCgRoYXNoGAkgASgJInYKF0xpc3RBdWRpdEVudHJpZXNSZXF1ZXN0EikKBXNpbmNlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhY3RvchgCIAEoCRINCgVsaW1pdBgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJImMKGExpc3RBdWRpdEVudHJpZXNSZXNwb25zZRIuCgdlbnRyaWVzGAEgAygLMh0uZmxvdGlsbGEuYWRtaW4udjEuQXVkaXRFbnRyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiFwoVVmVyaWZ5QXVkaXRMb2dSZXF1ZXN0Il0KFlZlcmlmeUF1ZGl0TG9nUmVzcG9uc2USCgoCb2sYASABKAgSDwoHZW50cmllcxgCIAEoBBIVCg1maXJzdF9iYWRfc2VxGAMgASgEEg8KB3Byb2JsZW0YBCABKAkqVwoKQ29ubmVjdGlvbhIaChZDT05ORUNUSU9OX1VOU1BFQ0lGSUVEEAASFQoRQ09OTkVDVElPTl9PTkxJTkUQARIWChJDT05ORUNUSU9OX09GRkxJTkUQAjKVFAoMQWRtaW5TZXJ2aWNlEkoKBUhlbGxvEh8uZmxvdGlsbGEuYWRtaW4udjEuSGVsbG9SZXF1ZXN0GiAuZmxvdGlsbGEuYWRtaW4udjEuSGVsbG9SZXNwb25zZRJKCgVMb2dpbhIfLmZsb3RpbGxhLmFkbWluLnYxLkxvZ2luUmVxdWVzdBogLmZsb3RpbGxhLmFkbWluLnYxLkxvZ2luUmVzcG9uc2USTQoGV2hvQW1JEiAuZmxvdGlsbGEuYWRtaW4udjEuV2hvQW1JUmVxdWVzdBohLmZsb3RpbGxhLmFkbWluLnYxLldob0FtSVJlc3BvbnNlElwKC0FkZEFkbWluS2V5EiUuZmxvdGlsbGEuYWRtaW4udjEuQWRkQWRtaW5LZXlSZXF1ZXN0GiYuZmxvdGlsbGEuYWRtaW4udjEuQWRkQWRtaW5LZXlSZXNwb25zZRJiCg1MaXN0QWRtaW5LZXlzEicuZmxvdGlsbGEuYWRtaW4udjEuTGlzdEFkbWluS2V5c1JlcXVlc3QaKC5mbG90aWxsYS5hZG1pbi52MS5MaXN0QWRtaW5LZXlzUmVzcG9uc2USaAoPQ3JlYXRlSm9pblRva2VuEikuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVxdWVzdBoqLmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZUpvaW5Ub2tlblJlc3BvbnNlEmUKDkxpc3RKb2luVG9rZW5zEiguZmxvdGlsbGEuYWRtaW4udjEuTGlzdEpvaW5Ub2tlbnNSZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRJoCg9SZXZva2VKb2luVG9rZW4SKS5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VKb2luVG9rZW5SZXF1ZXN0GiouZmxvdGlsbGEuYWRtaW4udjEuUmV2b2tlSm9pblRva2VuUmVzcG9uc2USXAoLTGlzdERldmljZXMSJS5mbG90aWxsYS5hZG1pbi52MS5MaXN0RGV2aWNlc1JlcXVlc3QaJi5mbG90aWxsYS5hZG1pbi52MS5MaXN0RGV2aWNlc1Jlc3BvbnNlElYKCUdldERldmljZRIjLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlcXVlc3QaJC5mbG90aWxsYS5hZG1pbi52MS5HZXREZXZpY2VSZXNwb25zZRJiCg1BcHByb3ZlRGV2aWNlEicuZmxvdGlsbGEuYWRtaW4udjEuQXBwcm92ZURldmljZVJlcXVlc3QaKC5mbG90aWxsYS5hZG1pbi52MS5BcHByb3ZlRGV2aWNlUmVzcG9uc2USXwoMUmVqZWN0RGV2aWNlEiYuZmxvdGlsbGEuYWRtaW4udjEuUmVqZWN0RGV2aWNlUmVxdWVzdBonLmZsb3RpbGxhLmFkbWluLnYxLlJlamVjdERldmljZVJlc3BvbnNlEnEKEkRlY29tbWlzc2lvbkRldmljZRIsLmZsb3RpbGxhLmFkbWluLnYxLkRlY29tbWlzc2lvbkRldmljZVJlcXVlc3QaLS5mbG90aWxsYS5hZG1pbi52MS5EZWNvbW1pc3Npb25EZXZpY2VSZXNwb25zZRJxChJVcGRhdGVEZXZpY2VMYWJlbHMSLC5mbG90aWxsYS5hZG1pbi52MS5VcGRhdGVEZXZpY2VMYWJlbHNSZXF1ZXN0Gi0uZmxvdGlsbGEuYWRtaW4udjEuVXBkYXRlRGV2aWNlTGFiZWxzUmVzcG9uc2USWQoKTW92ZURldmljZRIkLmZsb3RpbGxhLmFkbWluLnYxLk1vdmVEZXZpY2VSZXF1ZXN0GiUuZmxvdGlsbGEuYWRtaW4udjEuTW92ZURldmljZVJlc3BvbnNlEnEKEkNyZWF0ZU9yZ2FuaXphdGlvbhIsLmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaLS5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJuChFMaXN0T3JnYW5pemF0aW9ucxIrLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RPcmdhbml6YXRpb25zUmVxdWVzdBosLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RPcmdhbml6YXRpb25zUmVzcG9uc2USVgoJQWRkTWVtYmVyEiMuZmxvdGlsbGEuYWRtaW4udjEuQWRkTWVtYmVyUmVxdWVzdBokLmZsb3RpbGxhLmFkbWluLnYxLkFkZE1lbWJlclJlc3BvbnNlElwKC0xpc3RNZW1iZXJzEiUuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE1lbWJlcnNSZXF1ZXN0GiYuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE1lbWJlcnNSZXNwb25zZRJfCgxSZW1vdmVNZW1iZXISJi5mbG90aWxsYS5hZG1pbi52MS5SZW1vdmVNZW1iZXJSZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuUmVtb3ZlTWVtYmVyUmVzcG9uc2USZQoOUmV2b2tlQWRtaW5LZXkSKC5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBZG1pbktleVJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBZG1pbktleVJlc3BvbnNlEmUKDkNyZWF0ZUFwaVRva2VuEiguZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlQXBpVG9rZW5SZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlQXBpVG9rZW5SZXNwb25zZRJiCg1MaXN0QXBpVG9rZW5zEicuZmxvdGlsbGEuYWRtaW4udjEuTGlzdEFwaVRva2Vuc1JlcXVlc3QaKC5mbG90aWxsYS5hZG1pbi52MS5MaXN0QXBpVG9rZW5zUmVzcG9uc2USZQoOUmV2b2tlQXBpVG9rZW4SKC5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBcGlUb2tlblJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VBcGlUb2tlblJlc3BvbnNlEmsKEExpc3RBdWRpdEVudHJpZXMSKi5mbG90aWxsYS5hZG1pbi52MS5MaXN0QXVkaXRFbnRyaWVzUmVxdWVzdBorLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBdWRpdEVudHJpZXNSZXNwb25zZRJlCg5WZXJpZnlBdWRpdExvZxIoLmZsb3RpbGxhLmFkbWluLnYxLlZlcmlmeUF1ZGl0TG9nUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlZlcmlmeUF1ZGl0TG9nUmVzcG9uc2ViBnByb3RvMw", [file_flotilla_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message flotilla.admin.v1.HelloRequest
@@ -604,6 +604,20 @@ export type ListDevicesRequest = Message<"flotilla.admin.v1.ListDevicesRequest">
    * @generated from field: string selector = 1;
    */
   selector: string;
+
+  /**
+   * At most this many devices (0: the server's default page size); the rest are on later pages.
+   *
+   * @generated from field: uint32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
 };
 
 /**
@@ -621,6 +635,13 @@ export type ListDevicesResponse = Message<"flotilla.admin.v1.ListDevicesResponse
    * @generated from field: repeated flotilla.admin.v1.Device devices = 1;
    */
   devices: Device[];
+
+  /**
+   * Non-empty when more devices follow: pass it as page_token.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -629,6 +650,86 @@ export type ListDevicesResponse = Message<"flotilla.admin.v1.ListDevicesResponse
  */
 export const ListDevicesResponseSchema: GenMessage<ListDevicesResponse> = /*@__PURE__*/
   messageDesc(file_flotilla_admin_v1_admin, 21);
+
+/**
+ * @generated from message flotilla.admin.v1.MoveDeviceRequest
+ */
+export type MoveDeviceRequest = Message<"flotilla.admin.v1.MoveDeviceRequest"> & {
+  /**
+   * A device id or name, in the caller's organization (the one it leaves).
+   *
+   * @generated from field: string device = 1;
+   */
+  device: string;
+
+  /**
+   * The organization it moves to: name or id.
+   *
+   * @generated from field: string to_organization = 2;
+   */
+  toOrganization: string;
+
+  /**
+   * A session or API token of the destination organization whose role may write devices there:
+   * a move needs admin rights in both organizations.
+   *
+   * @generated from field: string destination_credential = 3;
+   */
+  destinationCredential: string;
+
+  /**
+   * The DeviceMoveEndorsement (JSON) signed by the threshold of the old organization's root
+   * keys; empty when the old organization has no signing root. With prepare set, ignored.
+   *
+   * @generated from field: string endorsement = 4;
+   */
+  endorsement: string;
+
+  /**
+   * Only return the statement to sign; move nothing.
+   *
+   * @generated from field: bool prepare = 5;
+   */
+  prepare: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.MoveDeviceRequest.
+ * Use `create(MoveDeviceRequestSchema)` to create a new message.
+ */
+export const MoveDeviceRequestSchema: GenMessage<MoveDeviceRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 22);
+
+/**
+ * @generated from message flotilla.admin.v1.MoveDeviceResponse
+ */
+export type MoveDeviceResponse = Message<"flotilla.admin.v1.MoveDeviceResponse"> & {
+  /**
+   * @generated from field: flotilla.admin.v1.Device device = 1;
+   */
+  device?: Device | undefined;
+
+  /**
+   * The statement to sign (DeviceMoveStatement JSON), for prepare.
+   *
+   * @generated from field: string statement = 2;
+   */
+  statement: string;
+
+  /**
+   * Whether the old organization has a signing root, so the move must be endorsed by its keys.
+   *
+   * @generated from field: bool endorsement_required = 3;
+   */
+  endorsementRequired: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.MoveDeviceResponse.
+ * Use `create(MoveDeviceResponseSchema)` to create a new message.
+ */
+export const MoveDeviceResponseSchema: GenMessage<MoveDeviceResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 23);
 
 /**
  * @generated from message flotilla.admin.v1.GetDeviceRequest
@@ -647,7 +748,7 @@ export type GetDeviceRequest = Message<"flotilla.admin.v1.GetDeviceRequest"> & {
  * Use `create(GetDeviceRequestSchema)` to create a new message.
  */
 export const GetDeviceRequestSchema: GenMessage<GetDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 22);
+  messageDesc(file_flotilla_admin_v1_admin, 24);
 
 /**
  * @generated from message flotilla.admin.v1.GetDeviceResponse
@@ -664,7 +765,7 @@ export type GetDeviceResponse = Message<"flotilla.admin.v1.GetDeviceResponse"> &
  * Use `create(GetDeviceResponseSchema)` to create a new message.
  */
 export const GetDeviceResponseSchema: GenMessage<GetDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 23);
+  messageDesc(file_flotilla_admin_v1_admin, 25);
 
 /**
  * @generated from message flotilla.admin.v1.ApproveDeviceRequest
@@ -681,7 +782,7 @@ export type ApproveDeviceRequest = Message<"flotilla.admin.v1.ApproveDeviceReque
  * Use `create(ApproveDeviceRequestSchema)` to create a new message.
  */
 export const ApproveDeviceRequestSchema: GenMessage<ApproveDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 24);
+  messageDesc(file_flotilla_admin_v1_admin, 26);
 
 /**
  * @generated from message flotilla.admin.v1.ApproveDeviceResponse
@@ -698,7 +799,7 @@ export type ApproveDeviceResponse = Message<"flotilla.admin.v1.ApproveDeviceResp
  * Use `create(ApproveDeviceResponseSchema)` to create a new message.
  */
 export const ApproveDeviceResponseSchema: GenMessage<ApproveDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 25);
+  messageDesc(file_flotilla_admin_v1_admin, 27);
 
 /**
  * @generated from message flotilla.admin.v1.RejectDeviceRequest
@@ -715,7 +816,7 @@ export type RejectDeviceRequest = Message<"flotilla.admin.v1.RejectDeviceRequest
  * Use `create(RejectDeviceRequestSchema)` to create a new message.
  */
 export const RejectDeviceRequestSchema: GenMessage<RejectDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 26);
+  messageDesc(file_flotilla_admin_v1_admin, 28);
 
 /**
  * @generated from message flotilla.admin.v1.RejectDeviceResponse
@@ -732,7 +833,7 @@ export type RejectDeviceResponse = Message<"flotilla.admin.v1.RejectDeviceRespon
  * Use `create(RejectDeviceResponseSchema)` to create a new message.
  */
 export const RejectDeviceResponseSchema: GenMessage<RejectDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 27);
+  messageDesc(file_flotilla_admin_v1_admin, 29);
 
 /**
  * @generated from message flotilla.admin.v1.DecommissionDeviceRequest
@@ -749,7 +850,7 @@ export type DecommissionDeviceRequest = Message<"flotilla.admin.v1.DecommissionD
  * Use `create(DecommissionDeviceRequestSchema)` to create a new message.
  */
 export const DecommissionDeviceRequestSchema: GenMessage<DecommissionDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 28);
+  messageDesc(file_flotilla_admin_v1_admin, 30);
 
 /**
  * @generated from message flotilla.admin.v1.DecommissionDeviceResponse
@@ -766,7 +867,7 @@ export type DecommissionDeviceResponse = Message<"flotilla.admin.v1.Decommission
  * Use `create(DecommissionDeviceResponseSchema)` to create a new message.
  */
 export const DecommissionDeviceResponseSchema: GenMessage<DecommissionDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 29);
+  messageDesc(file_flotilla_admin_v1_admin, 31);
 
 /**
  * @generated from message flotilla.admin.v1.UpdateDeviceLabelsRequest
@@ -793,7 +894,7 @@ export type UpdateDeviceLabelsRequest = Message<"flotilla.admin.v1.UpdateDeviceL
  * Use `create(UpdateDeviceLabelsRequestSchema)` to create a new message.
  */
 export const UpdateDeviceLabelsRequestSchema: GenMessage<UpdateDeviceLabelsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 30);
+  messageDesc(file_flotilla_admin_v1_admin, 32);
 
 /**
  * @generated from message flotilla.admin.v1.UpdateDeviceLabelsResponse
@@ -810,7 +911,7 @@ export type UpdateDeviceLabelsResponse = Message<"flotilla.admin.v1.UpdateDevice
  * Use `create(UpdateDeviceLabelsResponseSchema)` to create a new message.
  */
 export const UpdateDeviceLabelsResponseSchema: GenMessage<UpdateDeviceLabelsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 31);
+  messageDesc(file_flotilla_admin_v1_admin, 33);
 
 /**
  * @generated from message flotilla.admin.v1.CreateOrganizationRequest
@@ -829,7 +930,7 @@ export type CreateOrganizationRequest = Message<"flotilla.admin.v1.CreateOrganiz
  * Use `create(CreateOrganizationRequestSchema)` to create a new message.
  */
 export const CreateOrganizationRequestSchema: GenMessage<CreateOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 32);
+  messageDesc(file_flotilla_admin_v1_admin, 34);
 
 /**
  * @generated from message flotilla.admin.v1.CreateOrganizationResponse
@@ -846,7 +947,7 @@ export type CreateOrganizationResponse = Message<"flotilla.admin.v1.CreateOrgani
  * Use `create(CreateOrganizationResponseSchema)` to create a new message.
  */
 export const CreateOrganizationResponseSchema: GenMessage<CreateOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 33);
+  messageDesc(file_flotilla_admin_v1_admin, 35);
 
 /**
  * @generated from message flotilla.admin.v1.ListOrganizationsRequest
@@ -859,7 +960,7 @@ export type ListOrganizationsRequest = Message<"flotilla.admin.v1.ListOrganizati
  * Use `create(ListOrganizationsRequestSchema)` to create a new message.
  */
 export const ListOrganizationsRequestSchema: GenMessage<ListOrganizationsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 34);
+  messageDesc(file_flotilla_admin_v1_admin, 36);
 
 /**
  * @generated from message flotilla.admin.v1.ListOrganizationsResponse
@@ -883,7 +984,7 @@ export type ListOrganizationsResponse = Message<"flotilla.admin.v1.ListOrganizat
  * Use `create(ListOrganizationsResponseSchema)` to create a new message.
  */
 export const ListOrganizationsResponseSchema: GenMessage<ListOrganizationsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 35);
+  messageDesc(file_flotilla_admin_v1_admin, 37);
 
 /**
  * @generated from message flotilla.admin.v1.Member
@@ -927,7 +1028,7 @@ export type Member = Message<"flotilla.admin.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 36);
+  messageDesc(file_flotilla_admin_v1_admin, 38);
 
 /**
  * @generated from message flotilla.admin.v1.AddMemberRequest
@@ -963,7 +1064,7 @@ export type AddMemberRequest = Message<"flotilla.admin.v1.AddMemberRequest"> & {
  * Use `create(AddMemberRequestSchema)` to create a new message.
  */
 export const AddMemberRequestSchema: GenMessage<AddMemberRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 37);
+  messageDesc(file_flotilla_admin_v1_admin, 39);
 
 /**
  * @generated from message flotilla.admin.v1.AddMemberResponse
@@ -980,7 +1081,7 @@ export type AddMemberResponse = Message<"flotilla.admin.v1.AddMemberResponse"> &
  * Use `create(AddMemberResponseSchema)` to create a new message.
  */
 export const AddMemberResponseSchema: GenMessage<AddMemberResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 38);
+  messageDesc(file_flotilla_admin_v1_admin, 40);
 
 /**
  * @generated from message flotilla.admin.v1.ListMembersRequest
@@ -993,7 +1094,7 @@ export type ListMembersRequest = Message<"flotilla.admin.v1.ListMembersRequest">
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 39);
+  messageDesc(file_flotilla_admin_v1_admin, 41);
 
 /**
  * @generated from message flotilla.admin.v1.ListMembersResponse
@@ -1010,7 +1111,7 @@ export type ListMembersResponse = Message<"flotilla.admin.v1.ListMembersResponse
  * Use `create(ListMembersResponseSchema)` to create a new message.
  */
 export const ListMembersResponseSchema: GenMessage<ListMembersResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 40);
+  messageDesc(file_flotilla_admin_v1_admin, 42);
 
 /**
  * @generated from message flotilla.admin.v1.RemoveMemberRequest
@@ -1029,7 +1130,7 @@ export type RemoveMemberRequest = Message<"flotilla.admin.v1.RemoveMemberRequest
  * Use `create(RemoveMemberRequestSchema)` to create a new message.
  */
 export const RemoveMemberRequestSchema: GenMessage<RemoveMemberRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 41);
+  messageDesc(file_flotilla_admin_v1_admin, 43);
 
 /**
  * @generated from message flotilla.admin.v1.RemoveMemberResponse
@@ -1042,7 +1143,7 @@ export type RemoveMemberResponse = Message<"flotilla.admin.v1.RemoveMemberRespon
  * Use `create(RemoveMemberResponseSchema)` to create a new message.
  */
 export const RemoveMemberResponseSchema: GenMessage<RemoveMemberResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 42);
+  messageDesc(file_flotilla_admin_v1_admin, 44);
 
 /**
  * @generated from message flotilla.admin.v1.RevokeAdminKeyRequest
@@ -1061,7 +1162,7 @@ export type RevokeAdminKeyRequest = Message<"flotilla.admin.v1.RevokeAdminKeyReq
  * Use `create(RevokeAdminKeyRequestSchema)` to create a new message.
  */
 export const RevokeAdminKeyRequestSchema: GenMessage<RevokeAdminKeyRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 43);
+  messageDesc(file_flotilla_admin_v1_admin, 45);
 
 /**
  * @generated from message flotilla.admin.v1.RevokeAdminKeyResponse
@@ -1074,7 +1175,7 @@ export type RevokeAdminKeyResponse = Message<"flotilla.admin.v1.RevokeAdminKeyRe
  * Use `create(RevokeAdminKeyResponseSchema)` to create a new message.
  */
 export const RevokeAdminKeyResponseSchema: GenMessage<RevokeAdminKeyResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 44);
+  messageDesc(file_flotilla_admin_v1_admin, 46);
 
 /**
  * @generated from message flotilla.admin.v1.ApiToken
@@ -1121,7 +1222,7 @@ export type ApiToken = Message<"flotilla.admin.v1.ApiToken"> & {
  * Use `create(ApiTokenSchema)` to create a new message.
  */
 export const ApiTokenSchema: GenMessage<ApiToken> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 45);
+  messageDesc(file_flotilla_admin_v1_admin, 47);
 
 /**
  * @generated from message flotilla.admin.v1.CreateApiTokenRequest
@@ -1148,7 +1249,7 @@ export type CreateApiTokenRequest = Message<"flotilla.admin.v1.CreateApiTokenReq
  * Use `create(CreateApiTokenRequestSchema)` to create a new message.
  */
 export const CreateApiTokenRequestSchema: GenMessage<CreateApiTokenRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 46);
+  messageDesc(file_flotilla_admin_v1_admin, 48);
 
 /**
  * @generated from message flotilla.admin.v1.CreateApiTokenResponse
@@ -1172,7 +1273,7 @@ export type CreateApiTokenResponse = Message<"flotilla.admin.v1.CreateApiTokenRe
  * Use `create(CreateApiTokenResponseSchema)` to create a new message.
  */
 export const CreateApiTokenResponseSchema: GenMessage<CreateApiTokenResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 47);
+  messageDesc(file_flotilla_admin_v1_admin, 49);
 
 /**
  * @generated from message flotilla.admin.v1.ListApiTokensRequest
@@ -1185,7 +1286,7 @@ export type ListApiTokensRequest = Message<"flotilla.admin.v1.ListApiTokensReque
  * Use `create(ListApiTokensRequestSchema)` to create a new message.
  */
 export const ListApiTokensRequestSchema: GenMessage<ListApiTokensRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 48);
+  messageDesc(file_flotilla_admin_v1_admin, 50);
 
 /**
  * @generated from message flotilla.admin.v1.ListApiTokensResponse
@@ -1202,7 +1303,7 @@ export type ListApiTokensResponse = Message<"flotilla.admin.v1.ListApiTokensResp
  * Use `create(ListApiTokensResponseSchema)` to create a new message.
  */
 export const ListApiTokensResponseSchema: GenMessage<ListApiTokensResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 49);
+  messageDesc(file_flotilla_admin_v1_admin, 51);
 
 /**
  * @generated from message flotilla.admin.v1.RevokeApiTokenRequest
@@ -1221,7 +1322,7 @@ export type RevokeApiTokenRequest = Message<"flotilla.admin.v1.RevokeApiTokenReq
  * Use `create(RevokeApiTokenRequestSchema)` to create a new message.
  */
 export const RevokeApiTokenRequestSchema: GenMessage<RevokeApiTokenRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 50);
+  messageDesc(file_flotilla_admin_v1_admin, 52);
 
 /**
  * @generated from message flotilla.admin.v1.RevokeApiTokenResponse
@@ -1234,7 +1335,7 @@ export type RevokeApiTokenResponse = Message<"flotilla.admin.v1.RevokeApiTokenRe
  * Use `create(RevokeApiTokenResponseSchema)` to create a new message.
  */
 export const RevokeApiTokenResponseSchema: GenMessage<RevokeApiTokenResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 51);
+  messageDesc(file_flotilla_admin_v1_admin, 53);
 
 /**
  * @generated from message flotilla.admin.v1.AuditEntry
@@ -1305,7 +1406,7 @@ export type AuditEntry = Message<"flotilla.admin.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 52);
+  messageDesc(file_flotilla_admin_v1_admin, 54);
 
 /**
  * @generated from message flotilla.admin.v1.ListAuditEntriesRequest
@@ -1327,6 +1428,13 @@ export type ListAuditEntriesRequest = Message<"flotilla.admin.v1.ListAuditEntrie
    * @generated from field: uint32 limit = 3;
    */
   limit: number;
+
+  /**
+   * next_page_token of the previous response: the page of older entries before it.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
 };
 
 /**
@@ -1334,7 +1442,7 @@ export type ListAuditEntriesRequest = Message<"flotilla.admin.v1.ListAuditEntrie
  * Use `create(ListAuditEntriesRequestSchema)` to create a new message.
  */
 export const ListAuditEntriesRequestSchema: GenMessage<ListAuditEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 53);
+  messageDesc(file_flotilla_admin_v1_admin, 55);
 
 /**
  * @generated from message flotilla.admin.v1.ListAuditEntriesResponse
@@ -1344,6 +1452,13 @@ export type ListAuditEntriesResponse = Message<"flotilla.admin.v1.ListAuditEntri
    * @generated from field: repeated flotilla.admin.v1.AuditEntry entries = 1;
    */
   entries: AuditEntry[];
+
+  /**
+   * Non-empty when older entries matched and were left out: pass it as page_token for them.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -1351,7 +1466,7 @@ export type ListAuditEntriesResponse = Message<"flotilla.admin.v1.ListAuditEntri
  * Use `create(ListAuditEntriesResponseSchema)` to create a new message.
  */
 export const ListAuditEntriesResponseSchema: GenMessage<ListAuditEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 54);
+  messageDesc(file_flotilla_admin_v1_admin, 56);
 
 /**
  * @generated from message flotilla.admin.v1.VerifyAuditLogRequest
@@ -1364,7 +1479,7 @@ export type VerifyAuditLogRequest = Message<"flotilla.admin.v1.VerifyAuditLogReq
  * Use `create(VerifyAuditLogRequestSchema)` to create a new message.
  */
 export const VerifyAuditLogRequestSchema: GenMessage<VerifyAuditLogRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 55);
+  messageDesc(file_flotilla_admin_v1_admin, 57);
 
 /**
  * @generated from message flotilla.admin.v1.VerifyAuditLogResponse
@@ -1398,7 +1513,7 @@ export type VerifyAuditLogResponse = Message<"flotilla.admin.v1.VerifyAuditLogRe
  * Use `create(VerifyAuditLogResponseSchema)` to create a new message.
  */
 export const VerifyAuditLogResponseSchema: GenMessage<VerifyAuditLogResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 56);
+  messageDesc(file_flotilla_admin_v1_admin, 58);
 
 /**
  * Whether the device's agent is connected now, as derived by the coordinator.
@@ -1549,6 +1664,16 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof UpdateDeviceLabelsRequestSchema;
     output: typeof UpdateDeviceLabelsResponseSchema;
+  },
+  /**
+   * Moves a device to another organization of this coordinator (see docs/device-move.md).
+   *
+   * @generated from rpc flotilla.admin.v1.AdminService.MoveDevice
+   */
+  moveDevice: {
+    methodKind: "unary";
+    input: typeof MoveDeviceRequestSchema;
+    output: typeof MoveDeviceResponseSchema;
   },
   /**
    * Organizations the caller's key belongs to; creating one makes the caller its owner.

@@ -10,7 +10,127 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/telemetry.proto.
  */
 export const file_flotilla_admin_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("CiFmbG90aWxsYS9hZG1pbi92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFkbWluLnYxImAKCUxvZ0ZpbHRlchIOCgZkZXZpY2UYASABKAkSEAoIc2VsZWN0b3IYAiABKAkSDAoEdW5pdBgDIAEoCRIVCg1zaW5jZV91bml4X21zGAQgASgDEgwKBGdyZXAYBSABKAkieAoQUXVlcnlMb2dzUmVxdWVzdBIsCgZmaWx0ZXIYASABKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Mb2dGaWx0ZXISDQoFbGltaXQYAiABKA0SEwoLZnJvbV9vbGRlc3QYAyABKAgSEgoKcGFnZV90b2tlbhgEIAEoCSKAAQoHTG9nTGluZRIRCglkZXZpY2VfaWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSDAoEdW5pdBgDIAEoCRIOCgZzb3VyY2UYBCABKAkSFAoMdGltZV91bml4X21zGAUgASgDEgsKA3NlcRgGIAEoBBIMCgRsaW5lGAcgASgJImUKEVF1ZXJ5TG9nc1Jlc3BvbnNlEikKBWxpbmVzGAEgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuTG9nTGluZRIMCgRtb3JlGAIgASgIEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCSJPChFGb2xsb3dMb2dzUmVxdWVzdBIsCgZmaWx0ZXIYASABKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Mb2dGaWx0ZXISDAoEdGFpbBgCIAEoDSI/ChJGb2xsb3dMb2dzUmVzcG9uc2USKQoFbGluZXMYASADKAsyGi5mbG90aWxsYS5hZG1pbi52MS5Mb2dMaW5lIjIKEUdldE1ldHJpY3NSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCRINCgVsaW1pdBgCIAEoDSLCAQoLTWV0cmljVmFsdWUSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoARJCCgphdHRyaWJ1dGVzGAMgAygLMi4uZmxvdGlsbGEuYWRtaW4udjEuTWV0cmljVmFsdWUuQXR0cmlidXRlc0VudHJ5EgwKBHVuaXQYBCABKAkSEQoJbW9ub3RvbmljGAUgASgIGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlQKDE1ldHJpY1NhbXBsZRIUCgx0aW1lX3VuaXhfbXMYASABKAMSLgoGdmFsdWVzGAIgAygLMh4uZmxvdGlsbGEuYWRtaW4udjEuTWV0cmljVmFsdWUinQEKEkdldE1ldHJpY3NSZXNwb25zZRIRCglkZXZpY2VfaWQYASABKAkSEwoLZGV2aWNlX25hbWUYAiABKAkSMAoHc2FtcGxlcxgDIAMoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1NhbXBsZRIUCgxsb2dzX2Ryb3BwZWQYBCABKAQSFwoPbWV0cmljc19kcm9wcGVkGAUgASgEMqICChBUZWxlbWV0cnlTZXJ2aWNlElYKCVF1ZXJ5TG9ncxIjLmZsb3RpbGxhLmFkbWluLnYxLlF1ZXJ5TG9nc1JlcXVlc3QaJC5mbG90aWxsYS5hZG1pbi52MS5RdWVyeUxvZ3NSZXNwb25zZRJbCgpGb2xsb3dMb2dzEiQuZmxvdGlsbGEuYWRtaW4udjEuRm9sbG93TG9nc1JlcXVlc3QaJS5mbG90aWxsYS5hZG1pbi52MS5Gb2xsb3dMb2dzUmVzcG9uc2UwARJZCgpHZXRNZXRyaWNzEiQuZmxvdGlsbGEuYWRtaW4udjEuR2V0TWV0cmljc1JlcXVlc3QaJS5mbG90aWxsYS5hZG1pbi52MS5HZXRNZXRyaWNzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("CiFmbG90aWxsYS9hZG1pbi92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFkbWluLnYxIhUKE0dldFJldGVudGlvblJlcXVlc3QiRwoUR2V0UmV0ZW50aW9uUmVzcG9uc2USLwoJcmV0ZW50aW9uGAEgASgLMhwuZmxvdGlsbGEuYWRtaW4udjEuUmV0ZW50aW9uIkcKFFNldFJldGVudGlvblJlc3BvbnNlEi8KCXJldGVudGlvbhgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLlJldGVudGlvbiJlChNTZXRSZXRlbnRpb25SZXF1ZXN0Eg8KB2xvZ3NfbXMYASABKAQSEgoKbWV0cmljc19tcxgCIAEoBBISCgpyZXNldF9sb2dzGAMgASgIEhUKDXJlc2V0X21ldHJpY3MYBCABKAgiVwoJUmV0ZW50aW9uEg8KB2xvZ3NfbXMYASABKAQSEgoKbWV0cmljc19tcxgCIAEoBBIQCghsb2dzX293bhgDIAEoCBITCgttZXRyaWNzX293bhgEIAEoCCJgCglMb2dGaWx0ZXISDgoGZGV2aWNlGAEgASgJEhAKCHNlbGVjdG9yGAIgASgJEgwKBHVuaXQYAyABKAkSFQoNc2luY2VfdW5peF9tcxgEIAEoAxIMCgRncmVwGAUgASgJIngKEFF1ZXJ5TG9nc1JlcXVlc3QSLAoGZmlsdGVyGAEgASgLMhwuZmxvdGlsbGEuYWRtaW4udjEuTG9nRmlsdGVyEg0KBWxpbWl0GAIgASgNEhMKC2Zyb21fb2xkZXN0GAMgASgIEhIKCnBhZ2VfdG9rZW4YBCABKAkigAEKB0xvZ0xpbmUSEQoJZGV2aWNlX2lkGAEgASgJEhMKC2RldmljZV9uYW1lGAIgASgJEgwKBHVuaXQYAyABKAkSDgoGc291cmNlGAQgASgJEhQKDHRpbWVfdW5peF9tcxgFIAEoAxILCgNzZXEYBiABKAQSDAoEbGluZRgHIAEoCSJlChFRdWVyeUxvZ3NSZXNwb25zZRIpCgVsaW5lcxgBIAMoCzIaLmZsb3RpbGxhLmFkbWluLnYxLkxvZ0xpbmUSDAoEbW9yZRgCIAEoCBIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkiTwoRRm9sbG93TG9nc1JlcXVlc3QSLAoGZmlsdGVyGAEgASgLMhwuZmxvdGlsbGEuYWRtaW4udjEuTG9nRmlsdGVyEgwKBHRhaWwYAiABKA0iPwoSRm9sbG93TG9nc1Jlc3BvbnNlEikKBWxpbmVzGAEgAygLMhouZmxvdGlsbGEuYWRtaW4udjEuTG9nTGluZSIyChFHZXRNZXRyaWNzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSDQoFbGltaXQYAiABKA0iwgEKC01ldHJpY1ZhbHVlEgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAESQgoKYXR0cmlidXRlcxgDIAMoCzIuLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1ZhbHVlLkF0dHJpYnV0ZXNFbnRyeRIMCgR1bml0GAQgASgJEhEKCW1vbm90b25pYxgFIAEoCBoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJUCgxNZXRyaWNTYW1wbGUSFAoMdGltZV91bml4X21zGAEgASgDEi4KBnZhbHVlcxgCIAMoCzIeLmZsb3RpbGxhLmFkbWluLnYxLk1ldHJpY1ZhbHVlIp0BChJHZXRNZXRyaWNzUmVzcG9uc2USEQoJZGV2aWNlX2lkGAEgASgJEhMKC2RldmljZV9uYW1lGAIgASgJEjAKB3NhbXBsZXMYAyADKAsyHy5mbG90aWxsYS5hZG1pbi52MS5NZXRyaWNTYW1wbGUSFAoMbG9nc19kcm9wcGVkGAQgASgEEhcKD21ldHJpY3NfZHJvcHBlZBgFIAEoBDLkAwoQVGVsZW1ldHJ5U2VydmljZRJWCglRdWVyeUxvZ3MSIy5mbG90aWxsYS5hZG1pbi52MS5RdWVyeUxvZ3NSZXF1ZXN0GiQuZmxvdGlsbGEuYWRtaW4udjEuUXVlcnlMb2dzUmVzcG9uc2USWwoKRm9sbG93TG9ncxIkLmZsb3RpbGxhLmFkbWluLnYxLkZvbGxvd0xvZ3NSZXF1ZXN0GiUuZmxvdGlsbGEuYWRtaW4udjEuRm9sbG93TG9nc1Jlc3BvbnNlMAESWQoKR2V0TWV0cmljcxIkLmZsb3RpbGxhLmFkbWluLnYxLkdldE1ldHJpY3NSZXF1ZXN0GiUuZmxvdGlsbGEuYWRtaW4udjEuR2V0TWV0cmljc1Jlc3BvbnNlEl8KDEdldFJldGVudGlvbhImLmZsb3RpbGxhLmFkbWluLnYxLkdldFJldGVudGlvblJlcXVlc3QaJy5mbG90aWxsYS5hZG1pbi52MS5HZXRSZXRlbnRpb25SZXNwb25zZRJfCgxTZXRSZXRlbnRpb24SJi5mbG90aWxsYS5hZG1pbi52MS5TZXRSZXRlbnRpb25SZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuU2V0UmV0ZW50aW9uUmVzcG9uc2ViBnByb3RvMw");
+
+/**
+ * @generated from message flotilla.admin.v1.GetRetentionRequest
+ */
+export type GetRetentionRequest = Message<"flotilla.admin.v1.GetRetentionRequest"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.GetRetentionRequest.
+ * Use `create(GetRetentionRequestSchema)` to create a new message.
+ */
+export const GetRetentionRequestSchema: GenMessage<GetRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 0);
+
+/**
+ * @generated from message flotilla.admin.v1.GetRetentionResponse
+ */
+export type GetRetentionResponse = Message<"flotilla.admin.v1.GetRetentionResponse"> & {
+  /**
+   * @generated from field: flotilla.admin.v1.Retention retention = 1;
+   */
+  retention?: Retention | undefined;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.GetRetentionResponse.
+ * Use `create(GetRetentionResponseSchema)` to create a new message.
+ */
+export const GetRetentionResponseSchema: GenMessage<GetRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 1);
+
+/**
+ * @generated from message flotilla.admin.v1.SetRetentionResponse
+ */
+export type SetRetentionResponse = Message<"flotilla.admin.v1.SetRetentionResponse"> & {
+  /**
+   * The retention in force after the change.
+   *
+   * @generated from field: flotilla.admin.v1.Retention retention = 1;
+   */
+  retention?: Retention | undefined;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.SetRetentionResponse.
+ * Use `create(SetRetentionResponseSchema)` to create a new message.
+ */
+export const SetRetentionResponseSchema: GenMessage<SetRetentionResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 2);
+
+/**
+ * @generated from message flotilla.admin.v1.SetRetentionRequest
+ */
+export type SetRetentionRequest = Message<"flotilla.admin.v1.SetRetentionRequest"> & {
+  /**
+   * Log lines received longer ago than this are deleted, ms; 0 keeps the current setting, and
+   * with reset_logs the coordinator's default applies again.
+   *
+   * @generated from field: uint64 logs_ms = 1;
+   */
+  logsMs: bigint;
+
+  /**
+   * @generated from field: uint64 metrics_ms = 2;
+   */
+  metricsMs: bigint;
+
+  /**
+   * @generated from field: bool reset_logs = 3;
+   */
+  resetLogs: boolean;
+
+  /**
+   * @generated from field: bool reset_metrics = 4;
+   */
+  resetMetrics: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.SetRetentionRequest.
+ * Use `create(SetRetentionRequestSchema)` to create a new message.
+ */
+export const SetRetentionRequestSchema: GenMessage<SetRetentionRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 3);
+
+/**
+ * @generated from message flotilla.admin.v1.Retention
+ */
+export type Retention = Message<"flotilla.admin.v1.Retention"> & {
+  /**
+   * In force, ms: the organization's own, or the coordinator's default.
+   *
+   * @generated from field: uint64 logs_ms = 1;
+   */
+  logsMs: bigint;
+
+  /**
+   * @generated from field: uint64 metrics_ms = 2;
+   */
+  metricsMs: bigint;
+
+  /**
+   * Whether each is the organization's own setting (false: the coordinator's default).
+   *
+   * @generated from field: bool logs_own = 3;
+   */
+  logsOwn: boolean;
+
+  /**
+   * @generated from field: bool metrics_own = 4;
+   */
+  metricsOwn: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.Retention.
+ * Use `create(RetentionSchema)` to create a new message.
+ */
+export const RetentionSchema: GenMessage<Retention> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_telemetry, 4);
 
 /**
  * Which log lines: one device or a selector over labels and facts (at most one of the two;
@@ -60,7 +180,7 @@ export type LogFilter = Message<"flotilla.admin.v1.LogFilter"> & {
  * Use `create(LogFilterSchema)` to create a new message.
  */
 export const LogFilterSchema: GenMessage<LogFilter> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 0);
+  messageDesc(file_flotilla_admin_v1_telemetry, 5);
 
 /**
  * @generated from message flotilla.admin.v1.QueryLogsRequest
@@ -99,7 +219,7 @@ export type QueryLogsRequest = Message<"flotilla.admin.v1.QueryLogsRequest"> & {
  * Use `create(QueryLogsRequestSchema)` to create a new message.
  */
 export const QueryLogsRequestSchema: GenMessage<QueryLogsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 1);
+  messageDesc(file_flotilla_admin_v1_telemetry, 6);
 
 /**
  * @generated from message flotilla.admin.v1.LogLine
@@ -146,7 +266,7 @@ export type LogLine = Message<"flotilla.admin.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 2);
+  messageDesc(file_flotilla_admin_v1_telemetry, 7);
 
 /**
  * @generated from message flotilla.admin.v1.QueryLogsResponse
@@ -177,7 +297,7 @@ export type QueryLogsResponse = Message<"flotilla.admin.v1.QueryLogsResponse"> &
  * Use `create(QueryLogsResponseSchema)` to create a new message.
  */
 export const QueryLogsResponseSchema: GenMessage<QueryLogsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 3);
+  messageDesc(file_flotilla_admin_v1_telemetry, 8);
 
 /**
  * @generated from message flotilla.admin.v1.FollowLogsRequest
@@ -201,7 +321,7 @@ export type FollowLogsRequest = Message<"flotilla.admin.v1.FollowLogsRequest"> &
  * Use `create(FollowLogsRequestSchema)` to create a new message.
  */
 export const FollowLogsRequestSchema: GenMessage<FollowLogsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 4);
+  messageDesc(file_flotilla_admin_v1_telemetry, 9);
 
 /**
  * @generated from message flotilla.admin.v1.FollowLogsResponse
@@ -220,7 +340,7 @@ export type FollowLogsResponse = Message<"flotilla.admin.v1.FollowLogsResponse">
  * Use `create(FollowLogsResponseSchema)` to create a new message.
  */
 export const FollowLogsResponseSchema: GenMessage<FollowLogsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 5);
+  messageDesc(file_flotilla_admin_v1_telemetry, 10);
 
 /**
  * @generated from message flotilla.admin.v1.GetMetricsRequest
@@ -246,7 +366,7 @@ export type GetMetricsRequest = Message<"flotilla.admin.v1.GetMetricsRequest"> &
  * Use `create(GetMetricsRequestSchema)` to create a new message.
  */
 export const GetMetricsRequestSchema: GenMessage<GetMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 6);
+  messageDesc(file_flotilla_admin_v1_telemetry, 11);
 
 /**
  * @generated from message flotilla.admin.v1.MetricValue
@@ -283,7 +403,7 @@ export type MetricValue = Message<"flotilla.admin.v1.MetricValue"> & {
  * Use `create(MetricValueSchema)` to create a new message.
  */
 export const MetricValueSchema: GenMessage<MetricValue> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 7);
+  messageDesc(file_flotilla_admin_v1_telemetry, 12);
 
 /**
  * @generated from message flotilla.admin.v1.MetricSample
@@ -305,7 +425,7 @@ export type MetricSample = Message<"flotilla.admin.v1.MetricSample"> & {
  * Use `create(MetricSampleSchema)` to create a new message.
  */
 export const MetricSampleSchema: GenMessage<MetricSample> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 8);
+  messageDesc(file_flotilla_admin_v1_telemetry, 13);
 
 /**
  * @generated from message flotilla.admin.v1.GetMetricsResponse
@@ -348,7 +468,7 @@ export type GetMetricsResponse = Message<"flotilla.admin.v1.GetMetricsResponse">
  * Use `create(GetMetricsResponseSchema)` to create a new message.
  */
 export const GetMetricsResponseSchema: GenMessage<GetMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_telemetry, 9);
+  messageDesc(file_flotilla_admin_v1_telemetry, 14);
 
 /**
  * Logs and metrics of the organization's devices, as their agents shipped them.
@@ -386,6 +506,26 @@ export const TelemetryService: GenService<{
     methodKind: "unary";
     input: typeof GetMetricsRequestSchema;
     output: typeof GetMetricsResponseSchema;
+  },
+  /**
+   * How long the organization keeps its devices' logs and metric samples.
+   *
+   * @generated from rpc flotilla.admin.v1.TelemetryService.GetRetention
+   */
+  getRetention: {
+    methodKind: "unary";
+    input: typeof GetRetentionRequestSchema;
+    output: typeof GetRetentionResponseSchema;
+  },
+  /**
+   * Sets the organization's own retention (docs/logs-and-metrics.md).
+   *
+   * @generated from rpc flotilla.admin.v1.TelemetryService.SetRetention
+   */
+  setRetention: {
+    methodKind: "unary";
+    input: typeof SetRetentionRequestSchema;
+    output: typeof SetRetentionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_flotilla_admin_v1_telemetry, 0);
