@@ -12,6 +12,7 @@ import { releasesMigration } from "./migration-releases.ts";
 import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
 import { removedReleasesMigration } from "./migration-removed-releases.ts";
+import { replicasMigration } from "./migration-replicas.ts";
 import { storageQuotasMigration } from "./migration-storage-quotas.ts";
 
 const initial: Migration = {
@@ -189,6 +190,7 @@ export const migrations: Record<string, Migration> = {
   "0012_storage_quotas": storageQuotasMigration,
   "0013_removed_releases": removedReleasesMigration,
   "0014_device_control": deviceControlMigration,
+  "0015_replicas": replicasMigration,
 };
 
 export const migrationProvider: MigrationProvider = {
