@@ -16,6 +16,7 @@ import type { ServiceContext } from "./context.ts";
 import { devicesFeature } from "./devices/index.ts";
 import type { Feature } from "./feature.ts";
 import { loadCoordinatorIdentity, loadEndorsements, loadOnlineIdentity } from "./identity/key-rotation.ts";
+import { checkSharedIdentity } from "./identity/shared-identity.ts";
 import { nixCacheFeature } from "./nixcache/index.ts";
 import { releasesFeature } from "./releases/index.ts";
 import { rolloutsFeature } from "./rollouts/index.ts";
@@ -88,6 +89,12 @@ export async function startCoordinator(
   const { host, port } = parseHostPort(config.listen);
   const tls = await loadTls(config, host, identity);
   const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  try {
+    await checkSharedIdentity(store.replicas, identity, endorsements);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
 
   const ctx: ServiceContext = {
     identity,

@@ -1,0 +1,84 @@
+/**
+ * Three coordinator replicas on one PostgreSQL database and one shared data directory, shared by
+ * the tests of this file where they do not interfere: any replica serves any call.
+ */
+import { freePort, waitFor } from "@flotilla/protocol/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FaultProxy } from "./support/fault-proxy.ts";
+import { Fleet, freshPostgresDatabase } from "./support/fleet.ts";
+import { Sandbox } from "./support/sandbox.ts";
+
+/** Every replica is given the same owner setup code: each would otherwise make its own, and the last one started would win. */
+const SETUP_CODE = "RPLC-4K7M-9QWX-3TZH";
+
+const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
+if (!pgUrl) console.log("test/e2e/replicas.test.ts did not run: FLOTILLA_TEST_POSTGRES_URL is not set (replicas need PostgreSQL)");
+
+describe.skipIf(!pgUrl)("three coordinator replicas on one PostgreSQL", () => {
+  const sb = new Sandbox();
+  let databaseUrl: string;
+  /** Replica A, whose admin home is logged in as the owner through `lb`. */
+  let a: Fleet;
+  let b: Fleet;
+  let c: Fleet;
+  /** A load balancer in front of the replicas: new connections go where a test points it. */
+  let lb: FaultProxy;
+
+  const viaLb = (args: string[]) => sb.run(["--coordinator", lb.url, ...args], { FLOTILLA_HOME: a.adminHome });
+
+  /** Starts another replica on A's database and data directory, sharing A's admin home. */
+  async function replica(extra: string[] = []): Promise<Fleet> {
+    const r = new Fleet(sb, ["--database-url", databaseUrl, "--setup-code", SETUP_CODE, ...extra]);
+    await r.prepare();
+    r.dataDir = a.dataDir;
+    r.adminHome = a.adminHome;
+    await r.startCoordinator();
+    return r;
+  }
+
+  beforeAll(async () => {
+    databaseUrl = await freshPostgresDatabase(sb);
+    a = new Fleet(sb, ["--database-url", databaseUrl, "--setup-code", SETUP_CODE]);
+    await a.prepare();
+    await a.startCoordinator();
+    lb = await FaultProxy.start({ target: { host: "127.0.0.1", port: a.port } });
+    sb.onCleanup(() => lb.close());
+    [b, c] = await Promise.all([replica(), replica()]);
+    // The owner logs in through the load balancer, to A: that login pins the coordinator's key.
+    const login = await viaLb(["login", "--setup-code", SETUP_CODE]);
+    expect(login.code, login.stderr).toBe(0);
+  });
+  afterAll(() => sb.cleanup());
+
+  it("serves an admin who pinned the key through replica A from replicas B and C under that pin, and refuses an impostor", async () => {
+    for (const r of [b, c, a]) {
+      lb.retarget({ host: "127.0.0.1", port: r.port });
+      const ls = await viaLb(["device", "ls", "--json"]);
+      expect(ls.code, ls.stderr).toBe(0);
+      expect(JSON.parse(ls.stdout)).toEqual([]);
+    }
+    // A coordinator with a key of its own, behind the same address: the pin refuses it.
+    const impostor = new Fleet(sb, ["--database-url", await freshPostgresDatabase(sb)]);
+    await impostor.prepare();
+    await impostor.startCoordinator();
+    lb.retarget({ host: "127.0.0.1", port: impostor.port });
+    const refused = await viaLb(["device", "ls"]);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toMatch(/does not match the pinned key/);
+    lb.retarget({ host: "127.0.0.1", port: a.port });
+  });
+
+  it("refuses to start a replica whose data directory holds another coordinator key", async () => {
+    const stray = new Fleet(sb, ["--database-url", databaseUrl]);
+    await stray.prepare();
+    const p = sb.spawn(["coordinator", "--data-dir", stray.dataDir, "--listen", `127.0.0.1:${await freePort()}`, "--database-url", databaseUrl], {}, "stray replica");
+    expect(await p.exited).not.toBe(0);
+    expect(p.stderr).toMatch(/is not the key .* the database's replicas serve: replicas sharing a database must share the data directory/);
+    // The replicas that share the key carry on.
+    const ls = await waitFor("B still answers", async () => {
+      const r = await b.admin(["device", "ls"]);
+      return r.code === 0 ? r : undefined;
+    });
+    expect(ls.code).toBe(0);
+  });
+});
