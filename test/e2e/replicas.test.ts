@@ -81,4 +81,25 @@ describe.skipIf(!pgUrl)("three coordinator replicas on one PostgreSQL", () => {
     });
     expect(ls.code).toBe(0);
   });
+
+  it("moves an agent whose replica is killed (SIGKILL) to another replica of its join string within 30 s", async () => {
+    const join = await a.joinToken(["--auto-approve", ...[a, b, c].flatMap((r) => ["--coordinator-url", r.url])]);
+    const agent = a.startAgent(await sb.dir("flotilla-agent-"), join, [], "failover agent");
+    const online = async () => (await b.devices()).find((d) => d.status === "online" && d.observedGeneration === d.generation && d.generation > 0);
+    const dev = await waitFor("the device online", online);
+    // It dialled the join string's first address, A.
+    expect(agent.output).not.toMatch(/connection to coordinator lost/);
+    await a.coordinator.stop("SIGKILL");
+    const killedAt = Date.now();
+    const label = await b.admin(["device", "label", "set", dev.name, "moved=yes"]);
+    expect(label.code, label.stderr).toBe(0);
+    await waitFor("the agent applying desired state through B or C", async () => {
+      const d = await b.device(dev.name);
+      return d?.labels.moved === "yes" && d.observedGeneration === d.generation ? d : undefined;
+    }, 30_000);
+    expect(Date.now() - killedAt).toBeLessThan(30_000);
+    expect(agent.output).toMatch(/connection to coordinator lost/);
+    await agent.stop("SIGTERM");
+    await a.startCoordinator();
+  });
 });

@@ -16,6 +16,8 @@ export interface Enrollment {
    * the only root the agent takes as its first (releases/coordinator-http.ts pinRoot).
    */
   root?: { version: number; sha256: string };
+  /** More addresses of the same coordinator (its other replicas), from the join string: dialled in turn when one fails. */
+  failoverUrls?: string[];
 }
 
 /** The desired state the agent last applied, in `<state-dir>/desired.json`. */
