@@ -2,6 +2,8 @@
  * Three coordinator replicas on one PostgreSQL database and one shared data directory, shared by
  * the tests of this file where they do not interfere: any replica serves any call.
  */
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { freePort, waitFor } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FaultProxy } from "./support/fault-proxy.ts";
@@ -10,6 +12,10 @@ import { Sandbox } from "./support/sandbox.ts";
 
 /** Every replica is given the same owner setup code: each would otherwise make its own, and the last one started would win. */
 const SETUP_CODE = "RPLC-4K7M-9QWX-3TZH";
+
+/** The TUF refresh period of every replica; timestamps live shorter than two, so each refresh re-signs one. */
+const TUF_REFRESH_MS = 1000;
+const replicaFlags = ["--setup-code", SETUP_CODE, "--tuf-refresh-ms", String(TUF_REFRESH_MS), "--tuf-timestamp-ttl-ms", "1500"];
 
 const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
 if (!pgUrl) console.log("test/e2e/replicas.test.ts did not run: FLOTILLA_TEST_POSTGRES_URL is not set (replicas need PostgreSQL)");
@@ -28,7 +34,7 @@ describe.skipIf(!pgUrl)("three coordinator replicas on one PostgreSQL", () => {
 
   /** Starts another replica on A's database and data directory, sharing A's admin home. */
   async function replica(extra: string[] = []): Promise<Fleet> {
-    const r = new Fleet(sb, ["--database-url", databaseUrl, "--setup-code", SETUP_CODE, ...extra]);
+    const r = new Fleet(sb, ["--database-url", databaseUrl, ...replicaFlags, ...extra]);
     await r.prepare();
     r.dataDir = a.dataDir;
     r.adminHome = a.adminHome;
@@ -38,7 +44,7 @@ describe.skipIf(!pgUrl)("three coordinator replicas on one PostgreSQL", () => {
 
   beforeAll(async () => {
     databaseUrl = await freshPostgresDatabase(sb);
-    a = new Fleet(sb, ["--database-url", databaseUrl, "--setup-code", SETUP_CODE]);
+    a = new Fleet(sb, ["--database-url", databaseUrl, ...replicaFlags]);
     await a.prepare();
     await a.startCoordinator();
     lb = await FaultProxy.start({ target: { host: "127.0.0.1", port: a.port } });
@@ -80,6 +86,26 @@ describe.skipIf(!pgUrl)("three coordinator replicas on one PostgreSQL", () => {
       return r.code === 0 ? r : undefined;
     });
     expect(ls.code).toBe(0);
+  });
+
+  it("re-signs the TUF timestamp once per refresh period across the three replicas, not once per replica", async () => {
+    const add = await viaLb(["signing-key", "add"]);
+    expect(add.code, add.stderr).toBe(0);
+    const tuf = join(a.dataDir, "tuf");
+    const version = async () => {
+      const [org] = await readdir(tuf).catch(() => []);
+      if (!org) return undefined;
+      const ts = await readFile(join(tuf, org, "timestamp.json"), "utf8").catch(() => undefined);
+      return ts === undefined ? undefined : (JSON.parse(ts) as { signed: { version: number } }).signed.version;
+    };
+    const first = await waitFor("a timestamp", version);
+    const start = Date.now();
+    const RESIGNS = 6;
+    // Three replicas each re-signing would get there in about two periods; one at a time takes five.
+    await waitFor(`${RESIGNS} more timestamps`, async () => ((await version())! >= first + RESIGNS ? true : undefined), RESIGNS * TUF_REFRESH_MS + 20_000, 20);
+    const elapsed = Date.now() - start;
+    expect(elapsed).toBeGreaterThanOrEqual((RESIGNS - 1) * TUF_REFRESH_MS - 50);
+    for (const r of [a, b, c]) expect(r.coordinator.output).not.toMatch(/could not refresh TUF metadata/);
   });
 
   it("moves an agent whose replica is killed (SIGKILL) to another replica of its join string within 30 s", async () => {

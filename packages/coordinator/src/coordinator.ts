@@ -22,6 +22,7 @@ import { releasesFeature } from "./releases/index.ts";
 import { rolloutsFeature } from "./rollouts/index.ts";
 import { healthService } from "./server/health-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
+import { DatabaseLeases, soleLeases } from "./server/lease.ts";
 import { LoadShedder } from "./server/load-shedding.ts";
 import { storeErrorInterceptor } from "./server/store-errors.ts";
 import { openStore, type Store } from "./store/index.ts";
@@ -108,6 +109,7 @@ export async function startCoordinator(
     sessionTtlMs: config.sessionTtlMs,
     keepaliveMs: config.keepaliveMs,
     offlineAfterMs: config.offlineAfterMs,
+    leases: store.dialect === "postgres" ? new DatabaseLeases(store.replicas) : soleLeases(),
   };
   const tunnels = new TunnelRegistry();
   const shutdown = new AbortController();
@@ -146,6 +148,7 @@ export async function startCoordinator(
     setupCode = await prepareSetupCode(store, config.setupCode);
   } catch (err) {
     await closeAll(features);
+    await ctx.leases.close();
     await store.close();
     throw err;
   }
@@ -165,6 +168,7 @@ export async function startCoordinator(
       shutdown.abort();
       await closeAll(features);
       await listener.close();
+      await ctx.leases.close();
       await store.close();
     },
   };

@@ -8,6 +8,7 @@ import { LogFeed } from "./feed.ts";
 import { ingestService } from "./ingest-service.ts";
 import { OtlpExporter } from "./otlp.ts";
 import { metricsHandler } from "./prometheus.ts";
+import { startPeriodic } from "../server/periodic.ts";
 
 /** The coordinator's telemetry options; see config.ts for each. */
 export type TelemetryOptions = Pick<CoordinatorConfig, "logRetentionMs" | "logRetentionBytes" | "otlpUrl" | "metricsToken">;
@@ -17,23 +18,20 @@ export type TelemetryOptions = Pick<CoordinatorConfig, "logRetentionMs" | "logRe
  * and the retention sweep (every minute, or every tenth of the retention age when that is
  * shorter): by the coordinator's receive time, and the size bound for each organization apart.
  */
-export function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): Feature {
+export async function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): Promise<Feature> {
   const counters = new TelemetryCounters();
   const feed = new LogFeed();
   const otlp = opts.otlpUrl ? new OtlpExporter(opts.otlpUrl, counters, ctx.log) : undefined;
   const age = opts.logRetentionMs;
   const bytes = opts.logRetentionBytes;
-  let sweeping = false;
-  const sweep = () => {
-    if (sweeping) return;
-    sweeping = true;
-    ctx.store.telemetry
-      .prune(Date.now() - age, bytes)
-      .catch((err: unknown) => ctx.log.warn("log retention sweep failed", { err: (err as Error).message }))
-      .finally(() => (sweeping = false));
-  };
-  const timer = setInterval(sweep, Math.min(60_000, Math.max(1000, age / 10)));
-  timer.unref();
+  // Once across replicas (server/lease.ts).
+  const sweeper = await startPeriodic(
+    async () => void (await ctx.store.telemetry.prune(Date.now() - age, bytes)),
+    Math.min(60_000, Math.max(1000, age / 10)),
+    ctx.log,
+    "log retention sweep failed",
+    { lease: { leases: ctx.leases, name: "log-retention" } },
+  );
   return {
     name: "telemetry",
     routes(router) {
@@ -42,8 +40,6 @@ export function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): F
     },
     http: metricsHandler(ctx.store, counters, { token: opts.metricsToken, offlineAfterMs: ctx.offlineAfterMs }, ctx.log),
     serviceNames: [agentv1.TelemetryService.typeName, adminv1.TelemetryService.typeName],
-    close() {
-      clearInterval(timer);
-    },
+    close: () => sweeper.close(),
   };
 }
