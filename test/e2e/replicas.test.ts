@@ -2,7 +2,7 @@
  * Three coordinator replicas on one PostgreSQL database and one shared data directory, shared by
  * the tests of this file where they do not interfere: any replica serves any call.
  */
-import { readdir, readFile } from "node:fs/promises";
+import { appendFile, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { freePort, waitFor } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -108,10 +108,33 @@ describe.skipIf(!pgUrl)("three coordinator replicas on one PostgreSQL", () => {
     for (const r of [a, b, c]) expect(r.coordinator.output).not.toMatch(/could not refresh TUF metadata/);
   });
 
+  it("shows in `logs -f` on replica A the lines an agent ships to replica B", async () => {
+    const appLog = join(await sb.dir("flotilla-app-"), "app.log");
+    await writeFile(appLog, "");
+    // The join string names B alone: the agent ships its lines there.
+    const token = await b.joinToken(["--auto-approve", "--labels", "test=logs", "--coordinator-url", b.url]);
+    const agent = b.startAgent(await sb.dir("flotilla-agent-"), token, ["--log-file-unit", `app=${appLog}`], "logs agent");
+    const dev = await waitFor("the device online", async () => (await b.devices("test=logs")).find((d) => d.status === "online"));
+    await appendFile(appLog, "first\n");
+    await waitFor("the first line stored", async () => (await b.admin(["logs", dev.name, "--unit", "app"])).stdout.includes("first"));
+    const follow = sb.spawn(["--coordinator", a.url, "logs", dev.name, "--unit", "app", "-f", "-n", "1"], { FLOTILLA_HOME: a.adminHome }, "logs -f on A");
+    await follow.waitForOutput(/app\[file\]: first/);
+    const markers = Array.from({ length: 3 }, (_, i) => `shipped to B ${i} ${Math.random().toString(36).slice(2)}`);
+    for (const m of markers) {
+      await appendFile(appLog, `${m}\n`);
+      await waitFor(`"${m}" in logs -f on A`, () => follow.stdout.includes(m), 15_000, 20);
+    }
+    // Each line once, in order.
+    const shown = follow.stdout.split("\n").filter((l) => l.includes("shipped to B"));
+    expect(shown.map((l) => markers.find((m) => l.includes(m)))).toEqual(markers);
+    await follow.stop("SIGINT");
+    await agent.stop("SIGTERM");
+  });
+
   it("moves an agent whose replica is killed (SIGKILL) to another replica of its join string within 30 s", async () => {
-    const join = await a.joinToken(["--auto-approve", ...[a, b, c].flatMap((r) => ["--coordinator-url", r.url])]);
+    const join = await a.joinToken(["--auto-approve", "--labels", "test=failover", ...[a, b, c].flatMap((r) => ["--coordinator-url", r.url])]);
     const agent = a.startAgent(await sb.dir("flotilla-agent-"), join, [], "failover agent");
-    const online = async () => (await b.devices()).find((d) => d.status === "online" && d.observedGeneration === d.generation && d.generation > 0);
+    const online = async () => (await b.devices("test=failover")).find((d) => d.status === "online" && d.observedGeneration === d.generation);
     const dev = await waitFor("the device online", online);
     // It dialled the join string's first address, A.
     expect(agent.output).not.toMatch(/connection to coordinator lost/);

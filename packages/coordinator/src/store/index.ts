@@ -15,6 +15,7 @@ export type * from "./telemetry/telemetry-store.ts";
 export type * from "./nix/nix-store.ts";
 export type * from "./storage/storage-store.ts";
 export type * from "./replicas/replica-store.ts";
+export type * from "./replicas/events.ts";
 export { StoreConflictError } from "./errors.ts";
 export { openPostgresStore } from "./postgres.ts";
 export { openSqliteStore } from "./sqlite.ts";

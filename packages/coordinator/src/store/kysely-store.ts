@@ -6,6 +6,7 @@ import { KyselyDeviceStore } from "./devices/device-store.ts";
 import { migrationProvider } from "./migrations/migrations.ts";
 import { KyselyNixStore } from "./nix/nix-store.ts";
 import { KyselyReleaseStore } from "./releases/release-store.ts";
+import { LocalEvents } from "./replicas/events.ts";
 import { KyselyReplicaStore } from "./replicas/replica-store.ts";
 import { KyselyRolloutStore } from "./rollouts/rollout-store.ts";
 import type { Database } from "./schema/schema.ts";
@@ -43,7 +44,7 @@ export class KyselyStore implements Store {
     this.telemetry = new KyselyTelemetryStore(db, adapter);
     this.nix = new KyselyNixStore(db, adapter);
     this.storage = new KyselyStorageStore(db, adapter);
-    this.replicas = new KyselyReplicaStore(db);
+    this.replicas = new KyselyReplicaStore(db, adapter.events ?? new LocalEvents());
   }
 
   get dialect(): "sqlite" | "postgres" {

@@ -20,7 +20,10 @@ export type TelemetryOptions = Pick<CoordinatorConfig, "logRetentionMs" | "logRe
  */
 export async function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): Promise<Feature> {
   const counters = new TelemetryCounters();
-  const feed = new LogFeed();
+  // Replicas sharing PostgreSQL hand each other's stored lines to their followers (feed.ts).
+  const feed = new LogFeed(
+    ctx.store.dialect === "postgres" ? { events: ctx.store.replicas.events, telemetry: ctx.store.telemetry, replicaId: ctx.leases.replicaId, log: ctx.log } : undefined,
+  );
   const otlp = opts.otlpUrl ? new OtlpExporter(opts.otlpUrl, counters, ctx.log) : undefined;
   const age = opts.logRetentionMs;
   const bytes = opts.logRetentionBytes;
@@ -40,6 +43,9 @@ export async function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptio
     },
     http: metricsHandler(ctx.store, counters, { token: opts.metricsToken, offlineAfterMs: ctx.offlineAfterMs }, ctx.log),
     serviceNames: [agentv1.TelemetryService.typeName, adminv1.TelemetryService.typeName],
-    close: () => sweeper.close(),
+    async close() {
+      await sweeper.close();
+      await feed.close();
+    },
   };
 }

@@ -2,7 +2,9 @@
  * The replica store's contract, on SQLite always and on PostgreSQL when
  * FLOTILLA_TEST_POSTGRES_URL is set (each test in a fresh database, dropped afterwards).
  */
+import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
+import { MAX_EVENT_PAYLOAD } from "./events.ts";
 import { storeBackends, storeForEachTest } from "../testing.ts";
 
 const NOW = 1_800_000_000_000;
@@ -50,6 +52,24 @@ for (const backend of storeBackends) {
       expect((await replicas.liveReplicas(NOW)).map((r) => r.id)).toEqual(["r1", "r2"]);
       await replicas.removeReplica("r1");
       expect((await replicas.liveReplicas(NOW)).map((r) => r.id)).toEqual(["r2"]);
+    });
+
+    it("delivers published events to the topic's subscribers, in order, and none after unsubscribing", async () => {
+      const { events } = fx.store.replicas;
+      const got: string[] = [];
+      const other: string[] = [];
+      const off = events.subscribe("logs", (p) => got.push(p));
+      events.subscribe("rollouts", (p) => other.push(p));
+      for (const p of ["a", "b:c", "multi\nline"]) await events.publish("logs", p);
+      await events.publish("rollouts", "r");
+      await waitFor("three events", () => got.length === 3 && other.length === 1);
+      expect(got).toEqual(["a", "b:c", "multi\nline"]);
+      off();
+      await events.publish("logs", "late");
+      await events.publish("rollouts", "r2");
+      await waitFor("the other topic's second event", () => other.length === 2);
+      expect(got).toHaveLength(3);
+      await expect(events.publish("logs", "x".repeat(MAX_EVENT_PAYLOAD + 1))).rejects.toThrow(/payload over/);
     });
 
     it("records the first coordinator key of several offered at once, and replaces it only from the recorded one", async () => {

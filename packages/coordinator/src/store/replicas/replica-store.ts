@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import type { Database } from "../schema/schema.ts";
+import type { ReplicaEvents } from "./events.ts";
 
 /** A live replica and where the others reach it. */
 export interface ReplicaRecord {
@@ -16,6 +17,9 @@ export interface ReplicaRecord {
  * coordinator key they all serve.
  */
 export interface ReplicaStore {
+  /** Messages to every replica (LISTEN/NOTIFY on PostgreSQL). */
+  readonly events: ReplicaEvents;
+
   /**
    * Takes or renews the lease `name` for `holder` until `now + ttlMs`: true when `holder` holds
    * it now (it was free, expired, or already its own), false when another holder's lease runs.
@@ -42,7 +46,10 @@ export interface ReplicaStore {
 }
 
 export class KyselyReplicaStore implements ReplicaStore {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    readonly events: ReplicaEvents,
+  ) {}
 
   async acquireLease(name: string, holder: string, now: number, ttlMs: number): Promise<boolean> {
     const expiresAt = now + ttlMs;
