@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { freePort, waitFor } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FaultProxy } from "./support/fault-proxy.ts";
-import { Fleet, freshPostgresDatabase } from "./support/fleet.ts";
+import { fastCoordinatorFlags, Fleet, freshPostgresDatabase } from "./support/fleet.ts";
 import { Sandbox } from "./support/sandbox.ts";
 
 /** Every replica is given the same owner setup code: each would otherwise make its own, and the last one started would win. */
@@ -150,5 +150,41 @@ describe.skipIf(!pgUrl)("three coordinator replicas on one PostgreSQL", () => {
     expect(agent.output).toMatch(/connection to coordinator lost/);
     await agent.stop("SIGTERM");
     await a.startCoordinator();
+  });
+
+  it("runs `coordinator --replicas 2` behind one port, starts a killed replica again and stops them all on SIGTERM", async () => {
+    const port = await freePort();
+    const dataDir = await sb.dir("flotilla-coord-");
+    const home = await sb.dir("flotilla-admin-");
+    const primary = sb.spawn(
+      ["coordinator", "--replicas", "2", "--database-url", await freshPostgresDatabase(sb), "--data-dir", dataDir, "--listen", `127.0.0.1:${port}`, ...fastCoordinatorFlags],
+      {},
+      "coordinator --replicas 2",
+    );
+    const listening = () => [...primary.stdout.matchAll(/listening on (\S+) \(replica (\d) of 2, pid (\d+)\)/g)];
+    await waitFor("two replicas listening", () => listening().length === 2, 30_000);
+    expect(new Set(listening().map((m) => m[1]))).toEqual(new Set([`http://127.0.0.1:${port}`]));
+    expect(new Set(listening().map((m) => m[2]))).toEqual(new Set(["1", "2"]));
+    const code = (await primary.waitForOutput(/--setup-code (\S+)/))[1]!;
+    const admin = (args: string[]) => sb.run(["--coordinator", `http://127.0.0.1:${port}`, ...args], { FLOTILLA_HOME: home });
+    expect((await admin(["login", "--setup-code", code])).code).toBe(0);
+
+    const victim = Number(listening()[0]![3]);
+    process.kill(victim, "SIGKILL");
+    await waitFor("the killed replica started again", () => listening().length === 3, 30_000);
+    expect(primary.stdout).toMatch(/exited \(SIGKILL\); starting it again/);
+    // Each admin command is a new connection, handed to either replica in turn.
+    for (let i = 0; i < 4; i++) expect((await admin(["device", "ls"])).code).toBe(0);
+
+    const pids = listening().slice(1).map((m) => Number(m[3]));
+    await primary.stop("SIGTERM");
+    expect(primary.exitCode).toBe(0);
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+
+  it("refuses --replicas above 1 without PostgreSQL, in one line", async () => {
+    const r = await sb.run(["coordinator", "--replicas", "2", "--data-dir", await sb.dir("flotilla-coord-"), "--listen", `127.0.0.1:${await freePort()}`]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^error: --replicas above 1 needs --database-url/);
   });
 });
