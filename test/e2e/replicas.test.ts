@@ -182,9 +182,16 @@ describe.skipIf(!pgUrl)("three coordinator replicas on one PostgreSQL", () => {
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
   });
 
-  it("refuses --replicas above 1 without PostgreSQL, in one line", async () => {
+  it("refuses --replicas above 1 without PostgreSQL, in one line, and stops when a replica cannot start", async () => {
     const r = await sb.run(["coordinator", "--replicas", "2", "--data-dir", await sb.dir("flotilla-coord-"), "--listen", `127.0.0.1:${await freePort()}`]);
     expect(r.code).toBe(2);
     expect(r.stderr.trim()).toMatch(/^error: --replicas above 1 needs --database-url/);
+    // A replica that cannot start (here: no such database) stops the others instead of being started again for ever.
+    const missing = new URL(pgUrl!);
+    missing.pathname = "/flotilla_no_such_database";
+    const failed = await sb.run(["coordinator", "--replicas", "2", "--database-url", missing.toString(), "--data-dir", await sb.dir("flotilla-coord-"), "--listen", `127.0.0.1:${await freePort()}`]);
+    expect(failed.code).not.toBe(0);
+    expect(failed.stderr).toMatch(/cannot open PostgreSQL database/);
+    expect(failed.stderr).toMatch(/error: replica \d exited \(code \d+\) before it listened; stopping the others/);
   });
 });

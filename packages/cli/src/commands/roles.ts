@@ -32,15 +32,19 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
         if (!loaded.values.databaseUrl) throw new UsageError("--replicas above 1 needs --database-url: replicas share a PostgreSQL database");
         return runReplicas(replicas, { setupCode: loaded.values.setupCode, stop, out });
       }
-      // Loaded here, not at the top: admin commands start faster without the coordinator's code.
-      const { startCoordinator } = await import("@flotilla/coordinator");
-      const c = await startCoordinator(loaded.values);
-      const which = isReplicaWorker() ? ` (replica ${replicaIndex()} of ${replicas}, pid ${process.pid})` : "";
-      out(`coordinator ${c.identity.id} listening on ${c.url}${which}\n`);
-      if (c.setupCode && replicaIndex() === 1) out(setupBanner(c.publicUrl, c.setupCode) + "\n");
-      await waitForAbort(stop);
-      await c.close();
-      leaveCluster();
+      try {
+        // Loaded here, not at the top: admin commands start faster without the coordinator's code.
+        const { startCoordinator } = await import("@flotilla/coordinator");
+        const c = await startCoordinator(loaded.values);
+        const which = isReplicaWorker() ? ` (replica ${replicaIndex()} of ${replicas}, pid ${process.pid})` : "";
+        out(`coordinator ${c.identity.id} listening on ${c.url}${which}\n`);
+        if (c.setupCode && replicaIndex() === 1) out(setupBanner(c.publicUrl, c.setupCode) + "\n");
+        await waitForAbort(stop);
+        await c.close();
+      } finally {
+        // A replica worker exits once its coordinator closed, or failed to start.
+        leaveCluster();
+      }
     }),
   );
 
