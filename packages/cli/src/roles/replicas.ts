@@ -31,8 +31,11 @@ export function replicaIndex(): number {
 /** A setup code as the coordinator makes them (16 of 32 letters and digits), shared by every worker. */
 function newSetupCode(): string {
   const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-  const chars = [...randomBytes(16)].map((b) => alphabet[b % alphabet.length]);
-  return [0, 4, 8, 12].map((i) => chars.slice(i, i + 4).join("")).join("-");
+  for (;;) {
+    const chars = [...randomBytes(16)].map((b) => alphabet[b % alphabet.length]);
+    // The coordinator refuses a given code of fewer than 8 different characters (rare, but not never).
+    if (new Set(chars).size >= 8) return [0, 4, 8, 12].map((i) => chars.slice(i, i + 4).join("")).join("-");
+  }
 }
 
 /**
