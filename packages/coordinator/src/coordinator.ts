@@ -91,7 +91,8 @@ export async function startCoordinator(
   const tls = await loadTls(config, host, identity);
   const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
   try {
-    await checkSharedIdentity(store.replicas, identity, endorsements);
+    // Replicas share PostgreSQL; a SQLite database lives in the data directory beside the key.
+    if (store.dialect === "postgres") await checkSharedIdentity(store.replicas, identity, endorsements);
   } catch (err) {
     await store.close();
     throw err;
