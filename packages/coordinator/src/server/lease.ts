@@ -56,7 +56,11 @@ export class DatabaseLeases implements Leases {
   }
 }
 
-/** The lease length for work repeated every `intervalMs`: two periods, so a late timer keeps it and a dead holder's work resumes within two. */
+/**
+ * The lease length for work repeated every `intervalMs`: two periods, and at least five seconds
+ * more than one, so a timer that fires late or a slow database round trip does not let the
+ * lease lapse between the holder's runs; a dead holder's work resumes within that.
+ */
 export function leaseTtlMs(intervalMs: number): number {
-  return 2 * intervalMs;
+  return Math.max(2 * intervalMs, intervalMs + 5000);
 }
