@@ -83,7 +83,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
     expectedRoot: enrollment.root,
     activators: [...(opts.activators ?? []), ...(await nixosActivators(opts, enrollment, () => token() ?? "", log))],
     // The enrollment as loaded: a key rotation re-pins the holder's copy, not this one.
-    connection: () => holder.current && { url: enrollment.url, pin: enrollment.pin, token: token() ?? "", onUnauthorized: () => holder.reconnect() },
+    connection: () => holder.current && { url: holder.current.url, pin: enrollment.pin, token: token() ?? "", onUnauthorized: () => holder.reconnect() },
     lastHeard: () => holder.lastHeardAt,
     queue: (body) => sender.queue("release", body),
     // Supervised processes' stdout and stderr go to the durable log buffer, unit = release name.

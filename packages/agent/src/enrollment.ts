@@ -61,7 +61,9 @@ export async function enroll(
   for (let attempt = 0; ; attempt++) {
     let close: (() => void) | undefined;
     try {
-      const opened = await agentClient(join.url, join.pin);
+      // A join string naming several replicas: each attempt dials the next one.
+      const urls = [join.url, ...(join.failoverUrls ?? [])];
+      const opened = await agentClient(urls[attempt % urls.length]!, join.pin);
       close = opened.close;
       const client = opened.client;
       let pin = join.pin;
@@ -86,6 +88,7 @@ export async function enroll(
         enrolledAt: Date.now(),
         ...(join.root ? { root: join.root } : {}),
         ...extra,
+        ...(join.failoverUrls ? { failoverUrls: join.failoverUrls } : {}),
       };
       await state.writeEnrollment(enrollment);
       await state.writeFactsFingerprint(factsFingerprint(facts));

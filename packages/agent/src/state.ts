@@ -18,6 +18,8 @@ export interface Enrollment {
   root?: { version: number; sha256: string };
   /** sha256 of the join string of the last `--rejoin`, so restarting with the same flag does not enroll again. */
   rejoinedWith?: string;
+  /** More addresses of the same coordinator (its other replicas), from the join string: dialled in turn when one fails. */
+  failoverUrls?: string[];
 }
 
 /** The desired state the agent last applied, in `<state-dir>/desired.json`. */

@@ -213,6 +213,14 @@ export const coordinatorOptionSpecs = defineOptions({
     default: 86_400_000,
     doc: "an uploaded artifact or NAR no release needs is kept this long before garbage collection deletes it",
   },
+  replicas: {
+    flag: "replicas",
+    env: "FLOTILLA_REPLICAS",
+    key: "replicas",
+    schema: z.coerce.number().int().min(1).max(64),
+    default: 1,
+    doc: "coordinator processes on this host sharing the listening port (one per core); above 1 needs --database-url (docs/scale.md)",
+  },
 });
 
 /** Every coordinator option's value, as `loadConfig(coordinatorOptionSpecs, ...)` returns them. */

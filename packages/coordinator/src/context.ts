@@ -2,6 +2,7 @@ import type { commonv1, Identity, Logger } from "@flotilla/protocol";
 import type { Auditor } from "./audit/auditor.ts";
 import type { Challenges } from "./access/challenges.ts";
 import type { RolloutEvents } from "./rollouts/engine.ts";
+import type { Leases } from "./server/lease.ts";
 import type { Store } from "./store/index.ts";
 
 /** What the services share: built once by the coordinator and handed to each service. */
@@ -22,6 +23,8 @@ export interface ServiceContext {
   keepaliveMs: number;
   /** A device not seen for this long counts as offline. */
   offlineAfterMs: number;
+  /** Background work once across replicas sharing the database (server/lease.ts). */
+  leases: Leases;
   /** Tells the rollout engine about release steps and reconnecting devices (set when it starts). */
   rolloutEvents?: RolloutEvents;
 }

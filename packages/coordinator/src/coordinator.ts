@@ -16,12 +16,14 @@ import type { ServiceContext } from "./context.ts";
 import { devicesFeature } from "./devices/index.ts";
 import type { Feature } from "./feature.ts";
 import { loadCoordinatorIdentity, loadEndorsements, loadOnlineIdentity } from "./identity/key-rotation.ts";
+import { checkSharedIdentity } from "./identity/shared-identity.ts";
 import { nixCacheFeature } from "./nixcache/index.ts";
 import { releasesFeature } from "./releases/index.ts";
 import { rolloutsFeature } from "./rollouts/index.ts";
 import { installFeature } from "./install/index.ts";
 import { healthService } from "./server/health-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
+import { DatabaseLeases, soleLeases } from "./server/lease.ts";
 import { LoadShedder } from "./server/load-shedding.ts";
 import { storeErrorInterceptor } from "./server/store-errors.ts";
 import { openStore, type Store } from "./store/index.ts";
@@ -92,6 +94,13 @@ export async function startCoordinator(
   const { host, port } = parseHostPort(config.listen);
   const tls = await loadTls(config, host, identity);
   const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl });
+  try {
+    // Replicas share PostgreSQL; a SQLite database lives in the data directory beside the key.
+    if (store.dialect === "postgres") await checkSharedIdentity(store.replicas, identity, endorsements);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
 
   const ctx: ServiceContext = {
     identity,
@@ -105,6 +114,7 @@ export async function startCoordinator(
     sessionTtlMs: config.sessionTtlMs,
     keepaliveMs: config.keepaliveMs,
     offlineAfterMs: config.offlineAfterMs,
+    leases: store.dialect === "postgres" ? new DatabaseLeases(store.replicas) : soleLeases(),
   };
   const tunnels = new TunnelRegistry();
   const shutdown = new AbortController();
@@ -143,6 +153,7 @@ export async function startCoordinator(
     setupCode = await prepareSetupCode(store, config.setupCode);
   } catch (err) {
     await closeAll(features);
+    await ctx.leases.close();
     await store.close();
     throw err;
   }
@@ -162,6 +173,7 @@ export async function startCoordinator(
       shutdown.abort();
       await closeAll(features);
       await listener.close();
+      await ctx.leases.close();
       await store.close();
     },
   };

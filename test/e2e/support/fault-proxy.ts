@@ -116,7 +116,7 @@ export class FaultProxy {
   private readonly pipes = new Set<Pipe>();
   private port = 0;
 
-  private constructor(private readonly opts: FaultProxyOptions) {}
+  private constructor(private opts: FaultProxyOptions) {}
 
   /** Starts a proxy in `pass` mode. */
   static async start(opts: FaultProxyOptions): Promise<FaultProxy> {
@@ -143,6 +143,11 @@ export class FaultProxy {
     if (mode === "pass") for (const p of this.pipes) for (const l of p.lanes) l.resume();
     if (mode === "refuse" && was !== "refuse") await this.unlisten();
     if (mode !== "refuse" && was === "refuse") await this.listen();
+  }
+
+  /** Sends new connections to `target` from now on (a load balancer picking another replica); open ones carry on. */
+  retarget(target: { host: string; port: number }): void {
+    this.opts.target = target;
   }
 
   /** Resets every open connection once, leaving the mode as it is. */

@@ -83,6 +83,32 @@ describe("ConnectionHolder", () => {
     expect(delays).toEqual([50, 50, 300, 50, 100]);
   });
 
+  it("dials the failover addresses in turn, growing the backoff once per round over them, and tells which one it holds", async () => {
+    const urls: string[] = [];
+    const delays: number[] = [];
+    const conn = connection([desired(1)], { hold: true });
+    const { holder, stop } = holderWith({
+      enrollment: { ...enrollment, failoverUrls: ["http://b.test", "http://c.test"] },
+      // a and b are down; c answers.
+      dial: (url) => {
+        urls.push(url);
+        return url === "http://c.test" && urls.length > 3 ? Promise.resolve(conn.value) : Promise.reject(unavailable());
+      },
+      random: () => 0.999,
+      sleep: (ms) => {
+        delays.push(ms);
+        return Promise.resolve();
+      },
+    });
+    const done = holder.run(stop.signal);
+    await vi.waitFor(() => expect(holder.current?.url).toBe("http://c.test"));
+    expect(urls).toEqual(["http://coordinator.test", "http://b.test", "http://c.test", "http://coordinator.test", "http://b.test", "http://c.test"]);
+    // Caps: 100 for the first round of three, 200 for the second.
+    expect(delays).toEqual([100, 100, 100, 200, 200]);
+    stop.abort();
+    await done;
+  });
+
   it("never waits longer than backoffMaxMs", async () => {
     const delays: number[] = [];
     const { holder, stop } = holderWith({

@@ -8,6 +8,8 @@ import type { Connection } from "./dial.ts";
 /** The connection the agent holds now: its session and HTTP/2 connection, while its Watch stream is open. */
 export interface LiveConnection {
   readonly conn: Connection;
+  /** The coordinator address it dialled: the enrollment's, or one of its failover addresses. */
+  readonly url: string;
   /** Aborts when this connection ends; what runs on it (tunnels) stops with it. */
   readonly signal: AbortSignal;
   /** Drops this connection (a refused, expired session); the holder opens a new one. */
@@ -37,6 +39,11 @@ export interface ConnectionHolderOptions extends Pick<AgentConfig, "watchTimeout
  * is silent (not even a keep-alive) for `watchTimeoutMs`. Between attempts it backs off with
  * full jitter, growing per failure and starting over once desired state arrived again.
  * Listeners hear of each connection as it opens and closes.
+ *
+ * An enrollment with failover addresses (other replicas of the coordinator, from the join
+ * string) is dialled in turn: each ended or failed connection moves on to the next address, and
+ * the backoff grows once per round over all of them, so a replica that dies is replaced by the
+ * next one after a short jittered wait.
  */
 export class ConnectionHolder {
   private live: LiveConnection | undefined;
@@ -79,7 +86,10 @@ export class ConnectionHolder {
     const { log } = this.opts;
     const wait = this.opts.sleep ?? sleep;
     let e = this.opts.enrollment;
+    const urls = [e.url, ...(e.failoverUrls ?? []).filter((u) => u !== e.url)];
+    let next = 0;
     for (let attempt = 0; !signal.aborted; attempt++) {
+      const url = urls[next++ % urls.length]!;
       const streamAbort = new AbortController();
       const abortStream = () => streamAbort.abort();
       signal.addEventListener("abort", abortStream);
@@ -96,7 +106,7 @@ export class ConnectionHolder {
       let conn: Connection | undefined;
       let failure: unknown;
       try {
-        conn = await this.opts.dial(e.url, e.pin, streamAbort.signal);
+        conn = await this.opts.dial(url, e.pin, streamAbort.signal);
         if (conn.rotatedPin) {
           log.info("coordinator key rotated; following its endorsement and re-pinning", { from: e.pin, to: conn.rotatedPin });
           e = { ...e, pin: conn.rotatedPin };
@@ -104,7 +114,7 @@ export class ConnectionHolder {
         }
         heard();
         const stream = conn.client.watch(this.opts.watchRequest(), { signal: streamAbort.signal });
-        this.live = { conn, signal: streamAbort.signal, drop: abortStream };
+        this.live = { conn, url, signal: streamAbort.signal, drop: abortStream };
         this.heardAt = Date.now();
         for (const l of this.changeListeners) l(this.live);
         for await (const msg of stream) {
@@ -120,7 +130,7 @@ export class ConnectionHolder {
         if (signal.aborted) break;
         failure = err;
         if (err instanceof CoordinatorKeyMismatchError) log.error("coordinator key check failed", { err: err.message });
-        else log.warn("connection to coordinator lost", { err: describeError(err) });
+        else log.warn("connection to coordinator lost", { url, err: describeError(err) });
       } finally {
         streamAbort.abort(); // ends what runs on this connection (tunnels) with it
         clearTimeout(silence);
@@ -129,8 +139,9 @@ export class ConnectionHolder {
         for (const l of this.changeListeners) l(undefined);
         conn?.close();
       }
-      // A busy coordinator's advice, when it gave one, sets the least wait.
-      await wait(retryDelay(failure, attempt, this.opts.backoffMinMs, this.opts.backoffMaxMs, this.opts.random), signal);
+      // A busy coordinator's advice, when it gave one, sets the least wait. The backoff grows
+      // per round over the addresses, so the next replica is tried after a short wait.
+      await wait(retryDelay(failure, Math.floor(attempt / urls.length), this.opts.backoffMinMs, this.opts.backoffMaxMs, this.opts.random), signal);
     }
     return "stopped";
   }

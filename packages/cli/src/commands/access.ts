@@ -1,6 +1,6 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
-import { adminv1, pinnedRequest, readBody } from "@flotilla/protocol";
+import { adminv1, MAX_FAILOVER_URLS, pinnedRequest, readBody, withFailoverUrls } from "@flotilla/protocol";
 import { adminBearer, adminClient, login, normalizeUrl, serviceClient, type AdminTarget } from "../admin/client.ts";
 import { Credentials } from "../admin/credentials.ts";
 import { UsageError } from "../errors.ts";
@@ -47,11 +47,18 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
     .option("--uses <n>", "how many devices may enroll with it (0: unlimited)", "1")
     .option("--expires <duration>", "validity, e.g. 1h, 7d", "24h")
     .option("--auto-approve", "devices are approved at once instead of waiting as pending")
-    .option("--coordinator-url <url>", "the address agents should dial, if not the coordinator's own")
-    .action((opts: { labels: string; uses: string; expires: string; autoApprove?: boolean; coordinatorUrl?: string }) =>
+    .option(
+      "--coordinator-url <url>",
+      "the address agents should dial, if not the coordinator's own; given again, more addresses (other replicas) agents fail over to",
+      (url: string, urls: string[]) => [...urls, url],
+      [] as string[],
+    )
+    .action((opts: { labels: string; uses: string; expires: string; autoApprove?: boolean; coordinatorUrl: string[] }) =>
       run(async (out) => {
         const uses = Number(opts.uses);
         if (!Number.isInteger(uses) || uses < 0 || uses > 1_000_000) throw new UsageError("--uses must be a whole number from 0");
+        const urls = opts.coordinatorUrl.map(normalizeUrl);
+        if (urls.length > 1 + MAX_FAILOVER_URLS) throw new UsageError(`--coordinator-url: at most ${1 + MAX_FAILOVER_URLS} addresses`);
         // The organization's signing root as this admin verified it (not as the coordinator says),
         // checked before the token exists: the agent will trust that root and no other.
         const { root } = await verifiedRepository(target(), await serviceClient(target(), adminv1.ReleaseService));
@@ -60,14 +67,14 @@ export function registerAccessCommands(program: Command, target: () => AdminTarg
           usesAllowed: uses,
           expiresInSeconds: BigInt(Math.round(parseDuration(opts.expires) / 1000)),
           autoApprove: opts.autoApprove ?? false,
-          coordinatorUrl: opts.coordinatorUrl ? normalizeUrl(opts.coordinatorUrl) : "",
+          coordinatorUrl: urls[0] ?? "",
         });
         const t = res.token;
         out(
           `join token ${t?.id}: ${uses || "unlimited"} use(s), expires ${t?.expiresAt ? new Date(timestampMs(t.expiresAt)).toISOString() : "?"}` +
             `${opts.autoApprove ? ", auto-approve" : ""}\n` +
             `on each machine: flotilla agent --join '<join string>' --state-dir /var/lib/flotilla-agent\n` +
-            `${joinStringNamingRoot(res.joinString, root)}\n`,
+            `${withFailoverUrls(joinStringNamingRoot(res.joinString, root), urls.slice(1))}\n`,
         );
       }),
     );

@@ -3,8 +3,9 @@ import { agentOptionSpecs } from "@flotilla/agent/config";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
 import { createLogger, formatConfig, loadConfig, VERSION } from "@flotilla/protocol";
 import type { CliConfig } from "../config.ts";
-import { ExitError } from "../errors.ts";
+import { ExitError, UsageError } from "../errors.ts";
 import { agentActivators } from "../roles/activators.ts";
+import { isReplicaWorker, leaveCluster, replicaIndex, runReplicas } from "../roles/replicas.ts";
 import { addSpecOptions, loadRoleConfig } from "../roles/role-config.ts";
 import type { Run } from "../run.ts";
 import { stopSignal, waitForAbort } from "../signals.ts";
@@ -26,13 +27,24 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
       const loaded = loadRoleConfig(coordinatorOptionSpecs, opts, env, cli().configFile);
       if (opts.printConfig) return out(formatConfig(coordinatorOptionSpecs, loaded));
       const stop = stopSignal();
-      // Loaded here, not at the top: admin commands start faster without the coordinator's code.
-      const { startCoordinator } = await import("@flotilla/coordinator");
-      const c = await startCoordinator(loaded.values);
-      out(`coordinator ${c.identity.id} listening on ${c.url}\n`);
-      if (c.setupCode) out(setupBanner(c.publicUrl, c.setupCode) + "\n");
-      await waitForAbort(stop);
-      await c.close();
+      const replicas = loaded.values.replicas;
+      if (replicas > 1 && !isReplicaWorker()) {
+        if (!loaded.values.databaseUrl) throw new UsageError("--replicas above 1 needs --database-url: replicas share a PostgreSQL database");
+        return runReplicas(replicas, { setupCode: loaded.values.setupCode, stop, out });
+      }
+      try {
+        // Loaded here, not at the top: admin commands start faster without the coordinator's code.
+        const { startCoordinator } = await import("@flotilla/coordinator");
+        const c = await startCoordinator(loaded.values);
+        const which = isReplicaWorker() ? ` (replica ${replicaIndex()} of ${replicas}, pid ${process.pid})` : "";
+        out(`coordinator ${c.identity.id} listening on ${c.url}${which}\n`);
+        if (c.setupCode && replicaIndex() === 1) out(setupBanner(c.publicUrl, c.setupCode) + "\n");
+        await waitForAbort(stop);
+        await c.close();
+      } finally {
+        // A replica worker exits once its coordinator closed, or failed to start.
+        leaveCluster();
+      }
     }),
   );
 

@@ -1,4 +1,4 @@
-import { startPeriodic, type Periodic } from "../server/periodic.ts";
+import { startPeriodic, type Periodic, type PeriodicLease } from "../server/periodic.ts";
 import type { Logger } from "@flotilla/protocol";
 import type { CoordinatorConfig } from "../config.ts";
 import { HttpError } from "../server/http.ts";
@@ -108,12 +108,12 @@ export type Sweeper = Periodic;
  * Runs `sweep` now (and waits for it), then every `intervalMs` while none is under way. Errors
  * are logged, never thrown: a sweep that fails is tried again on the next tick.
  */
-export function startSweeper(what: string, sweep: () => Promise<number>, intervalMs: number, log: Logger): Promise<Sweeper> {
+export function startSweeper(what: string, sweep: () => Promise<number>, intervalMs: number, log: Logger, lease?: PeriodicLease): Promise<Sweeper> {
   const task = async () => {
     const removed = await sweep();
     if (removed > 0) log.info(`removed abandoned ${what}`, { count: removed });
   };
-  return startPeriodic(task, intervalMs, log, `could not remove abandoned ${what}`, { runNow: true });
+  return startPeriodic(task, intervalMs, log, `could not remove abandoned ${what}`, { runNow: true, ...(lease ? { lease } : {}) });
 }
 
 /** How often to sweep for uploads abandoned after `staleAfterMs`: a quarter of it, from a tenth of a second to an hour. */

@@ -14,7 +14,7 @@
  * A narinfo deleted here is gone from the organization's cache: `nix copy` may upload that path
  * again (and a new narinfo for it is accepted, as for any path the cache does not hold).
  */
-import { startPeriodic, type Periodic } from "../server/periodic.ts";
+import { startPeriodic, type Periodic, type PeriodicLease } from "../server/periodic.ts";
 import { readFile } from "node:fs/promises";
 import { parseNixosArtifact, type Logger } from "@flotilla/protocol";
 import type { ArtifactStore } from "../artifacts/artifact-store.ts";
@@ -148,10 +148,10 @@ export class GarbageCollector {
 }
 
 /** Runs `collect` every `intervalMs` while none is under way; errors are logged. */
-export function startGarbageCollection(gc: GarbageCollector, intervalMs: number, log: Logger): Promise<Periodic> {
+export function startGarbageCollection(gc: GarbageCollector, intervalMs: number, log: Logger, lease?: PeriodicLease): Promise<Periodic> {
   const task = async () => {
     const r = await gc.collect();
     if (r.orgs.length > 0) log.info("garbage collection done", { orgs: r.orgs.length, files: r.filesDeleted, bytes: r.bytesDeleted });
   };
-  return startPeriodic(task, intervalMs, log, "garbage collection failed");
+  return startPeriodic(task, intervalMs, log, "garbage collection failed", lease ? { lease } : {});
 }

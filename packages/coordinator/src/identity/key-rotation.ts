@@ -16,7 +16,6 @@ import {
   generateIdentity,
   keyPin,
   loadIdentity,
-  loadOrCreateIdentity,
   nodeId,
   parseNodeId,
   readJsonIfExists,
@@ -24,6 +23,7 @@ import {
   writeJsonAtomic,
   type Identity,
 } from "@flotilla/protocol";
+import { loadSharedCoordinatorIdentity, loadSharedOnlineIdentity } from "./shared-identity.ts";
 
 interface StoredEndorsement {
   oldKey: string;
@@ -57,12 +57,12 @@ export async function loadEndorsements(dataDir: string): Promise<commonv1.KeyEnd
  * rotation signed by the admins.
  */
 export function loadOnlineIdentity(dataDir: string): Promise<Identity> {
-  return loadOrCreateIdentity(join(dataDir, "online.key"));
+  return loadSharedOnlineIdentity(dataDir);
 }
 
 /** The coordinator's current identity (created on first use). */
 export function loadCoordinatorIdentity(dataDir: string): Promise<Identity> {
-  return loadOrCreateIdentity(join(dataDir, KEY_FILE));
+  return loadSharedCoordinatorIdentity(dataDir);
 }
 
 /**

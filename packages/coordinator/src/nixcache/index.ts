@@ -19,7 +19,7 @@ export async function nixCacheFeature(
 ): Promise<Feature> {
   const dir = join(opts.dataDir, "nix");
   const files = new NarFiles(dir, new StorageQuotas(ctx.store, opts));
-  const sweeper = await startSweeper("NAR uploads", () => files.sweep(opts.staleUploadAfterMs), sweepIntervalMs(opts.staleUploadAfterMs), ctx.log);
+  const sweeper = await startSweeper("NAR uploads", () => files.sweep(opts.staleUploadAfterMs), sweepIntervalMs(opts.staleUploadAfterMs), ctx.log, { leases: ctx.leases, name: "nar-upload-sweep" });
   return {
     name: "nix cache",
     routes(router) {

@@ -7,6 +7,7 @@ import type { ServiceContext } from "../context.ts";
 import type { Feature } from "../feature.ts";
 import { GarbageCollector, startGarbageCollection } from "../gc/garbage.ts";
 import { NarFiles } from "../nixcache/nar-files.ts";
+import { startPeriodic } from "../server/periodic.ts";
 import { TufRepository } from "../tuf/repository.ts";
 import { releasesHttpHandler } from "./http.ts";
 import { releaseService } from "./release-service.ts";
@@ -30,15 +31,18 @@ export async function releasesFeature(
     snapshotTtlMs: Math.max(SNAPSHOT_TTL_MS, config.tufTimestampTtlMs),
     refreshMs: config.tufRefreshMs,
   });
-  const refresh = () =>
-    tuf.refreshAll().catch((err: unknown) => ctx.log.warn("could not refresh TUF metadata", { err: String(err) }));
-  await refresh();
-  const timer = setInterval(() => void refresh(), config.tufRefreshMs);
-  timer.unref();
-  const sweeper = await startSweeper("artifact uploads", () => artifacts.sweep(config.staleUploadAfterMs), sweepIntervalMs(config.staleUploadAfterMs), ctx.log);
+  // Once across replicas (server/lease.ts): they share the data directory the metadata is in.
+  const refresher = await startPeriodic(() => tuf.refreshAll(), config.tufRefreshMs, ctx.log, "could not refresh TUF metadata", {
+    runNow: true,
+    lease: { leases: ctx.leases, name: "tuf-refresh" },
+  });
+  const sweeper = await startSweeper("artifact uploads", () => artifacts.sweep(config.staleUploadAfterMs), sweepIntervalMs(config.staleUploadAfterMs), ctx.log, {
+    leases: ctx.leases,
+    name: "artifact-upload-sweep",
+  });
   // The Nix cache's NARs (nixcache/index.ts) are collected here too: releases decide what they need.
   const gc = new GarbageCollector(ctx.store, artifacts, new NarFiles(join(config.dataDir, "nix")), { graceMs: config.gcGraceMs, log: ctx.log });
-  const collector = await startGarbageCollection(gc, config.gcIntervalMs, ctx.log);
+  const collector = await startGarbageCollection(gc, config.gcIntervalMs, ctx.log, { leases: ctx.leases, name: "gc" });
   return {
     name: "releases",
     routes(router) {
@@ -47,7 +51,7 @@ export async function releasesFeature(
     http: releasesHttpHandler({ store: ctx.store, artifacts, tuf, log: ctx.log, auditor: ctx.auditor }),
     serviceNames: [adminv1.ReleaseService.typeName],
     async close() {
-      clearInterval(timer);
+      await refresher.close();
       await collector.close();
       await sweeper.close();
     },

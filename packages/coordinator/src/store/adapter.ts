@@ -1,5 +1,6 @@
 import type { Kysely, Transaction } from "kysely";
 import { StoreConflictError } from "./errors.ts";
+import type { ReplicaEvents } from "./replicas/events.ts";
 import type { Database } from "./schema/schema.ts";
 
 /**
@@ -20,6 +21,8 @@ export interface StoreAdapter {
   notifyAfterCommit(orgId: string, deviceId: string): void;
   /** Registers a listener for committed device changes (local, and other replicas' on PostgreSQL). */
   listen(listener: (orgId: string, deviceId: string) => void): () => void;
+  /** Messages to every replica sharing the database (LISTEN/NOTIFY); within the process when absent. */
+  events?: ReplicaEvents;
   /** Releases dialect resources (the LISTEN connection). */
   close(db: Kysely<Database>): Promise<void>;
 }

@@ -15,6 +15,8 @@ export type * from "./rollouts/rollout-store.ts";
 export type * from "./telemetry/telemetry-store.ts";
 export type * from "./nix/nix-store.ts";
 export type * from "./storage/storage-store.ts";
+export type * from "./replicas/replica-store.ts";
+export type * from "./replicas/events.ts";
 export { StoreConflictError } from "./errors.ts";
 export { copyCounts, countDevices, moveCount } from "./rollouts/rollout-rows.ts";
 export { openPostgresStore } from "./postgres.ts";

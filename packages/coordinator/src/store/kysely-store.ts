@@ -7,6 +7,8 @@ import { KyselyDeviceStore } from "./devices/device-store.ts";
 import { migrationProvider } from "./migrations/migrations.ts";
 import { KyselyNixStore } from "./nix/nix-store.ts";
 import { KyselyReleaseStore } from "./releases/release-store.ts";
+import { LocalEvents } from "./replicas/events.ts";
+import { KyselyReplicaStore } from "./replicas/replica-store.ts";
 import { KyselyRolloutStore } from "./rollouts/rollout-store.ts";
 import type { Database } from "./schema/schema.ts";
 import { KyselySessionStore } from "./sessions/session-store.ts";
@@ -28,6 +30,7 @@ export class KyselyStore implements Store {
   readonly telemetry: KyselyTelemetryStore;
   readonly nix: KyselyNixStore;
   readonly storage: KyselyStorageStore;
+  readonly replicas: KyselyReplicaStore;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -44,6 +47,7 @@ export class KyselyStore implements Store {
     this.telemetry = new KyselyTelemetryStore(db, adapter);
     this.nix = new KyselyNixStore(db, adapter);
     this.storage = new KyselyStorageStore(db, adapter);
+    this.replicas = new KyselyReplicaStore(db, adapter.events ?? new LocalEvents());
   }
 
   get dialect(): "sqlite" | "postgres" {

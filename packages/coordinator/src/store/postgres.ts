@@ -2,11 +2,14 @@ import { EventEmitter } from "node:events";
 import pg from "pg";
 import { Kysely, PostgresDialect, sql } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
+import { LocalEvents } from "./replicas/events.ts";
 import { KyselyStore } from "./kysely-store.ts";
 import type { Database } from "./schema/schema.ts";
 import type { Store } from "./store.ts";
 
 const CHANNEL = "flotilla_device";
+/** Replica events (replicas/events.ts): "<topic>\n<payload>". */
+const EVENT_CHANNEL = "flotilla_event";
 const INT8 = 20;
 /** SQLSTATE unique_violation. */
 const UNIQUE_VIOLATION = "23505";
@@ -27,14 +30,27 @@ class PgNotifier {
   private client: pg.Client | undefined;
   private closed = false;
   private retry: NodeJS.Timeout | undefined;
+  private lost = false;
+  /** Replica events as they arrive; `resynced` after the connection came back. */
+  readonly replicaEvents: LocalEvents;
 
-  constructor(private readonly url: string) {
+  constructor(
+    private readonly url: string,
+    send: (topic: string, payload: string) => Promise<void>,
+  ) {
     this.events.setMaxListeners(0);
+    this.replicaEvents = new LocalEvents(send);
   }
 
   async start(): Promise<void> {
     const client = new pg.Client({ connectionString: this.url });
     client.on("notification", (msg) => {
+      if (msg.channel === EVENT_CHANNEL) {
+        const text = msg.payload ?? "";
+        const nl = text.indexOf("\n");
+        if (nl > 0) this.replicaEvents.deliver(text.slice(0, nl), text.slice(nl + 1));
+        return;
+      }
       const [orgId, deviceId] = (msg.payload ?? "").split(":");
       if (orgId && deviceId) this.events.emit("change", orgId, deviceId);
     });
@@ -42,12 +58,18 @@ class PgNotifier {
     client.on("end", () => this.reconnect());
     await client.connect();
     await client.query(`LISTEN ${CHANNEL}`);
+    await client.query(`LISTEN ${EVENT_CHANNEL}`);
     this.client = client;
+    if (this.lost) {
+      this.lost = false;
+      this.replicaEvents.resynced();
+    }
   }
 
   private reconnect(): void {
     if (this.closed || this.retry) return;
     this.client = undefined;
+    this.lost = true;
     this.retry = setTimeout(() => {
       this.retry = undefined;
       this.start().catch(() => this.reconnect());
@@ -78,7 +100,9 @@ export async function openPostgresStore(url: string): Promise<Store> {
   // next query fails instead, and the transaction with it.
   pool.on("connect", (client) => client.on("error", () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  const notifier = new PgNotifier(url);
+  const notifier = new PgNotifier(url, async (topic, payload) => {
+    await sql`SELECT pg_notify(${EVENT_CHANNEL}, ${`${topic}\n${payload}`})`.execute(db);
+  });
   const adapter: StoreAdapter = {
     dialect: "postgres",
     rowLocks: true,
@@ -93,6 +117,7 @@ export async function openPostgresStore(url: string): Promise<Store> {
     },
     notifyAfterCommit: () => {},
     listen: (listener) => notifier.listen(listener),
+    events: notifier.replicaEvents,
     close: () => notifier.close(),
   };
   const store = new KyselyStore(db, adapter);

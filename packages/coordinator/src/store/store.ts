@@ -19,6 +19,7 @@ import type { DeviceMoveStore } from "./devices/device-move-store.ts";
 import type { DeviceStore } from "./devices/device-store.ts";
 import type { NixStore } from "./nix/nix-store.ts";
 import type { ReleaseStore } from "./releases/release-store.ts";
+import type { ReplicaStore } from "./replicas/replica-store.ts";
 import type { RolloutStore } from "./rollouts/rollout-store.ts";
 import type { SessionStore } from "./sessions/session-store.ts";
 import type { SettingsStore } from "./settings/settings-store.ts";
@@ -51,6 +52,8 @@ export interface Store {
   readonly nix: NixStore;
   /** Each organization's storage use (artifacts, NARs, unfinished uploads), for its quota. */
   readonly storage: StorageStore;
+  /** Replicas sharing the database: leases on background work, the registry, the shared key. */
+  readonly replicas: ReplicaStore;
 
   /** Runs pending migrations. Safe to call on every start and from several replicas. */
   migrate(): Promise<void>;

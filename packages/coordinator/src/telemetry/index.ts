@@ -9,6 +9,7 @@ import { LogFeed } from "./feed.ts";
 import { ingestService } from "./ingest-service.ts";
 import { OtlpExporter } from "./otlp.ts";
 import { metricsHandler } from "./prometheus.ts";
+import { startPeriodic } from "../server/periodic.ts";
 
 /** The coordinator's telemetry options; see config.ts for each. */
 export type TelemetryOptions = Pick<CoordinatorConfig, "logRetentionMs" | "logRetentionBytes" | "otlpUrl" | "metricsToken">;
@@ -18,29 +19,29 @@ export type TelemetryOptions = Pick<CoordinatorConfig, "logRetentionMs" | "logRe
  * and the retention sweep (every minute, or every tenth of the retention age when that is
  * shorter): by the coordinator's receive time, and the size bound for each organization apart.
  */
-export function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): Feature {
+export async function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): Promise<Feature> {
   const counters = new TelemetryCounters();
-  const feed = new LogFeed();
+  // Replicas sharing PostgreSQL hand each other's stored lines to their followers (feed.ts).
+  const feed = new LogFeed(
+    ctx.store.dialect === "postgres" ? { events: ctx.store.replicas.events, telemetry: ctx.store.telemetry, replicaId: ctx.leases.replicaId, log: ctx.log } : undefined,
+  );
   const otlp = opts.otlpUrl ? new OtlpExporter(opts.otlpUrl, counters, ctx.log) : undefined;
   const age = opts.logRetentionMs;
   const bytes = opts.logRetentionBytes;
-  let sweeping = false;
-  const sweep = () => {
-    if (sweeping) return;
-    sweeping = true;
-    const now = Date.now();
-    ctx.store.telemetry
-      .listRetention()
-      .then((own) => {
-        // Each organization's own retention where it set one (0: the coordinator's).
-        const cutoffs = new Map([...own].map(([org, r]) => [org, { logs: now - (r.logsMs || age), metrics: now - (r.metricsMs || age) }]));
-        return ctx.store.telemetry.prune(now - age, bytes, cutoffs);
-      })
-      .catch((err: unknown) => ctx.log.warn("log retention sweep failed", { err: (err as Error).message }))
-      .finally(() => (sweeping = false));
-  };
-  const timer = setInterval(sweep, Math.min(60_000, Math.max(1000, age / 10)));
-  timer.unref();
+  // Once across replicas (server/lease.ts).
+  const sweeper = await startPeriodic(
+    async () => {
+      const now = Date.now();
+      // Each organization's own retention where it set one (0: the coordinator's).
+      const own = await ctx.store.telemetry.listRetention();
+      const cutoffs = new Map([...own].map(([org, r]) => [org, { logs: now - (r.logsMs || age), metrics: now - (r.metricsMs || age) }]));
+      await ctx.store.telemetry.prune(now - age, bytes, cutoffs);
+    },
+    Math.min(60_000, Math.max(1000, age / 10)),
+    ctx.log,
+    "log retention sweep failed",
+    { lease: { leases: ctx.leases, name: "log-retention" } },
+  );
   return {
     name: "telemetry",
     routes(router) {
@@ -49,8 +50,9 @@ export function telemetryFeature(ctx: ServiceContext, opts: TelemetryOptions): F
     },
     http: metricsHandler(ctx.store, counters, { token: opts.metricsToken, offlineAfterMs: ctx.offlineAfterMs }, ctx.log),
     serviceNames: [agentv1.TelemetryService.typeName, adminv1.TelemetryService.typeName],
-    close() {
-      clearInterval(timer);
+    async close() {
+      await sweeper.close();
+      await feed.close();
     },
   };
 }

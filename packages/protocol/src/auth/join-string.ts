@@ -4,11 +4,15 @@
  * token's secret. Form: `flotilla-join-v1.` + base64url(JSON {u, p, s, r?}). `r`, added later
  * (older join strings lack it and still parse), names the organization's TUF root when it had
  * one: `{v: version, h: sha256}` of tufRootDigest(); the agent trusts that root and no other as
- * its first (agent/src/releases/coordinator-http.ts).
+ * its first (agent/src/releases/coordinator-http.ts). `f`, added later still, lists more
+ * addresses of the same coordinator (its other replicas) the agent fails over to when `u` does
+ * not answer; agents that predate it dial `u` alone.
  */
 
 const PREFIX = "flotilla-join-v1.";
 const MAX_LENGTH = 4096;
+/** The most failover addresses a join string carries. */
+export const MAX_FAILOVER_URLS = 16;
 
 export interface JoinString {
   /** The coordinator's URL, e.g. https://coord.example:7700. */
@@ -19,10 +23,18 @@ export interface JoinString {
   secret: string;
   /** The organization's root when the join string was made (tufRootDigest), if it had one. */
   root?: { version: number; sha256: string };
+  /** More addresses of the same coordinator (other replicas), tried in turn when `url` fails. */
+  failoverUrls?: string[];
 }
 
 export function encodeJoinString(join: JoinString): string {
-  const body = JSON.stringify({ u: join.url, p: join.pin, s: join.secret, ...(join.root ? { r: { v: join.root.version, h: join.root.sha256 } } : {}) });
+  const body = JSON.stringify({
+    u: join.url,
+    p: join.pin,
+    s: join.secret,
+    ...(join.root ? { r: { v: join.root.version, h: join.root.sha256 } } : {}),
+    ...(join.failoverUrls?.length ? { f: join.failoverUrls } : {}),
+  });
   return PREFIX + Buffer.from(body).toString("base64url");
 }
 
@@ -37,19 +49,11 @@ export function parseJoinString(text: string): JoinString {
   } catch {
     throw new Error("invalid join string: it is damaged (not base64url JSON)");
   }
-  const { u, p, s, r } = (body ?? {}) as Record<string, unknown>;
+  const { u, p, s, r, f } = (body ?? {}) as Record<string, unknown>;
   if (typeof u !== "string" || typeof p !== "string" || typeof s !== "string") {
     throw new Error("invalid join string: address, key pin or secret missing");
   }
-  let url: URL;
-  try {
-    url = new URL(u);
-  } catch {
-    throw new Error(`invalid join string: bad coordinator address ${JSON.stringify(u)}`);
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new Error("invalid join string: the coordinator address must be http or https");
-  }
+  checkCoordinatorUrl(u);
   if (!/^[A-Za-z0-9_-]{43}$/.test(p)) throw new Error("invalid join string: bad key pin");
   if (!/^[a-z0-9]+\.[A-Za-z0-9_-]{20,100}$/.test(s)) throw new Error("invalid join string: bad secret");
   const out: JoinString = { url: u.replace(/\/+$/, ""), pin: p, secret: s };
@@ -60,7 +64,34 @@ export function parseJoinString(text: string): JoinString {
     }
     out.root = { version: v, sha256: h };
   }
+  if (f !== undefined) {
+    if (!Array.isArray(f) || f.length > MAX_FAILOVER_URLS || !f.every((x) => typeof x === "string")) {
+      throw new Error(`invalid join string: failover addresses must be a list of at most ${MAX_FAILOVER_URLS}`);
+    }
+    for (const x of f as string[]) checkCoordinatorUrl(x);
+    const urls = [...new Set((f as string[]).map((x) => x.replace(/\/+$/, "")))].filter((x) => x !== out.url);
+    if (urls.length > 0) out.failoverUrls = urls;
+  }
   return out;
+}
+
+function checkCoordinatorUrl(u: string): void {
+  let url: URL;
+  try {
+    url = new URL(u);
+  } catch {
+    throw new Error(`invalid join string: bad coordinator address ${JSON.stringify(u)}`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new Error("invalid join string: the coordinator address must be http or https");
+  }
+}
+
+/** The join string with `failoverUrls` added after those it carries (the CLI's `--coordinator-url` given more than once). */
+export function withFailoverUrls(joinString: string, urls: readonly string[]): string {
+  if (urls.length === 0) return joinString;
+  const j = parseJoinString(joinString);
+  return encodeJoinString({ ...j, failoverUrls: [...(j.failoverUrls ?? []), ...urls] });
 }
 
 /** Splits a join secret into its token id and secret part. */

@@ -16,6 +16,7 @@ import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
 import { rolloutCountersMigration } from "./migration-rollout-counters.ts";
 import { removedReleasesMigration } from "./migration-removed-releases.ts";
+import { replicasMigration } from "./migration-replicas.ts";
 import { storageQuotasMigration } from "./migration-storage-quotas.ts";
 
 const initial: Migration = {
@@ -197,6 +198,7 @@ export const migrations: Record<string, Migration> = {
   "0016_device_move": deviceMoveMigration,
   "0017_telemetry_retention": telemetryRetentionMigration,
   "0018_rollout_counters": rolloutCountersMigration,
+  "0019_replicas": replicasMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -1,11 +1,12 @@
 import type { NixTables } from "./schema-nix.ts";
 import type { ReleaseTables } from "./schema-releases.ts";
+import type { ReplicaTables } from "./schema-replicas.ts";
 import type { RolloutTables } from "./schema-rollouts.ts";
 import type { StorageTables } from "./schema-storage.ts";
 import type { TelemetryTables } from "./schema-telemetry.ts";
 
 /** Table shapes as Kysely sees them. Times are bigint milliseconds; booleans 0/1; JSON as text. */
-export interface Database extends NixTables, TelemetryTables, ReleaseTables, RolloutTables, StorageTables {
+export interface Database extends NixTables, TelemetryTables, ReleaseTables, RolloutTables, StorageTables, ReplicaTables {
   orgs: { id: string; name: string; created_at: number };
   admin_keys: {
     id: string;
