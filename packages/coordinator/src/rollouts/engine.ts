@@ -1,5 +1,6 @@
 import type { agentv1, Logger } from "@flotilla/protocol";
 import type { RolloutChanges, RolloutRow, RolloutSnapshot, Store, TransitionRead } from "../store/index.ts";
+import { leaseTtlMs, type Leases } from "../server/lease.ts";
 import { advance, onConnected, onStep, type ReleaseStepEvent } from "./decide.ts";
 
 /** What the agent API tells the rollout engine; see context.ts `rolloutEvents`. */
@@ -18,6 +19,8 @@ export interface RolloutEngineOptions {
    * and changes made by other replicas all surface within one tick.
    */
   tickMs: number;
+  /** Replicas sharing the database: the tick runs on the holder of lease "rollout-tick" only. */
+  leases?: Leases;
 }
 
 type Decide = (s: RolloutSnapshot, now: number) => RolloutChanges | undefined;
@@ -36,6 +39,7 @@ type Decide = (s: RolloutSnapshot, now: number) => RolloutChanges | undefined;
 export class RolloutEngine implements RolloutEvents {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly listeners = new Set<(orgId: string, id: string) => void>();
+  private readonly commitListeners = new Set<(orgId: string, id: string) => void>();
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -59,10 +63,24 @@ export class RolloutEngine implements RolloutEvents {
     await Promise.allSettled([...this.chains.values()]);
   }
 
-  /** Calls `fn` after every committed change of a rollout made by this process. */
+  /**
+   * Calls `fn` after every committed change of a rollout made by this process, and after every
+   * change another replica made that `changed` passes on (rollout watch streams listen here).
+   */
   onChange(fn: (orgId: string, id: string) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
+  }
+
+  /** Calls `fn` after every committed change made by this process only (told to other replicas). */
+  onCommit(fn: (orgId: string, id: string) => void): () => void {
+    this.commitListeners.add(fn);
+    return () => this.commitListeners.delete(fn);
+  }
+
+  /** Another replica changed rollout `id`: its watchers here look again now. */
+  changed(orgId: string, id: string): void {
+    for (const fn of this.listeners) fn(orgId, id);
   }
 
   /**
@@ -77,6 +95,7 @@ export class RolloutEngine implements RolloutEvents {
       if (res?.changed) {
         if (res.rollout.status !== "running") this.log.info("rollout status", { rollout: id, status: res.rollout.status, reason: res.rollout.reason });
         for (const fn of this.listeners) fn(orgId, id);
+        for (const fn of this.commitListeners) fn(orgId, id);
       }
       return res?.rollout;
     });
@@ -121,9 +140,12 @@ export class RolloutEngine implements RolloutEvents {
   private tick(): void {
     if (this.closed) return;
     this.background(
-      this.store.rollouts.activeRollouts().then((list) => {
-        for (const r of list) this.kick(r.orgId, r.id);
-      }),
+      (async () => {
+        // One replica ticks (transitions stay correct on any replica: they lock the rollout row;
+        // the lease only spares the others the same work).
+        if (this.opts.leases && !(await this.opts.leases.hold("rollout-tick", leaseTtlMs(this.opts.tickMs)))) return;
+        for (const r of await this.store.rollouts.activeRollouts()) this.kick(r.orgId, r.id);
+      })(),
       "tick",
     );
   }

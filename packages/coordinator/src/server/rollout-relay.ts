@@ -3,11 +3,8 @@
  * watch` streams on every other at once, instead of at their next refresh. Each replica publishes
  * its engine's changes as a replica event ("rollout", `<orgId>/<rolloutId>`) and hands the
  * others' to `wake`. A missed event costs only the delay until the watcher's own refresh.
- *
- * Wiring (rollouts/index.ts, not done here): after the engine is made,
- *   const unrelay = relayRolloutChanges(ctx.store.replicas.events, ctx.leases.replicaId, engine, wake)
- * where `wake(orgId, id)` notifies the watchers of rollout `id` as engine.onChange does; call
- * `unrelay()` on close.
+ * Wired in rollouts/index.ts: the engine's own commits go out (engine.onCommit), the others' come
+ * in through engine.changed, which wakes watchers without publishing again.
  */
 import type { Logger } from "@flotilla/protocol";
 import type { ReplicaEvents } from "../store/index.ts";
