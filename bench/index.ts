@@ -3,6 +3,8 @@
  * against a baseline measured in the same run. Benchmarks assert nothing about speed.
  * Add a benchmark: a module exporting `bench<Name>(print)`, and one line below.
  */
+import { benchAgent } from "./agent.ts";
+import { benchDownload } from "./download.ts";
 import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
 import { benchTunnel } from "./tunnel.ts";
@@ -10,6 +12,8 @@ import { benchTunnel } from "./tunnel.ts";
 const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] = [
   ["logs", benchLogs],
   ["tunnel", benchTunnel],
+  ["download", benchDownload],
+  ["agent", benchAgent],
   // Not in a plain `npm run bench`: it runs a simulated fleet for minutes. `npm run bench -- fleet`.
   ["fleet", benchFleet],
 ];
