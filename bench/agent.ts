@@ -1,9 +1,9 @@
 /**
  * Agent footprint: the resident memory of an idle `flotilla agent` (enrolled, connected to a
  * real coordinator, then left idle for a window), beside a bare `node` process that only waits
- * (the floor any Node program starts from), measured in the same run. Also lists which heavy
- * native or third-party modules the agent process has mapped or loaded: the agent role should
- * load none of the coordinator's (better-sqlite3, kysely, pg) nor the CLI's admin code.
+ * (the floor any Node program starts from), measured in the same run. Also lists the native
+ * addons the agent process has mapped: the agent role loads none of the coordinator's
+ * (better-sqlite3).
  *
  * Runs the built bundle (packages/cli/dist), as an installed `flotilla` does: run `npm run build`
  * first (bin/flotilla.js falls back to compiling the sources through tsx when the bundle is
@@ -37,10 +37,10 @@ async function bundleFresh(): Promise<boolean> {
   return built >= newest;
 }
 
-/** Modules worth naming when a process has them: coordinator-only and heavy ones. */
-const WATCHED = ["better-sqlite3", "better_sqlite3.node", "kysely", "/pg/", "tar/", "tsx", "esbuild"];
+/** Native addons the agent must not load (the coordinator's database) and tsx's compiler. */
+const WATCHED = ["better_sqlite3.node", "esbuild"];
 
-/** Which WATCHED names appear among the files the process has mapped (native addons) or open. */
+/** Which WATCHED names appear among the files the process has mapped. */
 async function loadedHeavy(pid: number): Promise<string[]> {
   const maps = await readFile(`/proc/${pid}/maps`, "utf8").catch(() => "");
   return WATCHED.filter((w) => maps.includes(w));
@@ -85,7 +85,7 @@ export async function benchAgent(print: (line: string) => void): Promise<void> {
   print(`  idle agent RSS        ${r.agent.rssMiB.toFixed(1)} MiB (peak ${r.agent.hwmMiB.toFixed(1)} MiB)`);
   print(`  bare node RSS         ${r.bareNode.rssMiB.toFixed(1)} MiB`);
   print(`  agent / bare node     ${r.ratio.toFixed(2)}`);
-  print(`  heavy modules mapped  ${r.agent.mapped.length ? r.agent.mapped.join(", ") : "none"}`);
+  print(`  native addons mapped  ${r.agent.mapped.length ? r.agent.mapped.join(", ") : "none"}`);
   const dir = join(repoRoot, "bench", "results");
   await mkdir(dir, { recursive: true });
   const file = join(dir, `agent-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);

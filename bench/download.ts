@@ -48,8 +48,27 @@ interface Runs {
   agent: number[];
   curl: number[];
   curlHttp1: number[];
+  /** CPU seconds per GB: this process while the agent downloads, the curl processes (and their sync) */
+  agentCpu: number[];
+  curlCpu: number[];
+  curlHttp1Cpu: number[];
 }
-const emptyRuns = (): Runs => ({ agent: [], curl: [], curlHttp1: [] });
+const emptyRuns = (): Runs => ({ agent: [], curl: [], curlHttp1: [], agentCpu: [], curlCpu: [], curlHttp1Cpu: [] });
+
+const CLK_TCK = 100; // Linux USER_HZ
+
+/** CPU seconds of this process's children that have exited and been waited for (cutime + cstime). */
+async function childrenCpuSeconds(): Promise<number> {
+  const stat = await readFile("/proc/self/stat", "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[13]) + Number(f[14])) / CLK_TCK;
+}
+
+/** CPU seconds of this process. */
+function ownCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
 
 /** Medians in MB/s; the baseline is the faster of curl's two protocols. */
 export interface DownloadFigures {
@@ -60,6 +79,10 @@ export interface DownloadFigures {
   curlHttp1MBps: number;
   /** agent / the faster curl */
   ratio: number;
+  /** CPU seconds per GB downloaded (medians): a figure a loaded machine changes less than MB/s. */
+  agentCpuPerGB: number;
+  curlCpuPerGB: number;
+  curlHttp1CpuPerGB: number;
   runs: Runs;
 }
 
@@ -76,7 +99,17 @@ function summary(runs: Runs, what: { downloads: number; bytesEach: number }): Do
   const agentMBps = median(runs.agent);
   const curlMBps = median(runs.curl);
   const curlHttp1MBps = median(runs.curlHttp1);
-  return { ...what, agentMBps, curlMBps, curlHttp1MBps, ratio: agentMBps / Math.max(curlMBps, curlHttp1MBps), runs };
+  return {
+    ...what,
+    agentMBps,
+    curlMBps,
+    curlHttp1MBps,
+    ratio: agentMBps / Math.max(curlMBps, curlHttp1MBps),
+    agentCpuPerGB: median(runs.agentCpu),
+    curlCpuPerGB: median(runs.curlCpu),
+    curlHttp1CpuPerGB: median(runs.curlHttp1Cpu),
+    runs,
+  };
 }
 
 /** A non-loopback IPv4 address of this machine, for a TLS listener. */
@@ -191,15 +224,22 @@ export async function measureDownloads(log: (line: string) => void): Promise<Dow
           const bytes = list.length * releases[name]!.length;
           const r = runs[kind];
           await fresh(list);
+          const gb = bytes / 1e9;
           const t0 = performance.now();
+          const cpu0 = ownCpuSeconds();
           await Promise.all(list.map((d) => agentFetch(name, d)));
+          r.agentCpu.push((ownCpuSeconds() - cpu0) / gb);
           r.agent.push(bytes / MB / ((performance.now() - t0) / 1000));
           await fresh(list);
+          let c0 = await childrenCpuSeconds();
           const h2 = await curlAll(urlOf(name), http.token, list.map((d) => join(d, `${name}.bin`)), false);
+          r.curlCpu.push(((await childrenCpuSeconds()) - c0) / gb);
           curlVersion = h2.httpVersion;
           r.curl.push(bytes / MB / h2.seconds);
           await fresh(list);
+          c0 = await childrenCpuSeconds();
           const h1 = await curlAll(urlOf(name), http.token, list.map((d) => join(d, `${name}.bin`)), true);
+          r.curlHttp1Cpu.push(((await childrenCpuSeconds()) - c0) / gb);
           r.curlHttp1.push(bytes / MB / h1.seconds);
           await Promise.all(list.map((d) => rm(d, { recursive: true, force: true })));
           log(`  round ${round}/${rounds}, ${list.length} at once: agent ${r.agent.at(-1)!.toFixed(0)} MB/s, curl ${r.curl.at(-1)!.toFixed(0)} MB/s, curl --http1.1 ${r.curlHttp1.at(-1)!.toFixed(0)} MB/s`);
@@ -228,6 +268,9 @@ export function downloadTable(r: DownloadResult): string[] {
     row(`one download of ${(r.single.bytesEach / MB).toFixed(0)} MB`, r.single),
     row(`${r.concurrent.downloads} at once, ${(r.concurrent.bytesEach / MB).toFixed(0)} MB each`, r.concurrent),
   ];
+  const cpu = (label: string, f: DownloadFigures) => [label, f.agentCpuPerGB.toFixed(2), f.curlCpuPerGB.toFixed(2), f.curlHttp1CpuPerGB.toFixed(2), (f.agentCpuPerGB / Math.min(f.curlCpuPerGB, f.curlHttp1CpuPerGB)).toFixed(2)];
+  rows.push(["CPU seconds per GB", "agent", "curl", "curl HTTP/1.1", "agent / the leaner curl"]);
+  rows.push(cpu("  one download", r.single), cpu(`  ${r.concurrent.downloads} at once`, r.concurrent));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((x) => x[i]!.length)));
   return rows.map((x) => `  ${x.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")}`);
 }
