@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -128,6 +128,25 @@ describe("downloadTarget", () => {
     const { url } = await serve(other, { chunk: 1000 });
     await expect(download(url, target).result).rejects.toThrow(`does not match its signed sha256: expected ${target.sha256}, got ${sha256(other)}`);
     expect(await readdir(join(tmp.path, "staging"))).toEqual([]);
+  });
+
+  it("keeps what arrived before the connection broke off, and the next attempt resumes from there to the signed bytes", async () => {
+    const data = randomBytes(3 * WRITE_BYTES);
+    const target = targetOf(data);
+    const cut = WRITE_BYTES + 65_536;
+    const broken = createServer((_req, res) => {
+      res.writeHead(200, { "content-length": String(data.length) });
+      res.write(data.subarray(0, cut), () => setTimeout(() => res.socket?.destroy(), 50));
+    });
+    await new Promise<void>((r) => broken.listen(0, "127.0.0.1", r));
+    servers.push(broken);
+    await expect(download(`http://127.0.0.1:${(broken.address() as AddressInfo).port}`, target).result).rejects.toThrow(/broke off|cannot reach|aborted|socket hang up/);
+    const kept = (await stat(join(tmp.path, "staging", `${target.sha256}.part`))).size;
+    expect(kept).toBeGreaterThan(0);
+    expect(kept).toBeLessThanOrEqual(cut);
+    const { url, seen } = await serve(data);
+    expect((await readFile(await download(url, target).result)).equals(data)).toBe(true);
+    expect(seen.map((x) => x.range)).toEqual([`bytes=${kept}-`]);
   });
 
   it("refuses more bytes than the signed length", async () => {

@@ -154,8 +154,10 @@ function receive(
       // One write running and this one waiting: enough in memory until the first is done.
       if (writing > 1) hold(before);
     };
+    /** Set at 'end' (or 'close'): a chunk after it is not taken (the hash is being finished). */
+    let ended = false;
     res.on("data", (chunk: Buffer) => {
-      if (failed) return;
+      if (failed || ended) return;
       if (offset + received + chunk.length > target.length) {
         return fail(new ArtifactRefused(`the artifact of ${target.path} is longer than its signed length of ${target.length} bytes`));
       }
@@ -178,7 +180,8 @@ function receive(
     // 'end' after the whole body; 'close' also when the connection broke off first (then the
     // caller finds fewer bytes than signed, and resumes later from what was written).
     const done = () => {
-      if (failed) return;
+      if (failed || ended) return;
+      ended = true;
       flush();
       writes.then(() => resolve(received), fail);
     };
