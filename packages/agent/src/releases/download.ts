@@ -77,9 +77,8 @@ async function hashPrefix(h: Hash, path: string, length: number): Promise<void> 
   if (n !== length) throw new TransientError(`${path} shrank while it was read: ${n} of ${length} bytes`);
 }
 
-/** Writes every byte of `bufs` at the end of `file` (opened for appending), however many calls it takes. */
-async function writeAll(file: FileHandle, bufs: Buffer[]): Promise<void> {
-  let buf = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+/** Writes every byte of `buf` at the end of `file` (opened for appending), however many calls it takes. */
+async function writeAll(file: FileHandle, buf: Buffer): Promise<void> {
   while (buf.length > 0) {
     const { bytesWritten } = await file.write(buf, 0, buf.length);
     buf = buf.subarray(bytesWritten);
@@ -88,8 +87,8 @@ async function writeAll(file: FileHandle, bufs: Buffer[]): Promise<void> {
 
 /**
  * Reads the response body into `file` (opened for appending, `offset` bytes in it already) and
- * `h`: each chunk is hashed as it arrives and gathered into writes of WRITE_BYTES, one write in
- * flight while the next is gathered; the response is paused while two are (and while the rate
+ * `h`: chunks are gathered into writes of WRITE_BYTES, each hashed as it is handed to the disk,
+ * one write in flight while the next is gathered; the response is paused while two are (and while the rate
  * cap says to wait). 'data' events rather than async iteration: a chunk costs one callback, not
  * a promise. Resolves with the bytes received once every write is done.
  */
@@ -135,13 +134,15 @@ function receive(
     };
     const flush = () => {
       if (gatheredBytes === 0) return;
-      const bufs = gathered;
+      // Hashed here, in order, one call per write rather than one per network chunk.
+      const buf = gathered.length === 1 ? gathered[0]! : Buffer.concat(gathered, gatheredBytes);
       const n = gatheredBytes;
+      h.update(buf);
       gathered = [];
       gatheredBytes = 0;
       const before = writes;
       writing++;
-      writes = before.then(() => writeAll(file, bufs)).then(
+      writes = before.then(() => writeAll(file, buf)).then(
         () => {
           written += n;
           writing--;
@@ -161,7 +162,6 @@ function receive(
       if (offset + received + chunk.length > target.length) {
         return fail(new ArtifactRefused(`the artifact of ${target.path} is longer than its signed length of ${target.length} bytes`));
       }
-      h.update(chunk);
       gathered.push(chunk);
       gatheredBytes += chunk.length;
       received += chunk.length;
