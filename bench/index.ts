@@ -4,6 +4,8 @@
  * Add a benchmark: a module exporting `bench<Name>(print)`, and one line below.
  */
 import { benchEnroll } from "./enroll.ts";
+import { benchAgent } from "./agent.ts";
+import { benchDownload } from "./download.ts";
 import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
 import { benchRollout } from "./rollout.ts";
@@ -18,6 +20,8 @@ const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] =
   // Not in a plain `npm run bench` either (about 10 minutes): rollout store cost per device at
   // 1,000 and 10,000 devices beside the code before wave counters. `npm run bench -- rollout`.
   ["rollout", benchRollout],
+  ["download", benchDownload],
+  ["agent", benchAgent],
   // Not in a plain `npm run bench`: it runs a simulated fleet for minutes. `npm run bench -- fleet`.
   ["fleet", benchFleet],
   // Not in a plain `npm run bench` either: it enrolls tens of thousands of devices. `npm run bench -- enroll`.

@@ -18,3 +18,7 @@ export {
   type Artifact,
   type ServerConfig,
 } from "./activation/bundle/testing/fixtures.ts";
+// The agent's release download and verification as production runs them, for bench/download.ts.
+export { connect } from "./connection/dial.ts";
+export { downloadTarget, targetUrlPath } from "./releases/download.ts";
+export { verifyRelease } from "./releases/verify.ts";

@@ -1,21 +1,6 @@
 import { Command, CommanderError } from "commander";
 import { VERSION } from "@flotilla/protocol";
-import { closeAdminClients } from "./admin/client.ts";
-import { registerAccessCommands } from "./commands/access.ts";
-import { registerCompletionCommand } from "./commands/completion.ts";
-import { registerDeviceCommands } from "./commands/device.ts";
-import { registerIdCommand } from "./commands/id.ts";
-import { registerNixCommands } from "./commands/nix.ts";
-import { registerLogsCommands } from "./commands/logs.ts";
-import { registerOrgCommands } from "./commands/org.ts";
-import { registerGcCommand } from "./commands/gc.ts";
-import { registerReleaseCommands } from "./commands/release.ts";
-import { registerRoleCommands } from "./commands/roles.ts";
-import { registerRolloutCommands } from "./commands/rollout.ts";
-import { registerSimCommand } from "./commands/sim.ts";
 import type { Run } from "./run.ts";
-import { registerTunnelCommands } from "./commands/tunnel.ts";
-import { registerUpCommand } from "./commands/up.ts";
 import { addExamples } from "./commands/examples.ts";
 import { cliOptionSpecs, environmentHelp, globalFlags, loadCliConfig, type CliConfig } from "./config.ts";
 import { describeError, exitCodeFor } from "./errors.ts";
@@ -56,7 +41,9 @@ export async function main(argv: string[], env: Record<string, string | undefine
     }
   };
 
-  registerCommands(program, cli, env, run);
+  // `flotilla agent` loads the agent's commands only: not the admin commands, their clients and
+  // schemas, nor the coordinator's code, which every other command registers.
+  const closeAdminClients = await registerCommands(program, cli, env, run, commandOf(argv) === "agent" ? "agent" : "all");
 
   try {
     await program.parseAsync(argv, { from: "user" });
@@ -73,21 +60,59 @@ export async function main(argv: string[], env: Record<string, string | undefine
   return exitCode;
 }
 
-/** Registers every command on `program`, each with its --help examples (commands/examples.ts). */
-export function registerCommands(program: Command, cli: () => CliConfig, env: Record<string, string | undefined>, run: Run): void {
-  registerUpCommand(program, cli, env, run);
-  registerRoleCommands(program, cli, env, run);
-  registerIdCommand(program, cli, run);
-  registerAccessCommands(program, cli, run);
-  registerDeviceCommands(program, cli, run);
-  registerOrgCommands(program, cli, run);
-  registerNixCommands(program, cli, run);
-  registerLogsCommands(program, cli, run);
-  registerTunnelCommands(program, cli, run);
-  registerReleaseCommands(program, cli, run);
-  registerRolloutCommands(program, cli, run);
-  registerGcCommand(program, cli, run);
-  registerCompletionCommand(program, run);
-  registerSimCommand(program, cli, env, run);
+/** The command `argv` runs: its first word that is neither a flag nor a global flag's value. */
+export function commandOf(argv: string[]): string | undefined {
+  const valued = Object.keys(globalFlags).map((name) => `--${cliOptionSpecs[name as keyof typeof globalFlags].flag}`);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--") return argv[i + 1];
+    if (!a.startsWith("-")) return a;
+    if (valued.includes(a)) i++;
+  }
+  return undefined;
+}
+
+/**
+ * Registers every command (or the agent's only), in the order help lists them, each with its
+ * --help examples (commands/examples.ts); returns the closer of the admin clients.
+ */
+export async function registerCommands(program: Command, cli: () => CliConfig, env: Record<string, string | undefined>, run: Run, which: "all" | "agent" = "all"): Promise<() => void> {
+  if (which === "agent") {
+    (await import("./commands/roles.ts")).registerRoleCommands(program, cli, env, run);
+    addExamples(program);
+    return () => {};
+  }
+  const [client, access, completion, device, id, nix, logs, org, gc, release, roles, rollout, sim, tunnel, up] = await Promise.all([
+    import("./admin/client.ts"),
+    import("./commands/access.ts"),
+    import("./commands/completion.ts"),
+    import("./commands/device.ts"),
+    import("./commands/id.ts"),
+    import("./commands/nix.ts"),
+    import("./commands/logs.ts"),
+    import("./commands/org.ts"),
+    import("./commands/gc.ts"),
+    import("./commands/release.ts"),
+    import("./commands/roles.ts"),
+    import("./commands/rollout.ts"),
+    import("./commands/sim.ts"),
+    import("./commands/tunnel.ts"),
+    import("./commands/up.ts"),
+  ]);
+  up.registerUpCommand(program, cli, env, run);
+  roles.registerRoleCommands(program, cli, env, run);
+  id.registerIdCommand(program, cli, run);
+  access.registerAccessCommands(program, cli, run);
+  device.registerDeviceCommands(program, cli, run);
+  org.registerOrgCommands(program, cli, run);
+  nix.registerNixCommands(program, cli, run);
+  logs.registerLogsCommands(program, cli, run);
+  tunnel.registerTunnelCommands(program, cli, run);
+  release.registerReleaseCommands(program, cli, run);
+  rollout.registerRolloutCommands(program, cli, run);
+  gc.registerGcCommand(program, cli, run);
+  completion.registerCompletionCommand(program, run);
+  sim.registerSimCommand(program, cli, env, run);
   addExamples(program);
+  return client.closeAdminClients;
 }

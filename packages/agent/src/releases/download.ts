@@ -1,6 +1,7 @@
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, rename, rm, stat, statfs } from "node:fs/promises";
+import { mkdir, open, rename, rm, stat, statfs, type FileHandle } from "node:fs/promises";
+import type { IncomingMessage } from "node:http";
 import { dirname, join } from "node:path";
 import { TUF_TARGETS_PATH } from "@flotilla/protocol";
 import { get, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
@@ -62,10 +63,140 @@ async function sizeOf(path: string): Promise<number | undefined> {
   }
 }
 
+/** The size of the writes a download makes: chunks from the network are gathered up to this. */
+export const WRITE_BYTES = 1024 * 1024;
+
+/** Reads and hashes the first `length` bytes of `path` into `h` (a resumed download's prefix). */
+async function hashPrefix(h: Hash, path: string, length: number): Promise<void> {
+  if (length === 0) return;
+  let n = 0;
+  for await (const chunk of createReadStream(path, { start: 0, end: length - 1, highWaterMark: WRITE_BYTES }) as AsyncIterable<Buffer>) {
+    h.update(chunk);
+    n += chunk.length;
+  }
+  if (n !== length) throw new TransientError(`${path} shrank while it was read: ${n} of ${length} bytes`);
+}
+
+/** Writes every byte of `buf` at the end of `file` (opened for appending), however many calls it takes. */
+async function writeAll(file: FileHandle, buf: Buffer): Promise<void> {
+  while (buf.length > 0) {
+    const { bytesWritten } = await file.write(buf, 0, buf.length);
+    buf = buf.subarray(bytesWritten);
+  }
+}
+
 /**
- * Downloads a signed target into `<staging>/<sha256>`: appends to `<sha256>.part` from where
- * an earlier attempt stopped (HTTP Range), never accepts more than the signed length, then
- * checks the sha256 and renames. A mismatch deletes the part and throws ArtifactRefused.
+ * Reads the response body into `file` (opened for appending, `offset` bytes in it already) and
+ * `h`: chunks are gathered into writes of WRITE_BYTES, each hashed as it is handed to the disk,
+ * one write in flight while the next is gathered; the response is paused while two are (and while the rate
+ * cap says to wait). 'data' events rather than async iteration: a chunk costs one callback, not
+ * a promise. Resolves with the bytes received once every write is done.
+ */
+function receive(
+  res: IncomingMessage,
+  file: FileHandle,
+  h: Hash,
+  opts: { offset: number; target: DownloadTarget; bytesPerSecond: number; progress(done: number): void },
+): Promise<number> {
+  const { offset, target } = opts;
+  const started = Date.now();
+  let received = 0;
+  let written = 0;
+  let lastReport = 0;
+  let gathered: Buffer[] = [];
+  let gatheredBytes = 0;
+  /** The writes so far, in order; rejects with the first failure. */
+  let writes: Promise<void> = Promise.resolve();
+  let writing = 0;
+  let paused = 0;
+  return new Promise<number>((resolve, reject) => {
+    let failed = false;
+    const fail = (err: unknown) => {
+      if (failed) return;
+      failed = true;
+      res.destroy();
+      // A write still running must end before the caller closes the file.
+      void writes.catch(() => {}).then(() => reject(err));
+    };
+    const noSpace = (err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== "ENOSPC") return err;
+      return new NoSpaceError(`no space left on the device's disk while downloading ${target.path} (${mib(offset + written)} of ${mib(target.length)} done)`, offset + written);
+    };
+    /** Pauses the response until `until` settles (several reasons may overlap). */
+    const hold = (until: Promise<unknown>) => {
+      if (paused++ === 0) res.pause();
+      until.then(
+        () => {
+          if (--paused === 0 && !failed) res.resume();
+        },
+        fail,
+      );
+    };
+    const flush = () => {
+      if (gatheredBytes === 0) return;
+      // Hashed here, in order, one call per write rather than one per network chunk.
+      const buf = gathered.length === 1 ? gathered[0]! : Buffer.concat(gathered, gatheredBytes);
+      const n = gatheredBytes;
+      h.update(buf);
+      gathered = [];
+      gatheredBytes = 0;
+      const before = writes;
+      writing++;
+      writes = before.then(() => writeAll(file, buf)).then(
+        () => {
+          written += n;
+          writing--;
+        },
+        (err: unknown) => {
+          throw noSpace(err);
+        },
+      );
+      writes.catch(fail);
+      // One write running and this one waiting: enough in memory until the first is done.
+      if (writing > 1) hold(before);
+    };
+    /** Set at 'end' (or 'close'): a chunk after it is not taken (the hash is being finished). */
+    let ended = false;
+    res.on("data", (chunk: Buffer) => {
+      if (failed || ended) return;
+      if (offset + received + chunk.length > target.length) {
+        return fail(new ArtifactRefused(`the artifact of ${target.path} is longer than its signed length of ${target.length} bytes`));
+      }
+      gathered.push(chunk);
+      gatheredBytes += chunk.length;
+      received += chunk.length;
+      if (gatheredBytes >= WRITE_BYTES) flush();
+      const now = Date.now();
+      if (now - lastReport > 1000) {
+        lastReport = now;
+        opts.progress(offset + received);
+      }
+      if (opts.bytesPerSecond > 0) {
+        const due = started + (received / opts.bytesPerSecond) * 1000;
+        if (due > now) hold(new Promise((r) => setTimeout(r, due - now)));
+      }
+    });
+    res.on("error", fail);
+    // 'end' after the whole body; 'close' also when the connection broke off first (then the
+    // caller finds fewer bytes than signed, and resumes later from what was written).
+    const done = () => {
+      if (failed || ended) return;
+      ended = true;
+      flush();
+      writes.then(() => resolve(received), fail);
+    };
+    res.on("end", done);
+    res.on("close", done);
+  });
+}
+
+/**
+ * Downloads a signed target into `<staging>/<sha256>` in one pass: the bytes are hashed as they
+ * arrive and written in large writes (WRITE_BYTES, one write in flight while the next is
+ * gathered), never more than the signed length is accepted, and at the end the length and
+ * sha256 are checked with no second read of the file. A download that broke off resumes
+ * (HTTP Range) by appending to `<sha256>.part`: the bytes already there are read and hashed
+ * once, before the rest arrives. A mismatch deletes the part and throws ArtifactRefused.
  * `bytesPerSecond` (0: unlimited) caps the rate.
  */
 export async function downloadTarget(opts: {
@@ -88,7 +219,12 @@ export async function downloadTarget(opts: {
     offset = 0;
   }
   opts.progress(offset, target.length);
-  if (offset < target.length) {
+  const h = createHash("sha256");
+  if (offset === target.length) {
+    // Complete from an earlier attempt that stopped before its check: hashed here, once.
+    opts.verifying();
+    await hashPrefix(h, part, offset);
+  } else {
     await ensureSpace(opts.staging, target.length - offset, target.path, offset);
     const res = await get(opts.http, targetUrlPath(target), offset > 0 ? { range: `bytes=${offset}-` } : {}, opts.signal);
     if (res.statusCode === 404) {
@@ -100,44 +236,31 @@ export async function downloadTarget(opts: {
       res.resume();
       throw new TransientError(`coordinator answered HTTP ${res.statusCode} for ${target.path}`);
     }
-    const file = await open(part, offset === 0 ? "w" : "a", 0o600);
-    const started = Date.now();
-    let received = 0;
-    let lastReport = 0;
-    try {
-      for await (const chunk of res as AsyncIterable<Buffer>) {
-        if (offset + received + chunk.length > target.length) {
-          res.destroy();
-          throw new ArtifactRefused(`the artifact of ${target.path} is longer than its signed length of ${target.length} bytes`);
-        }
-        try {
-          await file.write(chunk);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== "ENOSPC") throw err;
-          res.destroy();
-          throw new NoSpaceError(`no space left on the device's disk while downloading ${target.path} (${mib(offset + received)} of ${mib(target.length)} done)`, offset + received);
-        }
-        received += chunk.length;
-        const now = Date.now();
-        if (now - lastReport > 1000) {
-          lastReport = now;
-          opts.progress(offset + received, target.length);
-        }
-        if (opts.bytesPerSecond > 0) {
-          const due = started + (received / opts.bytesPerSecond) * 1000;
-          if (due > now) await new Promise((r) => setTimeout(r, due - now));
-        }
+    if (offset > 0) {
+      try {
+        await hashPrefix(h, part, offset);
+      } catch (err) {
+        res.destroy();
+        throw err;
       }
+    }
+    const file = await open(part, offset === 0 ? "w" : "a", 0o600);
+    let received = 0;
+    try {
+      received = await receive(res, file, h, {
+        offset,
+        target,
+        bytesPerSecond: opts.bytesPerSecond,
+        progress: (done) => opts.progress(done, target.length),
+      });
       await file.sync();
     } finally {
       await file.close();
     }
     if (offset + received < target.length) throw new TransientError(`download of ${target.path} broke off at ${offset + received} of ${target.length} bytes`);
     opts.progress(target.length, target.length);
+    opts.verifying();
   }
-  opts.verifying();
-  const h = createHash("sha256");
-  for await (const chunk of createReadStream(part) as AsyncIterable<Buffer>) h.update(chunk);
   const got = h.digest("hex");
   if (got !== target.sha256) {
     await rm(part, { force: true });

@@ -1,6 +1,5 @@
 import { machine } from "node:os";
 import { basename } from "node:path";
-import { Updater } from "tuf-js";
 import { parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
 import type { InstalledRelease } from "../activation/activator.ts";
 import { CoordinatorFetcher, metadataBaseUrl, pinRoot, RootRefused, TransientError, type CoordinatorHttp, type ExpectedRoot } from "./coordinator-http.ts";
@@ -42,6 +41,8 @@ export async function verifyRelease(opts: {
 }): Promise<VerifiedRelease> {
   try {
     if (!(await pinRoot(opts.http, opts.metadataDir, opts.expectedRoot))) throw new ReleaseRefused("the organization has no signed root metadata yet");
+    // Loaded at the first release, not at start: an idle agent does not hold tuf-js.
+    const { Updater } = await import("tuf-js");
     const updater = new Updater({
       metadataDir: opts.metadataDir,
       metadataBaseUrl: metadataBaseUrl(opts.http),

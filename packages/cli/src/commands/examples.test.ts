@@ -7,9 +7,9 @@ import { describe, expect, it } from "vitest";
 import { registerCommands } from "../main.ts";
 import { commandPath, EXAMPLES } from "./examples.ts";
 
-function program(): Command {
+async function program(): Promise<Command> {
   const p = new Command("flotilla");
-  registerCommands(
+  await registerCommands(
     p,
     () => {
       throw new Error("no configuration in this test");
@@ -31,8 +31,10 @@ function helpOf(cmd: Command): string {
   return text;
 }
 
+const root = await program();
+
 describe("the CLI's help", () => {
-  const commands = every(program());
+  const commands = every(root);
 
   it("shows examples on every command", () => {
     const without = commands.filter((c) => !/\nExamples:\n {2}\$ flotilla/.test(helpOf(c)) && !/\nExamples:\n {2}\$ ssh /.test(helpOf(c)));

@@ -17,6 +17,7 @@ export const EXAMPLES: Record<string, string[]> = {
   agent: ["flotilla agent --join 'flotilla-join:...'", "flotilla agent --state-dir /var/lib/flotilla-agent", "flotilla agent --rejoin 'flotilla-join:...'  # re-home to another coordinator"],
   id: ["flotilla id", "flotilla id --state-dir /var/lib/flotilla-agent --ssh", "flotilla id --data-dir /var/lib/flotilla --pin"],
   login: ["flotilla login --coordinator https://fleet.example.com:7700 --setup-code ABCD-EFGH-IJKL-MNOP", "flotilla login --coordinator https://fleet.example.com:7700"],
+  "login-link": ["flotilla login-link   # then open the printed link in a browser, once, within 10 minutes"],
   "join-token": ["flotilla join-token create --labels site=lab --auto-approve", "flotilla join-token ls"],
   "join-token create": ["flotilla join-token create", "flotilla join-token create --labels env=prod,site=berlin --uses 50 --expires 7d --auto-approve"],
   "join-token ls": ["flotilla join-token ls", "flotilla join-token ls --json"],

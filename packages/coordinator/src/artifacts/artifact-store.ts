@@ -9,6 +9,9 @@ import { SWEEP_LIMIT, type StorageQuotas } from "./storage-quota.ts";
 /** sha256 in lowercase hex. */
 export const SHA256_HEX = /^[0-9a-f]{64}$/;
 
+/** The chunk size artifacts are read and served in (fs streams default to 64 KiB). */
+export const READ_BYTES = 1024 * 1024;
+
 /** The largest artifact accepted (bytes). */
 export const MAX_ARTIFACT_BYTES = 64 * 1024 ** 3;
 
@@ -60,6 +63,14 @@ export class ArtifactStore {
   /** The file of a complete artifact. */
   path(sha256: string): string {
     return join(this.dir, "sha256", sha256);
+  }
+
+  /**
+   * Bytes `start` to `end` (inclusive) of a complete artifact, read in large chunks
+   * ({@link READ_BYTES}) so that serving it makes few, large writes to the connection.
+   */
+  read(sha256: string, start: number, end: number): Readable {
+    return createReadStream(this.path(sha256), { start, end, highWaterMark: READ_BYTES });
   }
 
   private partPath(owner: string, sha256: string, length: number): string {

@@ -2,7 +2,6 @@
  * The plain-HTTP side of releases: resumable artifact uploads for admins, and TUF metadata and
  * artifact downloads (with Range) for the organization's devices. See docs/releases.md.
  */
-import { createReadStream } from "node:fs";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import {
@@ -123,7 +122,7 @@ export function releasesHttpHandler(deps: { store: Store; artifacts: ArtifactSto
       ...(range ? { "content-range": `bytes ${start}-${end}/${size}` } : {}),
     });
     if (req.method === "HEAD" || size === 0) return void res.end();
-    await pipeline(createReadStream(artifacts.path(sha256), { start, end }), res as NodeJS.WritableStream);
+    await pipeline(artifacts.read(sha256, start, end), res as NodeJS.WritableStream);
   }
 
   return (req, res) => {

@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { chmod, copyFile, lstat, mkdir, readdir, realpath } from "node:fs/promises";
 import { join, posix, sep } from "node:path";
-import * as tar from "tar";
+import type * as Tar from "tar";
 
 /** Limits on what a bundle may unpack to. */
 export interface UnpackLimits {
@@ -53,15 +53,19 @@ function underAny(path: string, dirs: Set<string>): string | undefined {
   return undefined;
 }
 
+/** tar, loaded at the first bundle: an agent that installs none does not hold it. */
+const loadTar = () => import("tar");
+
 /**
  * Calls `onEntry` for each entry of the archive without writing anything; stops reading at once
  * when it throws (a refused entry early in a huge archive costs nothing more) and rejects with
  * that error.
  */
-function listEntries(file: string, onEntry: (e: tar.ReadEntry) => void): Promise<void> {
+async function listEntries(file: string, onEntry: (e: Tar.ReadEntry) => void): Promise<void> {
+  const tar = await loadTar();
   return new Promise<void>((resolve, reject) => {
     const input = createReadStream(file);
-    const parser: tar.Parser = new tar.Parser({
+    const parser: Tar.Parser = new tar.Parser({
       strict: true,
       onReadEntry: (e) => {
         try {
@@ -91,7 +95,7 @@ async function inspect(file: string, limits: UnpackLimits): Promise<void> {
   let bytes = 0;
   let entries = 0;
   const symlinks = new Set<string>();
-  const check = (e: tar.ReadEntry): void => {
+  const check = (e: Tar.ReadEntry): void => {
     entries++;
     if (entries > limits.maxEntries) throw new BundleRefusedError(`bundle has more than ${limits.maxEntries} entries`);
     if (!ALLOWED_TYPES.has(e.type)) throw new BundleRefusedError(`bundle entry ${e.path} is a ${e.type}, not a file, directory or link`);
@@ -158,6 +162,7 @@ export async function unpackTarball(file: string, dest: string, limits: UnpackLi
     throw new BundleRefusedError(`bundle is not a readable tar archive: ${(err as Error).message}`);
   }
   const root = await realpath(dest);
+  const tar = await loadTar();
   let bytes = 0;
   let tooBig = false;
   try {
