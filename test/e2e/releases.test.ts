@@ -86,6 +86,11 @@ describe("releases verified by the agent", () => {
     const text = await fleet.admin(["device", "show", name]);
     expect(text.stdout).toContain("current 1.0.0 (#1), desired 1.0.0 (#1)");
     expect(text.stdout).toMatch(/\d{4}-\d\d-\d\dT\S+Z {2}app\/1\/app\.tar\.gz {2}healthy/);
+    expect(text.stderr).toBe("");
+    // Fewer steps asked for than there are: the newest one only, and stderr says what was left out.
+    const one = await fleet.admin(["device", "show", name, "--steps", "1"]);
+    expect(one.stdout.split("\n").filter((l) => l.includes("app/1/app.tar.gz"))).toEqual([expect.stringMatching(/ {2}healthy$/)]);
+    expect(one.stderr).toBe("device show: older release steps were left out; --steps 1000 shows up to 1000\n");
     expect(await staged(stateDir)).toEqual([]);
   });
 

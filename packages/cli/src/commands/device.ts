@@ -8,6 +8,9 @@ import { deviceJson, deviceStatus } from "../devices/view.ts";
 import { UsageError } from "../errors.ts";
 import { ago, json, parseLabels, table } from "../output.ts";
 import { deviceReleaseInfo, releaseLines } from "../releases/device-releases.ts";
+
+/** The most release steps `device show` asks for (the coordinator's limit). */
+const MAX_STEPS = 1000;
 import type { Run } from "../run.ts";
 
 function labelText(labels: Record<string, string>): string {
@@ -60,14 +63,24 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
   device
     .command("show <device>")
     .description("everything known of one device (id or name)")
+    .option("--steps <n>", `the newest n release steps (at most ${MAX_STEPS}); says on stderr when older ones were left out`, "200")
     .option("--json", "print JSON")
     .action(
-      (ref: string, opts: { json?: boolean }) =>
+      (ref: string, opts: { json?: boolean; steps: string }) =>
         run(async (out) => {
+          const steps = Number(opts.steps);
+          if (!Number.isInteger(steps) || steps < 1 || steps > MAX_STEPS) throw new UsageError(`--steps must be a whole number from 1 to ${MAX_STEPS}`);
           const { device: d } = await (await adminClient(target())).getDevice({ device: ref });
           if (!d) throw new UsageError(`no device ${ref}`);
           const j = deviceJson(d);
-          const rel = await deviceReleaseInfo(target(), d.id);
+          const rel = await deviceReleaseInfo(target(), d.id, { steps });
+          if (rel.moreSteps) {
+            process.stderr.write(
+              steps < MAX_STEPS
+                ? `device show: older release steps were left out; --steps ${MAX_STEPS} shows up to ${MAX_STEPS}\n`
+                : `device show: only the newest ${MAX_STEPS} release steps are shown\n`,
+            );
+          }
           if (opts.json) return out(json({ ...j, ...rel }));
           const lines = [
             `name:          ${j.name}`,

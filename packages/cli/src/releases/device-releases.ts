@@ -4,8 +4,8 @@ import { adminv1 } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
 
 /** A device's releases and step history, for `device show`. */
-export async function deviceReleaseInfo(target: AdminTarget, deviceId: string, opts: { removed?: boolean } = {}) {
-  const r = await (await serviceClient(target, adminv1.ReleaseService)).getDeviceReleases({ device: deviceId });
+export async function deviceReleaseInfo(target: AdminTarget, deviceId: string, opts: { removed?: boolean; steps?: number } = {}) {
+  const r = await (await serviceClient(target, adminv1.ReleaseService)).getDeviceReleases({ device: deviceId, limit: opts.steps ?? 0 });
   const iso = (t: adminv1.ReleaseStep["time"]) => (t ? new Date(timestampMs(t)).toISOString() : null);
   return {
     // Undeployed releases are kept as rows (run state removed) but are no longer on the device.
@@ -34,6 +34,8 @@ export async function deviceReleaseInfo(target: AdminTarget, deviceId: string, o
       bytesTotal: Number(s.bytesTotal),
       error: s.error,
     })),
+    /** Older steps exist than those in `steps`. */
+    moreSteps: r.moreSteps,
   };
 }
 

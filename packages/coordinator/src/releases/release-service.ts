@@ -251,9 +251,12 @@ export function releaseService(ctx: ServiceContext, tuf: TufRepository, artifact
       const device = await findDevice(hctx, req.device);
       const limit = Math.min(req.limit || 200, MAX_STEPS);
       const rows = await store.releases.listDeviceReleases(orgId, device.id);
-      const steps = await store.releases.listReleaseSteps(orgId, device.id, limit);
+      // One more than asked: whether older steps exist, so no client cuts the history silently.
+      const fetched = await store.releases.listReleaseSteps(orgId, device.id, limit + 1);
+      const steps = fetched.slice(-limit);
       return {
         deviceId: device.id,
+        moreSteps: fetched.length > limit,
         releases: rows.map(deviceReleaseView),
         steps: steps.map((s) => ({
           time: timestampFromMs(s.time),
