@@ -11,19 +11,9 @@ export interface DesiredReleaseFields {
   kind: string;
 }
 
-/**
- * Makes `release` the device's desired release for its name and bumps the device's generation,
- * in the caller's transaction (the device row locked on PostgreSQL), and queues the wake-up of
- * its Watch stream for other replicas. The caller wakes this process's stream after commit
- * (`adapter.notifyAfterCommit`). False, writing nothing, when the device is gone or not approved
- * (rejected or decommissioned since it was chosen).
- */
-export async function putDesiredRelease(trx: Transaction<Database>, adapter: StoreAdapter, orgId: string, deviceId: string, release: DesiredReleaseFields, now: number): Promise<boolean> {
-  let q = trx.selectFrom("devices").select(["generation", "lifecycle"]).where("org_id", "=", orgId).where("id", "=", deviceId);
-  if (adapter.rowLocks) q = q.forUpdate();
-  const device = await q.executeTakeFirst();
-  if (!device || device.lifecycle !== "approved") return false;
-  const desired = {
+/** The device_releases columns that make `release` a device's desired release from `now`. */
+export function desiredColumns(release: Omit<DesiredReleaseFields, "name">, now: number) {
+  return {
     desired_target: release.targetPath,
     desired_counter: release.counter,
     desired_version: release.version,
@@ -36,6 +26,21 @@ export async function putDesiredRelease(trx: Transaction<Database>, adapter: Sto
     reported_state: "",
     reported_error: "",
   };
+}
+
+/**
+ * Makes `release` the device's desired release for its name and bumps the device's generation,
+ * in the caller's transaction (the device row locked on PostgreSQL), and queues the wake-up of
+ * its Watch stream for other replicas. The caller wakes this process's stream after commit
+ * (`adapter.notifyAfterCommit`). False, writing nothing, when the device is gone or not approved
+ * (rejected or decommissioned since it was chosen).
+ */
+export async function putDesiredRelease(trx: Transaction<Database>, adapter: StoreAdapter, orgId: string, deviceId: string, release: DesiredReleaseFields, now: number): Promise<boolean> {
+  let q = trx.selectFrom("devices").select(["generation", "lifecycle"]).where("org_id", "=", orgId).where("id", "=", deviceId);
+  if (adapter.rowLocks) q = q.forUpdate();
+  const device = await q.executeTakeFirst();
+  if (!device || device.lifecycle !== "approved") return false;
+  const desired = desiredColumns(release, now);
   const existing = await trx.selectFrom("device_releases").select("name").where("device_id", "=", deviceId).where("name", "=", release.name).executeTakeFirst();
   if (existing) {
     await trx.updateTable("device_releases").set(desired).where("device_id", "=", deviceId).where("name", "=", release.name).execute();

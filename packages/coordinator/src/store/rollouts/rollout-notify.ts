@@ -1,6 +1,6 @@
 import type { Selectable, Transaction } from "kysely";
 import type { StoreAdapter } from "../adapter.ts";
-import { putDesiredRelease } from "../releases/desired-release.ts";
+import { desiredColumns, putDesiredRelease } from "../releases/desired-release.ts";
 import type { RolloutDeviceState, RolloutRow } from "./rollout-rows.ts";
 import type { Database } from "../schema/schema.ts";
 import { num } from "../columns.ts";
@@ -50,19 +50,7 @@ export async function notifyDevices(
     }
     const write = toWrite.filter((id) => approved.has(id));
     if (release && write.length > 0) {
-      const desired = {
-        desired_target: release.target_path,
-        desired_counter: num(release.counter),
-        desired_version: release.version,
-        desired_kind: release.kind,
-        desired_at: now,
-        // A new deployment runs, whatever was stopped or undeployed before.
-        run_state: "running",
-        purge_data: 0,
-        control_action: "",
-        reported_state: "",
-        reported_error: "",
-      };
+      const desired = desiredColumns({ targetPath: release.target_path, counter: num(release.counter), version: release.version, kind: release.kind }, now);
       await trx
         .insertInto("device_releases")
         .values(write.map((id) => ({ org_id: r.orgId, device_id: id, name: r.releaseName, ...desired, ...NEW_CONTROL, current_version: "", current_counter: 0 })))
