@@ -83,14 +83,7 @@ function Members() {
             New member
             <input required placeholder="alice@acme" value={name} onChange={(e) => setName(e.target.value)} />
           </label>
-          <label>
-            Role
-            <select value={role} onChange={(e) => setRole(e.target.value as Role)}>
-              {ROLES.map((r) => (
-                <option key={r}>{r}</option>
-              ))}
-            </select>
-          </label>
+          <RoleSelect role={role} onChange={setRole} />
           <label>
             Password
             <input type="password" autoComplete="new-password" required value={password} onChange={(e) => setPassword(e.target.value)} />
@@ -159,14 +152,7 @@ function ApiTokens() {
             Token name
             <input required placeholder="ci" value={name} onChange={(e) => setName(e.target.value)} />
           </label>
-          <label>
-            Role
-            <select value={role} onChange={(e) => setRole(e.target.value as Role)}>
-              {ROLES.map((r) => (
-                <option key={r}>{r}</option>
-              ))}
-            </select>
-          </label>
+          <RoleSelect role={role} onChange={setRole} />
           <label>
             Valid for (days)
             <input type="number" min={1} required value={days} onChange={(e) => setDays(e.target.value)} />
@@ -273,5 +259,19 @@ function Audit() {
         </table>
       )}
     </section>
+  );
+}
+
+/** The role picker of the member and API token forms. */
+function RoleSelect({ role, onChange }: { role: Role; onChange: (role: Role) => void }) {
+  return (
+    <label>
+      Role
+      <select value={role} onChange={(e) => onChange(e.target.value as Role)}>
+        {ROLES.map((r) => (
+          <option key={r}>{r}</option>
+        ))}
+      </select>
+    </label>
   );
 }
