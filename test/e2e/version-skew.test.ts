@@ -97,10 +97,14 @@ async function sameDependencies(r: Release): Promise<boolean> {
  * same versions (our own @flotilla packages point into the folder), `npm ci` there otherwise;
  * then its scripts/build.mjs, so its bin/flotilla.js runs the bundle of that commit.
  */
+/** The temporary folder of the build, removed after the tests even when the build failed. */
+let buildDir: string | undefined;
+
 async function buildPrevious(): Promise<Previous> {
   const r = await previousRelease();
   requireHistory(r);
   const dir = await mkdtemp(join(tmpdir(), `flotilla-skew-${r.version}-`));
+  buildDir = dir;
   execFileSync("sh", ["-c", 'git -C "$1" archive "$2" | tar -x -C "$3"', "sh", repoRoot, r.commit, dir], { stdio: ["ignore", "ignore", "pipe"] });
   let dependencies: Previous["dependencies"];
   if (await sameDependencies(r)) {
@@ -134,7 +138,7 @@ beforeAll(async () => {
   previous = await buildPrevious();
 }, 120_000);
 afterAll(async () => {
-  if (previous) await rm(previous.dir, { recursive: true, force: true });
+  if (buildDir) await rm(buildDir, { recursive: true, force: true });
 });
 
 const sb = useSandbox();
