@@ -1,6 +1,6 @@
 /** A coordinator process with its first owner logged in, and the agents a test starts. */
 import { freePort, type Proc } from "@flotilla/protocol/testing";
-import type { RunResult, Sandbox } from "./sandbox.ts";
+import { flotillaBin, type RunResult, type Sandbox } from "./sandbox.ts";
 
 /** Fast timings so tests see disconnects and reconnects in seconds, not minutes. */
 export const fastCoordinatorFlags = ["--keepalive-ms", "500", "--offline-after-ms", "2000"];
@@ -18,6 +18,11 @@ export class Fleet {
   dataDir = "";
   adminHome = "";
   port = 0;
+  /**
+   * The `flotilla` program (a bin/flotilla.js) each role runs: this checkout's, unless a
+   * version-skew test points one at a previous version's build.
+   */
+  bins = { coordinator: flotillaBin, admin: flotillaBin, agent: flotillaBin };
 
   constructor(readonly sandbox: Sandbox, readonly extraArgs: string[] = []) {}
 
@@ -48,6 +53,7 @@ export class Fleet {
       ["coordinator", "--data-dir", this.dataDir, "--listen", `127.0.0.1:${this.port}`, ...fastCoordinatorFlags, ...this.extraArgs],
       {},
       "coordinator",
+      this.bins.coordinator,
     );
     this.url = (await this.coordinator.waitForOutput(/listening on (\S+)/))[1]!;
     return this.coordinator;
@@ -55,7 +61,7 @@ export class Fleet {
 
   /** Runs an admin command against this coordinator. */
   admin(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
-    return this.sandbox.run(["--coordinator", this.url, ...args], { FLOTILLA_HOME: this.adminHome, ...env });
+    return this.sandbox.run(["--coordinator", this.url, ...args], { FLOTILLA_HOME: this.adminHome, ...env }, this.bins.admin);
   }
 
   /** An admin command's JSON output. */
@@ -77,6 +83,7 @@ export class Fleet {
       ["agent", "--state-dir", stateDir, ...(join ? ["--join", join] : []), ...fastAgentFlags, ...extra],
       {},
       label,
+      this.bins.agent,
     );
   }
 

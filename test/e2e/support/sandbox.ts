@@ -45,9 +45,12 @@ export class Sandbox {
     return d;
   }
 
-  /** Starts `flotilla` with these arguments and environment variables added to the test's. */
-  spawn(args: string[], env: Record<string, string> = {}, label = args[0] ?? "flotilla"): Proc {
-    const child = spawn(process.execPath, [flotillaBin, ...args], {
+  /**
+   * Starts `flotilla` with these arguments and environment variables added to the test's;
+   * `bin` is another checkout's bin/flotilla.js (version-skew tests), this checkout's by default.
+   */
+  spawn(args: string[], env: Record<string, string> = {}, label = args[0] ?? "flotilla", bin = flotillaBin): Proc {
+    const child = spawn(process.execPath, [bin, ...args], {
       cwd: repoRoot,
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],
@@ -65,8 +68,8 @@ export class Sandbox {
   }
 
   /** Runs a short `flotilla` command to completion. */
-  async run(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
-    const p = this.spawn(args, env, `flotilla ${args.slice(0, 2).join(" ")}`);
+  async run(args: string[], env: Record<string, string> = {}, bin = flotillaBin): Promise<RunResult> {
+    const p = this.spawn(args, env, `flotilla ${args.slice(0, 2).join(" ")}`, bin);
     const code = await p.exited;
     return { code, stdout: p.stdout, stderr: p.stderr };
   }
