@@ -18,6 +18,8 @@ import { promisify } from "node:util";
 import { freePort, waitFor, type Proc } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { Fleet } from "./support/fleet.ts";
+import { signedFleet } from "./support/releases.ts";
+import { start, waitForStatus } from "./support/rollouts.ts";
 import { repoRoot, Sandbox } from "./support/sandbox.ts";
 
 const run = promisify(execFile);
@@ -37,7 +39,8 @@ beforeAll(async () => {
     dist = await sb.dir("flotilla-dist-");
     await run(process.execPath, [join(repoRoot, "scripts/package.mjs"), "--out", dist], { maxBuffer: 1 << 24 });
   }
-  fleet = await new Fleet(sb, ["--install-dir", dist]).start();
+  // Signed: the installed agent updates itself through agent releases below.
+  fleet = await signedFleet(sb, ["--install-dir", dist]);
 }, 600_000);
 
 afterAll(async () => {
@@ -215,7 +218,7 @@ it("the .deb installs with dpkg -i, both units pass systemd-analyze verify, its 
   expect(status.stdout).not.toBe("installed");
 }, 120_000);
 
-it("curl <coordinator>/install.sh | sh installs an agent whose unit enrolls with the join string and connects", async () => {
+it("curl <coordinator>/install.sh | sh installs an agent whose unit enrolls with the join string and connects, then updates itself through a rollout of the packaged executable and undoes a release that cannot start", async () => {
   const root = await sb.dir("flotilla-root-");
   const joinString = await fleet.joinToken(["--auto-approve", "--labels", "site=script"]);
   const installed = await run("sh", ["-c", `curl -fsSL ${fleet.url}/install.sh | sh -s -- --root "$ROOT" --join "$JOIN"`], {
@@ -233,8 +236,31 @@ it("curl <coordinator>/install.sh | sh installs an agent whose unit enrolls with
   const agent = await startUnit(unit, state, { "/usr/local/bin/flotilla": bin, "/etc/flotilla": join(root, "etc/flotilla") }, "script agent");
   const device = await waitFor("the enrolled device", async () => (await fleet.devices("site=script"))[0], 30_000);
   await waitOnline(device.id);
+
+  // The installed agent runs under the self-update launcher: an agent release of the packaged
+  // executable is installed through a rollout and confirmed by the new agent reaching the
+  // coordinator; a bad one (exits at start) is undone, and the device stays on a working agent.
+  const launcher = async () => JSON.parse(await readFile(join(state, "agent-versions", "launcher.json"), "utf8")) as { current?: { version: string }; last?: { outcome: string } };
+  const agentRelease = async (file: string, v: string) => {
+    const r = await fleet.admin(["release", "create", file, "--name", "flotilla-agent", "--version", v, "--kind", "agent"]);
+    expect(r.code, r.stderr).toBe(0);
+    return start(fleet, [`flotilla-agent@${v}`, "--selector", "site=script", "--waves", "100%"]);
+  };
+  const good = await agentRelease(join(dist, `flotilla-${version}-linux-x86_64`), `${version}-repackaged`);
+  const updated = await waitForStatus(fleet, good.id, "completed", 120_000);
+  expect(updated.devices.map((d) => d.state)).toEqual(["healthy"]);
+  expect(await launcher()).toMatchObject({ current: { version: `${version}-repackaged` }, last: { outcome: "healthy" } });
+  await waitOnline(device.id);
+
+  const broken = join(await sb.dir("flotilla-exe-"), "flotilla");
+  await writeFile(broken, "#!/bin/sh\necho 'this agent cannot start' >&2\nexit 3\n", { mode: 0o755 });
+  const bad = await agentRelease(broken, "broken");
+  const refused = await waitForStatus(fleet, bad.id, "paused", 120_000);
+  expect(refused.devices.map((d) => d.state)).toEqual(["rolled-back"]);
+  expect(await launcher()).toMatchObject({ current: { version: `${version}-repackaged` }, last: { outcome: "rolled-back" } });
+  await waitOnline(device.id);
   await agent.stop();
-}, 120_000);
+}, 300_000);
 
 it("install.sh refuses a missing or malformed join string and a download whose SHA-256 differs, installing nothing", async () => {
   const root = await sb.dir("flotilla-root-");
