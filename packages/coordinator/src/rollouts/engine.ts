@@ -23,6 +23,9 @@ export interface RolloutEngineOptions {
   leases?: Leases;
 }
 
+/** How many of a device's newest release steps the replay at start looks through for the rollout's release. */
+const REPLAY_STEPS = 20;
+
 type Decide = (s: RolloutSnapshot, now: number) => RolloutChanges | undefined;
 
 /**
@@ -51,9 +54,31 @@ export class RolloutEngine implements RolloutEvents {
 
   /** Resumes every active rollout (after a restart, wherever it stood) and starts the tick. */
   start(): void {
+    this.background(this.replayLastSteps(), "replay of release steps");
     this.tick();
     this.timer = setInterval(() => this.tick(), this.opts.tickMs);
     this.timer.unref();
+  }
+
+  /**
+   * A release step is stored with the agent's report and applied to its rollout in the next
+   * transaction: a process killed between the two leaves the device in flight for ever, since
+   * the agent, answered, never reports that step again. At start, each in-flight device of an
+   * active rollout has its newest step of the rollout's release applied again (a step already
+   * applied changes nothing). Reads the in-flight devices only, not the whole rollout.
+   */
+  private async replayLastSteps(): Promise<void> {
+    for (const { orgId, id } of await this.store.rollouts.activeRollouts()) {
+      const rollout = await this.store.rollouts.getRollout(orgId, id);
+      if (!rollout) continue;
+      for (const deviceId of await this.store.rollouts.inFlightDevices(orgId, id)) {
+        if (this.closed) return;
+        const last = (await this.store.releases.listReleaseSteps(orgId, deviceId, REPLAY_STEPS)).filter((s) => s.name === rollout.releaseName).at(-1);
+        if (!last) continue;
+        const step: ReleaseStepEvent = { name: last.name, targetPath: last.targetPath, step: last.step, bytesDone: last.bytesDone, bytesTotal: last.bytesTotal, error: last.error };
+        this.background(this.run(orgId, id, (s, now) => onStep(s, deviceId, step, now, this.opts.offlineAfterMs), { deviceId }), deviceId);
+      }
+    }
   }
 
   /** Stops the tick and waits for transitions under way, so the store can close after it. */

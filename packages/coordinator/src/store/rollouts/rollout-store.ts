@@ -40,6 +40,8 @@ export interface RolloutStore {
   unhealthyDevices(orgId: string): Promise<Set<string>>;
   /** The running or paused rollout that holds the device (or the aborted one returning it to its previous release), if any. */
   claimOf(orgId: string, deviceId: string): Promise<string | undefined>;
+  /** Devices of the rollout told to install it and not yet done (notified or installing, or rolling back). */
+  inFlightDevices(orgId: string, id: string): Promise<string[]>;
   /**
    * One transition: locks the rollout (row lock on PostgreSQL; SQLite has one writer), reads it,
    * its wave counters and only the devices `read` names, lets `decide` choose the changes,
@@ -228,6 +230,17 @@ export class KyselyRolloutStore implements RolloutStore {
       )
       .execute();
     return new Set(rows.map((r) => r.device_id));
+  }
+
+  async inFlightDevices(orgId: string, id: string): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom("rollout_devices")
+      .select("device_id")
+      .where("org_id", "=", orgId)
+      .where("rollout_id", "=", id)
+      .where("state", "in", UNFINISHED.filter((s) => s !== "pending"))
+      .execute();
+    return rows.map((r) => r.device_id);
   }
 
   async claimOf(orgId: string, deviceId: string): Promise<string | undefined> {
