@@ -10,7 +10,7 @@ import { linesAt, numbered } from "./support/faults.ts";
 import { freePort, waitFor, type Proc } from "@flotilla/protocol/testing";
 import { type Fleet } from "./support/fleet.ts";
 import { Sandbox } from "./support/sandbox.ts";
-import { bundleAgent, bundleTarball, createRelease, served, serverFlags, signedFleet, waitForEnd } from "./support/releases.ts";
+import { bundleAgent, bundleTarball, createRelease, deviceReleases, served, serverFlags, signedFleet, waitForEnd } from "./support/releases.ts";
 
 const KILLS = 50;
 const LINES_PER_ROUND = 20;
@@ -86,7 +86,13 @@ describe("the agent killed at random moments", () => {
 
     const steps = await waitForEnd(fleet, name, "app/3/app-3.0.0.tar.gz", 90_000);
     expect(steps.at(-1)!.step, `seed ${seed}`).toBe("healthy");
-    await waitFor("the service to answer 3.0.0", async () => (await served(port)) === "3.0.0", 30_000, 250);
+    try {
+      await waitFor("the service to answer 3.0.0", async () => (await served(port)) === "3.0.0", 30_000, 250);
+    } catch (e) {
+      // What the agent saw and did, so a failure here can be read from the CI log.
+      const all = (await deviceReleases(fleet, name)).steps.map((s) => `${s.time} ${s.targetPath} ${s.step} ${s.error}`);
+      throw new Error(`seed ${seed}: ${(e as Error).message}; served ${await served(port)}\nsteps:\n${all.join("\n")}\nlast agent:\n${agent.output.slice(-6000)}`);
+    }
     const lines = await linesAt(fleet, name, "applog", written);
     expect(lines, `seed ${seed}`).toEqual(numbered(1, written).trimEnd().split("\n"));
   }, 240_000);

@@ -46,9 +46,11 @@ export interface InstalledRelease {
 
 export type ActivationOutcome =
   | { outcome: "healthy"; current: InstalledRelease }
-  | { outcome: "rolled-back"; error: string; current: InstalledRelease }
+  | { outcome: "rolled-back"; error: string; current: InstalledRelease; interrupted?: true }
   /** Nothing runs for this name now (a first install that failed), or rollback itself failed. */
-  | { outcome: "failed"; error: string; current: InstalledRelease | undefined };
+  | { outcome: "failed"; error: string; current: InstalledRelease | undefined; interrupted?: true };
+// `interrupted` (from recover() only): the agent stopped before the new release was switched to,
+// so nothing of it ran and nothing speaks against it; the agent tries the activation again.
 
 /**
  * What an admin asks of an installed release (`flotilla device restart|stop|start|undeploy`):

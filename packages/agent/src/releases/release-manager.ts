@@ -266,7 +266,15 @@ export class ReleaseManager {
       }
       for (const [name, outcome] of outcomes) {
         const st = all[name];
-        if (st?.phase === "activating") await this.finish(name, st, outcome);
+        if (st?.phase !== "activating") continue;
+        const tries = (st.interruptions ?? 0) + 1;
+        if (outcome.outcome !== "healthy" && outcome.interrupted && tries < MAX_INTERRUPTIONS) {
+          // A power cut is not the release's fault: keep it in hand and activate it again.
+          this.opts.log.warn("activation was interrupted; trying it again", { release: name, target: st.target, interruptions: tries });
+          await this.state.set(name, { ...st, interruptions: tries });
+          continue;
+        }
+        await this.finish(name, st, outcome);
       }
     }
   }
@@ -363,6 +371,9 @@ export class ReleaseManager {
     this.opts.log.info("release finished", { release: name, target: st.target, outcome: outcome.outcome });
   }
 }
+
+/** Crashes before the switch after which an activation counts as failed rather than tried again. */
+const MAX_INTERRUPTIONS = 5;
 
 /** A desired release: one deployment of a target, and whether it should run. */
 interface Desired {

@@ -11,6 +11,8 @@ export interface ReleaseProgressState {
   sha256?: string;
   length?: number;
   meta?: ReleaseMeta;
+  /** How often a crash interrupted its activation before the switch; bounded, then it fails. */
+  interruptions?: number;
   /** How it ended, when done. */
   outcome?: "healthy" | "failed" | "rolled-back";
 }

@@ -249,10 +249,10 @@ export class BundleActivator implements Activator {
     }
     if (j) await clearJournal(layout);
     const cur = await this.currentRecord(layout);
-    if (!cur) return interrupted ? { outcome: "failed", error: interrupted, current: undefined } : undefined;
+    if (!cur) return interrupted ? { outcome: "failed", error: interrupted, current: undefined, interrupted: true } : undefined;
     if (await exists(layout.stoppedPath)) {
       this.opts.log.info("release stays stopped, as an admin asked", { name: layout.name, version: cur.meta.version });
-      return interrupted ? { outcome: "rolled-back", error: interrupted, current: installedOf(cur) } : undefined;
+      return interrupted ? { outcome: "rolled-back", error: interrupted, current: installedOf(cur), interrupted: true } : undefined;
     }
     const sup = await this.start(layout, cur, events);
     const why = await checkHealth(cur.meta.health, sup, layout.releaseDir(cur.id), this.env(cur, layout), this.timing, never);
@@ -260,7 +260,7 @@ export class BundleActivator implements Activator {
       // Nothing to go back to outside an activation: keep supervising it, and say so.
       return { outcome: "failed", error: `${cur.meta.version} is unhealthy after restart: ${why}`, current: installedOf(cur) };
     }
-    if (interrupted) return { outcome: "rolled-back", error: interrupted, current: installedOf(cur) };
+    if (interrupted) return { outcome: "rolled-back", error: interrupted, current: installedOf(cur), interrupted: true };
     return { outcome: "healthy", current: installedOf(cur) };
   }
 

@@ -74,6 +74,10 @@ describe("crash safety", () => {
     const outcome = (JSON.parse(line[1]!) as Record<string, ActivationOutcome>).web;
     expect(outcome?.current?.version).toBe(expected);
     expect(outcome?.outcome).toBe(expected === "2.0.0" ? "healthy" : "rolled-back");
+    // Killed before the switch, nothing of 2.0.0 ran: the agent may try it again. After it ran
+    // and failed its checks, it was rolled back for a reason and is not tried again.
+    const beforeSwitch = ["unpacking", "unpacked", "switching", "stopped"].includes(point);
+    expect(outcome?.outcome !== "healthy" && outcome?.interrupted === true).toBe(beforeSwitch);
     const id = expected === "2.0.0" ? `2-${a2.sha256.slice(0, 12)}` : `1-${a1.sha256.slice(0, 12)}`;
     expect(await readlink(join(root, "web", "current"))).toBe(join("releases", id));
     expect((await served(port))?.split(" ")[0]).toBe(expected);
