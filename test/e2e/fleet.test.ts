@@ -127,6 +127,45 @@ describe("enrollment and device lifecycle", () => {
     });
   });
 
+  it("changes the labels of every device a selector matches in one call, and each agent applies them", async () => {
+    const fleet = await new Fleet(sb).start();
+    const lab = await fleet.joinToken(["--auto-approve", "--uses", "2", "--labels", "site=lab"]);
+    const home = await fleet.joinToken(["--auto-approve", "--labels", "site=home"]);
+    const dirs = [await sb.dir("flotilla-agent-"), await sb.dir("flotilla-agent-"), await sb.dir("flotilla-agent-")];
+    dirs.forEach((d, i) => fleet.startAgent(d, i < 2 ? lab : home, [], `agent${i}`));
+    await waitFor("three devices online", async () => {
+      const list = await fleet.devices();
+      return list.length === 3 && list.every((d) => d.status === "online");
+    });
+
+    // Without a terminal to confirm on, a bulk change needs --yes.
+    const unconfirmed = await fleet.admin(["device", "label", "set", "--selector", "site=lab", "ring=canary"]);
+    expect(unconfirmed.code).not.toBe(0);
+    expect(unconfirmed.stderr.trim().split("\n")).toHaveLength(1);
+    expect(unconfirmed.stderr).toMatch(/without confirmation: pass --yes/);
+    expect((await fleet.devices("ring=canary")).length).toBe(0);
+
+    const bad = await fleet.admin(["device", "label", "set", "--selector", "site in (", "--yes", "ring=canary"]);
+    expect(bad.code).not.toBe(0);
+    expect((await fleet.devices("ring=canary")).length).toBe(0);
+
+    const set = await fleet.admin(["device", "label", "set", "--selector", "site=lab", "--yes", "ring=canary"]);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toBe("labels changed on 2 devices\n");
+    await waitFor("both lab agents to apply the label", async () => {
+      const applied = await Promise.all(dirs.map(appliedLabels));
+      return applied[0]?.ring === "canary" && applied[1]?.ring === "canary";
+    });
+    expect((await appliedLabels(dirs[2]!))?.ring).toBeUndefined();
+    expect((await fleet.devices("ring=canary")).map((d) => d.labels.site)).toEqual(["lab", "lab"]);
+
+    const rm = await fleet.admin(["device", "label", "rm", "--selector", "ring=canary", "--yes", "ring"]);
+    expect(rm.stdout).toBe("labels changed on 2 devices\n");
+    expect((await fleet.devices("ring=canary")).length).toBe(0);
+    const audit = await fleet.admin(["audit", "ls", "--json"]);
+    expect(audit.stdout).toContain("site=lab");
+  });
+
   it("decommissions a device: the agent forgets its credentials and stops", async () => {
     const fleet = await new Fleet(sb).start();
     const stateDir = await sb.dir("flotilla-agent-");

@@ -2,11 +2,12 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Command } from "commander";
 import { adminClient, type AdminTarget } from "../admin/client.ts";
 import { controlRelease, type ControlVerb } from "../devices/control.ts";
+import { changeLabels, type LabelOpts } from "../devices/labels.ts";
 import { moveDevice, type MoveOpts } from "../devices/move.ts";
 import { withSigningOptions } from "../signing/signing-options.ts";
 import { deviceJson, deviceStatus } from "../devices/view.ts";
 import { UsageError } from "../errors.ts";
-import { ago, json, parseLabels, table } from "../output.ts";
+import { ago, json, table } from "../output.ts";
 import { deviceReleaseInfo, releaseLines } from "../releases/device-releases.ts";
 
 /** The most release steps `device show` asks for (the coordinator's limit). */
@@ -150,26 +151,15 @@ export function registerDeviceCommands(program: Command, target: () => AdminTarg
     .addHelpText("after", "\nThe device keeps running its releases and its identity. The move is signed by the old organization's root keys (see docs/device-move.md).")
     .action((ref: string, opts: MoveOpts) => run(async (out) => moveDevice(target(), ref, opts, out)));
 
-  const label = device.command("label").description("set or remove device labels");
-  label
-    .command("set <device> <labels...>")
-    .description("set labels, e.g. `device label set web-1 env=prod site=lab`")
-    .action(
-      (ref: string, labels: string[]) =>
-        run(async (out) => {
-          const set = parseLabels(labels.join(","));
-          const res = await (await adminClient(target())).updateDeviceLabels({ device: ref, set });
-          out(`${res.device?.name}: ${labelText(res.device?.labels ?? {}) || "(no labels)"}\n`);
-        }),
-    );
-  label
-    .command("rm <device> <keys...>")
-    .description("remove labels by key")
-    .action(
-      (ref: string, keys: string[]) =>
-        run(async (out) => {
-          const res = await (await adminClient(target())).updateDeviceLabels({ device: ref, remove: keys });
-          out(`${res.device?.name}: ${labelText(res.device?.labels ?? {}) || "(no labels)"}\n`);
-        }),
-    );
+  const label = device.command("label").description("set or remove device labels, on one device or on every device a selector matches");
+  const labelCommand = (verb: "set" | "rm", description: string) =>
+    label
+      .command(`${verb} <args...>`)
+      .usage(verb === "set" ? "[options] DEVICE KEY=VALUE... | --selector SELECTOR KEY=VALUE..." : "[options] DEVICE KEY... | --selector SELECTOR KEY...")
+      .description(description)
+      .option("-s, --selector <selector>", "every pending or approved device matching it, after a confirmation")
+      .option("-y, --yes", "with --selector: do not ask for confirmation")
+      .action((args: string[], opts: LabelOpts) => run(async (out) => changeLabels(target(), verb, args, opts, out, labelText)));
+  labelCommand("set", "set labels, e.g. `device label set web-1 env=prod site=lab`");
+  labelCommand("rm", "remove labels by key");
 }

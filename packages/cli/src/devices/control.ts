@@ -30,7 +30,7 @@ export function controlTargets(args: string[], selector: string | undefined): { 
 }
 
 /** Asks on the terminal; true for y or yes. */
-async function confirm(question: string): Promise<boolean> {
+export async function confirm(question: string): Promise<boolean> {
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
   const answer = await new Promise<string>((resolve) => rl.question(question, resolve));
   rl.close();

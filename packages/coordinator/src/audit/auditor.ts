@@ -50,7 +50,7 @@ export function auditDetail(message: unknown): string {
 export function auditTarget(message: unknown): string {
   if (!message || typeof message !== "object") return "";
   const m = message as Record<string, unknown>;
-  for (const field of ["device", "member", "key", "token", "id", "name", "publicKey"]) {
+  for (const field of ["device", "member", "key", "token", "id", "name", "publicKey", "selector"]) {
     const v = m[field];
     if (typeof v === "string" && v) return v;
   }

@@ -39,19 +39,31 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceM
     return { device: view(updated) };
   }
 
+  /** Changes the labels of every pending or approved device the selector matches, a page at a time. */
+  async function labelMatching(hctx: HandlerContext, text: string, patch: Pick<DevicePatch, "setLabels" | "removeLabels">): Promise<number> {
+    const selector = parsed(text);
+    const { orgId } = adminOf(hctx);
+    let updated = 0;
+    let after: { name: string; id: string } | undefined;
+    for (;;) {
+      const rows = await store.devices.listDevicesPage(orgId, LABEL_BATCH, after);
+      const ids = rows.filter((r) => (r.lifecycle === "pending" || r.lifecycle === "approved") && matchesSelector(selector, selectorFields(r))).map((r) => r.id);
+      updated += await store.devices.updateDeviceLabels(orgId, ids, patch, Date.now());
+      if (rows.length < LABEL_BATCH) break;
+      const last = rows.at(-1)!;
+      after = { name: last.name, id: last.id };
+    }
+    log.info("device labels changed", { selector: text, devices: updated, by: adminOf(hctx).keyId });
+    return updated;
+  }
+
   return {
     hello(req) {
       return { proof: hello(ctx, req.clientNonce) };
     },
 
     async listDevices(req, hctx) {
-      let selector;
-      try {
-        selector = parseSelector(req.selector);
-      } catch (err) {
-        if (err instanceof SelectorError) throw new ConnectError(err.message, Code.InvalidArgument);
-        throw err;
-      }
+      const selector = parsed(req.selector);
       const { orgId } = adminOf(hctx);
       const match = (row: DeviceRow) => matchesSelector(selector, selectorFields(row));
       // page_size 0: every device at once, as clients from before paging expect (never cut).
@@ -90,6 +102,10 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceM
       for (const k of req.remove) {
         if (!LABEL_KEY.test(k)) throw new ConnectError(`invalid label key ${JSON.stringify(k)}`, Code.InvalidArgument);
       }
+      if (req.selector) {
+        if (req.device) throw new ConnectError("name a device or give a selector, not both", Code.InvalidArgument);
+        return { updated: await labelMatching(hctx, req.selector, { setLabels: req.set, removeLabels: req.remove }) };
+      }
       const device = await findDevice(hctx, req.device);
       if (device.lifecycle === "decommissioned" || device.lifecycle === "rejected") {
         throw new ConnectError(`device is ${device.lifecycle}`, Code.FailedPrecondition);
@@ -99,6 +115,19 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceM
   };
 }
 
+
+/** A selector from a request; InvalidArgument when it does not parse. */
+function parsed(text: string): ReturnType<typeof parseSelector> {
+  try {
+    return parseSelector(text);
+  } catch (err) {
+    if (err instanceof SelectorError) throw new ConnectError(err.message, Code.InvalidArgument);
+    throw err;
+  }
+}
+
+/** Devices read, and changed in one transaction, per batch of a bulk label change. */
+const LABEL_BATCH = 500;
 
 /** The largest page of ListDevices. */
 export const MAX_DEVICE_PAGE = 1000;

@@ -160,6 +160,32 @@ for (const backend of storeBackends) {
       expect((await devices.getDevice("orgA", r.device.id))?.observedGeneration).toBe(3);
     });
 
+    it("changes the labels of several devices at once, only the organization's pending or approved ones, and tells listeners about each", async () => {
+      const { devices } = fx.store;
+      const t = token("orgA", { usesAllowed: 5 });
+      await devices.createJoinToken(t);
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await devices.enrollDevice(t.id, device({ name: `h${i}` }), NOW);
+        if (!r.ok) throw new Error("enroll failed");
+        ids.push(r.device.id);
+      }
+      await devices.updateDevice("orgA", ids[1]!, { lifecycle: "approved" }, NOW);
+      await devices.updateDevice("orgA", ids[2]!, { lifecycle: "decommissioned" }, NOW);
+      const seen: string[] = [];
+      const off = devices.onDeviceChange((_orgId, deviceId) => seen.push(deviceId));
+      expect(await devices.updateDeviceLabels("orgB", ids, { setLabels: { x: "y" } }, NOW)).toBe(0);
+      expect(await devices.updateDeviceLabels("orgA", ids, { setLabels: { ring: "canary" }, removeLabels: ["env"] }, NOW)).toBe(3);
+      const after = await Promise.all(ids.map((id) => devices.getDevice("orgA", id)));
+      expect(after.map((d) => d?.labels)).toEqual([{ ring: "canary" }, { ring: "canary" }, { env: "prod" }, { ring: "canary" }]);
+      expect(after.map((d) => d?.generation)).toEqual([2, 3, 2, 2]);
+      const deadline = Date.now() + 5_000;
+      while (seen.length < 3 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+      expect([...seen].sort()).toEqual([ids[0]!, ids[1]!, ids[3]!].sort());
+      off();
+      expect(await devices.updateDeviceLabels("orgA", [], { setLabels: { x: "y" } }, NOW)).toBe(0);
+    });
+
     it("tells listeners about committed device changes", async () => {
       const { devices } = fx.store;
       const seen: string[] = [];

@@ -49,6 +49,12 @@ export interface DeviceStore {
    * Returns undefined when the organization has no such device.
    */
   updateDevice(orgId: string, id: string, patch: DevicePatch, now: number): Promise<DeviceRow | undefined>;
+  /**
+   * Changes the labels of several devices of `orgId` in one transaction (a bulk edit takes
+   * batches of a few hundred); decommissioned and rejected ones stay as they are. Returns how
+   * many changed.
+   */
+  updateDeviceLabels(orgId: string, ids: string[], patch: Pick<DevicePatch, "setLabels" | "removeLabels">, now: number): Promise<number>;
   /** Reported state; does not bump `generation`. */
   recordFacts(
     orgId: string,
@@ -179,6 +185,29 @@ export class KyselyDeviceStore implements DeviceStore {
     });
     if (updated) this.adapter.notifyAfterCommit(orgId, id);
     return updated;
+  }
+
+  async updateDeviceLabels(orgId: string, ids: string[], patch: Pick<DevicePatch, "setLabels" | "removeLabels">, now: number): Promise<number> {
+    if (ids.length === 0) return 0;
+    const changed = await this.db.transaction().execute(async (trx) => {
+      let q = trx.selectFrom("devices").select(["id", "labels", "generation"]).where("org_id", "=", orgId).where("id", "in", ids).where("lifecycle", "in", ["pending", "approved"]);
+      if (this.adapter.rowLocks) q = q.forUpdate();
+      const rows = await q.execute();
+      for (const r of rows) {
+        const labels = JSON.parse(r.labels) as Record<string, string>;
+        Object.assign(labels, patch.setLabels ?? {});
+        for (const k of patch.removeLabels ?? []) delete labels[k];
+        await trx
+          .updateTable("devices")
+          .set({ labels: JSON.stringify(sortKeys(labels)), generation: num(r.generation) + 1, updated_at: now })
+          .where("id", "=", r.id)
+          .execute();
+        await this.adapter.notifyInTransaction(trx, orgId, r.id);
+      }
+      return rows.map((r) => r.id);
+    });
+    for (const id of changed) this.adapter.notifyAfterCommit(orgId, id);
+    return changed.length;
   }
 
   async recordFacts(
