@@ -4,10 +4,16 @@
  *
  *   (a) connected idle devices: the coordinator's RSS and CPU over a window, beside the same
  *       coordinator with no device connected (measured first, in the same run);
- *   (b) a one-wave rollout to every device (7 release steps each): wall time from `rollout
+ *   (b) a label change on every device (`device label set --selector`): the time until every
+ *       device had it in its desired state (label fan-out);
+ *   (c) a one-wave rollout to every device (7 release steps each): wall time from `rollout
  *       start` until it completed, the time until every device had the release in its desired
  *       state (fan-out), and the coordinator's CPU per device; then the growth factor of each
- *       between the smallest and the largest fleet size.
+ *       between the smallest and the largest fleet size;
+ *   (d) admin latency: `device ls --selector` and `rollout show` timed end to end (CLI process
+ *       included) while the rollout runs, beside the same `device ls` on the idle fleet and a
+ *       CLI call that does not reach the coordinator (`flotilla --version`), in the same run;
+ *       and how many simulated devices' calls failed during the rollout (e.g. ping time-outs).
  *
  * Figures are printed as a table and written as JSON (bench/results/). Asserts nothing about
  * speed. Every run is bounded: each wait has a deadline, and the simulator and coordinator are
@@ -78,6 +84,17 @@ export interface FleetResult {
   /** Coordinator with no device connected. */
   empty: { cpuCores: number; rssMiB: number };
   enrollSeconds: number;
+  /** From `device label set --selector` until every device had the new label. */
+  labelFanOutSeconds: number;
+  /** CLI wall times in ms: p50 and p99 (the largest, below 100 samples) and failed calls. */
+  admin: {
+    cliStartup: Latency;
+    deviceLsIdle: Latency;
+    deviceLsDuringRollout: Latency;
+    rolloutShowDuringRollout: Latency;
+  };
+  /** Calls of simulated devices that failed while the rollout ran, by kind. */
+  simErrorsDuringRollout: Record<string, number>;
   idle: { cpuCores: number; rssMiB: number; rssPerDeviceKiB: number; cpuMsPerDevicePerMinute: number; simCpuCores: number };
   rollout: {
     /** Until it completed, or until the deadline when it did not finish (then `finished` is false). */
@@ -92,6 +109,48 @@ export interface FleetResult {
     /** "shedding load" warnings the coordinator logged during the rollout. */
     shedWarnings: number;
   };
+}
+
+export interface Latency {
+  samples: number;
+  p50: number;
+  p99: number;
+  failed: number;
+}
+
+/** p50 and p99 of wall times in ms (p99 is the largest below 100 samples). */
+export function latency(ms: number[], failed: number): Latency {
+  const sorted = [...ms].sort((a, b) => a - b);
+  const at = (q: number) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!);
+  return { samples: sorted.length, p50: at(0.5), p99: at(0.99), failed };
+}
+
+/** Runs `call` `n` times one after another (or until `until` says stop); its wall times. */
+async function timed(call: () => Promise<{ code: number | null }>, n: number, until?: () => boolean): Promise<Latency> {
+  const ms: number[] = [];
+  let failed = 0;
+  for (let i = 0; i < n && !(until?.() ?? false); i++) {
+    const t0 = performance.now();
+    const r = await call();
+    if (r.code === 0) ms.push(performance.now() - t0);
+    else failed++;
+  }
+  return latency(ms, failed);
+}
+
+/** The simulator's call errors by kind, from its last status line. */
+function simErrors(output: string): Record<string, number> {
+  const lines = output.match(/sim: .* (\d+) call errors(?: \(([^)]*)\))?/g) ?? [];
+  const last = lines.at(-1);
+  const out: Record<string, number> = {};
+  if (!last) return out;
+  const m = /(\d+) call errors(?: \(([^)]*)\))?/.exec(last)!;
+  out.total = Number(m[1]);
+  for (const part of (m[2] ?? "").split(", ").filter(Boolean)) {
+    const kv = /^(.*) (\d+)$/.exec(part);
+    if (kv) out[kv[1]!] = Number(kv[2]);
+  }
+  return out;
 }
 
 async function measure(devices: number, log: (line: string) => void): Promise<FleetResult> {
@@ -109,18 +168,51 @@ async function measure(devices: number, log: (line: string) => void): Promise<Fl
 
     const join = await fleet.joinToken(["--auto-approve", "--uses", "0", "--labels", "env=bench"]);
     const enrollStart = performance.now();
-    const sim = sb.spawn(["sim", "--join", join, "--devices", String(devices), "--status-interval", "0", "--seed", "1"], {}, "sim");
+    const sim = sb.spawn(["sim", "--join", join, "--devices", String(devices), "--status-interval", "5s", "--seed", "1"], {}, "sim");
     await sim.waitForOutput(new RegExp(`sim: all ${devices} devices online`), 30 * 60_000);
     const enrollSeconds = (performance.now() - enrollStart) / 1000;
     log(`  ${devices} devices: all online after ${enrollSeconds.toFixed(1)} s; measuring idle (${IDLE_S} s)`);
     const idle = await window(coord, sim.child.pid, IDLE_S);
 
+    log(`  ${devices} devices: admin calls on the idle fleet`);
+    const probe = `hostname=sim-${String(Math.floor(devices / 2)).padStart(5, "0")}`;
+    const cliStartup = await timed(() => sb.run(["--version"]), 10);
+    const deviceLsIdle = await timed(() => fleet.admin(["device", "ls", "--selector", probe]), 10);
+
+    log(`  ${devices} devices: a label change on every device`);
+    const l0 = Date.now();
+    const labelled = await fleet.admin(["device", "label", "set", "--selector", "env=bench", "--yes", "fanout=1"]);
+    if (labelled.code !== 0) throw new Error(`device label set failed: ${labelled.stderr}`);
+    const labelSeen = await sim.waitForOutput(/sim: all \d+ devices received label fanout=1 \(the last at (\S+)\)/, 10 * 60_000).catch(() => undefined);
+    const labelFanOutSeconds = labelSeen ? (Date.parse(labelSeen[1]!) - l0) / 1000 : NaN;
+
     log(`  ${devices} devices: one-wave rollout`);
+    const simBefore = simErrors(sim.stdout);
     const c0 = await cpuSeconds(coord);
     const t0 = Date.now();
     const started = await fleet.admin(["rollout", "start", "webapp@2.0.0", "--selector", "env=bench", "--waves", "100%", "--failure-threshold", String(devices), "--json"]);
     if (started.code !== 0) throw new Error(`rollout start failed: ${started.stderr}`);
     const id = (JSON.parse(started.stdout) as { id: string }).id;
+    // Admin calls while it runs: one after another until it ends (at most 200 of each).
+    let running = true;
+    const during = (async () => {
+      const ls: number[] = [];
+      const show: number[] = [];
+      let lsFailed = 0;
+      let showFailed = 0;
+      for (let i = 0; i < 200 && running; i++) {
+        let t = performance.now();
+        const a = await fleet.admin(["device", "ls", "--selector", probe]);
+        if (a.code === 0) ls.push(performance.now() - t);
+        else lsFailed++;
+        t = performance.now();
+        const b = await fleet.admin(["rollout", "show", id]);
+        if (b.code === 0) show.push(performance.now() - t);
+        else showFailed++;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      return { ls: latency(ls, lsFailed), show: latency(show, showFailed) };
+    })();
     // Polls the rollout list (waves' counts, no device rows) until it finished or the deadline.
     const shedBefore = (fleet.coordinator.output.match(/shedding load/g) ?? []).length;
     let last: { status: string; waves: { healthy: number; failed: number }[] } | undefined;
@@ -135,6 +227,13 @@ async function measure(devices: number, log: (line: string) => void): Promise<Fl
     }
     const t1 = Date.now();
     const cpu = (await cpuSeconds(coord)) - c0;
+    running = false;
+    const admin = await during;
+    // The simulator's status lines are cumulative: the difference is what the rollout saw.
+    const simAfter = simErrors(sim.stdout);
+    const simErrorsDuringRollout = Object.fromEntries(
+      Object.entries(simAfter).map(([k, v]) => [k, v - (simBefore[k] ?? 0)]).filter(([, v]) => (v as number) > 0),
+    );
     const finished = last !== undefined && last.status !== "running";
     const healthy = last?.waves.reduce((n, w) => n + w.healthy, 0) ?? 0;
     const failed = last?.waves.reduce((n, w) => n + w.failed, 0) ?? 0;
@@ -145,6 +244,9 @@ async function measure(devices: number, log: (line: string) => void): Promise<Fl
       devices,
       empty: { cpuCores: empty.coordinatorCpu, rssMiB: empty.rssMiB },
       enrollSeconds,
+      labelFanOutSeconds,
+      admin: { cliStartup, deviceLsIdle, deviceLsDuringRollout: admin.ls, rolloutShowDuringRollout: admin.show },
+      simErrorsDuringRollout,
       idle: {
         cpuCores: idle.coordinatorCpu,
         rssMiB: idle.rssMiB,
@@ -188,11 +290,20 @@ export function fleetTable(results: FleetResult[]): string[] {
     ["idle: coordinator RSS (MiB)", (r) => r.idle.rssMiB, 0],
     ["idle: RSS per device (KiB)", (r) => r.idle.rssPerDeviceKiB, 1],
     ["idle: simulator CPU (cores)", (r) => r.idle.simCpuCores, 3],
+    ["label change: fan-out to all devices (s)", (r) => r.labelFanOutSeconds, 2],
     ["rollout: wall time (s)", (r) => r.rollout.wallSeconds, 1],
     ["rollout: fan-out to all devices (s)", (r) => r.rollout.fanOutSeconds, 2],
     ["rollout: coordinator CPU (s)", (r) => r.rollout.coordinatorCpuSeconds, 1],
     ["rollout: CPU ms per device", (r) => r.rollout.cpuMsPerDevice, 1],
     ["rollout: CPU ms per device above idle", (r) => r.rollout.cpuMsPerDeviceAboveIdle, 1],
+    ["admin: CLI start, no call, p99 (ms)", (r) => r.admin.cliStartup.p99, 0],
+    ["admin: device ls --selector idle p99 (ms)", (r) => r.admin.deviceLsIdle.p99, 0],
+    ["admin: device ls --selector in rollout p50 (ms)", (r) => r.admin.deviceLsDuringRollout.p50, 0],
+    ["admin: device ls --selector in rollout p99 (ms)", (r) => r.admin.deviceLsDuringRollout.p99, 0],
+    ["admin: rollout show in rollout p50 (ms)", (r) => r.admin.rolloutShowDuringRollout.p50, 0],
+    ["admin: rollout show in rollout p99 (ms)", (r) => r.admin.rolloutShowDuringRollout.p99, 0],
+    ["admin: calls failed in rollout", (r) => r.admin.deviceLsDuringRollout.failed + r.admin.rolloutShowDuringRollout.failed, 0],
+    ["sim: device call errors in rollout", (r) => r.simErrorsDuringRollout.total ?? 0, 0],
   ];
   const head = ["", ...results.map((r) => `${r.devices} devices`), ...(growth ? [`growth (${growth})`] : [])];
   const body = rows.map(([name, get, d]) => [name, ...results.map((r) => f(get(r), d)), ...(growth ? [get(first) === 0 ? "-" : f(get(last) / get(first), 2)] : [])]);
@@ -211,6 +322,8 @@ export async function benchFleet(print: (line: string) => void): Promise<void> {
   for (const r of results) {
     const how = r.rollout.finished ? "finished" : `did NOT finish within ${r.rollout.wallSeconds.toFixed(0)} s`;
     print(`  ${r.devices} devices: rollout ${how}: ${r.rollout.healthy} healthy, ${r.rollout.failed} failed; coordinator shed load ${r.rollout.shedWarnings} times`);
+    const errs = Object.entries(r.simErrorsDuringRollout).filter(([k]) => k !== "total");
+    if (errs.length > 0) print(`  ${r.devices} devices: simulated device call errors during the rollout (top kinds): ${errs.map(([k, v]) => `${k} ${v}`).join(", ")}`);
   }
   const dir = join(repoRoot, "bench", "results");
   await mkdir(dir, { recursive: true });

@@ -54,6 +54,11 @@ describe("flotilla sim", () => {
     await sim.waitForOutput(new RegExp(`sim: all ${DEVICES} devices received ${target}`));
     await sim.waitForOutput(new RegExp(`sim: ${target} installed on ${DEVICES} devices: ${DEVICES - 10} healthy, 10 failed`));
 
+    // A label change on every simulated device reaches each of them as desired state.
+    const labelled = await fleet.admin(["device", "label", "set", "--selector", "sim=true", "--yes", "wave=blue"]);
+    expect(labelled.stdout).toBe(`labels changed on ${DEVICES} devices\n`);
+    await sim.waitForOutput(new RegExp(`sim: all ${DEVICES} devices received label wave=blue`), 60_000);
+
     // SIGTERM: every device disconnects, the workers end, and the simulator exits 0.
     expect(await sim.stop("SIGTERM")).toBe(0);
     expect(sim.stdout).toMatch(/sim: stopped\n$/);

@@ -99,6 +99,8 @@ export class SimDevice {
   retired: "decommissioned" | "rejected" | undefined;
   /** For each target path: how many distinct generations of desired state carried it. */
   readonly notifications = new Map<string, number>();
+  /** Every `key=value` label this device has been told to carry. */
+  readonly labelsSeen = new Set<string>();
   /** What it runs per release name. */
   readonly current = new Map<string, { targetPath: string; version: string; counter: number }>();
   /** Calls that failed (reconnects included), for the simulator's summary. */

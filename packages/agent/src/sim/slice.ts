@@ -48,7 +48,10 @@ export interface SliceStats {
   errors: number;
   /** Failed calls by what and why, e.g. "report: unavailable". */
   errorKinds: Record<string, number>;
-  /** Per target path: devices that received it in their desired state, and when the last one did. */
+  /**
+   * Per target path (and per `label k=v`): devices that received it in their desired state, and
+   * when the last one did.
+   */
   received: Record<string, { devices: number; lastAt: number }>;
   /** Per target path: installs that ended. */
   installed: Record<string, { healthy: number; failed: number }>;
@@ -97,6 +100,15 @@ export class SimSlice {
         for (const r of desired.releases) {
           if (d.notifications.has(r.targetPath)) continue;
           const e = (received[r.targetPath] ??= { devices: 0, lastAt: 0 });
+          e.devices++;
+          e.lastAt = Date.now();
+        }
+        // A label change reaches devices as desired state too: counted as "label k=v".
+        for (const [k, v] of Object.entries(desired.labels)) {
+          const key = `label ${k}=${v}`;
+          if (d.labelsSeen.has(key)) continue;
+          d.labelsSeen.add(key);
+          const e = (received[key] ??= { devices: 0, lastAt: 0 });
           e.devices++;
           e.lastAt = Date.now();
         }
