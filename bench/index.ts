@@ -8,6 +8,7 @@ import { benchAgent } from "./agent.ts";
 import { benchDownload } from "./download.ts";
 import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
+import { benchReport } from "./report.ts";
 import { benchRollout } from "./rollout.ts";
 import { benchTunnel } from "./tunnel.ts";
 import { benchWeb } from "./web.ts";
@@ -24,10 +25,12 @@ const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] =
   ["agent", benchAgent],
   // Not in a plain `npm run bench`: it runs a simulated fleet for minutes. `npm run bench -- fleet`.
   ["fleet", benchFleet],
+  // Not in a plain `npm run bench` either: report RPC calls/s and p99 beside a bare HTTP/2 server. `npm run bench -- report`.
+  ["report", benchReport],
   // Not in a plain `npm run bench` either: it enrolls tens of thousands of devices. `npm run bench -- enroll`.
   ["enroll", benchEnroll],
 ];
-const explicitOnly = new Set(["fleet", "rollout", "web", "enroll"]);
+const explicitOnly = new Set(["fleet", "rollout", "web", "enroll", "report"]);
 
 // Benchmark names; flags (`--devices 200,1000`) are for the benchmarks themselves.
 const args = process.argv.slice(2);

@@ -121,6 +121,14 @@ export const simOptionSpecs = defineOptions({
     default: 5,
     doc: "log lines per batch",
   },
+  reportInterval: {
+    flag: "report-interval",
+    env: "FLOTILLA_SIM_REPORT_INTERVAL",
+    key: "report_interval",
+    schema: durationMs,
+    default: 0,
+    doc: "each device also reports its status this often (0: only when something changed); status lines show report latency",
+  },
   watchTimeout: {
     flag: "watch-timeout",
     env: "FLOTILLA_SIM_WATCH_TIMEOUT",

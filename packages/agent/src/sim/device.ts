@@ -40,6 +40,10 @@ export interface SimBehaviour {
   logsIntervalMs: number;
   /** Log lines per batch. */
   logLines: number;
+  /** Each device also reports its status this often while online (0: only on changes). */
+  reportIntervalMs?: number;
+  /** Called with the duration of each acknowledged report call. */
+  onReport?(ms: number): void;
   /** Reconnect when the coordinator was silent (not even a keep-alive) this long. */
   watchTimeoutMs: number;
   /** First wait before retrying after a failure; it doubles per failure (with jitter) up to reconnectMaxMs. */
@@ -118,6 +122,7 @@ export class SimDevice {
   private flushing: Promise<void> = Promise.resolve();
   private lastDesired = new Map<string, string>();
   private lastGeneration = -1n;
+  private lastLabels: Record<string, string> = {};
   private readonly installing = new Set<string>();
   private factsSent = false;
   private telemetrySeq = { logs: 0, metrics: 0 };
@@ -296,6 +301,7 @@ export class SimDevice {
     const generation = d.generation;
     const newGeneration = generation !== this.lastGeneration;
     this.lastGeneration = generation;
+    this.lastLabels = d.labels;
     if (newGeneration) this.queue("status", { case: "status", value: create(agentv1.StatusSchema, { observedGeneration: generation, labels: d.labels }) });
     for (const r of d.releases) {
       if (newGeneration) this.notifications.set(r.targetPath, (this.notifications.get(r.targetPath) ?? 0) + 1);
@@ -353,7 +359,9 @@ export class SimDevice {
     this.flushing = this.flushing.then(async () => {
       for (let attempt = 0; this.outbox.length > 0 && this.client && this.token; ) {
         try {
+          const t0 = performance.now();
           const res = await this.client.report({ entries: this.outbox }, { timeoutMs: 10_000 });
+          this.behaviour.onReport?.(performance.now() - t0);
           const acked = new Map(res.acks.map((a) => [a.stream, a.seq]));
           this.outbox = this.outbox.filter((e) => e.seq > (acked.get(e.stream) ?? 0n));
           attempt = 0;
@@ -398,6 +406,16 @@ export class SimDevice {
     };
     if (b.metricsIntervalMs > 0) tasks.push(loop(b.metricsIntervalMs, "ship metrics", () => this.shipMetrics(signal)));
     if (b.logsIntervalMs > 0) tasks.push(loop(b.logsIntervalMs, "ship logs", () => this.shipLogs(signal)));
+    if ((b.reportIntervalMs ?? 0) > 0) {
+      tasks.push(
+        loop(b.reportIntervalMs!, "report", async () => {
+          // One report in flight at a time, of one entry, as an agent's outbox sends when it keeps up.
+          if (this.outbox.length > 0) return;
+          const labels = this.lastLabels;
+          this.queue("status", { case: "status", value: create(agentv1.StatusSchema, { observedGeneration: this.lastGeneration < 0n ? 0n : this.lastGeneration, labels }) });
+        }),
+      );
+    }
     await Promise.all(tasks);
   }
 

@@ -6,7 +6,7 @@
  */
 import type { ChildProcess } from "node:child_process";
 import { parseJoinString } from "@flotilla/protocol";
-import { SimSlice, type SimOptions, type SliceStats } from "./slice.ts";
+import { bucketQuantile, SimSlice, type SimOptions, type SliceStats } from "./slice.ts";
 
 /** What a worker process is given (as JSON in its environment). */
 export interface WorkerPayload {
@@ -54,7 +54,7 @@ export async function runSimWorker(payloadJson: string, signal: AbortSignal): Pr
 }
 
 function sum(parts: SliceStats[]): SliceStats {
-  const total: SliceStats = { enrolled: 0, online: 0, installing: 0, healthy: 0, failed: 0, errors: 0, errorKinds: {}, received: {}, installed: {} };
+  const total: SliceStats = { enrolled: 0, online: 0, installing: 0, healthy: 0, failed: 0, errors: 0, errorKinds: {}, received: {}, installed: {}, reports: 0, reportBuckets: [] };
   for (const p of parts) {
     total.enrolled += p.enrolled;
     total.online += p.online;
@@ -62,6 +62,8 @@ function sum(parts: SliceStats[]): SliceStats {
     total.healthy += p.healthy;
     total.failed += p.failed;
     total.errors += p.errors;
+    total.reports += p.reports;
+    p.reportBuckets.forEach((n, i) => (total.reportBuckets[i] = (total.reportBuckets[i] ?? 0) + n));
     for (const [k, v] of Object.entries(p.errorKinds)) total.errorKinds[k] = (total.errorKinds[k] ?? 0) + v;
     for (const [t, r] of Object.entries(p.received)) {
       const e = (total.received[t] ??= { devices: 0, lastAt: 0 });
@@ -117,10 +119,17 @@ export async function runSimulation(opts: SimOptions, run: SimulationOptions, si
     }
     return t;
   };
+  // Report figures are for the time since the previous status line.
+  let before = { reports: 0, buckets: [] as number[], at: performance.now() };
   const status = () => {
     const t = sum(latest);
     const kinds = Object.entries(t.errorKinds).sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, v]) => `${k} ${v}`);
-    out(`sim: ${t.enrolled}/${n} enrolled, ${t.online} online, ${t.installing} installing, ${t.healthy} installs healthy, ${t.failed} failed, ${t.errors} call errors${kinds.length ? ` (${kinds.join(", ")})` : ""}`);
+    const now = performance.now();
+    const delta = t.reportBuckets.map((c, i) => c - (before.buckets[i] ?? 0));
+    const count = t.reports - before.reports;
+    const reports = count > 0 ? `, ${count} reports in ${((now - before.at) / 1000).toFixed(1)} s (p50 < ${bucketQuantile(delta, 0.5)} ms, p99 < ${bucketQuantile(delta, 0.99)} ms)` : "";
+    before = { reports: t.reports, buckets: [...t.reportBuckets], at: now };
+    out(`sim: ${t.enrolled}/${n} enrolled, ${t.online} online, ${t.installing} installing, ${t.healthy} installs healthy, ${t.failed} failed${reports}, ${t.errors} call errors${kinds.length ? ` (${kinds.join(", ")})` : ""}`);
   };
   out(`sim: ${n} devices in ${workers} ${workers === 1 ? "process" : "worker processes"}, fail rate ${(opts.failRate * 100).toFixed(1)}%, churn ${(opts.churnPerMinute * 100).toFixed(1)}%/min, seed ${opts.seed}`);
   const ticker = run.statusIntervalMs > 0 ? setInterval(status, run.statusIntervalMs) : undefined;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { durationMs, percent, perMinute } from "./config.ts";
 import { failingDevices } from "./random.ts";
+import { bucketQuantile, latencyBucket } from "./slice.ts";
 
 describe("failingDevices", () => {
   it("fails exactly round(rate * devices) devices, the same ones for the same seed and target", () => {
@@ -29,5 +30,21 @@ describe("sim option values", () => {
     expect(perMinute.parse("1%/min")).toBeCloseTo(0.01);
     expect(perMinute.parse("6%/h")).toBeCloseTo(0.001);
     expect(perMinute.safeParse("1/min").success).toBe(false);
+  });
+});
+
+describe("report latency buckets", () => {
+  it("puts each call in the power-of-two bucket above it and reads quantiles as bucket bounds", () => {
+    expect([0.2, 1, 1.9, 2, 3.9, 4, 1000].map(latencyBucket)).toEqual([0, 1, 1, 2, 2, 3, 10]);
+    const buckets: number[] = [];
+    for (const ms of [...Array<number>(98).fill(3), 700, 900]) {
+      const i = latencyBucket(ms);
+      while (buckets.length <= i) buckets.push(0);
+      buckets[i]!++;
+    }
+    expect(bucketQuantile(buckets, 0.5)).toBe(4);
+    expect(bucketQuantile(buckets, 0.98)).toBe(4);
+    expect(bucketQuantile(buckets, 0.99)).toBe(1024);
+    expect(bucketQuantile([], 0.99)).toBeNaN();
   });
 });

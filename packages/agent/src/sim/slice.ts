@@ -29,6 +29,8 @@ export interface SimOptions {
   metricsIntervalMs: number;
   logsIntervalMs: number;
   logLines: number;
+  /** Each device also reports its status this often (0: only on changes). */
+  reportIntervalMs?: number;
   watchTimeoutMs: number;
   /** Host names are `<prefix>-00000`, `<prefix>-00001`, ... */
   hostnamePrefix: string;
@@ -53,6 +55,9 @@ export interface SliceStats {
    * when the last one did.
    */
   received: Record<string, { devices: number; lastAt: number }>;
+  /** Report calls acknowledged, and their latency: `reportBuckets[i]` counts calls under 2^i ms. */
+  reports: number;
+  reportBuckets: number[];
   /** Per target path: installs that ended. */
   installed: Record<string, { healthy: number; failed: number }>;
 }
@@ -69,7 +74,7 @@ const pad = (i: number) => String(i).padStart(5, "0");
 
 export class SimSlice {
   readonly devices: SimDevice[] = [];
-  readonly stats: SliceStats = { enrolled: 0, online: 0, installing: 0, healthy: 0, failed: 0, errors: 0, errorKinds: {}, received: {}, installed: {} };
+  readonly stats: SliceStats = { enrolled: 0, online: 0, installing: 0, healthy: 0, failed: 0, errors: 0, errorKinds: {}, received: {}, installed: {}, reports: 0, reportBuckets: [] };
   private readonly failing = new Map<string, Map<number, number>>();
   private readonly behaviour: SimBehaviour;
   private readonly url: string;
@@ -92,6 +97,14 @@ export class SimSlice {
       logsIntervalMs: opts.logsIntervalMs,
       logLines: opts.logLines,
       watchTimeoutMs: opts.watchTimeoutMs,
+      reportIntervalMs: opts.reportIntervalMs ?? 0,
+      onReport: (ms) => {
+        this.stats.reports++;
+        const i = latencyBucket(ms);
+        const b = this.stats.reportBuckets;
+        while (b.length <= i) b.push(0);
+        b[i]!++;
+      },
       reconnectMs: 500,
       reconnectMaxMs: 30_000,
       outcome: (d, r) => this.outcome(d, r.targetPath),
@@ -248,4 +261,22 @@ export class SimSlice {
   async stop(): Promise<void> {
     await Promise.all(this.devices.map((d) => d.disconnect()));
   }
+}
+
+/** The latency bucket of a call of `ms` milliseconds: i with 2^(i-1) <= ms < 2^i (0 below 1 ms). */
+export function latencyBucket(ms: number): number {
+  return ms < 1 ? 0 : Math.min(30, Math.floor(Math.log2(ms)) + 1);
+}
+
+/** The upper bound in ms of the bucket holding the `q` quantile of `buckets`; NaN when empty. */
+export function bucketQuantile(buckets: number[], q: number): number {
+  const total = buckets.reduce((a, b) => a + b, 0);
+  if (total === 0) return NaN;
+  const rank = Math.ceil(q * total);
+  let seen = 0;
+  for (let i = 0; i < buckets.length; i++) {
+    seen += buckets[i]!;
+    if (seen >= rank) return 2 ** i;
+  }
+  return 2 ** (buckets.length - 1);
 }

@@ -23,6 +23,7 @@ export function simOptions(v: Values<typeof simOptionSpecs>, url?: string): SimO
     metricsIntervalMs: v.metricsInterval,
     logsIntervalMs: v.logsInterval,
     logLines: v.logLines,
+    reportIntervalMs: v.reportInterval,
     watchTimeoutMs: v.watchTimeout,
     hostnamePrefix: v.hostnamePrefix,
     enrollConcurrency: v.enrollConcurrency,

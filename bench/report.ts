@@ -1,0 +1,136 @@
+/**
+ * Agent report RPC: how many `Report` calls a coordinator answers per second, and their p99,
+ * while a fleet of idle devices stays connected, beside a bare Node HTTP/2 server that answers
+ * the same request shape (a Connect unary POST with one status entry) with no work, measured
+ * in the same run with the same concurrency.
+ *
+ *   (a) bare: one process opens SESSIONS HTTP/2 sessions to a `node:http2` server and keeps
+ *       CONCURRENCY calls in flight for WINDOW seconds (closed loop);
+ *   (b) coordinator (SQLite, production keep-alive): `flotilla sim` keeps DEVICES idle devices
+ *       connected, and a second `flotilla sim` of CONCURRENCY devices reports back to back
+ *       (`--report-interval 1ms`; one call in flight per device, as an agent's outbox does).
+ *       Its status lines give the calls acknowledged and their p50/p99 per interval.
+ *
+ *   npm run bench -- report                   # 1,000 idle devices, 200 calls in flight
+ *   BENCH_REPORT_DEVICES=10000 BENCH_REPORT_CONCURRENCY=200 BENCH_REPORT_WINDOW_S=30 npm run bench -- report
+ *
+ * Asserts nothing about speed; every wait has a deadline and everything is stopped at the end.
+ */
+import { once } from "node:events";
+import { createServer, type Http2Server } from "node:http2";
+import type { AddressInfo } from "node:net";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { agentv1 } from "@flotilla/protocol";
+import { latency, type Latency } from "./fleet.ts";
+import { Fleet } from "../test/e2e/support/fleet.ts";
+import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
+
+const DEVICES = Number(process.env.BENCH_REPORT_DEVICES ?? 1000);
+const CONCURRENCY = Number(process.env.BENCH_REPORT_CONCURRENCY ?? 200);
+const WINDOW_S = Number(process.env.BENCH_REPORT_WINDOW_S ?? 20);
+const SESSIONS = 8;
+
+interface Figures {
+  callsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** A status entry, as an agent's outbox sends it. */
+function request(seq: bigint): agentv1.ReportRequest {
+  const status = create(agentv1.StatusSchema, { observedGeneration: 3n, labels: { env: "bench", site: "lab" } });
+  return create(agentv1.ReportRequestSchema, {
+    entries: [create(agentv1.OutboxEntrySchema, { stream: "status", seq, time: timestampNow(), body: { case: "status", value: status } })],
+  });
+}
+
+/** (a) A bare HTTP/2 server answering every POST with an empty ReportResponse; closed loop. */
+async function bare(): Promise<Figures> {
+  const server: Http2Server = createServer((req, res) => {
+    req.on("error", () => {});
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/proto" });
+      res.end();
+    });
+  });
+  server.on("error", () => {});
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const clients = Array.from({ length: SESSIONS }, () => createClient(agentv1.AgentService, createConnectTransport({ baseUrl: url, httpVersion: "2" })));
+  const ms: number[] = [];
+  let failed = 0;
+  const end = performance.now() + WINDOW_S * 1000;
+  let seq = 0n;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async (_, i) => {
+      const client = clients[i % SESSIONS]!;
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        try {
+          await client.report(request(++seq), { timeoutMs: 10_000 });
+          ms.push(performance.now() - t0);
+        } catch {
+          failed++;
+        }
+      }
+    }),
+  );
+  server.close();
+  const l: Latency = latency(ms, failed);
+  return { callsPerSecond: ms.length / WINDOW_S, p50Ms: l.p50, p99Ms: l.p99 };
+}
+
+/** (b) The coordinator with DEVICES idle devices and CONCURRENCY devices reporting back to back. */
+async function coordinator(print: (line: string) => void): Promise<Figures & { errors: string }> {
+  const sb = new Sandbox();
+  try {
+    const fleet = await new Fleet(sb, ["--keepalive-ms", "15000", "--offline-after-ms", "45000"]).start();
+    const join = await fleet.joinToken(["--auto-approve", "--uses", "0", "--labels", "env=bench"]);
+    const idle = sb.spawn(["sim", "--join", join, "--devices", String(DEVICES), "--status-interval", "0", "--seed", "1"], {}, "sim idle");
+    await idle.waitForOutput(new RegExp(`sim: all ${DEVICES} devices online`), 30 * 60_000);
+    print(`  report: ${DEVICES} idle devices online; ${CONCURRENCY} devices start reporting back to back`);
+    const hot = sb.spawn(
+      ["sim", "--join", join, "--devices", String(CONCURRENCY), "--hostname-prefix", "hot", "--report-interval", "1ms", "--metrics-interval", "0", "--logs-interval", "0", "--status-interval", `${WINDOW_S}s`, "--seed", "2"],
+      {},
+      "sim hot",
+    );
+    await hot.waitForOutput(new RegExp(`sim: all ${CONCURRENCY} devices online`), 10 * 60_000);
+    // The first status line covers enrollment; the second is a whole window of reporting.
+    const line = /sim: .*, (\d+) reports in ([\d.]+) s \(p50 < (\d+) ms, p99 < (\d+) ms\), (\d+) call errors([^\n]*)\n/g;
+    const deadline = Date.now() + (3 * WINDOW_S + 60) * 1000;
+    let m: RegExpExecArray[] = [];
+    while (Date.now() < deadline && m.length < 2) {
+      m = [...hot.stdout.matchAll(line)];
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const w = m[1];
+    if (!w) throw new Error(`the reporting simulator printed no whole window:\n${hot.output.slice(-2000)}`);
+    await hot.stop("SIGTERM");
+    await idle.stop("SIGTERM");
+    return { callsPerSecond: Number(w[1]) / Number(w[2]), p50Ms: Number(w[3]), p99Ms: Number(w[4]), errors: `${w[5]}${w[6] ?? ""}` };
+  } finally {
+    await sb.cleanup();
+  }
+}
+
+export async function benchReport(print: (line: string) => void): Promise<void> {
+  print(`report RPC: ${CONCURRENCY} calls in flight for ${WINDOW_S} s; coordinator with ${DEVICES} idle devices connected (SQLite)`);
+  const b = await bare();
+  const c = await coordinator(print);
+  const f = (n: number) => n.toFixed(0);
+  print(`  bare node:http2, same request shape, no work:   ${f(b.callsPerSecond)} calls/s, p50 ${f(b.p50Ms)} ms, p99 ${f(b.p99Ms)} ms`);
+  print(`  coordinator Report (p50/p99 are bucket bounds): ${f(c.callsPerSecond)} calls/s, p50 < ${f(c.p50Ms)} ms, p99 < ${f(c.p99Ms)} ms; call errors: ${c.errors}`);
+  print(`  ratio coordinator / bare: ${(c.callsPerSecond / b.callsPerSecond).toFixed(2)}`);
+  const dir = join(repoRoot, "bench", "results");
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, `report-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), devices: DEVICES, concurrency: CONCURRENCY, windowSeconds: WINDOW_S, bare: b, coordinator: c }, null, 2) + "\n");
+  print(`  written to ${file}`);
+}
