@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, formatConfig, loadConfig, VERSION } from "@flotilla/protocol";
+import { createLogger, formatConfig, loadConfig, VERSION } from "@flotilla/protocol/agent";
 import type { CliConfig } from "../config.ts";
 import { ExitError, UsageError } from "../errors.ts";
 import { agentActivators } from "../roles/activators.ts";

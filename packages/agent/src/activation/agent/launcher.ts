@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { access, constants, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { readJsonIfExists, writeJsonAtomic, type Logger } from "@flotilla/protocol";
+import { readJsonIfExists, writeJsonAtomic, type Logger } from "@flotilla/protocol/agent";
 import { procStat, removePidRecord, stopGroup, stopOrphan, writePidRecord } from "../bundle/process-group.ts";
 import {
   afterRestart,
