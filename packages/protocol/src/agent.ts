@@ -22,3 +22,4 @@ export * from "./wakeup.ts";
 export * from "./nix-closure.ts";
 export * from "./nix-base32.ts";
 export * from "./device-move.ts";
+export * from "./agent-flags.ts";
