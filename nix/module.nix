@@ -95,6 +95,10 @@ in
         # A running agent is not restarted by a switch: it is the one switching, and it restarts
         # itself into a new version when a release of the agent says so.
         restartIfChanged = false;
+        # V8's young generation at 1 MiB semi-spaces instead of 16: the idle agent's memory
+        # stays near its floor (AGENT_NODE_OPTIONS in packages/protocol/src/agent-flags.ts,
+        # bench/agent.ts). The agent removes it from what it passes to the commands it runs.
+        environment.NODE_OPTIONS = "--max-semi-space-size=1";
         serviceConfig = {
           Type = "simple";
           ExecStart = "${lib.getExe cfg.package} agent --config ${toml.generate "agent.toml" cfg.agent.settings} --state-dir \${STATE_DIRECTORY}";

@@ -195,6 +195,8 @@ it("the .deb installs with dpkg -i, both units pass systemd-analyze verify, its 
   expect(unit.stateDirectory).toBe("flotilla-agent");
   expect(unit.execStart).toContain("/etc/flotilla/agent.toml");
   expect(unit.environmentFiles).toEqual(["-/etc/flotilla/join"]);
+  // The agent's V8 flags (packages/protocol/src/agent-flags.ts): the packaged agent runs with them.
+  expect(unit.environment.NODE_OPTIONS).toBe("--max-semi-space-size=1");
 
   // The admin writes the join string, readable by root alone; systemd would create the state directory.
   const joinString = await fleet.joinToken(["--auto-approve", "--labels", "site=deb"]);

@@ -1,5 +1,5 @@
 import { mkdir } from "node:fs/promises";
-import { loadOrCreateIdentity, VERSION, type Logger } from "@flotilla/protocol";
+import { loadOrCreateIdentity, VERSION, type Logger } from "@flotilla/protocol/agent";
 import type { Activator } from "./activation/activator.ts";
 import { nixosActivators } from "./activation/nixos/index.ts";
 import type { AgentConfig } from "./config.ts";

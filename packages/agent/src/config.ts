@@ -3,7 +3,7 @@
  * default. Values come from a flag, then FLOTILLA_*, then the config file, then the default.
  */
 import { z } from "zod";
-import { defineOptions, MAX_DELAY_MS, type Values } from "@flotilla/protocol";
+import { defineOptions, MAX_DELAY_MS, type Values } from "@flotilla/protocol/agent";
 import { tunnelPortsSchema } from "./tunnel/ports.ts";
 
 // Every *_ms option of the agent is a timer delay: a longer one than MAX_DELAY_MS would fire at once.

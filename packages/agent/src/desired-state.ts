@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { agentv1, commonv1, type Logger } from "@flotilla/protocol";
+import { agentv1, commonv1, type Logger } from "@flotilla/protocol/agent";
 import type { AgentExit } from "./exit.ts";
 import type { StateDir } from "./state.ts";
 

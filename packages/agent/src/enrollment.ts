@@ -10,7 +10,7 @@ import {
   backoffDelay,
   type Identity,
   type Logger,
-} from "@flotilla/protocol";
+} from "@flotilla/protocol/agent";
 import type { AgentConfig } from "./config.ts";
 import { agentClient, greet } from "./connection/dial.ts";
 import { describeError, FatalAgentError, isRetryable } from "./exit.ts";

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { CoordinatorKeyMismatchError } from "@flotilla/protocol";
+import { CoordinatorKeyMismatchError } from "@flotilla/protocol/agent";
 
 /** Why the agent stopped. */
 export type AgentExit = "stopped" | "decommissioned" | "rejected";

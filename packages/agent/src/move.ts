@@ -5,7 +5,7 @@
  */
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { DeviceMoveRefused, parseDeviceMove, verifyDeviceMove, type agentv1, type Logger } from "@flotilla/protocol";
+import { DeviceMoveRefused, parseDeviceMove, verifyDeviceMove, type agentv1, type Logger } from "@flotilla/protocol/agent";
 import type { Enrollment, StateDir } from "./state.ts";
 
 /** Where the release manager keeps the organization's trusted TUF metadata (releases/wiring.ts). */

@@ -1,6 +1,6 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { readJsonIfExists as readJson, writeJsonAtomic } from "@flotilla/protocol";
+import { readJsonIfExists as readJson, writeJsonAtomic } from "@flotilla/protocol/agent";
 
 /** What the agent remembers of its enrollment, in `<state-dir>/enrollment.json`. */
 export interface Enrollment {

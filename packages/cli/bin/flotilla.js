@@ -2,7 +2,7 @@
 // The `flotilla` program. Runs the bundle that `npm install` builds (scripts/build.mjs) when it
 // is newer than every source file; otherwise the TypeScript sources through tsx, so an edited
 // checkout never runs stale code.
-import { readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -23,7 +23,11 @@ function bundleIsFresh() {
   try {
     const built = statSync(bundle).mtimeMs;
     const packages = join(cli, "..");
-    return readdirSync(packages).every((p) => newestSource(join(packages, p, "src")) <= built);
+    // A package without TypeScript sources (packages/web keeps its app in app/, built by vite)
+    // has nothing for the bundle to be stale against.
+    return readdirSync(packages)
+      .filter((p) => existsSync(join(packages, p, "src")))
+      .every((p) => newestSource(join(packages, p, "src")) <= built);
   } catch {
     return false;
   }

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { retryAfterMs } from "@flotilla/protocol";
+import { retryAfterMs } from "@flotilla/protocol/agent";
 
 /** A mistake in how a command was called: exit code 2. */
 export class UsageError extends Error {

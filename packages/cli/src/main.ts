@@ -1,5 +1,5 @@
 import { Command, CommanderError } from "commander";
-import { VERSION } from "@flotilla/protocol";
+import { VERSION } from "@flotilla/protocol/agent";
 import type { Run } from "./run.ts";
 import { addExamples } from "./commands/examples.ts";
 import { cliOptionSpecs, environmentHelp, globalFlags, loadCliConfig, type CliConfig } from "./config.ts";

@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { setupCodeWeakness } from "./access/setup-code.ts";
 import { orgQuotasSchema, quotaSchema } from "./artifacts/byte-size.ts";
-import { defineOptions, MAX_DELAY_MS, type OptionSpec, type Values } from "@flotilla/protocol";
+import { defineOptions, MAX_DELAY_MS, type OptionSpec, type Values } from "@flotilla/protocol/agent";
 
 const positiveMs = z.coerce.number().int().positive();
 /** A delay handed to setTimeout or setInterval: a longer one than MAX_DELAY_MS would fire at once. */

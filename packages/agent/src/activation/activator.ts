@@ -5,7 +5,7 @@
  * rolls back. Every activator keeps a journal in its own directory so that a `kill -9` at any
  * step, followed by `recover()`, ends on the old or the new version, never neither.
  */
-import type { ReleaseMeta } from "@flotilla/protocol";
+import type { ReleaseMeta } from "@flotilla/protocol/agent";
 
 /** A verified release, ready to activate. */
 export interface ActivationRequest {

@@ -1,5 +1,5 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { agentv1, CoordinatorKeyMismatchError, retryDelay, sleep, type Logger } from "@flotilla/protocol";
+import { agentv1, CoordinatorKeyMismatchError, retryDelay, sleep, type Logger } from "@flotilla/protocol/agent";
 import type { AgentConfig } from "../config.ts";
 import { describeError, type AgentExit } from "../exit.ts";
 import type { Enrollment } from "../state.ts";

@@ -8,7 +8,7 @@ import {
   verifyCoordinatorProof,
   uncompressedTunnels,
   type Identity,
-} from "@flotilla/protocol";
+} from "@flotilla/protocol/agent";
 
 export type AgentClient = Client<typeof agentv1.AgentService>;
 

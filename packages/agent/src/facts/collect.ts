@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { readFile, stat, statfs } from "node:fs/promises";
 import os from "node:os";
 import { join } from "node:path";
-import { commonv1 } from "@flotilla/protocol";
+import { commonv1 } from "@flotilla/protocol/agent";
 
 /** What collectFacts needs besides the machine itself. */
 export interface CollectFactsOptions {

@@ -1,4 +1,4 @@
-import { commonv1, factsFingerprint, sleep, type Logger } from "@flotilla/protocol";
+import { commonv1, factsFingerprint, sleep, type Logger } from "@flotilla/protocol/agent";
 import { describeError } from "../exit.ts";
 import type { StateDir } from "../state.ts";
 import { collectFacts } from "./collect.ts";

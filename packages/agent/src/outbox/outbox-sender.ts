@@ -1,7 +1,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { agentv1, retryAfterMs, Wakeup, type Logger } from "@flotilla/protocol";
+import { agentv1, retryAfterMs, Wakeup, type Logger } from "@flotilla/protocol/agent";
 import type { AgentClient } from "../connection/dial.ts";
 import { describeError } from "../exit.ts";
 import type { Outbox, OutboxRecord } from "./outbox.ts";

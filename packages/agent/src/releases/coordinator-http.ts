@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Fetcher } from "tuf-js";
 // tuf-js stops walking root versions only on its own DownloadHTTPError (404/403).
 import { DownloadHTTPError } from "tuf-js/dist/error.js";
-import { pinnedRequest, readBody, tufRootDigest, TUF_METADATA_PATH } from "@flotilla/protocol";
+import { pinnedRequest, readBody, tufRootDigest, TUF_METADATA_PATH } from "@flotilla/protocol/agent";
 
 /** Where and how to reach the coordinator over plain HTTP: its URL, key pin and a session token. */
 export interface CoordinatorHttp {

@@ -3,7 +3,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, open, rename, rm, stat, statfs, type FileHandle } from "node:fs/promises";
 import type { IncomingMessage } from "node:http";
 import { dirname, join } from "node:path";
-import { TUF_TARGETS_PATH } from "@flotilla/protocol";
+import { TUF_TARGETS_PATH } from "@flotilla/protocol/agent";
 import { get, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
 
 /** A download or hash refusal: the artifact is not what was signed. */

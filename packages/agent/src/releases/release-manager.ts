@@ -1,6 +1,6 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { backoffDelay, readJsonIfExists, Wakeup, writeJsonAtomic, type Logger } from "@flotilla/protocol";
+import { backoffDelay, readJsonIfExists, Wakeup, writeJsonAtomic, type Logger } from "@flotilla/protocol/agent";
 import type { ActivationEvents, ActivationOutcome, Activator, ControlAction, InstalledRelease } from "../activation/activator.ts";
 import { pinRoot, RootRefused, TransientError, type CoordinatorHttp, type ExpectedRoot } from "./coordinator-http.ts";
 import { ArtifactRefused, downloadTarget, NoSpaceError } from "./download.ts";

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { readJsonIfExists, writeJsonAtomic, type ReleaseMeta } from "@flotilla/protocol";
+import { readJsonIfExists, writeJsonAtomic, type ReleaseMeta } from "@flotilla/protocol/agent";
 
 /** How far the agent got with one release name; written before each phase starts. */
 export interface ReleaseProgressState {

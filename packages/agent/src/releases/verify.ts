@@ -1,6 +1,6 @@
 import { machine } from "node:os";
 import { basename } from "node:path";
-import { parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol";
+import { parseReleaseMeta, releaseTargetPath, type ReleaseMeta } from "@flotilla/protocol/agent";
 import type { InstalledRelease } from "../activation/activator.ts";
 import { CoordinatorFetcher, metadataBaseUrl, pinRoot, RootRefused, TransientError, type CoordinatorHttp, type ExpectedRoot } from "./coordinator-http.ts";
 

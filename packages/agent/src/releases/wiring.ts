@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { join } from "node:path";
-import { agentv1, Broadcast, type Logger } from "@flotilla/protocol";
+import { agentv1, Broadcast, type Logger } from "@flotilla/protocol/agent";
 import type { ActivationEvents, Activator } from "../activation/activator.ts";
 import type { CoordinatorHttp } from "./coordinator-http.ts";
 import { ReleaseManager, type ReleaseStep } from "./release-manager.ts";

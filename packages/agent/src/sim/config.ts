@@ -3,7 +3,7 @@
  * as the agent's own options (config.ts) are.
  */
 import { z } from "zod";
-import { defineOptions } from "@flotilla/protocol";
+import { defineOptions } from "@flotilla/protocol/agent";
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 

@@ -23,7 +23,7 @@ import {
   verifyCoordinatorProof,
   type ClosableTransport,
   type Identity,
-} from "@flotilla/protocol";
+} from "@flotilla/protocol/agent";
 
 /** How a simulated install ends. */
 export type SimOutcome = "healthy" | "download-failed" | "health-failed";

@@ -5,7 +5,7 @@
  * installed everywhere, and a status line now and then.
  */
 import type { ChildProcess } from "node:child_process";
-import { parseJoinString } from "@flotilla/protocol";
+import { parseJoinString } from "@flotilla/protocol/agent";
 import { bucketQuantile, SimSlice, type SimOptions, type SliceStats } from "./slice.ts";
 
 /** What a worker process is given (as JSON in its environment). */

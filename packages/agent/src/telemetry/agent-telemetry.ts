@@ -3,7 +3,7 @@ import { createClient, type Transport } from "@connectrpc/connect";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { gzip as gzipCb } from "node:zlib";
-import { agentv1, sleep, type Logger } from "@flotilla/protocol";
+import { agentv1, sleep, type Logger } from "@flotilla/protocol/agent";
 import type { AgentConfig } from "../config.ts";
 import { SystemSampler } from "./sampler.ts";
 import { capturingLogger, LogCapture } from "./capture.ts";

@@ -1,5 +1,5 @@
 import { create, toBinary } from "@bufbuild/protobuf";
-import { agentv1, type Logger } from "@flotilla/protocol";
+import { agentv1, type Logger } from "@flotilla/protocol/agent";
 import type { SegmentBuffer } from "./segment-buffer.ts";
 
 /** Unit names: what `flotilla logs --unit` filters on. */

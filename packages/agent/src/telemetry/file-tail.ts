@@ -1,6 +1,6 @@
 import { watch, type FSWatcher } from "node:fs";
 import { open, stat } from "node:fs/promises";
-import type { Logger } from "@flotilla/protocol";
+import type { Logger } from "@flotilla/protocol/agent";
 import type { LogCapture } from "./capture.ts";
 
 const CHUNK = 1 << 20;

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
-import type { Logger } from "@flotilla/protocol";
+import type { Logger } from "@flotilla/protocol/agent";
 import type { LogCapture } from "./capture.ts";
 
 const CURSOR_KEY = "journal";

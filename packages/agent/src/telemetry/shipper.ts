@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { retryDelay, Wakeup, type Logger } from "@flotilla/protocol";
+import { retryDelay, Wakeup, type Logger } from "@flotilla/protocol/agent";
 import { describeError } from "../exit.ts";
 import type { BufferedRecord, DropStats, SegmentBuffer } from "./segment-buffer.ts";
 

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import net from "node:net";
-import { agentv1, sleep, type Logger } from "@flotilla/protocol";
+import { agentv1, sleep, type Logger } from "@flotilla/protocol/agent";
 
 type TunnelClient = Client<typeof agentv1.AgentTunnelService>;
 

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
 import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
-import { createLogger, formatConfig, loadConfig, VERSION } from "@flotilla/protocol";
+import { createLogger, formatConfig, loadConfig, VERSION } from "@flotilla/protocol/agent";
 import type { CliConfig } from "../config.ts";
 import { ExitError, UsageError } from "../errors.ts";
 import { agentActivators } from "../roles/activators.ts";
@@ -125,9 +125,15 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
     run(async (out) => {
       const loaded = loadRoleConfig(agentOptionSpecs, opts, env, cli().configFile);
       if (opts.printConfig) return out(formatConfig(agentOptionSpecs, loaded));
-      const { FatalAgentError, LAUNCHED_ENV, LauncherLink, runAgent, runLauncher } = await import("@flotilla/agent");
+      // The launcher loads its own module only: nothing of the agent runs in it.
+      const { LAUNCHED_ENV, runLauncher, withoutAgentNodeOptions } = await import("@flotilla/agent/launcher");
       const log = createLogger({ role: "agent" });
       const launchedAs = env[LAUNCHED_ENV];
+      // The agent's V8 flags (given by the launcher, or the NixOS module's unit) are its own:
+      // what it runs starts without them, and a launcher gives them to its agent once.
+      const own = withoutAgentNodeOptions(env.NODE_OPTIONS);
+      if (own === undefined) delete env.NODE_OPTIONS;
+      else env.NODE_OPTIONS = own;
       if (loaded.values.selfUpdate && launchedAs === undefined) {
         // The launcher (docs/self-update.md): runs the agent as a child and never runs new code itself.
         return runLauncher(
@@ -142,6 +148,7 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
           stopSignal(),
         );
       }
+      const { FatalAgentError, LauncherLink, runAgent } = await import("@flotilla/agent");
       // Tests give an executable of theirs a version of its own; nothing else sets it.
       const version = env.FLOTILLA_TEST_AGENT_VERSION || VERSION;
       const link = launchedAs !== undefined && process.send ? new LauncherLink(process, launchedAs) : undefined;

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import type { Activator, LauncherLink } from "@flotilla/agent";
-import type { Logger } from "@flotilla/protocol";
+import type { Logger } from "@flotilla/protocol/agent";
 
 /**
  * The activators `flotilla agent` runs with, one per release kind. Each is declared as a

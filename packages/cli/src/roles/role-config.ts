@@ -1,6 +1,6 @@
 /** The options of `flotilla coordinator` and `flotilla agent`, as commander flags and loaded values. */
 import type { Command } from "commander";
-import { loadConfig, type OptionSpec, type OptionSpecs } from "@flotilla/protocol";
+import { loadConfig, type OptionSpec, type OptionSpecs } from "@flotilla/protocol/agent";
 import { cliOptionSpecs } from "../config.ts";
 
 /** Adds one commander option per spec, e.g. `--data-dir <value>`, documented from the spec. */

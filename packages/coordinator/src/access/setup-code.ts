@@ -3,7 +3,7 @@
  * first owner (login.ts). Only its hash is stored.
  */
 import { randomBytes } from "node:crypto";
-import { hashSecret } from "@flotilla/protocol";
+import { hashSecret } from "@flotilla/protocol/agent";
 import type { Store } from "../store/index.ts";
 
 /** Setup codes are shown grouped (ABCD-EFGH-...); accept them with or without dashes, any case. */

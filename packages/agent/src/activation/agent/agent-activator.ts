@@ -7,7 +7,7 @@
  */
 import { chmod, copyFile, mkdir, open, rename } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { readJsonIfExists, type Logger } from "@flotilla/protocol";
+import { readJsonIfExists, type Logger } from "@flotilla/protocol/agent";
 import { fsyncDir, removeDurable, writeFileDurable } from "../../durable.ts";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, InstalledRelease } from "../activator.ts";
 import { executablePath, INSTALLED, stagedId, versionsDir, type LauncherState, type StagedExecutable } from "./launcher-state.ts";

@@ -6,7 +6,7 @@ import { silentLogger } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
 import { useTempDir } from "@flotilla/protocol/testing/hooks";
 import { groupAlive, procStat, writePidRecord } from "../bundle/process-group.ts";
-import { LAUNCHER_DIR_ENV, runLauncher } from "./launcher.ts";
+import { AGENT_NODE_OPTIONS, LAUNCHER_DIR_ENV, runLauncher, withoutAgentNodeOptions } from "./launcher.ts";
 import { afterRestart, beginHandover, confirmHandover, executablePath, rollBackHandover, toRun, type LauncherState, type StagedExecutable } from "./launcher-state.ts";
 
 const CHILD = join(import.meta.dirname, "testing", "child.mjs");
@@ -65,7 +65,7 @@ describe("the launcher's state", () => {
 
 describe("the launcher", () => {
   /** Stages `to` as a script running child.mjs in `mode`; returns the launcher's options and log reader. */
-  async function setup(opts: { installedMode: string; stagedMode?: string; to?: StagedExecutable; confirmWindowMs?: number }) {
+  async function setup(opts: { installedMode: string; stagedMode?: string; to?: StagedExecutable; confirmWindowMs?: number; env?: Record<string, string> }) {
     const stateDir = join(tmp.path, `s${Math.random().toString(36).slice(2, 8)}`);
     const logPath = join(stateDir, "test.log");
     await mkdir(stateDir, { recursive: true });
@@ -81,7 +81,7 @@ describe("the launcher", () => {
       stateDir,
       installedCommand: [process.execPath, CHILD, opts.installedMode],
       args: [],
-      env: { PATH: process.env.PATH, TEST_LOG: logPath, TEST_STATE: stateDir, TEST_TO: JSON.stringify(to) },
+      env: { PATH: process.env.PATH, TEST_LOG: logPath, TEST_STATE: stateDir, TEST_TO: JSON.stringify(to), ...opts.env },
       confirmWindowMs: opts.confirmWindowMs ?? 30_000,
       stopGraceMs: 2000,
       log: silentLogger,
@@ -91,6 +91,23 @@ describe("the launcher", () => {
     const until = (what: string) => waitFor(`the log to show "${what}"`, async () => ((await lines()).includes(what) ? true : undefined), 20_000, 25);
     return { stateDir, launcherOpts, stop, lines, state, until };
   }
+
+  it("runs the agent with a young generation of 1 MiB semi-spaces, after the NODE_OPTIONS it was given", async () => {
+    const t = await setup({ installedMode: "young", env: { NODE_OPTIONS: "--no-warnings" } });
+    void launch(t.launcherOpts, t.stop.signal);
+    await waitFor("the agent's heap figures", async () => ((await t.lines()).some((l) => l.startsWith("installed NODE_OPTIONS")) ? true : undefined), 20_000, 25);
+    const lines = await t.lines();
+    // Two semi-spaces of 1 MiB; without the flag the burst grows them to 16 MiB each.
+    expect(lines).toContain("installed young 2 MiB");
+    expect(lines).toContain(`installed NODE_OPTIONS --no-warnings ${AGENT_NODE_OPTIONS}`);
+  });
+
+  it("gives back NODE_OPTIONS as it was before the launcher appended its flags", () => {
+    expect(withoutAgentNodeOptions(`--no-warnings ${AGENT_NODE_OPTIONS}`)).toBe("--no-warnings");
+    expect(withoutAgentNodeOptions(AGENT_NODE_OPTIONS)).toBeUndefined();
+    expect(withoutAgentNodeOptions("--no-warnings")).toBe("--no-warnings");
+    expect(withoutAgentNodeOptions(undefined)).toBeUndefined();
+  });
 
   it("hands over to the staged executable, which becomes current once it confirms", async () => {
     const t = await setup({ installedMode: "switch-once", stagedMode: "confirm" });

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { access, constants, mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { readJsonIfExists, writeJsonAtomic, type Logger } from "@flotilla/protocol";
+import { AGENT_NODE_OPTIONS, readJsonIfExists, writeJsonAtomic, type Logger } from "@flotilla/protocol/agent";
 import { procStat, removePidRecord, stopGroup, stopOrphan, writePidRecord } from "../bundle/process-group.ts";
 import {
   afterRestart,
@@ -30,6 +30,20 @@ export const LAUNCHED_ENV = "FLOTILLA_AGENT_EXECUTABLE";
 
 /** Environment variable that marks a child with its launcher's `agent-versions` directory. */
 export const LAUNCHER_DIR_ENV = "FLOTILLA_AGENT_LAUNCHER_DIR";
+
+export { AGENT_NODE_OPTIONS };
+
+/** NODE_OPTIONS with the launcher's AGENT_NODE_OPTIONS appended. */
+export function withAgentNodeOptions(nodeOptions: string | undefined): string {
+  return nodeOptions ? `${nodeOptions} ${AGENT_NODE_OPTIONS}` : AGENT_NODE_OPTIONS;
+}
+
+/** NODE_OPTIONS as it was before the launcher appended AGENT_NODE_OPTIONS (undefined: unset). */
+export function withoutAgentNodeOptions(nodeOptions: string | undefined): string | undefined {
+  if (nodeOptions === undefined || !nodeOptions.endsWith(AGENT_NODE_OPTIONS)) return nodeOptions;
+  const before = nodeOptions.slice(0, -AGENT_NODE_OPTIONS.length).trimEnd();
+  return before === "" ? undefined : before;
+}
 
 export interface LauncherOptions {
   /** The agent's state directory; the launcher keeps `agent-versions/` in it. */
@@ -200,7 +214,12 @@ function startChild(opts: LauncherOptions, exe: StagedExecutable | undefined, pu
   // Its own process group, so that stopping it stops whatever it runs in the same group; the
   // services of bundle releases have groups of their own and outlive it, as they do any agent restart.
   const child = spawn(program!, [...pre, ...opts.args], {
-    env: { ...opts.env, [LAUNCHED_ENV]: exe?.id ?? "installed", [LAUNCHER_DIR_ENV]: versionsDir(opts.stateDir) },
+    env: {
+      ...opts.env,
+      [LAUNCHED_ENV]: exe?.id ?? "installed",
+      [LAUNCHER_DIR_ENV]: versionsDir(opts.stateDir),
+      NODE_OPTIONS: withAgentNodeOptions(opts.env.NODE_OPTIONS),
+    },
     stdio: ["ignore", "inherit", "inherit", "ipc"],
     detached: true,
   });

@@ -1,6 +1,6 @@
 import { mkdir, rm } from "node:fs/promises";
 import { resolve } from "node:path";
-import type { Logger } from "@flotilla/protocol";
+import type { Logger } from "@flotilla/protocol/agent";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, ControlAction, InstalledRelease } from "../activator.ts";
 import { exists, removeDurable, swapSymlink, writeFileDurable } from "../../durable.ts";
 import { checkHealth, defaultHealthTiming, type HealthTiming } from "./health.ts";

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { HealthSpec } from "@flotilla/protocol";
+import type { HealthSpec } from "@flotilla/protocol/agent";
 import { stopGroup } from "./process-group.ts";
 import type { Supervisor } from "./supervisor.ts";
 

@@ -1,4 +1,4 @@
-import { readJsonIfExists } from "@flotilla/protocol";
+import { readJsonIfExists } from "@flotilla/protocol/agent";
 import { removeDurable, writeFileDurable } from "../../durable.ts";
 import type { NameLayout, ReleaseRecord } from "./layout.ts";
 

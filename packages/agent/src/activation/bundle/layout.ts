@@ -1,6 +1,6 @@
 import { mkdir, readdir } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { readJsonIfExists, RELEASE_NAME, type ReleaseMeta } from "@flotilla/protocol";
+import { readJsonIfExists, RELEASE_NAME, type ReleaseMeta } from "@flotilla/protocol/agent";
 import type { InstalledRelease } from "../activator.ts";
 import { readLinkIfExists, writeFileDurable } from "../../durable.ts";
 

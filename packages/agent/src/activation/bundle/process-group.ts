@@ -1,5 +1,5 @@
 import { readdir, readFile } from "node:fs/promises";
-import { readJsonIfExists } from "@flotilla/protocol";
+import { readJsonIfExists } from "@flotilla/protocol/agent";
 import { removeDurable, writeFileDurable } from "../../durable.ts";
 
 /** What `pid.json` records of a supervised process group, to find it again after a crash. */

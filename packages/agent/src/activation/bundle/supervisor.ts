@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import type { Logger } from "@flotilla/protocol";
+import type { Logger } from "@flotilla/protocol/agent";
 import { LineSplitter } from "./lines.ts";
 import { groupAlive, procStat, removePidRecord, stopGroup, writePidRecord } from "./process-group.ts";
 

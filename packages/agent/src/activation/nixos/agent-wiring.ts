@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { fetchPinnedCertificate, type Logger } from "@flotilla/protocol";
+import { fetchPinnedCertificate, type Logger } from "@flotilla/protocol/agent";
 import type { AgentConfig } from "../../config.ts";
 import type { Activator } from "../activator.ts";
 import { NixosActivator } from "./nixos-activator.ts";

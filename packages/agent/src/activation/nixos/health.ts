@@ -1,4 +1,4 @@
-import { sleep, type HealthSpec } from "@flotilla/protocol";
+import { sleep, type HealthSpec } from "@flotilla/protocol/agent";
 import { runProgram } from "./run.ts";
 
 const RETRY_MS = 1000;

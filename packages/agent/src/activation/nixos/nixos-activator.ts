@@ -13,7 +13,7 @@
  */
 import { access, constants, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { closureMismatch, parseNixosArtifact, parsePathInfoJson, readJsonIfExists, writeJsonAtomic, type ClosureEntry, type ReleaseMeta } from "@flotilla/protocol";
+import { closureMismatch, parseNixosArtifact, parsePathInfoJson, readJsonIfExists, writeJsonAtomic, type ClosureEntry, type ReleaseMeta } from "@flotilla/protocol/agent";
 import { DEFAULT_NIXOS_PROFILE } from "../../config.ts";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, ControlAction, InstalledRelease } from "../activator.ts";
 import { runHealthChecks } from "./health.ts";

@@ -2,6 +2,7 @@
 // does; every line it would print goes to $TEST_LOG as "<executable id> <event>".
 import { appendFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { getHeapSpaceStatistics } from "node:v8";
 
 const mode = process.argv[2];
 const id = process.env.FLOTILLA_AGENT_EXECUTABLE;
@@ -36,4 +37,16 @@ if (mode === "confirm") {
   log(`confirm ${reply.error ?? "ok"}`);
 }
 if (mode === "quit") process.exit(0);
+if (mode === "young") {
+  // What V8 flags it runs with: the young generation's size after a burst of garbage, in MiB
+  // (two 16 MiB semi-spaces by default), and NODE_OPTIONS as the agent leaves it for its children.
+  let keep = [];
+  for (let i = 0; i < 2e6; i++) {
+    keep.push({ i, s: `x${i}` });
+    if (keep.length > 20_000) keep = [];
+  }
+  const young = getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size;
+  log(`young ${Math.ceil(young / 2 ** 20)} MiB`);
+  log(`NODE_OPTIONS ${process.env.NODE_OPTIONS}`);
+}
 setInterval(() => {}, 60_000);

@@ -6,7 +6,7 @@
  * - mode `recover`: runs recover() and prints `recovered <json>` (outcomes per name).
  * Either way it then supervises until its stdin closes, then close()s and exits. Tests only.
  */
-import { silentLogger } from "@flotilla/protocol";
+import { silentLogger } from "@flotilla/protocol/agent";
 import type { ActivationRequest } from "../../activator.ts";
 import { BundleActivator } from "../bundle-activator.ts";
 import { RecordedEvents } from "./fixtures.ts";

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { mkdir, readdir, readFile, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import * as tar from "tar";
-import { parseReleaseMeta, type ReleaseMeta } from "@flotilla/protocol";
+import { parseReleaseMeta, type ReleaseMeta } from "@flotilla/protocol/agent";
 import type { ActivationEvents, ActivationStep } from "../../activator.ts";
 
 /**
