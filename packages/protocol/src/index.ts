@@ -1,5 +1,6 @@
 export * as adminv1 from "./api/adminv1.ts";
 export * as agentv1 from "./api/agentv1.ts";
+export * as internalv1 from "./api/internalv1.ts";
 export * as commonv1 from "./gen/flotilla/common/v1/common_pb.ts";
 export * as healthv1 from "./gen/grpc/health/v1/health_pb.ts";
 export * from "./auth/index.ts";
