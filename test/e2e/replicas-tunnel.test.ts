@@ -1,0 +1,112 @@
+/**
+ * Tunnels across coordinator replicas: three replicas on one PostgreSQL database and one shared
+ * data directory; an admin on replica A reaches, through real OpenSSH, a device whose agent is
+ * connected to replica C (A forwards the tunnel to C over the replicas' internal call).
+ */
+import { waitFor, type Proc } from "@flotilla/protocol/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Fleet, freshPostgresDatabase, type DeviceJson } from "./support/fleet.ts";
+import { Sandbox } from "./support/sandbox.ts";
+import { startSshd, type Sshd } from "./support/ssh.ts";
+
+const SETUP_CODE = "XTNL-4K7M-9QWX-3TZH";
+
+const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
+if (!pgUrl) console.log("test/e2e/replicas-tunnel.test.ts did not run: FLOTILLA_TEST_POSTGRES_URL is not set (replicas need PostgreSQL)");
+
+describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
+  const sb = new Sandbox();
+  let databaseUrl: string;
+  let a: Fleet;
+  let b: Fleet;
+  let c: Fleet;
+  let sshd: Sshd;
+  let agent: Proc;
+  let device: DeviceJson;
+
+  /** Starts another replica on A's database and data directory, sharing A's admin home. */
+  async function replica(): Promise<Fleet> {
+    const r = new Fleet(sb, ["--database-url", databaseUrl, "--setup-code", SETUP_CODE]);
+    await r.prepare();
+    r.dataDir = a.dataDir;
+    r.adminHome = a.adminHome;
+    await r.startCoordinator();
+    return r;
+  }
+
+  /** `flotilla ssh` through replica `via` to the device, running `command` with real OpenSSH. */
+  function sshArgs(via: Fleet, command: string): string[] {
+    return [
+      "--coordinator", via.url,
+      "ssh", device.name, "--port", String(sshd.port), "--",
+      "-F", "/dev/null",
+      "-o", `UserKnownHostsFile=${sshd.knownHosts}`,
+      "-o", "StrictHostKeyChecking=accept-new",
+      "-o", "IdentitiesOnly=yes",
+      "-o", "BatchMode=yes",
+      "-i", sshd.identity,
+      "-l", sshd.user,
+      command,
+    ];
+  }
+
+  beforeAll(async () => {
+    databaseUrl = await freshPostgresDatabase(sb);
+    a = new Fleet(sb, ["--database-url", databaseUrl, "--setup-code", SETUP_CODE]);
+    await a.prepare();
+    await a.startCoordinator();
+    [b, c] = await Promise.all([replica(), replica()]);
+    const login = await a.admin(["login", "--setup-code", SETUP_CODE]);
+    expect(login.code, login.stderr).toBe(0);
+    sshd = await startSshd(sb);
+    // The agent dials the join string's first address, C, and B after C is gone; never A.
+    const join = await a.joinToken(["--auto-approve", "--coordinator-url", c.url, "--coordinator-url", b.url]);
+    agent = a.startAgent(await sb.dir("flotilla-agent-"), join, ["--tunnel-ports", String(sshd.port)], "agent on C");
+    device = await waitFor(
+      "the device online with the tunnel capability",
+      async () => {
+        const d = (await a.devices())[0] as (DeviceJson & { capabilities?: string[] }) | undefined;
+        return d?.status === "online" && d.capabilities?.includes("tunnel") ? d : undefined;
+      },
+      60_000,
+    );
+  });
+  afterAll(() => sb.cleanup());
+
+  it("runs a command with `flotilla ssh` on replica A on a device whose agent is connected to replica C", async () => {
+    const r = await sb.run(sshArgs(a, "echo across replicas from $(whoami); exit 3"), { FLOTILLA_HOME: a.adminHome });
+    expect(r.stdout, r.stderr).toBe(`across replicas from ${sshd.user}\n`);
+    expect(r.code).toBe(3);
+    // The agent never dialled A, so A carried the tunnel to C.
+    expect(agent.output).not.toMatch(/connection to coordinator lost/);
+    const audit = await a.adminJson<{ action: string; outcome: string; detail: string }[]>(["audit", "ls"]);
+    const entry = audit.filter((e) => e.action === "tunnel").at(-1)!;
+    expect(entry.outcome).toBe("ok");
+    const detail = JSON.parse(entry.detail) as { deviceId: string; bytesToDevice: number; bytesFromDevice: number };
+    expect(detail.deviceId).toBe(device.id);
+    expect(detail.bytesToDevice).toBeGreaterThan(0);
+    expect(detail.bytesFromDevice).toBeGreaterThan(0);
+  });
+
+  it("ends the tunnel with a clear error when the replica holding the agent is killed (SIGKILL), and opens again once the agent is on another replica", async () => {
+    const ssh = sb.spawn(sshArgs(a, "echo tunnel up; sleep 600"), { FLOTILLA_HOME: a.adminHome }, "long ssh via A");
+    await ssh.waitForOutput(/tunnel up/, 60_000);
+    await c.coordinator.stop("SIGKILL");
+    const { code } = await waitFor("ssh to end", () => (ssh.exitCode === null ? undefined : { code: ssh.exitCode }), 60_000, 100);
+    expect(code).not.toBe(0);
+    expect(ssh.stderr).toMatch(/the tunnel to device \S+ ended: the coordinator replica relaying it went away/);
+    // A itself is fine: other calls go on.
+    expect((await a.admin(["device", "ls"])).code).toBe(0);
+    await waitFor("the agent to notice C is gone", () => /connection to coordinator lost/.test(agent.output), 60_000);
+    const again = await waitFor(
+      "a new `flotilla ssh` through A to succeed",
+      async () => {
+        const r = await sb.run(sshArgs(a, "echo reopened"), { FLOTILLA_HOME: a.adminHome });
+        return r.code === 0 ? r : undefined;
+      },
+      90_000,
+      500,
+    );
+    expect(again.stdout).toBe("reopened\n");
+  });
+});
