@@ -1,3 +1,4 @@
+import cluster from "node:cluster";
 import { setMaxListeners } from "node:events";
 import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -125,6 +126,7 @@ export async function startCoordinator(
   setMaxListeners(0, shutdown.signal);
   const features: Feature[] = [];
   let listener: Listener;
+  let internalListener: Listener | undefined;
   let setupCode: string | undefined;
   const shedder = new LoadShedder({ maxCalls: config.maxAgentCalls, maxLagMs: config.shedLagMs, log });
   features.push({ name: "load-shedding", serviceNames: [], close: () => shedder.close() });
@@ -154,9 +156,15 @@ export async function startCoordinator(
     };
     listener = await listen({ host, port, handler, tls });
     setupCode = await prepareSetupCode(store, config.setupCode);
-    // Replicas reach each other at the address they listen on (tunnels to agents connected elsewhere).
-    if (store.dialect === "postgres") await replicaTunnels.register(internalUrl(listener, host, tls !== undefined));
+    // Replicas reach each other (tunnels to agents connected elsewhere) at the address they
+    // listen on; a `--replicas N` worker shares that port with its siblings through the
+    // primary, so it also listens on a port of its own, on the same host.
+    if (store.dialect === "postgres") {
+      if (cluster.isWorker) internalListener = await listen({ host, port: 0, handler, tls, exclusive: true });
+      await replicaTunnels.register(defaultPublicUrl(internalListener ?? listener, host, tls !== undefined));
+    }
   } catch (err) {
+    await internalListener?.close();
     await closeAll(features);
     await ctx.leases.close();
     await store.close();
@@ -178,6 +186,7 @@ export async function startCoordinator(
     async close() {
       shutdown.abort();
       await closeAll(features);
+      await internalListener?.close();
       await listener.close();
       await ctx.leases.close();
       await store.close();
@@ -193,11 +202,6 @@ async function loadTls(config: CoordinatorConfig, host: string, identity: Identi
   }
   if (isLoopback(host)) return undefined;
   return selfSignedCertificate(identity, { hosts: [...new Set([host, hostname(), "localhost", "127.0.0.1"])] });
-}
-
-/** Where the other replicas reach this one: its own listener, by IP unless it listens on every address. */
-function internalUrl(listener: Listener, host: string, tls: boolean): string {
-  return defaultPublicUrl(listener, host, tls);
 }
 
 function defaultPublicUrl(listener: Listener, host: string, tls: boolean): string {

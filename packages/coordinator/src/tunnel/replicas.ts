@@ -167,7 +167,7 @@ export function replicaTunnelService(tunnels: TunnelRegistry): ServiceImpl<typeo
         throw new ConnectError("a forward target needs an organization, a device and a port from 1 to 65535", Code.InvalidArgument);
       }
       const tunnel = tunnels.open(orgId, deviceId, port);
-      if (!tunnel) throw new ConnectError("the device's agent no longer listens on the replica that was asked", Code.Unavailable);
+      if (!tunnel) throw new ConnectError("the device's agent moved to another coordinator replica meanwhile; try again", Code.FailedPrecondition);
       let finished = false;
       const onAbort = () => tunnel.abort(new ConnectError("the admin's replica closed the tunnel", Code.Canceled));
       hctx.signal.addEventListener("abort", onAbort);

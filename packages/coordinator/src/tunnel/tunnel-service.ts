@@ -157,7 +157,8 @@ function adminFrame(m: internalv1.ForwardResponse): adminv1.OpenResponse {
  * An admin's tunnel carried by replica `replicaId`, which holds the device's Listen stream.
  * Each side's messages are read only once the other side has taken the previous one, so a slow
  * side holds the other back through HTTP/2 flow control across both hops, and the holder's
- * bounded queues apply. When the holder dies the admin's call ends with Unavailable.
+ * bounded queues apply. When the holder dies the admin's call ends with Aborted (as when a local
+ * agent disconnects), not Unavailable, which the CLI reads as "cannot reach the coordinator".
  */
 async function* forwarded(
   replicas: ReplicaTunnels,
@@ -175,9 +176,9 @@ async function* forwarded(
   try {
     remote = await replicas.connect(replicaId);
   } catch (err) {
-    throw new ConnectError(`cannot reach the replica holding device ${device.name}'s connection: ${ConnectError.from(err).rawMessage}`, Code.Unavailable);
+    throw new ConnectError(`cannot reach the replica holding device ${device.name}'s connection: ${ConnectError.from(err).rawMessage}`, Code.Aborted);
   }
-  if (!remote) throw new ConnectError(`the replica holding device ${device.name}'s connection is gone; try again`, Code.Unavailable);
+  if (!remote) throw new ConnectError(`the replica holding device ${device.name}'s connection is gone; try again`, Code.Aborted);
   const ac = new AbortController();
   const onAbort = () => ac.abort(signal.reason);
   signal.addEventListener("abort", onAbort);
@@ -214,13 +215,13 @@ async function* forwarded(
     const ce = ConnectError.from(err);
     if (signal.aborted) throw ce;
     // The holder's own answers (the agent refused, the port is not allowed) pass through as they
-    // are; a holder that vanished (killed, its connection cut) ends the tunnel with Unavailable.
+    // are; a holder that vanished (killed, its connection cut) ends the tunnel with Aborted.
     if (!record.opened && ce.code !== Code.Unavailable && ce.code !== Code.Unknown && ce.code !== Code.Internal) {
       throw new ConnectError(ce.rawMessage, ce.code);
     }
     throw new ConnectError(
       `the tunnel to device ${device.name} ended: the coordinator replica relaying it went away (${ce.rawMessage}); once the device reconnects, open it again`,
-      Code.Unavailable,
+      Code.Aborted,
     );
   } finally {
     signal.removeEventListener("abort", onAbort);
