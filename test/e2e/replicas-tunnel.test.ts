@@ -3,9 +3,9 @@
  * data directory; an admin on replica A reaches, through real OpenSSH, a device whose agent is
  * connected to replica C (A forwards the tunnel to C over the replicas' internal call).
  */
-import { waitFor, type Proc } from "@flotilla/protocol/testing";
+import { freePort, waitFor, type Proc } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Fleet, freshPostgresDatabase, type DeviceJson } from "./support/fleet.ts";
+import { fastAgentFlags, fastCoordinatorFlags, Fleet, freshPostgresDatabase, type DeviceJson } from "./support/fleet.ts";
 import { Sandbox } from "./support/sandbox.ts";
 import { startSshd, type Sshd } from "./support/ssh.ts";
 
@@ -35,10 +35,10 @@ describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
   }
 
   /** `flotilla ssh` through replica `via` to the device, running `command` with real OpenSSH. */
-  function sshArgs(via: Fleet, command: string): string[] {
+  function sshArgs(via: Fleet | string, command: string, name = device.name): string[] {
     return [
-      "--coordinator", via.url,
-      "ssh", device.name, "--port", String(sshd.port), "--",
+      "--coordinator", typeof via === "string" ? via : via.url,
+      "ssh", name, "--port", String(sshd.port), "--",
       "-F", "/dev/null",
       "-o", `UserKnownHostsFile=${sshd.knownHosts}`,
       "-o", "StrictHostKeyChecking=accept-new",
@@ -109,5 +109,42 @@ describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
       500,
     );
     expect(again.stdout).toBe("reopened\n");
+  });
+
+  it("carries tunnels between the workers of `coordinator --replicas 2` behind one shared port", async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const home = await sb.dir("flotilla-admin-");
+    const primary = sb.spawn(
+      ["coordinator", "--replicas", "2", "--database-url", await freshPostgresDatabase(sb), "--data-dir", await sb.dir("flotilla-coord-"), "--listen", `127.0.0.1:${port}`, ...fastCoordinatorFlags],
+      {},
+      "coordinator --replicas 2",
+    );
+    await waitFor("two replicas listening", () => [...primary.stdout.matchAll(/listening on \S+ \(replica \d of 2/g)].length === 2, 60_000);
+    const code = (await primary.waitForOutput(/--setup-code (\S+)/))[1]!;
+    const admin = (args: string[]) => sb.run(["--coordinator", url, ...args], { FLOTILLA_HOME: home });
+    expect((await admin(["login", "--setup-code", code])).code).toBe(0);
+    const token = await admin(["join-token", "create", "--auto-approve"]);
+    expect(token.code, token.stderr).toBe(0);
+    const join = token.stdout.trim().split("\n").pop()!;
+    const stateDir = await sb.dir("flotilla-agent-");
+    sb.spawn(["agent", "--state-dir", stateDir, "--join", join, ...fastAgentFlags, "--tunnel-ports", String(sshd.port)], {}, "agent of --replicas 2");
+    const dev = await waitFor(
+      "the device online with the tunnel capability",
+      async () => {
+        const r = await admin(["device", "ls", "--json"]);
+        const d = r.code === 0 ? (JSON.parse(r.stdout) as (DeviceJson & { capabilities?: string[] })[])[0] : undefined;
+        return d?.status === "online" && d.capabilities?.includes("tunnel") ? d : undefined;
+      },
+      60_000,
+    );
+    // Each command is a new connection, handed to the workers in turn: about half reach the
+    // worker without the agent, which forwards the tunnel to its sibling's own port.
+    for (let i = 0; i < 6; i++) {
+      const r = await sb.run(sshArgs(url, `echo try ${i}`, dev.name), { FLOTILLA_HOME: home });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(`try ${i}\n`);
+    }
+    await primary.stop("SIGTERM");
   });
 });

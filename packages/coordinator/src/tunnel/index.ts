@@ -11,9 +11,9 @@ export { ReplicaTunnels } from "./replicas.ts";
 export { REPLICA_AUTH_HEADER, verifyReplicaToken } from "./replica-auth.ts";
 
 /**
- * Tunnels as a coordinator feature: the admin's TunnelService and the agent's
- * AgentTunnelService, sharing `tunnels` (the coordinator shows it to tests); closing it ends
- * every open tunnel.
+ * Tunnels as a coordinator feature: the admin's TunnelService, the agent's AgentTunnelService
+ * and the replicas' ReplicaTunnelService (tunnels to agents connected to another replica),
+ * sharing `tunnels` (the coordinator shows it to tests); closing it ends every open tunnel.
  */
 export function tunnelFeature(ctx: ServiceContext, tunnels: TunnelRegistry, replicas: ReplicaTunnels): Feature {
   return {
