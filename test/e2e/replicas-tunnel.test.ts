@@ -70,7 +70,7 @@ describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
       },
       60_000,
     );
-  });
+  }, 180_000);
   afterAll(() => sb.cleanup());
 
   it("runs a command with `flotilla ssh` on replica A on a device whose agent is connected to replica C", async () => {
@@ -109,18 +109,36 @@ describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
       500,
     );
     expect(again.stdout).toBe("reopened\n");
-  });
+  }, 240_000);
 
   it("carries tunnels between the workers of `coordinator --replicas 2` behind one shared port", async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     const home = await sb.dir("flotilla-admin-");
+    const clusterDb = await freshPostgresDatabase(sb);
     const primary = sb.spawn(
-      ["coordinator", "--replicas", "2", "--database-url", await freshPostgresDatabase(sb), "--data-dir", await sb.dir("flotilla-coord-"), "--listen", `127.0.0.1:${port}`, ...fastCoordinatorFlags],
+      ["coordinator", "--replicas", "2", "--database-url", clusterDb, "--data-dir", await sb.dir("flotilla-coord-"), "--listen", `127.0.0.1:${port}`, ...fastCoordinatorFlags],
       {},
       "coordinator --replicas 2",
     );
     await waitFor("two replicas listening", () => [...primary.stdout.matchAll(/listening on \S+ \(replica \d of 2/g)].length === 2, 60_000);
+    // Each worker registered a port of its own, not the shared one, where its sibling reaches it.
+    const addresses = await waitFor("both workers in the registry of replicas", async () => {
+      const { default: pg } = await import("pg");
+      const db = new pg.Client({ connectionString: clusterDb });
+      await db.connect();
+      try {
+        const { rows } = await db.query<{ address: string }>("SELECT address FROM replicas");
+        return rows.length === 2 ? rows.map((r) => r.address) : undefined;
+      } finally {
+        await db.end();
+      }
+    });
+    expect(new Set(addresses).size).toBe(2);
+    for (const address of addresses) {
+      expect(address).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(address).not.toBe(url);
+    }
     const code = (await primary.waitForOutput(/--setup-code (\S+)/))[1]!;
     const admin = (args: string[]) => sb.run(["--coordinator", url, ...args], { FLOTILLA_HOME: home });
     expect((await admin(["login", "--setup-code", code])).code).toBe(0);
@@ -138,13 +156,17 @@ describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
       },
       60_000,
     );
-    // Each command is a new connection, handed to the workers in turn: about half reach the
-    // worker without the agent, which forwards the tunnel to its sibling's own port.
-    for (let i = 0; i < 6; i++) {
+    // Each command opens new connections, handed to the workers in turn; one more connection
+    // before every other try shifts that turn, so some tunnels reach the worker without the
+    // agent, which forwards them to its sibling's own port.
+    const forwarded = () => primary.output.match(/tunnel carried to the replica holding the device/g)?.length ?? 0;
+    for (let i = 0; i < 12 && forwarded() < 2; i++) {
+      if (i % 2 === 1) expect((await admin(["device", "ls"])).code).toBe(0);
       const r = await sb.run(sshArgs(url, `echo try ${i}`, dev.name), { FLOTILLA_HOME: home });
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toBe(`try ${i}\n`);
     }
+    expect(forwarded()).toBeGreaterThanOrEqual(2);
     await primary.stop("SIGTERM");
-  });
+  }, 240_000);
 });

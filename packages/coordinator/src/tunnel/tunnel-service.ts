@@ -98,6 +98,7 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry, repl
         const place = online ? await replicas.locate(device.id, LISTENER_WAIT_MS, hctx.signal) : undefined;
         if (place && !place.local) {
           // The agent listens on another replica: carry the tunnel there.
+          ctx.log.info("tunnel carried to the replica holding the device", { device: device.name, port, replica: place.replicaId });
           yield* forwarded(replicas, place.replicaId, it, device, p.orgId, port, record, hctx.signal);
           finished = true;
           return;
