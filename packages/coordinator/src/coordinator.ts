@@ -1,3 +1,4 @@
+import cluster from "node:cluster";
 import { setMaxListeners } from "node:events";
 import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
@@ -28,7 +29,7 @@ import { LoadShedder } from "./server/load-shedding.ts";
 import { storeErrorInterceptor } from "./server/store-errors.ts";
 import { openStore, type Store } from "./store/index.ts";
 import { telemetryFeature } from "./telemetry/index.ts";
-import { tunnelFeature, TunnelRegistry } from "./tunnel/index.ts";
+import { ReplicaTunnels, tunnelFeature, TunnelRegistry, verifyReplicaToken } from "./tunnel/index.ts";
 import { webConsoleFeature } from "./web/index.ts";
 
 export type { CoordinatorOptions } from "./config.ts";
@@ -46,6 +47,8 @@ export interface Coordinator {
   readonly setupCode: string | undefined;
   /** Open tunnels and the agents listening for them (tests read its held-bytes gauge). */
   readonly tunnels: TunnelRegistry;
+  /** This process's id among the replicas of its database (tokens for replica-to-replica calls name it). */
+  readonly replicaId: string;
   close(): Promise<void>;
 }
 
@@ -58,7 +61,7 @@ export function parseHostPort(text: string): { host: string; port: number } {
 }
 
 /** Everything the coordinator does, in the order it starts; it stops in the reverse order. */
-function featureList(config: CoordinatorConfig, tls: boolean, tunnels: TunnelRegistry): ((ctx: ServiceContext) => Feature | Promise<Feature>)[] {
+function featureList(config: CoordinatorConfig, tls: boolean, tunnels: TunnelRegistry, replicaTunnels: ReplicaTunnels): ((ctx: ServiceContext) => Feature | Promise<Feature>)[] {
   return [
     accessFeature,
     (ctx) => webLoginFeature(ctx, { secureCookies: tls }),
@@ -67,7 +70,7 @@ function featureList(config: CoordinatorConfig, tls: boolean, tunnels: TunnelReg
     rolloutsFeature,
     (ctx) => telemetryFeature(ctx, config),
     (ctx) => nixCacheFeature(ctx, config),
-    (ctx) => tunnelFeature(ctx, tunnels),
+    (ctx) => tunnelFeature(ctx, tunnels, replicaTunnels),
     webConsoleFeature,
     (ctx) => installFeature(ctx, config),
   ];
@@ -117,16 +120,18 @@ export async function startCoordinator(
     leases: store.dialect === "postgres" ? new DatabaseLeases(store.replicas) : soleLeases(),
   };
   const tunnels = new TunnelRegistry();
+  const replicaTunnels = new ReplicaTunnels(store.replicas, identity, tunnels, log);
   const shutdown = new AbortController();
   // Every open call listens for shutdown: thousands of Watch streams are normal, not a leak.
   setMaxListeners(0, shutdown.signal);
   const features: Feature[] = [];
   let listener: Listener;
+  let internalListener: Listener | undefined;
   let setupCode: string | undefined;
   const shedder = new LoadShedder({ maxCalls: config.maxAgentCalls, maxLagMs: config.shedLagMs, log });
   features.push({ name: "load-shedding", serviceNames: [], close: () => shedder.close() });
   try {
-    for (const start of featureList(config, tls !== undefined, tunnels)) features.push(await start(ctx));
+    for (const start of featureList(config, tls !== undefined, tunnels, replicaTunnels)) features.push(await start(ctx));
     const connect: RequestHandler = connectNodeAdapter({
       routes(router) {
         for (const f of features) f.routes?.(router);
@@ -136,7 +141,7 @@ export async function startCoordinator(
       // authorization interceptor audits their codes, and outside, for the store calls
       // authorization itself makes (a session look-up while the database is down answers
       // `unavailable`, not `unknown`).
-      interceptors: [shedder.interceptor(), storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor), storeErrorInterceptor()],
+      interceptors: [shedder.interceptor(), storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor, (token) => verifyReplicaToken(identity.publicKey, replicaTunnels.id, token)), storeErrorInterceptor()],
       readMaxBytes: config.maxMessageBytes,
       writeMaxBytes: config.maxMessageBytes,
       shutdownSignal: shutdown.signal,
@@ -151,7 +156,15 @@ export async function startCoordinator(
     };
     listener = await listen({ host, port, handler, tls });
     setupCode = await prepareSetupCode(store, config.setupCode);
+    // Replicas reach each other (tunnels to agents connected elsewhere) at the address they
+    // listen on; a `--replicas N` worker shares that port with its siblings through the
+    // primary, so it also listens on a port of its own, on the same host.
+    if (store.dialect === "postgres") {
+      if (cluster.isWorker) internalListener = await listen({ host, port: 0, handler, tls, exclusive: true });
+      await replicaTunnels.register(defaultPublicUrl(internalListener ?? listener, host, tls !== undefined));
+    }
   } catch (err) {
+    await internalListener?.close();
     await closeAll(features);
     await ctx.leases.close();
     await store.close();
@@ -169,9 +182,11 @@ export async function startCoordinator(
     store,
     setupCode,
     tunnels,
+    replicaId: replicaTunnels.id,
     async close() {
       shutdown.abort();
       await closeAll(features);
+      await internalListener?.close();
       await listener.close();
       await ctx.leases.close();
       await store.close();

@@ -1,7 +1,7 @@
 import type { Interceptor } from "@connectrpc/connect";
 
 /** The services whose messages carry tunnel bytes. */
-const TUNNEL_SERVICES = new Set(["flotilla.admin.v1.TunnelService", "flotilla.agent.v1.AgentTunnelService"]);
+const TUNNEL_SERVICES = new Set(["flotilla.admin.v1.TunnelService", "flotilla.agent.v1.AgentTunnelService", "flotilla.internal.v1.ReplicaTunnelService"]);
 
 /**
  * Asks for tunnel streams uncompressed: their bytes are mostly encrypted (ssh, TLS) or already

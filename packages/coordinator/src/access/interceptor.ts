@@ -2,6 +2,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { AUTHORIZATION_HEADER, bearerToken, hashSecret } from "@flotilla/protocol";
 import { auditDetail, auditTarget, type Auditor } from "../audit/auditor.ts";
 import type { Store } from "../store/index.ts";
+import { REPLICA_AUTH_HEADER } from "../tunnel/replica-auth.ts";
 import { checkCsrf, CSRF_HEADER, readCookie, SESSION_COOKIE } from "./cookies.ts";
 import { cookieHeaderKey, principalKey, remoteAddressKey, type Principal } from "./principal.ts";
 import { isAuditedWhenRefused, isChange, rolePermissions, ruleFor } from "./policy.ts";
@@ -15,13 +16,24 @@ export const API_TOKEN_PREFIX = "flt_";
  * or token is still valid, so revocation takes effect at once. Every change is audited, allowed
  * or not.
  */
-export function authorizationInterceptor(store: Store, auditor: Auditor): Interceptor {
+export function authorizationInterceptor(
+  store: Store,
+  auditor: Auditor,
+  /** Whether the value of the `flotilla-replica-auth` header proves a call from another replica. */
+  isReplica: (token: string | null) => boolean = () => false,
+): Interceptor {
   return (next) => async (req) => {
     const rule = ruleFor(req.service.typeName, req.method.name);
     if (rule === undefined) {
       throw new ConnectError(`no access rule for ${req.service.typeName}/${req.method.name}`, Code.PermissionDenied);
     }
     if (rule === "public") return next(req);
+    if (rule === "replica") {
+      if (!isReplica(req.header.get(REPLICA_AUTH_HEADER))) {
+        throw new ConnectError("only another coordinator replica of this database may call this", Code.Unauthenticated);
+      }
+      return next(req);
+    }
     const principal = await resolvePrincipal(store, req.header.get(AUTHORIZATION_HEADER), req.contextValues.get(cookieHeaderKey), req.header.get(CSRF_HEADER));
     if (!principal) throw new ConnectError("not logged in, or the session expired", Code.Unauthenticated);
     if (rule === "device") {

@@ -1,11 +1,11 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { adminv1, agentv1, healthv1 } from "@flotilla/protocol";
+import { adminv1, agentv1, healthv1, internalv1 } from "@flotilla/protocol";
 import { isAuditedWhenRefused, policy, rolePermissions, ruleFor } from "./policy.ts";
 
 const isService = (v: unknown): v is DescService => (v as { kind?: unknown } | undefined)?.kind === "service";
 /** Every service of the schema packages the coordinator serves: a new one is covered at once. */
-const services = ([...Object.values(adminv1), ...Object.values(agentv1), healthv1.Health] as unknown[]).filter(isService);
+const services = ([...Object.values(adminv1), ...Object.values(agentv1), ...Object.values(internalv1), healthv1.Health] as unknown[]).filter(isService);
 
 describe("the access table", () => {
   it("has a rule for every RPC of every service the coordinator serves", () => {

@@ -3,17 +3,20 @@
  * rule here; the interceptor enforces it and a handler never decides on its own. A method with
  * no rule is refused, and a test walks the schema so a new RPC without a rule fails CI.
  */
-import { adminv1, agentv1, healthv1 } from "@flotilla/protocol";
+import { adminv1, agentv1, healthv1, internalv1 } from "@flotilla/protocol";
 import type { Role } from "../store/index.ts";
 
 /**
  * What a call needs. `public`: nobody needs to be logged in; `device`: an enrolled agent;
- * `session`: any admin of the organization. A permission ending in `:write` or `:create` marks
+ * `replica`: another coordinator replica of the same database, proven by a short-lived token
+ * signed with the shared coordinator key (tunnel/replica-auth.ts); `session`: any admin of the
+ * organization. A permission ending in `:write` or `:create` marks
  * a change: every such call is written to the audit log.
  */
 export type Permission =
   | "public"
   | "device"
+  | "replica"
   | "session"
   | "devices:read"
   | "devices:write"
@@ -136,6 +139,10 @@ const health: Record<MethodNames<typeof healthv1.Health>, Permission> = {
   watch: "public",
 };
 
+const replicaTunnel: Record<MethodNames<typeof internalv1.ReplicaTunnelService>, Permission> = {
+  forward: "replica",
+};
+
 /** Rules by fully qualified service name, then by the method's name as in the schema. */
 export const policy: Record<string, Record<string, Permission>> = {
   [adminv1.AdminService.typeName]: byName(adminv1.AdminService, admin),
@@ -148,6 +155,7 @@ export const policy: Record<string, Record<string, Permission>> = {
   [agentv1.AgentTunnelService.typeName]: byName(agentv1.AgentTunnelService, agentTunnel),
   [adminv1.ReleaseService.typeName]: byName(adminv1.ReleaseService, releases),
   [adminv1.RolloutService.typeName]: byName(adminv1.RolloutService, rollouts),
+  [internalv1.ReplicaTunnelService.typeName]: byName(internalv1.ReplicaTunnelService, replicaTunnel),
 };
 
 function byName(

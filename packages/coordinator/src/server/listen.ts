@@ -15,6 +15,8 @@ export interface ListenOptions {
   handler: RequestHandler;
   /** PEM certificate and key; without them the port speaks cleartext (keep that to loopback). */
   tls?: { certPem: string; keyPem: string };
+  /** In a node:cluster worker: a port of this process alone, not one shared through the primary. */
+  exclusive?: boolean;
 }
 
 /** A listening server. */
@@ -48,7 +50,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(opts.port, opts.host, () => {
+    server.listen({ port: opts.port, host: opts.host, exclusive: opts.exclusive ?? false }, () => {
       server.off("error", reject);
       resolve();
     });

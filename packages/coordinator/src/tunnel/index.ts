@@ -1,25 +1,32 @@
-import { adminv1, agentv1 } from "@flotilla/protocol";
+import { adminv1, agentv1, internalv1 } from "@flotilla/protocol";
 import type { ServiceContext } from "../context.ts";
 import type { Feature } from "../feature.ts";
 import { agentTunnelService } from "./agent-tunnel-service.ts";
 import type { TunnelRegistry } from "./registry.ts";
+import { replicaTunnelService, type ReplicaTunnels } from "./replicas.ts";
 import { tunnelService } from "./tunnel-service.ts";
 
 export { TunnelRegistry } from "./registry.ts";
+export { ReplicaTunnels } from "./replicas.ts";
+export { REPLICA_AUTH_HEADER, verifyReplicaToken } from "./replica-auth.ts";
 
 /**
- * Tunnels as a coordinator feature: the admin's TunnelService and the agent's
- * AgentTunnelService, sharing `tunnels` (the coordinator shows it to tests); closing it ends
- * every open tunnel.
+ * Tunnels as a coordinator feature: the admin's TunnelService, the agent's AgentTunnelService
+ * and the replicas' ReplicaTunnelService (tunnels to agents connected to another replica),
+ * sharing `tunnels` (the coordinator shows it to tests); closing it ends every open tunnel.
  */
-export function tunnelFeature(ctx: ServiceContext, tunnels: TunnelRegistry): Feature {
+export function tunnelFeature(ctx: ServiceContext, tunnels: TunnelRegistry, replicas: ReplicaTunnels): Feature {
   return {
     name: "tunnels",
     routes(router) {
-      router.service(adminv1.TunnelService, tunnelService(ctx, tunnels));
+      router.service(adminv1.TunnelService, tunnelService(ctx, tunnels, replicas));
+      router.service(internalv1.ReplicaTunnelService, replicaTunnelService(tunnels));
       router.service(agentv1.AgentTunnelService, agentTunnelService(ctx, tunnels));
     },
-    serviceNames: [adminv1.TunnelService.typeName, agentv1.AgentTunnelService.typeName],
-    close: () => tunnels.close(),
+    serviceNames: [adminv1.TunnelService.typeName, agentv1.AgentTunnelService.typeName, internalv1.ReplicaTunnelService.typeName],
+    async close() {
+      tunnels.close();
+      await replicas.close();
+    },
   };
 }

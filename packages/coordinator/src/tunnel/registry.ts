@@ -101,9 +101,8 @@ export class TunnelListener {
 
 /**
  * The coordinator's tunnels: which agents listen for tunnel requests, and the tunnels waiting
- * for their agent or open. In memory: an admin and the device's agent must reach the same
- * coordinator process (with several replicas, a tunnel to an agent connected elsewhere is
- * refused as offline).
+ * for their agent or open. In memory: a tunnel to an agent connected to another replica is
+ * carried there (replicas.ts) and lives in that replica's registry.
  */
 export class TunnelRegistry {
   private readonly listeners = new Map<string, TunnelListener[]>();

@@ -1,13 +1,14 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { adminv1 } from "@flotilla/protocol";
+import { adminv1, internalv1 } from "@flotilla/protocol";
 import { adminOf, remoteAddressKey, type AdminPrincipal } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import { isOnline } from "../devices/convert.ts";
 import type { DeviceRow } from "../store/index.ts";
 import type { Frame } from "./frame-queue.ts";
-import type { TunnelRegistry, Tunnel } from "./registry.ts";
+import { MAX_CHUNK_BYTES, type TunnelRegistry, type Tunnel } from "./registry.ts";
 import { background, drainFrom, firstMessage, pumpInto } from "./relay.ts";
+import type { ReplicaTunnels } from "./replicas.ts";
 
 /** How long an admin may take to name the target, and an agent to answer a tunnel request. */
 const FIRST_MESSAGE_MS = 20_000;
@@ -19,7 +20,8 @@ interface TunnelRecord {
   device: string;
   port: number;
   startedAt: number;
-  tunnel?: Tunnel;
+  /** The tunnel here, or what the admin's replica counts of one carried by another replica. */
+  tunnel?: { id: string; deviceId: string; bytesUp: number; bytesDown: number };
   opened: boolean;
   /** "both": each side sent eof; "admin": the admin ended the call. */
   closedBy: "both" | "admin";
@@ -38,7 +40,7 @@ function toResponse(f: Frame): adminv1.OpenResponse {
  * with bounded buffers. Each tunnel, refused or not, leaves one audit entry when it ends: who,
  * device, port, start, end, bytes each way, outcome.
  */
-export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): ServiceImpl<typeof adminv1.TunnelService> {
+export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry, replicas: ReplicaTunnels): ServiceImpl<typeof adminv1.TunnelService> {
   const { store } = ctx;
 
   async function findDevice(p: AdminPrincipal, ref: string): Promise<DeviceRow | undefined> {
@@ -93,7 +95,14 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
           throw new ConnectError(`device ${device.name} is ${device.lifecycle}, not approved`, Code.FailedPrecondition);
         }
         const online = isOnline(device, Date.now(), ctx.offlineAfterMs);
-        if (online) await tunnels.waitForListener(device.id, LISTENER_WAIT_MS, hctx.signal);
+        const place = online ? await replicas.locate(device.id, LISTENER_WAIT_MS, hctx.signal) : undefined;
+        if (place && !place.local) {
+          // The agent listens on another replica: carry the tunnel there.
+          ctx.log.info("tunnel carried to the replica holding the device", { device: device.name, port, replica: place.replicaId });
+          yield* forwarded(replicas, place.replicaId, it, device, p.orgId, port, record, hctx.signal);
+          finished = true;
+          return;
+        }
         tunnel = tunnels.open(p.orgId, device.id, port);
         if (!tunnel) {
           if (!online) throw new ConnectError(`device ${device.name} is offline`, Code.FailedPrecondition);
@@ -136,4 +145,88 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): Ser
       }
     },
   };
+}
+
+function adminFrame(m: internalv1.ForwardResponse): adminv1.OpenResponse {
+  return create(
+    adminv1.OpenResponseSchema,
+    m.frame.case === "data" ? { frame: { case: "data", value: m.frame.value } } : { frame: { case: "eof", value: {} } },
+  );
+}
+
+/**
+ * An admin's tunnel carried by replica `replicaId`, which holds the device's Listen stream.
+ * Each side's messages are read only once the other side has taken the previous one, so a slow
+ * side holds the other back through HTTP/2 flow control across both hops, and the holder's
+ * bounded queues apply. When the holder dies the admin's call ends with Aborted (as when a local
+ * agent disconnects), not Unavailable, which the CLI reads as "cannot reach the coordinator".
+ */
+async function* forwarded(
+  replicas: ReplicaTunnels,
+  replicaId: string,
+  it: AsyncIterator<adminv1.OpenRequest>,
+  device: DeviceRow,
+  orgId: string,
+  port: number,
+  record: TunnelRecord,
+  signal: AbortSignal,
+): AsyncGenerator<adminv1.OpenResponse> {
+  const counts = { id: "", deviceId: device.id, bytesUp: 0, bytesDown: 0 };
+  record.tunnel = counts;
+  let remote: Awaited<ReturnType<ReplicaTunnels["connect"]>>;
+  try {
+    remote = await replicas.connect(replicaId);
+  } catch (err) {
+    throw new ConnectError(`cannot reach the replica holding device ${device.name}'s connection: ${ConnectError.from(err).rawMessage}`, Code.Aborted);
+  }
+  if (!remote) throw new ConnectError(`the replica holding device ${device.name}'s connection is gone; try again`, Code.Aborted);
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(signal.reason);
+  signal.addEventListener("abort", onAbort);
+  async function* upstream(): AsyncGenerator<internalv1.ForwardRequest> {
+    yield create(internalv1.ForwardRequestSchema, { frame: { case: "target", value: { orgId, deviceId: device.id, port } } });
+    for (;;) {
+      const r = await it.next();
+      const frame = r.done ? ({ case: "eof" } as const) : r.value.frame;
+      if (frame.case === "eof") {
+        yield create(internalv1.ForwardRequestSchema, { frame: { case: "eof", value: {} } });
+        return;
+      }
+      if (frame.case !== "data") throw new ConnectError(`unexpected ${frame.case ?? "empty"} frame in an open tunnel`, Code.InvalidArgument);
+      if (frame.value.length > MAX_CHUNK_BYTES) throw new ConnectError(`tunnel data frames are at most ${MAX_CHUNK_BYTES} bytes`, Code.InvalidArgument);
+      counts.bytesUp += frame.value.length;
+      yield create(internalv1.ForwardRequestSchema, { frame: { case: "data", value: frame.value } });
+    }
+  }
+  try {
+    const res = remote.client.forward(upstream(), { headers: remote.headers, signal: ac.signal })[Symbol.asyncIterator]();
+    const first = await firstMessage(res, FIRST_MESSAGE_MS + 10_000, "answer from the replica holding the device");
+    if (first.frame.case !== "opened") throw new ConnectError("the replica holding the device answered out of order", Code.Internal);
+    counts.id = first.frame.value.tunnelId;
+    record.opened = true;
+    yield create(adminv1.OpenResponseSchema, {
+      frame: { case: "opened", value: { tunnelId: counts.id, deviceId: device.id, deviceName: device.name } },
+    });
+    for (let r = await res.next(); !r.done; r = await res.next()) {
+      if (r.value.frame.case === "data") counts.bytesDown += r.value.frame.value.length;
+      else if (r.value.frame.case !== "eof") continue;
+      yield adminFrame(r.value);
+    }
+  } catch (err) {
+    const ce = ConnectError.from(err);
+    if (signal.aborted) throw ce;
+    // The holder's own answers (the agent refused, the port is not allowed) pass through as they
+    // are; a holder that vanished (killed, its connection cut) ends the tunnel with Aborted.
+    if (!record.opened && ce.code !== Code.Unavailable && ce.code !== Code.Unknown && ce.code !== Code.Internal) {
+      throw new ConnectError(ce.rawMessage, ce.code);
+    }
+    throw new ConnectError(
+      `the tunnel to device ${device.name} ended: the coordinator replica relaying it went away (${ce.rawMessage}); once the device reconnects, open it again`,
+      Code.Aborted,
+    );
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    ac.abort();
+    remote.close();
+  }
 }
