@@ -89,7 +89,11 @@ export class LogFeed {
 
   private note(lines: FedLine[]): void {
     if (this.lastSeq.size > MAX_TRACKED) this.lastSeq.clear();
-    for (const l of lines) {
+    // A batch is one stream's lines: the highest seq of each run of one stream is noted.
+    for (let i = 0; i < lines.length; i++) {
+      const l = lines[i]!;
+      const next = lines[i + 1];
+      if (next && next.orgId === l.orgId && next.deviceId === l.deviceId && next.stream === l.stream && next.seq > l.seq) continue;
       const k = `${l.orgId}/${l.deviceId}/${l.stream}`;
       if ((this.lastSeq.get(k)?.seq ?? 0) < l.seq) this.lastSeq.set(k, { seq: l.seq, name: l.deviceName });
     }

@@ -199,7 +199,10 @@ export class KyselyTelemetryStore implements TelemetryStore {
       let bytes = 0;
       for (const r of fresh) {
         if (inserted && !inserted.has(r.seq)) continue;
-        added.push({ ...r, orgId, deviceId, stream });
+        // Spelled out: object spread costs microseconds a line here.
+        const l: LogLineRow = { orgId, deviceId, stream, seq: r.seq, time: r.time, unit: r.unit, source: r.source, line: r.line };
+        if (r.claimedTime !== undefined) l.claimedTime = r.claimedTime;
+        added.push(l);
         bytes += logBytes(r);
       }
       const ackedSeq = await this.endStream(trx, deviceId, stream, start, records.map((r) => r.seq), droppedTotal, { table: "log_records", bytes });
