@@ -56,6 +56,14 @@ export class LogFeed {
     }
   }
 
+  /**
+   * Whether lines of the organization are wanted: it has followers here, or other replicas may
+   * (their announcements, and this replica's record of what it handed on, need every batch).
+   */
+  wants(orgId: string): boolean {
+    return this.remote !== undefined || this.events.listenerCount(orgId) > 0;
+  }
+
   publish(orgId: string, lines: FedLine[]): void {
     if (lines.length === 0) return;
     this.note(lines);

@@ -97,7 +97,7 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
         deps.counters.logBatches++;
         deps.counters.logLines += added.length;
         deps.counters.logLinesDuplicate += input.length - added.length;
-        if (added.length > 0) deps.feed.publish(row.orgId, fed(added, row.name));
+        if (added.length > 0 && deps.feed.wants(row.orgId)) deps.feed.publish(row.orgId, fed(added, row.name));
         return { ackedSeq: BigInt(ackedSeq) };
       }),
 
