@@ -2,6 +2,7 @@ import type { Kysely, Transaction } from "kysely";
 import { StoreConflictError } from "./errors.ts";
 import type { ReplicaEvents } from "./replicas/events.ts";
 import type { Database } from "./schema/schema.ts";
+import type { LogLineInserter } from "./telemetry/log-insert.ts";
 
 /**
  * What differs between the databases, in one place. Queries are shared; they ask the adapter
@@ -23,6 +24,8 @@ export interface StoreAdapter {
   listen(listener: (orgId: string, deviceId: string) => void): () => void;
   /** Messages to every replica sharing the database (LISTEN/NOTIFY); within the process when absent. */
   events?: ReplicaEvents;
+  /** Inserts a batch of log lines in the database's fastest way (telemetry/log-insert.ts). */
+  insertLogLines: LogLineInserter;
   /** Releases dialect resources (the LISTEN connection). */
   close(db: Kysely<Database>): Promise<void>;
 }

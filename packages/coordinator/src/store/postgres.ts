@@ -6,6 +6,7 @@ import { LocalEvents } from "./replicas/events.ts";
 import { KyselyStore } from "./kysely-store.ts";
 import type { Database } from "./schema/schema.ts";
 import type { Store } from "./store.ts";
+import { postgresLogInserter } from "./telemetry/log-insert.ts";
 
 const CHANNEL = "flotilla_device";
 /** Replica events (replicas/events.ts): "<topic>\n<payload>". */
@@ -115,6 +116,7 @@ export async function openPostgresStore(url: string): Promise<Store> {
       const payloads = deviceIds.map((id) => `${orgId}:${id}`);
       await sql`SELECT pg_notify(${CHANNEL}, p) FROM unnest(${payloads}::text[]) AS p`.execute(trx);
     },
+    insertLogLines: postgresLogInserter,
     notifyAfterCommit: () => {},
     listen: (listener) => notifier.listen(listener),
     events: notifier.replicaEvents,

@@ -7,6 +7,7 @@ import type { StoreAdapter } from "./adapter.ts";
 import { KyselyStore } from "./kysely-store.ts";
 import type { Database } from "./schema/schema.ts";
 import type { Store } from "./store.ts";
+import { sqliteLogInserter } from "./telemetry/log-insert.ts";
 
 /** better-sqlite3's extended result codes for a violated UNIQUE or PRIMARY KEY constraint. */
 const SQLITE_UNIQUE = new Set(["SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"]);
@@ -42,6 +43,7 @@ export async function openSqliteStore(path: string): Promise<Store> {
     isUniqueViolation: (err) => err instanceof SQLite.SqliteError && SQLITE_UNIQUE.has(err.code),
     notifyInTransaction: async () => {},
     notifyManyInTransaction: async () => {},
+    insertLogLines: sqliteLogInserter(sqlite),
     ...localNotifier(),
     close: async () => {},
   };

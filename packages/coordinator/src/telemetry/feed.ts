@@ -56,6 +56,14 @@ export class LogFeed {
     }
   }
 
+  /**
+   * Whether lines of the organization are wanted: it has followers here, or other replicas may
+   * (their announcements, and this replica's record of what it handed on, need every batch).
+   */
+  wants(orgId: string): boolean {
+    return this.remote !== undefined || this.events.listenerCount(orgId) > 0;
+  }
+
   publish(orgId: string, lines: FedLine[]): void {
     if (lines.length === 0) return;
     this.note(lines);
@@ -89,7 +97,11 @@ export class LogFeed {
 
   private note(lines: FedLine[]): void {
     if (this.lastSeq.size > MAX_TRACKED) this.lastSeq.clear();
-    for (const l of lines) {
+    // A batch is one stream's lines: the highest seq of each run of one stream is noted.
+    for (let i = 0; i < lines.length; i++) {
+      const l = lines[i]!;
+      const next = lines[i + 1];
+      if (next && next.orgId === l.orgId && next.deviceId === l.deviceId && next.stream === l.stream && next.seq > l.seq) continue;
       const k = `${l.orgId}/${l.deviceId}/${l.stream}`;
       if ((this.lastSeq.get(k)?.seq ?? 0) < l.seq) this.lastSeq.set(k, { seq: l.seq, name: l.deviceName });
     }

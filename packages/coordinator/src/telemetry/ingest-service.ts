@@ -3,9 +3,9 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import { agentv1 } from "@flotilla/protocol";
 import { deviceOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
-import type { DeviceRow, LogRecordInput, MetricPointRow } from "../store/index.ts";
+import type { DeviceRow, LogLineRow, LogRecordInput, MetricPointRow } from "../store/index.ts";
 import type { TelemetryCounters } from "./counters.ts";
-import type { LogFeed } from "./feed.ts";
+import type { FedLine, LogFeed } from "./feed.ts";
 import type { OtlpExporter } from "./otlp.ts";
 import { boundTime, checkDrops, checkSeqs, checkTime, inflate, MAX_LINE_CHARS, STREAM_RE, UNIT_RE } from "./validate.ts";
 
@@ -29,6 +29,18 @@ function claim(timeUnixMs: bigint, receivedAt: number): { time: number; claimedT
   const claimed = checkTime(timeUnixMs);
   const time = boundTime(claimed, receivedAt);
   return time === claimed ? { time } : { time, claimedTime: claimed };
+}
+
+/** The stored lines as followers receive them, with their device's name. */
+function fed(lines: LogLineRow[], deviceName: string): FedLine[] {
+  const out: FedLine[] = new Array(lines.length);
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i]!;
+    const f: FedLine = { orgId: l.orgId, deviceId: l.deviceId, stream: l.stream, seq: l.seq, time: l.time, unit: l.unit, source: l.source, line: l.line, deviceName };
+    if (l.claimedTime !== undefined) f.claimedTime = l.claimedTime;
+    out[i] = f;
+  }
+  return out;
 }
 
 /**
@@ -63,17 +75,29 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
         const seqs = checkSeqs(records.map((r) => r.seq));
         const drops = checkDrops(req.drops);
         const receivedAt = Date.now();
-        const input: LogRecordInput[] = records.map((r, i) => {
-          if (!UNIT_RE.test(r.unit)) throw new ConnectError(`invalid unit name ${JSON.stringify(r.unit.slice(0, 140))}`, Code.InvalidArgument);
+        // One pass, one object per line: object spread costs microseconds a line here.
+        const input: LogRecordInput[] = new Array(records.length);
+        let lastUnit = "";
+        for (let i = 0; i < records.length; i++) {
+          const r = records[i]!;
+          // A batch is mostly one unit: its name is checked once per run of equal names.
+          if (r.unit !== lastUnit) {
+            if (!UNIT_RE.test(r.unit)) throw new ConnectError(`invalid unit name ${JSON.stringify(r.unit.slice(0, 140))}`, Code.InvalidArgument);
+            lastUnit = r.unit;
+          }
           if (r.source.length > 32) throw new ConnectError("source longer than 32 characters", Code.InvalidArgument);
           if (r.line.length > MAX_LINE_CHARS) throw new ConnectError(`line longer than ${MAX_LINE_CHARS} characters`, Code.InvalidArgument);
-          return { seq: seqs[i]!, ...claim(r.timeUnixMs, receivedAt), unit: r.unit, source: r.source, line: r.line };
-        });
+          const claimed = checkTime(r.timeUnixMs);
+          const time = boundTime(claimed, receivedAt);
+          const rec: LogRecordInput = { seq: seqs[i]!, time, unit: r.unit, source: r.source, line: r.line };
+          if (time !== claimed) rec.claimedTime = claimed;
+          input[i] = rec;
+        }
         const { ackedSeq, added } = await store.telemetry.ingestLogs(row.orgId, row.id, req.stream, input, drops, receivedAt);
         deps.counters.logBatches++;
         deps.counters.logLines += added.length;
         deps.counters.logLinesDuplicate += input.length - added.length;
-        deps.feed.publish(row.orgId, added.map((l) => ({ ...l, deviceName: row.name })));
+        if (added.length > 0 && deps.feed.wants(row.orgId)) deps.feed.publish(row.orgId, fed(added, row.name));
         return { ackedSeq: BigInt(ackedSeq) };
       }),
 

@@ -40,6 +40,22 @@ for (const backend of backends) {
       expect(lines.map((l) => l.seq)).toEqual([1, 2, 3, 4, 6, 7]);
     });
 
+    it("stores a large batch whole, every line once, with a resent part of it in the next", async () => {
+      const seqs = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+      // 1,237 lines: more than one statement's worth on every database, and an odd remainder.
+      const first = await store.telemetry.ingestLogs("org1", "dev1", "logs", seqs(1, 1237).map((s) => rec(s)), none);
+      expect(first.ackedSeq).toBe(1237);
+      expect(first.added.map((r) => r.seq)).toEqual(seqs(1, 1237));
+      await store.telemetry.ingestLogs("org1", "dev1", "logs", [1300].map((s) => rec(s)), none);
+      const next = await store.telemetry.ingestLogs("org1", "dev1", "logs", seqs(1200, 1400).map((s) => rec(s)), none);
+      expect(next.ackedSeq).toBe(1400);
+      expect(next.added.map((r) => r.seq)).toEqual(seqs(1238, 1400).filter((s) => s !== 1300));
+      const lines = await store.telemetry.queryLogs("org1", { deviceIds: ["dev1"], limit: 2000 });
+      expect(lines.map((l) => l.seq)).toEqual(seqs(1, 1400));
+      expect(lines[636]).toEqual({ orgId: "org1", deviceId: "dev1", stream: "logs", ...rec(637) });
+      expect(await store.telemetry.usage("org1")).toEqual({ logBytes: lines.reduce((n, l) => n + l.line.length + l.unit.length + 64, 0), metricBytes: 0 });
+    });
+
     it("counts seqs the agent reports dropped as delivered, and keeps the highest dropped total", async () => {
       const r = await store.telemetry.ingestLogs("org1", "dev1", "logs", [11, 12].map((s) => rec(s)), { droppedThrough: 10, droppedTotal: 10 });
       expect(r.ackedSeq).toBe(12);
@@ -165,7 +181,7 @@ for (const backend of backends) {
       const cost = (n: number) => n * ("line 1".length + "webapp".length + 64);
       await store.telemetry.ingestLogs("org1", "dev1", "logs", [1, 2, 3].map((s) => rec(s)), none, T0);
       await store.telemetry.ingestLogs("org1", "dev1", "logs", [2, 3, 4, 6].map((s) => rec(s)), none, T0);
-      await store.telemetry.ingestLogs("org1", "dev1", "logs", [5, 6].map((s) => rec(s)), none, T0 + 5);
+      expect((await store.telemetry.ingestLogs("org1", "dev1", "logs", [5, 6].map((s) => rec(s)), none, T0 + 5)).added.map((l) => l.seq)).toEqual([5]);
       await store.telemetry.ingestLogs("org1", "dev2", "logs", [1].map((s) => rec(s)), none, T0);
       expect(await store.telemetry.usage("org1")).toEqual({ logBytes: cost(7), metricBytes: 0 });
       expect(await store.telemetry.usage("org2")).toEqual({ logBytes: 0, metricBytes: 0 });

@@ -1,6 +1,7 @@
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { StoreAdapter } from "../adapter.ts";
 import type { Database } from "../schema/schema.ts";
+import { logBytes } from "./log-insert.ts";
 
 /** A log line as the agent shipped it. */
 export interface LogRecordInput {
@@ -128,6 +129,7 @@ export interface TelemetryRetention {
 }
 
 const num = (v: number | string | bigint): number => Number(v);
+/** Metric samples per INSERT. */
 const CHUNK = 1000;
 /** Rows deleted per pruning step. */
 const PRUNE_CHUNK = 2000;
@@ -136,7 +138,6 @@ const PRUNE_TO = 0.9;
 
 type TelemetryTable = "log_records" | "metric_samples";
 const COUNTER = { log_records: "log_bytes", metric_samples: "metric_bytes" } as const;
-const logBytes = (r: { line: string; unit: string }) => r.line.length + r.unit.length + 64;
 
 /** Escapes LIKE wildcards; `\` is the escape character. */
 function likePattern(text: string): string {
@@ -191,31 +192,19 @@ export class KyselyTelemetryStore implements TelemetryStore {
       const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, drops);
       const start = Math.max(acked, drops.droppedThrough);
       const fresh = records.filter((r) => r.seq > acked);
-      const inserted = new Set<number>();
-      for (let i = 0; i < fresh.length; i += CHUNK) {
-        const rows = fresh.slice(i, i + CHUNK).map((r) => ({
-          org_id: orgId,
-          device_id: deviceId,
-          stream,
-          seq: r.seq,
-          time: r.time,
-          unit: r.unit,
-          source: r.source,
-          line: r.line,
-          bytes: logBytes(r),
-          received_at: receivedAt,
-          claimed_time: r.claimedTime ?? null,
-        }));
-        const res = await trx
-          .insertInto("log_records")
-          .values(rows)
-          .onConflict((oc) => oc.columns(["device_id", "stream", "seq"]).doNothing())
-          .returning("seq")
-          .execute();
-        for (const r of res) inserted.add(num(r.seq));
+      const stored = await this.adapter.insertLogLines(trx, { orgId, deviceId, stream, receivedAt, records: fresh });
+      // Usually every fresh line is new; a resend after a gap finds some stored already.
+      const inserted = stored.length === fresh.length ? undefined : new Set(stored);
+      const added: LogLineRow[] = [];
+      let bytes = 0;
+      for (const r of fresh) {
+        if (inserted && !inserted.has(r.seq)) continue;
+        // Spelled out: object spread costs microseconds a line here.
+        const l: LogLineRow = { orgId, deviceId, stream, seq: r.seq, time: r.time, unit: r.unit, source: r.source, line: r.line };
+        if (r.claimedTime !== undefined) l.claimedTime = r.claimedTime;
+        added.push(l);
+        bytes += logBytes(r);
       }
-      const added = fresh.filter((r) => inserted.has(r.seq)).map((r) => ({ ...r, orgId, deviceId, stream }));
-      const bytes = added.reduce((n, r) => n + logBytes(r), 0);
       const ackedSeq = await this.endStream(trx, deviceId, stream, start, records.map((r) => r.seq), droppedTotal, { table: "log_records", bytes });
       return { ackedSeq, added };
     });
