@@ -164,23 +164,39 @@ for (const backend of storeBackends) {
       const { devices } = fx.store;
       const t = token("orgA", { usesAllowed: 5 });
       await devices.createJoinToken(t);
-      const ids: string[] = [];
+      const ids = Array.from({ length: 4 }, () => `dev_${randomBytes(6).toString("hex")}`);
+      let seen: string[] = [];
+      // Other test files may share the PostgreSQL database (and its notifications): only ours count.
+      const off = devices.onDeviceChange((_orgId, deviceId) => {
+        if (ids.includes(deviceId)) seen.push(deviceId);
+      });
+      const until = async (what: () => boolean) => {
+        const deadline = Date.now() + 5_000;
+        while (!what() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+      };
       for (let i = 0; i < 4; i++) {
-        const r = await devices.enrollDevice(t.id, device({ name: `h${i}` }), NOW);
+        const r = await devices.enrollDevice(t.id, device({ id: ids[i]!, name: `h${i}` }), NOW);
         if (!r.ok) throw new Error("enroll failed");
-        ids.push(r.device.id);
       }
       await devices.updateDevice("orgA", ids[1]!, { lifecycle: "approved" }, NOW);
       await devices.updateDevice("orgA", ids[2]!, { lifecycle: "decommissioned" }, NOW);
-      const seen: string[] = [];
-      const off = devices.onDeviceChange((_orgId, deviceId) => seen.push(deviceId));
+      // Notifications arrive in commit order: once a marker committed after these is in, nothing
+      // older is on its way.
+      const marker = `dev_${randomBytes(6).toString("hex")}`;
+      const m = await devices.enrollDevice(t.id, device({ id: marker, name: "marker" }), NOW);
+      if (!m.ok) throw new Error("enroll failed");
+      let markerSeen = false;
+      const offMarker = devices.onDeviceChange((_orgId, deviceId) => (markerSeen ||= deviceId === marker));
+      await devices.updateDevice("orgA", marker, { setLabels: { marker: "1" } }, NOW);
+      await until(() => markerSeen);
+      offMarker();
+      seen = [];
       expect(await devices.updateDeviceLabels("orgB", ids, { setLabels: { x: "y" } }, NOW)).toBe(0);
       expect(await devices.updateDeviceLabels("orgA", ids, { setLabels: { ring: "canary" }, removeLabels: ["env"] }, NOW)).toBe(3);
       const after = await Promise.all(ids.map((id) => devices.getDevice("orgA", id)));
       expect(after.map((d) => d?.labels)).toEqual([{ ring: "canary" }, { ring: "canary" }, { env: "prod" }, { ring: "canary" }]);
       expect(after.map((d) => d?.generation)).toEqual([2, 3, 2, 2]);
-      const deadline = Date.now() + 5_000;
-      while (seen.length < 3 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+      await until(() => seen.length >= 3);
       expect([...seen].sort()).toEqual([ids[0]!, ids[1]!, ids[3]!].sort());
       off();
       expect(await devices.updateDeviceLabels("orgA", [], { setLabels: { x: "y" } }, NOW)).toBe(0);
@@ -189,10 +205,14 @@ for (const backend of storeBackends) {
     it("tells listeners about committed device changes", async () => {
       const { devices } = fx.store;
       const seen: string[] = [];
-      const off = devices.onDeviceChange((orgId, deviceId) => seen.push(`${orgId}/${deviceId}`));
       const t = token("orgA");
       await devices.createJoinToken(t);
-      const r = await devices.enrollDevice(t.id, device(), NOW);
+      const id = `dev_${randomBytes(6).toString("hex")}`;
+      // Other test files may share the PostgreSQL database (and its notifications): only ours count.
+      const off = devices.onDeviceChange((orgId, deviceId) => {
+        if (deviceId === id) seen.push(`${orgId}/${deviceId}`);
+      });
+      const r = await devices.enrollDevice(t.id, device({ id }), NOW);
       if (!r.ok) throw new Error("enroll failed");
       await devices.updateDevice("orgA", r.device.id, { setLabels: { a: "b" } }, NOW);
       const deadline = Date.now() + 5_000;
