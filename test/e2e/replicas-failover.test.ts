@@ -162,6 +162,58 @@ describe.skipIf(!pgUrl)("replica failure (SIGKILL) with three replicas on one Po
     await Promise.all(agents.map((x) => x.proc.stop("SIGTERM")));
   }, 420_000);
 
+  it("applies on another replica a release step its replica stored but was killed (SIGKILL) before applying, without that replica coming back", async () => {
+    const [a, b] = replicas;
+    // Health-checking lasts 10 s: time enough to see it and take the lock on a loaded machine.
+    const target = await countingRelease(a!, "stuckapp", "1.0.0", 10);
+    const stateDir = await sb.dir("flotilla-agent-");
+    sb.onCleanup(() => killProcessesUnder(stateDir));
+    const join_ = await a!.joinToken(["--auto-approve", "--labels", "test=stuck", "--coordinator-url", a!.url, "--coordinator-url", b!.url]);
+    const agent = a!.startAgent(stateDir, join_, [], "agent on A");
+    const dev = await waitFor(
+      "the agent online on A with release:bundle",
+      async () => (await b!.adminJson<{ name: string; status: string; capabilities: string[] }[]>(["device", "ls", "--selector", "test=stuck"])).find((d) => d.status === "online" && d.capabilities.includes("release:bundle")),
+      90_000,
+      250,
+    );
+    const r = await start(b!, ["stuckapp@1.0.0", "--selector", "test=stuck", "--waves", "100%"]);
+    // Once the device is health-checking, the test holds the rollout's row lock: A stores the
+    // device's `healthy` step but cannot apply it to the rollout until A is gone.
+    let seen: unknown;
+    await waitFor("the device health-checking", async () => {
+      const x = await show(b!, r.id);
+      seen = x;
+      return x.devices[0]?.state === "health-checking";
+    }, 90_000, 50).catch((err: unknown) => {
+      console.log(JSON.stringify(seen), agent.stderr.slice(-4000), a!.coordinator.output.slice(-4000), b!.coordinator.output.slice(-3000));
+      throw err;
+    });
+    const { default: pg } = await import("pg");
+    const holder = new pg.Client({ connectionString: databaseUrl });
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query("SELECT id FROM rollouts WHERE id = $1 FOR UPDATE", [r.id]);
+      await waitFor(
+        "A to store the healthy step",
+        async () => (await b!.adminJson<{ steps: { targetPath: string; step: string }[] }>(["device", "show", dev.name])).steps.some((s) => s.targetPath === target && s.step === "healthy"),
+        60_000,
+        100,
+      );
+      await a!.coordinator.stop("SIGKILL");
+    } finally {
+      await holder.query("ROLLBACK");
+      await holder.end();
+    }
+    // A stays down: B (or C) must learn of the step from the agent, which sends it again.
+    const done = await waitForStatus(b!, r.id, "completed", 60_000);
+    expect(done.devices.map((d) => d.state)).toEqual(["healthy"]);
+    expect(agent.stderr).toMatch(/connection to coordinator lost/);
+    const starts = (await readFile(join(stateDir, "bundles", "stuckapp", "data", "starts"), "utf8")).trim().split("\n");
+    expect(starts).toEqual(["start 1.0.0"]);
+    await a!.startCoordinator();
+  }, 300_000);
+
   it("resumes on another replica an upload whose replica was killed (SIGKILL) mid-way, and creates the release intact", async () => {
     const [a, b] = replicas;
     // The admin reaches the replicas through a load balancer; a slow link keeps the upload going
