@@ -77,7 +77,8 @@ describe.skipIf(!pgUrl)("replica failure (SIGKILL) with three replicas on one Po
     const [a] = replicas;
     // A bundle whose service writes a line to its data directory (kept across releases) at each
     // start: a second activation of the release on a device would leave two lines.
-    const target = await countingRelease(a!, "webapp", "2.0.0");
+    // Health-checking lasts 8 s: the kills land while devices install, even on a loaded machine.
+    const target = await countingRelease(a!, "webapp", "2.0.0", 8);
 
     // Two agents per replica: each join string names all three, starting with a different one.
     const agents: { proc: Proc; stateDir: string }[] = [];
@@ -102,22 +103,28 @@ describe.skipIf(!pgUrl)("replica failure (SIGKILL) with three replicas on one Po
       250,
     );
 
-    const r = await start(a!, ["webapp@2.0.0", "--selector", "env=failover", "--waves", "2,4,100%", "--soak", "10s"]);
+    // Each wave waits for approval, which the test gives once the previous kill is over: however
+    // slow the machine, every kill lands while the rollout runs. The soak ends on the tick, run by
+    // the holder of the rollout-tick lease, which the kills move between replicas.
+    const r = await start(a!, ["webapp@2.0.0", "--selector", "env=failover", "--waves", "2,4,100%", "--soak", "3s", "--approve-each-wave"]);
     expect(r.waves.map((w) => w.total)).toEqual([2, 2, 2]);
 
     const kills: { replica: number; wave: number; status: string; inFlight: number; victims: number; backInMs: number }[] = [];
     for (let i = 0; i < replicas.length; i++) {
       const victim = replicas[i]!;
       const asker = liveBeside(victim);
-      // Kill while devices of the current wave are mid-install, so transitions are in flight.
+      // Kill while devices of wave i+1 are mid-install, so transitions are in flight (or, should
+      // the machine be too slow to see that, once they are healthy).
+      const wave = i + 1;
       const before = await waitFor(
-        `a device of the rollout installing before killing replica ${i}`,
+        `wave ${wave} under way before killing replica ${i}`,
         async () => {
           const s = await show(asker, r.id);
+          const mine = s.devices.filter((d) => d.wave === wave);
           if (s.status !== "running") return s;
-          return s.devices.some((d) => !["pending", "healthy"].includes(d.state)) ? s : undefined;
+          return mine.some((d) => !["pending", "healthy"].includes(d.state)) || mine.every((d) => d.state === "healthy") ? s : undefined;
         },
-        90_000,
+        120_000,
         100,
       );
       const marks = agents.map((x) => x.proc.stderr.length);
@@ -138,14 +145,20 @@ describe.skipIf(!pgUrl)("replica failure (SIGKILL) with three replicas on one Po
       const lost = agents.filter((x, k) => x.proc.stderr.slice(marks[k]).split("\n").some((line) => line.includes("connection to coordinator lost") && line.includes(victim.url)));
       kills.push({ replica: i, wave: before.currentWave, status: before.status, inFlight: before.devices.filter((d) => !["pending", "healthy"].includes(d.state)).length, victims: lost.length, backInMs });
       await victim.startCoordinator();
+      if (i < replicas.length - 1) {
+        const approve = await asker.admin(["rollout", "approve", r.id]);
+        expect(approve.code, approve.stderr).toBe(0);
+      }
     }
     console.log(`replica kills: ${JSON.stringify(kills)}`);
     for (const k of kills) {
       expect(k.status, `replica ${k.replica} was killed while the rollout ran`).toBe("running");
+      expect(k.wave, `replica ${k.replica} was killed in wave ${k.replica + 1}`).toBe(k.replica + 1);
       expect(k.victims, `replica ${k.replica} held agents when it was killed`).toBeGreaterThan(0);
       expect(k.backInMs, `agents of replica ${k.replica} back within 30 s`).toBeLessThan(RECONNECT_BOUND_MS);
     }
 
+    expect(kills.some((k) => k.inFlight > 0), "some replica was killed while devices installed").toBe(true);
     const done = await waitForStatus(a!, r.id, "completed", 120_000);
     expect(done.reason).toBe("6 healthy, 0 failed, 0 skipped");
     expect(done.devices.every((d) => d.state === "healthy")).toBe(true);
@@ -160,7 +173,7 @@ describe.skipIf(!pgUrl)("replica failure (SIGKILL) with three replicas on one Po
       expect(shown.steps.filter((s) => s.targetPath === target && s.step === "activating").length, d.name).toBe(1);
     }
     await Promise.all(agents.map((x) => x.proc.stop("SIGTERM")));
-  }, 420_000);
+  }, 600_000);
 
   it("applies on another replica a release step its replica stored but was killed (SIGKILL) before applying, without that replica coming back", async () => {
     const [a, b] = replicas;
