@@ -46,6 +46,8 @@ type Decide = (s: RolloutSnapshot, now: number) => RolloutChanges | undefined;
  */
 export class RolloutEngine implements RolloutEvents {
   private readonly chains = new Map<string, Promise<unknown>>();
+  /** Release steps being applied, by device and step: a retried report waits for the same one. */
+  private readonly steps = new Map<string, Promise<void>>();
   private readonly listeners = new Set<(orgId: string, id: string) => void>();
   private readonly commitListeners = new Set<(orgId: string, id: string) => void>();
   private timer: NodeJS.Timeout | undefined;
@@ -152,8 +154,21 @@ export class RolloutEngine implements RolloutEvents {
       bytesTotal: Number(p.bytesTotal),
       error: p.error.slice(0, 4096),
     };
-    const id = await this.store.rollouts.claimOf(orgId, deviceId);
-    if (id) await this.run(orgId, id, (s, now) => onStep(s, deviceId, step, now, this.opts.offlineAfterMs), { deviceId });
+    // A report retried while its first try still waits in the queue (the agent timed out) joins
+    // that try's transition instead of queueing the same step again behind it.
+    const key = `${deviceId}\n${JSON.stringify(step)}`;
+    const queued = this.steps.get(key);
+    if (queued) return queued;
+    const job = (async () => {
+      const id = await this.store.rollouts.claimOf(orgId, deviceId);
+      if (id) await this.run(orgId, id, (s, now) => onStep(s, deviceId, step, now, this.opts.offlineAfterMs), { deviceId });
+    })();
+    this.steps.set(key, job);
+    try {
+      await job;
+    } finally {
+      this.steps.delete(key);
+    }
   }
 
   deviceConnected(orgId: string, deviceId: string): void {
