@@ -187,10 +187,20 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence):
           acked.set(entry.stream, last);
         }
       }
-      // Facts, observed generation and acks in one transaction; release steps are written as
-      // they come (each is idempotent by seq), so a crash before this commit only repeats them.
+      // Release steps are written as they come (each is idempotent by seq) and applied to the
+      // device's rollout before the acks commit, with facts and observed generation, in one
+      // transaction: a replica killed before that commit only has the agent send them again (to
+      // any replica), and a step applied twice changes nothing. Acknowledged first, a step whose
+      // transition the kill cut off would never reach the rollout, leaving the device in flight.
+      for (const step of batch.steps) {
+        try {
+          await ctx.rolloutEvents?.releaseStep(orgId, deviceId, step);
+        } catch (err) {
+          log.warn("could not apply a release step to its rollout; the agent will send it again", { device: deviceId, err: String(err) });
+          throw new ConnectError("could not apply the release step to its rollout; send it again", Code.Unavailable);
+        }
+      }
       await store.devices.recordReport(orgId, deviceId, batch, Date.now());
-      for (const step of batch.steps) ctx.rolloutEvents?.releaseStep(orgId, deviceId, step);
       return { acks: [...acked].map(([stream, seq]) => ({ stream, seq: BigInt(seq) })) };
     },
   };
@@ -198,7 +208,7 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence):
 
 /**
  * One report's changes: reported state and acks, written in one transaction, and the release
- * steps recorded, told to the rollout engine once that transaction committed.
+ * steps recorded, applied to their rollouts before that transaction.
  */
 interface Batch extends DeviceReport {
   acked: Map<string, number>;

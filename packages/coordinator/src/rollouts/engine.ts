@@ -5,8 +5,13 @@ import { advance, onConnected, onStep, type ReleaseStepEvent } from "./decide.ts
 
 /** What the agent API tells the rollout engine; see context.ts `rolloutEvents`. */
 export interface RolloutEvents {
-  /** A device's release step was recorded (after validation, see releases/progress.ts). */
-  releaseStep(orgId: string, deviceId: string, progress: agentv1.ReleaseProgress): void;
+  /**
+   * A device's release step was recorded (after validation, see releases/progress.ts). Resolves
+   * once the step is applied to the device's rollout (or it is in none); rejects when that
+   * transition failed. The agent API acknowledges the step only after: a replica killed in
+   * between leaves the step unacknowledged, so the agent sends it again, to any replica.
+   */
+  releaseStep(orgId: string, deviceId: string, progress: agentv1.ReleaseProgress): Promise<void>;
   /** A device opened its Watch stream. */
   deviceConnected(orgId: string, deviceId: string): void;
 }
@@ -41,6 +46,8 @@ type Decide = (s: RolloutSnapshot, now: number) => RolloutChanges | undefined;
  */
 export class RolloutEngine implements RolloutEvents {
   private readonly chains = new Map<string, Promise<unknown>>();
+  /** Release steps being applied, by device and step: a retried report waits for the same one. */
+  private readonly steps = new Map<string, Promise<void>>();
   private readonly listeners = new Set<(orgId: string, id: string) => void>();
   private readonly commitListeners = new Set<(orgId: string, id: string) => void>();
   private timer: NodeJS.Timeout | undefined;
@@ -62,8 +69,9 @@ export class RolloutEngine implements RolloutEvents {
 
   /**
    * A release step is stored with the agent's report and applied to its rollout in the next
-   * transaction: a process killed between the two leaves the device in flight for ever, since
-   * the agent, answered, never reports that step again. At start, each in-flight device of an
+   * transaction. The agent API acknowledges the step only once it is applied, so a kill in
+   * between has the agent send it again; a coordinator before that change acknowledged first,
+   * leaving a device killed in between in flight for ever. At start, each in-flight device of an
    * active rollout has its newest step of the rollout's release applied again (a step already
    * applied changes nothing). Reads the in-flight devices only, not the whole rollout.
    */
@@ -136,8 +144,8 @@ export class RolloutEngine implements RolloutEvents {
     this.background(this.run(orgId, id, (s, now) => advance(s, now, this.opts.offlineAfterMs)), id);
   }
 
-  releaseStep(orgId: string, deviceId: string, p: agentv1.ReleaseProgress): void {
-    if (this.closed) return;
+  async releaseStep(orgId: string, deviceId: string, p: agentv1.ReleaseProgress): Promise<void> {
+    if (this.closed) throw new Error("the rollout engine is closing");
     const step: ReleaseStepEvent = {
       name: p.name,
       targetPath: p.targetPath,
@@ -146,10 +154,21 @@ export class RolloutEngine implements RolloutEvents {
       bytesTotal: Number(p.bytesTotal),
       error: p.error.slice(0, 4096),
     };
-    const job = this.store.rollouts.claimOf(orgId, deviceId).then((id) =>
-      id ? this.run(orgId, id, (s, now) => onStep(s, deviceId, step, now, this.opts.offlineAfterMs), { deviceId }) : undefined,
-    );
-    this.background(job, deviceId);
+    // A report retried while its first try still waits in the queue (the agent timed out) joins
+    // that try's transition instead of queueing the same step again behind it.
+    const key = `${deviceId}\n${JSON.stringify(step)}`;
+    const queued = this.steps.get(key);
+    if (queued) return queued;
+    const job = (async () => {
+      const id = await this.store.rollouts.claimOf(orgId, deviceId);
+      if (id) await this.run(orgId, id, (s, now) => onStep(s, deviceId, step, now, this.opts.offlineAfterMs), { deviceId });
+    })();
+    this.steps.set(key, job);
+    try {
+      await job;
+    } finally {
+      this.steps.delete(key);
+    }
   }
 
   deviceConnected(orgId: string, deviceId: string): void {
