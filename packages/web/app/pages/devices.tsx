@@ -92,8 +92,10 @@ export function DevicesPage() {
   const gen = useRef(0);
   // Changes heard while a page is read are applied again on top of what it returns.
   const recent = useRef<{ at: number; change: DeviceStatusChange }[]>([]);
-  const want = useRef({ applied, query, sort, token: "" });
-  want.current = { applied, query, sort, token: tokens[pageNo] ?? "" };
+  // The offset of the page shown: set with the rows it came with, never ahead of them.
+  const [shownFirst, setShownFirst] = useState(0);
+  const want = useRef({ applied, query, sort, token: "", first: 0 });
+  want.current = { applied, query, sort, token: tokens[pageNo] ?? "", first: pageNo * PAGE_SIZE };
 
   const reload = useCallback(() => {
     const mine = ++gen.current;
@@ -110,6 +112,7 @@ export function DevicesPage() {
           res.devices = res.devices.map((d) => (byId.has(d.id) ? patched(d, byId.get(d.id)!) : d));
         }
         setData(res);
+        setShownFirst(w.first);
         setError(undefined);
       })
       .catch((e: unknown) => mine === gen.current && setError(e));
@@ -121,7 +124,7 @@ export function DevicesPage() {
     return () => clearTimeout(t);
   }, [search]);
   useEffect(() => {
-    setTokens([""]);
+    setTokens((old) => (old.length === 1 && old[0] === "" ? old : [""]));
     setPageNo(0);
   }, [applied, query, sort]);
   useEffect(reload, [applied, query, sort, pageNo, tokens]);
@@ -147,7 +150,7 @@ export function DevicesPage() {
 
   const rows = data?.devices ?? [];
   const total = data?.totalSize ?? 0;
-  const first = pageNo * PAGE_SIZE;
+  const first = shownFirst;
   const header = (key: SortKey, label: string) => (
     <th scope="col" aria-sort={sort.key === key ? (sort.desc ? "descending" : "ascending") : "none"}>
       <button type="button" className="sort" onClick={() => setSort({ key, desc: sort.key === key ? !sort.desc : false })}>
@@ -263,11 +266,11 @@ export function DevicesPage() {
             Previous page
           </button>
           <span className="muted">
-            Page {pageNo + 1} of {Math.max(1, Math.ceil(total / PAGE_SIZE))}
+            Page {shownFirst / PAGE_SIZE + 1} of {Math.max(1, Math.ceil(total / PAGE_SIZE))}
           </span>
           <button
             type="button"
-            disabled={!next}
+            disabled={!next || shownFirst !== pageNo * PAGE_SIZE}
             onClick={() => {
               setTokens((old) => [...old.slice(0, pageNo + 1), next]);
               setPageNo(pageNo + 1);
