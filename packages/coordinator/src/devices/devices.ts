@@ -58,7 +58,15 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence, status?:
       }
       const { orgId } = adminOf(hctx);
       const match = req.selector.trim() ? (row: DeviceRow) => matchesSelector(selector, selectorFields(row)) : () => true;
-      if (req.search || req.orderBy || req.descending || req.includeTotal) {
+      // The default view of a table (name order, no search or selector) stays an index range
+      // scan, with one count for the total; search, another order, or a total with a selector
+      // are filtered and sorted in memory.
+      const sorted = req.search !== "" || (req.orderBy !== "" && req.orderBy !== "name") || req.descending;
+      if (!sorted && req.includeTotal && !req.selector.trim()) {
+        const page = await listDevicePage(store, orgId, Math.min(req.pageSize || MAX_DEVICE_PAGE, MAX_DEVICE_PAGE), req.pageToken, match, view);
+        return { ...page, totalSize: await store.devices.countDevices(orgId) };
+      }
+      if (sorted || req.includeTotal) {
         const now = Date.now();
         const rows = (await store.devices.listDevices(orgId)).map((r) => (presence ? presence.overlay(r) : r));
         return sortedDevicePage(rows, req, match, (row) => deviceToProto(row, now, ctx.offlineAfterMs), (row) => statusName(row, now, ctx.offlineAfterMs));

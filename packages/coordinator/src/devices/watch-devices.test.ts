@@ -59,6 +59,14 @@ describe("ListDevices for the device table", () => {
     } while (pageToken);
     expect(names).toEqual(["box-6", "box-5", "box-4", "box-3", "box-2", "box-1", "box-0"]);
 
+    // The default view (name order, no search or selector): index pages with a count.
+    const first = await t.admin.listDevices({ orderBy: "name", includeTotal: true, pageSize: 4 }, owner);
+    expect(first.totalSize).toBe(7);
+    expect(first.devices.map((d) => d.name)).toEqual(["box-0", "box-1", "box-2", "box-3"]);
+    const second = await t.admin.listDevices({ orderBy: "name", includeTotal: true, pageSize: 4, pageToken: first.nextPageToken }, owner);
+    expect(second.devices.map((d) => d.name)).toEqual(["box-4", "box-5", "box-6"]);
+    expect(second.nextPageToken).toBe("");
+
     const bySelector = await t.admin.listDevices({ selector: "site=Lisbon", includeTotal: true }, owner);
     expect(bySelector.devices.map((d) => d.name)).toEqual(["box-3"]);
     await expect(t.admin.listDevices({ orderBy: "colour" }, owner)).rejects.toThrow(/invalid order_by/);

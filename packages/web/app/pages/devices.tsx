@@ -127,10 +127,17 @@ export function DevicesPage() {
     setTokens((old) => (old.length === 1 && old[0] === "" ? old : [""]));
     setPageNo(0);
   }, [applied, query, sort]);
-  useEffect(reload, [applied, query, sort, pageNo, tokens]);
+  // The first read waits for the status stream to open (it reads then, so that no change falls
+  // between the read and the stream), or 2 s if it does not; later questions read at once.
+  const streamOpen = useRef(false);
+  useEffect(() => {
+    if (streamOpen.current) return reload();
+    const t = setTimeout(() => !streamOpen.current && reload(), 2000);
+    return () => clearTimeout(t);
+  }, [applied, query, sort, pageNo, tokens]);
 
   const newDevice = useRef<ReturnType<typeof setTimeout>>(undefined);
-  const live = useDeviceStatus(reload, (changes) => {
+  const live = useDeviceStatus(() => ((streamOpen.current = true), reload()), (changes) => {
     const at = performance.now();
     for (const change of changes) recent.current.push({ at, change });
     if (recent.current.length > 5000) recent.current = recent.current.slice(-1000);
