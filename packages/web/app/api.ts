@@ -83,6 +83,22 @@ export async function redeemLoginLink(token: string): Promise<void> {
   setSession({ organization: body.organization ?? "", name: body.name ?? "", role: body.role ?? "viewer", csrf: body.csrfToken, expiresAt: body.expiresAt ?? new Date(Date.now() + 3600_000).toISOString() });
 }
 
+/**
+ * Moves this tab's session to another organization the admin's key belongs to (POST
+ * /auth/switch-organization): a new session cookie there, with the key's role there.
+ */
+export async function switchOrganization(organization: string): Promise<void> {
+  const s = current;
+  const res = await fetch("/auth/switch-organization", {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-flotilla-csrf": s?.csrf ?? "" },
+    body: JSON.stringify({ organization }),
+  });
+  const body = (await res.json().catch(() => ({}))) as { error?: string; csrfToken?: string; organization?: string; name?: string; role?: Role; expiresAt?: string };
+  if (!res.ok || !body.csrfToken) throw new Error(body.error ?? `switching failed (HTTP ${res.status})`);
+  setSession({ organization: body.organization ?? organization, name: body.name ?? s?.name ?? "", role: body.role ?? "viewer", csrf: body.csrfToken, expiresAt: body.expiresAt ?? new Date(Date.now() + 3600_000).toISOString() });
+}
+
 export async function logout(): Promise<void> {
   const s = current;
   setSession(undefined);

@@ -1,7 +1,7 @@
 /** The console's shell: the login gate, the navigation, and one page per route. */
 import { StrictMode, useEffect, useState, useSyncExternalStore } from "react";
 import { createRoot } from "react-dom/client";
-import { admin, expireSession, logout, onSessionChange, session, sessionEndReason } from "./api.ts";
+import { admin, expireSession, logout, onSessionChange, reason, session, sessionEndReason, switchOrganization, type Session } from "./api.ts";
 import { DevicePage } from "./pages/device.tsx";
 import { DevicesPage } from "./pages/devices.tsx";
 import { EnrollmentPage } from "./pages/enrollment.tsx";
@@ -9,7 +9,7 @@ import { LinkLoginPage, LoginPage } from "./pages/login.tsx";
 import { OrganizationPage } from "./pages/organization.tsx";
 import { OverviewPage } from "./pages/overview.tsx";
 import { RolloutPage, RolloutsPage } from "./pages/rollouts.tsx";
-import { Link, useLocation } from "./ui.tsx";
+import { Link, navigate, useLoad, useLocation } from "./ui.tsx";
 
 function useSession() {
   return useSyncExternalStore(onSessionChange, session);
@@ -90,6 +90,7 @@ function App() {
           </ul>
         </nav>
         <span className="who">
+          <OrgSwitcher s={s} />
           <span title={`organization ${s.organization}`}>
             {s.name} · {s.role}
           </span>
@@ -98,11 +99,46 @@ function App() {
           </button>
         </span>
       </header>
-      <Page key={path.split("?")[0]} path={path} />
+      <Page key={`${s.organization} ${path.split("?")[0]}`} path={path} />
     </>
   );
 }
 
+/** The organizations of the admin's key, when there are several: choosing one moves the session there. */
+function OrgSwitcher({ s }: { s: Session }) {
+  const orgs = useLoad(() => admin.listOrganizations({}), [s.organization]);
+  const [error, setError] = useState("");
+  const list = orgs.data?.organizations ?? [];
+  if (list.length < 2) return null;
+  return (
+    <>
+      <label className="org" htmlFor="org-switch">
+        Organization
+      </label>
+      <select
+        id="org-switch"
+        value={s.organization}
+        onChange={(e) => {
+          setError("");
+          switchOrganization(e.target.value)
+            .then(() => navigate("/"))
+            .catch((err: unknown) => setError(reason(err)));
+        }}
+      >
+        {list.map((o) => (
+          <option key={o.id} value={o.name}>
+            {o.name}
+          </option>
+        ))}
+      </select>
+      {error && (
+        <span role="alert" className="error">
+          {error}
+        </span>
+      )}
+    </>
+  );
+}
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>

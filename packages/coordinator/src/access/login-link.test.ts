@@ -71,4 +71,34 @@ describe("login links", () => {
     expect((await redeem(url, "not a token")).status).toBe(400);
     expect((await create(url, {})).status).toBe(401);
   });
+
+  it("moves a key's console session to another organization of the same key, and refuses one it is not in", async () => {
+    const url = await serve(60_000);
+    const admin = createClient(adminv1.AdminService, createConnectTransport({ baseUrl: t.coord.url, httpVersion: "1.1" }));
+    await admin.createOrganization({ name: "second" }, owner);
+    const { token } = (await (await create(url, owner.headers)).json()) as { token: string };
+    const first = await redeem(url, token);
+    const { csrfToken } = (await first.json()) as { csrfToken: string };
+    const cookie = first.headers.get("set-cookie")!.split(";")[0]!;
+    const move = (organization: string, csrf = csrfToken) =>
+      fetch(`${url}/auth/switch-organization`, { method: "POST", headers: { "content-type": "application/json", cookie, "x-flotilla-csrf": csrf }, body: JSON.stringify({ organization }) });
+
+    const res = await move("second");
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { csrfToken: string; organization: string; role: string };
+    expect(body).toMatchObject({ organization: "second", role: "owner" });
+    const there = res.headers.get("set-cookie")!.split(";")[0]!;
+    const me = await admin.whoAmI({}, { headers: { cookie: there, "x-flotilla-csrf": body.csrfToken } });
+    expect(me.organization?.name).toBe("second");
+
+    // An organization the key is not in, another key's session for "second", and a request
+    // without the right CSRF header are refused.
+    const orgId = (await t.coord.store.access.getOrgByName("default"))!.id;
+    const viewer = await t.as(orgId, "viewer");
+    const other = await fetch(`${url}/auth/switch-organization`, { method: "POST", headers: { "content-type": "application/json", ...viewer.headers }, body: JSON.stringify({ organization: "second" }) });
+    expect(other.status).toBe(403);
+    expect(((await other.json()) as { error: string }).error).toBe('your key is not a member of organization "second"');
+    expect((await move("no-such-org")).status).toBe(403);
+    expect((await move("second", "wrong")).status).toBe(401);
+  });
 });

@@ -6,11 +6,16 @@
  * which answers as POST /auth/login does: a session cookie for the same key and its CSRF token.
  * A link works once, for ten minutes, and only while its key is not revoked. Links live in this
  * process's memory: a coordinator restart forgets them (ask for another).
+ *
+ * POST /auth/switch-organization (JSON {organization}, with the console's cookie and CSRF header)
+ * moves such a key's console session to another organization the same key is registered in:
+ * a new session cookie there, the role the key has there. Password members have one login per
+ * organization and log in to the other one instead.
  */
 import { hashSecret, newSecret } from "@flotilla/protocol";
 import type { ServiceContext } from "../context.ts";
 import { answerFailure, checkMethod, headerOf, HttpError, pathOf, readBody, sendJson, type HttpRequest, type HttpResponse } from "../server/http.ts";
-import { csrfTokenFor, sessionCookie } from "./cookies.ts";
+import { CSRF_HEADER, csrfTokenFor, sessionCookie } from "./cookies.ts";
 import { resolvePrincipal } from "./interceptor.ts";
 import { openSession } from "./sessions.ts";
 
@@ -75,12 +80,38 @@ export function loginLinkHandler(ctx: Pick<ServiceContext, "store" | "auditor" |
     );
   }
 
+  async function switchOrganization(req: HttpRequest, res: HttpResponse): Promise<void> {
+    const principal = await resolvePrincipal(ctx.store, headerOf(req, "authorization"), req.headers.cookie ?? "", headerOf(req, CSRF_HEADER));
+    if (!principal) throw new HttpError(401, "not logged in, or the session expired");
+    if (principal.kind !== "admin" || !principal.keyId) throw new HttpError(403, "switching organizations is for admins who log in with a key; log in to the other organization with its password");
+    const text = await readBody(req, 1024).catch(() => "");
+    let name: unknown;
+    try {
+      name = (JSON.parse(text) as { organization?: unknown }).organization;
+    } catch {
+      name = undefined;
+    }
+    if (typeof name !== "string" || !name || name.length > 200) return sendJson(res, 400, { error: "send JSON {organization}" });
+    const current = await ctx.store.access.getAdminKey(principal.orgId, principal.keyId);
+    const org = (await ctx.store.access.getOrgByName(name)) ?? (await ctx.store.access.getOrg(name));
+    const key = current && org ? (await ctx.store.access.findAdminKeysByPublicKey(current.publicKey)).find((k) => k.orgId === org.id) : undefined;
+    if (!org || !key) throw new HttpError(403, `your key is not a member of organization ${JSON.stringify(name)}`);
+    const session = await openSession(ctx.store, { kind: "admin", id: key.id, orgId: key.orgId }, ctx.sessionTtlMs);
+    await ctx.auditor.record({ orgId: key.orgId, actor: `key:${key.name}`, action: "SwitchOrganization", target: key.id, source: req.socket.remoteAddress ?? "", outcome: "ok", detail: "" });
+    sendJson(
+      res,
+      200,
+      { csrfToken: csrfTokenFor(session.token), organization: org.name, name: key.name, role: key.role, expiresAt: new Date(session.expiresAt).toISOString() },
+      { "set-cookie": sessionCookie(session.token, { maxAgeSeconds: Math.floor(ctx.sessionTtlMs / 1000), secure: opts.secureCookies }) },
+    );
+  }
+
   return (req: HttpRequest, res: HttpResponse): boolean => {
     const path = pathOf(req);
-    if (path !== "/auth/login-link" && path !== "/auth/login-link/redeem") return false;
+    if (path !== "/auth/login-link" && path !== "/auth/login-link/redeem" && path !== "/auth/switch-organization") return false;
     (async () => {
       checkMethod(req, ["POST"]);
-      await (path === "/auth/login-link" ? create(req, res) : redeem(req, res));
+      await (path === "/auth/login-link" ? create(req, res) : path === "/auth/switch-organization" ? switchOrganization(req, res) : redeem(req, res));
     })().catch((err: unknown) => answerFailure(res, err, "json", () => ctx.log.error("login link failed", { err: String(err) })));
     return true;
   };

@@ -54,6 +54,7 @@ const admin: Record<MethodNames<typeof adminv1.AdminService>, Permission> = {
   listJoinTokens: "tokens:read",
   revokeJoinToken: "tokens:write",
   listDevices: "devices:read",
+  watchDevices: "devices:read",
   getDevice: "devices:read",
   approveDevice: "devices:write",
   rejectDevice: "devices:write",

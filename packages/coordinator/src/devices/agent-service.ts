@@ -20,6 +20,7 @@ import { factsToJson, lifecycleToProto } from "./convert.ts";
 import { hello } from "./hello.ts";
 import type { Hub } from "./hub.ts";
 import type { Presence } from "./presence.ts";
+import type { DeviceStatusFeed } from "./status-feed.ts";
 import { movedInto } from "./move.ts";
 
 const MAX_ENTRIES = 1000;
@@ -52,7 +53,7 @@ function desiredOf(row: DeviceRow): agentv1.DesiredState {
 }
 
 /** The AgentService: enrollment, device sessions, the desired-state stream and the outbox. */
-export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence): ServiceImpl<typeof agentv1.AgentService> {
+export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence, status?: DeviceStatusFeed): ServiceImpl<typeof agentv1.AgentService> {
   const { store, challenges, log } = ctx;
 
   return {
@@ -91,6 +92,7 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence):
       }
       const d = result.device;
       log.info("device enrolled", { device: d.id, name: d.name, org: d.orgId, lifecycle: d.lifecycle });
+      status?.publish([{ orgId: d.orgId, id: d.id, name: d.name, lifecycle: d.lifecycle }]);
       return { deviceId: d.id, name: d.name, lifecycle: lifecycleToProto(d.lifecycle), organizationId: d.orgId };
     },
 

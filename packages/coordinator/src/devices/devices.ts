@@ -1,13 +1,16 @@
 /** What admins do with devices: list and look at them, approve, reject, retire, label. */
+import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { adminv1, matchesSelector, parseSelector, SelectorError } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { DevicePatch, DeviceRow, Store } from "../store/index.ts";
-import { deviceToProto, selectorFields } from "./convert.ts";
+import { deviceToProto, isOnline, lifecycleToProto, selectorFields } from "./convert.ts";
 import { hello } from "./hello.ts";
 import { LABEL_KEY, validateLabels } from "./labels.ts";
 import type { Presence } from "./presence.ts";
+import type { DeviceStatusFeed, StatusChange } from "./status-feed.ts";
 
 /** The device an admin names by id or name, in the admin's organization; NotFound when none. */
 export async function findAdminDevice(store: Store, hctx: HandlerContext, ref: string): Promise<DeviceRow> {
@@ -20,11 +23,11 @@ export async function findAdminDevice(store: Store, hctx: HandlerContext, ref: s
 
 type DeviceMethods = Pick<
   ServiceImpl<typeof adminv1.AdminService>,
-  "hello" | "listDevices" | "getDevice" | "approveDevice" | "rejectDevice" | "decommissionDevice" | "updateDeviceLabels"
+  "hello" | "listDevices" | "watchDevices" | "getDevice" | "approveDevice" | "rejectDevice" | "decommissionDevice" | "updateDeviceLabels"
 >;
 
 /** AdminService: the handshake, and the organization's devices (list, look at, approve, label). */
-export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceMethods {
+export function deviceMethods(ctx: ServiceContext, presence?: Presence, status?: DeviceStatusFeed): DeviceMethods {
   const { store, log } = ctx;
   // Presence not yet written (up to a second) is read from memory: this process knows better.
   const view = (row: DeviceRow) => deviceToProto(presence ? presence.overlay(row) : row, Date.now(), ctx.offlineAfterMs);
@@ -36,6 +39,7 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceM
     const updated = await store.devices.updateDevice(device.orgId, device.id, patch, Date.now());
     if (!updated) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
     log.info(`device ${action}`, { device: updated.id, name: updated.name, by: adminOf(hctx).keyId });
+    if (updated.lifecycle !== device.lifecycle) status?.publish([{ orgId: updated.orgId, id: updated.id, name: updated.name, lifecycle: updated.lifecycle }]);
     return { device: view(updated) };
   }
 
@@ -65,10 +69,41 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence): DeviceM
     async listDevices(req, hctx) {
       const selector = parsed(req.selector);
       const { orgId } = adminOf(hctx);
-      const match = (row: DeviceRow) => matchesSelector(selector, selectorFields(row));
+      const match = req.selector.trim() ? (row: DeviceRow) => matchesSelector(selector, selectorFields(row)) : () => true;
+      // The default view of a table (name order, no search or selector) stays an index range
+      // scan, with one count for the total; search, another order, or a total with a selector
+      // are filtered and sorted in memory.
+      const sorted = req.search !== "" || (req.orderBy !== "" && req.orderBy !== "name") || req.descending;
+      if (!sorted && req.includeTotal && !req.selector.trim()) {
+        const page = await listDevicePage(store, orgId, Math.min(req.pageSize || MAX_DEVICE_PAGE, MAX_DEVICE_PAGE), req.pageToken, match, view);
+        return { ...page, totalSize: await store.devices.countDevices(orgId) };
+      }
+      if (sorted || req.includeTotal) {
+        const now = Date.now();
+        const rows = (await store.devices.listDevices(orgId)).map((r) => (presence ? presence.overlay(r) : r));
+        return sortedDevicePage(rows, req, match, (row) => deviceToProto(row, now, ctx.offlineAfterMs), (row) => statusName(row, now, ctx.offlineAfterMs));
+      }
       // page_size 0: every device at once, as clients from before paging expect (never cut).
       if (req.pageSize === 0 && !req.pageToken) return { devices: (await store.devices.listDevices(orgId)).filter(match).map(view), nextPageToken: "" };
       return listDevicePage(store, orgId, Math.min(req.pageSize || MAX_DEVICE_PAGE, MAX_DEVICE_PAGE), req.pageToken, match, view);
+    },
+
+    async *watchDevices(_req, hctx) {
+      if (!status) throw new ConnectError("device status is not watched on this coordinator", Code.Unimplemented);
+      const { orgId } = adminOf(hctx);
+      const sub = status.subscribe(orgId);
+      try {
+        // The stream is open: the reader reads the devices now and applies changes from here on.
+        yield create(adminv1.WatchDevicesResponseSchema, {});
+        while (!hctx.signal.aborted && !status.closed) {
+          await sub.reader.wait(hctx.signal, WATCH_KEEPALIVE_MS);
+          if (hctx.signal.aborted || status.closed) return;
+          const { changes, resync } = sub.reader.take();
+          yield create(adminv1.WatchDevicesResponseSchema, { resync, changes: resync ? [] : changes.map(changeToProto) });
+        }
+      } finally {
+        sub.close();
+      }
     },
 
     async getDevice(req, hctx) {
@@ -128,6 +163,74 @@ function parsed(text: string): ReturnType<typeof parseSelector> {
 
 /** Devices read, and changed in one transaction, per batch of a bulk label change. */
 const LABEL_BATCH = 500;
+
+/** An empty message this often keeps an idle WatchDevices stream open through proxies. */
+const WATCH_KEEPALIVE_MS = 15_000;
+
+function changeToProto(c: StatusChange): adminv1.DeviceStatusChange {
+  return create(adminv1.DeviceStatusChangeSchema, {
+    id: c.id,
+    name: c.name ?? "",
+    lifecycle: c.lifecycle ? lifecycleToProto(c.lifecycle) : undefined,
+    connection: c.connected === undefined ? undefined : c.connected ? adminv1.Connection.ONLINE : adminv1.Connection.OFFLINE,
+    lastSeen: c.at === undefined ? undefined : timestampFromMs(c.at),
+  });
+}
+
+/** The status the console shows: the lifecycle, or online/offline once approved. */
+function statusName(row: DeviceRow, now: number, offlineAfterMs: number): string {
+  if (row.lifecycle !== "approved") return row.lifecycle;
+  return isOnline(row, now, offlineAfterMs) ? "online" : "offline";
+}
+
+const osOf = (row: DeviceRow) => String(row.facts.osPrettyName || row.facts.os || "");
+
+/** The orders of ListDevices' order_by. */
+const ORDERS = ["name", "status", "os", "agent", "last_seen"] as const;
+
+/**
+ * A page of ListDevices with search, order_by or a total: the organization's devices (already
+ * read) filtered by selector and search, sorted, and cut at an offset carried in the page token.
+ * Cost follows the organization's size on the coordinator; the caller gets one page.
+ */
+export function sortedDevicePage(
+  rows: DeviceRow[],
+  req: { search: string; orderBy: string; descending: boolean; pageSize: number; pageToken: string },
+  match: (row: DeviceRow) => boolean,
+  view: (row: DeviceRow) => adminv1.Device,
+  statusOf: (row: DeviceRow) => string,
+): { devices: adminv1.Device[]; nextPageToken: string; totalSize: number } {
+  const order = req.orderBy || "name";
+  if (!(ORDERS as readonly string[]).includes(order)) throw new ConnectError(`invalid order_by ${JSON.stringify(order)}: one of ${ORDERS.join(", ")}`, Code.InvalidArgument);
+  if (req.search.length > 200) throw new ConnectError("search is at most 200 characters", Code.InvalidArgument);
+  const q = req.search.trim().toLowerCase();
+  const hit = (row: DeviceRow) =>
+    !q || row.name.toLowerCase().includes(q) || row.id.toLowerCase().includes(q) || Object.entries(row.labels).some(([k, v]) => `${k}=${v}`.toLowerCase().includes(q));
+  const found = rows.filter((r) => hit(r) && match(r));
+  const keyed = found.map((row): [string | number, DeviceRow] => [
+    order === "status" ? statusOf(row) : order === "os" ? osOf(row) : order === "agent" ? row.agentVersion : order === "last_seen" ? (row.lastSeenAt ?? 0) : row.name,
+    row,
+  ]);
+  const cmp = (a: string | number, b: string | number) => (a < b ? -1 : a > b ? 1 : 0);
+  keyed.sort(([ka, a], [kb, b]) => cmp(ka, kb) || cmp(a.name, b.name) || cmp(a.id, b.id));
+  if (req.descending) keyed.reverse();
+  const offset = parseOffsetToken(req.pageToken);
+  const size = Math.min(req.pageSize || MAX_DEVICE_PAGE, MAX_DEVICE_PAGE);
+  const page = keyed.slice(offset, offset + size).map(([, row]) => view(row));
+  const next = offset + size < keyed.length ? Buffer.from(JSON.stringify([offset + size])).toString("base64url") : "";
+  return { devices: page, nextPageToken: next, totalSize: keyed.length };
+}
+
+function parseOffsetToken(token: string): number {
+  if (!token) return 0;
+  try {
+    const v: unknown = JSON.parse(Buffer.from(token, "base64url").toString("utf8"));
+    if (Array.isArray(v) && v.length === 1 && Number.isSafeInteger(v[0]) && v[0] >= 0) return v[0] as number;
+  } catch {
+    // fall through
+  }
+  throw new ConnectError("invalid page_token: pass next_page_token of the previous page (with the same search and order)", Code.InvalidArgument);
+}
 
 /** The largest page of ListDevices. */
 export const MAX_DEVICE_PAGE = 1000;

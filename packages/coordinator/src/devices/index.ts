@@ -9,6 +9,7 @@ import { Hub } from "./hub.ts";
 import { joinTokenMethods } from "./join-tokens.ts";
 import { Presence, PRESENCE_FLUSH_MS } from "./presence.ts";
 import { moveMethods } from "./move.ts";
+import { DeviceStatusFeed } from "./status-feed.ts";
 import { TufRepository } from "../tuf/repository.ts";
 
 /**
@@ -19,6 +20,8 @@ import { TufRepository } from "../tuf/repository.ts";
  */
 export function devicesFeature(ctx: ServiceContext, config?: Pick<CoordinatorConfig, "dataDir" | "tufTimestampTtlMs" | "tufRefreshMs">): Feature {
   const hub = new Hub(ctx.store);
+  // With PostgreSQL, status changes reach the WatchDevices readers of every replica.
+  const status = new DeviceStatusFeed(ctx.store.dialect === "postgres" ? { events: ctx.store.replicas.events, replicaId: ctx.leases.replicaId, log: ctx.log } : undefined);
   const presence = new Presence(ctx.store, {
     log: ctx.log,
     // Never staler than a keep-alive: with the test fleets' 500 ms keep-alive and 2 s offline
@@ -26,6 +29,7 @@ export function devicesFeature(ctx: ServiceContext, config?: Pick<CoordinatorCon
     flushMs: Math.min(PRESENCE_FLUSH_MS, ctx.keepaliveMs),
     // Read at each connect: the rollout engine starts after the features.
     onConnected: (orgId, deviceId) => ctx.rolloutEvents?.deviceConnected(orgId, deviceId),
+    onChanged: (changes) => status.publish(changes),
   });
   // Read only (moves check the organizations' roots); the releases feature signs.
   const tuf = config && new TufRepository(join(config.dataDir, "tuf"), ctx.onlineIdentity, { timestampTtlMs: config.tufTimestampTtlMs, snapshotTtlMs: config.tufTimestampTtlMs, refreshMs: config.tufRefreshMs });
@@ -33,13 +37,14 @@ export function devicesFeature(ctx: ServiceContext, config?: Pick<CoordinatorCon
   return {
     name: "devices",
     routes(router) {
-      router.service(agentv1.AgentService, agentService(ctx, hub, presence));
-      serveMethods(router, adminv1.AdminService, { ...deviceMethods(ctx, presence), ...joinTokenMethods(ctx), ...moveMethods(ctx, currentRoot) });
+      router.service(agentv1.AgentService, agentService(ctx, hub, presence, status));
+      serveMethods(router, adminv1.AdminService, { ...deviceMethods(ctx, presence, status), ...joinTokenMethods(ctx), ...moveMethods(ctx, currentRoot) });
     },
     serviceNames: [agentv1.AgentService.typeName, adminv1.AdminService.typeName],
     async close() {
       hub.close();
       await presence.close();
+      status.close();
     },
   };
 }

@@ -17,6 +17,11 @@ export interface PresenceOptions {
   flushMs?: number;
   /** Called for each device that connected, once its row says it is connected. */
   onConnected?: (orgId: string, deviceId: string) => void;
+  /**
+   * Called after each write with the devices that connected or disconnected in it (not those
+   * that were only seen again): what the WatchDevices streams hear of presence.
+   */
+  onChanged?: (changes: { orgId: string; id: string; connected: boolean; at: number }[]) => void;
   log: Logger;
 }
 
@@ -111,6 +116,11 @@ export class Presence {
     const written = this.writing;
     this.writing = new Map();
     for (const [id, m] of written) if (m.arrived) this.opts.onConnected?.(m.orgId, id);
+    if (this.opts.onChanged) {
+      const changed = [];
+      for (const [id, m] of written) if (m.arrived || !m.connected) changed.push({ orgId: m.orgId, id, connected: m.connected, at: m.at });
+      if (changed.length > 0) this.opts.onChanged(changed);
+    }
   }
 
   /** Stops the timer and writes every device connected here as disconnected. */

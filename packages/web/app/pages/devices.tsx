@@ -1,7 +1,6 @@
-import { useVirtualizer } from "@tanstack/react-virtual";
-import { useMemo, useRef, useState } from "react";
-import { admin, can, Connection, Lifecycle, reason, type Device } from "../api.ts";
-import { Action, Empty, ErrorLine, Link, navigate, RelTime, toDate, useLoad, useLocation, useTitle } from "../ui.tsx";
+import { useCallback, useEffect, useRef, useState } from "react";
+import { admin, can, Code, Connection, ConnectError, Lifecycle, reason, session, type Device, type DeviceStatusChange, type ListDevicesResponse } from "../api.ts";
+import { Action, Empty, ErrorLine, Link, navigate, RelTime, useLocation, useTitle } from "../ui.tsx";
 
 export const lifecycleName = (l: Lifecycle): string => (Lifecycle[l] ?? "unknown").toLowerCase();
 
@@ -10,18 +9,13 @@ export function statusOf(d: Device): string {
   return d.connection === Connection.ONLINE ? "online" : "offline";
 }
 
-type SortKey = "name" | "status" | "lastSeen" | "os" | "agent";
-const sorters: Record<SortKey, (a: Device, b: Device) => number> = {
-  name: (a, b) => a.name.localeCompare(b.name),
-  status: (a, b) => statusOf(a).localeCompare(statusOf(b)),
-  lastSeen: (a, b) => (toDate(a.lastSeen)?.getTime() ?? 0) - (toDate(b.lastSeen)?.getTime() ?? 0),
-  os: (a, b) => (a.facts?.osPrettyName ?? "").localeCompare(b.facts?.osPrettyName ?? ""),
-  agent: (a, b) => a.agentVersion.localeCompare(b.agentVersion),
-};
+/** The table's columns that sort, and ListDevices' order_by for each. */
+type SortKey = "name" | "status" | "last_seen" | "os" | "agent";
 
-const ROW_HEIGHT = 41;
-/** How often the table asks again: there is no device-status stream yet, so it polls. */
-const REFRESH_MS = 3000;
+/** Devices per page: the coordinator filters, searches, sorts and cuts; the page shows one page. */
+const PAGE_SIZE = 100;
+/** How long typing in the search box waits before it asks the coordinator. */
+const SEARCH_DELAY_MS = 200;
 
 export function labelText(labels: Record<string, string>): string {
   return Object.entries(labels)
@@ -30,27 +24,140 @@ export function labelText(labels: Record<string, string>): string {
     .join(", ");
 }
 
+/** A status change applied to a row of the table. */
+function patched(d: Device, c: DeviceStatusChange): Device {
+  return {
+    ...d,
+    name: c.name || d.name,
+    lifecycle: c.lifecycle || d.lifecycle,
+    connection: c.connection || d.connection,
+    lastSeen: c.lastSeen ?? d.lastSeen,
+  };
+}
+
+/**
+ * The organization's device status changes through the WatchDevices stream. `opened` runs when
+ * the stream is open (first, and after every reconnect: the caller reads the devices again) and
+ * when the coordinator says changes were dropped; `changed` gets the changes. It reconnects by
+ * itself, waiting longer after each failure (up to 10 s).
+ */
+function useDeviceStatus(opened: () => void, changed: (cs: DeviceStatusChange[]) => void): string {
+  const [state, setState] = useState("connecting");
+  const cb = useRef({ opened, changed });
+  cb.current = { opened, changed };
+  useEffect(() => {
+    const ctl = new AbortController();
+    (async () => {
+      let delay = 500;
+      while (!ctl.signal.aborted && session()) {
+        try {
+          let first = true;
+          for await (const res of admin.watchDevices({}, { signal: ctl.signal })) {
+            if (first || res.resync) {
+              setState("live");
+              first = false;
+              delay = 500;
+              cb.current.opened();
+            }
+            if (res.changes.length > 0) cb.current.changed(res.changes);
+          }
+          if (!ctl.signal.aborted) setState("reconnecting");
+        } catch (err) {
+          if (ctl.signal.aborted) return;
+          if (ConnectError.from(err).code === Code.PermissionDenied) return setState(reason(err));
+          setState("reconnecting");
+        }
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 10_000);
+      }
+    })().catch(() => undefined);
+    return () => ctl.abort();
+  }, []);
+  return state;
+}
+
 export function DevicesPage() {
   useTitle("Devices");
   const loc = useLocation();
   const applied = new URLSearchParams(loc.split("?")[1] ?? "").get("selector") ?? "";
   const [selector, setSelector] = useState(applied);
   const [search, setSearch] = useState("");
+  const [query, setQuery] = useState("");
   const [sort, setSort] = useState<{ key: SortKey; desc: boolean }>({ key: "name", desc: false });
-  // The selector is evaluated by the coordinator; search and sorting work on what it returned.
-  const list = useLoad(() => admin.listDevices({ selector: applied }), [applied], REFRESH_MS);
-  const rows = useMemo(() => {
-    const q = search.trim().toLowerCase();
-    const all = list.data?.devices ?? [];
-    const hit = q ? all.filter((d) => d.name.toLowerCase().includes(q) || d.id.toLowerCase().includes(q) || labelText(d.labels).toLowerCase().includes(q)) : all;
-    const sorted = [...hit].sort(sorters[sort.key]);
-    return sort.desc ? sorted.reverse() : sorted;
-  }, [list.data, search, sort]);
-  const scroller = useRef<HTMLDivElement>(null);
-  const virtual = useVirtualizer({ count: rows.length, getScrollElement: () => scroller.current, estimateSize: () => ROW_HEIGHT, overscan: 10 });
-  const items = virtual.getVirtualItems();
-  const top = items[0]?.start ?? 0;
-  const bottom = virtual.getTotalSize() - (items.at(-1)?.end ?? 0);
+  // tokens[i] is the page_token of page i (the first is "").
+  const [tokens, setTokens] = useState<string[]>([""]);
+  const [pageNo, setPageNo] = useState(0);
+  const [data, setData] = useState<ListDevicesResponse>();
+  const [error, setError] = useState<unknown>();
+  const gen = useRef(0);
+  // Changes heard while a page is read are applied again on top of what it returns.
+  const recent = useRef<{ at: number; change: DeviceStatusChange }[]>([]);
+  // The offset of the page shown: set with the rows it came with, never ahead of them.
+  const [shownFirst, setShownFirst] = useState(0);
+  const want = useRef({ applied, query, sort, token: "", first: 0 });
+  want.current = { applied, query, sort, token: tokens[pageNo] ?? "", first: pageNo * PAGE_SIZE };
+
+  const reload = useCallback(() => {
+    const mine = ++gen.current;
+    const started = performance.now();
+    const w = want.current;
+    admin
+      .listDevices({ selector: w.applied, search: w.query, orderBy: w.sort.key, descending: w.sort.desc, includeTotal: true, pageSize: PAGE_SIZE, pageToken: w.token })
+      .then((res) => {
+        if (mine !== gen.current) return;
+        const late = recent.current.filter((r) => r.at >= started);
+        recent.current = late;
+        if (late.length > 0) {
+          const byId = new Map(late.map((r) => [r.change.id, r.change]));
+          res.devices = res.devices.map((d) => (byId.has(d.id) ? patched(d, byId.get(d.id)!) : d));
+        }
+        setData(res);
+        setShownFirst(w.first);
+        setError(undefined);
+      })
+      .catch((e: unknown) => mine === gen.current && setError(e));
+  }, []);
+
+  // Typing waits a moment before asking; a new question starts again at the first page.
+  useEffect(() => {
+    const t = setTimeout(() => setQuery(search), SEARCH_DELAY_MS);
+    return () => clearTimeout(t);
+  }, [search]);
+  useEffect(() => {
+    setTokens((old) => (old.length === 1 && old[0] === "" ? old : [""]));
+    setPageNo(0);
+  }, [applied, query, sort]);
+  // The first read waits for the status stream to open (it reads then, so that no change falls
+  // between the read and the stream), or 2 s if it does not; later questions read at once.
+  const streamOpen = useRef(false);
+  useEffect(() => {
+    if (streamOpen.current) return reload();
+    const t = setTimeout(() => !streamOpen.current && reload(), 2000);
+    return () => clearTimeout(t);
+  }, [applied, query, sort, pageNo, tokens]);
+
+  const newDevice = useRef<ReturnType<typeof setTimeout>>(undefined);
+  const live = useDeviceStatus(() => ((streamOpen.current = true), reload()), (changes) => {
+    const at = performance.now();
+    for (const change of changes) recent.current.push({ at, change });
+    if (recent.current.length > 5000) recent.current = recent.current.slice(-1000);
+    setData((old) => {
+      if (!old) return old;
+      const byId = new Map(changes.map((c) => [c.id, c]));
+      const known = new Set(old.devices.map((d) => d.id));
+      // A device the page does not show yet (one that just enrolled): read the page again, once
+      // for a burst of enrollments.
+      if (changes.some((c) => c.lifecycle && !known.has(c.id)) && !newDevice.current) {
+        newDevice.current = setTimeout(() => ((newDevice.current = undefined), reload()), 1000);
+      }
+      return { ...old, devices: old.devices.map((d) => (byId.has(d.id) ? patched(d, byId.get(d.id)!) : d)) };
+    });
+  });
+  useEffect(() => () => clearTimeout(newDevice.current), []);
+
+  const rows = data?.devices ?? [];
+  const total = data?.totalSize ?? 0;
+  const first = shownFirst;
   const header = (key: SortKey, label: string) => (
     <th scope="col" aria-sort={sort.key === key ? (sort.desc ? "descending" : "ascending") : "none"}>
       <button type="button" className="sort" onClick={() => setSort({ key, desc: sort.key === key ? !sort.desc : false })}>
@@ -67,6 +174,7 @@ export function DevicesPage() {
     return next;
   });
   const allShown = rows.length > 0 && rows.every((d) => selected.has(d.id));
+  const next = data?.nextPageToken ?? "";
   return (
     <main id="main">
       <h1>Devices</h1>
@@ -88,17 +196,20 @@ export function DevicesPage() {
           <input name="search" type="search" placeholder="name, id or label" value={search} onChange={(e) => setSearch(e.target.value)} />
         </label>
       </form>
-      <ErrorLine error={list.error} />
-      <p className="muted" aria-live="polite" data-testid="device-count">
-        {list.data ? `${rows.length} of ${list.data.devices.length} devices` : "Loading…"}
+      <ErrorLine error={error} />
+      <p className="muted">
+        <span aria-live="polite" data-testid="device-count">
+          {data ? (total === 0 ? "0 devices" : `${first + 1}–${first + rows.length} of ${total} devices`) : "Loading…"}
+        </span>{" "}
+        · <span data-testid="live-status">{live === "live" ? "live" : live}</span>
       </p>
-      {list.data && list.data.devices.length === 0 && (
+      {data && total === 0 && (
         <Empty>
-          No device {applied ? "matches this selector" : "has enrolled yet"}. <Link to="/enrollment">Enroll one</Link>.
+          No device {applied || query ? "matches" : "has enrolled yet"}. <Link to="/enrollment">Enroll one</Link>.
         </Empty>
       )}
-      {mayWrite && selected.size > 0 && <BulkLabels ids={[...selected]} done={() => (setSelected(new Set()), list.reload())} />}
-      <div className="table-scroll" ref={scroller} tabIndex={0} role="region" aria-label="Device table">
+      {mayWrite && selected.size > 0 && <BulkLabels ids={[...selected]} done={() => (setSelected(new Set()), reload())} />}
+      <div className="table-scroll" tabIndex={0} role="region" aria-label="Device table">
         <table className="devices">
           <thead>
             <tr>
@@ -112,21 +223,15 @@ export function DevicesPage() {
               <th scope="col">Labels</th>
               {header("os", "OS")}
               {header("agent", "Agent")}
-              {header("lastSeen", "Last seen")}
+              {header("last_seen", "Last seen")}
               {mayWrite && <th scope="col">Actions</th>}
             </tr>
           </thead>
           <tbody>
-            {top > 0 && (
-              <tr aria-hidden="true">
-                <td style={{ height: top, padding: 0 }} colSpan={8} />
-              </tr>
-            )}
-            {items.map((it) => {
-              const d = rows[it.index]!;
+            {rows.map((d) => {
               const st = statusOf(d);
               return (
-                <tr key={d.id} data-device={d.name} style={{ height: ROW_HEIGHT }}>
+                <tr key={d.id} data-device={d.name}>
                   {mayWrite && (
                     <td>
                       <input type="checkbox" aria-label={`Select ${d.name}`} checked={selected.has(d.id)} onChange={() => toggle(d.id)} />
@@ -150,8 +255,8 @@ export function DevicesPage() {
                     <td>
                       {d.lifecycle === Lifecycle.PENDING && (
                         <>
-                          <Action label="Approve" ariaLabel={`Approve ${d.name}`} run={() => admin.approveDevice({ device: d.id }).then(list.reload)} />
-                          <Action label="Reject" className="danger" ariaLabel={`Reject ${d.name}`} confirm={`Reject ${d.name}?`} run={() => admin.rejectDevice({ device: d.id }).then(list.reload)} />
+                          <Action label="Approve" ariaLabel={`Approve ${d.name}`} run={() => admin.approveDevice({ device: d.id }).then(reload)} />
+                          <Action label="Reject" className="danger" ariaLabel={`Reject ${d.name}`} confirm={`Reject ${d.name}?`} run={() => admin.rejectDevice({ device: d.id }).then(reload)} />
                         </>
                       )}
                     </td>
@@ -159,14 +264,29 @@ export function DevicesPage() {
                 </tr>
               );
             })}
-            {bottom > 0 && (
-              <tr aria-hidden="true">
-                <td style={{ height: bottom, padding: 0 }} colSpan={8} />
-              </tr>
-            )}
           </tbody>
         </table>
       </div>
+      {(pageNo > 0 || next) && (
+        <nav className="pager" aria-label="Pages of devices">
+          <button type="button" disabled={pageNo === 0} onClick={() => setPageNo(pageNo - 1)}>
+            Previous page
+          </button>
+          <span className="muted">
+            Page {shownFirst / PAGE_SIZE + 1} of {Math.max(1, Math.ceil(total / PAGE_SIZE))}
+          </span>
+          <button
+            type="button"
+            disabled={!next || shownFirst !== pageNo * PAGE_SIZE}
+            onClick={() => {
+              setTokens((old) => [...old.slice(0, pageNo + 1), next]);
+              setPageNo(pageNo + 1);
+            }}
+          >
+            Next page
+          </button>
+        </nav>
+      )}
     </main>
   );
 }

@@ -44,6 +44,8 @@ export interface DeviceStore {
    * a page of `device ls` (the unique index devices_org_name). Cost is one index range scan per page.
    */
   listDevicesPage(orgId: string, limit: number, after?: { name: string; id: string }): Promise<DeviceRow[]>;
+  /** How many devices the organization has (one index count). */
+  countDevices(orgId: string): Promise<number>;
   /**
    * Applies a change of desired state and bumps `generation` by one, in one transaction.
    * Returns undefined when the organization has no such device.
@@ -162,6 +164,11 @@ export class KyselyDeviceStore implements DeviceStore {
     if (after) q = q.where((eb) => eb.or([eb("name", ">", after.name), eb.and([eb("name", "=", after.name), eb("id", ">", after.id)])]));
     const rows = await q.orderBy("name").orderBy("id").limit(limit).execute();
     return rows.map(toDevice);
+  }
+
+  async countDevices(orgId: string): Promise<number> {
+    const r = await this.db.selectFrom("devices").select((eb) => eb.fn.countAll().as("n")).where("org_id", "=", orgId).executeTakeFirst();
+    return Number(r?.n ?? 0);
   }
 
   async updateDevice(orgId: string, id: string, patch: DevicePatch, now: number): Promise<DeviceRow | undefined> {

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/admin/v1/admin.proto.
  */
 export const file_flotilla_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch1mbG90aWxsYS9hZG1pbi92MS9hZG1pbi5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiJAoMSGVsbG9SZXF1ZXN0EhQKDGNsaWVudF9ub25jZRgBIAEoDCJECg1IZWxsb1Jlc3BvbnNlEjMKBXByb29mGAEgASgLMiQuZmxvdGlsbGEuY29tbW9uLnYxLkNvb3JkaW5hdG9yUHJvb2YiKAoMT3JnYW5pemF0aW9uEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkihAEKDExvZ2luUmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgMEhEKCWNoYWxsZW5nZRgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSEgoKc2V0dXBfY29kZRgEIAEoCRIQCghrZXlfbmFtZRgFIAEoCRIUCgxvcmdhbml6YXRpb24YBiABKAkimwEKDUxvZ2luUmVzcG9uc2USFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1Cgxvcmdhbml6YXRpb24YAyABKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24SDAoEcm9sZRgEIAEoCSIPCg1XaG9BbUlSZXF1ZXN0IncKDldob0FtSVJlc3BvbnNlEjUKDG9yZ2FuaXphdGlvbhgBIAEoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk9yZ2FuaXphdGlvbhIMCgRyb2xlGAIgASgJEg4KBmtleV9pZBgDIAEoCRIQCghrZXlfbmFtZRgEIAEoCSKGAQoIQWRtaW5LZXkSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwdWJsaWNfa2V5GAMgASgMEgwKBHJvbGUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGbWVtYmVyGAYgASgJIlQKEkFkZEFkbWluS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIOCgZtZW1iZXIYBCABKAkiPwoTQWRkQWRtaW5LZXlSZXNwb25zZRIoCgNrZXkYASABKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BZG1pbktleSIWChRMaXN0QWRtaW5LZXlzUmVxdWVzdCJCChVMaXN0QWRtaW5LZXlzUmVzcG9uc2USKQoEa2V5cxgBIAMoCzIbLmZsb3RpbGxhLmFkbWluLnYxLkFkbWluS2V5IqsCCglKb2luVG9rZW4SCgoCaWQYASABKAkSOAoGbGFiZWxzGAIgAygLMiguZmxvdGlsbGEuYWRtaW4udjEuSm9pblRva2VuLkxhYmVsc0VudHJ5EhQKDHVzZXNfYWxsb3dlZBgDIAEoDRIMCgR1c2VzGAQgASgNEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGF1dG9fYXBwcm92ZRgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7wEKFkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QSRQoGbGFiZWxzGAEgAygLMjUuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVxdWVzdC5MYWJlbHNFbnRyeRIUCgx1c2VzX2FsbG93ZWQYAiABKA0SGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgEEhQKDGF1dG9fYXBwcm92ZRgEIAEoCBIXCg9jb29yZGluYXRvcl91cmwYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRIrCgV0b2tlbhgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkpvaW5Ub2tlbhITCgtqb2luX3N0cmluZxgCIAEoCSIXChVMaXN0Sm9pblRva2Vuc1JlcXVlc3QiRgoWTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRIsCgZ0b2tlbnMYASADKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Kb2luVG9rZW4iJAoWUmV2b2tlSm9pblRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSIZChdSZXZva2VKb2luVG9rZW5SZXNwb25zZSLoAwoGRGV2aWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSMAoJbGlmZWN5Y2xlGAMgASgOMh0uZmxvdGlsbGEuY29tbW9uLnYxLkxpZmVjeWNsZRIxCgpjb25uZWN0aW9uGAQgASgOMh0uZmxvdGlsbGEuYWRtaW4udjEuQ29ubmVjdGlvbhI1CgZsYWJlbHMYBSADKAsyJS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UuTGFiZWxzRW50cnkSKAoFZmFjdHMYBiABKAsyGS5mbG90aWxsYS5jb21tb24udjEuRmFjdHMSFQoNYWdlbnRfdmVyc2lvbhgHIAEoCRItCglsYXN0X3NlZW4YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnB1YmxpY19rZXkYCiABKAwSEgoKZ2VuZXJhdGlvbhgLIAEoBBIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAwgASgEEhQKDGNhcGFiaWxpdGllcxgNIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk0KEkxpc3REZXZpY2VzUmVxdWVzdBIQCghzZWxlY3RvchgBIAEoCRIRCglwYWdlX3NpemUYAiABKA0SEgoKcGFnZV90b2tlbhgDIAEoCSJaChNMaXN0RGV2aWNlc1Jlc3BvbnNlEioKB2RldmljZXMYASADKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIoIBChFNb3ZlRGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSFwoPdG9fb3JnYW5pemF0aW9uGAIgASgJEh4KFmRlc3RpbmF0aW9uX2NyZWRlbnRpYWwYAyABKAkSEwoLZW5kb3JzZW1lbnQYBCABKAkSDwoHcHJlcGFyZRgFIAEoCCJwChJNb3ZlRGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlEhEKCXN0YXRlbWVudBgCIAEoCRIcChRlbmRvcnNlbWVudF9yZXF1aXJlZBgDIAEoCCIiChBHZXREZXZpY2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCSI+ChFHZXREZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiJgoUQXBwcm92ZURldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIkIKFUFwcHJvdmVEZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiJQoTUmVqZWN0RGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkiQQoUUmVqZWN0RGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIisKGURlY29tbWlzc2lvbkRldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIkcKGkRlY29tbWlzc2lvbkRldmljZVJlc3BvbnNlEikKBmRldmljZRgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZSK9AQoZVXBkYXRlRGV2aWNlTGFiZWxzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSQgoDc2V0GAIgAygLMjUuZmxvdGlsbGEuYWRtaW4udjEuVXBkYXRlRGV2aWNlTGFiZWxzUmVxdWVzdC5TZXRFbnRyeRIOCgZyZW1vdmUYAyADKAkSEAoIc2VsZWN0b3IYBCABKAkaKgoIU2V0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJYChpVcGRhdGVEZXZpY2VMYWJlbHNSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2USDwoHdXBkYXRlZBgCIAEoDSIpChlDcmVhdGVPcmdhbml6YXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiUwoaQ3JlYXRlT3JnYW5pemF0aW9uUmVzcG9uc2USNQoMb3JnYW5pemF0aW9uGAEgASgLMh8uZmxvdGlsbGEuYWRtaW4udjEuT3JnYW5pemF0aW9uIhoKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdCJiChlMaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEjYKDW9yZ2FuaXphdGlvbnMYASADKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24SDQoFcm9sZXMYAiADKAkihAEKBk1lbWJlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHJvbGUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaGFzX3Bhc3N3b3JkGAUgASgIEgwKBGtleXMYBiABKA0iVAoQQWRkTWVtYmVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSEgoKcHVibGljX2tleRgDIAEoCRIQCghwYXNzd29yZBgEIAEoCSI+ChFBZGRNZW1iZXJSZXNwb25zZRIpCgZtZW1iZXIYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5NZW1iZXIiFAoSTGlzdE1lbWJlcnNSZXF1ZXN0IkEKE0xpc3RNZW1iZXJzUmVzcG9uc2USKgoHbWVtYmVycxgBIAMoCzIZLmZsb3RpbGxhLmFkbWluLnYxLk1lbWJlciIlChNSZW1vdmVNZW1iZXJSZXF1ZXN0Eg4KBm1lbWJlchgBIAEoCSIWChRSZW1vdmVNZW1iZXJSZXNwb25zZSIkChVSZXZva2VBZG1pbktleVJlcXVlc3QSCwoDa2V5GAEgASgJIhgKFlJldm9rZUFkbWluS2V5UmVzcG9uc2UitwEKCEFwaVRva2VuEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAYgASgIEhIKCmNyZWF0ZWRfYnkYByABKAkiTwoVQ3JlYXRlQXBpVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEcm9sZRgCIAEoCRIaChJleHBpcmVzX2luX3NlY29uZHMYAyABKAQiVAoWQ3JlYXRlQXBpVG9rZW5SZXNwb25zZRIqCgV0b2tlbhgBIAEoCzIbLmZsb3RpbGxhLmFkbWluLnYxLkFwaVRva2VuEg4KBnNlY3JldBgCIAEoCSIWChRMaXN0QXBpVG9rZW5zUmVxdWVzdCJEChVMaXN0QXBpVG9rZW5zUmVzcG9uc2USKwoGdG9rZW5zGAEgAygLMhsuZmxvdGlsbGEuYWRtaW4udjEuQXBpVG9rZW4iJgoVUmV2b2tlQXBpVG9rZW5SZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhgKFlJldm9rZUFwaVRva2VuUmVzcG9uc2UisQEKCkF1ZGl0RW50cnkSCwoDc2VxGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIOCgZ0YXJnZXQYBSABKAkSDgoGc291cmNlGAYgASgJEg8KB291dGNvbWUYByABKAkSDgoGZGV0YWlsGAggASgJEgwKBGhhc2gYCSABKAkidgoXTGlzdEF1ZGl0RW50cmllc1JlcXVlc3QSKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAIgASgJEg0KBWxpbWl0GAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiYwoYTGlzdEF1ZGl0RW50cmllc1Jlc3BvbnNlEi4KB2VudHJpZXMYASADKAsyHS5mbG90aWxsYS5hZG1pbi52MS5BdWRpdEVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIXChVWZXJpZnlBdWRpdExvZ1JlcXVlc3QiXQoWVmVyaWZ5QXVkaXRMb2dSZXNwb25zZRIKCgJvaxgBIAEoCBIPCgdlbnRyaWVzGAIgASgEEhUKDWZpcnN0X2JhZF9zZXEYAyABKAQSDwoHcHJvYmxlbRgEIAEoCSpXCgpDb25uZWN0aW9uEhoKFkNPTk5FQ1RJT05fVU5TUEVDSUZJRUQQABIVChFDT05ORUNUSU9OX09OTElORRABEhYKEkNPTk5FQ1RJT05fT0ZGTElORRACMpUUCgxBZG1pblNlcnZpY2USSgoFSGVsbG8SHy5mbG90aWxsYS5hZG1pbi52MS5IZWxsb1JlcXVlc3QaIC5mbG90aWxsYS5hZG1pbi52MS5IZWxsb1Jlc3BvbnNlEkoKBUxvZ2luEh8uZmxvdGlsbGEuYWRtaW4udjEuTG9naW5SZXF1ZXN0GiAuZmxvdGlsbGEuYWRtaW4udjEuTG9naW5SZXNwb25zZRJNCgZXaG9BbUkSIC5mbG90aWxsYS5hZG1pbi52MS5XaG9BbUlSZXF1ZXN0GiEuZmxvdGlsbGEuYWRtaW4udjEuV2hvQW1JUmVzcG9uc2USXAoLQWRkQWRtaW5LZXkSJS5mbG90aWxsYS5hZG1pbi52MS5BZGRBZG1pbktleVJlcXVlc3QaJi5mbG90aWxsYS5hZG1pbi52MS5BZGRBZG1pbktleVJlc3BvbnNlEmIKDUxpc3RBZG1pbktleXMSJy5mbG90aWxsYS5hZG1pbi52MS5MaXN0QWRtaW5LZXlzUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBZG1pbktleXNSZXNwb25zZRJoCg9DcmVhdGVKb2luVG9rZW4SKS5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVKb2luVG9rZW5SZXF1ZXN0GiouZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVzcG9uc2USZQoOTGlzdEpvaW5Ub2tlbnMSKC5mbG90aWxsYS5hZG1pbi52MS5MaXN0Sm9pblRva2Vuc1JlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5MaXN0Sm9pblRva2Vuc1Jlc3BvbnNlEmgKD1Jldm9rZUpvaW5Ub2tlbhIpLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUpvaW5Ub2tlblJlcXVlc3QaKi5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VKb2luVG9rZW5SZXNwb25zZRJcCgtMaXN0RGV2aWNlcxIlLmZsb3RpbGxhLmFkbWluLnYxLkxpc3REZXZpY2VzUmVxdWVzdBomLmZsb3RpbGxhLmFkbWluLnYxLkxpc3REZXZpY2VzUmVzcG9uc2USVgoJR2V0RGV2aWNlEiMuZmxvdGlsbGEuYWRtaW4udjEuR2V0RGV2aWNlUmVxdWVzdBokLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlc3BvbnNlEmIKDUFwcHJvdmVEZXZpY2USJy5mbG90aWxsYS5hZG1pbi52MS5BcHByb3ZlRGV2aWNlUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkFwcHJvdmVEZXZpY2VSZXNwb25zZRJfCgxSZWplY3REZXZpY2USJi5mbG90aWxsYS5hZG1pbi52MS5SZWplY3REZXZpY2VSZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuUmVqZWN0RGV2aWNlUmVzcG9uc2UScQoSRGVjb21taXNzaW9uRGV2aWNlEiwuZmxvdGlsbGEuYWRtaW4udjEuRGVjb21taXNzaW9uRGV2aWNlUmVxdWVzdBotLmZsb3RpbGxhLmFkbWluLnYxLkRlY29tbWlzc2lvbkRldmljZVJlc3BvbnNlEnEKElVwZGF0ZURldmljZUxhYmVscxIsLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZURldmljZUxhYmVsc1JlcXVlc3QaLS5mbG90aWxsYS5hZG1pbi52MS5VcGRhdGVEZXZpY2VMYWJlbHNSZXNwb25zZRJZCgpNb3ZlRGV2aWNlEiQuZmxvdGlsbGEuYWRtaW4udjEuTW92ZURldmljZVJlcXVlc3QaJS5mbG90aWxsYS5hZG1pbi52MS5Nb3ZlRGV2aWNlUmVzcG9uc2UScQoSQ3JlYXRlT3JnYW5pemF0aW9uEiwuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlT3JnYW5pemF0aW9uUmVxdWVzdBotLmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlc3BvbnNlEm4KEUxpc3RPcmdhbml6YXRpb25zEisuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE9yZ2FuaXphdGlvbnNSZXF1ZXN0GiwuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRJWCglBZGRNZW1iZXISIy5mbG90aWxsYS5hZG1pbi52MS5BZGRNZW1iZXJSZXF1ZXN0GiQuZmxvdGlsbGEuYWRtaW4udjEuQWRkTWVtYmVyUmVzcG9uc2USXAoLTGlzdE1lbWJlcnMSJS5mbG90aWxsYS5hZG1pbi52MS5MaXN0TWVtYmVyc1JlcXVlc3QaJi5mbG90aWxsYS5hZG1pbi52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlEl8KDFJlbW92ZU1lbWJlchImLmZsb3RpbGxhLmFkbWluLnYxLlJlbW92ZU1lbWJlclJlcXVlc3QaJy5mbG90aWxsYS5hZG1pbi52MS5SZW1vdmVNZW1iZXJSZXNwb25zZRJlCg5SZXZva2VBZG1pbktleRIoLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUFkbWluS2V5UmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUFkbWluS2V5UmVzcG9uc2USZQoOQ3JlYXRlQXBpVG9rZW4SKC5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVBcGlUb2tlblJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVBcGlUb2tlblJlc3BvbnNlEmIKDUxpc3RBcGlUb2tlbnMSJy5mbG90aWxsYS5hZG1pbi52MS5MaXN0QXBpVG9rZW5zUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBcGlUb2tlbnNSZXNwb25zZRJlCg5SZXZva2VBcGlUb2tlbhIoLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUFwaVRva2VuUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUFwaVRva2VuUmVzcG9uc2USawoQTGlzdEF1ZGl0RW50cmllcxIqLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBdWRpdEVudHJpZXNSZXF1ZXN0GisuZmxvdGlsbGEuYWRtaW4udjEuTGlzdEF1ZGl0RW50cmllc1Jlc3BvbnNlEmUKDlZlcmlmeUF1ZGl0TG9nEiguZmxvdGlsbGEuYWRtaW4udjEuVmVyaWZ5QXVkaXRMb2dSZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuVmVyaWZ5QXVkaXRMb2dSZXNwb25zZWIGcHJvdG8z", [file_flotilla_common_v1_common, file_google_protobuf_timestamp]);
+  fileDesc("Ch1mbG90aWxsYS9hZG1pbi92MS9hZG1pbi5wcm90bxIRZmxvdGlsbGEuYWRtaW4udjEiJAoMSGVsbG9SZXF1ZXN0EhQKDGNsaWVudF9ub25jZRgBIAEoDCJECg1IZWxsb1Jlc3BvbnNlEjMKBXByb29mGAEgASgLMiQuZmxvdGlsbGEuY29tbW9uLnYxLkNvb3JkaW5hdG9yUHJvb2YiKAoMT3JnYW5pemF0aW9uEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkihAEKDExvZ2luUmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgMEhEKCWNoYWxsZW5nZRgCIAEoDBIRCglzaWduYXR1cmUYAyABKAwSEgoKc2V0dXBfY29kZRgEIAEoCRIQCghrZXlfbmFtZRgFIAEoCRIUCgxvcmdhbml6YXRpb24YBiABKAkimwEKDUxvZ2luUmVzcG9uc2USFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIuCgpleHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1Cgxvcmdhbml6YXRpb24YAyABKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24SDAoEcm9sZRgEIAEoCSIPCg1XaG9BbUlSZXF1ZXN0IncKDldob0FtSVJlc3BvbnNlEjUKDG9yZ2FuaXphdGlvbhgBIAEoCzIfLmZsb3RpbGxhLmFkbWluLnYxLk9yZ2FuaXphdGlvbhIMCgRyb2xlGAIgASgJEg4KBmtleV9pZBgDIAEoCRIQCghrZXlfbmFtZRgEIAEoCSKGAQoIQWRtaW5LZXkSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRISCgpwdWJsaWNfa2V5GAMgASgMEgwKBHJvbGUYBCABKAkSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGbWVtYmVyGAYgASgJIlQKEkFkZEFkbWluS2V5UmVxdWVzdBISCgpwdWJsaWNfa2V5GAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIOCgZtZW1iZXIYBCABKAkiPwoTQWRkQWRtaW5LZXlSZXNwb25zZRIoCgNrZXkYASABKAsyGy5mbG90aWxsYS5hZG1pbi52MS5BZG1pbktleSIWChRMaXN0QWRtaW5LZXlzUmVxdWVzdCJCChVMaXN0QWRtaW5LZXlzUmVzcG9uc2USKQoEa2V5cxgBIAMoCzIbLmZsb3RpbGxhLmFkbWluLnYxLkFkbWluS2V5IqsCCglKb2luVG9rZW4SCgoCaWQYASABKAkSOAoGbGFiZWxzGAIgAygLMiguZmxvdGlsbGEuYWRtaW4udjEuSm9pblRva2VuLkxhYmVsc0VudHJ5EhQKDHVzZXNfYWxsb3dlZBgDIAEoDRIMCgR1c2VzGAQgASgNEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGF1dG9fYXBwcm92ZRgGIAEoCBIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7wEKFkNyZWF0ZUpvaW5Ub2tlblJlcXVlc3QSRQoGbGFiZWxzGAEgAygLMjUuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVxdWVzdC5MYWJlbHNFbnRyeRIUCgx1c2VzX2FsbG93ZWQYAiABKA0SGgoSZXhwaXJlc19pbl9zZWNvbmRzGAMgASgEEhQKDGF1dG9fYXBwcm92ZRgEIAEoCBIXCg9jb29yZGluYXRvcl91cmwYBSABKAkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJbChdDcmVhdGVKb2luVG9rZW5SZXNwb25zZRIrCgV0b2tlbhgBIAEoCzIcLmZsb3RpbGxhLmFkbWluLnYxLkpvaW5Ub2tlbhITCgtqb2luX3N0cmluZxgCIAEoCSIXChVMaXN0Sm9pblRva2Vuc1JlcXVlc3QiRgoWTGlzdEpvaW5Ub2tlbnNSZXNwb25zZRIsCgZ0b2tlbnMYASADKAsyHC5mbG90aWxsYS5hZG1pbi52MS5Kb2luVG9rZW4iJAoWUmV2b2tlSm9pblRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSIZChdSZXZva2VKb2luVG9rZW5SZXNwb25zZSLoAwoGRGV2aWNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSMAoJbGlmZWN5Y2xlGAMgASgOMh0uZmxvdGlsbGEuY29tbW9uLnYxLkxpZmVjeWNsZRIxCgpjb25uZWN0aW9uGAQgASgOMh0uZmxvdGlsbGEuYWRtaW4udjEuQ29ubmVjdGlvbhI1CgZsYWJlbHMYBSADKAsyJS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UuTGFiZWxzRW50cnkSKAoFZmFjdHMYBiABKAsyGS5mbG90aWxsYS5jb21tb24udjEuRmFjdHMSFQoNYWdlbnRfdmVyc2lvbhgHIAEoCRItCglsYXN0X3NlZW4YCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnB1YmxpY19rZXkYCiABKAwSEgoKZ2VuZXJhdGlvbhgLIAEoBBIbChNvYnNlcnZlZF9nZW5lcmF0aW9uGAwgASgEEhQKDGNhcGFiaWxpdGllcxgNIAMoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpoBChJMaXN0RGV2aWNlc1JlcXVlc3QSEAoIc2VsZWN0b3IYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkSDgoGc2VhcmNoGAQgASgJEhAKCG9yZGVyX2J5GAUgASgJEhIKCmRlc2NlbmRpbmcYBiABKAgSFQoNaW5jbHVkZV90b3RhbBgHIAEoCCJuChNMaXN0RGV2aWNlc1Jlc3BvbnNlEioKB2RldmljZXMYASADKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKA0iFQoTV2F0Y2hEZXZpY2VzUmVxdWVzdCJeChRXYXRjaERldmljZXNSZXNwb25zZRI2CgdjaGFuZ2VzGAEgAygLMiUuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlU3RhdHVzQ2hhbmdlEg4KBnJlc3luYxgCIAEoCCLCAQoSRGV2aWNlU3RhdHVzQ2hhbmdlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSMAoJbGlmZWN5Y2xlGAMgASgOMh0uZmxvdGlsbGEuY29tbW9uLnYxLkxpZmVjeWNsZRIxCgpjb25uZWN0aW9uGAQgASgOMh0uZmxvdGlsbGEuYWRtaW4udjEuQ29ubmVjdGlvbhItCglsYXN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoIBChFNb3ZlRGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSFwoPdG9fb3JnYW5pemF0aW9uGAIgASgJEh4KFmRlc3RpbmF0aW9uX2NyZWRlbnRpYWwYAyABKAkSEwoLZW5kb3JzZW1lbnQYBCABKAkSDwoHcHJlcGFyZRgFIAEoCCJwChJNb3ZlRGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlEhEKCXN0YXRlbWVudBgCIAEoCRIcChRlbmRvcnNlbWVudF9yZXF1aXJlZBgDIAEoCCIiChBHZXREZXZpY2VSZXF1ZXN0Eg4KBmRldmljZRgBIAEoCSI+ChFHZXREZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiJgoUQXBwcm92ZURldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIkIKFUFwcHJvdmVEZXZpY2VSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2UiJQoTUmVqZWN0RGV2aWNlUmVxdWVzdBIOCgZkZXZpY2UYASABKAkiQQoUUmVqZWN0RGV2aWNlUmVzcG9uc2USKQoGZGV2aWNlGAEgASgLMhkuZmxvdGlsbGEuYWRtaW4udjEuRGV2aWNlIisKGURlY29tbWlzc2lvbkRldmljZVJlcXVlc3QSDgoGZGV2aWNlGAEgASgJIkcKGkRlY29tbWlzc2lvbkRldmljZVJlc3BvbnNlEikKBmRldmljZRgBIAEoCzIZLmZsb3RpbGxhLmFkbWluLnYxLkRldmljZSK9AQoZVXBkYXRlRGV2aWNlTGFiZWxzUmVxdWVzdBIOCgZkZXZpY2UYASABKAkSQgoDc2V0GAIgAygLMjUuZmxvdGlsbGEuYWRtaW4udjEuVXBkYXRlRGV2aWNlTGFiZWxzUmVxdWVzdC5TZXRFbnRyeRIOCgZyZW1vdmUYAyADKAkSEAoIc2VsZWN0b3IYBCABKAkaKgoIU2V0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJYChpVcGRhdGVEZXZpY2VMYWJlbHNSZXNwb25zZRIpCgZkZXZpY2UYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5EZXZpY2USDwoHdXBkYXRlZBgCIAEoDSIpChlDcmVhdGVPcmdhbml6YXRpb25SZXF1ZXN0EgwKBG5hbWUYASABKAkiUwoaQ3JlYXRlT3JnYW5pemF0aW9uUmVzcG9uc2USNQoMb3JnYW5pemF0aW9uGAEgASgLMh8uZmxvdGlsbGEuYWRtaW4udjEuT3JnYW5pemF0aW9uIhoKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdCJiChlMaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEjYKDW9yZ2FuaXphdGlvbnMYASADKAsyHy5mbG90aWxsYS5hZG1pbi52MS5Pcmdhbml6YXRpb24SDQoFcm9sZXMYAiADKAkihAEKBk1lbWJlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHJvbGUYAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMaGFzX3Bhc3N3b3JkGAUgASgIEgwKBGtleXMYBiABKA0iVAoQQWRkTWVtYmVyUmVxdWVzdBIMCgRuYW1lGAEgASgJEgwKBHJvbGUYAiABKAkSEgoKcHVibGljX2tleRgDIAEoCRIQCghwYXNzd29yZBgEIAEoCSI+ChFBZGRNZW1iZXJSZXNwb25zZRIpCgZtZW1iZXIYASABKAsyGS5mbG90aWxsYS5hZG1pbi52MS5NZW1iZXIiFAoSTGlzdE1lbWJlcnNSZXF1ZXN0IkEKE0xpc3RNZW1iZXJzUmVzcG9uc2USKgoHbWVtYmVycxgBIAMoCzIZLmZsb3RpbGxhLmFkbWluLnYxLk1lbWJlciIlChNSZW1vdmVNZW1iZXJSZXF1ZXN0Eg4KBm1lbWJlchgBIAEoCSIWChRSZW1vdmVNZW1iZXJSZXNwb25zZSIkChVSZXZva2VBZG1pbktleVJlcXVlc3QSCwoDa2V5GAEgASgJIhgKFlJldm9rZUFkbWluS2V5UmVzcG9uc2UitwEKCEFwaVRva2VuEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDAoEcm9sZRgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAYgASgIEhIKCmNyZWF0ZWRfYnkYByABKAkiTwoVQ3JlYXRlQXBpVG9rZW5SZXF1ZXN0EgwKBG5hbWUYASABKAkSDAoEcm9sZRgCIAEoCRIaChJleHBpcmVzX2luX3NlY29uZHMYAyABKAQiVAoWQ3JlYXRlQXBpVG9rZW5SZXNwb25zZRIqCgV0b2tlbhgBIAEoCzIbLmZsb3RpbGxhLmFkbWluLnYxLkFwaVRva2VuEg4KBnNlY3JldBgCIAEoCSIWChRMaXN0QXBpVG9rZW5zUmVxdWVzdCJEChVMaXN0QXBpVG9rZW5zUmVzcG9uc2USKwoGdG9rZW5zGAEgAygLMhsuZmxvdGlsbGEuYWRtaW4udjEuQXBpVG9rZW4iJgoVUmV2b2tlQXBpVG9rZW5SZXF1ZXN0Eg0KBXRva2VuGAEgASgJIhgKFlJldm9rZUFwaVRva2VuUmVzcG9uc2UisQEKCkF1ZGl0RW50cnkSCwoDc2VxGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAMgASgJEg4KBmFjdGlvbhgEIAEoCRIOCgZ0YXJnZXQYBSABKAkSDgoGc291cmNlGAYgASgJEg8KB291dGNvbWUYByABKAkSDgoGZGV0YWlsGAggASgJEgwKBGhhc2gYCSABKAkidgoXTGlzdEF1ZGl0RW50cmllc1JlcXVlc3QSKQoFc2luY2UYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWFjdG9yGAIgASgJEg0KBWxpbWl0GAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiYwoYTGlzdEF1ZGl0RW50cmllc1Jlc3BvbnNlEi4KB2VudHJpZXMYASADKAsyHS5mbG90aWxsYS5hZG1pbi52MS5BdWRpdEVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIXChVWZXJpZnlBdWRpdExvZ1JlcXVlc3QiXQoWVmVyaWZ5QXVkaXRMb2dSZXNwb25zZRIKCgJvaxgBIAEoCBIPCgdlbnRyaWVzGAIgASgEEhUKDWZpcnN0X2JhZF9zZXEYAyABKAQSDwoHcHJvYmxlbRgEIAEoCSpXCgpDb25uZWN0aW9uEhoKFkNPTk5FQ1RJT05fVU5TUEVDSUZJRUQQABIVChFDT05ORUNUSU9OX09OTElORRABEhYKEkNPTk5FQ1RJT05fT0ZGTElORRACMvgUCgxBZG1pblNlcnZpY2USSgoFSGVsbG8SHy5mbG90aWxsYS5hZG1pbi52MS5IZWxsb1JlcXVlc3QaIC5mbG90aWxsYS5hZG1pbi52MS5IZWxsb1Jlc3BvbnNlEkoKBUxvZ2luEh8uZmxvdGlsbGEuYWRtaW4udjEuTG9naW5SZXF1ZXN0GiAuZmxvdGlsbGEuYWRtaW4udjEuTG9naW5SZXNwb25zZRJNCgZXaG9BbUkSIC5mbG90aWxsYS5hZG1pbi52MS5XaG9BbUlSZXF1ZXN0GiEuZmxvdGlsbGEuYWRtaW4udjEuV2hvQW1JUmVzcG9uc2USXAoLQWRkQWRtaW5LZXkSJS5mbG90aWxsYS5hZG1pbi52MS5BZGRBZG1pbktleVJlcXVlc3QaJi5mbG90aWxsYS5hZG1pbi52MS5BZGRBZG1pbktleVJlc3BvbnNlEmIKDUxpc3RBZG1pbktleXMSJy5mbG90aWxsYS5hZG1pbi52MS5MaXN0QWRtaW5LZXlzUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBZG1pbktleXNSZXNwb25zZRJoCg9DcmVhdGVKb2luVG9rZW4SKS5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVKb2luVG9rZW5SZXF1ZXN0GiouZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlSm9pblRva2VuUmVzcG9uc2USZQoOTGlzdEpvaW5Ub2tlbnMSKC5mbG90aWxsYS5hZG1pbi52MS5MaXN0Sm9pblRva2Vuc1JlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5MaXN0Sm9pblRva2Vuc1Jlc3BvbnNlEmgKD1Jldm9rZUpvaW5Ub2tlbhIpLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUpvaW5Ub2tlblJlcXVlc3QaKi5mbG90aWxsYS5hZG1pbi52MS5SZXZva2VKb2luVG9rZW5SZXNwb25zZRJcCgtMaXN0RGV2aWNlcxIlLmZsb3RpbGxhLmFkbWluLnYxLkxpc3REZXZpY2VzUmVxdWVzdBomLmZsb3RpbGxhLmFkbWluLnYxLkxpc3REZXZpY2VzUmVzcG9uc2USYQoMV2F0Y2hEZXZpY2VzEiYuZmxvdGlsbGEuYWRtaW4udjEuV2F0Y2hEZXZpY2VzUmVxdWVzdBonLmZsb3RpbGxhLmFkbWluLnYxLldhdGNoRGV2aWNlc1Jlc3BvbnNlMAESVgoJR2V0RGV2aWNlEiMuZmxvdGlsbGEuYWRtaW4udjEuR2V0RGV2aWNlUmVxdWVzdBokLmZsb3RpbGxhLmFkbWluLnYxLkdldERldmljZVJlc3BvbnNlEmIKDUFwcHJvdmVEZXZpY2USJy5mbG90aWxsYS5hZG1pbi52MS5BcHByb3ZlRGV2aWNlUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkFwcHJvdmVEZXZpY2VSZXNwb25zZRJfCgxSZWplY3REZXZpY2USJi5mbG90aWxsYS5hZG1pbi52MS5SZWplY3REZXZpY2VSZXF1ZXN0GicuZmxvdGlsbGEuYWRtaW4udjEuUmVqZWN0RGV2aWNlUmVzcG9uc2UScQoSRGVjb21taXNzaW9uRGV2aWNlEiwuZmxvdGlsbGEuYWRtaW4udjEuRGVjb21taXNzaW9uRGV2aWNlUmVxdWVzdBotLmZsb3RpbGxhLmFkbWluLnYxLkRlY29tbWlzc2lvbkRldmljZVJlc3BvbnNlEnEKElVwZGF0ZURldmljZUxhYmVscxIsLmZsb3RpbGxhLmFkbWluLnYxLlVwZGF0ZURldmljZUxhYmVsc1JlcXVlc3QaLS5mbG90aWxsYS5hZG1pbi52MS5VcGRhdGVEZXZpY2VMYWJlbHNSZXNwb25zZRJZCgpNb3ZlRGV2aWNlEiQuZmxvdGlsbGEuYWRtaW4udjEuTW92ZURldmljZVJlcXVlc3QaJS5mbG90aWxsYS5hZG1pbi52MS5Nb3ZlRGV2aWNlUmVzcG9uc2UScQoSQ3JlYXRlT3JnYW5pemF0aW9uEiwuZmxvdGlsbGEuYWRtaW4udjEuQ3JlYXRlT3JnYW5pemF0aW9uUmVxdWVzdBotLmZsb3RpbGxhLmFkbWluLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlc3BvbnNlEm4KEUxpc3RPcmdhbml6YXRpb25zEisuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE9yZ2FuaXphdGlvbnNSZXF1ZXN0GiwuZmxvdGlsbGEuYWRtaW4udjEuTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRJWCglBZGRNZW1iZXISIy5mbG90aWxsYS5hZG1pbi52MS5BZGRNZW1iZXJSZXF1ZXN0GiQuZmxvdGlsbGEuYWRtaW4udjEuQWRkTWVtYmVyUmVzcG9uc2USXAoLTGlzdE1lbWJlcnMSJS5mbG90aWxsYS5hZG1pbi52MS5MaXN0TWVtYmVyc1JlcXVlc3QaJi5mbG90aWxsYS5hZG1pbi52MS5MaXN0TWVtYmVyc1Jlc3BvbnNlEl8KDFJlbW92ZU1lbWJlchImLmZsb3RpbGxhLmFkbWluLnYxLlJlbW92ZU1lbWJlclJlcXVlc3QaJy5mbG90aWxsYS5hZG1pbi52MS5SZW1vdmVNZW1iZXJSZXNwb25zZRJlCg5SZXZva2VBZG1pbktleRIoLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUFkbWluS2V5UmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUFkbWluS2V5UmVzcG9uc2USZQoOQ3JlYXRlQXBpVG9rZW4SKC5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVBcGlUb2tlblJlcXVlc3QaKS5mbG90aWxsYS5hZG1pbi52MS5DcmVhdGVBcGlUb2tlblJlc3BvbnNlEmIKDUxpc3RBcGlUb2tlbnMSJy5mbG90aWxsYS5hZG1pbi52MS5MaXN0QXBpVG9rZW5zUmVxdWVzdBooLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBcGlUb2tlbnNSZXNwb25zZRJlCg5SZXZva2VBcGlUb2tlbhIoLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUFwaVRva2VuUmVxdWVzdBopLmZsb3RpbGxhLmFkbWluLnYxLlJldm9rZUFwaVRva2VuUmVzcG9uc2USawoQTGlzdEF1ZGl0RW50cmllcxIqLmZsb3RpbGxhLmFkbWluLnYxLkxpc3RBdWRpdEVudHJpZXNSZXF1ZXN0GisuZmxvdGlsbGEuYWRtaW4udjEuTGlzdEF1ZGl0RW50cmllc1Jlc3BvbnNlEmUKDlZlcmlmeUF1ZGl0TG9nEiguZmxvdGlsbGEuYWRtaW4udjEuVmVyaWZ5QXVkaXRMb2dSZXF1ZXN0GikuZmxvdGlsbGEuYWRtaW4udjEuVmVyaWZ5QXVkaXRMb2dSZXNwb25zZWIGcHJvdG8z", [file_flotilla_common_v1_common, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message flotilla.admin.v1.HelloRequest
@@ -618,6 +618,36 @@ export type ListDevicesRequest = Message<"flotilla.admin.v1.ListDevicesRequest">
    * @generated from field: string page_token = 3;
    */
   pageToken: string;
+
+  /**
+   * Only devices whose name, id or a label (key=value) contains this text, ignoring case.
+   *
+   * @generated from field: string search = 4;
+   */
+  search: string;
+
+  /**
+   * The order: "name" (the default), "status", "os", "agent" (agent version) or "last_seen".
+   *
+   * @generated from field: string order_by = 5;
+   */
+  orderBy: string;
+
+  /**
+   * Reverse the order.
+   *
+   * @generated from field: bool descending = 6;
+   */
+  descending: boolean;
+
+  /**
+   * Also count every device that matches (total_size). With search, order_by, descending or
+   * include_total the coordinator reads the organization's devices for each page; without, a
+   * page costs one index range scan.
+   *
+   * @generated from field: bool include_total = 7;
+   */
+  includeTotal: boolean;
 };
 
 /**
@@ -642,6 +672,13 @@ export type ListDevicesResponse = Message<"flotilla.admin.v1.ListDevicesResponse
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * How many devices match in all, when include_total was set.
+   *
+   * @generated from field: uint32 total_size = 3;
+   */
+  totalSize: number;
 };
 
 /**
@@ -650,6 +687,84 @@ export type ListDevicesResponse = Message<"flotilla.admin.v1.ListDevicesResponse
  */
 export const ListDevicesResponseSchema: GenMessage<ListDevicesResponse> = /*@__PURE__*/
   messageDesc(file_flotilla_admin_v1_admin, 21);
+
+/**
+ * @generated from message flotilla.admin.v1.WatchDevicesRequest
+ */
+export type WatchDevicesRequest = Message<"flotilla.admin.v1.WatchDevicesRequest"> & {
+};
+
+/**
+ * Describes the message flotilla.admin.v1.WatchDevicesRequest.
+ * Use `create(WatchDevicesRequestSchema)` to create a new message.
+ */
+export const WatchDevicesRequestSchema: GenMessage<WatchDevicesRequest> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 22);
+
+/**
+ * The first message has no changes: the stream is open, read the devices now (changes from then
+ * on arrive here). resync: changes were dropped because this reader fell behind (or another
+ * replica's announcements were lost); read the devices again.
+ *
+ * @generated from message flotilla.admin.v1.WatchDevicesResponse
+ */
+export type WatchDevicesResponse = Message<"flotilla.admin.v1.WatchDevicesResponse"> & {
+  /**
+   * @generated from field: repeated flotilla.admin.v1.DeviceStatusChange changes = 1;
+   */
+  changes: DeviceStatusChange[];
+
+  /**
+   * @generated from field: bool resync = 2;
+   */
+  resync: boolean;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.WatchDevicesResponse.
+ * Use `create(WatchDevicesResponseSchema)` to create a new message.
+ */
+export const WatchDevicesResponseSchema: GenMessage<WatchDevicesResponse> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 23);
+
+/**
+ * What changed of one device; fields that did not change are left unset (0 / empty).
+ *
+ * @generated from message flotilla.admin.v1.DeviceStatusChange
+ */
+export type DeviceStatusChange = Message<"flotilla.admin.v1.DeviceStatusChange"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: flotilla.common.v1.Lifecycle lifecycle = 3;
+   */
+  lifecycle: Lifecycle;
+
+  /**
+   * @generated from field: flotilla.admin.v1.Connection connection = 4;
+   */
+  connection: Connection;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_seen = 5;
+   */
+  lastSeen?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message flotilla.admin.v1.DeviceStatusChange.
+ * Use `create(DeviceStatusChangeSchema)` to create a new message.
+ */
+export const DeviceStatusChangeSchema: GenMessage<DeviceStatusChange> = /*@__PURE__*/
+  messageDesc(file_flotilla_admin_v1_admin, 24);
 
 /**
  * @generated from message flotilla.admin.v1.MoveDeviceRequest
@@ -698,7 +813,7 @@ export type MoveDeviceRequest = Message<"flotilla.admin.v1.MoveDeviceRequest"> &
  * Use `create(MoveDeviceRequestSchema)` to create a new message.
  */
 export const MoveDeviceRequestSchema: GenMessage<MoveDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 22);
+  messageDesc(file_flotilla_admin_v1_admin, 25);
 
 /**
  * @generated from message flotilla.admin.v1.MoveDeviceResponse
@@ -729,7 +844,7 @@ export type MoveDeviceResponse = Message<"flotilla.admin.v1.MoveDeviceResponse">
  * Use `create(MoveDeviceResponseSchema)` to create a new message.
  */
 export const MoveDeviceResponseSchema: GenMessage<MoveDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 23);
+  messageDesc(file_flotilla_admin_v1_admin, 26);
 
 /**
  * @generated from message flotilla.admin.v1.GetDeviceRequest
@@ -748,7 +863,7 @@ export type GetDeviceRequest = Message<"flotilla.admin.v1.GetDeviceRequest"> & {
  * Use `create(GetDeviceRequestSchema)` to create a new message.
  */
 export const GetDeviceRequestSchema: GenMessage<GetDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 24);
+  messageDesc(file_flotilla_admin_v1_admin, 27);
 
 /**
  * @generated from message flotilla.admin.v1.GetDeviceResponse
@@ -765,7 +880,7 @@ export type GetDeviceResponse = Message<"flotilla.admin.v1.GetDeviceResponse"> &
  * Use `create(GetDeviceResponseSchema)` to create a new message.
  */
 export const GetDeviceResponseSchema: GenMessage<GetDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 25);
+  messageDesc(file_flotilla_admin_v1_admin, 28);
 
 /**
  * @generated from message flotilla.admin.v1.ApproveDeviceRequest
@@ -782,7 +897,7 @@ export type ApproveDeviceRequest = Message<"flotilla.admin.v1.ApproveDeviceReque
  * Use `create(ApproveDeviceRequestSchema)` to create a new message.
  */
 export const ApproveDeviceRequestSchema: GenMessage<ApproveDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 26);
+  messageDesc(file_flotilla_admin_v1_admin, 29);
 
 /**
  * @generated from message flotilla.admin.v1.ApproveDeviceResponse
@@ -799,7 +914,7 @@ export type ApproveDeviceResponse = Message<"flotilla.admin.v1.ApproveDeviceResp
  * Use `create(ApproveDeviceResponseSchema)` to create a new message.
  */
 export const ApproveDeviceResponseSchema: GenMessage<ApproveDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 27);
+  messageDesc(file_flotilla_admin_v1_admin, 30);
 
 /**
  * @generated from message flotilla.admin.v1.RejectDeviceRequest
@@ -816,7 +931,7 @@ export type RejectDeviceRequest = Message<"flotilla.admin.v1.RejectDeviceRequest
  * Use `create(RejectDeviceRequestSchema)` to create a new message.
  */
 export const RejectDeviceRequestSchema: GenMessage<RejectDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 28);
+  messageDesc(file_flotilla_admin_v1_admin, 31);
 
 /**
  * @generated from message flotilla.admin.v1.RejectDeviceResponse
@@ -833,7 +948,7 @@ export type RejectDeviceResponse = Message<"flotilla.admin.v1.RejectDeviceRespon
  * Use `create(RejectDeviceResponseSchema)` to create a new message.
  */
 export const RejectDeviceResponseSchema: GenMessage<RejectDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 29);
+  messageDesc(file_flotilla_admin_v1_admin, 32);
 
 /**
  * @generated from message flotilla.admin.v1.DecommissionDeviceRequest
@@ -850,7 +965,7 @@ export type DecommissionDeviceRequest = Message<"flotilla.admin.v1.DecommissionD
  * Use `create(DecommissionDeviceRequestSchema)` to create a new message.
  */
 export const DecommissionDeviceRequestSchema: GenMessage<DecommissionDeviceRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 30);
+  messageDesc(file_flotilla_admin_v1_admin, 33);
 
 /**
  * @generated from message flotilla.admin.v1.DecommissionDeviceResponse
@@ -867,7 +982,7 @@ export type DecommissionDeviceResponse = Message<"flotilla.admin.v1.Decommission
  * Use `create(DecommissionDeviceResponseSchema)` to create a new message.
  */
 export const DecommissionDeviceResponseSchema: GenMessage<DecommissionDeviceResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 31);
+  messageDesc(file_flotilla_admin_v1_admin, 34);
 
 /**
  * @generated from message flotilla.admin.v1.UpdateDeviceLabelsRequest
@@ -904,7 +1019,7 @@ export type UpdateDeviceLabelsRequest = Message<"flotilla.admin.v1.UpdateDeviceL
  * Use `create(UpdateDeviceLabelsRequestSchema)` to create a new message.
  */
 export const UpdateDeviceLabelsRequestSchema: GenMessage<UpdateDeviceLabelsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 32);
+  messageDesc(file_flotilla_admin_v1_admin, 35);
 
 /**
  * @generated from message flotilla.admin.v1.UpdateDeviceLabelsResponse
@@ -930,7 +1045,7 @@ export type UpdateDeviceLabelsResponse = Message<"flotilla.admin.v1.UpdateDevice
  * Use `create(UpdateDeviceLabelsResponseSchema)` to create a new message.
  */
 export const UpdateDeviceLabelsResponseSchema: GenMessage<UpdateDeviceLabelsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 33);
+  messageDesc(file_flotilla_admin_v1_admin, 36);
 
 /**
  * @generated from message flotilla.admin.v1.CreateOrganizationRequest
@@ -949,7 +1064,7 @@ export type CreateOrganizationRequest = Message<"flotilla.admin.v1.CreateOrganiz
  * Use `create(CreateOrganizationRequestSchema)` to create a new message.
  */
 export const CreateOrganizationRequestSchema: GenMessage<CreateOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 34);
+  messageDesc(file_flotilla_admin_v1_admin, 37);
 
 /**
  * @generated from message flotilla.admin.v1.CreateOrganizationResponse
@@ -966,7 +1081,7 @@ export type CreateOrganizationResponse = Message<"flotilla.admin.v1.CreateOrgani
  * Use `create(CreateOrganizationResponseSchema)` to create a new message.
  */
 export const CreateOrganizationResponseSchema: GenMessage<CreateOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 35);
+  messageDesc(file_flotilla_admin_v1_admin, 38);
 
 /**
  * @generated from message flotilla.admin.v1.ListOrganizationsRequest
@@ -979,7 +1094,7 @@ export type ListOrganizationsRequest = Message<"flotilla.admin.v1.ListOrganizati
  * Use `create(ListOrganizationsRequestSchema)` to create a new message.
  */
 export const ListOrganizationsRequestSchema: GenMessage<ListOrganizationsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 36);
+  messageDesc(file_flotilla_admin_v1_admin, 39);
 
 /**
  * @generated from message flotilla.admin.v1.ListOrganizationsResponse
@@ -1003,7 +1118,7 @@ export type ListOrganizationsResponse = Message<"flotilla.admin.v1.ListOrganizat
  * Use `create(ListOrganizationsResponseSchema)` to create a new message.
  */
 export const ListOrganizationsResponseSchema: GenMessage<ListOrganizationsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 37);
+  messageDesc(file_flotilla_admin_v1_admin, 40);
 
 /**
  * @generated from message flotilla.admin.v1.Member
@@ -1047,7 +1162,7 @@ export type Member = Message<"flotilla.admin.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 38);
+  messageDesc(file_flotilla_admin_v1_admin, 41);
 
 /**
  * @generated from message flotilla.admin.v1.AddMemberRequest
@@ -1083,7 +1198,7 @@ export type AddMemberRequest = Message<"flotilla.admin.v1.AddMemberRequest"> & {
  * Use `create(AddMemberRequestSchema)` to create a new message.
  */
 export const AddMemberRequestSchema: GenMessage<AddMemberRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 39);
+  messageDesc(file_flotilla_admin_v1_admin, 42);
 
 /**
  * @generated from message flotilla.admin.v1.AddMemberResponse
@@ -1100,7 +1215,7 @@ export type AddMemberResponse = Message<"flotilla.admin.v1.AddMemberResponse"> &
  * Use `create(AddMemberResponseSchema)` to create a new message.
  */
 export const AddMemberResponseSchema: GenMessage<AddMemberResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 40);
+  messageDesc(file_flotilla_admin_v1_admin, 43);
 
 /**
  * @generated from message flotilla.admin.v1.ListMembersRequest
@@ -1113,7 +1228,7 @@ export type ListMembersRequest = Message<"flotilla.admin.v1.ListMembersRequest">
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 41);
+  messageDesc(file_flotilla_admin_v1_admin, 44);
 
 /**
  * @generated from message flotilla.admin.v1.ListMembersResponse
@@ -1130,7 +1245,7 @@ export type ListMembersResponse = Message<"flotilla.admin.v1.ListMembersResponse
  * Use `create(ListMembersResponseSchema)` to create a new message.
  */
 export const ListMembersResponseSchema: GenMessage<ListMembersResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 42);
+  messageDesc(file_flotilla_admin_v1_admin, 45);
 
 /**
  * @generated from message flotilla.admin.v1.RemoveMemberRequest
@@ -1149,7 +1264,7 @@ export type RemoveMemberRequest = Message<"flotilla.admin.v1.RemoveMemberRequest
  * Use `create(RemoveMemberRequestSchema)` to create a new message.
  */
 export const RemoveMemberRequestSchema: GenMessage<RemoveMemberRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 43);
+  messageDesc(file_flotilla_admin_v1_admin, 46);
 
 /**
  * @generated from message flotilla.admin.v1.RemoveMemberResponse
@@ -1162,7 +1277,7 @@ export type RemoveMemberResponse = Message<"flotilla.admin.v1.RemoveMemberRespon
  * Use `create(RemoveMemberResponseSchema)` to create a new message.
  */
 export const RemoveMemberResponseSchema: GenMessage<RemoveMemberResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 44);
+  messageDesc(file_flotilla_admin_v1_admin, 47);
 
 /**
  * @generated from message flotilla.admin.v1.RevokeAdminKeyRequest
@@ -1181,7 +1296,7 @@ export type RevokeAdminKeyRequest = Message<"flotilla.admin.v1.RevokeAdminKeyReq
  * Use `create(RevokeAdminKeyRequestSchema)` to create a new message.
  */
 export const RevokeAdminKeyRequestSchema: GenMessage<RevokeAdminKeyRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 45);
+  messageDesc(file_flotilla_admin_v1_admin, 48);
 
 /**
  * @generated from message flotilla.admin.v1.RevokeAdminKeyResponse
@@ -1194,7 +1309,7 @@ export type RevokeAdminKeyResponse = Message<"flotilla.admin.v1.RevokeAdminKeyRe
  * Use `create(RevokeAdminKeyResponseSchema)` to create a new message.
  */
 export const RevokeAdminKeyResponseSchema: GenMessage<RevokeAdminKeyResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 46);
+  messageDesc(file_flotilla_admin_v1_admin, 49);
 
 /**
  * @generated from message flotilla.admin.v1.ApiToken
@@ -1241,7 +1356,7 @@ export type ApiToken = Message<"flotilla.admin.v1.ApiToken"> & {
  * Use `create(ApiTokenSchema)` to create a new message.
  */
 export const ApiTokenSchema: GenMessage<ApiToken> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 47);
+  messageDesc(file_flotilla_admin_v1_admin, 50);
 
 /**
  * @generated from message flotilla.admin.v1.CreateApiTokenRequest
@@ -1268,7 +1383,7 @@ export type CreateApiTokenRequest = Message<"flotilla.admin.v1.CreateApiTokenReq
  * Use `create(CreateApiTokenRequestSchema)` to create a new message.
  */
 export const CreateApiTokenRequestSchema: GenMessage<CreateApiTokenRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 48);
+  messageDesc(file_flotilla_admin_v1_admin, 51);
 
 /**
  * @generated from message flotilla.admin.v1.CreateApiTokenResponse
@@ -1292,7 +1407,7 @@ export type CreateApiTokenResponse = Message<"flotilla.admin.v1.CreateApiTokenRe
  * Use `create(CreateApiTokenResponseSchema)` to create a new message.
  */
 export const CreateApiTokenResponseSchema: GenMessage<CreateApiTokenResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 49);
+  messageDesc(file_flotilla_admin_v1_admin, 52);
 
 /**
  * @generated from message flotilla.admin.v1.ListApiTokensRequest
@@ -1305,7 +1420,7 @@ export type ListApiTokensRequest = Message<"flotilla.admin.v1.ListApiTokensReque
  * Use `create(ListApiTokensRequestSchema)` to create a new message.
  */
 export const ListApiTokensRequestSchema: GenMessage<ListApiTokensRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 50);
+  messageDesc(file_flotilla_admin_v1_admin, 53);
 
 /**
  * @generated from message flotilla.admin.v1.ListApiTokensResponse
@@ -1322,7 +1437,7 @@ export type ListApiTokensResponse = Message<"flotilla.admin.v1.ListApiTokensResp
  * Use `create(ListApiTokensResponseSchema)` to create a new message.
  */
 export const ListApiTokensResponseSchema: GenMessage<ListApiTokensResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 51);
+  messageDesc(file_flotilla_admin_v1_admin, 54);
 
 /**
  * @generated from message flotilla.admin.v1.RevokeApiTokenRequest
@@ -1341,7 +1456,7 @@ export type RevokeApiTokenRequest = Message<"flotilla.admin.v1.RevokeApiTokenReq
  * Use `create(RevokeApiTokenRequestSchema)` to create a new message.
  */
 export const RevokeApiTokenRequestSchema: GenMessage<RevokeApiTokenRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 52);
+  messageDesc(file_flotilla_admin_v1_admin, 55);
 
 /**
  * @generated from message flotilla.admin.v1.RevokeApiTokenResponse
@@ -1354,7 +1469,7 @@ export type RevokeApiTokenResponse = Message<"flotilla.admin.v1.RevokeApiTokenRe
  * Use `create(RevokeApiTokenResponseSchema)` to create a new message.
  */
 export const RevokeApiTokenResponseSchema: GenMessage<RevokeApiTokenResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 53);
+  messageDesc(file_flotilla_admin_v1_admin, 56);
 
 /**
  * @generated from message flotilla.admin.v1.AuditEntry
@@ -1425,7 +1540,7 @@ export type AuditEntry = Message<"flotilla.admin.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 54);
+  messageDesc(file_flotilla_admin_v1_admin, 57);
 
 /**
  * @generated from message flotilla.admin.v1.ListAuditEntriesRequest
@@ -1461,7 +1576,7 @@ export type ListAuditEntriesRequest = Message<"flotilla.admin.v1.ListAuditEntrie
  * Use `create(ListAuditEntriesRequestSchema)` to create a new message.
  */
 export const ListAuditEntriesRequestSchema: GenMessage<ListAuditEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 55);
+  messageDesc(file_flotilla_admin_v1_admin, 58);
 
 /**
  * @generated from message flotilla.admin.v1.ListAuditEntriesResponse
@@ -1485,7 +1600,7 @@ export type ListAuditEntriesResponse = Message<"flotilla.admin.v1.ListAuditEntri
  * Use `create(ListAuditEntriesResponseSchema)` to create a new message.
  */
 export const ListAuditEntriesResponseSchema: GenMessage<ListAuditEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 56);
+  messageDesc(file_flotilla_admin_v1_admin, 59);
 
 /**
  * @generated from message flotilla.admin.v1.VerifyAuditLogRequest
@@ -1498,7 +1613,7 @@ export type VerifyAuditLogRequest = Message<"flotilla.admin.v1.VerifyAuditLogReq
  * Use `create(VerifyAuditLogRequestSchema)` to create a new message.
  */
 export const VerifyAuditLogRequestSchema: GenMessage<VerifyAuditLogRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 57);
+  messageDesc(file_flotilla_admin_v1_admin, 60);
 
 /**
  * @generated from message flotilla.admin.v1.VerifyAuditLogResponse
@@ -1532,7 +1647,7 @@ export type VerifyAuditLogResponse = Message<"flotilla.admin.v1.VerifyAuditLogRe
  * Use `create(VerifyAuditLogResponseSchema)` to create a new message.
  */
 export const VerifyAuditLogResponseSchema: GenMessage<VerifyAuditLogResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_admin_v1_admin, 58);
+  messageDesc(file_flotilla_admin_v1_admin, 61);
 
 /**
  * Whether the device's agent is connected now, as derived by the coordinator.
@@ -1643,6 +1758,17 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListDevicesRequestSchema;
     output: typeof ListDevicesResponseSchema;
+  },
+  /**
+   * Changes of the organization's devices' status (online, offline, approved, ...) as they
+   * happen, for live tables (the web console). See WatchDevicesResponse.
+   *
+   * @generated from rpc flotilla.admin.v1.AdminService.WatchDevices
+   */
+  watchDevices: {
+    methodKind: "server_streaming";
+    input: typeof WatchDevicesRequestSchema;
+    output: typeof WatchDevicesResponseSchema;
   },
   /**
    * @generated from rpc flotilla.admin.v1.AdminService.GetDevice
