@@ -205,13 +205,16 @@ describe("web console", () => {
   });
 
   it("shows on the device table, without a reload, an agent that stops and one that starts again after the coordinator restarted", async () => {
-    await nav(page, "Devices").click();
-    const live = page.getByTestId("live-status");
+    // A page of its own: the shared page goes on to the next tests unaffected by this restart.
+    const own = await newPage();
+    await logIn(own, "alice");
+    await nav(own, "Devices").click();
+    const live = own.getByTestId("live-status");
     await live.filter({ hasText: /^live$/ }).waitFor({ timeout: 30_000 });
-    const row = page.locator(`tr[data-device="${pending.name}"]`);
+    const row = own.locator(`tr[data-device="${pending.name}"]`);
     await expect.poll(() => row.getByTestId("status").textContent(), { timeout: 30_000 }).toBe("online");
     // A mark in this document: still there at the end, so nothing reloaded the page.
-    await page.evaluate(`window.__sameDocument = true`);
+    await own.evaluate(`window.__sameDocument = true`);
     expect(await agentB.stop("SIGTERM")).toBe(0);
     await expect.poll(() => row.getByTestId("status").textContent(), { timeout: 30_000 }).toBe("offline");
 
@@ -221,7 +224,8 @@ describe("web console", () => {
     await live.filter({ hasText: /^live$/ }).waitFor({ timeout: 60_000 });
     agentB = fleet.startAgent(dirB, undefined, [], "agent-b again");
     await expect.poll(() => row.getByTestId("status").textContent(), { timeout: 60_000 }).toBe("online");
-    expect(await page.evaluate<boolean>(`window.__sameDocument === true`)).toBe(true);
+    expect(await own.evaluate<boolean>(`window.__sameDocument === true`)).toBe(true);
+    await own.context().close();
   });
 
   it("passes axe-core on the overview, enrollment and organization pages, and in dark mode", async () => {
