@@ -1,9 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { agentv1, coordinatorTransport, generateIdentity, internalv1, uncompressedTunnels } from "@flotilla/protocol";
+import { agentv1, generateIdentity, internalv1 } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
-import { enrollDevice, SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../testing.ts";
+import { startTestCoordinator, type TestCoordinator } from "../testing.ts";
+import { listeningDevice } from "./listening-device.ts";
 import { REPLICA_AUTH_HEADER, REPLICA_TOKEN_TTL_MS, replicaToken, verifyReplicaToken } from "./replica-auth.ts";
 
 let t: TestCoordinator;
@@ -20,16 +21,9 @@ afterEach(async () => {
 
 /** An enrolled device whose agent side holds Listen open, and a client of the replica service. */
 async function sides() {
-  const owner = await t.login(generateIdentity(), { setupCode: SETUP_CODE });
-  const device = await enrollDevice(t, owner);
-  const { transport, close } = await coordinatorTransport({ url: t.coord.url, interceptors: [uncompressedTunnels] });
-  closeTransport = close;
-  const agentSide = createClient(agentv1.AgentTunnelService, transport);
-  const replicaSide = createClient(internalv1.ReplicaTunnelService, transport);
-  const ac = new AbortController();
-  const requests = agentSide.listen({}, { headers: device.headers, signal: ac.signal })[Symbol.asyncIterator]();
-  await waitFor("the agent's Listen stream", () => t.coord.tunnels.isListening(device.id));
-  return { owner, device, agentSide, replicaSide, ac, requests };
+  const sides = await listeningDevice(t);
+  closeTransport = sides.close;
+  return { ...sides, replicaSide: createClient(internalv1.ReplicaTunnelService, sides.transport) };
 }
 
 /** A Forward call's first response, or its error. */

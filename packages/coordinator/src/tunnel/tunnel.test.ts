@@ -2,9 +2,10 @@ import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { adminv1, agentv1, coordinatorTransport, generateIdentity, uncompressedTunnels } from "@flotilla/protocol";
+import { adminv1, agentv1 } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
-import { enrollDevice, SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../testing.ts";
+import { startTestCoordinator, type TestCoordinator } from "../testing.ts";
+import { listeningDevice } from "./listening-device.ts";
 import { MAX_CHUNK_BYTES, QUEUE_LIMIT_BYTES } from "./registry.ts";
 
 let t: TestCoordinator;
@@ -19,18 +20,9 @@ afterEach(async () => {
 
 /** An approved device whose agent side holds Listen open, and clients for both sides. */
 async function tunnelSides() {
-  const owner = await t.login(generateIdentity(), { setupCode: SETUP_CODE });
-  const device = await enrollDevice(t, owner);
-  const { transport, close } = await coordinatorTransport({ url: t.coord.url, interceptors: [uncompressedTunnels] });
-  closeTransport = close;
-  const agentSide = createClient(agentv1.AgentTunnelService, transport);
-  const adminSide = createClient(adminv1.TunnelService, transport);
-  const ac = new AbortController();
-
-  const requests = agentSide.listen({}, { headers: device.headers, signal: ac.signal })[Symbol.asyncIterator]();
-  await waitFor("the agent's Listen stream", () => t.coord.tunnels.isListening(device.id));
-
-  return { owner, device, agentSide, adminSide, ac, requests };
+  const sides = await listeningDevice(t);
+  closeTransport = sides.close;
+  return { ...sides, adminSide: createClient(adminv1.TunnelService, sides.transport) };
 }
 
 /** The next tunnel request the agent side hears of. */
