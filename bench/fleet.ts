@@ -23,11 +23,16 @@
  *   npm run bench -- fleet --devices 1000,10000     # or BENCH_FLEET_DEVICES=1000,10000
  *   BENCH_FLEET_IDLE_S=30                           # idle measuring window (default 20 s)
  *   BENCH_FLEET_ROLLOUT_S=1800                      # give up waiting for a rollout after (default 900 s)
+ *   npm run bench -- fleet --devices 1000 --replicas 1,2   # on PostgreSQL (FLOTILLA_TEST_POSTGRES_URL):
+ *                                                   # one process, then `coordinator --replicas 2`
+ *
+ * With --replicas, every run is on a fresh PostgreSQL database (so 1 and 2 differ only in the
+ * number of processes), and CPU and RSS are those of the coordinator and its replica workers.
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Fleet } from "../test/e2e/support/fleet.ts";
+import { Fleet, freshPostgresDatabase } from "../test/e2e/support/fleet.ts";
 import { publish } from "../test/e2e/support/rollouts.ts";
 import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
 
@@ -57,6 +62,31 @@ async function rssMiB(pid: number): Promise<number> {
   return Number(m?.[1] ?? 0) / 1024;
 }
 
+/** Sizes of `--replicas a,b` or BENCH_FLEET_REPLICAS: replica counts on PostgreSQL; [] for SQLite. */
+export function replicaCounts(argv = process.argv.slice(2)): number[] {
+  const i = argv.findIndex((a) => a === "--replicas" || a.startsWith("--replicas="));
+  const text = i < 0 ? (process.env.BENCH_FLEET_REPLICAS ?? "") : argv[i]!.includes("=") ? argv[i]!.split("=")[1]! : argv[i + 1] ?? "";
+  if (!text) return [];
+  const counts = text.split(",").map((s) => Number(s.trim()));
+  if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 16)) throw new Error(`invalid replica counts ${JSON.stringify(text)}: expected e.g. 1,2`);
+  return counts;
+}
+
+/** A process and its descendants. */
+async function tree(pid: number): Promise<number[]> {
+  const children = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => "");
+  const out = [pid];
+  for (const c of children.split(" ").filter(Boolean)) out.push(...(await tree(Number(c))));
+  return out;
+}
+
+/** Resident memory of a process and its descendants, in MiB. */
+async function treeRssMiB(pid: number): Promise<number> {
+  let total = 0;
+  for (const p of await tree(pid)) total += await rssMiB(p).catch(() => 0);
+  return total;
+}
+
 /** A process and its children (the simulator's workers). */
 async function treeCpuSeconds(pid: number): Promise<number> {
   let total = await cpuSeconds(pid).catch(() => 0);
@@ -67,20 +97,22 @@ async function treeCpuSeconds(pid: number): Promise<number> {
 
 /** CPU (as a share of one core) and RSS of the coordinator over `seconds`. */
 async function window(coordinator: number, sim: number | undefined, seconds: number) {
-  const c0 = await cpuSeconds(coordinator);
+  const c0 = await treeCpuSeconds(coordinator);
   const s0 = sim ? await treeCpuSeconds(sim) : 0;
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, seconds * 1000));
   const wall = (performance.now() - t0) / 1000;
   return {
-    coordinatorCpu: (await cpuSeconds(coordinator) - c0) / wall,
+    coordinatorCpu: (await treeCpuSeconds(coordinator) - c0) / wall,
     simCpu: sim ? ((await treeCpuSeconds(sim)) - s0) / wall : 0,
-    rssMiB: await rssMiB(coordinator),
+    rssMiB: await treeRssMiB(coordinator),
   };
 }
 
 export interface FleetResult {
   devices: number;
+  /** Coordinator processes on PostgreSQL (`--replicas`); 0: one process on SQLite. */
+  replicas?: number;
   /** Coordinator with no device connected. */
   empty: { cpuCores: number; rssMiB: number };
   enrollSeconds: number;
@@ -153,11 +185,12 @@ function simErrors(output: string): Record<string, number> {
   return out;
 }
 
-async function measure(devices: number, log: (line: string) => void): Promise<FleetResult> {
+async function measure(devices: number, log: (line: string) => void, replicas = 0): Promise<FleetResult> {
   const sb = new Sandbox();
   try {
     // Production timings, not the tests' fast ones: keep-alives every 15 s.
-    const fleet = await new Fleet(sb, ["--keepalive-ms", "15000", "--offline-after-ms", "45000"]).start();
+    const db = replicas > 0 ? ["--database-url", await freshPostgresDatabase(sb), "--replicas", String(replicas)] : [];
+    const fleet = await new Fleet(sb, ["--keepalive-ms", "15000", "--offline-after-ms", "45000", ...db]).start();
     const coord = fleet.coordinator.child.pid!;
     const r = await fleet.admin(["signing-key", "add"]);
     if (r.code !== 0) throw new Error(`signing-key add failed: ${r.stderr}`);
@@ -188,7 +221,7 @@ async function measure(devices: number, log: (line: string) => void): Promise<Fl
 
     log(`  ${devices} devices: one-wave rollout`);
     const simBefore = simErrors(sim.stdout);
-    const c0 = await cpuSeconds(coord);
+    const c0 = await treeCpuSeconds(coord);
     const t0 = Date.now();
     const started = await fleet.admin(["rollout", "start", "webapp@2.0.0", "--selector", "env=bench", "--waves", "100%", "--failure-threshold", String(devices), "--json"]);
     if (started.code !== 0) throw new Error(`rollout start failed: ${started.stderr}`);
@@ -226,7 +259,7 @@ async function measure(devices: number, log: (line: string) => void): Promise<Fl
       await new Promise((r) => setTimeout(r, 2000));
     }
     const t1 = Date.now();
-    const cpu = (await cpuSeconds(coord)) - c0;
+    const cpu = (await treeCpuSeconds(coord)) - c0;
     running = false;
     const admin = await during;
     // The simulator's status lines are cumulative: the difference is what the rollout saw.
@@ -242,6 +275,7 @@ async function measure(devices: number, log: (line: string) => void): Promise<Fl
     const wallSeconds = (t1 - t0) / 1000;
     const result: FleetResult = {
       devices,
+      replicas,
       empty: { cpuCores: empty.coordinatorCpu, rssMiB: empty.rssMiB },
       enrollSeconds,
       labelFanOutSeconds,
@@ -280,7 +314,8 @@ const f = (n: number, digits = 1) => n.toFixed(digits);
 export function fleetTable(results: FleetResult[]): string[] {
   const first = results[0]!;
   const last = results[results.length - 1]!;
-  const growth = results.length > 1 ? `x${last.devices / first.devices} devices` : "";
+  const growth =
+    results.length < 2 ? "" : last.devices === first.devices ? `${last.replicas} proc / ${first.replicas} proc` : `x${last.devices / first.devices} devices`;
   const rows: [string, (r: FleetResult) => number, number][] = [
     ["empty coordinator CPU (cores)", (r) => r.empty.cpuCores, 3],
     ["empty coordinator RSS (MiB)", (r) => r.empty.rssMiB, 0],
@@ -305,7 +340,8 @@ export function fleetTable(results: FleetResult[]): string[] {
     ["admin: calls failed in rollout", (r) => r.admin.deviceLsDuringRollout.failed + r.admin.rolloutShowDuringRollout.failed, 0],
     ["sim: device call errors in rollout", (r) => r.simErrorsDuringRollout.total ?? 0, 0],
   ];
-  const head = ["", ...results.map((r) => `${r.devices} devices`), ...(growth ? [`growth (${growth})`] : [])];
+  const column = (r: FleetResult) => (r.replicas ? `${r.devices} devices, ${r.replicas} proc (PG)` : `${r.devices} devices`);
+  const head = ["", ...results.map(column), ...(growth ? [`growth (${growth})`] : [])];
   const body = rows.map(([name, get, d]) => [name, ...results.map((r) => f(get(r), d)), ...(growth ? [get(first) === 0 ? "-" : f(get(last) / get(first), 2)] : [])]);
   const widths = head.map((_, i) => Math.max(...[head, ...body].map((row) => row[i]!.length)));
   const line = (row: string[]) => `  ${row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")}`;
@@ -315,9 +351,14 @@ export function fleetTable(results: FleetResult[]): string[] {
 /** Runs the fleet benchmark for each size, printing a table and writing JSON. */
 export async function benchFleet(print: (line: string) => void): Promise<void> {
   const sizes = fleetSizes();
-  print(`fleet scale: coordinator (SQLite, keep-alive 15 s) with flotilla sim (metrics 10 s, logs 30 s, step delay 50 ms), sizes ${sizes.join(", ")}`);
+  const replicas = replicaCounts();
+  const where = replicas.length > 0 ? `PostgreSQL, ${replicas.join(" then ")} coordinator process(es)` : "SQLite";
+  print(`fleet scale: coordinator (${where}, keep-alive 15 s) with flotilla sim (metrics 10 s, logs 30 s, step delay 50 ms), sizes ${sizes.join(", ")}`);
   const results: FleetResult[] = [];
-  for (const n of sizes) results.push(await measure(n, print));
+  for (const n of sizes) {
+    if (replicas.length === 0) results.push(await measure(n, print));
+    for (const r of replicas) results.push(await measure(n, print, r));
+  }
   for (const line of fleetTable(results)) print(line);
   for (const r of results) {
     const how = r.rollout.finished ? "finished" : `did NOT finish within ${r.rollout.wallSeconds.toFixed(0)} s`;
