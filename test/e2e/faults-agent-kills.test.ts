@@ -61,7 +61,7 @@ describe("the agent killed at random moments", () => {
     const versions = ["1.0.0", "2.0.0", "3.0.0"];
     for (const v of versions) {
       const { path } = await bundleTarball(await sandbox.dir(), `app-${v}.tar.gz`, { port, padding: 2 * 1024 * 1024 });
-      await createRelease(fleet, path, "app", v, serverFlags(port, ["--health-window-seconds", "3"]));
+      await createRelease(fleet, path, "app", v, serverFlags(port, ["--health-window-seconds", "15"]));
     }
 
     let written = 0;

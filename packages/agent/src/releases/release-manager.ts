@@ -264,9 +264,16 @@ export class ReleaseManager {
         this.opts.log.error("activator recovery failed", { kind: a.kind, err: describe(err) });
         continue;
       }
-      for (const [name, outcome] of outcomes) {
+      for (let [name, outcome] of outcomes) {
         const st = all[name];
         if (st?.phase !== "activating") continue;
+        if (outcome.outcome === "healthy" && st.sha256 !== undefined && outcome.current.sha256 !== st.sha256) {
+          // The activator finished an activation (a rollback, say) and cleared its journal, but the
+          // agent died before saying how it ended: what runs healthy is another release, not this
+          // target. The outcome is lost, so it counts as interrupted and the target is tried again.
+          const error = `the agent stopped before it reported how the activation ended; ${outcome.current.version} runs`;
+          outcome = { outcome: "rolled-back", error, current: outcome.current, interrupted: true };
+        }
         const tries = (st.interruptions ?? 0) + 1;
         if (outcome.outcome !== "healthy" && outcome.interrupted && tries < MAX_INTERRUPTIONS) {
           // A power cut is not the release's fault: keep it in hand and activate it again.
