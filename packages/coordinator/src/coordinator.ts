@@ -1,5 +1,4 @@
 import cluster from "node:cluster";
-import { setMaxListeners } from "node:events";
 import { mkdir, readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { createContextValues } from "@connectrpc/connect";
@@ -26,6 +25,7 @@ import { healthService } from "./server/health-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
 import { DatabaseLeases, soleLeases } from "./server/lease.ts";
 import { LoadShedder } from "./server/load-shedding.ts";
+import { ShutdownSignal } from "./server/shutdown-signal.ts";
 import { storeErrorInterceptor } from "./server/store-errors.ts";
 import { openStore, type Store } from "./store/index.ts";
 import { telemetryFeature } from "./telemetry/index.ts";
@@ -121,9 +121,8 @@ export async function startCoordinator(
   };
   const tunnels = new TunnelRegistry();
   const replicaTunnels = new ReplicaTunnels(store.replicas, identity, tunnels, log);
-  const shutdown = new AbortController();
-  // Every open call listens for shutdown: thousands of Watch streams are normal, not a leak.
-  setMaxListeners(0, shutdown.signal);
+  // Every open call listens for shutdown (thousands of Watch streams are normal): in a Set.
+  const shutdown = new ShutdownSignal();
   const features: Feature[] = [];
   let listener: Listener;
   let internalListener: Listener | undefined;
@@ -144,7 +143,7 @@ export async function startCoordinator(
       interceptors: [shedder.interceptor(), storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor, (token) => verifyReplicaToken(identity.publicKey, replicaTunnels.id, token)), storeErrorInterceptor()],
       readMaxBytes: config.maxMessageBytes,
       writeMaxBytes: config.maxMessageBytes,
-      shutdownSignal: shutdown.signal,
+      shutdownSignal: shutdown.asAbortSignal(),
       contextValues: (req) =>
         createContextValues()
           .set(remoteAddressKey, req.socket.remoteAddress ?? "")

@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import SQLite from "better-sqlite3";
-import { Kysely, SqliteDialect } from "kysely";
+import { Kysely, SqliteDialect, type SqliteDatabase } from "kysely";
 import type { StoreAdapter } from "./adapter.ts";
 import { KyselyStore } from "./kysely-store.ts";
 import type { Database } from "./schema/schema.ts";
@@ -25,6 +25,37 @@ export function localNotifier(): Pick<StoreAdapter, "notifyAfterCommit" | "liste
   };
 }
 
+/** Prepared statements kept per database; past it the least recently used is dropped. */
+const STATEMENT_CACHE = 500;
+
+/**
+ * The database as Kysely sees it, with each statement prepared once and reused. Kysely prepares
+ * every query it runs; better-sqlite3's prepare parses and plans the SQL each time, which cost
+ * the coordinator more than running the queries did on the hot paths (a device's session
+ * look-up, a metric batch). Kysely generates the same SQL text for the same query shape, so the
+ * text is the key; queries with a varying number of parameters (`in (...)`) make more shapes, so
+ * the cache is bounded. Safe because better-sqlite3 runs each statement to completion
+ * synchronously (the store never streams rows, which would keep a statement busy).
+ */
+export function cachedStatements(sqlite: SQLite.Database): SqliteDatabase {
+  const cache = new Map<string, SQLite.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sql: string) {
+      let stmt = cache.get(sql);
+      if (stmt) {
+        // Most recently used last, so the first key is the one to drop.
+        cache.delete(sql);
+      } else {
+        stmt = sqlite.prepare(sql);
+        if (cache.size >= STATEMENT_CACHE) cache.delete(cache.keys().next().value!);
+      }
+      cache.set(sql, stmt);
+      return stmt;
+    },
+  };
+}
+
 /**
  * Opens (creating when needed) the SQLite database at `path`: WAL mode, synchronous=FULL so a
  * committed change survives a power cut, foreign keys on. Migrates before returning.
@@ -36,7 +67,7 @@ export async function openSqliteStore(path: string): Promise<Store> {
   sqlite.pragma("synchronous = FULL");
   sqlite.pragma("busy_timeout = 5000");
   sqlite.pragma("foreign_keys = ON");
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachedStatements(sqlite) }) });
   const adapter: StoreAdapter = {
     dialect: "sqlite",
     rowLocks: false,

@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { StoreAdapter } from "../adapter.ts";
+import { GroupCommit } from "../group-commit.ts";
 import type { Database } from "../schema/schema.ts";
 import { logBytes } from "./log-insert.ts";
 
@@ -136,6 +137,12 @@ const PRUNE_CHUNK = 2000;
 /** What pruning keeps of an organization over its bound: 90%, so it does not run at every batch. */
 const PRUNE_TO = 0.9;
 
+/**
+ * How long a light telemetry batch waits for others to share its commit: idle devices' batches
+ * then go to disk in tens per commit rather than one each. Acknowledgements wait as long.
+ */
+const INGEST_LINGER_MS = 20;
+
 type TelemetryTable = "log_records" | "metric_samples";
 const COUNTER = { log_records: "log_bytes", metric_samples: "metric_bytes" } as const;
 
@@ -145,10 +152,15 @@ function likePattern(text: string): string {
 }
 
 export class KyselyTelemetryStore implements TelemetryStore {
+  /** Devices' log and metric batches share commits. */
+  readonly ingests: GroupCommit;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly adapter: StoreAdapter,
-  ) {}
+  ) {
+    this.ingests = new GroupCommit(db, 256, INGEST_LINGER_MS);
+  }
 
   private async beginStream(trx: Transaction<Database>, orgId: string, deviceId: string, stream: string, drops: Drops) {
     await trx
@@ -188,7 +200,7 @@ export class KyselyTelemetryStore implements TelemetryStore {
   }
 
   ingestLogs(orgId: string, deviceId: string, stream: string, records: LogRecordInput[], drops: Drops, receivedAt = Date.now()) {
-    return this.db.transaction().execute(async (trx) => {
+    return this.ingests.run(async (trx) => {
       const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, drops);
       const start = Math.max(acked, drops.droppedThrough);
       const fresh = records.filter((r) => r.seq > acked);
@@ -207,11 +219,11 @@ export class KyselyTelemetryStore implements TelemetryStore {
       }
       const ackedSeq = await this.endStream(trx, deviceId, stream, start, records.map((r) => r.seq), droppedTotal, { table: "log_records", bytes });
       return { ackedSeq, added };
-    });
+    }, records.length);
   }
 
   ingestMetrics(orgId: string, deviceId: string, stream: string, samples: MetricSampleInput[], drops: Drops, receivedAt = Date.now()) {
-    return this.db.transaction().execute(async (trx) => {
+    return this.ingests.run(async (trx) => {
       const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, drops);
       const start = Math.max(acked, drops.droppedThrough);
       const fresh = samples.filter((s) => s.seq > acked);
@@ -232,7 +244,7 @@ export class KyselyTelemetryStore implements TelemetryStore {
       const bytes = [...inserted.values()].reduce((n, b) => n + b, 0);
       const ackedSeq = await this.endStream(trx, deviceId, stream, start, samples.map((s) => s.seq), droppedTotal, { table: "metric_samples", bytes });
       return { ackedSeq, added: fresh.filter((s) => inserted.has(s.seq)).map((s) => ({ ...s, orgId, deviceId })) };
-    });
+    }, samples.length);
   }
 
   async queryLogs(orgId: string, q: LogQuery): Promise<LogLineRow[]> {
