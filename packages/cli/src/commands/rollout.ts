@@ -174,7 +174,7 @@ export function registerRolloutCommands(program: Command, target: () => AdminTar
       for (const d of r.devices.filter((x) => x.state === "rolling-back")) out(`  ${d.name}: ${d.error}\n`);
       const shown = r.devices.length;
       const total = r.waves.reduce((n, w) => n + w.total, 0);
-      if (total > shown) out(`${total - shown} more devices are not shown here: flotilla rollout show ${r.id} --state rolling-back\n`);
+      if (total > shown) out(`the other ${total - shown} devices are not listed here; every one returning: flotilla rollout show ${r.id} --state rolling-back\n`);
       else if (r.devices.some((x) => x.state === "rolling-back")) out(`follow them with: flotilla rollout show ${r.id}\n`);
     }),
   );
