@@ -225,15 +225,9 @@ export class KyselyRolloutStore implements RolloutStore {
     if (page?.state !== undefined) q = q.where("state", "=", page.state);
     if (page?.wave !== undefined) q = q.where("wave", "=", page.wave);
     const after = page?.after;
-    if (after) {
-      q = q.where((eb) =>
-        eb.or([
-          eb("wave", ">", after.wave),
-          eb.and([eb("wave", "=", after.wave), eb("position", ">", after.position)]),
-          eb.and([eb("wave", "=", after.wave), eb("position", "=", after.position), eb("device_id", ">", after.deviceId)]),
-        ]),
-      );
-    }
+    // A row-value comparison, which both SQLite and PostgreSQL seek to on the index (the same
+    // condition spelled with OR makes SQLite walk the index from the rollout's first device).
+    if (after) q = q.where((eb) => eb(eb.refTuple("wave", "position", "device_id"), ">", eb.tuple(after.wave, after.position, after.deviceId)));
     q = q.orderBy("wave").orderBy("position").orderBy("device_id");
     if (page) q = q.limit(Math.max(0, page.limit));
     return (await q.execute()).map(toDevice);
