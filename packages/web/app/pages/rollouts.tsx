@@ -296,7 +296,7 @@ export function RolloutPage({ id }: { id: string }) {
             </tbody>
           </table>
           <h2>Devices</h2>
-          <table>
+          <table data-testid="rollout-devices">
             <thead>
               <tr>
                 <th scope="col">Device</th>
