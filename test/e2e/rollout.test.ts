@@ -2,9 +2,11 @@
  * Rollouts end to end: a real coordinator process, the real CLI, and a swarm of 20+ devices
  * speaking the real agent protocol over real sockets (support/swarm.ts).
  */
+import { Code, createClient } from "@connectrpc/connect";
+import { adminv1, bearerInterceptor, coordinatorTransport } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
-import { signedFleet } from "./support/releases.ts";
+import { ownerToken, signedFleet } from "./support/releases.ts";
 import { activatedAt, hosts, publish, realAgents, show, start, swarmOf, type PlanJson, type RolloutJson } from "./support/rollouts.ts";
 import { useSandbox } from "./support/use-sandbox.ts";
 
@@ -118,6 +120,61 @@ describe("rollouts in waves", () => {
     expect(again.stderr).toMatch(new RegExp(`^error: device sw-\\d\\d is already in rollout ${started.id}, which is still active`, "m"));
     const list = await fleet.adminJson<RolloutJson[]>(["rollout", "ls"]);
     expect(list.map((x) => x.id)).toEqual([started.id]);
+  }, 180_000);
+
+  it("shows a rollout with more devices than a page, every device once: rollout show follows the pages, and GetRollout's pages chain to the full list", async () => {
+    const fleet = await signedFleet(sb);
+    await publish(fleet, sb, "webapp", "1.5.0");
+    await swarmOf(fleet, sb, hosts(12));
+    // Wave 2 waits for an approval that never comes: its 9 devices stay pending.
+    const r = await start(fleet, ["webapp@1.5.0", "--selector", "env=prod", "--waves", "3,100%", "--approve-each-wave"]);
+    const names = hosts(12).map((h) => h.hostname);
+
+    // Pages of 5 devices: 12 take three requests, and each device is printed exactly once.
+    const text = await fleet.admin(["rollout", "show", r.id, "--page-size", "5"]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stderr).toBe("");
+    expect(text.stdout).toMatch(new RegExp(`^rollout ${r.id} webapp@1.5.0: running$`, "m"));
+    expect(text.stdout).toMatch(/^.? wave 2 +100% \[-+\] 0\/9 healthy$/m);
+    const printed = text.stdout.split("\n").filter((l) => /^sw-\d\d /.test(l)).map((l) => l.split(/\s+/)[0]);
+    expect([...printed].sort()).toEqual(names);
+    const json = await fleet.adminJson<RolloutJson>(["rollout", "show", r.id, "--page-size", "5", "--json"]);
+    expect(json.devices.map((d) => d.name).sort()).toEqual(names);
+    expect(json.waves.map((w) => w.total)).toEqual([3, 9]);
+    expect(json.devices.map((d) => d.wave)).toEqual([1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
+
+    // --limit cuts and says so; the filters page as well.
+    const cut = await fleet.admin(["rollout", "show", r.id, "--page-size", "2", "--limit", "5", "--json"]);
+    expect(cut.code).toBe(0);
+    expect((JSON.parse(cut.stdout) as RolloutJson).devices.map((d) => d.id)).toEqual(json.devices.slice(0, 5).map((d) => d.id));
+    expect(cut.stderr).toBe("flotilla: showing the first 5 devices; more follow: without --limit every one is listed\n");
+    const pending = await fleet.adminJson<RolloutJson>(["rollout", "show", r.id, "--page-size", "4", "--wave", "2", "--state", "pending", "--json"]);
+    expect(pending.devices.map((d) => d.id)).toEqual(json.devices.slice(3).map((d) => d.id));
+    expect(pending.waves.map((w) => w.total)).toEqual([3, 9]);
+
+    // The RPC itself: pages of 5 chain through next_page_token to the same list; without a page
+    // size (an older client) the first page holds up to 1000 devices, here all of them.
+    const token = await ownerToken(fleet);
+    const conn = await coordinatorTransport({ url: fleet.url, interceptors: [bearerInterceptor(() => token)] });
+    sb.onCleanup(async () => conn.close());
+    const client = createClient(adminv1.RolloutService, conn.transport);
+    const pages: string[][] = [];
+    let pageToken = "";
+    do {
+      const page = await client.getRollout({ id: r.id, pageSize: 5, pageToken });
+      pages.push(page.rollout!.devices.map((d) => d.deviceId));
+      expect(page.rollout!.waves.map((w) => w.total)).toEqual([3, 9]);
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+    expect(pages.map((p) => p.length)).toEqual([5, 5, 2]);
+    expect(pages.flat()).toEqual(json.devices.map((d) => d.id));
+    const whole = await client.getRollout({ id: r.id });
+    expect(whole.rollout!.devices.map((d) => d.deviceId)).toEqual(json.devices.map((d) => d.id));
+    expect(whole.nextPageToken).toBe("");
+    await expect(client.getRollout({ id: r.id, pageToken: "not-a-token" })).rejects.toMatchObject({ code: Code.InvalidArgument });
+    await expect(client.getRollout({ id: r.id, state: "sleeping" })).rejects.toMatchObject({ code: Code.InvalidArgument });
+    const bad = await fleet.admin(["rollout", "show", r.id, "--page-size", "0"]);
+    expect(bad.stderr).toMatch(/invalid --page-size "0": expected a whole number from 1 to 1000/);
   }, 180_000);
 
   it("refuses an unknown release, an empty selection, waves that do not add up and an invalid selector before starting anything", async () => {

@@ -393,6 +393,27 @@ describe("web console", () => {
     await expect.poll(() => rows.first().getAttribute("data-device")).toBe("bulk-04998");
   });
 
+  it("shows a rollout of 2,500 devices a page at a time: the first 1,000 live, the rest on demand", async () => {
+    // The 2,500 offline devices of group b (written above) stay pending: nothing changes while paging.
+    const started = await fleet.admin(["rollout", "start", "app@1.0.0", "--selector", "group=b", "--waves", "100%", "--json"]);
+    expect(started.code, started.stderr).toBe(0);
+    const { id } = JSON.parse(started.stdout) as { id: string };
+    await page.goto(`${fleet.url}/rollouts/${id}`);
+    const rows = page.getByTestId("rollout-devices").locator("tbody tr");
+    await page.getByText("Showing 1000 of 2500 devices.").waitFor();
+    expect(await rows.count()).toBe(1000);
+    const more = page.getByRole("button", { name: "Load more devices" });
+    await more.click();
+    await page.getByText("Showing 2000 of 2500 devices.").waitFor();
+    await more.click();
+    await expect.poll(() => rows.count()).toBe(2500);
+    expect(await page.getByText(/Showing \d+ of 2500 devices/).count()).toBe(0);
+    expect(await more.count()).toBe(0);
+    const names = await rows.locator("td:first-child").allTextContents();
+    expect(new Set(names).size).toBe(2500);
+    expect(names.every((n) => /^bulk-\d{5}$/.test(n) && Number(n.slice(5)) % 2 === 1)).toBe(true);
+  });
+
   it("logs out", async () => {
     await page.getByRole("button", { name: "Log out" }).click();
     await page.getByRole("heading", { name: "Log in to Flotilla" }).waitFor();

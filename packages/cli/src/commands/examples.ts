@@ -90,7 +90,7 @@ export const EXAMPLES: Record<string, string[]> = {
   "rollout start": ["flotilla rollout start webapp@1.4.0 --selector env=prod --waves 1,10%,100% --soak 10m --failure-threshold 2%"],
   "rollout watch": ["flotilla rollout watch ro_3f9a..."],
   "rollout ls": ["flotilla rollout ls", "flotilla rollout ls --json"],
-  "rollout show": ["flotilla rollout show ro_3f9a...", "flotilla rollout show ro_3f9a... --json"],
+  "rollout show": ["flotilla rollout show ro_3f9a...", "flotilla rollout show ro_3f9a... --state failed", "flotilla rollout show ro_3f9a... --json"],
   "rollout pause": ["flotilla rollout pause ro_3f9a..."],
   "rollout resume": ["flotilla rollout resume ro_3f9a..."],
   "rollout approve": ["flotilla rollout approve ro_3f9a..."],

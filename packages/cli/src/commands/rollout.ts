@@ -4,7 +4,8 @@ import { serviceClient, type AdminTarget } from "../admin/client.ts";
 import { UsageError } from "../errors.ts";
 import { json, parseDuration, table } from "../output.ts";
 import { abortRollingBack } from "../rollouts/roll-back.ts";
-import { deviceStateText, headline, planJson, planText, rolloutJson, waveLines } from "../rollouts/view.ts";
+import { DEVICE_PAGE, rolloutWithDevices } from "../rollouts/pages.ts";
+import { deviceStateText, headline, planJson, planText, rolloutDeviceJson, rolloutJson, waveLines } from "../rollouts/view.ts";
 import { watchRollout } from "../rollouts/watch.ts";
 import type { Run } from "../run.ts";
 import { withSigningOptions, type SigningOpts } from "../signing/signing-options.ts";
@@ -114,15 +115,28 @@ export function registerRolloutCommands(program: Command, target: () => AdminTar
 
   rollout
     .command("show <rollout>")
-    .description("a rollout's waves and every device's state")
+    .description("a rollout's waves and every device's state (all of them: pages are followed)")
+    .option("--state <state>", "only devices in this state, e.g. failed (the wave counts still cover every device)")
+    .option("--wave <n>", "only devices of this wave")
+    .option("--limit <n>", "at most this many devices; says on stderr when more were left out")
+    .option("--page-size <n>", `devices per request (1 to ${DEVICE_PAGE})`, String(DEVICE_PAGE))
     .option("--json", "print JSON")
-    .action((id: string, o: { json?: boolean }) =>
+    .action((id: string, o: { state?: string; wave?: string; limit?: string; pageSize: string; json?: boolean }) =>
       run(async (out) => {
-        const { rollout: r } = await (await client()).getRollout({ id });
-        if (!r) throw new Error("the coordinator sent no rollout");
-        if (o.json) return out(json(rolloutJson(r)));
+        const count = (flag: string, v: string, max = Infinity) => {
+          if (!/^\d{1,9}$/.test(v) || Number(v) < 1 || Number(v) > max) throw new UsageError(`invalid ${flag} ${JSON.stringify(v)}: expected a whole number from 1${max < Infinity ? ` to ${max}` : ""}`);
+          return Number(v);
+        };
+        const { rollout: r, devices, more } = await rolloutWithDevices(await client(), id, {
+          pageSize: count("--page-size", o.pageSize, DEVICE_PAGE),
+          ...(o.limit !== undefined ? { limit: count("--limit", o.limit) } : {}),
+          ...(o.wave !== undefined ? { wave: count("--wave", o.wave) } : {}),
+          ...(o.state !== undefined ? { state: o.state } : {}),
+        });
+        if (more) process.stderr.write(`flotilla: showing the first ${devices.length} devices; more follow: without --limit every one is listed\n`);
+        if (o.json) return out(json({ ...rolloutJson(r, false), devices: devices.map(rolloutDeviceJson) }));
         out([headline(r), ...waveLines(r), ""].join("\n"));
-        out(table(["DEVICE", "WAVE", "STATE", "PREVIOUS"], r.devices.map((d) => [d.name, String(d.wave), deviceStateText(d), d.previousVersion])));
+        out(table(["DEVICE", "WAVE", "STATE", "PREVIOUS"], devices.map((d) => [d.name, String(d.wave), deviceStateText(d), d.previousVersion])));
       }),
     );
 
@@ -156,8 +170,12 @@ export function registerRolloutCommands(program: Command, target: () => AdminTar
       }
       const r = await abortRollingBack(target(), c, id, o);
       out(`${headline(r)}\n`);
+      // The answer carries the first page of devices; the counts cover them all.
       for (const d of r.devices.filter((x) => x.state === "rolling-back")) out(`  ${d.name}: ${d.error}\n`);
-      if (r.devices.some((x) => x.state === "rolling-back")) out(`follow them with: flotilla rollout show ${r.id}\n`);
+      const shown = r.devices.length;
+      const total = r.waves.reduce((n, w) => n + w.total, 0);
+      if (total > shown) out(`the other ${total - shown} devices are not listed here; every one returning: flotilla rollout show ${r.id} --state rolling-back\n`);
+      else if (r.devices.some((x) => x.state === "rolling-back")) out(`follow them with: flotilla rollout show ${r.id}\n`);
     }),
   );
 }

@@ -4,6 +4,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { adminv1, isReissueOf } from "@flotilla/protocol";
 import { serviceClient, type AdminTarget } from "../admin/client.ts";
 import { ExitError } from "../errors.ts";
+import { rolloutWithDevices } from "./pages.ts";
 import { parseDuration } from "../output.ts";
 import { reissuedTarget, SignedTargets, type ReleaseTarget } from "../signing/signed-targets.ts";
 import { DEFAULT_TARGETS_EXPIRY, type SigningOpts } from "../signing/signing-options.ts";
@@ -17,9 +18,9 @@ import { DEFAULT_TARGETS_EXPIRY, type SigningOpts } from "../signing/signing-opt
 export async function abortRollingBack(target: AdminTarget, c: Client<typeof adminv1.RolloutService>, id: string, o: SigningOpts): Promise<adminv1.Rollout> {
   const releases = await serviceClient(target, adminv1.ReleaseService);
   for (let attempt = 1; ; attempt++) {
-    const { rollout: r } = await c.getRollout({ id });
-    if (!r) throw new Error("the coordinator sent no rollout");
-    const reissued = r.status === "running" || r.status === "paused" ? await returnReleases(target, releases, r, o) : [];
+    // Every device, page by page: any of them may have run an earlier release.
+    const { rollout: r, devices } = await rolloutWithDevices(c, id);
+    const reissued = r.status === "running" || r.status === "paused" ? await returnReleases(target, releases, r, devices, o) : [];
     try {
       const res = await c.abortRollout({ id, rollBack: true, reissued });
       if (!res.rollout) throw new Error("the coordinator sent no rollout");
@@ -31,10 +32,16 @@ export async function abortRollingBack(target: AdminTarget, c: Client<typeof adm
 }
 
 /** The re-signed copies of the releases the rollout's notified devices ran before, signing those that do not exist yet. */
-async function returnReleases(target: AdminTarget, client: Client<typeof adminv1.ReleaseService>, r: adminv1.Rollout, o: SigningOpts): Promise<adminv1.ReissuedRelease[]> {
+async function returnReleases(
+  target: AdminTarget,
+  client: Client<typeof adminv1.ReleaseService>,
+  r: adminv1.Rollout,
+  devices: adminv1.RolloutDevice[],
+  o: SigningOpts,
+): Promise<adminv1.ReissuedRelease[]> {
   const name = r.spec?.releaseName ?? "";
   const above = Number(r.releaseCounter);
-  const previous = new Set(r.devices.filter((d) => d.state !== "pending" && d.previousCounter > 0n && Number(d.previousCounter) < above).map((d) => Number(d.previousCounter)));
+  const previous = new Set(devices.filter((d) => d.state !== "pending" && d.previousCounter > 0n && Number(d.previousCounter) < above).map((d) => Number(d.previousCounter)));
   if (previous.size === 0) return [];
   const current = await SignedTargets.load(client, target);
   const signed = current.releases(name);

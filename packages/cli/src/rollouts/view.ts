@@ -29,21 +29,26 @@ export function rolloutJson(r: adminv1.Rollout, withDevices = true) {
     waves: r.waves.map((w) => ({ number: w.number, entry: w.entry, total: w.total, healthy: w.healthy, failed: w.failed, skipped: w.skipped, inProgress: w.inProgress, pending: w.pending })),
     ...(withDevices
       ? {
-          devices: r.devices.map((d) => ({
-            id: d.deviceId,
-            name: d.name,
-            wave: d.wave,
-            state: d.state,
-            bytesDone: Number(d.bytesDone),
-            bytesTotal: Number(d.bytesTotal),
-            error: d.error,
-            previousVersion: d.previousVersion,
-            previousCounter: Number(d.previousCounter),
-            rollBackCounter: Number(d.rollBackCounter),
-            updatedAt: iso(d.updatedAt),
-          })),
+          devices: r.devices.map(rolloutDeviceJson),
         }
       : {}),
+  };
+}
+
+/** The JSON form of one device of a rollout. */
+export function rolloutDeviceJson(d: adminv1.RolloutDevice) {
+  return {
+    id: d.deviceId,
+    name: d.name,
+    wave: d.wave,
+    state: d.state,
+    bytesDone: Number(d.bytesDone),
+    bytesTotal: Number(d.bytesTotal),
+    error: d.error,
+    previousVersion: d.previousVersion,
+    previousCounter: Number(d.previousCounter),
+    rollBackCounter: Number(d.rollBackCounter),
+    updatedAt: iso(d.updatedAt),
   };
 }
 

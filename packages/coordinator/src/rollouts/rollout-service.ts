@@ -2,8 +2,7 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import { adminv1, isReissueOf, newId, parseReleaseMeta, Wakeup } from "@flotilla/protocol";
 import { adminOf } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
-import { countDevices } from "../store/index.ts";
-import type { ReleaseRow, RolloutDeviceRow, RolloutRow } from "../store/index.ts";
+import type { ReleaseRow, RolloutDevicePage, RolloutDeviceRow, RolloutDeviceState, RolloutRow } from "../store/index.ts";
 import { ActionRefused, advance, onAdminAction, readFor, type AdminAction } from "./decide.ts";
 import type { RolloutEngine } from "./engine.ts";
 import { planFor } from "./planning.ts";
@@ -12,6 +11,26 @@ import { toleratedFailures } from "./waves.ts";
 
 const ROLLOUT_ID = /^ro_[A-Za-z0-9_-]{1,64}$/;
 const LIST_LIMIT = 200;
+/**
+ * Devices in one answer that carries a rollout: GetRollout's page size when none (or a larger one)
+ * is asked for, and all that start, pause, resume, approve, abort and each watch snapshot carry.
+ * About 200 bytes a device, so a page stays far below the message limit.
+ */
+export const DEVICE_PAGE = 1000;
+const DEVICE_STATES = new Set<string>([
+  "pending",
+  "notified",
+  "downloading",
+  "verifying",
+  "activating",
+  "health-checking",
+  "healthy",
+  "failed",
+  "rolled-back",
+  "skipped",
+  "rolling-back",
+] satisfies RolloutDeviceState[]);
+const PAGE_TOKEN = /^(\d{1,9})\.(\d{1,9})\.([^]{1,256})$/;
 const FINAL = new Set(["completed", "aborted", "failed"]);
 const ACTIVE = new Set(["running", "paused"]);
 /** At most this many re-signed releases in one abort (one per earlier release the devices ran). */
@@ -29,9 +48,33 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
     return { orgId, rollout };
   }
 
-  async function full(orgId: string, r: RolloutRow): Promise<adminv1.Rollout> {
-    const devices = await store.rollouts.listRolloutDevices(orgId, r.id);
-    return rolloutView(r, countDevices(devices), devices);
+  /**
+   * The rollout with its counts (from its wave counters, never from reading every device) and one
+   * page of its devices; `nextPageToken` is non-empty when more devices follow.
+   */
+  async function full(orgId: string, r: RolloutRow, page: RolloutDevicePage = { limit: DEVICE_PAGE }): Promise<{ rollout: adminv1.Rollout; nextPageToken: string }> {
+    // One more than the page: whether devices follow, so no list is cut silently.
+    const rows = await store.rollouts.listRolloutDevices(orgId, r.id, { ...page, limit: page.limit + 1 });
+    const devices = rows.slice(0, page.limit);
+    const counts = (await store.rollouts.rolloutCounts(orgId, r.id)) ?? {};
+    const last = devices.at(-1);
+    return { rollout: rolloutView(r, counts, devices), nextPageToken: rows.length > page.limit && last ? `${last.wave}.${last.position}.${last.deviceId}` : "" };
+  }
+
+  /** GetRollout's page from its request, refusing what it cannot mean. */
+  function pageOf(req: adminv1.GetRolloutRequest): RolloutDevicePage {
+    const page: RolloutDevicePage = { limit: Math.min(req.pageSize || DEVICE_PAGE, DEVICE_PAGE) };
+    if (req.pageToken) {
+      const m = PAGE_TOKEN.exec(req.pageToken);
+      if (!m) throw new ConnectError("invalid page_token: pass next_page_token of the previous page", Code.InvalidArgument);
+      page.after = { wave: Number(m[1]), position: Number(m[2]), deviceId: m[3]! };
+    }
+    if (req.state) {
+      if (!DEVICE_STATES.has(req.state)) throw new ConnectError(`invalid state ${JSON.stringify(req.state.slice(0, 40))}: one of ${[...DEVICE_STATES].join(", ")}`, Code.InvalidArgument);
+      page.state = req.state as RolloutDeviceState;
+    }
+    if (req.wave) page.wave = req.wave;
+    return page;
   }
 
   async function act(hctx: HandlerContext, id: string, action: AdminAction): Promise<{ rollout: adminv1.Rollout }> {
@@ -39,7 +82,7 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
     try {
       const r = await engine.run(orgId, id, (s, now) => onAdminAction(s, action, now, ctx.offlineAfterMs), readFor(action));
       if (!r) throw new ConnectError(`no rollout ${id}`, Code.NotFound);
-      return { rollout: await full(orgId, r) };
+      return { rollout: (await full(orgId, r)).rollout };
     } catch (err) {
       if (err instanceof ActionRefused) throw new ConnectError(err.message, Code.FailedPrecondition);
       throw err;
@@ -116,7 +159,7 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
       }
       ctx.log.info("rollout started", { rollout: id, release: `${release.name}@${release.version}`, devices: plan.total, waves: plan.waves.length });
       const started = (await engine.run(admin.orgId, id, (s, t) => advance(s, t, ctx.offlineAfterMs))) ?? rollout;
-      return { rollout: await full(admin.orgId, started), plan: planView(planned) };
+      return { rollout: (await full(admin.orgId, started)).rollout, plan: planView(planned) };
     },
 
     async listRollouts(req, hctx) {
@@ -140,7 +183,7 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
 
     async getRollout(req, hctx) {
       const { orgId, rollout } = await load(hctx, req.id);
-      return { rollout: await full(orgId, rollout) };
+      return full(orgId, rollout, pageOf(req));
     },
 
     pauseRollout: (req, hctx) => act(hctx, req.id, { kind: "pause", by: adminOf(hctx).actor }),
@@ -166,7 +209,7 @@ export function rolloutService(ctx: ServiceContext, engine: RolloutEngine, opts:
           if (!r) return;
           if (r.version !== sent) {
             sent = r.version;
-            yield { rollout: await full(orgId, r) };
+            yield await full(orgId, r);
           }
           if (FINAL.has(r.status)) return;
           // Changes made by this process wake us at once; the refresh catches other replicas'.

@@ -1,5 +1,5 @@
 import { useEffect, useState } from "react";
-import { can, Code, ConnectError, reason, releases, rollouts, session, type Plan, type Rollout, type RolloutSpec } from "../api.ts";
+import { can, Code, ConnectError, reason, releases, rollouts, session, type Plan, type Rollout, type RolloutDevice, type RolloutSpec } from "../api.ts";
 import { Action, CopyButton, Empty, ErrorLine, Link, navigate, RelTime, useLoad, useTitle } from "../ui.tsx";
 import { Progress } from "./overview.tsx";
 
@@ -188,9 +188,15 @@ function PlanView({ plan }: { plan: Plan }) {
   );
 }
 
-/** One rollout, live through WatchRollout; the stream is opened again after it ends or fails. */
+/**
+ * One rollout, live through WatchRollout; the stream is opened again after it ends or fails. Each
+ * snapshot carries the first page of devices; "Load more devices" appends later pages from
+ * GetRollout (as they are when loaded, not live).
+ */
 export function RolloutPage({ id }: { id: string }) {
   const [r, setR] = useState<Rollout>();
+  const [next, setNext] = useState("");
+  const [later, setLater] = useState<{ devices: RolloutDevice[]; next: string }>();
   const [state, setState] = useState("connecting");
   useTitle(r ? `Rollout ${r.spec?.releaseName}@${r.spec?.releaseVersion}` : "Rollout");
   useEffect(() => {
@@ -203,6 +209,7 @@ export function RolloutPage({ id }: { id: string }) {
             setState("live");
             delay = 500;
             if (res.rollout) setR(res.rollout);
+            setNext(res.nextPageToken);
           }
           // A finished rollout ends its stream: nothing more will change.
           setState("finished");
@@ -221,6 +228,9 @@ export function RolloutPage({ id }: { id: string }) {
   }, [id]);
   const active = r && (r.status === "running" || r.status === "paused");
   const mayWrite = can("rollouts:write");
+  const devices = r ? [...r.devices, ...(later?.devices ?? [])] : [];
+  const total = r ? r.waves.reduce((n, w) => n + w.total, 0) : 0;
+  const token = later ? later.next : next;
   return (
     <main id="main">
       <h1>
@@ -286,7 +296,7 @@ export function RolloutPage({ id }: { id: string }) {
             </tbody>
           </table>
           <h2>Devices</h2>
-          <table>
+          <table data-testid="rollout-devices">
             <thead>
               <tr>
                 <th scope="col">Device</th>
@@ -296,7 +306,7 @@ export function RolloutPage({ id }: { id: string }) {
               </tr>
             </thead>
             <tbody>
-              {r.devices.map((d) => (
+              {devices.map((d) => (
                 <tr key={d.deviceId}>
                   <td>
                     <Link to={`/devices/${encodeURIComponent(d.deviceId)}`}>{d.name}</Link>
@@ -313,6 +323,17 @@ export function RolloutPage({ id }: { id: string }) {
               ))}
             </tbody>
           </table>
+          {devices.length < total && (
+            <p className="muted">
+              Showing {devices.length} of {total} devices.{" "}
+              {token && (
+                <Action
+                  label="Load more devices"
+                  run={() => rollouts.getRollout({ id, pageToken: token }).then((p) => setLater({ devices: [...(later?.devices ?? []), ...(p.rollout?.devices ?? [])], next: p.nextPageToken }))}
+                />
+              )}
+            </p>
+          )}
         </>
       )}
     </main>

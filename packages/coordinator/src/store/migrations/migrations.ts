@@ -15,6 +15,7 @@ import { releasesMigration } from "./migration-releases.ts";
 import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
 import { rolloutCountersMigration } from "./migration-rollout-counters.ts";
+import { rolloutDevicePagesMigration } from "./migration-rollout-device-pages.ts";
 import { removedReleasesMigration } from "./migration-removed-releases.ts";
 import { replicasMigration } from "./migration-replicas.ts";
 import { storageQuotasMigration } from "./migration-storage-quotas.ts";
@@ -199,6 +200,7 @@ export const migrations: Record<string, Migration> = {
   "0017_telemetry_retention": telemetryRetentionMigration,
   "0018_rollout_counters": rolloutCountersMigration,
   "0019_replicas": replicasMigration,
+  "0020_rollout_device_pages": rolloutDevicePagesMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -320,6 +320,45 @@ for (const backend of backends) {
       expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_a"))).toEqual(await recount(store, "ro_a"));
     });
 
+    it("pages a rollout's devices in order from a key, each once, also of one state or one wave, and counts them all without listing them", async () => {
+      // 3 waves of 9, 10 and 11 devices; every fourth failed; two devices share a plan position
+      // (so the order falls back to the device id); a second rollout's devices never show up.
+      const many: RolloutDeviceRow[] = [];
+      for (let i = 0; i < 30; i++) {
+        const wave = i < 9 ? 1 : i < 19 ? 2 : 3;
+        const position = i === 13 ? 12 - 9 : i - (wave === 1 ? 0 : wave === 2 ? 9 : 19);
+        many.push({ ...devicesOf("ro_p")[0]!, deviceId: `pg_${String(29 - i).padStart(2, "0")}`, name: `n${i}`, wave, position, state: i % 4 === 0 ? "failed" : "pending" });
+      }
+      expect(await store.rollouts.createRollout(rolloutRow("ro_p"), many)).toEqual({ ok: true });
+      expect(await store.rollouts.createRollout(rolloutRow("ro_q"), devicesOf("ro_q"))).toEqual({ ok: true });
+      const key = (d: RolloutDeviceRow) => `${d.wave}.${d.position}.${d.deviceId}`;
+      const all = await store.rollouts.listRolloutDevices("orgA", "ro_p");
+      expect(all).toHaveLength(30);
+      const order = [...all].sort((a, b) => a.wave - b.wave || a.position - b.position || (a.deviceId < b.deviceId ? -1 : a.deviceId > b.deviceId ? 1 : 0));
+      expect(all.map(key)).toEqual(order.map(key));
+      expect(all.filter((d) => d.wave === 2 && d.position === 3).map((d) => d.deviceId)).toEqual(["pg_16", "pg_17"]);
+
+      const pages = async (filter: { state?: "failed"; wave?: number }, limit: number) => {
+        const seen: RolloutDeviceRow[] = [];
+        let after: RolloutDeviceRow | undefined;
+        for (;;) {
+          const page = await store.rollouts.listRolloutDevices("orgA", "ro_p", { limit, ...filter, ...(after ? { after } : {}) });
+          expect(page.length).toBeLessThanOrEqual(limit);
+          seen.push(...page);
+          after = page.at(-1);
+          if (page.length < limit || !after) return seen;
+        }
+      };
+      for (const limit of [1, 4, 7, 30]) expect((await pages({}, limit)).map(key), `pages of ${limit}`).toEqual(all.map(key));
+      expect((await pages({ state: "failed" }, 3)).map(key)).toEqual(all.filter((d) => d.state === "failed").map(key));
+      expect((await pages({ wave: 2 }, 3)).map(key)).toEqual(all.filter((d) => d.wave === 2).map(key));
+      expect(await store.rollouts.listRolloutDevices("orgB", "ro_p", { limit: 10 })).toEqual([]);
+
+      // The counts are the rollout's counters, equal to a count of the devices, whatever a page shows.
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_p"))).toEqual({ 1: { failed: 3, pending: 6 }, 2: { failed: 2, pending: 8 }, 3: { failed: 3, pending: 8 } });
+      expect(normal(await store.rollouts.rolloutCounts("orgA", "ro_p"))).toEqual(await recount(store, "ro_p"));
+    });
+
     it("wakes every device a wave start notifies, after commit, and not the ones it does not", async () => {
       await store.devices.setConnection("orgA", "dev_3", false, NOW);
       const woken: string[] = [];

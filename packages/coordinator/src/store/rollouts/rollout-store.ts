@@ -22,6 +22,21 @@ export type * from "./rollout-rows.ts";
 
 export type CreateRolloutResult = { ok: true } | { ok: false; rolloutId: string; deviceName: string };
 
+/** Where a device stands in a rollout's device order: the key a page of devices starts after. */
+export interface RolloutDeviceKey {
+  wave: number;
+  position: number;
+  deviceId: string;
+}
+
+/** One page of a rollout's devices, optionally of one state or one wave. */
+export interface RolloutDevicePage {
+  limit: number;
+  after?: RolloutDeviceKey;
+  state?: RolloutDeviceState;
+  wave?: number;
+}
+
 /** Rollouts and their per-device state; every method is scoped by organization except `activeRollouts`. */
 export interface RolloutStore {
   /**
@@ -32,8 +47,12 @@ export interface RolloutStore {
   getRollout(orgId: string, id: string): Promise<RolloutRow | undefined>;
   /** Newest first, at most `limit`, older than `before` (created_at, id) when given. */
   listRollouts(orgId: string, limit: number, before?: { createdAt: number; id: string }): Promise<RolloutRow[]>;
-  /** By wave, then plan position (then device id). */
-  listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]>;
+  /**
+   * By wave, then plan position, then device id. With `page`: at most `limit` of them after the
+   * key, read on the index rollout_devices(rollout_id, wave, position, device_id), so a page
+   * costs the same in a rollout of any size. Without it every device: for tests and small rollouts.
+   */
+  listRolloutDevices(orgId: string, id: string, page?: RolloutDevicePage): Promise<RolloutDeviceRow[]>;
   /** Unscoped, for the engine: every running or paused rollout. */
   activeRollouts(): Promise<{ orgId: string; id: string }[]>;
   /** Devices of the organization whose latest release step was a failure or a rollback. */
@@ -201,17 +220,17 @@ export class KyselyRolloutStore implements RolloutStore {
     return rows.map(toRollout);
   }
 
-  async listRolloutDevices(orgId: string, id: string): Promise<RolloutDeviceRow[]> {
-    const rows = await this.db
-      .selectFrom("rollout_devices")
-      .selectAll()
-      .where("org_id", "=", orgId)
-      .where("rollout_id", "=", id)
-      .orderBy("wave")
-      .orderBy("position")
-      .orderBy("device_id")
-      .execute();
-    return rows.map(toDevice);
+  async listRolloutDevices(orgId: string, id: string, page?: RolloutDevicePage): Promise<RolloutDeviceRow[]> {
+    let q = this.db.selectFrom("rollout_devices").selectAll().where("org_id", "=", orgId).where("rollout_id", "=", id);
+    if (page?.state !== undefined) q = q.where("state", "=", page.state);
+    if (page?.wave !== undefined) q = q.where("wave", "=", page.wave);
+    const after = page?.after;
+    // A row-value comparison, which both SQLite and PostgreSQL seek to on the index (the same
+    // condition spelled with OR makes SQLite walk the index from the rollout's first device).
+    if (after) q = q.where((eb) => eb(eb.refTuple("wave", "position", "device_id"), ">", eb.tuple(after.wave, after.position, after.deviceId)));
+    q = q.orderBy("wave").orderBy("position").orderBy("device_id");
+    if (page) q = q.limit(Math.max(0, page.limit));
+    return (await q.execute()).map(toDevice);
   }
 
   async activeRollouts(): Promise<{ orgId: string; id: string }[]> {
