@@ -211,7 +211,13 @@ async function loadTls(config: CoordinatorConfig, host: string, identity: Identi
  * `--replicas N`), else the --listen address, where a wildcard (0.0.0.0, ::) becomes this
  * machine's host name, which other hosts may not resolve: that is said once, at start.
  */
-function replicaAddress(config: CoordinatorConfig, listener: Listener, host: string, tls: boolean, log: Logger): string {
+export function replicaAddress(
+  config: Pick<CoordinatorConfig, "internalUrl" | "listen" | "replicas">,
+  listener: Pick<Listener, "port">,
+  host: string,
+  tls: boolean,
+  log: Logger,
+): string {
   if (config.internalUrl) {
     const u = new URL(config.internalUrl);
     return config.replicas > 1 || cluster.isWorker ? `${u.protocol}//${u.hostname}:${listener.port}` : u.origin;
@@ -227,7 +233,7 @@ function isWildcard(host: string): boolean {
   return host === "0.0.0.0" || host === "::";
 }
 
-function defaultPublicUrl(listener: Listener, host: string, tls: boolean): string {
+function defaultPublicUrl(listener: Pick<Listener, "port">, host: string, tls: boolean): string {
   const h = isWildcard(host) ? hostname() : host.includes(":") ? `[${host}]` : host;
   return `${tls ? "https" : "http"}://${h}:${listener.port}`;
 }
