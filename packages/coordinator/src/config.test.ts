@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "@flotilla/protocol";
 import { coordinatorOptionSpecs, internalUrlConflict, withDefaults } from "./config.ts";
@@ -22,6 +25,21 @@ describe("--internal-url", () => {
     }
     expect(load({}, { FLOTILLA_INTERNAL_URL: "https://10.0.0.5:7700" }).values.internalUrl).toBe("https://10.0.0.5:7700");
     expect(load({}).values.internalUrl).toBeUndefined();
+  });
+
+  it("is internal_url in the config file", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "flotilla-config-"));
+    try {
+      const file = join(dir, "coordinator.toml");
+      await writeFile(file, 'internal_url = "https://10.0.0.5:7700"\n');
+      const loaded = loadConfig(coordinatorOptionSpecs, { flags: {}, env: {}, configFile: file });
+      expect(loaded.values.internalUrl).toBe("https://10.0.0.5:7700");
+      expect(loaded.sources.internalUrl).toBe("file");
+      await writeFile(file, 'internal_url = "https://10.0.0.5:7700/x"\n');
+      expect(() => loadConfig(coordinatorOptionSpecs, { flags: {}, env: {}, configFile: file })).toThrow(/^invalid value for internal_url \(config file .*\): .*without a path/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses anything else in one line naming the option and saying what it expects", () => {
