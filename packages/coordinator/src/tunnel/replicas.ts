@@ -47,7 +47,7 @@ export class ReplicaTunnels {
   private readonly pending = new Map<string, (replicaId: string) => void>();
   private readonly unsubscribe: (() => void)[] = [];
   /** Connections to the other replicas, each shared by the tunnels carried there. */
-  readonly peers = new PeerTransports((url) =>
+  private readonly peers = new PeerTransports((url) =>
     coordinatorTransport({ url, pin: keyPin(this.identity.publicKey), interceptors: [uncompressedTunnels] }),
   );
 
