@@ -47,3 +47,24 @@ it("refuses a weak setup code chosen by hand, saying what a strong one needs", a
   const strong = await sb.run(["coordinator", "--setup-code", "K7QX-M2RD-9WPA-HT4N", "--print-config"]);
   expect(strong.code, strong.stderr).toBe(0);
 });
+
+it("documents --internal-url in `coordinator --help`, and refuses one that cannot work in one line before starting", async () => {
+  const help = await sb.run(["coordinator", "--help"]);
+  expect(help.code).toBe(0);
+  expect(help.stdout).toMatch(/--internal-url <value>\s+where the other replicas on the database/);
+  expect(help.stdout).toContain("[FLOTILLA_INTERNAL_URL]");
+  const cases: [string[], RegExp][] = [
+    [["--internal-url", "https://10.0.0.5:7700/x"], /^error: invalid value for --internal-url \(flag\): .*without a path, query or fragment$/],
+    [["--listen", "0.0.0.0:7700", "--internal-url", "http://10.0.0.5:7700"], /^error: --internal-url http:\/\/10\.0\.0\.5:7700 is plain HTTP, but this coordinator serves TLS .*: use https:\/\/$/],
+    [
+      ["--replicas", "2", "--database-url", "postgres://127.0.0.1:1/none", "--listen", "0.0.0.0:7700", "--internal-url", "https://10.0.0.5:7700"],
+      /^error: --internal-url with --replicas above 1 names a host without a port \(e\.g\. https:\/\/10\.0\.0\.5\)/,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const r = await sb.run(["coordinator", "--data-dir", await sb.dir(), ...args]);
+    expect(r.code, args.join(" ")).not.toBe(0);
+    expect(r.stderr.trim().split("\n"), args.join(" ")).toHaveLength(1);
+    expect(r.stderr.trim(), args.join(" ")).toMatch(message);
+  }
+});

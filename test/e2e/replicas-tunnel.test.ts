@@ -3,6 +3,7 @@
  * data directory; an admin on replica A reaches, through real OpenSSH, a device whose agent is
  * connected to replica C (A forwards the tunnel to C over the replicas' internal call).
  */
+import net from "node:net";
 import { freePort, waitFor, type Proc } from "@flotilla/protocol/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fastAgentFlags, fastCoordinatorFlags, Fleet, freshPostgresDatabase, type DeviceJson } from "./support/fleet.ts";
@@ -13,6 +14,52 @@ const SETUP_CODE = "XTNL-4K7M-9QWX-3TZH";
 
 const pgUrl = process.env.FLOTILLA_TEST_POSTGRES_URL;
 if (!pgUrl) console.log("test/e2e/replicas-tunnel.test.ts did not run: FLOTILLA_TEST_POSTGRES_URL is not set (replicas need PostgreSQL)");
+
+/** The addresses in the registry of replicas of database `url`. */
+async function registeredAddresses(url: string): Promise<string[]> {
+  const { default: pg } = await import("pg");
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    const { rows } = await db.query<{ address: string }>("SELECT address FROM replicas");
+    return rows.map((r) => r.address);
+  } finally {
+    await db.end();
+  }
+}
+
+/**
+ * A TCP relay on 127.0.0.1 to `port`: stands for an address other replicas are told that is not
+ * the one the replica listens on (a NAT, a load balancer's port), and counts the connections
+ * made through it.
+ */
+async function tcpRelay(port: number): Promise<{ port: number; connections: () => number; close(): void }> {
+  let connections = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((inbound) => {
+    connections++;
+    const outbound = net.connect(port, "127.0.0.1");
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => {
+        sockets.delete(s);
+        inbound.destroy();
+        outbound.destroy();
+      });
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    connections: () => connections,
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
 
 describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
   const sb = new Sandbox();
@@ -111,6 +158,72 @@ describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
     expect(again.stdout).toBe("reopened\n");
   }, 240_000);
 
+  it("carries tunnels to a replica on 0.0.0.0 at its --internal-url, on one connection for tunnels in a row, and again once that replica was killed and started again", async () => {
+    // D listens on every address; the other replicas are told to dial a relay to it instead.
+    const d = new Fleet(sb, ["--database-url", databaseUrl, "--setup-code", SETUP_CODE]);
+    await d.prepare();
+    d.dataDir = a.dataDir;
+    d.adminHome = a.adminHome;
+    const relay = await tcpRelay(d.port);
+    try {
+      const internalUrl = `https://127.0.0.1:${relay.port}`;
+      // The last --listen given wins over Fleet's own 127.0.0.1 one.
+      d.extraArgs.push("--listen", `0.0.0.0:${d.port}`, "--internal-url", internalUrl);
+      await d.startCoordinator();
+      // It listens on every address: 127.0.0.2 reaches it too, as it would not on 127.0.0.1 alone.
+      await new Promise<void>((resolve, reject) => {
+        const probe = net.connect(d.port, "127.0.0.2", () => {
+          probe.destroy();
+          resolve();
+        });
+        probe.on("error", reject);
+      });
+      await waitFor("D registered at its --internal-url", async () => (await registeredAddresses(databaseUrl)).includes(internalUrl));
+      // No warning about the wildcard address: the address to dial was given.
+      expect(d.coordinator.output).not.toMatch(/wildcard/);
+
+      const join = await a.joinToken(["--auto-approve", "--coordinator-url", `https://127.0.0.1:${d.port}`]);
+      d.startAgent(await sb.dir("flotilla-agent-"), join, ["--tunnel-ports", String(sshd.port)], "agent on D");
+      const onD = await waitFor(
+        "the device on D online with the tunnel capability",
+        async () =>
+          (await a.devices()).find(
+            (x): x is DeviceJson => x.id !== device.id && x.status === "online" && ((x as DeviceJson & { capabilities?: string[] }).capabilities?.includes("tunnel") ?? false),
+          ),
+        60_000,
+      );
+      const carried = () => a.coordinator.output.match(/tunnel carried to the replica holding the device/g)?.length ?? 0;
+      const before = carried();
+      const first = await sb.run(sshArgs(a, "echo first", onD.name), { FLOTILLA_HOME: a.adminHome });
+      expect(first.stdout, first.stderr).toBe("first\n");
+      // A reached D through the relay, i.e. at the address D registered.
+      const afterFirst = relay.connections();
+      expect(afterFirst).toBeGreaterThan(0);
+      const second = await sb.run(sshArgs(a, "echo second", onD.name), { FLOTILLA_HOME: a.adminHome });
+      expect(second.stdout, second.stderr).toBe("second\n");
+      expect(carried() - before).toBe(2);
+      // The second tunnel went over the connection the first one opened: none new to D.
+      expect(relay.connections()).toBe(afterFirst);
+
+      await d.coordinator.stop("SIGKILL");
+      await d.startCoordinator();
+      const again = await waitFor(
+        "a tunnel through A to the device on the restarted D",
+        async () => {
+          const r = await sb.run(sshArgs(a, "echo after restart", onD.name), { FLOTILLA_HOME: a.adminHome });
+          return r.code === 0 ? r : undefined;
+        },
+        90_000,
+        500,
+      );
+      expect(again.stdout).toBe("after restart\n");
+      expect(relay.connections()).toBeGreaterThan(afterFirst);
+      await d.coordinator.stop("SIGTERM");
+    } finally {
+      relay.close();
+    }
+  }, 240_000);
+
   it("carries tunnels between the workers of `coordinator --replicas 2` behind one shared port", async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
@@ -124,15 +237,8 @@ describe.skipIf(!pgUrl)("tunnels across coordinator replicas", () => {
     await waitFor("two replicas listening", () => [...primary.stdout.matchAll(/listening on \S+ \(replica \d of 2/g)].length === 2, 60_000);
     // Each worker registered a port of its own, not the shared one, where its sibling reaches it.
     const addresses = await waitFor("both workers in the registry of replicas", async () => {
-      const { default: pg } = await import("pg");
-      const db = new pg.Client({ connectionString: clusterDb });
-      await db.connect();
-      try {
-        const { rows } = await db.query<{ address: string }>("SELECT address FROM replicas");
-        return rows.length === 2 ? rows.map((r) => r.address) : undefined;
-      } finally {
-        await db.end();
-      }
+      const rows = await registeredAddresses(clusterDb);
+      return rows.length === 2 ? rows : undefined;
     });
     expect(new Set(addresses).size).toBe(2);
     for (const address of addresses) {

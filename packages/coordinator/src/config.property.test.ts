@@ -28,6 +28,27 @@ describe("coordinator config properties", { timeout: propertyTimeout(60_000, RUN
     );
   });
 
+  it("accepts as --internal-url only an http(s) URL that is a host and port, nothing else", () => {
+    const spec = coordinatorOptionSpecs.internalUrl;
+    const url = fc.oneof(fc.webUrl({ withQueryParameters: true, withFragments: true }), fc.webUrl(), fc.string());
+    fc.assert(
+      fc.property(url, (text) => {
+        // An empty variable counts as unset.
+        fc.pre(text !== "");
+        const got = loadWith({ [spec.env]: text });
+        if (got instanceof ConfigError) {
+          expect(got.message).toMatch(/^invalid value for FLOTILLA_INTERNAL_URL \(environment variable\): /);
+          expect(got.message.split("\n")).toHaveLength(1);
+          return;
+        }
+        const u = new URL(got.internalUrl!);
+        expect(["http:", "https:"]).toContain(u.protocol);
+        expect(u.pathname + u.search + u.hash + u.username + u.password).toBe("/");
+      }),
+      { ...runs, examples: [["https://a.b:7700"], ["https://a.b/x"], ["http://a.b:80"]] },
+    );
+  });
+
   it("loads any option from the environment or refuses it with a ConfigError naming it", () => {
     const names = Object.keys(coordinatorOptionSpecs) as (keyof typeof coordinatorOptionSpecs)[];
     fc.assert(

@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { setupCodeWeakness } from "./access/setup-code.ts";
 import { orgQuotasSchema, quotaSchema } from "./artifacts/byte-size.ts";
+import { isLoopback } from "./server/listen.ts";
 import { defineOptions, MAX_DELAY_MS, type OptionSpec, type Values } from "@flotilla/protocol/agent";
 
 const positiveMs = z.coerce.number().int().positive();
@@ -56,6 +57,19 @@ export const coordinatorOptionSpecs = defineOptions({
     key: "public_url",
     schema: z.string().regex(/^https?:\/\/[^\s/]+$/, "expected http(s)://host:port").optional(),
     doc: "the address agents dial, put into join strings (default: derived from --listen)",
+  },
+  internalUrl: {
+    flag: "internal-url",
+    env: "FLOTILLA_INTERNAL_URL",
+    key: "internal_url",
+    schema: z
+      .string()
+      .superRefine((url, c) => {
+        const problem = internalUrlProblem(url);
+        if (problem) c.addIssue({ code: "custom", message: problem });
+      })
+      .optional(),
+    doc: "where the other replicas on the database reach this one, e.g. https://10.0.0.5:7700 (default: derived from --listen); with --replicas above 1, scheme and host only: each replica adds its own port (docs/scale.md)",
   },
   installDir: {
     flag: "install-dir",
@@ -222,6 +236,58 @@ export const coordinatorOptionSpecs = defineOptions({
     doc: "coordinator processes on this host sharing the listening port (one per core); above 1 needs --database-url (docs/scale.md)",
   },
 });
+
+/**
+ * What is wrong with `url` as an --internal-url, or undefined: an http(s) URL naming a host other
+ * replicas can dial (not a wildcard such as 0.0.0.0), and an optional port, nothing else.
+ */
+export function internalUrlProblem(url: string): string | undefined {
+  const expected = "expected http(s)://host or http(s)://host:port";
+  if (/\s/.test(url)) return `${expected}, without spaces`;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return expected;
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") return `${expected}, not ${u.protocol}//`;
+  if (u.username || u.password) return `${expected}, without a user or password`;
+  if (!/^https?:\/\/[^/?#]+\/?$/i.test(url)) return `${expected}, without a path, query or fragment`;
+  if (u.hostname === "0.0.0.0" || u.hostname === "[::]") return `${u.hostname} is where a server listens, not an address other replicas can dial`;
+  return undefined;
+}
+
+/** True when --internal-url names a port, as in https://10.0.0.5:7700 (the scheme's default port written out counts). */
+export function internalUrlHasPort(url: string): boolean {
+  return /^https?:\/\/(\[[^\]]*\]|[^:/?#]*):\d*\/?$/i.test(url);
+}
+
+/** Whether a coordinator with this configuration serves TLS: with --tls-cert, or on any --listen host but loopback. */
+function servesTls(config: Pick<CoordinatorConfig, "listen" | "tlsCert" | "tlsKey">): boolean {
+  return config.tlsCert !== undefined || config.tlsKey !== undefined || !isLoopback(config.listen.replace(/:\d+$/, ""));
+}
+
+/**
+ * What is wrong with --internal-url alongside the other options, or undefined: its scheme must be
+ * the one this coordinator serves, and with --replicas above 1 it names no port (each replica
+ * is reached on a port of its own, which it adds).
+ */
+export function internalUrlConflict(config: Pick<CoordinatorConfig, "internalUrl" | "listen" | "tlsCert" | "tlsKey" | "replicas">): string | undefined {
+  const url = config.internalUrl;
+  if (url === undefined) return undefined;
+  const tls = servesTls(config);
+  const https = new URL(url).protocol === "https:";
+  if (tls && !https) {
+    return `--internal-url ${url} is plain HTTP, but this coordinator serves TLS (it does with --tls-cert and on any --listen address but loopback): use https://`;
+  }
+  if (!tls && https) {
+    return `--internal-url ${url} is HTTPS, but this coordinator serves plain HTTP (--listen on loopback, no --tls-cert): use http://`;
+  }
+  if (config.replicas > 1 && internalUrlHasPort(url)) {
+    return `--internal-url with --replicas above 1 names a host without a port (e.g. ${url.replace(/:\d*\/?$/, "")}): each replica is reached on a port of its own`;
+  }
+  return undefined;
+}
 
 /** Every coordinator option's value, as `loadConfig(coordinatorOptionSpecs, ...)` returns them. */
 export type CoordinatorConfig = Values<typeof coordinatorOptionSpecs>;

@@ -11,7 +11,7 @@ import { cookieHeaderKey, remoteAddressKey } from "./access/principal.ts";
 import { prepareSetupCode } from "./access/setup-code.ts";
 import { webLoginFeature } from "./access/web-login.ts";
 import { Auditor } from "./audit/auditor.ts";
-import { withDefaults, type CoordinatorConfig, type CoordinatorOptions } from "./config.ts";
+import { internalUrlConflict, withDefaults, type CoordinatorConfig, type CoordinatorOptions } from "./config.ts";
 import type { ServiceContext } from "./context.ts";
 import { devicesFeature } from "./devices/index.ts";
 import type { Feature } from "./feature.ts";
@@ -90,6 +90,8 @@ export async function startCoordinator(
   log: Logger = createLogger({ role: "coordinator" }),
 ): Promise<Coordinator> {
   const config = withDefaults(opts);
+  const conflict = internalUrlConflict(config);
+  if (conflict) throw new Error(conflict);
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const identity = await loadCoordinatorIdentity(config.dataDir);
   const endorsements = await loadEndorsements(config.dataDir);
@@ -155,12 +157,12 @@ export async function startCoordinator(
     };
     listener = await listen({ host, port, handler, tls });
     setupCode = await prepareSetupCode(store, config.setupCode);
-    // Replicas reach each other (tunnels to agents connected elsewhere) at the address they
-    // listen on; a `--replicas N` worker shares that port with its siblings through the
-    // primary, so it also listens on a port of its own, on the same host.
+    // Replicas reach each other (tunnels to agents connected elsewhere) at --internal-url, else
+    // at the address they listen on; a `--replicas N` worker shares that port with its siblings
+    // through the primary, so it also listens on a port of its own, on the same host.
     if (store.dialect === "postgres") {
       if (cluster.isWorker) internalListener = await listen({ host, port: 0, handler, tls, exclusive: true });
-      await replicaTunnels.register(defaultPublicUrl(internalListener ?? listener, host, tls !== undefined));
+      await replicaTunnels.register(replicaAddress(config, internalListener ?? listener, host, tls !== undefined, log));
     }
   } catch (err) {
     await internalListener?.close();
@@ -203,8 +205,34 @@ async function loadTls(config: CoordinatorConfig, host: string, identity: Identi
   return selfSignedCertificate(identity, { hosts: [...new Set([host, hostname(), "localhost", "127.0.0.1"])] });
 }
 
-function defaultPublicUrl(listener: Listener, host: string, tls: boolean): string {
-  const unspecified = host === "0.0.0.0" || host === "::";
-  const h = unspecified ? hostname() : host.includes(":") ? `[${host}]` : host;
+/**
+ * Where the other replicas reach this one: --internal-url (with a worker's own port added under
+ * `--replicas N`), else the --listen address, where a wildcard (0.0.0.0, ::) becomes this
+ * machine's host name, which other hosts may not resolve: that is said once, at start.
+ */
+export function replicaAddress(
+  config: Pick<CoordinatorConfig, "internalUrl" | "listen" | "replicas">,
+  listener: Pick<Listener, "port">,
+  host: string,
+  tls: boolean,
+  log: Logger,
+): string {
+  if (config.internalUrl) {
+    const u = new URL(config.internalUrl);
+    return config.replicas > 1 || cluster.isWorker ? `${u.protocol}//${u.hostname}:${listener.port}` : u.origin;
+  }
+  const address = defaultPublicUrl(listener, host, tls);
+  if (isWildcard(host)) {
+    log.warn("listening on a wildcard address: other replicas will dial this machine's host name; if they cannot resolve or reach it, give --internal-url", { listen: config.listen, address });
+  }
+  return address;
+}
+
+function isWildcard(host: string): boolean {
+  return host === "0.0.0.0" || host === "::";
+}
+
+function defaultPublicUrl(listener: Pick<Listener, "port">, host: string, tls: boolean): string {
+  const h = isWildcard(host) ? hostname() : host.includes(":") ? `[${host}]` : host;
   return `${tls ? "https" : "http"}://${h}:${listener.port}`;
 }

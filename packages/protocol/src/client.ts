@@ -32,6 +32,11 @@ export interface ClosableTransport {
   close(): void;
   /** With `allowRotation`: the pin of the unpinned ed25519 key the certificate carried. */
   presentedPin?: string;
+  /**
+   * True while the HTTP/2 session ended in an error (the server went away, a ping timed out) and
+   * no call opened another since; the next call would try to connect again.
+   */
+  sessionFailed?(): boolean;
 }
 
 /**
@@ -70,7 +75,7 @@ export async function coordinatorTransport(opts: CoordinatorTransportOptions): P
     readMaxBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
     writeMaxBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
   });
-  return { transport, close: () => sessionManager.abort(), presentedPin };
+  return { transport, close: () => sessionManager.abort(), presentedPin, sessionFailed: () => sessionManager.state() === "error" };
 }
 
 /** An interceptor that adds `authorization: Bearer <token>` from a getter, on every call. */

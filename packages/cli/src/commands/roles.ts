@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { agentOptionSpecs } from "@flotilla/agent/config";
-import { coordinatorOptionSpecs } from "@flotilla/coordinator/config";
+import { coordinatorOptionSpecs, internalUrlConflict } from "@flotilla/coordinator/config";
 import { createLogger, formatConfig, loadConfig, VERSION } from "@flotilla/protocol/agent";
 import type { CliConfig } from "../config.ts";
 import { ExitError, UsageError } from "../errors.ts";
@@ -28,6 +28,8 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
       if (opts.printConfig) return out(formatConfig(coordinatorOptionSpecs, loaded));
       const stop = stopSignal();
       const replicas = loaded.values.replicas;
+      const conflict = internalUrlConflict(loaded.values);
+      if (conflict) throw new UsageError(conflict);
       if (replicas > 1 && !isReplicaWorker()) {
         if (!loaded.values.databaseUrl) throw new UsageError("--replicas above 1 needs --database-url: replicas share a PostgreSQL database");
         return runReplicas(replicas, { setupCode: loaded.values.setupCode, stop, out });

@@ -47,7 +47,7 @@ async function twoReplicas(): Promise<{ a: TestCoordinator; b: TestCoordinator }
 }
 
 describe.skipIf(!pgUrl)("a tunnel carried from one replica to another", () => {
-  it("holds a bounded number of bytes when the device reads nothing, keeps nothing on the admin's replica, then delivers every byte", async () => {
+  it("holds a bounded number of bytes when the device reads nothing, keeps nothing on the admin's replica, carries another tunnel on the same connection meanwhile, then delivers every byte", async () => {
     const { a, b } = await twoReplicas();
     const owner = await a.login(generateIdentity(), { setupCode: SETUP_CODE });
     const device = await enrollDevice(a, owner);
@@ -114,6 +114,41 @@ describe.skipIf(!pgUrl)("a tunnel carried from one replica to another", () => {
     expect(b.coord.tunnels.heldBytes).toBeLessThanOrEqual(QUEUE_LIMIT_BYTES + MAX_CHUNK_BYTES);
     expect(a.coord.tunnels.size).toBe(0);
     expect(stalled).toBeLessThan(8 * 1024 * 1024);
+
+    // A second tunnel, carried on the same connection between the replicas, goes both ways while
+    // the first one stands still.
+    let secondDone: () => void = () => {};
+    const secondEnds = new Promise<void>((res) => (secondDone = res));
+    async function* secondAdmin() {
+      yield create(adminv1.OpenRequestSchema, { frame: { case: "target", value: { device: "box", port: 22 } } });
+      yield create(adminv1.OpenRequestSchema, { frame: { case: "data", value: new TextEncoder().encode("ping") } });
+      await secondEnds;
+      yield create(adminv1.OpenRequestSchema, { frame: { case: "eof", value: {} } });
+    }
+    const second = adminSide.open(secondAdmin(), { headers: owner.headers, signal: ac.signal })[Symbol.asyncIterator]();
+    const secondOpened = second.next();
+    let r2 = await requests.next();
+    // Keep-alives may come first.
+    while (!r2.done && r2.value.event.case !== "tunnel") r2 = await requests.next();
+    if (r2.value?.event.case !== "tunnel") throw new Error(`expected a second tunnel request, got ${r2.value?.event.case}`);
+    const secondId = r2.value.event.value.tunnelId;
+    async function* secondAgent() {
+      yield create(agentv1.AttachRequestSchema, { frame: { case: "start", value: { tunnelId: secondId } } });
+      yield create(agentv1.AttachRequestSchema, { frame: { case: "data", value: new TextEncoder().encode("pong") } });
+      await secondEnds;
+      yield create(agentv1.AttachRequestSchema, { frame: { case: "eof", value: {} } });
+    }
+    const secondAttached = agentSide.attach(secondAgent(), { headers: device.headers, signal: ac.signal })[Symbol.asyncIterator]();
+    expect((await secondOpened).value?.frame.case).toBe("opened");
+    const atDevice = await secondAttached.next();
+    expect(atDevice.value?.frame.case === "data" && new TextDecoder().decode(atDevice.value.frame.value)).toBe("ping");
+    const atAdmin = await second.next();
+    expect(atAdmin.value?.frame.case === "data" && new TextDecoder().decode(atAdmin.value.frame.value)).toBe("pong");
+    secondDone();
+    expect((await second.next()).value?.frame.case).toBe("eof");
+    expect((await secondAttached.next()).value?.frame.case).toBe("eof");
+    // The first tunnel did not move meanwhile.
+    expect(sent).toBe(stalled);
 
     finish = true;
     let received = 0;

@@ -3,6 +3,7 @@ import { Code, ConnectError, createClient, type Client, type ServiceImpl } from 
 import { coordinatorTransport, internalv1, keyPin, newId, uncompressedTunnels, type Identity, type Logger } from "@flotilla/protocol";
 import type { ReplicaStore } from "../store/replicas/replica-store.ts";
 import type { Frame } from "./frame-queue.ts";
+import { PeerTransports } from "./peer-transports.ts";
 import type { TunnelRegistry } from "./registry.ts";
 import { REPLICA_AUTH_HEADER, replicaToken } from "./replica-auth.ts";
 import { background, drainFrom, firstMessage, pumpInto } from "./relay.ts";
@@ -35,8 +36,8 @@ function toForwardResponse(f: Frame): internalv1.ForwardResponse {
  * device's agent does not listen asks every replica once over LISTEN/NOTIFY which holds that
  * agent's Listen stream (one event out, one back from the holder: O(1) per tunnel, nothing per
  * device), then carries the tunnel to the holder over ReplicaTunnelService.Forward, authenticated
- * with a short-lived token signed by the shared coordinator key. The holder asks its agent as a
- * local Open would.
+ * with a short-lived token signed by the shared coordinator key, on one connection per holder
+ * shared by all the tunnels carried there. The holder asks its agent as a local Open would.
  */
 export class ReplicaTunnels {
   /** This replica's id in the registry and in tokens addressed to it. */
@@ -45,6 +46,10 @@ export class ReplicaTunnels {
   private timer: NodeJS.Timeout | undefined;
   private readonly pending = new Map<string, (replicaId: string) => void>();
   private readonly unsubscribe: (() => void)[] = [];
+  /** Connections to the other replicas, each shared by the tunnels carried there. */
+  private readonly peers = new PeerTransports((url) =>
+    coordinatorTransport({ url, pin: keyPin(this.identity.publicKey), interceptors: [uncompressedTunnels] }),
+  );
 
   constructor(
     private readonly replicas: ReplicaStore,
@@ -78,6 +83,7 @@ export class ReplicaTunnels {
   async close(): Promise<void> {
     for (const u of this.unsubscribe.splice(0)) u();
     clearInterval(this.timer);
+    this.peers.close();
     if (this.address) await this.replicas.removeReplica(this.id).catch(() => {});
   }
 
@@ -124,20 +130,20 @@ export class ReplicaTunnels {
     }
   }
 
-  /** A client of replica `replicaId`'s ReplicaTunnelService and a token for it; undefined when it is not live. */
-  async connect(replicaId: string): Promise<{ client: Client<typeof internalv1.ReplicaTunnelService>; headers: Record<string, string>; close(): void } | undefined> {
+  /**
+   * A client of replica `replicaId`'s ReplicaTunnelService and a token for it; undefined when it
+   * is not live. The connection under it is shared with the other tunnels to that replica (see
+   * PeerTransports): `release` it when the tunnel ended, with `failed` when the call broke.
+   */
+  async connect(replicaId: string): Promise<{ client: Client<typeof internalv1.ReplicaTunnelService>; headers: Record<string, string>; release(failed: boolean): void } | undefined> {
     const live = await this.replicas.liveReplicas(Date.now() - LIVE_MS);
     const target = live.find((r) => r.id === replicaId);
     if (!target) return undefined;
-    const { transport, close } = await coordinatorTransport({
-      url: target.address,
-      pin: keyPin(this.identity.publicKey),
-      interceptors: [uncompressedTunnels],
-    });
+    const { transport, release } = await this.peers.acquire(target.id, target.address);
     return {
       client: createClient(internalv1.ReplicaTunnelService, transport),
       headers: { [REPLICA_AUTH_HEADER]: replicaToken(this.identity, replicaId) },
-      close,
+      release,
     };
   }
 }

@@ -14,6 +14,11 @@ import type { ReplicaTunnels } from "./replicas.ts";
 const FIRST_MESSAGE_MS = 20_000;
 /** How long an online device's agent may take to (re)open its Listen stream. */
 const LISTENER_WAIT_MS = 5_000;
+/**
+ * How a forwarded call ends when the connection to the holder broke, rather than the holder
+ * answering (Node ends the streams of a cut connection as cancelled).
+ */
+const BROKEN_CONNECTION = [Code.Canceled, Code.Unavailable, Code.Unknown, Code.Internal, Code.DeadlineExceeded];
 
 /** What the audit entry of a tunnel says. */
 interface TunnelRecord {
@@ -198,6 +203,7 @@ async function* forwarded(
       yield create(internalv1.ForwardRequestSchema, { frame: { case: "data", value: frame.value } });
     }
   }
+  let failed = false;
   try {
     const res = remote.client.forward(upstream(), { headers: remote.headers, signal: ac.signal })[Symbol.asyncIterator]();
     const first = await firstMessage(res, FIRST_MESSAGE_MS + 10_000, "answer from the replica holding the device");
@@ -215,6 +221,8 @@ async function* forwarded(
   } catch (err) {
     const ce = ConnectError.from(err);
     if (signal.aborted) throw ce;
+    // The connection to the holder may be broken: the next tunnel there opens a new one.
+    failed = BROKEN_CONNECTION.includes(ce.code);
     // The holder's own answers (the agent refused, the port is not allowed) pass through as they
     // are; a holder that vanished (killed, its connection cut) ends the tunnel with Aborted.
     if (!record.opened && ce.code !== Code.Unavailable && ce.code !== Code.Unknown && ce.code !== Code.Internal) {
@@ -227,6 +235,6 @@ async function* forwarded(
   } finally {
     signal.removeEventListener("abort", onAbort);
     ac.abort();
-    remote.close();
+    remote.release(failed);
   }
 }
