@@ -86,8 +86,9 @@ export async function benchWeb(print: (line: string) => void): Promise<void> {
           do {
             const res = await fetch("/flotilla.admin.v1.AdminService/ListDevices", { method: "POST", headers: { "content-type": "application/json", "x-flotilla-csrf": csrf }, body: JSON.stringify({ pageSize: 1000, pageToken }) });
             const body = await res.json();
-            if (!body.devices) throw new Error("ListDevices answered " + JSON.stringify(body).slice(0, 300));
-            count += body.devices.length;
+            if (!res.ok) throw new Error("ListDevices answered " + JSON.stringify(body).slice(0, 300));
+            // A page may be empty (the one after a full last page); JSON leaves the empty list out.
+            count += (body.devices ?? []).length;
             pageToken = body.nextPageToken ?? "";
           } while (pageToken);
           if (count !== ${DEVICES}) throw new Error("ListDevices gave " + count + " devices");
