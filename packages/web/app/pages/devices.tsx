@@ -236,6 +236,7 @@ export function DevicesPage() {
     end = item.end;
     const st = statusOf(d);
     const labels = labelText(d.labels);
+    const os = d.facts?.osPrettyName || d.facts?.os || "";
     body.push(
       <tr key={d.id} data-device={d.name} data-index={item.index} aria-rowindex={item.index + 2}>
         {mayWrite && (
@@ -254,7 +255,9 @@ export function DevicesPage() {
         <td className="clip" title={labels}>
           {labels}
         </td>
-        <td className="clip">{d.facts?.osPrettyName || d.facts?.os || ""}</td>
+        <td className="clip" title={os}>
+          {os}
+        </td>
         <td className="clip">{d.agentVersion}</td>
         <td className="clip">
           <RelTime at={d.lastSeen} />
@@ -321,14 +324,14 @@ export function DevicesPage() {
       <div className="table-scroll" ref={scroller} tabIndex={0} role="region" aria-label="Device table">
         <table className="devices" aria-rowcount={rows.length + 1}>
           <colgroup>
-            {mayWrite && <col className="pick" />}
-            <col className="name" />
-            <col className="status" />
+            {mayWrite && <col className="c-pick" />}
+            <col className="c-name" />
+            <col className="c-status" />
             <col />
-            <col className="os" />
-            <col className="agent" />
-            <col className="seen" />
-            {mayWrite && <col className="actions" />}
+            <col className="c-os" />
+            <col className="c-agent" />
+            <col className="c-seen" />
+            {mayWrite && <col className="c-actions" />}
           </colgroup>
           <thead>
             <tr aria-rowindex={1}>
