@@ -2,8 +2,8 @@
  * The web console in a real browser (Debian's Chromium through playwright-core) against a real
  * coordinator and real agents: password login, approving a pending device, a rollout started
  * from its plan, the live log tail, device status arriving through WatchDevices (also after the
- * coordinator restarts), a table of 5,000 devices, what a viewer may not do, and axe-core on
- * every page. One
+ * coordinator restarts), a table of 5,000 devices (a page of 1,000 of them with only the rows
+ * in view in the DOM), what a viewer may not do, and axe-core on every page. One
  * coordinator and one browser for the whole file. Screenshots of each page at desktop and phone
  * width go to test-results/screenshots.
  */
@@ -153,7 +153,7 @@ describe("web console", () => {
   });
 
   it("sets a label on the selected devices at once", async () => {
-    await page.getByLabel("Select every device shown").check();
+    await page.getByLabel("Select every device on this page").check();
     const bulk = page.getByRole("form", { name: "Labels of the selected devices" });
     await bulk.getByLabel("Label key").fill("tier");
     await bulk.getByLabel("Value").fill("web");
@@ -323,7 +323,7 @@ describe("web console", () => {
     expect(((await res.json()) as { error: string }).error).toBe("login links are for admins who log in with a key");
   });
 
-  it("shows a table of 5,000 devices a page at a time, filtered and searched by the coordinator", async () => {
+  it("shows a table of 5,000 devices a page at a time, filtered and searched by the coordinator, a page of 1,000 with only the rows in view in the DOM", async () => {
     // 5,000 approved, offline devices written straight into the coordinator's database (as the
     // benchmark does): enrolling them one by one would take minutes on a loaded machine. Written
     // while the coordinator is stopped, so that neither waits on the other's lock; the page
@@ -367,19 +367,70 @@ describe("web console", () => {
       await nav(page, "Devices").click();
       await count.filter({ hasText: "1–100 of 5002 devices" }).waitFor();
     });
-    // One page in the browser, not the fleet.
+    // One page in the browser, not the fleet: the table has the page's rows and its header.
+    const table = page.getByRole("table");
     const rows = page.locator("tr[data-device]");
-    expect(await rows.count()).toBe(100);
+    expect(await table.getAttribute("aria-rowcount")).toBe("101");
     const firstOfPage1 = await rows.first().getAttribute("data-device");
     await page.getByRole("button", { name: "Next page" }).click();
     await count.filter({ hasText: "101–200 of 5002 devices" }).waitFor();
-    expect(await rows.count()).toBe(100);
+    expect(await table.getAttribute("aria-rowcount")).toBe("101");
     expect(await page.locator(`tr[data-device="${firstOfPage1}"]`).count()).toBe(0);
     await expectAccessible(page, "the device table with 5,002 devices");
+
+    // A page of 1,000, the coordinator's largest: the table counts 1,000 rows, but only those in
+    // view (and a few more) are in the DOM. Its last row, by name, as the API orders it:
+    const lastOfPage = await page.evaluate<string>(`(async () => {
+      const csrf = JSON.parse(sessionStorage.getItem("flotilla.session") || "{}").csrf || "";
+      const res = await fetch("/flotilla.admin.v1.AdminService/ListDevices", {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-flotilla-csrf": csrf },
+        body: JSON.stringify({ pageSize: 1000, orderBy: "name" }),
+      });
+      const body = await res.json();
+      return body.devices.length === 1000 ? body.devices[999].name : "";
+    })()`);
+    expect(lastOfPage).toMatch(/^bulk-\d{5}$/);
+    await timed("a page of 1,000 devices", async () => {
+      await page.getByLabel("Rows per page").selectOption("1000");
+      await count.filter({ hasText: "1–1000 of 5002 devices" }).waitFor();
+    });
+    expect(new URL(page.url()).searchParams.get("size")).toBe("1000");
+    await expect.poll(() => table.getAttribute("aria-rowcount")).toBe("1001");
+    const inDom = page.locator("table.devices tr");
+    expect(await inDom.count()).toBeLessThan(100);
+    const lastRow = page.locator(`tr[data-device="${lastOfPage}"]`);
+    expect(await lastRow.count()).toBe(0);
+    // Scrolled by keyboard: the table's region takes the focus, and End goes to its bottom.
+    await page.getByRole("region", { name: "Device table" }).focus();
+    await page.keyboard.press("End");
+    await lastRow.waitFor();
+    expect(await lastRow.getAttribute("aria-rowindex")).toBe("1001");
+    expect(await inDom.count()).toBeLessThan(100);
+    expect(await page.locator(`tr[data-device="${firstOfPage1}"]`).count()).toBe(0);
+    await expectAccessible(page, "a page of 1,000 devices scrolled to its end");
+    await shoot(page, "devices-1000");
+    // The row that has the focus stays in the DOM when it scrolls out of view (Home, here), and
+    // Shift+Tab goes on from it to the row before, not to whatever is rendered.
+    await lastRow.getByRole("link").focus();
+    await page.keyboard.press("Home");
+    await page.locator(`tr[data-device="${firstOfPage1}"]`).waitFor();
+    const focusedRow = () => page.evaluate<string>(`document.activeElement.closest("tr")?.getAttribute("aria-rowindex") + " " + document.activeElement.tagName`);
+    expect(await focusedRow()).toBe("1001 A");
+    await page.keyboard.press("Shift+Tab");
+    await page.keyboard.press("Shift+Tab");
+    expect(await focusedRow()).toBe("1000 A");
+    // Selecting the page selects its rows out of view too.
+    const selectPage = page.getByLabel("Select every device on this page");
+    await selectPage.check();
+    await page.getByRole("form", { name: "Labels of the selected devices" }).getByText("1000 selected").waitFor();
+    await selectPage.uncheck();
+
+    // The page size stays with the selector (both are in the address).
     await page.getByLabel("Selector").fill("group=a");
     await timed("applying a selector", async () => {
       await page.getByRole("button", { name: "Apply" }).click();
-      await count.filter({ hasText: "1–100 of 2500 devices" }).waitFor();
+      await count.filter({ hasText: "1–1000 of 2500 devices" }).waitFor();
     });
     await timed("a search", async () => {
       await page.getByLabel("Search").fill("bulk-04242");
@@ -389,7 +440,7 @@ describe("web console", () => {
     // Sorted by the coordinator: the last name first.
     await page.getByLabel("Search").fill("");
     await page.getByRole("button", { name: "Name", exact: true }).click();
-    await count.filter({ hasText: "1–100 of 2500 devices" }).waitFor();
+    await count.filter({ hasText: "1–1000 of 2500 devices" }).waitFor();
     await expect.poll(() => rows.first().getAttribute("data-device")).toBe("bulk-04998");
   });
 

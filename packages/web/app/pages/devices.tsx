@@ -1,4 +1,5 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { defaultRangeExtractor, useVirtualizer, type Range } from "@tanstack/react-virtual";
+import { useCallback, useEffect, useRef, useState, type ReactNode } from "react";
 import { admin, can, Code, Connection, ConnectError, Lifecycle, reason, session, type Device, type DeviceStatusChange, type ListDevicesResponse } from "../api.ts";
 import { Action, Empty, ErrorLine, Link, navigate, RelTime, useLocation, useTitle } from "../ui.tsx";
 
@@ -12,10 +13,31 @@ export function statusOf(d: Device): string {
 /** The table's columns that sort, and ListDevices' order_by for each. */
 type SortKey = "name" | "status" | "last_seen" | "os" | "agent";
 
-/** Devices per page: the coordinator filters, searches, sorts and cuts; the page shows one page. */
-const PAGE_SIZE = 100;
+/**
+ * Devices per page the user may choose: the coordinator filters, searches, sorts and cuts; the
+ * page shows one page. 1,000 is the most ListDevices returns at once.
+ */
+const PAGE_SIZES = [100, 500, 1000];
+const DEFAULT_PAGE_SIZE = 100;
+/**
+ * A row's height in pixels: the CSS gives every row 2.5rem (the root font is 15px) and keeps its
+ * cells to one line. Rows are not measured: a row measured half a pixel off made the virtualizer
+ * correct the scroll position, which cut a smooth scroll short (End went two thirds of the way).
+ */
+const ROW_HEIGHT = 37.5;
+/** Rows rendered beyond either edge of the visible part, so that scrolling shows no blank. */
+const OVERSCAN = 12;
 /** How long typing in the search box waits before it asks the coordinator. */
 const SEARCH_DELAY_MS = 200;
+
+/** The device table's address: the selector and the page size are kept in the query, like a link. */
+function devicesPath(selector: string, pageSize: number): string {
+  const q = new URLSearchParams();
+  if (selector) q.set("selector", selector);
+  if (pageSize !== DEFAULT_PAGE_SIZE) q.set("size", String(pageSize));
+  const qs = q.toString();
+  return qs ? `/devices?${qs}` : "/devices";
+}
 
 export function labelText(labels: Record<string, string>): string {
   return Object.entries(labels)
@@ -79,7 +101,9 @@ function useDeviceStatus(opened: () => void, changed: (cs: DeviceStatusChange[])
 export function DevicesPage() {
   useTitle("Devices");
   const loc = useLocation();
-  const applied = new URLSearchParams(loc.split("?")[1] ?? "").get("selector") ?? "";
+  const params = new URLSearchParams(loc.split("?")[1] ?? "");
+  const applied = params.get("selector") ?? "";
+  const pageSize = PAGE_SIZES.find((n) => String(n) === params.get("size")) ?? DEFAULT_PAGE_SIZE;
   const [selector, setSelector] = useState(applied);
   const [search, setSearch] = useState("");
   const [query, setQuery] = useState("");
@@ -92,17 +116,17 @@ export function DevicesPage() {
   const gen = useRef(0);
   // Changes heard while a page is read are applied again on top of what it returns.
   const recent = useRef<{ at: number; change: DeviceStatusChange }[]>([]);
-  // The offset of the page shown: set with the rows it came with, never ahead of them.
-  const [shownFirst, setShownFirst] = useState(0);
-  const want = useRef({ applied, query, sort, token: "", first: 0 });
-  want.current = { applied, query, sort, token: tokens[pageNo] ?? "", first: pageNo * PAGE_SIZE };
+  // The offset and size of the page shown: set with the rows it came with, never ahead of them.
+  const [shown, setShown] = useState({ first: 0, size: pageSize });
+  const want = useRef({ applied, query, sort, pageSize, token: "", first: 0 });
+  want.current = { applied, query, sort, pageSize, token: tokens[pageNo] ?? "", first: pageNo * pageSize };
 
   const reload = useCallback(() => {
     const mine = ++gen.current;
     const started = performance.now();
     const w = want.current;
     admin
-      .listDevices({ selector: w.applied, search: w.query, orderBy: w.sort.key, descending: w.sort.desc, includeTotal: true, pageSize: PAGE_SIZE, pageToken: w.token })
+      .listDevices({ selector: w.applied, search: w.query, orderBy: w.sort.key, descending: w.sort.desc, includeTotal: true, pageSize: w.pageSize, pageToken: w.token })
       .then((res) => {
         if (mine !== gen.current) return;
         const late = recent.current.filter((r) => r.at >= started);
@@ -112,7 +136,7 @@ export function DevicesPage() {
           res.devices = res.devices.map((d) => (byId.has(d.id) ? patched(d, byId.get(d.id)!) : d));
         }
         setData(res);
-        setShownFirst(w.first);
+        setShown({ first: w.first, size: w.pageSize });
         setError(undefined);
       })
       .catch((e: unknown) => mine === gen.current && setError(e));
@@ -126,7 +150,7 @@ export function DevicesPage() {
   useEffect(() => {
     setTokens((old) => (old.length === 1 && old[0] === "" ? old : [""]));
     setPageNo(0);
-  }, [applied, query, sort]);
+  }, [applied, query, sort, pageSize]);
   // The first read waits for the status stream to open (it reads then, so that no change falls
   // between the read and the stream), or 2 s if it does not; later questions read at once.
   const streamOpen = useRef(false);
@@ -134,7 +158,7 @@ export function DevicesPage() {
     if (streamOpen.current) return reload();
     const t = setTimeout(() => !streamOpen.current && reload(), 2000);
     return () => clearTimeout(t);
-  }, [applied, query, sort, pageNo, tokens]);
+  }, [applied, query, sort, pageSize, pageNo, tokens]);
 
   const newDevice = useRef<ReturnType<typeof setTimeout>>(undefined);
   const live = useDeviceStatus(() => ((streamOpen.current = true), reload()), (changes) => {
@@ -157,7 +181,7 @@ export function DevicesPage() {
 
   const rows = data?.devices ?? [];
   const total = data?.totalSize ?? 0;
-  const first = shownFirst;
+  const first = shown.first;
   const header = (key: SortKey, label: string) => (
     <th scope="col" aria-sort={sort.key === key ? (sort.desc ? "descending" : "ascending") : "none"}>
       <button type="button" className="sort" onClick={() => setSort({ key, desc: sort.key === key ? !sort.desc : false })}>
@@ -175,6 +199,84 @@ export function DevicesPage() {
   });
   const allShown = rows.length > 0 && rows.every((d) => selected.has(d.id));
   const next = data?.nextPageToken ?? "";
+
+  // Only the rows in view, and OVERSCAN more either side, are in the DOM; spacer rows stand for
+  // the height of the others. The row that holds the focus stays, with its neighbours, when it
+  // scrolls out of view: the focus is not lost, and Tab and Shift+Tab go on to the next row.
+  const scroller = useRef<HTMLDivElement>(null);
+  const focusedRow = useRef(-1);
+  const rangeExtractor = useCallback((range: Range) => {
+    const indexes = new Set(defaultRangeExtractor(range));
+    const f = focusedRow.current;
+    for (const i of [f - 1, f, f + 1]) if (f >= 0 && i >= 0 && i < range.count) indexes.add(i);
+    return [...indexes].sort((a, b) => a - b);
+  }, []);
+  const virtual = useVirtualizer({ count: rows.length, getScrollElement: () => scroller.current, estimateSize: () => ROW_HEIGHT, overscan: OVERSCAN, rangeExtractor });
+  // Another page, order or question starts at its first row. (scrollTop, not scrollTo(): in
+  // Chromium scrollTo returns a promise, which React would take for a clean-up function.)
+  useEffect(() => {
+    if (scroller.current) scroller.current.scrollTop = 0;
+  }, [applied, query, sort, pageSize, pageNo]);
+  const columns = mayWrite ? 8 : 6;
+  const body: ReactNode[] = [];
+  const spacer = (key: string, height: number) => {
+    if (height > 0) {
+      body.push(
+        <tr key={key} className="spacer" aria-hidden="true">
+          <td colSpan={columns} style={{ height }} />
+        </tr>,
+      );
+    }
+  };
+  let end = 0;
+  for (const item of virtual.getVirtualItems()) {
+    const d = rows[item.index];
+    if (!d) continue;
+    spacer(end === 0 ? "top" : `gap-${item.index}`, item.start - end);
+    end = item.end;
+    const st = statusOf(d);
+    const labels = labelText(d.labels);
+    const os = d.facts?.osPrettyName || d.facts?.os || "";
+    body.push(
+      <tr key={d.id} data-device={d.name} data-index={item.index} aria-rowindex={item.index + 2}>
+        {mayWrite && (
+          <td>
+            <input type="checkbox" aria-label={`Select ${d.name}`} checked={selected.has(d.id)} onChange={() => toggle(d.id)} />
+          </td>
+        )}
+        <td className="name" title={d.name}>
+          <Link to={`/devices/${encodeURIComponent(d.id)}`}>{d.name}</Link>
+        </td>
+        <td>
+          <span className={`status ${st}`} data-testid="status">
+            {st}
+          </span>
+        </td>
+        <td className="clip" title={labels}>
+          {labels}
+        </td>
+        <td className="clip" title={os}>
+          {os}
+        </td>
+        <td className="clip">{d.agentVersion}</td>
+        <td className="clip">
+          <RelTime at={d.lastSeen} />
+        </td>
+        {mayWrite && (
+          <td>
+            {d.lifecycle === Lifecycle.PENDING && (
+              <>
+                <Action label="Approve" ariaLabel={`Approve ${d.name}`} run={() => admin.approveDevice({ device: d.id }).then(reload)} />
+                <Action label="Reject" className="danger" ariaLabel={`Reject ${d.name}`} confirm={`Reject ${d.name}?`} run={() => admin.rejectDevice({ device: d.id }).then(reload)} />
+              </>
+            )}
+          </td>
+        )}
+      </tr>,
+    );
+  }
+  spacer("bottom", virtual.getTotalSize() - end);
+
   return (
     <main id="main">
       <h1>Devices</h1>
@@ -183,7 +285,7 @@ export function DevicesPage() {
         role="search"
         onSubmit={(e) => {
           e.preventDefault();
-          navigate(selector ? `/devices?selector=${encodeURIComponent(selector)}` : "/devices");
+          navigate(devicesPath(selector, pageSize));
         }}
       >
         <label>
@@ -194,6 +296,16 @@ export function DevicesPage() {
         <label>
           Search
           <input name="search" type="search" placeholder="name, id or label" value={search} onChange={(e) => setSearch(e.target.value)} />
+        </label>
+        <label>
+          Rows per page
+          <select name="size" value={pageSize} onChange={(e) => navigate(devicesPath(applied, Number(e.target.value)))}>
+            {PAGE_SIZES.map((n) => (
+              <option key={n} value={n}>
+                {n.toLocaleString("en")}
+              </option>
+            ))}
+          </select>
         </label>
       </form>
       <ErrorLine error={error} />
@@ -209,13 +321,23 @@ export function DevicesPage() {
         </Empty>
       )}
       {mayWrite && selected.size > 0 && <BulkLabels ids={[...selected]} done={() => (setSelected(new Set()), reload())} />}
-      <div className="table-scroll" tabIndex={0} role="region" aria-label="Device table">
-        <table className="devices">
+      <div className="table-scroll" ref={scroller} tabIndex={0} role="region" aria-label="Device table">
+        <table className="devices" aria-rowcount={rows.length + 1}>
+          <colgroup>
+            {mayWrite && <col className="c-pick" />}
+            <col className="c-name" />
+            <col className="c-status" />
+            <col />
+            <col className="c-os" />
+            <col className="c-agent" />
+            <col className="c-seen" />
+            {mayWrite && <col className="c-actions" />}
+          </colgroup>
           <thead>
-            <tr>
+            <tr aria-rowindex={1}>
               {mayWrite && (
                 <th scope="col">
-                  <input type="checkbox" aria-label="Select every device shown" checked={allShown} onChange={() => setSelected(allShown ? new Set() : new Set(rows.map((d) => d.id)))} />
+                  <input type="checkbox" aria-label="Select every device on this page" checked={allShown} onChange={() => setSelected(allShown ? new Set() : new Set(rows.map((d) => d.id)))} />
                 </th>
               )}
               {header("name", "Name")}
@@ -227,43 +349,16 @@ export function DevicesPage() {
               {mayWrite && <th scope="col">Actions</th>}
             </tr>
           </thead>
-          <tbody>
-            {rows.map((d) => {
-              const st = statusOf(d);
-              return (
-                <tr key={d.id} data-device={d.name}>
-                  {mayWrite && (
-                    <td>
-                      <input type="checkbox" aria-label={`Select ${d.name}`} checked={selected.has(d.id)} onChange={() => toggle(d.id)} />
-                    </td>
-                  )}
-                  <td>
-                    <Link to={`/devices/${encodeURIComponent(d.id)}`}>{d.name}</Link>
-                  </td>
-                  <td>
-                    <span className={`status ${st}`} data-testid="status">
-                      {st}
-                    </span>
-                  </td>
-                  <td className="labels">{labelText(d.labels)}</td>
-                  <td>{d.facts?.osPrettyName || d.facts?.os || ""}</td>
-                  <td>{d.agentVersion}</td>
-                  <td>
-                    <RelTime at={d.lastSeen} />
-                  </td>
-                  {mayWrite && (
-                    <td>
-                      {d.lifecycle === Lifecycle.PENDING && (
-                        <>
-                          <Action label="Approve" ariaLabel={`Approve ${d.name}`} run={() => admin.approveDevice({ device: d.id }).then(reload)} />
-                          <Action label="Reject" className="danger" ariaLabel={`Reject ${d.name}`} confirm={`Reject ${d.name}?`} run={() => admin.rejectDevice({ device: d.id }).then(reload)} />
-                        </>
-                      )}
-                    </td>
-                  )}
-                </tr>
-              );
-            })}
+          <tbody
+            onFocus={(e) => {
+              const tr = (e.target as HTMLElement).closest<HTMLElement>("tr[data-index]");
+              focusedRow.current = tr ? Number(tr.dataset.index) : -1;
+            }}
+            onBlur={(e) => {
+              if (!e.currentTarget.contains(e.relatedTarget as Node | null)) focusedRow.current = -1;
+            }}
+          >
+            {body}
           </tbody>
         </table>
       </div>
@@ -273,11 +368,11 @@ export function DevicesPage() {
             Previous page
           </button>
           <span className="muted">
-            Page {shownFirst / PAGE_SIZE + 1} of {Math.max(1, Math.ceil(total / PAGE_SIZE))}
+            Page {first / shown.size + 1} of {Math.max(1, Math.ceil(total / shown.size))}
           </span>
           <button
             type="button"
-            disabled={!next || shownFirst !== pageNo * PAGE_SIZE}
+            disabled={!next || first !== pageNo * pageSize || shown.size !== pageSize}
             onClick={() => {
               setTokens((old) => [...old.slice(0, pageNo + 1), next]);
               setPageNo(pageNo + 1);
