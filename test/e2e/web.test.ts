@@ -357,11 +357,12 @@ describe("web console", () => {
     const count = page.getByTestId("device-count");
     await nav(page, "Overview").click();
     await page.getByRole("heading", { name: "Overview" }).waitFor();
-    // Loosely timed (a loaded CI machine): the real figures come from `npm run bench -- web`.
+    // Loosely timed (a loaded CI machine took 14 s with three test files beside it): the real
+    // figures come from `npm run bench -- web`.
     const timed = async (what: string, run: () => Promise<unknown>) => {
       const start = Date.now();
       await run();
-      expect(Date.now() - start, what).toBeLessThan(10_000);
+      expect(Date.now() - start, what).toBeLessThan(30_000);
     };
     await timed("the table of 5,002 devices", async () => {
       await nav(page, "Devices").click();
@@ -463,7 +464,7 @@ describe("web console", () => {
     const names = await rows.locator("td:first-child").allTextContents();
     expect(new Set(names).size).toBe(2500);
     expect(names.every((n) => /^bulk-\d{5}$/.test(n) && Number(n.slice(5)) % 2 === 1)).toBe(true);
-  });
+  }, 180_000);
 
   it("logs out", async () => {
     await page.getByRole("button", { name: "Log out" }).click();
