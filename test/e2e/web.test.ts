@@ -150,6 +150,13 @@ describe("web console", () => {
     // The page is not reloaded (nor does it poll): the WatchDevices stream brings the new status.
     await expect.poll(() => row.getByTestId("status").textContent(), { timeout: 60_000 }).toBe("online");
     expect((await fleet.device(pending.id))?.status).toBe("online");
+    // The overview's counts are the coordinator's (SummarizeDevices), as `device ls` sees the fleet.
+    const all = await fleet.devices();
+    await nav(page, "Overview").click();
+    await expect.poll(() => page.getByTestId("count-pending").textContent(), { timeout: 20_000 }).toBe("0");
+    await expect.poll(() => page.getByTestId("count-online").textContent(), { timeout: 20_000 }).toBe(String(all.filter((d) => d.status === "online").length));
+    expect(await page.getByTestId("count-failing").textContent()).toBe("0");
+    await nav(page, "Devices").click();
   });
 
   it("sets a label on the selected devices at once", async () => {

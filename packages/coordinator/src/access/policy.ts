@@ -55,6 +55,7 @@ const admin: Record<MethodNames<typeof adminv1.AdminService>, Permission> = {
   revokeJoinToken: "tokens:write",
   listDevices: "devices:read",
   watchDevices: "devices:read",
+  summarizeDevices: "devices:read",
   getDevice: "devices:read",
   approveDevice: "devices:write",
   rejectDevice: "devices:write",

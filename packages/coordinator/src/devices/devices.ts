@@ -23,7 +23,7 @@ export async function findAdminDevice(store: Store, hctx: HandlerContext, ref: s
 
 type DeviceMethods = Pick<
   ServiceImpl<typeof adminv1.AdminService>,
-  "hello" | "listDevices" | "watchDevices" | "getDevice" | "approveDevice" | "rejectDevice" | "decommissionDevice" | "updateDeviceLabels"
+  "hello" | "listDevices" | "watchDevices" | "summarizeDevices" | "getDevice" | "approveDevice" | "rejectDevice" | "decommissionDevice" | "updateDeviceLabels"
 >;
 
 /** AdminService: the handshake, and the organization's devices (list, look at, approve, label). */
@@ -104,6 +104,10 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence, status?:
       } finally {
         sub.close();
       }
+    },
+
+    async summarizeDevices(_req, hctx) {
+      return store.devices.summarizeDevices(adminOf(hctx).orgId, Date.now() - ctx.offlineAfterMs);
     },
 
     async getDevice(req, hctx) {

@@ -1,26 +1,5 @@
-import { admin, can, Connection, Lifecycle, releases, rollouts, type Device, type Rollout } from "../api.ts";
+import { admin, can, releases, rollouts, type Rollout } from "../api.ts";
 import { Empty, ErrorLine, Link, RelTime, useLoad, useTitle } from "../ui.tsx";
-
-/** Online, offline, pending and failing counts of a device list; failing = failed in its latest rollout. */
-export function fleetCounts(devices: Device[], recent: Rollout[]) {
-  const lastState = new Map<string, string>();
-  // Rollouts come newest first: the first state seen for a device is its latest.
-  for (const r of recent) for (const d of r.devices) if (!lastState.has(d.deviceId)) lastState.set(d.deviceId, d.state);
-  let online = 0,
-    offline = 0,
-    pending = 0,
-    failing = 0;
-  for (const d of devices) {
-    if (d.lifecycle === Lifecycle.PENDING) pending++;
-    else if (d.lifecycle === Lifecycle.APPROVED) {
-      if (d.connection === Connection.ONLINE) online++;
-      else offline++;
-      const st = lastState.get(d.id);
-      if (st === "failed" || st === "rolled-back") failing++;
-    }
-  }
-  return { online, offline, pending, failing };
-}
 
 export function rolloutProgress(r: Rollout): { done: number; total: number; failed: number } {
   let done = 0,
@@ -46,13 +25,14 @@ export function Progress({ r }: { r: Rollout }) {
 
 export function OverviewPage() {
   useTitle("Overview");
+  // Counted by the coordinator: the page never holds the fleet's devices, whatever its size.
   const fleet = useLoad(async () => {
-    const [d, r] = await Promise.all([admin.listDevices({ selector: "" }), rollouts.listRollouts({})]);
-    return { devices: d.devices, rollouts: r.rollouts };
+    const [summary, r] = await Promise.all([admin.summarizeDevices({}), rollouts.listRollouts({})]);
+    return { summary, rollouts: r.rollouts };
   }, [], 5000);
   const rel = useLoad(() => releases.listReleases({ name: "" }), []);
   const audit = useLoad(async () => (can("audit:read") ? (await admin.listAuditEntries({ limit: 10 })).entries.reverse() : undefined), []);
-  const counts = fleet.data && fleetCounts(fleet.data.devices, fleet.data.rollouts);
+  const counts = fleet.data?.summary;
   const active = fleet.data?.rollouts.filter((r) => r.status === "running" || r.status === "paused") ?? [];
   const running = new Map<string, number>();
   for (const r of fleet.data?.rollouts ?? []) if (r.status === "completed" && r.spec) running.set(`${r.spec.releaseName}@${r.spec.releaseVersion}`, (running.get(`${r.spec.releaseName}@${r.spec.releaseVersion}`) ?? 0) + rolloutProgress(r).done);

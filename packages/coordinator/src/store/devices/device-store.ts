@@ -4,9 +4,11 @@ import { num } from "../columns.ts";
 import { StoreConflictError } from "../errors.ts";
 import type { Database } from "../schema/schema.ts";
 import { sortKeys, toDevice, toToken, tokenRecord, type DevicePatch, type DeviceReport, type DeviceRow, type EnrollResult, type JoinTokenRow, type NewDevice } from "./device-rows.ts";
+import { summarizeDevices, type DeviceSummary } from "./device-summary.ts";
 import { enrollOnce } from "./enroll.ts";
 
 export type * from "./device-rows.ts";
+export type { DeviceSummary } from "./device-summary.ts";
 
 /** Ids per statement in batched updates: far below SQLite's and PostgreSQL's parameter limits. */
 const CHUNK = 500;
@@ -46,6 +48,8 @@ export interface DeviceStore {
   listDevicesPage(orgId: string, limit: number, after?: { name: string; id: string }): Promise<DeviceRow[]>;
   /** How many devices the organization has (one index count). */
   countDevices(orgId: string): Promise<number>;
+  /** Online, offline, pending and failing counts (see device-summary.ts); online: seen since `onlineSince`. */
+  summarizeDevices(orgId: string, onlineSince: number): Promise<DeviceSummary>;
   /**
    * Applies a change of desired state and bumps `generation` by one, in one transaction.
    * Returns undefined when the organization has no such device.
@@ -164,6 +168,10 @@ export class KyselyDeviceStore implements DeviceStore {
     if (after) q = q.where((eb) => eb.or([eb("name", ">", after.name), eb.and([eb("name", "=", after.name), eb("id", ">", after.id)])]));
     const rows = await q.orderBy("name").orderBy("id").limit(limit).execute();
     return rows.map(toDevice);
+  }
+
+  summarizeDevices(orgId: string, onlineSince: number): Promise<DeviceSummary> {
+    return summarizeDevices(this.db, orgId, onlineSince);
   }
 
   async countDevices(orgId: string): Promise<number> {

@@ -16,6 +16,7 @@ import { rollbackMigration } from "./migration-rollback.ts";
 import { rolloutsMigration } from "./migration-rollouts.ts";
 import { rolloutCountersMigration } from "./migration-rollout-counters.ts";
 import { rolloutDevicePagesMigration } from "./migration-rollout-device-pages.ts";
+import { deviceSummaryMigration } from "./migration-device-summary.ts";
 import { removedReleasesMigration } from "./migration-removed-releases.ts";
 import { replicasMigration } from "./migration-replicas.ts";
 import { storageQuotasMigration } from "./migration-storage-quotas.ts";
@@ -201,6 +202,7 @@ export const migrations: Record<string, Migration> = {
   "0018_rollout_counters": rolloutCountersMigration,
   "0019_replicas": replicasMigration,
   "0020_rollout_device_pages": rolloutDevicePagesMigration,
+  "0021_device_summary": deviceSummaryMigration,
 };
 
 export const migrationProvider: MigrationProvider = {

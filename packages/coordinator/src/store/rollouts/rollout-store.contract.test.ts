@@ -100,6 +100,26 @@ for (const backend of backends) {
       s.rollouts.transition("orgA", id, now, (snap) => onStep(snap, device, e, now, OFFLINE_AFTER), { deviceId: device });
     const states = async (id: string) => Object.fromEntries((await store.rollouts.listRolloutDevices("orgA", id)).map((d) => [d.name, d.state]));
 
+    it("summarizes the organization's devices: online, offline, pending, and failing by their latest rollout only", async () => {
+      // dev_0..dev_3 are approved and connected (seen at NOW); dev_3 goes offline.
+      await store.devices.setConnection("orgA", "dev_3", false, NOW);
+      await store.devices.createJoinToken({ id: "tok2", orgId: "orgA", secretHash: "h".repeat(64), labels: {}, usesAllowed: 0, uses: 0, expiresAt: NOW + 1e9, autoApprove: false, createdAt: NOW, revokedAt: null });
+      await store.devices.enrollDevice("tok2", { id: "dev_p", publicKey: randomBytes(32).toString("base64url").slice(0, 43), name: "p", facts: {}, agentVersion: "0.1.0", capabilities: [] }, NOW);
+      // An older rollout failed dev_0 and dev_1; a newer one has dev_0 healthy: only dev_1 is failing.
+      // Each rollout is written with its devices' end states, then completed (which releases them).
+      const endedWith = async (id: string, at: number, states: Record<string, RolloutDeviceRow["state"]>) => {
+        const devices = devicesOf(id).filter((d) => states[d.deviceId]).map((d) => ({ ...d, state: states[d.deviceId]! }));
+        expect(await store.rollouts.createRollout(rolloutRow(id, {}, { createdAt: at }), devices)).toEqual({ ok: true });
+        await store.rollouts.transition("orgA", id, at, () => ({ rollout: { status: "completed" } }));
+      };
+      await endedWith("ro_old", NOW, { dev_0: "failed", dev_1: "rolled-back" });
+      await endedWith("ro_new", NOW + 1000, { dev_0: "healthy" });
+      expect(await store.devices.summarizeDevices("orgA", NOW - 1000)).toEqual({ online: 3, offline: 1, pending: 1, failing: 1 });
+      // Seen too long ago counts as offline; another organization sees none of it.
+      expect(await store.devices.summarizeDevices("orgA", NOW + 1)).toEqual({ online: 0, offline: 4, pending: 1, failing: 1 });
+      expect(await store.devices.summarizeDevices("orgB", 0)).toEqual({ online: 0, offline: 0, pending: 0, failing: 0 });
+    });
+
     it("refuses a second rollout over a device the first still holds, writing nothing", async () => {
       expect(await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"))).toEqual({ ok: true });
       const second = await store.rollouts.createRollout(rolloutRow("ro_b"), devicesOf("ro_b").slice(2));
