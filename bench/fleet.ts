@@ -50,7 +50,7 @@ export function fleetSizes(argv = process.argv.slice(2)): number[] {
 }
 
 /** CPU seconds (user + system) a process has used, from /proc. */
-async function cpuSeconds(pid: number): Promise<number> {
+export async function cpuSeconds(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(f[11]) + Number(f[12])) / CLK_TCK; // utime, stime (fields 14 and 15)
@@ -73,7 +73,7 @@ export function replicaCounts(argv = process.argv.slice(2)): number[] {
 }
 
 /** A process and its descendants. */
-async function tree(pid: number): Promise<number[]> {
+export async function tree(pid: number): Promise<number[]> {
   const children = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => "");
   const out = [pid];
   for (const c of children.split(" ").filter(Boolean)) out.push(...(await tree(Number(c))));
@@ -88,7 +88,7 @@ async function treeRssMiB(pid: number): Promise<number> {
 }
 
 /** A process and its children (the simulator's workers). */
-async function treeCpuSeconds(pid: number): Promise<number> {
+export async function treeCpuSeconds(pid: number): Promise<number> {
   let total = await cpuSeconds(pid).catch(() => 0);
   const children = await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => "");
   for (const c of children.split(" ").filter(Boolean)) total += await treeCpuSeconds(Number(c));

@@ -5,6 +5,7 @@
  */
 import { benchEnroll } from "./enroll.ts";
 import { benchAgent } from "./agent.ts";
+import { benchCapacity } from "./capacity.ts";
 import { benchDownload } from "./download.ts";
 import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
@@ -29,8 +30,10 @@ const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] =
   ["report", benchReport],
   // Not in a plain `npm run bench` either: it enrolls tens of thousands of devices. `npm run bench -- enroll`.
   ["enroll", benchEnroll],
+  // Not in a plain `npm run bench` either: it needs root (cgroup CPU budgets) and PostgreSQL. `npm run bench -- capacity`.
+  ["capacity", benchCapacity],
 ];
-const explicitOnly = new Set(["fleet", "rollout", "web", "enroll", "report"]);
+const explicitOnly = new Set(["fleet", "rollout", "web", "enroll", "report", "capacity"]);
 
 // Benchmark names; flags (`--devices 200,1000`) are for the benchmarks themselves.
 const args = process.argv.slice(2);

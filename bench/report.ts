@@ -27,6 +27,7 @@ import { createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { agentv1 } from "@flotilla/protocol";
 import { latency, type Latency } from "./fleet.ts";
+import type { Proc } from "@flotilla/protocol/testing";
 import { Fleet } from "../test/e2e/support/fleet.ts";
 import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
 
@@ -35,7 +36,7 @@ const CONCURRENCY = Number(process.env.BENCH_REPORT_CONCURRENCY ?? 200);
 const WINDOW_S = Number(process.env.BENCH_REPORT_WINDOW_S ?? 20);
 const SESSIONS = 8;
 
-interface Figures {
+export interface Figures {
   callsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
@@ -87,8 +88,45 @@ async function bare(): Promise<Figures> {
   return { callsPerSecond: ms.length / WINDOW_S, p50Ms: l.p50, p99Ms: l.p99 };
 }
 
+/**
+ * Starts a `flotilla sim` of `devices` devices that report back to back (`--report-interval 1ms`:
+ * one call in flight per device, as an agent's outbox does), with a status line every `windowS`.
+ */
+export function startReporting(sb: Sandbox, join: string, devices: number, windowS: number): Proc {
+  return sb.spawn(
+    ["sim", "--join", join, "--devices", String(devices), "--hostname-prefix", "hot", "--report-interval", "1ms", "--metrics-interval", "0", "--logs-interval", "0", "--status-interval", `${windowS}s`, "--seed", "2"],
+    {},
+    "sim hot",
+  );
+}
+
+export interface ReportWindow extends Figures {
+  /** The simulator's call errors in that window, as it prints them. */
+  errors: string;
+}
+
+/**
+ * Waits until every device of a {@link startReporting} simulator is online, then for its first
+ * status line over a whole window after that (the window in which they came online is partly
+ * enrollment); its calls/s and p50/p99 (bucket bounds). Gives up after `deadlineMs`.
+ */
+export async function reportWindow(hot: Proc, devices: number, windowS: number, deadlineMs = (3 * windowS + 60) * 1000): Promise<ReportWindow> {
+  await hot.waitForOutput(new RegExp(`sim: all ${devices} devices online`), 10 * 60_000);
+  const line = /sim: .*, (\d+) reports in ([\d.]+) s \(p50 < (\d+) ms, p99 < (\d+) ms\), (\d+) call errors([^\n]*)\n/g;
+  const want = [...hot.stdout.matchAll(line)].length + 1;
+  const deadline = Date.now() + deadlineMs;
+  let m: RegExpExecArray[] = [];
+  while (Date.now() < deadline && m.length <= want) {
+    m = [...hot.stdout.matchAll(line)];
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const w = m[want];
+  if (!w) throw new Error(`the reporting simulator printed no whole window:\n${hot.output.slice(-2000)}`);
+  return { callsPerSecond: Number(w[1]) / Number(w[2]), p50Ms: Number(w[3]), p99Ms: Number(w[4]), errors: `${w[5]}${w[6] ?? ""}` };
+}
+
 /** (b) The coordinator with DEVICES idle devices and CONCURRENCY devices reporting back to back. */
-async function coordinator(print: (line: string) => void): Promise<Figures & { errors: string }> {
+async function coordinator(print: (line: string) => void): Promise<ReportWindow> {
   const sb = new Sandbox();
   try {
     const fleet = await new Fleet(sb, ["--keepalive-ms", "15000", "--offline-after-ms", "45000"]).start();
@@ -96,25 +134,11 @@ async function coordinator(print: (line: string) => void): Promise<Figures & { e
     const idle = sb.spawn(["sim", "--join", join, "--devices", String(DEVICES), "--status-interval", "0", "--seed", "1"], {}, "sim idle");
     await idle.waitForOutput(new RegExp(`sim: all ${DEVICES} devices online`), 30 * 60_000);
     print(`  report: ${DEVICES} idle devices online; ${CONCURRENCY} devices start reporting back to back`);
-    const hot = sb.spawn(
-      ["sim", "--join", join, "--devices", String(CONCURRENCY), "--hostname-prefix", "hot", "--report-interval", "1ms", "--metrics-interval", "0", "--logs-interval", "0", "--status-interval", `${WINDOW_S}s`, "--seed", "2"],
-      {},
-      "sim hot",
-    );
-    await hot.waitForOutput(new RegExp(`sim: all ${CONCURRENCY} devices online`), 10 * 60_000);
-    // The first status line covers enrollment; the second is a whole window of reporting.
-    const line = /sim: .*, (\d+) reports in ([\d.]+) s \(p50 < (\d+) ms, p99 < (\d+) ms\), (\d+) call errors([^\n]*)\n/g;
-    const deadline = Date.now() + (3 * WINDOW_S + 60) * 1000;
-    let m: RegExpExecArray[] = [];
-    while (Date.now() < deadline && m.length < 2) {
-      m = [...hot.stdout.matchAll(line)];
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    const w = m[1];
-    if (!w) throw new Error(`the reporting simulator printed no whole window:\n${hot.output.slice(-2000)}`);
+    const hot = startReporting(sb, join, CONCURRENCY, WINDOW_S);
+    const w = await reportWindow(hot, CONCURRENCY, WINDOW_S);
     await hot.stop("SIGTERM");
     await idle.stop("SIGTERM");
-    return { callsPerSecond: Number(w[1]) / Number(w[2]), p50Ms: Number(w[3]), p99Ms: Number(w[4]), errors: `${w[5]}${w[6] ?? ""}` };
+    return w;
   } finally {
     await sb.cleanup();
   }
