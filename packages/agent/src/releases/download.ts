@@ -105,7 +105,7 @@ function receive(
   let received = 0;
   let written = 0;
   let lastReport = 0;
-  /** Buffers whose write is done, for the next ones to gather into (three at most are made). */
+  /** Buffers whose write is done, for the next ones to gather into (three are made: one filling, two writes). */
   const free: Buffer[] = [];
   let buf: Buffer | undefined;
   let filled = 0;
