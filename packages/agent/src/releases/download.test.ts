@@ -76,6 +76,14 @@ describe("downloadTarget", () => {
     expect(verifying).toHaveLength(1);
   });
 
+  it("writes every byte in order when chunks straddle the reused write buffers and the buffers go round many times", async () => {
+    const data = randomBytes(7 * WRITE_BYTES + 54_321);
+    const target = targetOf(data);
+    const { url } = await serve(data, { chunk: 100_003 });
+    const file = await download(url, target).result;
+    expect((await readFile(file)).equals(data)).toBe(true);
+  });
+
   it("resumes from the bytes already on disk: asks only for the rest, and the whole file (prefix included) hashes to the signed sha256", async () => {
     const data = randomBytes(2 * WRITE_BYTES + 777);
     const target = targetOf(data);
