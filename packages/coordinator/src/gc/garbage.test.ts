@@ -178,14 +178,16 @@ describe("garbage collection", () => {
 
   it("runs by itself every --gc-interval-ms, for every organization, and gives the room back", async () => {
     await t.close();
-    t = await startTestCoordinator({ gcGraceMs: 1, gcIntervalMs: 200 });
+    // A grace of 2 s keeps the uploads until their usage is checked (with 1 ms, a loaded
+    // machine's scheduled collection could come first); the collection runs every 200 ms.
+    t = await startTestCoordinator({ gcGraceMs: 2000, gcIntervalMs: 200 });
     const acme = await org("acme");
     const globex = await org("globex");
     const data = Buffer.from("uploaded, never released");
     await uploadArtifact(acme.token, data);
     await uploadArtifact(globex.token, Buffer.from("globex's, never released"));
     expect((await t.coord.store.storage.usage(acme.id)).usedBytes).toBe(data.length);
-    await waitFor("the scheduled collection to delete both", async () => (await files("artifacts", "sha256")).length === 0, 10_000, 50);
+    await waitFor("the scheduled collection to delete both", async () => (await files("artifacts", "sha256")).length === 0, 20_000, 50);
     expect(await t.coord.store.storage.usage(acme.id)).toEqual({ usedBytes: 0, reservedBytes: 0 });
     expect((await t.coord.store.storage.usage(globex.id)).usedBytes).toBe(0);
   });
