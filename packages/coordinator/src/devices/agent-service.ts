@@ -14,7 +14,7 @@ import {
 import { deviceOf } from "../access/principal.ts";
 import { openSession } from "../access/sessions.ts";
 import type { ServiceContext } from "../context.ts";
-import { desiredReleases, recordReleaseProgress } from "../releases/progress.ts";
+import { desiredReleases, recordReleaseProgress, toDesiredReleases } from "../releases/progress.ts";
 import type { DeviceReport, DeviceRow, EnrollResult } from "../store/index.ts";
 import { factsToJson, lifecycleToProto } from "./convert.ts";
 import { hello } from "./hello.ts";
@@ -132,12 +132,16 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence, 
         let quiet = 0;
         while (!hctx.signal.aborted) {
           if (look) {
-            const row = await store.devices.getDevice(orgId, deviceId);
+            // The hub hands most wake-ups their state, read for a whole batch of devices at once;
+            // the first look, a periodic re-check and a wake-up without one read the store here.
+            const snapshot = sub.take();
+            const fresh = snapshot && snapshot.device.orgId === orgId && snapshot.device.generation >= sent ? snapshot : undefined;
+            const row = fresh ? fresh.device : await store.devices.getDevice(orgId, deviceId);
             if (!row) return;
             if (row.generation !== sent) {
               sent = row.generation;
               const desired = desiredOf(row);
-              desired.releases = await desiredReleases(store, row);
+              desired.releases = fresh ? toDesiredReleases(fresh.releases) : await desiredReleases(store, row);
               desired.organizationId = orgId;
               desired.moveEndorsement = moved;
               yield { event: { case: "desired", value: desired } };

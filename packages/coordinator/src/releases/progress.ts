@@ -1,6 +1,6 @@
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { agentv1, RELEASE_NAME } from "@flotilla/protocol";
-import type { ControlReport, DeviceRow, Store } from "../store/index.ts";
+import type { ControlReport, DeviceReleaseRow, DeviceRow, Store } from "../store/index.ts";
 
 const CONTROL_STEPS = new Set(["stopped", "started", "restarted", "removed", "control-failed"]);
 const STEPS = new Set(["checking", "downloading", "verifying", "activating", "health-checking", "healthy", "failed", "rolled-back", ...CONTROL_STEPS]);
@@ -31,7 +31,11 @@ export async function recordReleaseProgress(store: Store, orgId: string, deviceI
 
 /** The releases a device should run, for its DesiredState. */
 export async function desiredReleases(store: Store, device: DeviceRow): Promise<agentv1.DesiredRelease[]> {
-  const rows = await store.releases.listDeviceReleases(device.orgId, device.id);
+  return toDesiredReleases(await store.releases.listDeviceReleases(device.orgId, device.id));
+}
+
+/** A device's release rows (ordered by name) as its DesiredState's releases. */
+export function toDesiredReleases(rows: readonly DeviceReleaseRow[]): agentv1.DesiredRelease[] {
   return rows.map((r) => ({
     $typeName: "flotilla.agent.v1.DesiredRelease",
     name: r.name,

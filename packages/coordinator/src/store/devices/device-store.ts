@@ -36,6 +36,11 @@ export interface DeviceStore {
   enrollDevice(tokenId: string, device: NewDevice, now: number): Promise<EnrollResult>;
 
   getDevice(orgId: string, id: string): Promise<DeviceRow | undefined>;
+  /**
+   * Unscoped, in one statement: the devices of these ids that exist, in no particular order (the
+   * Watch streams' fan-out reads a batch of woken devices at once; callers check the org).
+   */
+  getDevicesByIds(ids: readonly string[]): Promise<DeviceRow[]>;
   getDeviceByName(orgId: string, name: string): Promise<DeviceRow | undefined>;
   /** Unscoped: the device an authenticating agent claims to be. */
   findDeviceByPublicKey(publicKey: string): Promise<DeviceRow | undefined>;
@@ -148,6 +153,12 @@ export class KyselyDeviceStore implements DeviceStore {
     return r && toDevice(r);
   }
 
+  async getDevicesByIds(ids: readonly string[]): Promise<DeviceRow[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.db.selectFrom("devices").selectAll().where("id", "in", ids).execute();
+    return rows.map(toDevice);
+  }
+
   async getDeviceByName(orgId: string, name: string): Promise<DeviceRow | undefined> {
     const r = await this.db.selectFrom("devices").selectAll().where("org_id", "=", orgId).where("name", "=", name).executeTakeFirst();
     return r && toDevice(r);
@@ -217,8 +228,8 @@ export class KyselyDeviceStore implements DeviceStore {
           .set({ labels: JSON.stringify(sortKeys(labels)), generation: num(r.generation) + 1, updated_at: now })
           .where("id", "=", r.id)
           .execute();
-        await this.adapter.notifyInTransaction(trx, orgId, r.id);
       }
+      await this.adapter.notifyManyInTransaction(trx, orgId, rows.map((r) => r.id));
       return rows.map((r) => r.id);
     });
     for (const id of changed) this.adapter.notifyAfterCommit(orgId, id);

@@ -107,6 +107,8 @@ export interface ReleaseStore {
   setDesiredRelease(orgId: string, deviceId: string, release: ReleaseRow, now: number): Promise<boolean>;
   /** The device's rows, undeployed ones (run state removed) included. */
   listDeviceReleases(orgId: string, deviceId: string): Promise<DeviceReleaseRow[]>;
+  /** Unscoped, in one statement: the rows of all these devices, by device and then name. */
+  listDeviceReleasesOf(deviceIds: readonly string[]): Promise<DeviceReleaseRow[]>;
   /**
    * Restarts (bumps the restart counter; runs it), stops, starts or undeploys (run state
    * removed) a device's release and bumps the device's generation in one transaction, recording
@@ -270,27 +272,13 @@ export class KyselyReleaseStore implements ReleaseStore {
       .where("device_id", "=", deviceId)
       .orderBy("name")
       .execute();
-    return rows.map((r) => ({
-      orgId: r.org_id,
-      deviceId: r.device_id,
-      name: r.name,
-      desiredTarget: r.desired_target,
-      desiredCounter: num(r.desired_counter),
-      desiredVersion: r.desired_version,
-      desiredKind: r.desired_kind,
-      desiredAt: num(r.desired_at),
-      currentVersion: r.current_version,
-      currentCounter: num(r.current_counter),
-      runState: r.run_state,
-      restartGen: num(r.restart_gen),
-      purgeData: num(r.purge_data) === 1,
-      controlAction: r.control_action,
-      controlBy: r.control_by,
-      controlAt: num(r.control_at),
-      reportedState: r.reported_state,
-      reportedAt: num(r.reported_at),
-      reportedError: r.reported_error,
-    }));
+    return rows.map(toDeviceRelease);
+  }
+
+  async listDeviceReleasesOf(deviceIds: readonly string[]): Promise<DeviceReleaseRow[]> {
+    if (deviceIds.length === 0) return [];
+    const rows = await this.db.selectFrom("device_releases").selectAll().where("device_id", "in", deviceIds).orderBy("device_id").orderBy("name").execute();
+    return rows.map(toDeviceRelease);
   }
 
   async controlRelease(c: { orgId: string; deviceId: string; name: string; action: ControlAction; purgeData: boolean; by: string; now: number }): Promise<"ok" | "missing" | "not-approved"> {
@@ -497,4 +485,28 @@ export class KyselyReleaseStore implements ReleaseStore {
     const release = await releases.executeTakeFirst();
     return release !== undefined;
   }
+}
+
+function toDeviceRelease(r: Selectable<Database["device_releases"]>): DeviceReleaseRow {
+  return {
+    orgId: r.org_id,
+    deviceId: r.device_id,
+    name: r.name,
+    desiredTarget: r.desired_target,
+    desiredCounter: num(r.desired_counter),
+    desiredVersion: r.desired_version,
+    desiredKind: r.desired_kind,
+    desiredAt: num(r.desired_at),
+    currentVersion: r.current_version,
+    currentCounter: num(r.current_counter),
+    runState: r.run_state,
+    restartGen: num(r.restart_gen),
+    purgeData: num(r.purge_data) === 1,
+    controlAction: r.control_action,
+    controlBy: r.control_by,
+    controlAt: num(r.control_at),
+    reportedState: r.reported_state,
+    reportedAt: num(r.reported_at),
+    reportedError: r.reported_error,
+  };
 }
