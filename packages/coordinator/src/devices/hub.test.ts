@@ -7,7 +7,7 @@ import { setMaxListeners } from "node:events";
 import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
 import type { Store } from "../store/index.ts";
-import { storeBackends, storeForEachTest } from "../store/testing.ts";
+import { enrollApproved, storeBackends, storeForEachTest } from "../store/testing.ts";
 import { Hub, type DesiredSnapshot, type Subscription } from "./hub.ts";
 
 const NOW = Date.now();
@@ -53,19 +53,7 @@ for (const backend of storeBackends) {
   describe.skipIf(!backend.enabled)(`hub fan-out (${backend.name})`, () => {
     const fx = storeForEachTest(backend, NOW);
 
-    async function enroll(n: number): Promise<string[]> {
-      const { devices } = fx.store;
-      await devices.createJoinToken({
-        id: "tok", orgId: "orgA", secretHash: "h".repeat(64), labels: {}, usesAllowed: 0, uses: 0,
-        expiresAt: NOW + 3_600_000, autoApprove: true, createdAt: NOW, revokedAt: null,
-      });
-      const ids: string[] = [];
-      for (let i = 0; i < n; i++) {
-        const r = await devices.enrollDevice("tok", { id: `dev_${String(i).padStart(4, "0")}`, publicKey: `key${i}`, name: `d${i}`, facts: {}, agentVersion: "1", capabilities: [] }, NOW);
-        if (r.ok) ids.push(r.device.id);
-      }
-      return ids;
-    }
+    const enroll = (n: number) => enrollApproved(fx.store, n, NOW);
 
     it("hands a label change of 600 connected devices to each in a few batched reads, none per device", { timeout: 120_000 }, async () => {
       const ids = await enroll(600);

@@ -1,6 +1,6 @@
 import { silentLogger } from "@flotilla/protocol";
 import { describe, expect, it } from "vitest";
-import { storeBackends, storeForEachTest } from "../store/testing.ts";
+import { enrollApproved, storeBackends, storeForEachTest } from "../store/testing.ts";
 import { Presence } from "./presence.ts";
 
 const NOW = Date.now();
@@ -16,19 +16,7 @@ async function until(what: string, check: () => Promise<boolean>, ms = 5_000): P
 describe("device presence", () => {
   const fx = storeForEachTest(storeBackends[0]!, NOW);
 
-  async function enroll(n: number): Promise<string[]> {
-    const { devices } = fx.store;
-    await devices.createJoinToken({
-      id: "tok", orgId: "orgA", secretHash: "h".repeat(64), labels: {}, usesAllowed: 0, uses: 0,
-      expiresAt: NOW + 3_600_000, autoApprove: true, createdAt: NOW, revokedAt: null,
-    });
-    const ids: string[] = [];
-    for (let i = 0; i < n; i++) {
-      const r = await devices.enrollDevice("tok", { id: `dev_${i}`, publicKey: `key${i}`, name: `d${i}`, facts: {}, agentVersion: "1", capabilities: [] }, NOW);
-      if (r.ok) ids.push(r.device.id);
-    }
-    return ids;
-  }
+  const enroll = (n: number) => enrollApproved(fx.store, n, NOW);
   const row = (id: string) => fx.store.devices.getDevice("orgA", id);
 
   it("writes connects and keep-alives of many devices in one flush, and shows them to readers before", async () => {

@@ -119,3 +119,21 @@ export function storeForEachTest(backend: StoreBackend, now: number): StoreFixtu
     },
   };
 }
+
+/**
+ * Enrolls `n` auto-approved devices in orgA (ids dev_0000, dev_0001, ... in order, names d0,
+ * d1, ...) through one join token, as a store fixture's tests need them; returns their ids.
+ */
+export async function enrollApproved(store: Store, n: number, now: number): Promise<string[]> {
+  await store.devices.createJoinToken({
+    id: "tok", orgId: "orgA", secretHash: "h".repeat(64), labels: {}, usesAllowed: 0, uses: 0,
+    expiresAt: now + 3_600_000, autoApprove: true, createdAt: now, revokedAt: null,
+  });
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = await store.devices.enrollDevice("tok", { id: `dev_${String(i).padStart(4, "0")}`, publicKey: `key${i}`, name: `d${i}`, facts: {}, agentVersion: "1", capabilities: [] }, now);
+    if (!r.ok) throw new Error(`enrolling d${i}: ${r.reason}`);
+    ids.push(r.device.id);
+  }
+  return ids;
+}
