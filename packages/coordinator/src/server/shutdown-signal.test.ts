@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { createClient, createRouterTransport } from "@connectrpc/connect";
 import { healthv1 } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
@@ -8,6 +9,8 @@ import { ShutdownSignal } from "./shutdown-signal.ts";
 const kinds = {
   "Node's AbortSignal": () => {
     const c = new AbortController();
+    // Twenty open calls listen on it, as they would on a server's.
+    setMaxListeners(0, c.signal);
     return { signal: c.signal, abort: () => c.abort(), size: () => undefined };
   },
   ShutdownSignal: () => {
