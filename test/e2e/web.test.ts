@@ -260,7 +260,7 @@ describe("web console", () => {
     await page.getByRole("img", { name: "QR code of the join string" }).waitFor();
     await page.goto(`${fleet.url}/organization`);
     await page.getByRole("button", { name: "Verify chain" }).click();
-    await expect.poll(() => page.getByTestId("audit-verdict").textContent()).toMatch(/^The chain of \d+ entries is intact\.$/);
+    await expect.poll(() => page.getByTestId("audit-verdict").textContent(), { timeout: 30_000 }).toMatch(/^The chain of \d+ entries is intact\.$/);
     expect(cspViolations).toEqual([]);
   });
 
@@ -404,7 +404,7 @@ describe("web console", () => {
       await count.filter({ hasText: "1–1000 of 5002 devices" }).waitFor();
     });
     expect(new URL(page.url()).searchParams.get("size")).toBe("1000");
-    await expect.poll(() => table.getAttribute("aria-rowcount")).toBe("1001");
+    await expect.poll(() => table.getAttribute("aria-rowcount"), { timeout: 30_000 }).toBe("1001");
     const inDom = page.locator("table.devices tr");
     expect(await inDom.count()).toBeLessThan(100);
     const lastRow = page.locator(`tr[data-device="${lastOfPage}"]`);
@@ -449,7 +449,7 @@ describe("web console", () => {
     await page.getByLabel("Search").fill("");
     await page.getByRole("button", { name: "Name", exact: true }).click();
     await count.filter({ hasText: "1–1000 of 2500 devices" }).waitFor();
-    await expect.poll(() => rows.first().getAttribute("data-device")).toBe("bulk-04998");
+    await expect.poll(() => rows.first().getAttribute("data-device"), { timeout: 30_000 }).toBe("bulk-04998");
   });
 
   it("shows a rollout of 2,500 devices a page at a time: the first 1,000 live, the rest on demand", async () => {
@@ -465,7 +465,8 @@ describe("web console", () => {
     await more.click();
     await page.getByText("Showing 2000 of 2500 devices.").waitFor();
     await more.click();
-    await expect.poll(() => rows.count()).toBe(2500);
+    // The last page is fetched and 2,500 rows rendered: more than expect.poll's default second on a loaded machine.
+    await expect.poll(() => rows.count(), { timeout: 30_000 }).toBe(2500);
     expect(await page.getByText(/Showing \d+ of 2500 devices/).count()).toBe(0);
     expect(await more.count()).toBe(0);
     const names = await rows.locator("td:first-child").allTextContents();
