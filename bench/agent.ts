@@ -7,7 +7,9 @@
  * `flotilla agent` on its own without V8 flags, and the installed form (`--self-update true` and
  * NODE_OPTIONS=AGENT_NODE_OPTIONS, as the systemd unit that install.sh and the .deb install starts
  * it), a launcher process and the agent it runs, measured each and together; CPU time beside it
- * shows what the flags cost.
+ * shows what the flags cost. When the single executable that `npm run package` builds for this
+ * machine is in dist/ (or BENCH_AGENT_EXECUTABLE names one), it runs installed as well, as the
+ * .deb's and install.sh's unit starts it: that is the agent most machines run.
  * RSS includes the pages of the node executable itself (shared by every node process, "file"
  * below); "private" is the process's own anonymous memory (RssAnon), what one more process
  * costs. Also lists the native addons the agent processes have mapped: the agent role loads none
@@ -19,8 +21,10 @@
  *
  *   npm run bench -- agent
  *   BENCH_AGENT_IDLE_S=30     # idle window before RSS is read (default 60 s)
+ *   BENCH_AGENT_EXECUTABLE=dist/flotilla-0.1.0-linux-x86_64   # the single executable to measure
  */
 import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -30,6 +34,14 @@ import { Fleet } from "../test/e2e/support/fleet.ts";
 import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
 
 const IDLE_S = Number(process.env.BENCH_AGENT_IDLE_S ?? 60);
+
+/** The single executable for this machine that `npm run package` writes to dist/, if built. */
+async function singleExecutable(): Promise<string | undefined> {
+  if (process.env.BENCH_AGENT_EXECUTABLE) return process.env.BENCH_AGENT_EXECUTABLE;
+  const version = (JSON.parse(await readFile(join(repoRoot, "package.json"), "utf8")) as { version: string }).version;
+  const file = join(repoRoot, "dist", `flotilla-${version}-linux-${process.arch === "arm64" ? "aarch64" : "x86_64"}`);
+  return existsSync(file) ? file : undefined;
+}
 
 /** Resident memory (MiB): total, its peak, and the process's own anonymous part, from /proc. */
 export async function memoryOf(pid: number): Promise<Memory> {
@@ -86,14 +98,34 @@ export interface AgentFootprint {
   idleSeconds: number;
   agent: Memory & { mapped: string[] };
   /** `--self-update true`: the launcher and the agent it runs */
-  installed: { launcher: Memory; agent: Memory; mapped: string[]; totalRssMiB: number; totalPrivateMiB: number };
+  installed: Installed;
+  /** The single executable (dist/), installed in the same way; absent when not built */
+  executable?: Installed & { file: string };
   bareNode: Memory;
   http2Node: Memory;
   /** agent RSS / RSS of node holding an HTTP/2 connection */
   ratio: number;
 }
 
-/** Starts a coordinator and two agents, waits until both are online, lets them idle, reads their memory. */
+export interface Installed {
+  launcher: Memory;
+  agent: Memory;
+  mapped: string[];
+  totalRssMiB: number;
+  totalPrivateMiB: number;
+}
+
+/** The launcher's and its agent's memory. */
+async function installedMemory(launcherPid: number): Promise<Installed> {
+  const launched = await childrenOf(launcherPid);
+  if (launched.length !== 1) throw new Error(`the launcher runs ${launched.length} processes, not one agent`);
+  const launcher = await memoryOf(launcherPid);
+  const agent = await memoryOf(launched[0]!);
+  const mapped = [...new Set([...(await loadedHeavy(launcherPid)), ...(await loadedHeavy(launched[0]!))])];
+  return { launcher, agent, mapped, totalRssMiB: launcher.rssMiB + agent.rssMiB, totalPrivateMiB: launcher.privateMiB + agent.privateMiB };
+}
+
+/** Starts a coordinator and two agents (three with the single executable), waits until all are online, lets them idle, reads their memory. */
 export async function measureAgentFootprint(log: (line: string) => void): Promise<AgentFootprint> {
   if (!(await bundleFresh())) log("  warning: packages/cli/dist is older than the sources: `npm run build` first, or this measures tsx compiling them");
   const sb = new Sandbox();
@@ -107,26 +139,36 @@ export async function measureAgentFootprint(log: (line: string) => void): Promis
       { NODE_OPTIONS: AGENT_NODE_OPTIONS },
       "agent --self-update",
     );
-    await waitFor("both agents online", async () => (await fleet.devices()).filter((d) => d.status === "online").length === 2, 90_000, 250);
-    const launched = await childrenOf(launcher.child.pid!);
-    if (launched.length !== 1) throw new Error(`the launcher runs ${launched.length} processes, not one agent`);
+    const exe = await singleExecutable();
+    if (!exe) log("  (no single executable in dist/: `npm run package -- --arch x86_64 --skip-deb` first to measure it too)");
+    const exeLauncher = exe
+      ? sb.adopt(
+          spawn(exe, ["agent", "--self-update", "true", "--state-dir", await sb.dir("flotilla-agent-"), "--join", await fleet.joinToken(["--auto-approve"])], {
+            env: { ...process.env, NODE_OPTIONS: AGENT_NODE_OPTIONS },
+            stdio: ["ignore", "pipe", "pipe"],
+          }),
+          "single executable agent --self-update",
+        )
+      : undefined;
+    const agents = exe ? 3 : 2;
+    await waitFor("the agents online", async () => (await fleet.devices()).filter((d) => d.status === "online").length === agents, 90_000, 250);
     const bare = sb.adopt(spawn(process.execPath, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" }), "bare node");
     const h2 = sb.adopt(spawn(process.execPath, ["-e", HTTP2_BASELINE, fleet.url], { stdio: ["ignore", "pipe", "pipe"] }), "node + HTTP/2");
     await h2.waitForOutput(/connected/);
     log(`  agents online; idle for ${IDLE_S} s`);
     await new Promise((r) => setTimeout(r, IDLE_S * 1000));
     const a = await memoryOf(agent.child.pid!);
-    const l = await memoryOf(launcher.child.pid!);
-    const la = await memoryOf(launched[0]!);
     const mapped = await loadedHeavy(agent.child.pid!);
-    const mappedInstalled = [...new Set([...(await loadedHeavy(launcher.child.pid!)), ...(await loadedHeavy(launched[0]!))])];
+    const installed = await installedMemory(launcher.child.pid!);
+    const executable = exe && exeLauncher ? { file: exe, ...(await installedMemory(exeLauncher.child.pid!)) } : undefined;
     const b = await memoryOf(bare.child.pid!);
     const h = await memoryOf(h2.child.pid!);
     if ((await fleet.devices()).some((d) => d.status !== "online")) throw new Error("an agent went offline during the idle window");
     return {
       idleSeconds: IDLE_S,
       agent: { ...a, mapped },
-      installed: { launcher: l, agent: la, mapped: mappedInstalled, totalRssMiB: l.rssMiB + la.rssMiB, totalPrivateMiB: l.privateMiB + la.privateMiB },
+      installed,
+      executable,
       bareNode: b,
       http2Node: h,
       ratio: a.rssMiB / h.rssMiB,
@@ -141,14 +183,19 @@ export async function benchAgent(print: (line: string) => void): Promise<void> {
   const r = await measureAgentFootprint(print);
   const row = (name: string, m: Memory) =>
     print(`  ${name.padEnd(50)} RSS ${m.rssMiB.toFixed(1).padStart(5)} MiB  private ${m.privateMiB.toFixed(1).padStart(5)} MiB  peak RSS ${m.hwmMiB.toFixed(1).padStart(5)} MiB  CPU ${m.cpuS.toFixed(2)} s`);
-  row("idle agent (flotilla agent, no flags)", r.agent);
+  row("idle agent (flotilla agent, no NODE_OPTIONS)", r.agent);
   row(`installed: launcher (${AGENT_NODE_OPTIONS})`, r.installed.launcher);
   row(`installed: agent it runs (${AGENT_NODE_OPTIONS})`, r.installed.agent);
   print(`  ${"installed: both".padEnd(50)} RSS ${r.installed.totalRssMiB.toFixed(1).padStart(5)} MiB  private ${r.installed.totalPrivateMiB.toFixed(1).padStart(5)} MiB`);
+  if (r.executable) {
+    row("single executable: launcher", r.executable.launcher);
+    row("single executable: agent it runs", r.executable.agent);
+    print(`  ${"single executable: both".padEnd(50)} RSS ${r.executable.totalRssMiB.toFixed(1).padStart(5)} MiB  private ${r.executable.totalPrivateMiB.toFixed(1).padStart(5)} MiB`);
+  }
   row("baseline: bare node", r.bareNode);
   row("baseline: node + HTTP/2 connection", r.http2Node);
   print(`  agent / node + HTTP/2 (RSS)                        ${r.ratio.toFixed(2)}`);
-  print(`  native addons mapped                               ${[...r.agent.mapped, ...r.installed.mapped].join(", ") || "none"}`);
+  print(`  native addons mapped                               ${[...new Set([...r.agent.mapped, ...r.installed.mapped, ...(r.executable?.mapped ?? [])])].join(", ") || "none"}`);
   const dir = join(repoRoot, "bench", "results");
   await mkdir(dir, { recursive: true });
   const file = join(dir, `agent-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);

@@ -21,7 +21,8 @@
  *
  *   npm run bench -- fleet                          # 200 and 1000 devices
  *   npm run bench -- fleet --devices 1000,10000     # or BENCH_FLEET_DEVICES=1000,10000
- *   BENCH_FLEET_IDLE_S=30                           # idle measuring window (default 20 s)
+ *   BENCH_FLEET_IDLE_S=120                          # idle measuring window (default 60 s, the agents' metric shipping interval)
+ *   npm run bench -- fleet --devices 19000 --idle-only   # enroll and idle only (BENCH_FLEET_IDLE_ONLY=1)
  *   BENCH_FLEET_ROLLOUT_S=1800                      # give up waiting for a rollout after (default 900 s)
  *   npm run bench -- fleet --devices 1000 --replicas 1,2   # on PostgreSQL (FLOTILLA_TEST_POSTGRES_URL):
  *                                                   # one process, then `coordinator --replicas 2`
@@ -29,6 +30,7 @@
  * With --replicas, every run is on a fresh PostgreSQL database (so 1 and 2 differ only in the
  * number of processes), and CPU and RSS are those of the coordinator and its replica workers.
  */
+import { spawnSync } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -37,8 +39,11 @@ import { publish } from "../test/e2e/support/rollouts.ts";
 import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
 
 const CLK_TCK = 100; // Linux USER_HZ
-const IDLE_S = Number(process.env.BENCH_FLEET_IDLE_S ?? 20);
+// At least a minute: agents ship their metric samples once a minute.
+const IDLE_S = Number(process.env.BENCH_FLEET_IDLE_S ?? 60);
 const ROLLOUT_S = Number(process.env.BENCH_FLEET_ROLLOUT_S ?? 900);
+/** `--idle-only` (or BENCH_FLEET_IDLE_ONLY=1): enroll, measure idle, stop; no label change, rollout or admin calls. */
+const IDLE_ONLY = process.argv.includes("--idle-only") || process.env.BENCH_FLEET_IDLE_ONLY === "1";
 
 /** Fleet sizes from `--devices a,b` or BENCH_FLEET_DEVICES, default 200,1000. */
 export function fleetSizes(argv = process.argv.slice(2)): number[] {
@@ -185,6 +190,24 @@ function simErrors(output: string): Record<string, number> {
   return out;
 }
 
+/**
+ * Every connected device is a socket of the coordinator's: a fleet near the process's open-file
+ * limit cannot connect. As root the benchmark raises the limit of the coordinator (and its replica
+ * workers) as a service manager would (`LimitNOFILE=`); otherwise it says why the run may stall.
+ */
+async function raiseFileLimit(pid: number, devices: number, log: (line: string) => void): Promise<void> {
+  const want = devices + 512; // a socket per device, and a few hundred of its own
+  const soft = Number(/^Max open files\s+(\d+)/m.exec(await readFile(`/proc/${pid}/limits`, "utf8"))?.[1] ?? 0);
+  if (soft >= want) return;
+  for (const p of await tree(pid)) {
+    const r = spawnSync("prlimit", ["--pid", String(p), `--nofile=${want}:${want}`], { encoding: "utf8" });
+    if (r.status !== 0) {
+      log(`  warning: the coordinator may open only ${soft} files, fewer than ${devices} devices need (prlimit: ${(r.stderr || r.error?.message || "").trim()})`);
+      return;
+    }
+  }
+}
+
 async function measure(devices: number, log: (line: string) => void, replicas = 0): Promise<FleetResult> {
   const sb = new Sandbox();
   try {
@@ -192,6 +215,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     const db = replicas > 0 ? ["--database-url", await freshPostgresDatabase(sb), "--replicas", String(replicas)] : [];
     const fleet = await new Fleet(sb, ["--keepalive-ms", "15000", "--offline-after-ms", "45000", ...db]).start();
     const coord = fleet.coordinator.child.pid!;
+    await raiseFileLimit(coord, devices, log);
     const r = await fleet.admin(["signing-key", "add"]);
     if (r.code !== 0) throw new Error(`signing-key add failed: ${r.stderr}`);
     await publish(fleet, sb, "webapp", "2.0.0");
@@ -202,10 +226,22 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     const join = await fleet.joinToken(["--auto-approve", "--uses", "0", "--labels", "env=bench"]);
     const enrollStart = performance.now();
     const sim = sb.spawn(["sim", "--join", join, "--devices", String(devices), "--status-interval", "5s", "--seed", "1"], {}, "sim");
-    await sim.waitForOutput(new RegExp(`sim: all ${devices} devices online`), 30 * 60_000);
+    // The simulator's latest status line once a minute, so a long enrollment shows its progress.
+    const progress = setInterval(() => log(`    ${sim.stdout.trimEnd().split("\n").at(-1) ?? ""}`), 60_000);
+    try {
+      await sim.waitForOutput(new RegExp(`sim: all ${devices} devices online`), 30 * 60_000);
+    } finally {
+      clearInterval(progress);
+    }
     const enrollSeconds = (performance.now() - enrollStart) / 1000;
     log(`  ${devices} devices: all online after ${enrollSeconds.toFixed(1)} s; measuring idle (${IDLE_S} s)`);
     const idle = await window(coord, sim.child.pid, IDLE_S);
+
+    if (IDLE_ONLY) {
+      const code = await sim.stop("SIGTERM");
+      if (code !== 0) throw new Error(`the simulator exited ${code}: ${sim.stderr}`);
+      return idleOnlyResult(devices, replicas, empty, enrollSeconds, idle);
+    }
 
     log(`  ${devices} devices: admin calls on the idle fleet`);
     const probe = `hostname=sim-${String(Math.floor(devices / 2)).padStart(5, "0")}`;
@@ -281,13 +317,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
       labelFanOutSeconds,
       admin: { cliStartup, deviceLsIdle, deviceLsDuringRollout: admin.ls, rolloutShowDuringRollout: admin.show },
       simErrorsDuringRollout,
-      idle: {
-        cpuCores: idle.coordinatorCpu,
-        rssMiB: idle.rssMiB,
-        rssPerDeviceKiB: ((idle.rssMiB - empty.rssMiB) * 1024) / devices,
-        cpuMsPerDevicePerMinute: ((idle.coordinatorCpu - empty.coordinatorCpu) * 60_000) / devices,
-        simCpuCores: idle.simCpu,
-      },
+      idle: idleFigures(devices, empty, idle),
       rollout: {
         wallSeconds,
         fanOutSeconds: received ? (Date.parse(received[1]!) - t0) / 1000 : NaN,
@@ -308,7 +338,40 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
   }
 }
 
-const f = (n: number, digits = 1) => n.toFixed(digits);
+/** The idle figures of a result: the window with devices beside the one without. */
+function idleFigures(devices: number, empty: { coordinatorCpu: number; rssMiB: number }, idle: { coordinatorCpu: number; rssMiB: number; simCpu: number }): FleetResult["idle"] {
+  return {
+    cpuCores: idle.coordinatorCpu,
+    rssMiB: idle.rssMiB,
+    rssPerDeviceKiB: ((idle.rssMiB - empty.rssMiB) * 1024) / devices,
+    cpuMsPerDevicePerMinute: ((idle.coordinatorCpu - empty.coordinatorCpu) * 60_000) / devices,
+    simCpuCores: idle.simCpu,
+  };
+}
+
+/** A result with the idle figures only (`--idle-only`): the rest is NaN, printed as "-". */
+function idleOnlyResult(
+  devices: number,
+  replicas: number,
+  empty: { coordinatorCpu: number; rssMiB: number },
+  enrollSeconds: number,
+  idle: { coordinatorCpu: number; rssMiB: number; simCpu: number },
+): FleetResult {
+  const none: Latency = { samples: 0, p50: NaN, p99: NaN, failed: 0 };
+  return {
+    devices,
+    replicas,
+    empty: { cpuCores: empty.coordinatorCpu, rssMiB: empty.rssMiB },
+    enrollSeconds,
+    labelFanOutSeconds: NaN,
+    admin: { cliStartup: none, deviceLsIdle: none, deviceLsDuringRollout: none, rolloutShowDuringRollout: none },
+    simErrorsDuringRollout: {},
+    idle: idleFigures(devices, empty, idle),
+    rollout: { wallSeconds: NaN, fanOutSeconds: NaN, coordinatorCpuSeconds: NaN, cpuMsPerDevice: NaN, cpuMsPerDeviceAboveIdle: NaN, finished: false, healthy: 0, failed: 0, shedWarnings: 0 },
+  };
+}
+
+const f = (n: number, digits = 1) => (Number.isNaN(n) ? "-" : n.toFixed(digits));
 
 /** The table of results, one column per fleet size, and the growth factor from the first to the last. */
 export function fleetTable(results: FleetResult[]): string[] {
@@ -353,14 +416,24 @@ export async function benchFleet(print: (line: string) => void): Promise<void> {
   const sizes = fleetSizes();
   const replicas = replicaCounts();
   const where = replicas.length > 0 ? `PostgreSQL, ${replicas.join(" then ")} coordinator process(es)` : "SQLite";
-  print(`fleet scale: coordinator (${where}, keep-alive 15 s) with flotilla sim (metrics 10 s, logs 30 s, step delay 50 ms), sizes ${sizes.join(", ")}`);
+  print(`fleet scale: coordinator (${where}, keep-alive 15 s) with flotilla sim (metrics sampled every 10 s and shipped every 60 s, logs every 30 s, step delay 50 ms), sizes ${sizes.join(", ")}`);
   const results: FleetResult[] = [];
+  // A size that fails (a deadline, a refused call) is reported, and the sizes measured still print.
+  const attempt = async (n: number, r?: number) => {
+    try {
+      results.push(await measure(n, print, r));
+    } catch (err) {
+      print(`  ${n} devices${r ? `, ${r} processes` : ""}: FAILED: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
   for (const n of sizes) {
-    if (replicas.length === 0) results.push(await measure(n, print));
-    for (const r of replicas) results.push(await measure(n, print, r));
+    if (replicas.length === 0) await attempt(n);
+    for (const r of replicas) await attempt(n, r);
   }
+  if (results.length === 0) throw new Error("no fleet size was measured");
   for (const line of fleetTable(results)) print(line);
   for (const r of results) {
+    if (Number.isNaN(r.rollout.wallSeconds)) continue; // --idle-only
     const how = r.rollout.finished ? "finished" : `did NOT finish within ${r.rollout.wallSeconds.toFixed(0)} s`;
     print(`  ${r.devices} devices: rollout ${how}: ${r.rollout.healthy} healthy, ${r.rollout.failed} failed; coordinator shed load ${r.rollout.shedWarnings} times`);
     const errs = Object.entries(r.simErrorsDuringRollout).filter(([k]) => k !== "total");

@@ -138,6 +138,8 @@ in
           Restart = "always";
           RestartSec = "5s";
           UMask = "0077";
+          # Every connected device holds one socket of the coordinator's.
+          LimitNOFILE = 1048576;
           CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
           AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
           NoNewPrivileges = true;

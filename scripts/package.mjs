@@ -174,6 +174,10 @@ async function bundle() {
     platform: "node",
     format: "cjs",
     target: "node20",
+    // The executable keeps this script's whole text in memory for as long as it runs (the agent
+    // too): whitespace and syntax minified, a third smaller; names stay as written.
+    minifyWhitespace: true,
+    minifySyntax: true,
     logLevel: "warning",
     // pg's optional native driver: absent, and pg only loads it when asked to.
     external: ["pg-native"],

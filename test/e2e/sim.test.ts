@@ -23,7 +23,8 @@ describe("flotilla sim", () => {
 
     const join = await fleet.joinToken(["--auto-approve", "--uses", "0", "--labels", "env=prod,sim=true"]);
     const sim = sb.spawn(
-      ["sim", "--join", join, "--devices", String(DEVICES), "--workers", "2", "--fail-rate", "5%", "--seed", String(SEED), "--step-delay", "50ms", "--churn", "0%/min", "--status-interval", "5s"],
+      ["sim", "--join", join, "--devices", String(DEVICES), "--workers", "2", "--fail-rate", "5%", "--seed", String(SEED), "--step-delay", "50ms", "--churn", "0%/min", "--status-interval", "5s",
+       "--metrics-interval", "1s", "--metrics-ship-interval", "4s"],
       {},
       "sim",
     );
@@ -40,6 +41,20 @@ describe("flotilla sim", () => {
     );
     expect(online.filter((d) => d.labels.sim === "true")).toHaveLength(DEVICES);
     expect(online.filter((d) => d.labels.sim === "true").every((d) => /^sim-\d{5}$/.test(d.name))).toBe(true);
+
+    // Metric samples taken every second are shipped four at a time, as an agent's shipper lingers.
+    const counter = (text: string, name: string) => Number(new RegExp(`^${name} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    const shipped = await waitFor(
+      "metric samples from every simulated device",
+      async () => {
+        const text = await (await fetch(`${fleet.url}/metrics`)).text();
+        const samples = counter(text, "flotilla_metric_samples_received_total");
+        return samples >= 4 * DEVICES ? { samples, batches: counter(text, "flotilla_metric_batches_received_total") } : undefined;
+      },
+      60_000,
+      500,
+    );
+    expect(shipped.samples / shipped.batches).toBeGreaterThanOrEqual(3.5);
 
     // Exactly round(5% of 200) = 10 simulated devices fail, the ones the seed chooses; the real agent succeeds.
     const failing = failingDevices(DEVICES, 0.05, SEED, target);

@@ -102,7 +102,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   holder.onChange((live) => sender.connect(live?.conn.client, live?.drop));
   holder.onChange((live) => telemetry.connect(live?.conn.transport, live?.drop));
   holder.onChange((live) => {
-    if (live) void serveTunnels(live.conn.transport, { ports: opts.tunnelPorts }, log, live.signal);
+    if (live) void serveTunnels(live.conn.transport, { ports: opts.tunnelPorts, sessionToken: live.conn.session.sessionToken }, log, live.signal);
   });
   holder.onChange(() => releases.connectionChanged.notify());
   holder.onHeard(() => releases.heard.notify());

@@ -2,7 +2,7 @@
  * Every agent option, in one place: flag, environment variable, TOML key, validation and
  * default. Values come from a flag, then FLOTILLA_*, then the config file, then the default.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { defineOptions, MAX_DELAY_MS, type Values } from "@flotilla/protocol/agent";
 import { tunnelPortsSchema } from "./tunnel/ports.ts";
 
@@ -100,6 +100,13 @@ export const agentOptionSpecs = defineOptions({
     schema: positiveMs.min(100),
     default: 10_000,
     doc: "how often CPU, memory, disk, network, load and uptime are sampled",
+  },
+  metricsShipIntervalMs: {
+    flag: "metrics-ship-interval-ms",
+    env: "FLOTILLA_METRICS_SHIP_INTERVAL_MS",
+    key: "metrics_ship_interval_ms",
+    schema: positiveMs.optional(),
+    doc: "how long samples wait to be shipped together; default six samples' worth (--metrics-interval-ms x 6), at most 60 s",
   },
   journalUnits: {
     flag: "journal-units",

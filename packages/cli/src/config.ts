@@ -6,7 +6,7 @@
  */
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { z } from "zod";
+import * as z from "zod";
 import { defineOptions, loadConfig, type Values } from "@flotilla/protocol/agent";
 
 const optional = z.string().optional();

@@ -1,4 +1,6 @@
 import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -48,6 +50,29 @@ describe("the process safety net", () => {
     const rejected = await crash(true, `void Promise.reject(new RangeError("nope"));`);
     expect(rejected.code).toBe(70);
     expect(rejected.stderr).toMatch(/unhandled rejection .*RangeError: nope/);
+  }, 30_000);
+
+  it("ends a short command quietly when the reader of its output goes away (| head)", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "flotilla-epipe-"));
+    const file = join(dir, "writer.ts");
+    await writeFile(
+      file,
+      [
+        `import { installSafetyNet } from ${JSON.stringify(join(import.meta.dirname, "safety-net.ts"))};`,
+        "installSafetyNet(() => false);",
+        'const line = "x".repeat(1000) + "\\n";',
+        'const pump = () => { while (process.stdout.write(line)) {} process.stdout.once("drain", pump); };',
+        "pump();",
+      ].join("\n"),
+    );
+    try {
+      // head closes the pipe after 10 bytes; pipefail makes the writer's exit code the pipeline's.
+      const { stdout, stderr } = await run("bash", ["-o", "pipefail", "-c", `${tsx} ${file} | head -c 10`], { timeout: 20_000 });
+      expect(stdout).toBe("xxxxxxxxxx");
+      expect(stderr).toBe("");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }, 30_000);
 
   it("ends a short command on any uncaught error, network or not", async () => {

@@ -35,6 +35,12 @@ export function installSafetyNet(longRunning: () => boolean): void {
     );
     if (!survive) process.exit(70);
   };
+  // A reader that went away (`flotilla device ls | head`) is not a bug: a short command ends
+  // quietly, as Unix tools do; a long-running role keeps running without its stdout.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") return handle("stdout error")(err);
+    if (!longRunning()) process.exit(0);
+  });
   process.on("uncaughtException", handle("uncaught exception"));
   process.on("unhandledRejection", handle("unhandled rejection"));
 }

@@ -2,7 +2,7 @@
  * Every coordinator option, in one place: flag, environment variable, TOML key, validation and
  * default. Values come from a flag, then FLOTILLA_*, then the config file, then the default.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { setupCodeWeakness } from "./access/setup-code.ts";
 import { orgQuotasSchema, quotaSchema } from "./artifacts/byte-size.ts";
 import { isLoopback } from "./server/listen.ts";

@@ -24,6 +24,7 @@ import { installFeature } from "./install/index.ts";
 import { healthService } from "./server/health-service.ts";
 import { isLoopback, listen, type Listener, type RequestHandler } from "./server/listen.ts";
 import { DatabaseLeases, soleLeases } from "./server/lease.ts";
+import { fileLimitWarning } from "./server/file-limit.ts";
 import { LoadShedder } from "./server/load-shedding.ts";
 import { ShutdownSignal } from "./server/shutdown-signal.ts";
 import { storeErrorInterceptor } from "./server/store-errors.ts";
@@ -174,6 +175,8 @@ export async function startCoordinator(
   const publicUrl = config.publicUrl ?? defaultPublicUrl(listener, host, tls !== undefined);
   ctx.publicUrl = publicUrl;
   log.info("coordinator listening", { url: listener.url, database: store.dialect, id: identity.id });
+  const few = fileLimitWarning();
+  if (few) log.warn(few);
 
   return {
     url: listener.url,

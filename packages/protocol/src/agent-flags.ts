@@ -11,3 +11,16 @@
  * commands, the services of bundle releases) does not inherit them.
  */
 export const AGENT_NODE_OPTIONS = "--max-semi-space-size=1";
+
+/**
+ * V8 flags that `flotilla agent` (the launcher and the agent it runs) sets on itself as it starts,
+ * before it loads its modules (packages/cli/src/entry.ts, with v8.setFlagsFromString): Node does
+ * not accept them in NODE_OPTIONS. `--no-opt` leaves V8's optimising compiler (TurboFan) off:
+ * its first use pages some 4 MiB of the node executable's compiler code into the process, and
+ * what an agent runs hot enough for it (protobuf-es decoding the message descriptors at start)
+ * runs once. Code still runs in V8's baseline compiler (Sparkplug). What costs an agent CPU
+ * (TLS, sha256 and file writes while it downloads) is native code: a 200 MiB download over TLS,
+ * hashed and copied into 1 MiB buffers as the agent does, took 0.65 to 0.67 s of CPU with the
+ * flag and 0.75 to 0.77 s without. bench/agent.ts prints the agent's CPU time beside its memory.
+ */
+export const AGENT_V8_FLAGS = "--no-opt";

@@ -16,6 +16,7 @@ export * from "./tls/index.ts";
 export * from "./version.ts";
 export * from "./release.ts";
 export * from "./tunnel.ts";
+export * from "./tunnel-stream.ts";
 export * from "./http-request.ts";
 export * from "./tuf-key.ts";
 export * from "./wakeup.ts";

@@ -3,6 +3,7 @@ import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect
 import type { ClientHttp2Stream, Http2Session } from "node:http2";
 import { CoordinatorKeyMismatchError } from "./auth/handshake.ts";
 import { keyPin } from "./identity/index.ts";
+import { widenTunnelWindows } from "./tunnel-stream.ts";
 import { backoffDelay } from "./wakeup.ts";
 import { certificatePublicKey, fetchCertificate, fetchPinnedCertificate, pinnedTlsOptions } from "./tls/index.ts";
 
@@ -75,7 +76,31 @@ export async function coordinatorTransport(opts: CoordinatorTransportOptions): P
     readMaxBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
     writeMaxBytes: opts.maxMessageBytes ?? 4 * 1024 * 1024,
   });
+  rawStreams.set(transport, async (path, headers) => {
+    const stream = await sessionManager.request("POST", path, headers, {});
+    widenTunnelWindows(stream.session);
+    // Never an unhandled 'error' event (a connection lost while nobody reads the stream): the
+    // stream's users see failures through their own listeners and its rstCode.
+    stream.on("error", () => {});
+    stream.on("data", () => sessionManager.notifyResponseByteRead(stream));
+    return stream;
+  });
   return { transport, close: () => sessionManager.abort(), presentedPin, sessionFailed: () => sessionManager.state() === "error" };
+}
+
+/** Opens a plain HTTP/2 POST stream to `path` with `headers` (no others are added). */
+export type RawStreamOpener = (path: string, headers: Record<string, string>) => Promise<ClientHttp2Stream>;
+
+const rawStreams = new WeakMap<Transport, RawStreamOpener>();
+
+/**
+ * For a transport made by {@link coordinatorTransport}: opens plain HTTP/2 streams on the same
+ * connection as its calls (same TLS pin), for a coordinator route beside Connect (tunnel bytes).
+ * Its interceptors do not apply: the caller adds `authorization` itself. Undefined for any other
+ * transport.
+ */
+export function rawStreamOf(transport: Transport): RawStreamOpener | undefined {
+  return rawStreams.get(transport);
 }
 
 /** An interceptor that adds `authorization: Bearer <token>` from a getter, on every call. */

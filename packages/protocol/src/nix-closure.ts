@@ -5,7 +5,7 @@
  * the admins signed: the agent installs a closure only when what nix realised matches it path
  * for path, whatever the binary cache served and whoever signed its narinfos.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { fromNixBase32 } from "./nix-base32.ts";
 
 const STORE_PATH = /^\/nix\/store\/[0-9a-z]{32}-[^/]+$/;

@@ -3,7 +3,7 @@
  * (docs/architecture.md, decision 3). Admins sign it into `targets` metadata; the coordinator cannot change it; the
  * agent validates it with this schema after TUF verification and before acting on anything.
  */
-import { z } from "zod";
+import * as z from "zod";
 
 /** Release names: lowercase letters, digits, dashes, dots and underscores. */
 export const RELEASE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;

@@ -216,3 +216,15 @@ export async function served(port: number): Promise<string | undefined> {
     return undefined;
   }
 }
+
+/** The files in an agent's staging directory (none when it does not exist). */
+export async function stagedFiles(stateDir: string): Promise<string[]> {
+  try {
+    return await readdir(join(stateDir, "releases", "staging"));
+  } catch {
+    return [];
+  }
+}
+
+/** The step names of a device's release steps, in order. */
+export const stepNames = (steps: StepJson[]): string[] => steps.map((s) => s.step);

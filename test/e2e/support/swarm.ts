@@ -51,6 +51,7 @@ export class Swarm {
         return o.failDownload ? "download-failed" : o.failHealth ? "health-failed" : "healthy";
       },
       metricsIntervalMs: 0,
+      metricsShipIntervalMs: 0,
       logsIntervalMs: 0,
       logLines: 0,
       watchTimeoutMs: 60_000,

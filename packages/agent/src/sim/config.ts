@@ -2,7 +2,7 @@
  * Every option of `flotilla sim`: flag, environment variable, TOML key, validation and default,
  * as the agent's own options (config.ts) are.
  */
-import { z } from "zod";
+import * as z from "zod";
 import { defineOptions } from "@flotilla/protocol/agent";
 
 const UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
@@ -103,7 +103,14 @@ export const simOptionSpecs = defineOptions({
     key: "metrics_interval",
     schema: durationMs,
     default: 10_000,
-    doc: "each device ships a metric sample this often, as an agent does (0: never)",
+    doc: "each device takes a metric sample this often, as an agent does (0: never)",
+  },
+  metricsShipInterval: {
+    flag: "metrics-ship-interval",
+    env: "FLOTILLA_SIM_METRICS_SHIP_INTERVAL",
+    key: "metrics_ship_interval",
+    schema: durationMs.optional(),
+    doc: "each device ships its samples together this often, as an agent does (default: six samples' worth, at most 60s)",
   },
   logsInterval: {
     flag: "logs-interval",

@@ -34,8 +34,10 @@ export interface SimBehaviour {
   stepDelayMs: number;
   /** How installing `release` ends on `device`. */
   outcome(device: SimDevice, release: agentv1.DesiredRelease): SimOutcome;
-  /** How often a metric sample is shipped (0: never). */
+  /** How often a metric sample is taken (0: never). */
   metricsIntervalMs: number;
+  /** How often the samples taken meanwhile are shipped together, in one call (as an agent's metric shipper lingers). */
+  metricsShipIntervalMs: number;
   /** How often a batch of log lines is shipped (0: never). */
   logsIntervalMs: number;
   /** Log lines per batch. */
@@ -404,7 +406,11 @@ export class SimDevice {
         }
       }
     };
-    if (b.metricsIntervalMs > 0) tasks.push(loop(b.metricsIntervalMs, "ship metrics", () => this.shipMetrics(signal)));
+    if (b.metricsIntervalMs > 0) {
+      const shipEvery = Math.max(b.metricsIntervalMs, b.metricsShipIntervalMs);
+      const samples = Math.max(1, Math.round(shipEvery / b.metricsIntervalMs));
+      tasks.push(loop(shipEvery, "ship metrics", () => this.shipMetrics(samples, b.metricsIntervalMs, signal)));
+    }
     if (b.logsIntervalMs > 0) tasks.push(loop(b.logsIntervalMs, "ship logs", () => this.shipLogs(signal)));
     if ((b.reportIntervalMs ?? 0) > 0) {
       tasks.push(
@@ -419,24 +425,29 @@ export class SimDevice {
     await Promise.all(tasks);
   }
 
-  private async shipMetrics(signal: AbortSignal): Promise<void> {
+  /** Ships `count` samples taken `intervalMs` apart, the last now, in one call. */
+  private async shipMetrics(count: number, intervalMs: number, signal: AbortSignal): Promise<void> {
     const t = this.telemetry;
     if (!t) return;
-    const seq = this.telemetrySeq.metrics + 1;
+    const first = this.telemetrySeq.metrics + 1;
     const g = (name: string, value: number, unit: string, attributes: Record<string, string> = {}) => create(agentv1.MetricPointSchema, { name, value, unit, attributes });
-    const points = [
-      ...["user", "system", "idle"].map((state, i) => g("system.cpu.utilization", [0.12, 0.04, 0.84][i]! + Math.random() * 0.01, "1", { state })),
-      g("system.cpu.load_average.1m", 0.3 + Math.random(), "{thread}"),
-      g("system.memory.usage", 512e6 + Math.random() * 1e6, "By", { state: "used" }),
-      g("system.memory.limit", 2048e6, "By"),
-      g("system.filesystem.usage", 4e9, "By", { mountpoint: "/", state: "used" }),
-      g("system.filesystem.limit", 16e9, "By", { mountpoint: "/" }),
-      g("system.uptime", process.uptime(), "s"),
-    ];
-    const sample = create(agentv1.MetricSampleSchema, { seq: BigInt(seq), timeUnixMs: BigInt(Date.now()), points });
-    const payload = gzipSync(toBinary(agentv1.MetricSamplesSchema, create(agentv1.MetricSamplesSchema, { samples: [sample] })), { level: 3 });
+    const now = Date.now();
+    const samples = Array.from({ length: count }, (_, i) => {
+      const points = [
+        ...["user", "system", "idle"].map((state, k) => g("system.cpu.utilization", [0.12, 0.04, 0.84][k]! + Math.random() * 0.01, "1", { state })),
+        g("system.cpu.load_average.1m", 0.3 + Math.random(), "{thread}"),
+        g("system.memory.usage", 512e6 + Math.random() * 1e6, "By", { state: "used" }),
+        g("system.memory.limit", 2048e6, "By"),
+        g("system.filesystem.usage", 4e9, "By", { mountpoint: "/", state: "used" }),
+        g("system.filesystem.limit", 16e9, "By", { mountpoint: "/" }),
+        g("system.uptime", process.uptime(), "s"),
+      ];
+      return create(agentv1.MetricSampleSchema, { seq: BigInt(first + i), timeUnixMs: BigInt(now - (count - 1 - i) * intervalMs), points });
+    });
+    const payload = gzipSync(toBinary(agentv1.MetricSamplesSchema, create(agentv1.MetricSamplesSchema, { samples })), { level: 3 });
     const res = await t.shipMetrics({ stream: "metrics", compression: agentv1.Compression.GZIP, payload }, { signal, timeoutMs: 30_000 });
-    if (Number(res.ackedSeq) >= seq) this.telemetrySeq.metrics = seq;
+    const last = first + count - 1;
+    if (Number(res.ackedSeq) >= last) this.telemetrySeq.metrics = last;
   }
 
   private async shipLogs(signal: AbortSignal): Promise<void> {

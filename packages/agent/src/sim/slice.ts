@@ -27,6 +27,8 @@ export interface SimOptions {
   /** Chooses who fails and who churns; the same seed makes the same choices. */
   seed: number;
   metricsIntervalMs: number;
+  /** How often samples are shipped together (default: as an agent, six samples' worth, at most 60 s). */
+  metricsShipIntervalMs?: number;
   logsIntervalMs: number;
   logLines: number;
   /** Each device also reports its status this often (0: only on changes). */
@@ -94,6 +96,7 @@ export class SimSlice {
     this.behaviour = {
       stepDelayMs: opts.stepDelayMs,
       metricsIntervalMs: opts.metricsIntervalMs,
+      metricsShipIntervalMs: opts.metricsShipIntervalMs ?? Math.min(60_000, 6 * opts.metricsIntervalMs),
       logsIntervalMs: opts.logsIntervalMs,
       logLines: opts.logLines,
       watchTimeoutMs: opts.watchTimeoutMs,

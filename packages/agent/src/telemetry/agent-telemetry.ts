@@ -23,7 +23,7 @@ type ShipCall = (
 /** What the agent's telemetry needs of its configuration (config.ts documents each option). */
 export type TelemetryOptions = Pick<
   AgentConfig,
-  "stateDir" | "logBufferBytes" | "metricsIntervalMs" | "journalUnits" | "logFileUnit" | "backoffMinMs" | "backoffMaxMs"
+  "stateDir" | "logBufferBytes" | "metricsIntervalMs" | "metricsShipIntervalMs" | "journalUnits" | "logFileUnit" | "backoffMinMs" | "backoffMaxMs"
 >;
 
 /** Stream names the agent ships under; seqs count per (device, stream). */
@@ -31,6 +31,13 @@ export const LOG_STREAM = "logs";
 export const METRICS_STREAM = "metrics";
 
 const METRICS_BUFFER_BYTES = 16 * 1024 * 1024;
+/** Log lines wait up to 200 ms for company: a burst (a service starting) goes in one call, not one per line, and `logs -f` still shows a line within a second. */
+const LOG_LINGER_MS = 200;
+
+/** How long metric samples wait to be shipped together: the option, else six samples' worth, at most a minute. */
+export function metricsShipIntervalMs(opts: Pick<TelemetryOptions, "metricsIntervalMs" | "metricsShipIntervalMs">): number {
+  return opts.metricsShipIntervalMs ?? Math.min(60_000, 6 * opts.metricsIntervalMs);
+}
 
 /**
  * The agent's logs and metrics: capture sources, the two durable buffers (state dir `logs/` and
@@ -52,8 +59,8 @@ export class AgentTelemetry {
     private readonly log: Logger,
   ) {
     const shipOpts = { batchRecords: 5000, batchBytes: 1 << 20, backoffMinMs: opts.backoffMinMs, backoffMaxMs: opts.backoffMaxMs };
-    this.logShipper = new Shipper(capture.buffer, "logs", shipOpts, log);
-    this.metricShipper = new Shipper(metricsBuffer, "metrics", shipOpts, log);
+    this.logShipper = new Shipper(capture.buffer, "logs", { ...shipOpts, lingerMs: LOG_LINGER_MS }, log);
+    this.metricShipper = new Shipper(metricsBuffer, "metrics", { ...shipOpts, lingerMs: metricsShipIntervalMs(opts) }, log);
     this.files = opts.logFileUnit.map((item) => {
       const eq = item.indexOf("=");
       return new FileTail(capture, item.slice(0, eq), item.slice(eq + 1), log);

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * The agent's tunnel allowlist from a flag or variable ("22,8080", "none" for no tunnels) or a

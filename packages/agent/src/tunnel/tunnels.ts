@@ -1,9 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import net from "node:net";
-import { agentv1, sleep, type Logger } from "@flotilla/protocol/agent";
+import http2 from "node:http2";
+import { agentv1, rawStreamOf, relayTunnelStream, sleep, TUNNEL_ID_HEADER, tunnelStreamError, tunnelStreamResponse, type Logger } from "@flotilla/protocol/agent";
 
 type TunnelClient = Client<typeof agentv1.AgentTunnelService>;
+type RawStreamOpener = NonNullable<ReturnType<typeof rawStreamOf>>;
 
 /** What tunnels may reach on this device. */
 export interface TunnelOptions {
@@ -12,6 +14,11 @@ export interface TunnelOptions {
   /** Where the ports are: the device's loopback address. */
   host?: string;
   connectTimeoutMs?: number;
+  /**
+   * The device's session token: with it, a tunnel's bytes go over the coordinator's byte path
+   * (a plain HTTP/2 stream on the same connection) when the request names one; else over Attach.
+   */
+  sessionToken?: string;
 }
 
 /** Bytes per data message sent to the coordinator (its limit is 256 KiB). */
@@ -29,7 +36,7 @@ export async function serveTunnels(transport: Transport, opts: TunnelOptions, lo
   while (!signal.aborted) {
     try {
       for await (const msg of client.listen({}, { signal })) {
-        if (msg.event.case === "tunnel") void carry(client, msg.event.value, opts, log, signal);
+        if (msg.event.case === "tunnel") void carry(client, rawStreamOf(transport), msg.event.value, opts, log, signal);
       }
     } catch (err) {
       if (signal.aborted) return;
@@ -84,7 +91,14 @@ function drained(socket: net.Socket): Promise<void> {
 }
 
 /** One tunnel: refuse it, or connect and relay until both sides have sent eof or one fails. */
-async function carry(client: TunnelClient, req: agentv1.TunnelRequest, opts: TunnelOptions, log: Logger, signal: AbortSignal): Promise<void> {
+async function carry(
+  client: TunnelClient,
+  raw: RawStreamOpener | undefined,
+  req: agentv1.TunnelRequest,
+  opts: TunnelOptions,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<void> {
   const { tunnelId, port } = req;
   const refuse = async (error: agentv1.AttachError, message: string) => {
     log.warn("tunnel refused", { tunnel: tunnelId, port, reason: message });
@@ -110,6 +124,7 @@ async function carry(client: TunnelClient, req: agentv1.TunnelRequest, opts: Tun
     return refuse(agentv1.AttachError.CONNECT_FAILED, `cannot connect to port ${port} on the device (${code})`);
   }
   log.info("tunnel open", { tunnel: tunnelId, port });
+  if (raw && req.attachPath && opts.sessionToken) return carryRaw(raw, req, opts.sessionToken, socket, log, signal);
   const input = async function* (): AsyncGenerator<agentv1.AttachRequest> {
     yield start(tunnelId);
     for await (const chunk of socket as AsyncIterable<Buffer>) {
@@ -127,6 +142,28 @@ async function carry(client: TunnelClient, req: agentv1.TunnelRequest, opts: Tun
         socket.end();
       }
     }
+    log.info("tunnel closed", { tunnel: tunnelId, port });
+  } catch (err) {
+    log.info("tunnel ended", { tunnel: tunnelId, port, err: ConnectError.from(err).rawMessage });
+    socket.destroy();
+  }
+}
+
+/** One accepted tunnel over the coordinator's byte path: the socket's bytes are the stream's bodies. */
+async function carryRaw(raw: RawStreamOpener, req: agentv1.TunnelRequest, token: string, socket: net.Socket, log: Logger, signal: AbortSignal): Promise<void> {
+  const { tunnelId, port } = req;
+  try {
+    const stream = await raw(req.attachPath, {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/octet-stream",
+      [TUNNEL_ID_HEADER]: tunnelId,
+    });
+    const answer = await tunnelStreamResponse(stream);
+    if (Number(answer[":status"]) !== 200) {
+      stream.close(http2.constants.NGHTTP2_CANCEL);
+      throw tunnelStreamError(answer) ?? new ConnectError(`the coordinator answered ${String(answer[":status"])}`, Code.Unknown);
+    }
+    await relayTunnelStream(stream, socket, socket, signal);
     log.info("tunnel closed", { tunnel: tunnelId, port });
   } catch (err) {
     log.info("tunnel ended", { tunnel: tunnelId, port, err: ConnectError.from(err).rawMessage });

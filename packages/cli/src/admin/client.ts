@@ -135,12 +135,20 @@ export async function serviceClient<S extends DescService>(target: AdminTarget, 
  * Streams are not retried after a late Unauthenticated; the session is renewed before.
  */
 export async function adminTransport(target: AdminTarget): Promise<Transport> {
+  return (await authenticatedTransport(target)).transport;
+}
+
+/**
+ * {@link adminTransport} and the bearer token its calls carry right now, for plain HTTP/2
+ * streams on the same connection (the tunnels' byte path).
+ */
+export async function authenticatedTransport(target: AdminTarget): Promise<{ transport: Transport; token(): string | undefined }> {
   const s = await adminSession(target);
   if (target.apiToken) {
     // CI: the token is the credential; no key, no login.
     const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [bearerInterceptor(() => target.apiToken), uncompressedTunnels] });
     openConnections.add(close);
-    return transport;
+    return { transport, token: () => target.apiToken };
   }
   let token = s.token;
   const relogin = (): Interceptor => (next) => async (req) => {
@@ -164,7 +172,7 @@ export async function adminTransport(target: AdminTarget): Promise<Transport> {
     opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
   }
   openConnections.add(opened.close);
-  return opened.transport;
+  return { transport: opened.transport, token: () => token };
 }
 
 /**

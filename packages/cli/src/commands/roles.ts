@@ -5,7 +5,6 @@ import { createLogger, formatConfig, loadConfig, VERSION } from "@flotilla/proto
 import type { CliConfig } from "../config.ts";
 import { ExitError, UsageError } from "../errors.ts";
 import { agentActivators } from "../roles/activators.ts";
-import { isReplicaWorker, leaveCluster, replicaIndex, runReplicas } from "../roles/replicas.ts";
 import { addSpecOptions, loadRoleConfig } from "../roles/role-config.ts";
 import type { Run } from "../run.ts";
 import { stopSignal, waitForAbort } from "../signals.ts";
@@ -26,6 +25,8 @@ export function registerRoleCommands(program: Command, cli: () => CliConfig, env
     run(async (out) => {
       const loaded = loadRoleConfig(coordinatorOptionSpecs, opts, env, cli().configFile);
       if (opts.printConfig) return out(formatConfig(coordinatorOptionSpecs, loaded));
+      // Loaded here: node:cluster and what it loads are no part of the agent's process.
+      const { isReplicaWorker, leaveCluster, replicaIndex, runReplicas } = await import("../roles/replicas.ts");
       const stop = stopSignal();
       const replicas = loaded.values.replicas;
       const conflict = internalUrlConflict(loaded.values);

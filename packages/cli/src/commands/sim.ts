@@ -21,6 +21,7 @@ export function simOptions(v: Values<typeof simOptionSpecs>, url?: string): SimO
     stepDelayMs: v.stepDelay,
     seed: v.seed ?? Math.floor(Math.random() * 0xffffffff),
     metricsIntervalMs: v.metricsInterval,
+    metricsShipIntervalMs: v.metricsShipInterval,
     logsIntervalMs: v.logsInterval,
     logLines: v.logLines,
     reportIntervalMs: v.reportInterval,

@@ -4,7 +4,7 @@ import net from "node:net";
 import type { Command } from "commander";
 import { createClient } from "@connectrpc/connect";
 import { adminv1 } from "@flotilla/protocol";
-import { adminTransport, targetUrl, type AdminTarget } from "../admin/client.ts";
+import { authenticatedTransport, targetUrl, type AdminTarget } from "../admin/client.ts";
 import { deviceStatus } from "../devices/view.ts";
 import { describeError, UsageError } from "../errors.ts";
 import type { Run } from "../run.ts";
@@ -20,7 +20,8 @@ export function registerTunnelCommands(program: Command, target: () => AdminTarg
     .action((device: string, opts: { port: string }) =>
       run(async () => {
         const port = parsePort(opts.port);
-        const client = tunnelClient(await adminTransport(target()));
+        const { transport, token } = await authenticatedTransport(target());
+        const client = tunnelClient(transport, token);
         const stop = stopSignal();
         // fd 1 as a file stream, so the device's eof closes it and the reader sees EOF.
         const output = createWriteStream("", { fd: 1 });
@@ -74,12 +75,12 @@ export function registerTunnelCommands(program: Command, target: () => AdminTarg
     .action((device: string, specs: string[], opts: { address: string }) =>
       run(async (out) => {
         const mappings = specs.map(parseMapping);
-        const transport = await adminTransport(target());
+        const { transport, token } = await authenticatedTransport(target());
         const { device: found } = await createClient(adminv1.AdminService, transport).getDevice({ device });
         if (found && deviceStatus(found) !== "online") {
           throw new Error(`device ${found.name} is ${deviceStatus(found)}`);
         }
-        const client = tunnelClient(transport);
+        const client = tunnelClient(transport, token);
         const stop = stopSignal();
         const open = new Set<Promise<void>>();
         const servers: net.Server[] = [];

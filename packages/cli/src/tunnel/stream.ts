@@ -1,12 +1,36 @@
 import { create } from "@bufbuild/protobuf";
-import { createClient, type Client, type Transport } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import http2 from "node:http2";
 import type { Readable, Writable } from "node:stream";
-import { adminv1 } from "@flotilla/protocol";
+import {
+  adminv1,
+  rawStreamOf,
+  relayTunnelStream,
+  TUNNEL_DEVICE_HEADER,
+  TUNNEL_DEVICE_ID_HEADER,
+  TUNNEL_DEVICE_NAME_HEADER,
+  TUNNEL_ID_HEADER,
+  TUNNEL_OPEN_PATH,
+  TUNNEL_PORT_HEADER,
+  tunnelStreamError,
+  tunnelStreamResponse,
+  type RawStreamOpener,
+} from "@flotilla/protocol";
 
-export type TunnelClient = Client<typeof adminv1.TunnelService>;
+/**
+ * How the CLI opens tunnels: the byte path (a plain HTTP/2 stream on the same connection, with
+ * the same bearer token) when the transport offers it, else, or when the coordinator does not
+ * serve that path, TunnelService/Open.
+ */
+export interface TunnelClient {
+  rpc: Client<typeof adminv1.TunnelService>;
+  raw?: { open: RawStreamOpener; token(): string | undefined };
+}
 
-export function tunnelClient(transport: Transport): TunnelClient {
-  return createClient(adminv1.TunnelService, transport);
+export function tunnelClient(transport: Transport, token?: () => string | undefined): TunnelClient {
+  const open = rawStreamOf(transport);
+  const rpc = createClient(adminv1.TunnelService, transport);
+  return { rpc, raw: open && token && process.env.FLOTILLA_TUNNEL_RPC !== "1" ? { open, token } : undefined };
 }
 
 /** Bytes per data message (the coordinator accepts up to 256 KiB). */
@@ -48,6 +72,67 @@ function drained(w: Writable): Promise<void> {
  * role) or a transport error.
  */
 export async function runTunnel(client: TunnelClient, ends: TunnelEnds): Promise<void> {
+  if (client.raw && (await runRawTunnel(client.raw, ends))) return;
+  return runRpcTunnel(client.rpc, ends);
+}
+
+function header(h: http2.IncomingHttpHeaders, name: string): string {
+  const v = h[name];
+  return typeof v === "string" ? v : "";
+}
+
+/**
+ * The tunnel over the byte path; false (nothing read from `input`) when the coordinator does
+ * not serve it, so the caller uses the RPC.
+ */
+async function runRawTunnel(raw: NonNullable<TunnelClient["raw"]>, ends: TunnelEnds): Promise<boolean> {
+  const { device, port, input, output, signal } = ends;
+  signal?.throwIfAborted();
+  const headers: Record<string, string> = {
+    "content-type": "application/octet-stream",
+    [TUNNEL_DEVICE_HEADER]: device,
+    [TUNNEL_PORT_HEADER]: String(port),
+  };
+  const token = raw.token();
+  if (token) headers.authorization = `Bearer ${token}`;
+  let stream: http2.ClientHttp2Stream;
+  try {
+    stream = await raw.open(TUNNEL_OPEN_PATH, headers);
+  } catch (err) {
+    throw ConnectError.from(err, Code.Unavailable);
+  }
+  const onAbort = () => stream.close(http2.constants.NGHTTP2_CANCEL);
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let answer: http2.IncomingHttpHeaders;
+  try {
+    answer = await tunnelStreamResponse(stream);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  if (Number(answer[":status"]) !== 200) {
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    const err = tunnelStreamError(answer);
+    if (err) throw err;
+    return false; // a coordinator without the byte path (404): use the RPC
+  }
+  let deviceName = header(answer, TUNNEL_DEVICE_NAME_HEADER);
+  try {
+    deviceName = decodeURIComponent(deviceName);
+  } catch {
+    // as it is
+  }
+  ends.onOpen?.(
+    create(adminv1.TunnelOpenedSchema, {
+      tunnelId: header(answer, TUNNEL_ID_HEADER),
+      deviceId: header(answer, TUNNEL_DEVICE_ID_HEADER),
+      deviceName,
+    }),
+  );
+  await relayTunnelStream(stream, input, output, signal);
+  return true;
+}
+
+async function runRpcTunnel(client: TunnelClient["rpc"], ends: TunnelEnds): Promise<void> {
   const { device, port, input, output } = ends;
   async function* requests(): AsyncGenerator<adminv1.OpenRequest> {
     yield create(adminv1.OpenRequestSchema, { frame: { case: "target", value: { device, port } } });

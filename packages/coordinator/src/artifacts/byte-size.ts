@@ -2,7 +2,7 @@
  * Sizes as people write them in configuration ("20GiB", "500 MB", "1048576") and as messages
  * show them ("19.5 GiB").
  */
-import { z } from "zod";
+import * as z from "zod";
 
 const UNITS: Record<string, number> = {
   b: 1,

@@ -13,7 +13,7 @@
  * (see the README), and `flotilla coordinator verify` checks that the two belong together.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { chmod, mkdir, open, readdir, rename, rm, rmdir, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { Readable } from "node:stream";
@@ -190,9 +190,15 @@ export async function backupCoordinator(opts: { dataDir: string; to: string; dat
       yield entryPadding(list.length);
       yield archiveEnd();
     }
-    await pipeline(Readable.from(archive()), createGzip(), createWriteStream(partial, { mode: 0o600 }));
-    const fh = await open(partial, "r+");
-    await fh.sync().finally(() => fh.close());
+    // Opened first, so a failure cannot create the file after the cleanup below has run.
+    const fh = await open(partial, "w", 0o600);
+    try {
+      await pipeline(Readable.from(archive()), createGzip(), fh.createWriteStream());
+    } finally {
+      await fh.close().catch(() => undefined);
+    }
+    const written = await open(partial, "r+");
+    await written.sync().finally(() => written.close());
     await rename(partial, opts.to);
     return { file: opts.to, header, files: Object.keys(manifest).length, bytes };
   } finally {

@@ -1,4 +1,5 @@
 /** What admins do with devices: list and look at them, approve, reject, retire, label. */
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
@@ -56,6 +57,8 @@ export function deviceMethods(ctx: ServiceContext, presence?: Presence, status?:
       if (rows.length < LABEL_BATCH) break;
       const last = rows.at(-1)!;
       after = { name: last.name, id: last.id };
+      // A turn of the event loop per page: other calls and HTTP/2 pings are served meanwhile.
+      await nextTurn();
     }
     log.info("device labels changed", { selector: text, devices: updated, by: adminOf(hctx).keyId });
     return updated;

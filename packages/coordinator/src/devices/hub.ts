@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from "node:timers/promises";
 import type { DeviceReleaseRow, DeviceRow, Store } from "../store/index.ts";
 
 /** A device's desired state as read for its Watch stream: its row and its release rows. */
@@ -100,6 +101,11 @@ export class Hub {
         const snapshot = snapshots?.get(id);
         for (const sub of this.waiters.get(id) ?? []) sub.notify(snapshot);
       }
+      // SQLite answers synchronously, so without this the whole fan-out (every stream's write
+      // included) runs as one chain of microtasks: at 10,000 devices, seconds in which the
+      // coordinator reads no socket and answers no HTTP/2 ping. A turn of the event loop per
+      // batch lets other calls and pings through.
+      await nextTurn();
     }
   }
 

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, type ReadStream } from "node:fs";
-import { mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { createReadStream, type ReadStream } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -117,7 +117,14 @@ export class NarFiles {
           yield chunk;
         }
       }
-      await pipeline(metered, createWriteStream(tmp, { mode: 0o600 }));
+      // Opened before the first byte, so the file exists before anything can fail: a stream that
+      // opened it lazily could create it after the cleanup below had run.
+      const out = await open(tmp, "w", 0o600);
+      try {
+        await pipeline(metered, out.createWriteStream());
+      } finally {
+        await out.close().catch(() => undefined);
+      }
       const hex = hash.digest("hex");
       const kept = accept(hex, size);
       if (kept) {

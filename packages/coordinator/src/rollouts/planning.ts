@@ -1,4 +1,5 @@
 /** Validates a rollout request and computes its plan from the store's current view of the fleet. */
+import { setImmediate as nextTurn } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { adminv1, flattenFacts, parseSelector, RELEASE_NAME, SelectorError } from "@flotilla/protocol";
 import { kindCapability } from "../releases/release-service.ts";
@@ -70,9 +71,11 @@ export async function planFor(store: Store, orgId: string, req: adminv1.RolloutS
   const release = await store.releases.findRelease(orgId, spec.releaseName, spec.releaseVersion);
   if (!release) throw new ConnectError(`no release ${spec.releaseName}@${spec.releaseVersion}`, Code.NotFound);
   const unhealthy = await store.rollouts.unhealthyDevices(orgId);
-  const devices: PlanDevice[] = (await store.devices.listDevices(orgId)).map((row) => {
+  const rows = await store.devices.listDevices(orgId);
+  const devices: PlanDevice[] = [];
+  for (const row of rows) {
     const facts = flattenFacts(factsFromJson(row.facts));
-    return {
+    devices.push({
       id: row.id,
       name: row.name,
       lifecycle: row.lifecycle,
@@ -81,8 +84,11 @@ export async function planFor(store: Store, orgId: string, req: adminv1.RolloutS
       capabilities: row.capabilities,
       online: isOnline(row, now, offlineAfterMs),
       healthy: !unhealthy.has(row.id),
-    };
-  });
+    });
+    // Reading every device's facts takes a while in a large fleet: a turn of the event loop
+    // every 1,000 lets other calls and HTTP/2 pings through.
+    if (devices.length % 1000 === 0) await nextTurn();
+  }
   const plan = planRollout(devices, parseSelector(spec.selector), { capability: kindCapability(release.kind), arch: releaseArch(release) }, parseWaves(spec.waves));
   if (plan.total === 0) {
     const why = plan.ineligible.length > 0 ? `: ${plan.ineligible.length} matched but cannot take it (e.g. ${plan.ineligible[0]!.device.name}: ${plan.ineligible[0]!.reason})` : "";

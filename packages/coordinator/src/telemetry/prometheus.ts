@@ -125,6 +125,7 @@ export async function collect(store: Store, counters: TelemetryCounters, offline
   e.add("flotilla_log_batches_received_total", "counter", "Log batches stored by this coordinator since it started.", counters.logBatches);
   e.add("flotilla_log_lines_received_total", "counter", "New log lines stored by this coordinator since it started.", counters.logLines);
   e.add("flotilla_log_lines_duplicate_total", "counter", "Resent log lines that were already stored.", counters.logLinesDuplicate);
+  e.add("flotilla_metric_batches_received_total", "counter", "Device metric batches (ShipMetrics calls) stored since start.", counters.metricBatches);
   e.add("flotilla_metric_samples_received_total", "counter", "Device metric samples stored since start.", counters.metricSamples);
   e.add("flotilla_telemetry_batches_refused_total", "counter", "Telemetry batches refused (invalid or from unapproved devices).", counters.refusedBatches);
   e.add("flotilla_otlp_exported_total", "counter", "Device batches forwarded to the OTLP collector.", counters.otlpExported);

@@ -44,8 +44,17 @@ describe("inflate", () => {
     expect(turns).toBeGreaterThanOrEqual(10);
   });
 
+  it("inflates an idle device's small batch at once, without a trip through the thread pool", async () => {
+    const line = "INFO request handled method=GET path=/api/items/1 status=200\n".repeat(5);
+    const { turns, result } = await turnsWhile(async () => inflate(GZIP, gzipSync(line)));
+    expect(result.status).toBe("fulfilled");
+    expect(Buffer.from((result as PromiseFulfilledResult<Uint8Array>).value).toString()).toBe(line);
+    expect(turns).toBe(0);
+  });
+
   it("refuses what is not gzip, and unknown compressions, with InvalidArgument", async () => {
     await expect(async () => inflate(GZIP, Buffer.from("not gzip"))).rejects.toThrow(/not valid gzip/);
+    await expect(async () => inflate(GZIP, Buffer.alloc(100 * 1024, 7))).rejects.toThrow(/not valid gzip/);
     await expect(async () => inflate(99 as agentv1.Compression, Buffer.from("x"))).rejects.toThrow(/unknown compression/);
     expect(Buffer.from(await inflate(agentv1.Compression.UNSPECIFIED, Buffer.from("plain"))).toString()).toBe("plain");
   });

@@ -1,5 +1,5 @@
 import { promisify } from "node:util";
-import { gunzip as gunzipCb } from "node:zlib";
+import { gunzip as gunzipCb, gunzipSync } from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { agentv1, Semaphore } from "@flotilla/protocol";
 
@@ -12,12 +12,22 @@ export const MAX_INFLATED = 64 * 1024 * 1024;
 /** Batches decompressed at once: each may hold up to MAX_INFLATED bytes while it inflates. */
 const MAX_INFLATING = 2;
 
+/**
+ * A payload this small is first inflated at once, on the event loop, up to SYNC_INFLATED bytes
+ * (a millisecond or two at worst): an idle device's batch is a few hundred bytes, and zlib's
+ * thread pool costs about 110 µs of CPU per call against 20 µs inline. Larger output goes the
+ * thread pool's way.
+ */
+const SYNC_PAYLOAD = 64 * 1024;
+const SYNC_INFLATED = 1024 * 1024;
+
 const bad = (msg: string) => new ConnectError(msg, Code.InvalidArgument);
 const gunzip = promisify(gunzipCb);
 const inflating = new Semaphore(MAX_INFLATING);
 
 /**
- * The payload, decompressed as the request says, within MAX_INFLATED. zlib works on the thread
+ * The payload, decompressed as the request says, within MAX_INFLATED. A small one inflates at
+ * once (SYNC_PAYLOAD); otherwise zlib works on the thread
  * pool in chunks, so the event loop keeps serving while a batch inflates; it stops at the first
  * chunk beyond the limit (a gzip bomb costs at most MAX_INFLATED bytes of memory, not its full
  * size) and the batch is refused whole with ResourceExhausted.
@@ -25,6 +35,13 @@ const inflating = new Semaphore(MAX_INFLATING);
 export async function inflate(compression: agentv1.Compression, payload: Uint8Array): Promise<Uint8Array> {
   if (compression === agentv1.Compression.UNSPECIFIED) return payload;
   if (compression !== agentv1.Compression.GZIP) throw bad("unknown compression");
+  if (payload.length <= SYNC_PAYLOAD) {
+    try {
+      return gunzipSync(payload, { maxOutputLength: SYNC_INFLATED });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ERR_BUFFER_TOO_LARGE") throw bad("payload is not valid gzip");
+    }
+  }
   try {
     return await inflating.run(() => gunzip(payload, { maxOutputLength: MAX_INFLATED }));
   } catch (err) {

@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
-import { agentv1, newId } from "@flotilla/protocol";
+import { agentv1, newId, TUNNEL_ATTACH_PATH } from "@flotilla/protocol";
 import { FrameQueue } from "./frame-queue.ts";
 
 /** Bytes one direction of one tunnel may hold in the coordinator (plus one frame of at most MAX_CHUNK_BYTES). */
@@ -162,7 +162,7 @@ export class TunnelRegistry {
     if (!listener) return undefined;
     const tunnel = new Tunnel(orgId, deviceId, port, (d) => (this.held += d));
     this.tunnels.set(tunnel.id, tunnel);
-    listener.offer(create(agentv1.TunnelRequestSchema, { tunnelId: tunnel.id, port }));
+    listener.offer(create(agentv1.TunnelRequestSchema, { tunnelId: tunnel.id, port, attachPath: TUNNEL_ATTACH_PATH }));
     return tunnel;
   }
 

@@ -74,3 +74,21 @@ export async function firstMessage<T>(it: AsyncIterator<T>, ms: number, what: st
     clearTimeout(timer);
   }
 }
+
+/**
+ * Waits for `work`, or rejects with the reason once `signal` aborts: a tunnel that fails after
+ * one side's eof ends at once, rather than once the other side sends something more.
+ */
+export async function unlessAborted(work: Promise<void>, signal: AbortSignal): Promise<void> {
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    await Promise.race([work, aborted]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { adminv1, internalv1 } from "@flotilla/protocol";
 import { adminOf, remoteAddressKey, type AdminPrincipal } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
@@ -7,7 +7,7 @@ import { isOnline } from "../devices/convert.ts";
 import type { DeviceRow } from "../store/index.ts";
 import type { Frame } from "./frame-queue.ts";
 import { MAX_CHUNK_BYTES, type TunnelRegistry, type Tunnel } from "./registry.ts";
-import { background, drainFrom, firstMessage, pumpInto } from "./relay.ts";
+import { background, drainFrom, firstMessage, pumpInto, unlessAborted } from "./relay.ts";
 import type { ReplicaTunnels } from "./replicas.ts";
 
 /** How long an admin may take to name the target, and an agent to answer a tunnel request. */
@@ -19,6 +19,17 @@ const LISTENER_WAIT_MS = 5_000;
  * answering (Node ends the streams of a cut connection as cancelled).
  */
 const BROKEN_CONNECTION = [Code.Canceled, Code.Unavailable, Code.Unknown, Code.Internal, Code.DeadlineExceeded];
+
+/** An admin's request for a tunnel: who (allowed to open tunnels), from where, and its end. */
+export interface AdminCall {
+  principal: AdminPrincipal;
+  /** The caller's address, for the audit entry. */
+  source: string;
+  /** Aborts when the admin goes away. */
+  signal: AbortSignal;
+}
+
+export type OpenTunnel = (call: AdminCall, it: AsyncIterator<adminv1.OpenRequest>) => AsyncGenerator<adminv1.OpenResponse>;
 
 /** What the audit entry of a tunnel says. */
 interface TunnelRecord {
@@ -45,21 +56,26 @@ function toResponse(f: Frame): adminv1.OpenResponse {
  * with bounded buffers. Each tunnel, refused or not, leaves one audit entry when it ends: who,
  * device, port, start, end, bytes each way, outcome.
  */
-export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry, replicas: ReplicaTunnels): ServiceImpl<typeof adminv1.TunnelService> {
+export function tunnelService(
+  ctx: ServiceContext,
+  tunnels: TunnelRegistry,
+  replicas: ReplicaTunnels,
+): { service: ServiceImpl<typeof adminv1.TunnelService>; openTunnel: OpenTunnel } {
   const { store } = ctx;
 
   async function findDevice(p: AdminPrincipal, ref: string): Promise<DeviceRow | undefined> {
     return (await store.devices.getDevice(p.orgId, ref)) ?? (await store.devices.getDeviceByName(p.orgId, ref));
   }
 
-  async function audit(hctx: HandlerContext, p: AdminPrincipal, t: TunnelRecord, outcome: string) {
+  async function audit(call: AdminCall, t: TunnelRecord, outcome: string) {
+    const p = call.principal;
     const endedAt = Date.now();
     await ctx.auditor.record({
       orgId: p.orgId,
       actor: p.actor,
       action: "tunnel",
       target: t.device,
-      source: hctx.values.get(remoteAddressKey),
+      source: call.source,
       outcome,
       time: endedAt,
       detail: JSON.stringify({
@@ -75,79 +91,92 @@ export function tunnelService(ctx: ServiceContext, tunnels: TunnelRegistry, repl
     });
   }
 
-  return {
-    async *open(reqs, hctx) {
-      const p = adminOf(hctx);
-      const it = reqs[Symbol.asyncIterator]();
-      const first = await firstMessage(it, FIRST_MESSAGE_MS, "tunnel target");
-      if (first.frame.case !== "target") throw new ConnectError("the first message must name the target", Code.InvalidArgument);
-      const { device: ref, port } = first.frame.value;
-      if (!ref || ref.length > 128) throw new ConnectError("a device id or name is required", Code.InvalidArgument);
-      if (!Number.isInteger(port) || port < 1 || port > 65535) {
-        throw new ConnectError(`invalid port ${port}: expected 1 to 65535`, Code.InvalidArgument);
+  /**
+   * One tunnel for an admin whose permission `tunnel:open` was checked: `it` yields the target,
+   * then data and eof (from Connect messages, or from the raw byte path, byte-path.ts); the
+   * generator yields opened, then data and eof.
+   */
+  async function* openTunnel(call: AdminCall, it: AsyncIterator<adminv1.OpenRequest>): AsyncGenerator<adminv1.OpenResponse> {
+    const p = call.principal;
+    const hctx = { signal: call.signal };
+    const first = await firstMessage(it, FIRST_MESSAGE_MS, "tunnel target");
+    if (first.frame.case !== "target") throw new ConnectError("the first message must name the target", Code.InvalidArgument);
+    const { device: ref, port } = first.frame.value;
+    if (!ref || ref.length > 128) throw new ConnectError("a device id or name is required", Code.InvalidArgument);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new ConnectError(`invalid port ${port}: expected 1 to 65535`, Code.InvalidArgument);
+    }
+    const record: TunnelRecord = { device: ref, port, startedAt: Date.now(), opened: false, closedBy: "both" };
+    let outcome = "ok";
+    let finished = false;
+    let tunnel: Tunnel | undefined;
+    const onAbort = () => tunnel?.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
+    hctx.signal.addEventListener("abort", onAbort);
+    try {
+      const device = await findDevice(p, ref);
+      if (!device) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
+      record.device = device.name;
+      if (device.lifecycle !== "approved") {
+        throw new ConnectError(`device ${device.name} is ${device.lifecycle}, not approved`, Code.FailedPrecondition);
       }
-      const record: TunnelRecord = { device: ref, port, startedAt: Date.now(), opened: false, closedBy: "both" };
-      let outcome = "ok";
-      let finished = false;
-      let tunnel: Tunnel | undefined;
-      const onAbort = () => tunnel?.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
-      hctx.signal.addEventListener("abort", onAbort);
-      try {
-        const device = await findDevice(p, ref);
-        if (!device) throw new ConnectError(`no device ${JSON.stringify(ref)}`, Code.NotFound);
-        record.device = device.name;
-        if (device.lifecycle !== "approved") {
-          throw new ConnectError(`device ${device.name} is ${device.lifecycle}, not approved`, Code.FailedPrecondition);
-        }
-        const online = isOnline(device, Date.now(), ctx.offlineAfterMs);
-        const place = online ? await replicas.locate(device.id, LISTENER_WAIT_MS, hctx.signal) : undefined;
-        if (place && !place.local) {
-          // The agent listens on another replica: carry the tunnel there.
-          ctx.log.info("tunnel carried to the replica holding the device", { device: device.name, port, replica: place.replicaId });
-          yield* forwarded(replicas, place.replicaId, it, device, p.orgId, port, record, hctx.signal);
-          finished = true;
-          return;
-        }
-        tunnel = tunnels.open(p.orgId, device.id, port);
-        if (!tunnel) {
-          if (!online) throw new ConnectError(`device ${device.name} is offline`, Code.FailedPrecondition);
-          throw new ConnectError(`device ${device.name} is online but its agent does not offer tunnels (capability "tunnel")`, Code.FailedPrecondition);
-        }
-        record.tunnel = tunnel;
-        const t = tunnel;
-        const timer = setTimeout(
-          () => t.abort(new ConnectError(`device ${device.name} did not answer the tunnel request`, Code.DeadlineExceeded)),
-          FIRST_MESSAGE_MS,
-        );
-        const answer = await t.attached.finally(() => clearTimeout(timer));
-        if (!answer.ok) throw answer.error;
-
-        record.opened = true;
-        yield create(adminv1.OpenResponseSchema, {
-          frame: { case: "opened", value: { tunnelId: t.id, deviceId: device.id, deviceName: device.name } },
-        });
-        const upstream = background(
-          pumpInto(it, t.up, (n) => (t.bytesUp += n)),
-          (err) => t.abort(err),
-        );
-        yield* drainFrom(t.down, toResponse);
-        await upstream;
+      const online = isOnline(device, Date.now(), ctx.offlineAfterMs);
+      const place = online ? await replicas.locate(device.id, LISTENER_WAIT_MS, hctx.signal) : undefined;
+      if (place && !place.local) {
+        // The agent listens on another replica: carry the tunnel there.
+        ctx.log.info("tunnel carried to the replica holding the device", { device: device.name, port, replica: place.replicaId });
+        yield* forwarded(replicas, place.replicaId, it, device, p.orgId, port, record, hctx.signal);
         finished = true;
-      } catch (err) {
-        const ce = ConnectError.from(err);
-        // An admin ending an open tunnel (Ctrl-C, ssh killing its ProxyCommand) is a normal end.
-        if (!(record.opened && hctx.signal.aborted)) outcome = ce.code === Code.PermissionDenied ? "refused" : `error:${Code[ce.code]}`;
-        throw ce;
-      } finally {
-        hctx.signal.removeEventListener("abort", onAbort);
-        // Also reached through return() when the call is cancelled at a yield.
-        if (!finished && outcome === "ok") record.closedBy = "admin";
-        if (tunnel) {
-          if (!finished) tunnel.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
-          tunnels.release(tunnel);
-        }
-        await audit(hctx, p, record, outcome);
+        return;
       }
+      tunnel = tunnels.open(p.orgId, device.id, port);
+      if (!tunnel) {
+        if (!online) throw new ConnectError(`device ${device.name} is offline`, Code.FailedPrecondition);
+        throw new ConnectError(`device ${device.name} is online but its agent does not offer tunnels (capability "tunnel")`, Code.FailedPrecondition);
+      }
+      record.tunnel = tunnel;
+      const t = tunnel;
+      const timer = setTimeout(
+        () => t.abort(new ConnectError(`device ${device.name} did not answer the tunnel request`, Code.DeadlineExceeded)),
+        FIRST_MESSAGE_MS,
+      );
+      const answer = await t.attached.finally(() => clearTimeout(timer));
+      if (!answer.ok) throw answer.error;
+
+      record.opened = true;
+      yield create(adminv1.OpenResponseSchema, {
+        frame: { case: "opened", value: { tunnelId: t.id, deviceId: device.id, deviceName: device.name } },
+      });
+      const upstream = background(
+        pumpInto(it, t.up, (n) => (t.bytesUp += n)),
+        (err) => t.abort(err),
+      );
+      yield* drainFrom(t.down, toResponse);
+      await unlessAborted(upstream, t.signal);
+      finished = true;
+    } catch (err) {
+      const ce = ConnectError.from(err);
+      // An admin ending an open tunnel (Ctrl-C, ssh killing its ProxyCommand) is a normal end.
+      if (!(record.opened && hctx.signal.aborted)) outcome = ce.code === Code.PermissionDenied ? "refused" : `error:${Code[ce.code]}`;
+      throw ce;
+    } finally {
+      hctx.signal.removeEventListener("abort", onAbort);
+      // Also reached through return() when the call is cancelled at a yield.
+      if (!finished && outcome === "ok") record.closedBy = "admin";
+      if (tunnel) {
+        if (!finished) tunnel.abort(new ConnectError("the admin closed the tunnel", Code.Canceled));
+        tunnels.release(tunnel);
+      }
+      await audit(call, record, outcome);
+    }
+  }
+
+  return {
+    openTunnel,
+    service: {
+      open(reqs, hctx) {
+        const call = { principal: adminOf(hctx), source: hctx.values.get(remoteAddressKey), signal: hctx.signal };
+        return openTunnel(call, reqs[Symbol.asyncIterator]());
+      },
     },
   };
 }

@@ -2,7 +2,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { z } from "zod";
+import * as z from "zod";
 import { propertyRuns, propertyTimeout } from "../property-runs.ts";
 import { useTempDir } from "../testing-hooks.ts";
 import { ConfigError, defineOptions, formatConfig, loadConfig, type Loaded } from "./config.ts";

@@ -2,7 +2,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "smol-toml";
 import { describe, expect, expectTypeOf, it } from "vitest";
-import { z } from "zod";
+import * as z from "zod";
 import { useTempDir } from "../testing-hooks.ts";
 import { ConfigError, defineOptions, formatConfig, loadConfig, type ConfigInput } from "./config.ts";
 

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
-import type { z } from "zod";
+import type * as z from "zod";
 
 /** One option of a role. */
 export interface OptionSpec<T> {

@@ -139,9 +139,11 @@ const PRUNE_TO = 0.9;
 
 /**
  * How long a light telemetry batch waits for others to share its commit: idle devices' batches
- * then go to disk in tens per commit rather than one each. Acknowledgements wait as long.
+ * then go to disk in tens per commit rather than one each, and a durable SQLite commit (an fsync
+ * that blocks the event loop) comes at most ten times a second for them. Acknowledgements wait
+ * as long; a heavy batch (a backlog) goes at once.
  */
-const INGEST_LINGER_MS = 20;
+const INGEST_LINGER_MS = 100;
 
 type TelemetryTable = "log_records" | "metric_samples";
 const COUNTER = { log_records: "log_bytes", metric_samples: "metric_bytes" } as const;
