@@ -1,5 +1,5 @@
 import { mkdir } from "node:fs/promises";
-import { loadOrCreateIdentity, VERSION, type Logger } from "@flotilla/protocol/agent";
+import { loadOrCreateIdentity, onAbort, VERSION, type Logger } from "@flotilla/protocol/agent";
 import type { Activator } from "./activation/activator.ts";
 import { nixosActivators } from "./activation/nixos/index.ts";
 import type { AgentConfig } from "./config.ts";
@@ -50,8 +50,8 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
   const enrollment = await loadOrEnroll(state, identity, opts, log, signal);
   const outbox = await Outbox.open(state.outboxDir);
   const stop = new AbortController();
-  const onAbort = () => stop.abort();
-  signal.addEventListener("abort", onAbort);
+  // A stop asked for while the agent enrolled or started counts too.
+  const unlisten = onAbort(signal, () => stop.abort());
 
   const sender = new OutboxSender(outbox, { retryMs: opts.backoffMaxMs }, log);
   const holder = new ConnectionHolder({
@@ -119,7 +119,7 @@ async function runEnrolledAgent(opts: AgentOptions, log: Logger, signal: AbortSi
     exit = await holder.run(stop.signal);
   } finally {
     stop.abort();
-    signal.removeEventListener("abort", onAbort);
+    unlisten();
     sender.close();
     await Promise.allSettled(background);
     await releases.close();

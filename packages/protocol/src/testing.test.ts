@@ -2,7 +2,8 @@ import { existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "./testing-hooks.ts";
-import { freePort, waitFor } from "./testing.ts";
+import { spawn } from "node:child_process";
+import { freePort, Proc, waitFor } from "./testing.ts";
 
 describe("test helpers", () => {
   it("waitFor resolves with the first truthy value, treating a throw as not yet", async () => {
@@ -44,5 +45,13 @@ describe("test helpers", () => {
       expect(dir.path).not.toBe(previous);
       expect(existsSync(previous)).toBe(false);
     });
+  });
+
+  it("stop() kills a process that ignores SIGTERM after its deadline and fails naming it", async () => {
+    const child = spawn(process.execPath, ["-e", 'process.on("SIGTERM", () => {}); console.log("ready"); setInterval(() => {}, 1000);'], { stdio: ["ignore", "pipe", "pipe"] });
+    const p = new Proc(child, "stubborn");
+    await p.waitForOutput(/ready/);
+    await expect(p.stop("SIGTERM", 300)).rejects.toThrow(/^stubborn did not exit within 300 ms of SIGTERM; its output ended:\nready/);
+    expect(child.signalCode).toBe("SIGKILL");
   });
 });

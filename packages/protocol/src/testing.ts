@@ -114,9 +114,20 @@ export class Proc {
     }, timeoutMs);
   }
 
-  /** SIGTERM (or the given signal), then wait for exit. */
-  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
-    if (this.exitCode === null) this.child.kill(signal);
-    return this.exited;
+  /**
+   * SIGTERM (or the given signal), then wait for exit. A process still running `timeoutMs` later
+   * is killed and the call fails naming it, with the end of its output: a process that does not
+   * stop when asked is a bug, and the test should say which one it was.
+   */
+  async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 30_000): Promise<number | null> {
+    if (this.exitCode !== null) return this.exitCode;
+    this.child.kill(signal);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), timeoutMs)));
+    const result = await Promise.race([this.exited, late]).finally(() => clearTimeout(timer));
+    if (result !== "late") return result;
+    this.child.kill("SIGKILL");
+    await this.exited;
+    throw new Error(`${this.label} did not exit within ${timeoutMs} ms of ${signal}; its output ended:\n${this.output.slice(-2000)}`);
   }
 }

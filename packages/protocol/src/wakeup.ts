@@ -61,6 +61,20 @@ export class Broadcast {
   }
 }
 
+/**
+ * Calls `fn` once when `signal` aborts, and at once if it has already: a listener added to an
+ * aborted signal never fires, so a stop asked for before anyone listened (SIGTERM while a process
+ * is still starting) would be lost and the process would run on. Returns what removes the listener.
+ */
+export function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  if (signal.aborted) {
+    fn();
+    return () => undefined;
+  }
+  signal.addEventListener("abort", fn, { once: true });
+  return () => signal.removeEventListener("abort", fn);
+}
+
 /** Sleeps `ms`, or less when `signal` aborts. For backoff, never for synchronisation. */
 export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Wakeup().wait(signal, ms);

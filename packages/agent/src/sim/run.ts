@@ -5,7 +5,7 @@
  * installed everywhere, and a status line now and then.
  */
 import type { ChildProcess } from "node:child_process";
-import { parseJoinString } from "@flotilla/protocol/agent";
+import { onAbort, parseJoinString } from "@flotilla/protocol/agent";
 import { bucketQuantile, SimSlice, type SimOptions, type SliceStats } from "./slice.ts";
 
 /** What a worker process is given (as JSON in its environment). */
@@ -38,7 +38,7 @@ export async function runSlice(payload: WorkerPayload, signal: AbortSignal, send
 export async function runSimWorker(payloadJson: string, signal: AbortSignal): Promise<void> {
   const payload = JSON.parse(payloadJson) as WorkerPayload;
   const stop = new AbortController();
-  signal.addEventListener("abort", () => stop.abort());
+  onAbort(signal, () => stop.abort());
   // The parent gone (even killed): stop too, nothing outlives it; at the latest 10 s later.
   process.once("disconnect", () => {
     stop.abort();
@@ -170,7 +170,7 @@ async function runWorkers(opts: SimOptions, workers: number, run: SimulationOpti
   const stopAll = () => {
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGTERM");
   };
-  signal.addEventListener("abort", stopAll);
+  onAbort(signal, stopAll);
   // A worker that exits on its own failed: stop the others and say why.
   const failed = exits.map((e, w) =>
     e.then((r) => {

@@ -6,7 +6,7 @@ import { createPrivateKey } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { generateIdentity, identityFromPrivateKey, parseJoinString, retryDelay, type Identity } from "@flotilla/protocol/agent";
+import { generateIdentity, identityFromPrivateKey, onAbort, parseJoinString, retryDelay, type Identity } from "@flotilla/protocol/agent";
 import { SimDevice, type SimBehaviour, type SimOutcome } from "./device.ts";
 import { failingDevices, seededRandom, hashSeed } from "./random.ts";
 
@@ -241,7 +241,7 @@ export class SimSlice {
           });
         }
       }, 1000);
-      signal.addEventListener("abort", () => {
+      onAbort(signal, () => {
         clearInterval(tick);
         for (const t of timers) clearTimeout(t);
         resolve();

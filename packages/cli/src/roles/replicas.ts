@@ -7,6 +7,7 @@
  */
 import cluster, { type Worker } from "node:cluster";
 import { randomBytes } from "node:crypto";
+import { onAbort } from "@flotilla/protocol";
 
 /** The worker's replica number (1..N) in its environment; absent outside `--replicas`. */
 export const REPLICA_INDEX_ENV = "FLOTILLA_REPLICA_INDEX";
@@ -49,7 +50,7 @@ export async function runReplicas(n: number, opts: { setupCode: string | undefin
   let stopping = false;
   let failure: Error | undefined;
   const stopAll = new AbortController();
-  opts.stop.addEventListener("abort", () => stopAll.abort());
+  onAbort(opts.stop, () => stopAll.abort());
   const start = (index: number) => {
     if (stopping) return;
     const w = cluster.fork({ [REPLICA_INDEX_ENV]: String(index), FLOTILLA_SETUP_CODE: setupCode });

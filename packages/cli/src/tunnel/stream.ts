@@ -4,6 +4,7 @@ import http2 from "node:http2";
 import type { Readable, Writable } from "node:stream";
 import {
   adminv1,
+  onAbort,
   rawStreamOf,
   relayTunnelStream,
   TUNNEL_DEVICE_HEADER,
@@ -101,13 +102,12 @@ async function runRawTunnel(raw: NonNullable<TunnelClient["raw"]>, ends: TunnelE
   } catch (err) {
     throw ConnectError.from(err, Code.Unavailable);
   }
-  const onAbort = () => stream.close(http2.constants.NGHTTP2_CANCEL);
-  signal?.addEventListener("abort", onAbort, { once: true });
+  const unlisten = signal ? onAbort(signal, () => stream.close(http2.constants.NGHTTP2_CANCEL)) : () => undefined;
   let answer: http2.IncomingHttpHeaders;
   try {
     answer = await tunnelStreamResponse(stream);
   } finally {
-    signal?.removeEventListener("abort", onAbort);
+    unlisten();
   }
   if (Number(answer[":status"]) !== 200) {
     stream.close(http2.constants.NGHTTP2_CANCEL);

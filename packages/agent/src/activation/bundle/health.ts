@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { HealthSpec } from "@flotilla/protocol/agent";
+import { onAbort, type HealthSpec } from "@flotilla/protocol/agent";
 import { stopGroup } from "./process-group.ts";
 import type { Supervisor } from "./supervisor.ts";
 
@@ -50,14 +50,14 @@ function runCommand(command: string, cwd: string, env: Record<string, string>, t
       timedOut = true;
       kill();
     }, timeoutMs);
-    signal.addEventListener("abort", kill, { once: true });
+    const unlisten = onAbort(signal, kill);
     child.once("error", (e) => {
       clearTimeout(timer);
       resolve({ reason: `health command could not start: ${e.message}`, timedOut: false });
     });
     child.once("exit", (code, sig) => {
       clearTimeout(timer);
-      signal.removeEventListener("abort", kill);
+      unlisten();
       if (code === 0) return resolve(undefined);
       const out = tail.trim().split("\n").pop() ?? "";
       const how = timedOut ? `timed out after ${timeoutMs} ms` : sig ? `was killed by ${sig}` : `exited with code ${code}`;
@@ -122,8 +122,7 @@ export async function checkHealth(
 
   if (upMs > windowMs) return `upSeconds (${upMs / 1000}) exceeds the health window (${windowMs / 1000} s)`;
   const ctl = new AbortController();
-  const onAbort = (): void => ctl.abort();
-  signal.addEventListener("abort", onAbort, { once: true });
+  const unlisten = onAbort(signal, () => ctl.abort());
   let unsubscribe = (): void => undefined;
   const exited = new Promise<never>((_, reject) => {
     const fail = (reason: string): void => reject(new Unhealthy(`process ${reason} during health checks`));
@@ -157,7 +156,7 @@ export async function checkHealth(
     exited.catch(() => undefined);
     aborted.catch(() => undefined);
     unsubscribe();
-    signal.removeEventListener("abort", onAbort);
+    unlisten();
     ctl.abort();
   }
 }

@@ -13,7 +13,7 @@
  */
 import { access, constants, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { closureMismatch, parseNixosArtifact, parsePathInfoJson, readJsonIfExists, writeJsonAtomic, type ClosureEntry, type ReleaseMeta } from "@flotilla/protocol/agent";
+import { closureMismatch, onAbort, parseNixosArtifact, parsePathInfoJson, readJsonIfExists, writeJsonAtomic, type ClosureEntry, type ReleaseMeta } from "@flotilla/protocol/agent";
 import { DEFAULT_NIXOS_PROFILE } from "../../config.ts";
 import type { ActivationEvents, ActivationOutcome, ActivationRequest, Activator, ControlAction, InstalledRelease } from "../activator.ts";
 import { runHealthChecks } from "./health.ts";
@@ -226,8 +226,7 @@ export class NixosActivator implements Activator {
     const windowMs = meta.health ? meta.health.windowSeconds * 1000 : (this.opts.confirmWindowMs ?? 60_000);
     const window = new AbortController();
     const timer = setTimeout(() => window.abort(), windowMs);
-    const onAbort = () => window.abort();
-    signal.addEventListener("abort", onAbort, { once: true });
+    const unlisten = onAbort(signal, () => window.abort());
     try {
       await Promise.all([
         events.reachedCoordinator(since, window.signal).catch(() => {
@@ -243,7 +242,7 @@ export class NixosActivator implements Activator {
       return this.rollBack(journal, err instanceof Error ? err.message : String(err), events);
     } finally {
       clearTimeout(timer);
-      signal.removeEventListener("abort", onAbort);
+      unlisten();
     }
     const current: Installed = {
       ...release({ name: meta.name, version: meta.version, counter: meta.counter, sha256: journal.sha256 }),

@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
+import { onAbort } from "@flotilla/protocol/agent";
 
 /** How a command ended. `output` keeps the last lines of stderr for error messages. */
 export interface RunResult {
@@ -19,8 +20,7 @@ export function runProgram(
   return new Promise((resolve) => {
     const tail: string[] = [];
     const child = spawn(program, args, { env: opts.env ?? process.env, cwd: opts.cwd ?? "/", stdio: ["ignore", "pipe", "pipe"] });
-    const onAbort = () => child.kill("SIGKILL");
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    const unlisten = opts.signal ? onAbort(opts.signal, () => child.kill("SIGKILL")) : () => undefined;
     for (const stream of ["stdout", "stderr"] as const) {
       createInterface({ input: child[stream] }).on("line", (line) => {
         if (stream === "stderr") {
@@ -34,7 +34,7 @@ export function runProgram(
     const done = (code: number, extra?: string) => {
       if (settled) return;
       settled = true;
-      opts.signal?.removeEventListener("abort", onAbort);
+      unlisten();
       if (extra) tail.push(extra);
       resolve({ code: opts.signal?.aborted ? 124 : code, tail: tail.join("\n") });
     };
