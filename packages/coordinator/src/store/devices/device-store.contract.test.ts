@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { storeBackends, storeForEachTest } from "../testing.ts";
 import { StoreConflictError, type JoinTokenRow, type NewDevice } from "../index.ts";
+import type { KyselyDeviceStore } from "./device-store.ts";
 
 const NOW = 1_800_000_000_000;
 
@@ -285,6 +286,27 @@ for (const backend of storeBackends) {
       expect(await devices.getAckedSeq(id, "facts")).toBe(6);
       await devices.recordReport("orgB", id, { facts: { ...facts, agentVersion: "evil" }, observedGeneration: 9, acked: new Map() }, NOW + 3);
       expect(await devices.getDevice("orgA", id)).toMatchObject({ agentVersion: "0.2.0", observedGeneration: 1 });
+    });
+
+    it("writes reports that arrive together in shared commits, each device's own and all of them", async () => {
+      const { devices } = fx.store;
+      const t = token("orgA", { usesAllowed: 0 });
+      await devices.createJoinToken(t);
+      const ids: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        const r = await devices.enrollDevice(t.id, device({ name: `r${i}` }), NOW);
+        if (r.ok) ids.push(r.device.id);
+      }
+      const { stats } = (devices as KyselyDeviceStore).reports;
+      const before = { ...stats };
+      // 40 devices report at once, as they do when a label change or a rollout step reaches them.
+      await Promise.all(ids.map((id, i) => devices.recordReport("orgA", id, { observedGeneration: i + 2, acked: new Map([["status", i + 1]]) }, NOW + 1)));
+      expect(stats.jobs - before.jobs).toBe(40);
+      expect(stats.commits - before.commits).toBeLessThan(40);
+      for (const [i, id] of ids.entries()) {
+        expect((await devices.getDevice("orgA", id))?.observedGeneration).toBe(i + 2);
+        expect(await devices.getAckedSeq(id, "status")).toBe(i + 1);
+      }
     });
 
     it("keeps everything across close and reopen", async () => {

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { migrationProvider } from "../migrations/migrations.ts";
 import { storeBackends } from "../testing.ts";
 import { type ReleaseRow, type Store } from "../index.ts";
+import type { KyselyReleaseStore } from "./release-store.ts";
 
 const NOW = 1_800_000_000_000;
 
@@ -106,6 +107,18 @@ for (const backend of backends) {
       expect((await store.releases.listReleaseSteps("orgA", deviceA, 10)).length).toBe(3);
       expect(await store.releases.listReleaseSteps("orgB", deviceA, 10)).toEqual([]);
       expect((await store.releases.listDeviceReleases("orgA", deviceA))[0]).toMatchObject({ currentVersion: "1.1.0", currentCounter: 1 });
+    });
+
+    it("writes steps that arrive together in shared commits, every one of them", async () => {
+      await store.releases.setDesiredRelease("orgA", deviceA, release("orgA", 1), NOW);
+      const step = { orgId: "orgA", deviceId: deviceA, name: "webapp", targetPath: "webapp/1/webapp.tar.gz", bytesDone: 0, bytesTotal: 0, error: "" };
+      const { stats } = (store.releases as KyselyReleaseStore).steps;
+      const before = { ...stats };
+      await Promise.all(Array.from({ length: 40 }, (_, i) => store.releases.recordReleaseStep({ ...step, seq: 100 + i, time: NOW + i, step: "downloading", bytesDone: i })));
+      expect(stats.jobs - before.jobs).toBe(40);
+      expect(stats.commits - before.commits).toBeLessThan(40);
+      const stored = await store.releases.listReleaseSteps("orgA", deviceA, 100);
+      expect(stored.map((s) => s.seq).sort((a, b) => a - b)).toEqual(Array.from({ length: 40 }, (_, i) => 100 + i));
     });
 
     it("records control commands as desired state: run state, a restart counter that only grows, who asked; a new deployment runs again", async () => {

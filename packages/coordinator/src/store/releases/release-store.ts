@@ -3,6 +3,7 @@ import type { StoreAdapter } from "../adapter.ts";
 import { putDesiredRelease, putReleaseControl, type ControlAction } from "./desired-release.ts";
 export type { ControlAction } from "./desired-release.ts";
 import type { Database } from "../schema/schema.ts";
+import { GroupCommit } from "../group-commit.ts";
 import { num } from "../columns.ts";
 
 /** A signed release, as recorded when its targets metadata was accepted. */
@@ -170,10 +171,19 @@ function toRelease(r: Selectable<Database["releases"]> | Selectable<Database["re
 }
 
 export class KyselyReleaseStore implements ReleaseStore {
+  /**
+   * Devices' release steps share commits, like their reports (KyselyDeviceStore.reports): every
+   * device of a rollout reports each of its steps at about the same time, and a commit per step
+   * (an fsync on SQLite, blocking the event loop) made the rollout's cost grow with its size.
+   */
+  readonly steps: GroupCommit;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly adapter: StoreAdapter,
-  ) {}
+  ) {
+    this.steps = new GroupCommit(db, 256);
+  }
 
   async addReleases(rows: ReleaseRow[]): Promise<void> {
     if (rows.length === 0) return;
@@ -288,7 +298,7 @@ export class KyselyReleaseStore implements ReleaseStore {
   }
 
   async recordReleaseStep(s: ReleaseStepRow, current?: { version: string; counter: number }, control?: ControlReport): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+    await this.steps.run(async (trx) => {
       await trx
         .insertInto("release_steps")
         .values({
