@@ -252,15 +252,22 @@ for (const backend of storeBackends) {
       expect(stem.ok && stem.device.name).toBe("hos");
     });
 
+    /** Enrolls `n` devices of orgA (h0, h1, ...) with one token; their ids in order. */
+    async function enrollMany(n: number): Promise<string[]> {
+      const t = token("orgA", { usesAllowed: 0 });
+      await fx.store.devices.createJoinToken(t);
+      const ids: string[] = [];
+      for (let i = 0; i < n; i++) {
+        const r = await fx.store.devices.enrollDevice(t.id, device({ name: `h${i}` }), NOW);
+        if (!r.ok) throw new Error("enroll failed");
+        ids.push(r.device.id);
+      }
+      return ids;
+    }
+
     it("records many devices' presence in one call, and ignores ids of no device", async () => {
       const { devices } = fx.store;
-      const t = token("orgA", { usesAllowed: 0 });
-      await devices.createJoinToken(t);
-      const ids: string[] = [];
-      for (let i = 0; i < 3; i++) {
-        const r = await devices.enrollDevice(t.id, device({ name: `h${i}` }), NOW);
-        if (r.ok) ids.push(r.device.id);
-      }
+      const ids = await enrollMany(3);
       const many = Array.from({ length: 1200 }, (_, i) => `dev_nosuch${i}`);
       await devices.recordPresence([ids[0]!, ids[1]!, ...many], [ids[2]!], NOW + 5);
       const rows = await Promise.all(ids.map((id) => devices.getDevice("orgA", id)));
@@ -290,13 +297,7 @@ for (const backend of storeBackends) {
 
     it("writes reports that arrive together in shared commits, each device's own and all of them", async () => {
       const { devices } = fx.store;
-      const t = token("orgA", { usesAllowed: 0 });
-      await devices.createJoinToken(t);
-      const ids: string[] = [];
-      for (let i = 0; i < 40; i++) {
-        const r = await devices.enrollDevice(t.id, device({ name: `r${i}` }), NOW);
-        if (r.ok) ids.push(r.device.id);
-      }
+      const ids = await enrollMany(40);
       const { stats } = (devices as KyselyDeviceStore).reports;
       const before = { ...stats };
       // 40 devices report at once, as they do when a label change or a rollout step reaches them.
