@@ -19,6 +19,27 @@ export function tunnelStreamError(headers: IncomingHttpHeaders): ConnectError | 
   return new ConnectError(message || Code[code] || "tunnel error", code as Code);
 }
 
+/** What drained() waits on: a socket, a stream, an HTTP response. */
+export interface DrainEmitter {
+  on(event: "drain" | "close" | "error", fn: () => void): unknown;
+  off(event: "drain" | "close" | "error", fn: () => void): unknown;
+}
+
+/** Waits until `w` can take more after a write returned false, or is gone (closed or failed). */
+export function drained(w: DrainEmitter): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      w.off("drain", done);
+      w.off("close", done);
+      w.off("error", done);
+      resolve();
+    };
+    w.on("drain", done);
+    w.on("close", done);
+    w.on("error", done);
+  });
+}
+
 /** Resolves with the answer's headers; rejects when the stream fails first. */
 export function tunnelStreamResponse(stream: ClientHttp2Stream): Promise<TunnelStreamHeaders> {
   return new Promise((resolve, reject) => {

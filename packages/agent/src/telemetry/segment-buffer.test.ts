@@ -88,6 +88,41 @@ describe("SegmentBuffer", () => {
     await b.close();
   });
 
+  it("does not count records that were out with a batch as dropped when that batch is acknowledged after their segment was dropped", async () => {
+    const b = await SegmentBuffer.open(dir.path, { maxBytes: 32 * 1024, segmentBytes: 4096 });
+    await b.append(items(1, 100, 60));
+    const batch = await b.read(0, 100, 1 << 30);
+    expect(batch.at(-1)!.seq).toBe(100);
+    // While the batch is out, the source writes enough to push its segments off the disk.
+    for (let i = 101; i <= 1100; i += 50) await b.append(items(i, 50, 60));
+    expect(b.drops().droppedThrough).toBeGreaterThan(100);
+    await b.ack(100); // the coordinator stored the batch
+    const left = await b.read(b.acked, 10_000, 1 << 30);
+    const { droppedThrough, droppedTotal } = b.drops();
+    expect(left[0]!.seq).toBe(droppedThrough + 1);
+    // Every seq is delivered once or counted as dropped, never both.
+    expect(batch.length + droppedTotal + left.length).toBe(1100);
+    await b.close();
+  });
+
+  it("counts records that were out with a failed batch as dropped once it reads again, and across a restart", async () => {
+    for (const retry of ["read", "restart"] as const) {
+      let b = await SegmentBuffer.open(join(dir.path, retry), { maxBytes: 32 * 1024, segmentBytes: 4096 });
+      await b.append(items(1, 100, 60));
+      expect(await b.read(0, 100, 1 << 30)).toHaveLength(100);
+      for (let i = 101; i <= 1100; i += 50) await b.append(items(i, 50, 60));
+      if (retry === "restart") {
+        await b.close();
+        b = await SegmentBuffer.open(join(dir.path, retry), { maxBytes: 32 * 1024, segmentBytes: 4096 });
+      }
+      // The batch failed: the shipper reads again from the acknowledged seq.
+      const left = await b.read(b.acked, 10_000, 1 << 30);
+      expect(b.drops().droppedTotal + left.length).toBe(1100);
+      expect(left.at(-1)!.seq).toBe(1100);
+      await b.close();
+    }
+  });
+
   it("counts records before damage in an older segment as dropped, so shipping is never stuck behind a hole", async () => {
     let b = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20, segmentBytes: 4096 });
     await b.append(items(1, 400));

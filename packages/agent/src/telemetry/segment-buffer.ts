@@ -32,7 +32,10 @@ export interface SegmentBufferOptions {
  * write per batch. `state.json` (replaced atomically) keeps the acknowledged seq, the drop
  * counters and capture cursors, so seqs never go back after a restart. A segment is deleted
  * once everything in it is acknowledged, or, when the files would exceed `maxBytes`, the oldest
- * one is dropped unshipped and counted.
+ * one is dropped unshipped and counted. Records that a read() handed out before their segment
+ * was dropped may still reach the coordinator: they count as dropped only once the batch is known
+ * to have failed (the next ack does not cover them, or the next read starts before them). A batch
+ * that arrived but whose answer was lost, or a crash while it was out, counts them as dropped.
  *
  * Durability: append() resolves once the data is written to the operating system, so a killed
  * agent (SIGKILL, crash) loses nothing appended. fsync runs at most `fsyncIntervalMs` later
@@ -51,6 +54,8 @@ export class SegmentBuffer {
   private syncTimer: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<() => void>();
   private readPos: { index: number; offset: number; seq: number } | undefined;
+  /** The last seq the latest read() handed out: records up to it may be on their way to the coordinator. */
+  private handedOut = 0;
   private readonly segmentBytes: number;
   private readonly fsyncIntervalMs: number;
 
@@ -162,32 +167,59 @@ export class SegmentBuffer {
     });
   }
 
-  /** Up to `maxRecords` records (and about `maxBytes`) with seq above `afterSeq`, in seq order. */
+  /**
+   * Up to `maxRecords` records (and about `maxBytes`) with seq above `afterSeq`, in seq order.
+   * Reading again gives up on the records the previous read handed out and no ack covered.
+   */
   read(afterSeq: number, maxRecords: number, maxBytes: number): Promise<BufferedRecord[]> {
     return this.serial(async () => {
-      const out: BufferedRecord[] = [];
-      let bytes = 0;
-      for (const seg of this.segments) {
-        if (seg.lastSeq <= afterSeq) continue;
-        const from = this.readPos && this.readPos.index === seg.index && this.readPos.seq <= afterSeq ? this.readPos.offset : 0;
-        const { records } = parseRecords(await readRange(seg.path, from, seg.bytes - from, Math.max(maxBytes, this.maxRecordBytes) + 64 * 1024));
-        for (const r of records) {
-          if (r.kind !== RecordKind.Data || r.seq <= afterSeq) continue;
-          if (out.length >= maxRecords || (bytes > 0 && bytes + r.body.length > maxBytes)) return out;
-          out.push({ seq: r.seq, time: r.time, body: r.body });
-          bytes += r.body.length;
-          this.readPos = { index: seg.index, offset: from + r.offset + r.size, seq: r.seq };
-        }
-      }
+      if (this.settleInFlight(afterSeq)) await writeState(this.dir, this.state);
+      const out = await this.readRecords(afterSeq, maxRecords, maxBytes);
+      this.handedOut = out.at(-1)?.seq ?? 0;
       return out;
     });
+  }
+
+  private async readRecords(afterSeq: number, maxRecords: number, maxBytes: number): Promise<BufferedRecord[]> {
+    const out: BufferedRecord[] = [];
+    let bytes = 0;
+    for (const seg of this.segments) {
+      if (seg.lastSeq <= afterSeq) continue;
+      const from = this.readPos && this.readPos.index === seg.index && this.readPos.seq <= afterSeq ? this.readPos.offset : 0;
+      const { records } = parseRecords(await readRange(seg.path, from, seg.bytes - from, Math.max(maxBytes, this.maxRecordBytes) + 64 * 1024));
+      for (const r of records) {
+        if (r.kind !== RecordKind.Data || r.seq <= afterSeq) continue;
+        if (out.length >= maxRecords || (bytes > 0 && bytes + r.body.length > maxBytes)) return out;
+        out.push({ seq: r.seq, time: r.time, body: r.body });
+        bytes += r.body.length;
+        this.readPos = { index: seg.index, offset: from + r.offset + r.size, seq: r.seq };
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Counts the records dropped from disk while they were out with a batch and not delivered
+   * through `deliveredThrough` as dropped after all; true when the state changed.
+   */
+  private settleInFlight(deliveredThrough: number): boolean {
+    const f = this.state.inFlightDropped;
+    if (!f) return false;
+    this.state.droppedTotal += Math.max(0, f.to - Math.max(f.from - 1, deliveredThrough));
+    delete this.state.inFlightDropped;
+    return true;
   }
 
   /** Records that every seq up to `seq` was delivered; deletes segments holding only such data. */
   ack(seq: number): Promise<void> {
     return this.serial(async () => {
       const upTo = Math.min(seq, this.nextSeq - 1);
-      if (upTo <= this.state.acked) return;
+      const settled = this.settleInFlight(upTo);
+      this.handedOut = 0;
+      if (upTo <= this.state.acked) {
+        if (settled) await writeState(this.dir, this.state);
+        return;
+      }
       this.state.acked = upTo;
       await writeState(this.dir, this.state);
       const done = this.segments.filter((s) => s !== this.active?.seg && s.lastSeq <= upTo);
@@ -232,9 +264,17 @@ export class SegmentBuffer {
 
   private async dropOldest(): Promise<void> {
     const s = this.segments[0]!;
-    const unshipped = s.lastSeq > this.state.acked ? s.lastSeq - Math.max(s.firstSeq - 1, this.state.acked) : 0;
+    const from = Math.max(s.firstSeq, this.state.acked + 1);
+    if (s.lastSeq >= from) {
+      // Handed out and maybe delivered: settled by the batch's ack or the next read.
+      const out = Math.min(s.lastSeq, this.handedOut);
+      if (out >= from) {
+        const f = this.state.inFlightDropped;
+        this.state.inFlightDropped = { from: f ? Math.min(f.from, from) : from, to: Math.max(f?.to ?? 0, out) };
+      }
+      this.state.droppedTotal += s.lastSeq - Math.max(from - 1, out);
+    }
     if (s.lastSeq > this.state.droppedThrough) this.state.droppedThrough = s.lastSeq;
-    this.state.droppedTotal += unshipped;
     await writeState(this.dir, this.state);
     if (this.active?.seg === s) {
       await this.active.fh.close();
@@ -282,6 +322,8 @@ export class SegmentBuffer {
   private async recover(): Promise<void> {
     const found = await readSegmentDir(this.dir);
     this.state = found.state;
+    // A batch out when the agent stopped: its answer is lost with the process.
+    this.settleInFlight(this.state.acked);
     this.segments = found.segments;
     this.corrupted += found.corrupted;
     this.nextSeq = Math.max(this.state.acked, this.state.droppedThrough, ...this.segments.map((s) => s.lastSeq)) + 1;

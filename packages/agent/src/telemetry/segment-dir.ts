@@ -29,6 +29,11 @@ export interface Segment {
 export interface BufferState extends DropStats {
   acked: number;
   cursors: Record<string, string>;
+  /**
+   * Seqs `from..to` were dropped from disk while a batch holding them was on its way to the
+   * coordinator: they count as dropped only if that batch is not acknowledged.
+   */
+  inFlightDropped?: { from: number; to: number };
 }
 
 const STATE = "state.json";
@@ -143,11 +148,13 @@ async function readState(dir: string): Promise<{ state: BufferState; damaged: bo
     return { state: fresh(), damaged: true };
   }
   if (typeof s !== "object" || s === null || Array.isArray(s)) return { state: fresh(), damaged: true };
-  const { acked, droppedThrough, droppedTotal, cursors } = s as Record<string, unknown>;
+  const { acked, droppedThrough, droppedTotal, cursors, inFlightDropped } = s as Record<string, unknown>;
   const count = (v: unknown): number => (typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : 0);
   const strings = typeof cursors === "object" && cursors !== null && !Array.isArray(cursors) ? Object.entries(cursors).filter(([, v]) => typeof v === "string") : [];
-  return {
-    state: { acked: count(acked), droppedThrough: count(droppedThrough), droppedTotal: count(droppedTotal), cursors: Object.fromEntries(strings) as Record<string, string> },
-    damaged: false,
-  };
+  const state: BufferState = { acked: count(acked), droppedThrough: count(droppedThrough), droppedTotal: count(droppedTotal), cursors: Object.fromEntries(strings) as Record<string, string> };
+  if (typeof inFlightDropped === "object" && inFlightDropped !== null) {
+    const { from, to } = inFlightDropped as Record<string, unknown>;
+    if (count(from) > 0 && count(to) >= count(from)) state.inFlightDropped = { from: count(from), to: count(to) };
+  }
+  return { state, damaged: false };
 }

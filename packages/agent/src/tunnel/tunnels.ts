@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import net from "node:net";
 import http2 from "node:http2";
-import { agentv1, rawStreamOf, relayTunnelStream, sleep, TUNNEL_ID_HEADER, tunnelStreamError, tunnelStreamResponse, type Logger } from "@flotilla/protocol/agent";
+import { agentv1, drained, rawStreamOf, relayTunnelStream, sleep, TUNNEL_ID_HEADER, tunnelStreamError, tunnelStreamResponse, type Logger } from "@flotilla/protocol/agent";
 
 type TunnelClient = Client<typeof agentv1.AgentTunnelService>;
 type RawStreamOpener = NonNullable<ReturnType<typeof rawStreamOf>>;
@@ -74,19 +74,6 @@ function dial(host: string, port: number, timeoutMs: number): Promise<net.Socket
       socket.setTimeout(0);
       resolve(socket);
     });
-  });
-}
-
-/** Waits until `socket` can take more, or is gone. */
-function drained(socket: net.Socket): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      socket.off("drain", done);
-      socket.off("close", done);
-      resolve();
-    };
-    socket.on("drain", done);
-    socket.on("close", done);
   });
 }
 

@@ -4,6 +4,7 @@ import http2 from "node:http2";
 import type { Readable, Writable } from "node:stream";
 import {
   adminv1,
+  drained,
   onAbort,
   rawStreamOf,
   relayTunnelStream,
@@ -48,21 +49,6 @@ export interface TunnelEnds {
   /** Called once the agent has connected to the port, before any byte arrives. */
   onOpen?: (opened: adminv1.TunnelOpened) => void;
   signal?: AbortSignal;
-}
-
-/** Waits until `w` can take more, or is gone. */
-function drained(w: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      w.off("drain", done);
-      w.off("close", done);
-      w.off("error", done);
-      resolve();
-    };
-    w.on("drain", done);
-    w.on("close", done);
-    w.on("error", done);
-  });
 }
 
 /**

@@ -3,6 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import http2 from "node:http2";
 import {
   adminv1,
+  drained,
   TUNNEL_ATTACH_PATH,
   TUNNEL_DEVICE_HEADER,
   TUNNEL_DEVICE_ID_HEADER,
@@ -85,19 +86,6 @@ function wasReset(res: HttpResponse): boolean {
 /** Whether a request body stopped because its stream was reset (no eof, though the loop ended). */
 function wasCut(res: HttpResponse): boolean {
   return res.stream.aborted || (res.stream.closed && wasReset(res));
-}
-
-/** Waits until `res` can take more, or is gone. */
-function drained(res: HttpResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
-      resolve();
-    };
-    res.on("drain", done);
-    res.on("close", done);
-  });
 }
 
 /**
