@@ -18,6 +18,8 @@ export interface CoordinatorTransportOptions {
   interceptors?: Interceptor[];
   /** Largest message accepted or sent, in bytes. */
   maxMessageBytes?: number;
+  /** The local address to connect from (the fleet simulator gives each device its own). */
+  localAddress?: string;
   /**
    * Over https, trust a certificate made from another ed25519 key than the pinned one for this
    * transport, and report that key's pin as `presentedPin`, instead of refusing. Only for a
@@ -46,7 +48,7 @@ export interface ClosableTransport {
  */
 export async function coordinatorTransport(opts: CoordinatorTransportOptions): Promise<ClosableTransport> {
   const url = new URL(opts.url);
-  let nodeOptions: { ca?: string[]; checkServerIdentity?: () => undefined } = {};
+  let nodeOptions: { ca?: string[]; checkServerIdentity?: () => undefined; localAddress?: string } = {};
   let presentedPin: string | undefined;
   if (url.protocol === "https:" && opts.pin) {
     try {
@@ -66,6 +68,7 @@ export async function coordinatorTransport(opts: CoordinatorTransportOptions): P
       }
     }
   }
+  if (opts.localAddress) nodeOptions = { ...nodeOptions, localAddress: opts.localAddress };
   // Pings find a dead connection (a coordinator killed, a NAT that forgot us) within seconds.
   const sessionManager = new GuardedSessionManager(opts.url, { pingIntervalMs: 10_000, pingTimeoutMs: 10_000 }, nodeOptions);
   const transport = createConnectTransport({

@@ -144,7 +144,12 @@ export class SimDevice {
   private async open(): Promise<Client<typeof agentv1.AgentService>> {
     if (!this.client) {
       const epoch = this.epoch;
-      const conn = await coordinatorTransport({ url: this.spec.url, pin: this.spec.pin, interceptors: [bearerInterceptor(() => this.token || undefined)] });
+      const conn = await coordinatorTransport({
+        url: this.spec.url,
+        pin: this.spec.pin,
+        interceptors: [bearerInterceptor(() => this.token || undefined)],
+        localAddress: loopbackSourceAddress(this.spec.url, this.index),
+      });
       if (epoch !== this.epoch || this.client) {
         // Closed (or opened by another call) meanwhile: this connection is not needed.
         conn.close();
@@ -468,4 +473,17 @@ export class SimDevice {
     const res = await t.shipLogs({ stream: "logs", compression: agentv1.Compression.GZIP, payload }, { signal, timeoutMs: 30_000 });
     if (Number(res.ackedSeq) >= first + records.length - 1) this.telemetrySeq.logs = first + records.length - 1;
   }
+}
+
+/**
+ * A source address of its own for device `index` when the coordinator is on IPv4 loopback
+ * (127.0.0.0/8 is all loopback): 127.10.0.0 and up. Real devices come from many addresses; from
+ * one, every connection of a 10,000-device fleet shares one source address's 28,000 ephemeral
+ * ports, and with the reconnects' TIME_WAIT sockets the kernel's search for a free port made
+ * connect() cost milliseconds, the simulator's largest cost in a reconnect storm.
+ */
+export function loopbackSourceAddress(url: string, index: number): string | undefined {
+  const host = new URL(url).hostname;
+  if (!/^127\.\d+\.\d+\.\d+$/.test(host)) return undefined;
+  return `127.${10 + ((index >> 16) & 0x7f)}.${(index >> 8) & 0xff}.${index & 0xff}`;
 }

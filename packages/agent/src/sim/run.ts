@@ -159,7 +159,12 @@ async function runWorkers(opts: SimOptions, workers: number, run: SimulationOpti
     const child = run.fork(JSON.stringify({ opts, from, to } satisfies WorkerPayload));
     children.push(child);
     let stderr = "";
-    child.stderr?.setEncoding("utf8").on("data", (d: string) => (stderr = (stderr + d).slice(-4000)));
+    // A worker writes to stderr only what went wrong (an error its safety net caught): passed on
+    // as it comes, so a worker that carries on after one does not keep it to itself.
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+      stderr = (stderr + d).slice(-4000);
+      process.stderr.write(d.replace(/^(?=.)/gm, `sim worker ${w}: `));
+    });
     child.on("message", (m: { stats?: SliceStats }) => {
       if (!m.stats) return;
       latest[w] = m.stats;

@@ -35,9 +35,10 @@ type Decide = (s: RolloutSnapshot, now: number) => RolloutChanges | undefined;
 
 /**
  * Drives rollouts. Reacts to events (release steps, devices connecting, admin actions) and a
- * periodic tick; every transition is one store transaction that locks the rollout, so several
+ * periodic tick; every transition locks the rollout in its store transaction, so several
  * replicas may drive the same rollout without conflict (each transition re-reads under the lock).
- * Within this process transitions of one rollout run one at a time.
+ * Within this process transitions run one at a time, in the order they were asked for; those
+ * asked for while one commits share the next commit.
  *
  * No event costs more in a bigger rollout: a transition reads the rollout row with its wave
  * counters and only the device the event is about (a release step, a connection); the tick reads
@@ -45,7 +46,8 @@ type Decide = (s: RolloutSnapshot, now: number) => RolloutChanges | undefined;
  * pending devices of that wave that are online, through an index.
  */
 export class RolloutEngine implements RolloutEvents {
-  private readonly chains = new Map<string, Promise<unknown>>();
+  /** Transitions under way, for close(). */
+  private readonly running = new Set<Promise<unknown>>();
   /** Release steps being applied, by device and step: a retried report waits for the same one. */
   private readonly steps = new Map<string, Promise<void>>();
   private readonly listeners = new Set<(orgId: string, id: string) => void>();
@@ -93,7 +95,7 @@ export class RolloutEngine implements RolloutEvents {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
-    await Promise.allSettled([...this.chains.values()]);
+    await Promise.allSettled([...this.running]);
   }
 
   /**
@@ -117,25 +119,23 @@ export class RolloutEngine implements RolloutEvents {
   }
 
   /**
-   * Runs one transition of rollout `id`, after any already queued for it in this process.
-   * Resolves to the rollout after it; rejects with what `decide` threw.
+   * Runs one transition of rollout `id`, after any already requested in this process: the
+   * store applies transitions in the order they were asked for (several share a commit), so
+   * they need not wait for each other here. Resolves to the rollout after it; rejects with what
+   * `decide` threw.
    */
   run(orgId: string, id: string, decide: Decide, read: TransitionRead = {}): Promise<RolloutRow | undefined> {
-    const prev = this.chains.get(id) ?? Promise.resolve();
-    const next = prev.catch(() => undefined).then(async () => {
-      const now = Date.now();
-      const res = await this.store.rollouts.transition(orgId, id, now, (s) => decide(s, now), read);
+    const next = (async () => {
+      const res = await this.store.rollouts.transition(orgId, id, Date.now(), (s) => decide(s, Date.now()), read);
       if (res?.changed) {
         if (res.rollout.status !== "running") this.log.info("rollout status", { rollout: id, status: res.rollout.status, reason: res.rollout.reason });
         for (const fn of this.listeners) fn(orgId, id);
         for (const fn of this.commitListeners) fn(orgId, id);
       }
       return res?.rollout;
-    });
-    this.chains.set(id, next);
-    void next.finally(() => {
-      if (this.chains.get(id) === next) this.chains.delete(id);
-    }).catch(() => undefined);
+    })();
+    this.running.add(next);
+    void next.finally(() => this.running.delete(next)).catch(() => undefined);
     return next;
   }
 

@@ -1,10 +1,12 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import http2 from "node:http2";
 import https from "node:https";
 import net from "node:net";
 import { generateIdentity, selfSignedCertificate } from "@flotilla/protocol";
 import { afterEach, describe, expect, it } from "vitest";
-import { isLoopback, listen, type Listener, type RequestHandler } from "./listen.ts";
+import { isLoopback, listen, LISTEN_BACKLOG, type Listener, type RequestHandler } from "./listen.ts";
 import { h2Get, waitFor } from "@flotilla/protocol/testing";
 
 const listeners: Listener[] = [];
@@ -207,4 +209,16 @@ describe("isLoopback", () => {
     "refuses %s",
     (host) => expect(isLoopback(host)).toBe(false),
   );
+});
+
+describe("listen queue", () => {
+  it("asks the kernel for a listen queue a reconnecting fleet fits in, not Node's default of 511", async () => {
+    const listener = await start();
+    // For a listening socket, ss shows the queue's size as Send-Q.
+    const line = execFileSync("ss", ["-Hltn", `sport = :${listener.port}`], { encoding: "utf8" }).trim();
+    const queue = Number(line.split(/\s+/)[2]);
+    const somaxconn = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8"));
+    expect(queue).toBe(Math.min(LISTEN_BACKLOG, somaxconn));
+    expect(queue).toBeGreaterThan(511);
+  });
 });

@@ -35,6 +35,14 @@ export interface Listener {
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 /** How long close() waits for open requests and streams before cutting them off. */
 const CLOSE_GRACE_MS = 1000;
+/**
+ * Connections the kernel completes and queues while the coordinator has not accepted them yet.
+ * Node's default, 511, is far too few for a fleet that reconnects at once (after a restart or a
+ * network outage): past it the kernel drops SYNs, agents' connects wait for retransmits (1, 3,
+ * 7, 15 s) and their calls time out and start over. The kernel caps this at
+ * net.core.somaxconn (4096 on current kernels).
+ */
+export const LISTEN_BACKLOG = 65_535;
 /** How long a cleartext connection may stay silent before it is dropped undecided. */
 const DETECT_TIMEOUT_MS = 30_000;
 
@@ -50,7 +58,7 @@ export async function listen(opts: ListenOptions): Promise<Listener> {
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen({ port: opts.port, host: opts.host, exclusive: opts.exclusive ?? false }, () => {
+    server.listen({ port: opts.port, host: opts.host, exclusive: opts.exclusive ?? false, backlog: LISTEN_BACKLOG }, () => {
       server.off("error", reject);
       resolve();
     });

@@ -9,6 +9,7 @@ import { migrationProvider } from "../migrations/migrations.ts";
 import { storeBackends, type StoreBackend } from "../testing.ts";
 import { countDevices, type ReleaseRow, type RolloutCounts, type RolloutDeviceRow, type RolloutRow, type Store } from "../index.ts";
 import { waitFor } from "@flotilla/protocol/testing";
+import type { KyselyRolloutStore } from "./rollout-store.ts";
 import { advance, onAdminAction, onStep, readFor, type ReleaseStepEvent } from "../../rollouts/decide.ts";
 
 const NOW = 1_800_000_000_000;
@@ -118,6 +119,28 @@ for (const backend of backends) {
       // Seen too long ago counts as offline; another organization sees none of it.
       expect(await store.devices.summarizeDevices("orgA", NOW + 1)).toEqual({ online: 0, offline: 4, pending: 1, failing: 1 });
       expect(await store.devices.summarizeDevices("orgB", 0)).toEqual({ online: 0, offline: 0, pending: 0, failing: 0 });
+    });
+
+    it("applies transitions asked for at once in their order, sharing commits, and fails only the one whose decision threw", async () => {
+      expect(await store.rollouts.createRollout(rolloutRow("ro_a"), devicesOf("ro_a"))).toEqual({ ok: true });
+      const { stats } = (store.rollouts as KyselyRolloutStore).transitions;
+      const before = { ...stats };
+      const results = await Promise.allSettled(
+        Array.from({ length: 40 }, (_, i) =>
+          store.rollouts.transition("orgA", "ro_a", NOW + i, (snap) => {
+            if (i === 17) throw new Error("decision 17 failed");
+            // Each sees the one before it: the reason grows by one mark per transition.
+            return { rollout: { reason: `${snap.rollout.reason}${i},` } };
+          }),
+        ),
+      );
+      expect(results.filter((r) => r.status === "rejected").map((r) => String((r as PromiseRejectedResult).reason))).toEqual(["Error: decision 17 failed"]);
+      const expected = Array.from({ length: 40 }, (_, i) => i).filter((i) => i !== 17).map((i) => `${i},`).join("");
+      const row = await store.rollouts.getRollout("orgA", "ro_a");
+      expect(row?.reason).toBe(expected);
+      expect(row?.version).toBe(1 + 39);
+      expect(stats.jobs - before.jobs).toBeGreaterThanOrEqual(40);
+      expect(stats.commits - before.commits).toBeLessThan(40);
     });
 
     it("refuses a second rollout over a device the first still holds, writing nothing", async () => {
