@@ -146,6 +146,8 @@ export interface FleetResult {
     /** "shedding load" warnings the coordinator logged during the rollout. */
     shedWarnings: number;
   };
+  /** The admin call that failed and ended the run early (its figures after it are NaN). */
+  failure?: string;
 }
 
 export interface Latency {
@@ -251,7 +253,13 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     log(`  ${devices} devices: a label change on every device`);
     const l0 = Date.now();
     const labelled = await fleet.admin(["device", "label", "set", "--selector", "env=bench", "--yes", "fanout=1"]);
-    if (labelled.code !== 0) throw new Error(`device label set failed: ${labelled.stderr}`);
+    // A refused admin call is a finding, not the end of the run: what was measured is kept.
+    const partial = (failure: string): FleetResult => {
+      log(`  ${devices} devices: ${failure}; the figures measured before it are kept`);
+      const result = idleOnlyResult(devices, replicas, empty, enrollSeconds, idle);
+      return { ...result, admin: { ...result.admin, cliStartup, deviceLsIdle }, failure };
+    };
+    if (labelled.code !== 0) return partial(`device label set failed: ${labelled.stderr.trim()}`);
     const labelSeen = await sim.waitForOutput(/sim: all \d+ devices received label fanout=1 \(the last at (\S+)\)/, 10 * 60_000).catch(() => undefined);
     const labelFanOutSeconds = labelSeen ? (Date.parse(labelSeen[1]!) - l0) / 1000 : NaN;
 
@@ -260,7 +268,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     const c0 = await treeCpuSeconds(coord);
     const t0 = Date.now();
     const started = await fleet.admin(["rollout", "start", "webapp@2.0.0", "--selector", "env=bench", "--waves", "100%", "--failure-threshold", String(devices), "--json"]);
-    if (started.code !== 0) throw new Error(`rollout start failed: ${started.stderr}`);
+    if (started.code !== 0) return { ...partial(`rollout start failed: ${started.stderr.trim()}`), labelFanOutSeconds };
     const id = (JSON.parse(started.stdout) as { id: string }).id;
     // Admin calls while it runs: one after another until it ends (at most 200 of each).
     let running = true;
@@ -433,7 +441,8 @@ export async function benchFleet(print: (line: string) => void): Promise<void> {
   if (results.length === 0) throw new Error("no fleet size was measured");
   for (const line of fleetTable(results)) print(line);
   for (const r of results) {
-    if (Number.isNaN(r.rollout.wallSeconds)) continue; // --idle-only
+    if (r.failure) print(`  ${r.devices} devices: ended early: ${r.failure}`);
+    if (Number.isNaN(r.rollout.wallSeconds)) continue; // --idle-only, or ended early
     const how = r.rollout.finished ? "finished" : `did NOT finish within ${r.rollout.wallSeconds.toFixed(0)} s`;
     print(`  ${r.devices} devices: rollout ${how}: ${r.rollout.healthy} healthy, ${r.rollout.failed} failed; coordinator shed load ${r.rollout.shedWarnings} times`);
     const errs = Object.entries(r.simErrorsDuringRollout).filter(([k]) => k !== "total");
