@@ -27,6 +27,10 @@ export interface CoordinatorTransportOptions {
    * `tlsKeyPin: presentedPin`) before it sends anything secret.
    */
   allowRotation?: boolean;
+  /** How long an HTTP/2 ping may go unanswered before the connection is given up (default 10 s). */
+  pingTimeoutMs?: number;
+  /** How often a connection with calls out is pinged (default 10 s). */
+  pingIntervalMs?: number;
 }
 
 /** A transport and the means to close its HTTP/2 connection (which otherwise keeps a process alive). */
@@ -70,7 +74,7 @@ export async function coordinatorTransport(opts: CoordinatorTransportOptions): P
   }
   if (opts.localAddress) nodeOptions = { ...nodeOptions, localAddress: opts.localAddress };
   // Pings find a dead connection (a coordinator killed, a NAT that forgot us) within seconds.
-  const sessionManager = new GuardedSessionManager(opts.url, { pingIntervalMs: 10_000, pingTimeoutMs: 10_000 }, nodeOptions);
+  const sessionManager = new GuardedSessionManager(opts.url, { pingIntervalMs: opts.pingIntervalMs ?? 10_000, pingTimeoutMs: opts.pingTimeoutMs ?? 10_000 }, nodeOptions);
   const transport = createConnectTransport({
     baseUrl: opts.url,
     httpVersion: "2",

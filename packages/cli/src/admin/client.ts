@@ -17,6 +17,7 @@ import {
 import type { CliConfig } from "../config.ts";
 import { UsageError } from "../errors.ts";
 import { Credentials, type CoordinatorEntry } from "./credentials.ts";
+import { retryBrokenCalls } from "./retry.ts";
 
 export type AdminClient = Client<typeof adminv1.AdminService>;
 
@@ -146,7 +147,7 @@ export async function authenticatedTransport(target: AdminTarget): Promise<{ tra
   const s = await adminSession(target);
   if (target.apiToken) {
     // CI: the token is the credential; no key, no login.
-    const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [bearerInterceptor(() => target.apiToken), uncompressedTunnels] });
+    const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, bearerInterceptor(() => target.apiToken), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS });
     openConnections.add(close);
     return { transport, token: () => target.apiToken };
   }
@@ -163,13 +164,13 @@ export async function authenticatedTransport(target: AdminTarget): Promise<{ tra
   };
   let opened: ClosableTransport;
   try {
-    opened = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
+    opened = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS });
   } catch (err) {
     if (!(err instanceof CoordinatorKeyMismatchError)) throw err;
     // The certificate's key changed: log in again, which accepts only an endorsed rotation.
     const again = await s.relogin();
     token = again.token;
-    opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [relogin(), bearerInterceptor(() => token), uncompressedTunnels] });
+    opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS });
   }
   openConnections.add(opened.close);
   return { transport: opened.transport, token: () => token };
@@ -209,6 +210,19 @@ async function adminSession(target: AdminTarget): Promise<{
 }
 
 const openConnections = new Set<() => void>();
+
+/** Retry-safe calls are sent again when the connection broke under them, saying so on stderr. */
+const retrying = retryBrokenCalls({
+  onRetry: (method, err, delayMs) =>
+    process.stderr.write(`the coordinator did not answer ${method} (${err.rawMessage}); asking again in ${(delayMs / 1000).toFixed(1)} s\n`),
+});
+
+/**
+ * An admin call waits this long for the answer to an HTTP/2 ping before it gives the connection
+ * up: a coordinator busy with a large fleet may answer late, and a call that is not retry-safe
+ * (a rollout start) must not fail because of it.
+ */
+const ADMIN_PING_TIMEOUT_MS = 30_000;
 
 /** Closes the connections of every admin client made in this process, so it can exit. */
 export function closeAdminClients(): void {
