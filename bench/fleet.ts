@@ -132,6 +132,12 @@ export interface FleetResult {
   };
   /** Calls of simulated devices that failed while the rollout ran, by kind. */
   simErrorsDuringRollout: Record<string, number>;
+  /**
+   * The longest the simulator's own event loop was stuck while the rollout ran, in ms (from its
+   * status lines): stalls of seconds there make its devices' pings time out, whatever the
+   * coordinator does.
+   */
+  simStallMsDuringRollout?: number;
   idle: { cpuCores: number; rssMiB: number; rssPerDeviceKiB: number; cpuMsPerDevicePerMinute: number; simCpuCores: number };
   rollout: {
     /** Until it completed, or until the deadline when it did not finish (then `finished` is false). */
@@ -265,6 +271,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
 
     log(`  ${devices} devices: one-wave rollout`);
     const simBefore = simErrors(sim.stdout);
+    const simOutAt = sim.stdout.length;
     const c0 = await treeCpuSeconds(coord);
     const t0 = Date.now();
     const started = await fleet.admin(["rollout", "start", "webapp@2.0.0", "--selector", "env=bench", "--waves", "100%", "--failure-threshold", String(devices), "--json"]);
@@ -325,6 +332,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
       labelFanOutSeconds,
       admin: { cliStartup, deviceLsIdle, deviceLsDuringRollout: admin.ls, rolloutShowDuringRollout: admin.show },
       simErrorsDuringRollout,
+      simStallMsDuringRollout: Math.max(0, ...[...sim.stdout.slice(simOutAt).matchAll(/simulator stalled up to (\d+) ms/g)].map((m) => Number(m[1]))),
       idle: idleFigures(devices, empty, idle),
       rollout: {
         wallSeconds,
@@ -410,6 +418,7 @@ export function fleetTable(results: FleetResult[]): string[] {
     ["admin: rollout show in rollout p99 (ms)", (r) => r.admin.rolloutShowDuringRollout.p99, 0],
     ["admin: calls failed in rollout", (r) => r.admin.deviceLsDuringRollout.failed + r.admin.rolloutShowDuringRollout.failed, 0],
     ["sim: device call errors in rollout", (r) => r.simErrorsDuringRollout.total ?? 0, 0],
+    ["sim: longest simulator stall in rollout (ms)", (r) => r.simStallMsDuringRollout ?? NaN, 0],
   ];
   const column = (r: FleetResult) => (r.replicas ? `${r.devices} devices, ${r.replicas} proc (PG)` : `${r.devices} devices`);
   const head = ["", ...results.map(column), ...(growth ? [`growth (${growth})`] : [])];

@@ -112,7 +112,7 @@ export interface ReportWindow extends Figures {
  */
 export async function reportWindow(hot: Proc, devices: number, windowS: number, deadlineMs = (3 * windowS + 60) * 1000): Promise<ReportWindow> {
   await hot.waitForOutput(new RegExp(`sim: all ${devices} devices online`), 10 * 60_000);
-  const line = /sim: .*, (\d+) reports in ([\d.]+) s \(p50 < (\d+) ms, p99 < (\d+) ms\), (\d+) call errors([^\n]*)\n/g;
+  const line = /sim: .*, (\d+) reports in ([\d.]+) s \(p50 < (\d+) ms, p99 < (\d+) ms\), (\d+) call errors( \([^)]*\))?[^\n]*\n/g;
   const want = [...hot.stdout.matchAll(line)].length + 1;
   const deadline = Date.now() + deadlineMs;
   let m: RegExpExecArray[] = [];

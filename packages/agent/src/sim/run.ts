@@ -19,16 +19,31 @@ export interface WorkerPayload {
 export const SIM_WORKER_ENV = "FLOTILLA_SIM_WORKER";
 
 const REPORT_MS = 250;
+const LAG_TICK_MS = 20;
 
 /** Runs one slice until `signal`, sending its counts through `send` every REPORT_MS. */
 export async function runSlice(payload: WorkerPayload, signal: AbortSignal, send: (stats: SliceStats) => void): Promise<void> {
   const slice = new SimSlice(payload.opts, payload.from, payload.to);
-  const timer = setInterval(() => send(slice.snapshot()), REPORT_MS);
+  // The longest gap between two ticks of a fast timer: how long the event loop was stuck. The
+  // gap still open when the counts are sent counts too (that timer may not have run yet).
+  let lastTick = performance.now();
+  let longest = 0;
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - lastTick);
+    lastTick = now;
+  }, LAG_TICK_MS);
+  const timer = setInterval(() => {
+    const lagMs = Math.max(0, Math.max(longest, performance.now() - lastTick) - LAG_TICK_MS);
+    longest = 0;
+    send({ ...slice.snapshot(), lagMs: Math.round(lagMs) });
+  }, REPORT_MS);
   try {
     await Promise.all([slice.start(signal), slice.churn(signal)]);
     if (!signal.aborted) await new Promise<void>((r) => signal.addEventListener("abort", () => r()));
   } finally {
     clearInterval(timer);
+    clearInterval(ticker);
     await slice.stop();
     send(slice.snapshot());
   }
@@ -99,7 +114,10 @@ export async function runSimulation(opts: SimOptions, run: SimulationOptions, si
   const latest: SliceStats[] = Array.from({ length: workers }, () => sum([]));
   const announced = { online: false, received: new Set<string>(), installed: new Set<string>() };
   const time = (ms: number) => new Date(ms).toISOString();
+  // The longest a worker's event loop was stuck since the previous status line.
+  let lagMs = 0;
   const onStats = () => {
+    for (const s of latest) lagMs = Math.max(lagMs, s?.lagMs ?? 0);
     const t = sum(latest);
     if (!announced.online && t.online >= n) {
       announced.online = true;
@@ -129,7 +147,9 @@ export async function runSimulation(opts: SimOptions, run: SimulationOptions, si
     const count = t.reports - before.reports;
     const reports = count > 0 ? `, ${count} reports in ${((now - before.at) / 1000).toFixed(1)} s (p50 < ${bucketQuantile(delta, 0.5)} ms, p99 < ${bucketQuantile(delta, 0.99)} ms)` : "";
     before = { reports: t.reports, buckets: [...t.reportBuckets], at: now };
-    out(`sim: ${t.enrolled}/${n} enrolled, ${t.online} online, ${t.installing} installing, ${t.healthy} installs healthy, ${t.failed} failed${reports}, ${t.errors} call errors${kinds.length ? ` (${kinds.join(", ")})` : ""}`);
+    const stuck = `, simulator stalled up to ${lagMs} ms`;
+    lagMs = 0;
+    out(`sim: ${t.enrolled}/${n} enrolled, ${t.online} online, ${t.installing} installing, ${t.healthy} installs healthy, ${t.failed} failed${reports}, ${t.errors} call errors${kinds.length ? ` (${kinds.join(", ")})` : ""}${stuck}`);
   };
   out(`sim: ${n} devices in ${workers} ${workers === 1 ? "process" : "worker processes"}, fail rate ${(opts.failRate * 100).toFixed(1)}%, churn ${(opts.churnPerMinute * 100).toFixed(1)}%/min, seed ${opts.seed}`);
   const ticker = run.statusIntervalMs > 0 ? setInterval(status, run.statusIntervalMs) : undefined;

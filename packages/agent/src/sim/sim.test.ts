@@ -1,4 +1,8 @@
+import { encodeJoinString } from "@flotilla/protocol/agent";
+import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
+import { runSlice } from "./run.ts";
+import type { SimOptions, SliceStats } from "./slice.ts";
 import { durationMs, percent, perMinute } from "./config.ts";
 import { failingDevices } from "./random.ts";
 import { bucketQuantile, latencyBucket } from "./slice.ts";
@@ -46,5 +50,29 @@ describe("report latency buckets", () => {
     expect(bucketQuantile(buckets, 0.98)).toBe(4);
     expect(bucketQuantile(buckets, 0.99)).toBe(1024);
     expect(bucketQuantile([], 0.99)).toBeNaN();
+  });
+});
+
+describe("the simulator's own stalls", () => {
+  it("reports how long its event loop was stuck, so a stalled simulator is not taken for a slow coordinator", async () => {
+    const opts: SimOptions = {
+      join: encodeJoinString({ url: "http://127.0.0.1:9", pin: "A".repeat(43), secret: `tok.${"s".repeat(32)}` }),
+      devices: 0, failRate: 0, churnPerMinute: 0, offlineMs: 1000, stepDelayMs: 0, seed: 1,
+      metricsIntervalMs: 0, logsIntervalMs: 0, logLines: 0, watchTimeoutMs: 1000, hostnamePrefix: "sim", enrollConcurrency: 1,
+    };
+    const stop = new AbortController();
+    const sent: SliceStats[] = [];
+    const running = runSlice({ opts, from: 0, to: 0 }, stop.signal, (s) => sent.push(s));
+    try {
+      await waitFor("the first counts", () => sent.length > 0 || undefined, 10_000, 10);
+      expect(Math.max(...sent.map((s) => s.lagMs ?? -1))).toBeLessThan(400);
+      const end = Date.now() + 600;
+      while (Date.now() < end); // the simulator's event loop stuck for 600 ms
+      const stuck = await waitFor("a stall reported", () => sent.find((s) => (s.lagMs ?? 0) >= 500), 10_000, 10);
+      expect(stuck.lagMs).toBeLessThan(2000);
+    } finally {
+      stop.abort();
+      await running;
+    }
   });
 });

@@ -62,6 +62,12 @@ export interface SliceStats {
   reportBuckets: number[];
   /** Per target path: installs that ended. */
   installed: Record<string, { healthy: number; failed: number }>;
+  /**
+   * The longest this process's event loop was stuck since its previous counts, in ms. A simulator
+   * stuck for seconds sees its own HTTP/2 pings time out: a status line that shows it says the
+   * simulator, not the coordinator, was the bottleneck.
+   */
+  lagMs?: number;
 }
 
 interface SavedDevice {
