@@ -8,6 +8,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { adminv1, agentv1, commonv1, coordinatorTransport, generateIdentity } from "@flotilla/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { enrollDevice, SETUP_CODE, startTestCoordinator, type TestCoordinator } from "../testing.ts";
+import { keepaliveWaitMs } from "./agent-service.ts";
 
 let t: TestCoordinator;
 let owner: { headers: Record<string, string> };
@@ -118,5 +119,21 @@ describe("agent service", () => {
       trStuck.close();
       trLive.close();
     }
+  });
+});
+
+describe("keep-alive timing", () => {
+  it("waits the interval less up to a fifth, at random, so streams opened together drift apart and none is late", () => {
+    expect(keepaliveWaitMs(15_000, () => 0)).toBe(15_000);
+    expect(keepaliveWaitMs(15_000, () => 0.5)).toBe(13_500);
+    expect(keepaliveWaitMs(15_000, () => 0.999999)).toBe(12_000);
+    // Seven thousand streams opened in the same second: after one interval their keep-alives
+    // fall over three seconds, not into the same turn of the event loop.
+    const waits = Array.from({ length: 7000 }, () => keepaliveWaitMs(15_000));
+    expect(Math.max(...waits)).toBeLessThanOrEqual(15_000);
+    expect(Math.min(...waits)).toBeGreaterThanOrEqual(12_000);
+    const perSecond = new Map<number, number>();
+    for (const w of waits) perSecond.set(Math.floor(w / 1000), (perSecond.get(Math.floor(w / 1000)) ?? 0) + 1);
+    expect(Math.max(...perSecond.values())).toBeLessThan(3500);
   });
 });

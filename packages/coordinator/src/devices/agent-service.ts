@@ -28,6 +28,21 @@ const MAX_ENTRIES = 1000;
 const RECHECK_KEEPALIVES = 20;
 const STREAM_NAME = /^[a-z0-9_-]{1,64}$/;
 
+/**
+ * The wait before a Watch stream's next keep-alive: `keepaliveMs` less up to a fifth, at random.
+ * Streams opened together (a fleet reconnecting after a coordinator restart opens thousands in
+ * seconds) would otherwise send their keep-alives in the same turn of the event loop, every
+ * interval, for as long as they stay connected: at 7,000 devices, bursts that stall the
+ * coordinator for seconds, long enough for agents' pings to time out and the fleet to reconnect
+ * together again. With a random part each time, the bursts spread out within a few intervals,
+ * and no keep-alive comes later than the agents expect.
+ */
+export function keepaliveWaitMs(keepaliveMs: number, random: () => number = Math.random): number {
+  return Math.round(keepaliveMs * (1 - KEEPALIVE_JITTER * random()));
+}
+
+const KEEPALIVE_JITTER = 0.2;
+
 const refusals: Record<Extract<EnrollResult, { ok: false }>["reason"], string> = {
   "unknown-token": "join token unknown or its secret is wrong",
   revoked: "join token was revoked",
@@ -147,7 +162,7 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence, 
               yield { event: { case: "desired", value: desired } };
             }
           }
-          const r = await sub.wait(hctx.signal, ctx.keepaliveMs);
+          const r = await sub.wait(hctx.signal, keepaliveWaitMs(ctx.keepaliveMs));
           // The hub says when to look again; a keep-alive reads nothing, but every
           // RECHECK_KEEPALIVES-th one looks anyway, in case a notification was lost (a
           // PostgreSQL listener reconnecting).
