@@ -110,7 +110,7 @@ export async function resolvePrincipal(
     case "device": {
       // Rejected and decommissioned devices keep a session just long enough to learn their fate.
       const device = await store.devices.getDevice(session.orgId, session.principalId);
-      return device && { kind: "device", orgId: device.orgId, deviceId: device.id, lifecycle: device.lifecycle };
+      return device && { kind: "device", orgId: device.orgId, deviceId: device.id, lifecycle: device.lifecycle, row: device };
     }
   }
 }

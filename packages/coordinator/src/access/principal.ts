@@ -1,5 +1,5 @@
 import { Code, ConnectError, createContextKey, type HandlerContext } from "@connectrpc/connect";
-import type { Lifecycle, Role } from "../store/index.ts";
+import type { DeviceRow, Lifecycle, Role } from "../store/index.ts";
 
 /** An admin caller: a key, a password login or an API token, with its role in one organization. */
 export interface AdminPrincipal {
@@ -25,6 +25,11 @@ export interface DevicePrincipal {
   orgId: string;
   deviceId: string;
   lifecycle: Lifecycle;
+  /**
+   * The device's row as the authorization read it for this call: a handler that needs no fresher
+   * view (telemetry ingest, the most frequent call of a fleet) reads it here, not again.
+   */
+  row: DeviceRow;
 }
 
 export const principalKey = createContextKey<Principal | undefined>(undefined, {

@@ -1,4 +1,3 @@
-import { fromBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { agentv1 } from "@flotilla/protocol";
 import { deviceOf } from "../access/principal.ts";
@@ -7,6 +6,7 @@ import type { DeviceRow, LogLineRow, LogRecordInput, MetricPointRow } from "../s
 import type { TelemetryCounters } from "./counters.ts";
 import type { FedLine, LogFeed } from "./feed.ts";
 import type { OtlpExporter } from "./otlp.ts";
+import { decodeLogRecords, decodeMetricSamples } from "./wire.ts";
 import { boundTime, checkDrops, checkSeqs, checkTime, inflate, MAX_LINE_CHARS, STREAM_RE, UNIT_RE } from "./validate.ts";
 
 /** What the ingest service shares with the rest of the coordinator's telemetry. */
@@ -50,12 +50,12 @@ function fed(lines: LogLineRow[], deviceName: string): FedLine[] {
 export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImpl<typeof agentv1.TelemetryService> {
   const { store } = ctx;
 
-  async function device(hctx: HandlerContext, stream: string): Promise<DeviceRow> {
+  /** The calling device, as the authorization read it for this call (no second read). */
+  function device(hctx: HandlerContext, stream: string): DeviceRow {
     if (!STREAM_RE.test(stream)) throw new ConnectError("stream must match [a-z0-9_-]{1,64}", Code.InvalidArgument);
-    const p = deviceOf(hctx);
-    const row = await store.devices.getDevice(p.orgId, p.deviceId);
-    if (!row || row.lifecycle !== "approved") {
-      throw new ConnectError(`device is ${row?.lifecycle ?? "unknown"}: telemetry is taken from approved devices only`, Code.FailedPrecondition);
+    const { row } = deviceOf(hctx);
+    if (row.lifecycle !== "approved") {
+      throw new ConnectError(`device is ${row.lifecycle}: telemetry is taken from approved devices only`, Code.FailedPrecondition);
     }
     return row;
   }
@@ -69,9 +69,9 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
   return {
     shipLogs: (req, hctx) =>
       refused(async () => {
-        const row = await device(hctx, req.stream);
+        const row = device(hctx, req.stream);
         const payload = await inflate(req.compression, req.payload);
-        const { records } = decode("LogRecords", () => fromBinary(agentv1.LogRecordsSchema, payload));
+        const records = decode("LogRecords", () => decodeLogRecords(payload));
         const seqs = checkSeqs(records.map((r) => r.seq));
         const drops = checkDrops(req.drops);
         const receivedAt = Date.now();
@@ -103,9 +103,9 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
 
     shipMetrics: (req, hctx) =>
       refused(async () => {
-        const row = await device(hctx, req.stream);
+        const row = device(hctx, req.stream);
         const payload = await inflate(req.compression, req.payload);
-        const { samples } = decode("MetricSamples", () => fromBinary(agentv1.MetricSamplesSchema, payload));
+        const samples = decode("MetricSamples", () => decodeMetricSamples(payload));
         const seqs = checkSeqs(samples.map((s) => s.seq));
         const drops = checkDrops(req.drops);
         const receivedAt = Date.now();

@@ -54,6 +54,23 @@ describe("the telemetry services", () => {
     expect(lines[0]!.deviceName).toBe("box");
   });
 
+  it("reads the calling device once per batch: the row the authorization read for the call", async () => {
+    const s = await setup();
+    const devices = t.coord.store.devices;
+    const getDevice = devices.getDevice.bind(devices);
+    let reads = 0;
+    devices.getDevice = (orgId, id) => {
+      reads++;
+      return getDevice(orgId, id);
+    };
+    try {
+      expect((await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1]) }, s.device)).ackedSeq).toBe(1n);
+      expect(reads).toBe(1);
+    } finally {
+      devices.getDevice = getDevice;
+    }
+  });
+
   it("says when the newest lines are not all that matched, and pages every line from the oldest on", async () => {
     const s = await setup();
     await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2, 3, 4, 5]) }, s.device);

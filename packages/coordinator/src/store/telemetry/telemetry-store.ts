@@ -165,14 +165,23 @@ export class KyselyTelemetryStore implements TelemetryStore {
   }
 
   private async beginStream(trx: Transaction<Database>, orgId: string, deviceId: string, stream: string, drops: Drops) {
-    await trx
-      .insertInto("telemetry_streams")
-      .values({ device_id: deviceId, stream, org_id: orgId, acked_seq: 0, dropped_total: 0, log_bytes: 0, metric_bytes: 0 })
-      .onConflict((oc) => oc.columns(["device_id", "stream"]).doNothing())
-      .execute();
-    let q = trx.selectFrom("telemetry_streams").select(["acked_seq", "dropped_total"]).where("device_id", "=", deviceId).where("stream", "=", stream);
-    if (this.adapter.rowLocks) q = q.forUpdate();
-    const row = await q.executeTakeFirstOrThrow();
+    const read = () => {
+      let q = trx.selectFrom("telemetry_streams").select(["acked_seq", "dropped_total"]).where("device_id", "=", deviceId).where("stream", "=", stream);
+      if (this.adapter.rowLocks) q = q.forUpdate();
+      return q.executeTakeFirst();
+    };
+    // The stream's row exists after its first batch: read first, and write it only when missing
+    // (one statement per batch instead of two).
+    let row = await read();
+    if (!row) {
+      await trx
+        .insertInto("telemetry_streams")
+        .values({ device_id: deviceId, stream, org_id: orgId, acked_seq: 0, dropped_total: 0, log_bytes: 0, metric_bytes: 0 })
+        .onConflict((oc) => oc.columns(["device_id", "stream"]).doNothing())
+        .execute();
+      row = await read();
+      if (!row) throw new Error(`telemetry stream ${stream} of ${deviceId} vanished while it was written`);
+    }
     return { acked: num(row.acked_seq), droppedTotal: Math.max(num(row.dropped_total), drops.droppedTotal) };
   }
 
