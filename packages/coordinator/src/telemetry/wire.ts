@@ -56,75 +56,72 @@ function expect(wire: WireType, want: WireType): void {
 
 const big = (v: bigint | string): bigint => (typeof v === "bigint" ? v : BigInt(v));
 
-/** LogRecords.records (field 1). */
-export function decodeLogRecords(bytes: Uint8Array): WireLogRecord[] {
+/** Fields 1 (seq) and 2 (time_unix_ms), which a log record and a metric sample share. */
+function seqOrTime(r: BinaryReader, field: number, wire: WireType, into: { seq: bigint; timeUnixMs: bigint }): boolean {
+  if (field !== 1 && field !== 2) return false;
+  expect(wire, WireType.Varint);
+  if (field === 1) into.seq = big(r.uint64());
+  else into.timeUnixMs = big(r.int64());
+  return true;
+}
+
+/** A string field (proto3: valid UTF-8). */
+function str(r: BinaryReader, wire: WireType): string {
+  expect(wire, WireType.LengthDelimited);
+  return r.string(true);
+}
+
+/**
+ * The messages of a payload's repeated field 1 (the one field of LogRecords and MetricSamples):
+ * each starts as `empty()` and `field` reads its fields into it (false: unknown, skipped).
+ */
+function repeated<T>(bytes: Uint8Array, empty: () => T, field: (r: BinaryReader, f: number, w: WireType, item: T) => boolean): T[] {
   const r = new BinaryReader(bytes);
-  const out: WireLogRecord[] = [];
-  fields(r, r.len, (field, wire) => {
-    if (field !== 1) return false;
-    const end = nested(r, wire);
-    const rec: WireLogRecord = { seq: 0n, timeUnixMs: 0n, unit: "", source: "", line: "" };
-    fields(r, end, (f, w) => {
-      switch (f) {
-        case 1:
-          expect(w, WireType.Varint);
-          rec.seq = big(r.uint64());
-          return true;
-        case 2:
-          expect(w, WireType.Varint);
-          rec.timeUnixMs = big(r.int64());
-          return true;
-        case 3:
-          expect(w, WireType.LengthDelimited);
-          rec.unit = r.string(true);
-          return true;
-        case 4:
-          expect(w, WireType.LengthDelimited);
-          rec.source = r.string(true);
-          return true;
-        case 5:
-          expect(w, WireType.LengthDelimited);
-          rec.line = r.string(true);
-          return true;
-        default:
-          return false;
-      }
-    });
-    out.push(rec);
+  const out: T[] = [];
+  fields(r, r.len, (f, w) => {
+    if (f !== 1) return false;
+    const item = empty();
+    fields(r, nested(r, w), (ff, ww) => field(r, ff, ww, item));
+    out.push(item);
     return true;
   });
   return out;
 }
 
-/** MetricSamples.samples (field 1), each with its points and their attributes. */
-export function decodeMetricSamples(bytes: Uint8Array): WireMetricSample[] {
-  const r = new BinaryReader(bytes);
-  const out: WireMetricSample[] = [];
-  fields(r, r.len, (field, wire) => {
-    if (field !== 1) return false;
-    const end = nested(r, wire);
-    const sample: WireMetricSample = { seq: 0n, timeUnixMs: 0n, points: [] };
-    fields(r, end, (f, w) => {
+/** LogRecords.records. */
+export function decodeLogRecords(bytes: Uint8Array): WireLogRecord[] {
+  return repeated<WireLogRecord>(
+    bytes,
+    () => ({ seq: 0n, timeUnixMs: 0n, unit: "", source: "", line: "" }),
+    (r, f, w, rec) => {
       switch (f) {
-        case 1:
-          expect(w, WireType.Varint);
-          sample.seq = big(r.uint64());
-          return true;
-        case 2:
-          expect(w, WireType.Varint);
-          sample.timeUnixMs = big(r.int64());
-          return true;
         case 3:
-          sample.points.push(point(r, nested(r, w)));
+          rec.unit = str(r, w);
+          return true;
+        case 4:
+          rec.source = str(r, w);
+          return true;
+        case 5:
+          rec.line = str(r, w);
           return true;
         default:
-          return false;
+          return seqOrTime(r, f, w, rec);
       }
-    });
-    out.push(sample);
-    return true;
-  });
-  return out;
+    },
+  );
+}
+
+/** MetricSamples.samples, each with its points and their attributes. */
+export function decodeMetricSamples(bytes: Uint8Array): WireMetricSample[] {
+  return repeated<WireMetricSample>(
+    bytes,
+    () => ({ seq: 0n, timeUnixMs: 0n, points: [] }),
+    (r, f, w, sample) => {
+      if (f !== 3) return seqOrTime(r, f, w, sample);
+      sample.points.push(point(r, nested(r, w)));
+      return true;
+    },
+  );
 }
 
 function point(r: BinaryReader, end: number): WireMetricPoint {
@@ -134,8 +131,7 @@ function point(r: BinaryReader, end: number): WireMetricPoint {
   fields(r, end, (f, w) => {
     switch (f) {
       case 1:
-        expect(w, WireType.LengthDelimited);
-        p.name = r.string(true);
+        p.name = str(r, w);
         return true;
       case 2:
         expect(w, WireType.Bit64);
@@ -148,24 +144,16 @@ function point(r: BinaryReader, end: number): WireMetricPoint {
         let key = "";
         let value = "";
         fields(r, entryEnd, (ef, ew) => {
-          if (ef === 1) {
-            expect(ew, WireType.LengthDelimited);
-            key = r.string(true);
-            return true;
-          }
-          if (ef === 2) {
-            expect(ew, WireType.LengthDelimited);
-            value = r.string(true);
-            return true;
-          }
-          return false;
+          if (ef === 1) key = str(r, ew);
+          else if (ef === 2) value = str(r, ew);
+          else return false;
+          return true;
         });
         p.attributes[key] = value;
         return true;
       }
       case 4:
-        expect(w, WireType.LengthDelimited);
-        p.unit = r.string(true);
+        p.unit = str(r, w);
         return true;
       case 5:
         expect(w, WireType.Varint);
