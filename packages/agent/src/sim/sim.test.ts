@@ -1,6 +1,7 @@
 import { encodeJoinString } from "@flotilla/protocol/agent";
 import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
+import { simPingIntervalMs } from "./device.ts";
 import { runSlice } from "./run.ts";
 import type { SimOptions, SliceStats } from "./slice.ts";
 import { durationMs, percent, perMinute } from "./config.ts";
@@ -74,5 +75,17 @@ describe("the simulator's own stalls", () => {
       stop.abort();
       await running;
     }
+  });
+});
+
+describe("simulated devices' pings", () => {
+  it("come every 10 s give or take a fifth, so connections opened together do not ping together", () => {
+    expect(simPingIntervalMs(() => 0)).toBe(8000);
+    expect(simPingIntervalMs(() => 0.5)).toBe(10_000);
+    expect(simPingIntervalMs(() => 0.999999)).toBe(12_000);
+    const intervals = Array.from({ length: 4700 }, () => simPingIntervalMs());
+    const perSecond = new Map<number, number>();
+    for (const ms of intervals) perSecond.set(Math.floor(ms / 1000), (perSecond.get(Math.floor(ms / 1000)) ?? 0) + 1);
+    expect(Math.max(...perSecond.values())).toBeLessThan(2000);
   });
 });
