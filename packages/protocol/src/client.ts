@@ -29,9 +29,12 @@ export interface CoordinatorTransportOptions {
   allowRotation?: boolean;
   /** How long an HTTP/2 ping may go unanswered before the connection is given up (default 10 s). */
   pingTimeoutMs?: number;
-  /** How often a connection with calls out is pinged (default 10 s). */
+  /** How often a connection with calls out is pinged (default {@link PING_INTERVAL_MS}). */
   pingIntervalMs?: number;
 }
+
+/** How often an agent's (or admin's) connection with calls out pings the coordinator. */
+export const PING_INTERVAL_MS = 10_000;
 
 /** A transport and the means to close its HTTP/2 connection (which otherwise keeps a process alive). */
 export interface ClosableTransport {
@@ -74,7 +77,7 @@ export async function coordinatorTransport(opts: CoordinatorTransportOptions): P
   }
   if (opts.localAddress) nodeOptions = { ...nodeOptions, localAddress: opts.localAddress };
   // Pings find a dead connection (a coordinator killed, a NAT that forgot us) within seconds.
-  const sessionManager = new GuardedSessionManager(opts.url, { pingIntervalMs: opts.pingIntervalMs ?? 10_000, pingTimeoutMs: opts.pingTimeoutMs ?? 10_000 }, nodeOptions);
+  const sessionManager = new GuardedSessionManager(opts.url, { pingIntervalMs: opts.pingIntervalMs ?? PING_INTERVAL_MS, pingTimeoutMs: opts.pingTimeoutMs ?? 10_000 }, nodeOptions);
   const transport = createConnectTransport({
     baseUrl: opts.url,
     httpVersion: "2",

@@ -17,6 +17,7 @@ import {
   bearerInterceptor,
   commonv1,
   coordinatorTransport,
+  PING_INTERVAL_MS,
   enrollMessage,
   newNonce,
   retryDelay,
@@ -485,10 +486,8 @@ export class SimDevice {
  * own machine.
  */
 export function simPingIntervalMs(random: () => number = Math.random): number {
-  return Math.round(AGENT_PING_INTERVAL_MS * (0.8 + 0.4 * random()));
+  return Math.round(PING_INTERVAL_MS * (0.8 + 0.4 * random()));
 }
-
-const AGENT_PING_INTERVAL_MS = 10_000;
 
 /**
  * A source address of its own for device `index` when the coordinator is on IPv4 loopback
