@@ -1,18 +1,21 @@
 /**
  * Log ingestion: lines per second the coordinator stores through ShipLogs (gzip batches of
- * 1000 lines, one batch in flight, SQLite), beside the same rows inserted directly into the
- * same table with better-sqlite3 in one transaction per batch. The two take turns, ROUNDS
- * times each, so a machine whose load (or disk) changes during the run weighs on both alike.
+ * 1000 lines, one batch in flight per device, SQLite), from one device and from several at once,
+ * beside the same rows inserted directly into the same table with better-sqlite3 in one
+ * transaction per batch. The coordinator runs in a process of its own
+ * (bench/logs-coordinator.ts), as it does for agents. The sides take turns, ROUNDS times each,
+ * so a machine whose load (or disk) changes during the run weighs on all alike.
  */
+import { spawn } from "node:child_process";
 import { gzipSync } from "node:zlib";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import SQLite from "better-sqlite3";
-import { Code, ConnectError } from "@connectrpc/connect";
-import { agentv1, retryAfterMs } from "@flotilla/protocol";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { agentv1, coordinatorTransport, newId, retryAfterMs } from "@flotilla/protocol";
 import { tempDir } from "@flotilla/protocol/testing";
-import { enrollTestDevice, openSqliteStore, startTestCoordinator } from "@flotilla/coordinator/testing";
+import { openSqliteStore } from "@flotilla/coordinator/testing";
 
 const BATCH = 1000;
 const ROUNDS = 3;
@@ -33,10 +36,8 @@ interface Side {
   close(): Promise<void>;
 }
 
-async function viaCoordinator(): Promise<Side & { shed(): number }> {
-  // Batches are built before the clock starts: what is measured is the coordinator's work. And
-  // before the coordinator starts: building them holds the event loop for seconds, which the
-  // coordinator (in this process) would take for overload and shed the first batches.
+/** Batches of BATCH lines, seqs 1 and up, gzipped as an agent ships them. */
+function buildBatches(): Uint8Array[] {
   const batches: Uint8Array[] = [];
   for (let b = 0, seq = 0; b < BATCHES; b++) {
     const records = Array.from({ length: BATCH }, () => {
@@ -45,14 +46,42 @@ async function viaCoordinator(): Promise<Side & { shed(): number }> {
     });
     batches.push(gzipSync(toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, { records })), { level: 3 }));
   }
-  const t = await startTestCoordinator();
-  const d = await enrollTestDevice(t);
+  return batches;
+}
+
+/**
+ * A coordinator in a process of its own, as in production (an agent ships from another
+ * machine): the devices' side of the calls (their HTTP/2 clients) is not charged to it, nor
+ * their garbage to its heap. `devices` enrolled devices, each with a connection of its own,
+ * each shipping its own stream with one batch in flight, as agents do.
+ */
+async function viaCoordinator(batches: Uint8Array[], devices: number): Promise<Side & { shed(): number }> {
+  const args = [...(process.env.BENCH_LOGS_CHILD_ARGS?.split(" ") ?? []), "--import", import.meta.resolve("tsx"), join(import.meta.dirname, "logs-coordinator.ts"), String(devices)];
+  const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
+  child.stdin.on("error", () => {}); // a child that died already: its exit says so
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const first = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString("utf8");
+      const nl = out.indexOf("\n");
+      if (nl >= 0) resolve(out.slice(0, nl));
+    });
+    child.once("exit", (code) => reject(new Error(`the benchmark's coordinator exited (${code}) before it was ready`)));
+  });
+  const { url, headers } = JSON.parse(first) as { url: string; headers: Record<string, string>[] };
+  const clients = await Promise.all(
+    headers.map(async (h) => {
+      const tr = await coordinatorTransport({ url, maxMessageBytes: 4 << 20 });
+      return { tr, ship: createClient(agentv1.TelemetryService, tr.transport), options: { headers: h } };
+    }),
+  );
   let shed = 0;
   /** Ships a batch as an agent does: told the coordinator is busy, it waits as advised and again. */
-  const ship = async (stream: string, payload: Uint8Array) => {
+  const ship = async (c: (typeof clients)[number], stream: string, payload: Uint8Array) => {
     for (;;) {
       try {
-        return await d.ship.shipLogs({ stream, compression: agentv1.Compression.GZIP, payload }, d.device);
+        return await c.ship.shipLogs({ stream, compression: agentv1.Compression.GZIP, payload }, c.options);
       } catch (err) {
         if (!(err instanceof ConnectError) || err.code !== Code.Unavailable) throw err;
         shed++;
@@ -60,27 +89,32 @@ async function viaCoordinator(): Promise<Side & { shed(): number }> {
       }
     }
   };
-  // Not measured: the coordinator's own start (which a loaded machine may take for overload for
-  // a second) and the first calls' compilation, as the direct inserts' first batch below.
-  await ship("warm-up", batches[0]!);
+  // Not measured: the first calls' compilation, as the direct inserts' first batch below.
+  await Promise.all(clients.map((c) => ship(c, "warm-up", batches[0]!)));
   return {
     shed: () => shed,
     // Each round ships the same batches to a stream of its own: new lines for the store each time.
     async round(n, tally) {
-      let seq = 0;
       const start = performance.now();
-      for (const payload of batches) {
-        if (performance.now() - start > SECONDS * 1000) break;
-        const res = await ship(`logs-${n}`, payload);
-        seq += BATCH;
-        if (Number(res.ackedSeq) !== seq) throw new Error(`acknowledged ${res.ackedSeq}, expected ${seq}`);
-      }
-      tally.lines += seq;
+      const lines = await Promise.all(
+        clients.map(async (c) => {
+          let seq = 0;
+          for (const payload of batches) {
+            if (performance.now() - start > SECONDS * 1000) break;
+            const res = await ship(c, `logs-${n}`, payload);
+            seq += BATCH;
+            if (Number(res.ackedSeq) !== seq) throw new Error(`acknowledged ${res.ackedSeq}, expected ${seq}`);
+          }
+          return seq;
+        }),
+      );
+      tally.lines += lines.reduce((a, b) => a + b, 0);
       tally.seconds += (performance.now() - start) / 1000;
     },
     async close() {
-      d.close();
-      await t.close();
+      for (const c of clients) c.tr.close();
+      child.stdin.end();
+      await exited;
     },
   };
 }
@@ -93,12 +127,16 @@ async function direct(): Promise<Side> {
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
   const insert = db.prepare(
-    "INSERT INTO log_records (org_id, device_id, stream, seq, time, unit, source, line, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    "INSERT INTO log_records (org_id, device_id, stream, seq, time, unit, source, line, bytes, received_at, claimed_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
   );
+  // The same rows as the coordinator stores: ids as long as its own, every column set.
+  const orgId = `org_${newId()}`;
+  const deviceId = `dev_${newId(16)}`;
   const tx = db.transaction((from: number) => {
+    const receivedAt = Date.now();
     for (let seq = from; seq < from + BATCH; seq++) {
       const l = line(seq);
-      insert.run("org", "dev", "logs", seq, Date.now(), "webapp", "stdout", l, l.length + 70);
+      insert.run(orgId, deviceId, "logs", seq, Date.now(), "webapp", "stdout", l, l.length + "webapp".length + 64, receivedAt, null);
     }
   });
   tx(1); // not measured, as the coordinator's warm-up batch
@@ -111,8 +149,8 @@ async function direct(): Promise<Side> {
         tx(seq + 1);
         seq += BATCH;
         lines += BATCH;
-        // The coordinator shares this process: a loop held for seconds would read as overload
-        // and shed its next round. A turn of the event loop costs microseconds a batch.
+        // A turn of the event loop (microseconds a batch), so the idle connection to the
+        // coordinator keeps answering its pings.
         await new Promise((resolve) => setImmediate(resolve));
       }
       tally.lines += lines;
@@ -125,26 +163,36 @@ async function direct(): Promise<Side> {
   };
 }
 
+/** Devices shipping at once in the second measurement: a fleet's batches share commits. */
+const FLEET = Number(process.env.BENCH_LOGS_DEVICES ?? 8);
+
 /** Runs the log ingestion benchmark and prints its figures. */
 export async function benchLogs(print: (line: string) => void): Promise<void> {
-  const coordinator = await viaCoordinator();
+  const batches = buildBatches();
+  const one = await viaCoordinator(batches, 1);
+  const fleet = await viaCoordinator(batches, FLEET);
   const baseline = await direct();
   const c: Tally = { lines: 0, seconds: 0 };
+  const f: Tally = { lines: 0, seconds: 0 };
   const b: Tally = { lines: 0, seconds: 0 };
   try {
     for (let n = 1; n <= ROUNDS; n++) {
-      await coordinator.round(n, c);
+      await one.round(n, c);
+      await fleet.round(n, f);
       await baseline.round(n, b);
     }
   } finally {
-    await coordinator.close();
+    await one.close();
+    await fleet.close();
     await baseline.close();
   }
   const rate = (t: Tally) => t.lines / t.seconds;
-  print(`log ingestion (SQLite, batches of ${BATCH} lines, ${ROUNDS} alternating rounds of up to ${SECONDS} s each)`);
-  print(`  coordinator ShipLogs:        ${Math.round(rate(c)).toLocaleString("en")} lines/s`);
-  print(`  direct inserts, same table:  ${Math.round(rate(b)).toLocaleString("en")} lines/s`);
-  print(`  ratio coordinator/direct:    ${(rate(c) / rate(b)).toFixed(2)}`);
+  const n = (t: Tally) => Math.round(rate(t)).toLocaleString("en").padStart(9);
+  print(`log ingestion (SQLite, batches of ${BATCH} lines, one in flight per device, ${ROUNDS} alternating rounds of up to ${SECONDS} s each)`);
+  print(`  coordinator ShipLogs, one device:        ${n(c)} lines/s   ratio to direct ${(rate(c) / rate(b)).toFixed(2)}`);
+  print(`  coordinator ShipLogs, ${String(FLEET).padEnd(2)} devices at once: ${n(f)} lines/s   ratio to direct ${(rate(f) / rate(b)).toFixed(2)}`);
+  print(`  direct inserts, same table:              ${n(b)} lines/s   (one transaction per batch)`);
   // Waits as advised are in the figure: a machine stalled for a second sheds, as it would agents.
-  if (coordinator.shed() > 0) print(`  (batches the coordinator shed as overloaded, then took: ${coordinator.shed()})`);
+  const shed = one.shed() + fleet.shed();
+  if (shed > 0) print(`  (batches the coordinator shed as overloaded, then took: ${shed})`);
 }
