@@ -10,6 +10,10 @@
  *       connected, and a second `flotilla sim` of CONCURRENCY devices reports back to back
  *       (`--report-interval 1ms`; one call in flight per device, as an agent's outbox does).
  *       Its status lines give the calls acknowledged and their p50/p99 per interval.
+ *   (c) paced: the same two again, with each of CONCURRENCY callers starting a call every N ms,
+ *       N chosen to offer half the coordinator's closed-loop rate (BENCH_REPORT_PACED_SHARE):
+ *       the latency a device sees while the coordinator keeps up. Back to back, any server's
+ *       latency is CONCURRENCY over its rate: a queue, not its answer time.
  *
  *   npm run bench -- report                   # 1,000 idle devices, 200 calls in flight
  *   BENCH_REPORT_DEVICES=10000 BENCH_REPORT_CONCURRENCY=200 BENCH_REPORT_WINDOW_S=30 npm run bench -- report
@@ -35,6 +39,7 @@ const DEVICES = Number(process.env.BENCH_REPORT_DEVICES ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_REPORT_CONCURRENCY ?? 200);
 const WINDOW_S = Number(process.env.BENCH_REPORT_WINDOW_S ?? 20);
 const SESSIONS = 8;
+const f = (n: number) => n.toFixed(0);
 
 export interface Figures {
   callsPerSecond: number;
@@ -50,8 +55,11 @@ function request(seq: bigint): agentv1.ReportRequest {
   });
 }
 
-/** (a) A bare HTTP/2 server answering every POST with an empty ReportResponse; closed loop. */
-async function bare(): Promise<Figures> {
+/**
+ * (a) A bare HTTP/2 server answering every POST with an empty ReportResponse: closed loop, or
+ * with each of the CONCURRENCY callers starting a call every `intervalMs` (paced).
+ */
+async function bare(intervalMs = 0): Promise<Figures> {
   const server: Http2Server = createServer((req, res) => {
     req.on("error", () => {});
     req.resume();
@@ -72,6 +80,8 @@ async function bare(): Promise<Figures> {
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async (_, i) => {
       const client = clients[i % SESSIONS]!;
+      // Paced callers start spread over the interval, as the simulator's devices do.
+      if (intervalMs > 0) await new Promise((r) => setTimeout(r, Math.random() * intervalMs));
       while (performance.now() < end) {
         const t0 = performance.now();
         try {
@@ -80,6 +90,8 @@ async function bare(): Promise<Figures> {
         } catch {
           failed++;
         }
+        const rest = intervalMs - (performance.now() - t0);
+        if (intervalMs > 0 && rest > 0) await new Promise((r) => setTimeout(r, rest));
       }
     }),
   );
@@ -92,11 +104,12 @@ async function bare(): Promise<Figures> {
  * Starts a `flotilla sim` of `devices` devices that report back to back (`--report-interval 1ms`:
  * one call in flight per device, as an agent's outbox does), with a status line every `windowS`.
  */
-export function startReporting(sb: Sandbox, join: string, devices: number, windowS: number): Proc {
+export function startReporting(sb: Sandbox, join: string, devices: number, windowS: number, intervalMs = 1): Proc {
+  const prefix = intervalMs > 1 ? "paced" : "hot";
   return sb.spawn(
-    ["sim", "--join", join, "--devices", String(devices), "--hostname-prefix", "hot", "--report-interval", "1ms", "--metrics-interval", "0", "--logs-interval", "0", "--status-interval", `${windowS}s`, "--seed", "2"],
+    ["sim", "--join", join, "--devices", String(devices), "--hostname-prefix", prefix, "--report-interval", `${intervalMs}ms`, "--metrics-interval", "0", "--logs-interval", "0", "--status-interval", `${windowS}s`, "--seed", "2"],
     {},
-    "sim hot",
+    `sim ${prefix}`,
   );
 }
 
@@ -125,8 +138,19 @@ export async function reportWindow(hot: Proc, devices: number, windowS: number, 
   return { callsPerSecond: Number(w[1]) / Number(w[2]), p50Ms: Number(w[3]), p99Ms: Number(w[4]), errors: `${w[5]}${w[6] ?? ""}` };
 }
 
-/** (b) The coordinator with DEVICES idle devices and CONCURRENCY devices reporting back to back. */
-async function coordinator(print: (line: string) => void): Promise<ReportWindow> {
+/**
+ * The share of the coordinator's closed-loop rate offered in the paced measurement: its p99 at
+ * that load is what a device sees while the coordinator keeps up, not the queue of a saturated
+ * one (with CONCURRENCY calls always in flight, any server's latency is CONCURRENCY / its rate).
+ */
+const PACED_SHARE = Number(process.env.BENCH_REPORT_PACED_SHARE ?? 0.5);
+
+/**
+ * (b) The coordinator with DEVICES idle devices: CONCURRENCY devices reporting back to back
+ * (closed loop), then CONCURRENCY others each reporting every `paced` ms, chosen to offer
+ * PACED_SHARE of the closed-loop rate.
+ */
+async function coordinator(print: (line: string) => void): Promise<{ closed: ReportWindow; paced: ReportWindow; intervalMs: number }> {
   const sb = new Sandbox();
   try {
     const fleet = await new Fleet(sb, ["--keepalive-ms", "15000", "--offline-after-ms", "45000"]).start();
@@ -135,10 +159,15 @@ async function coordinator(print: (line: string) => void): Promise<ReportWindow>
     await idle.waitForOutput(new RegExp(`sim: all ${DEVICES} devices online`), 30 * 60_000);
     print(`  report: ${DEVICES} idle devices online; ${CONCURRENCY} devices start reporting back to back`);
     const hot = startReporting(sb, join, CONCURRENCY, WINDOW_S);
-    const w = await reportWindow(hot, CONCURRENCY, WINDOW_S);
+    const closed = await reportWindow(hot, CONCURRENCY, WINDOW_S);
     await hot.stop("SIGTERM");
+    const intervalMs = Math.max(2, Math.round((CONCURRENCY * 1000) / (closed.callsPerSecond * PACED_SHARE)));
+    print(`  report: ${f(closed.callsPerSecond)} calls/s back to back; ${CONCURRENCY} other devices now report every ${intervalMs} ms`);
+    const pacedSim = startReporting(sb, join, CONCURRENCY, WINDOW_S, intervalMs);
+    const paced = await reportWindow(pacedSim, CONCURRENCY, WINDOW_S);
+    await pacedSim.stop("SIGTERM");
     await idle.stop("SIGTERM");
-    return w;
+    return { closed, paced, intervalMs };
   } finally {
     await sb.cleanup();
   }
@@ -147,14 +176,18 @@ async function coordinator(print: (line: string) => void): Promise<ReportWindow>
 export async function benchReport(print: (line: string) => void): Promise<void> {
   print(`report RPC: ${CONCURRENCY} calls in flight for ${WINDOW_S} s; coordinator with ${DEVICES} idle devices connected (SQLite)`);
   const b = await bare();
-  const c = await coordinator(print);
-  const f = (n: number) => n.toFixed(0);
-  print(`  bare node:http2, same request shape, no work:   ${f(b.callsPerSecond)} calls/s, p50 ${f(b.p50Ms)} ms, p99 ${f(b.p99Ms)} ms`);
-  print(`  coordinator Report (p50/p99 are bucket bounds): ${f(c.callsPerSecond)} calls/s, p50 < ${f(c.p50Ms)} ms, p99 < ${f(c.p99Ms)} ms; call errors: ${c.errors}`);
-  print(`  ratio coordinator / bare: ${(c.callsPerSecond / b.callsPerSecond).toFixed(2)}`);
+  const { closed: c, paced: cp, intervalMs } = await coordinator(print);
+  const bp = await bare(intervalMs);
+  print(`  back to back (${CONCURRENCY} calls always in flight):`);
+  print(`    bare node:http2, same request shape, no work:   ${f(b.callsPerSecond)} calls/s, p50 ${f(b.p50Ms)} ms, p99 ${f(b.p99Ms)} ms`);
+  print(`    coordinator Report (p50/p99 are bucket bounds): ${f(c.callsPerSecond)} calls/s, p50 < ${f(c.p50Ms)} ms, p99 < ${f(c.p99Ms)} ms; call errors: ${c.errors}`);
+  print(`    ratio coordinator / bare: ${(c.callsPerSecond / b.callsPerSecond).toFixed(2)}`);
+  print(`  paced (${CONCURRENCY} callers, each a call every ${intervalMs} ms: ${Math.round(PACED_SHARE * 100)} % of the coordinator's rate above):`);
+  print(`    bare node:http2:                                ${f(bp.callsPerSecond)} calls/s, p50 ${f(bp.p50Ms)} ms, p99 ${f(bp.p99Ms)} ms`);
+  print(`    coordinator Report:                             ${f(cp.callsPerSecond)} calls/s, p50 < ${f(cp.p50Ms)} ms, p99 < ${f(cp.p99Ms)} ms; call errors: ${cp.errors}`);
   const dir = join(repoRoot, "bench", "results");
   await mkdir(dir, { recursive: true });
   const file = join(dir, `report-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), devices: DEVICES, concurrency: CONCURRENCY, windowSeconds: WINDOW_S, bare: b, coordinator: c }, null, 2) + "\n");
+  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), devices: DEVICES, concurrency: CONCURRENCY, windowSeconds: WINDOW_S, bare: b, coordinator: c, paced: { intervalMs, share: PACED_SHARE, bare: bp, coordinator: cp } }, null, 2) + "\n");
   print(`  written to ${file}`);
 }
