@@ -6,8 +6,11 @@
  * with the device's own session token, measured in the same run on the same machine:
  *
  *   (a) one download of a large artifact (default 300 MB of random bytes);
- *   (b) N downloads at once (default 50) of a smaller artifact (default 20 MB each), all in this
- *       one process for the agent side, N curl processes for the baseline.
+ *   (b) N downloads at once (default 50) of a smaller artifact (default 20 MB each): N agent
+ *       processes, N curl processes for the baseline.
+ *
+ * The agent's side runs in processes of their own with the agent's V8 flags
+ * (bench/download-agent.ts), started before the clock; its CPU time is theirs.
  *
  * Each figure is the median of a few rounds, agent and curl alternating. By default the
  * coordinator listens on a non-loopback address, so the bytes travel over TLS as they do in
@@ -18,18 +21,22 @@
  *   npm run bench -- download --size-mb 100 --concurrent 20 --concurrent-size-mb 10 --rounds 3 --plain
  *   (or BENCH_DOWNLOAD_SIZE_MB, BENCH_DOWNLOAD_CONCURRENT, BENCH_DOWNLOAD_CONCURRENT_SIZE_MB, BENCH_DOWNLOAD_ROUNDS)
  */
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcessByStdio } from "node:child_process";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
+import type { Readable, Writable } from "node:stream";
 import { pathToFileURL } from "node:url";
-import { connect, downloadTarget, targetUrlPath, verifyRelease } from "@flotilla/agent/testing";
-import { loadIdentity } from "@flotilla/protocol";
+import { connect, targetUrlPath } from "@flotilla/agent/testing";
+import { AGENT_NODE_OPTIONS, AGENT_V8_FLAGS, loadIdentity } from "@flotilla/protocol";
 import { freePort, waitFor } from "@flotilla/protocol/testing";
 import { Fleet } from "../test/e2e/support/fleet.ts";
 import { createRelease } from "../test/e2e/support/releases.ts";
+import type { DownloadDone, DownloadJob } from "./download-agent.ts";
 import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
 
 /** A numeric setting from `--name N` (or `--name=N`), else the environment variable, else `fallback`. */
@@ -48,7 +55,7 @@ interface Runs {
   agent: number[];
   curl: number[];
   curlHttp1: number[];
-  /** CPU seconds per GB: this process while the agent downloads, the curl processes (and their sync) */
+  /** CPU seconds per GB: the agent processes while they download, the curl processes (and their sync) */
   agentCpu: number[];
   curlCpu: number[];
   curlHttp1Cpu: number[];
@@ -62,12 +69,6 @@ async function childrenCpuSeconds(): Promise<number> {
   const stat = await readFile("/proc/self/stat", "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(f[13]) + Number(f[14])) / CLK_TCK;
-}
-
-/** CPU seconds of this process. */
-function ownCpuSeconds(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
 }
 
 /** Medians in MB/s; the baseline is the faster of curl's two protocols. */
@@ -157,6 +158,59 @@ async function curlAll(url: string, token: string, files: string[], http1: boole
   return { seconds: (performance.now() - t0) / 1000, httpVersion: versions[0] ?? "" };
 }
 
+/**
+ * An agent's side in a process of its own (bench/download-agent.ts), with the agent's V8 flags,
+ * as an installed agent runs: its CPU time is its own, not the benchmark's (whose heap holds
+ * the sandbox's output), and N downloads at once are N processes, as N devices are.
+ */
+class AgentProcess {
+  private readonly child: ChildProcessByStdio<Writable, Readable, null>;
+  private readonly lines: string[] = [];
+  private waiting: ((line: string | undefined) => void) | undefined;
+  private exited = false;
+
+  constructor() {
+    const flags = process.env.BENCH_DOWNLOAD_AGENT_FLAGS ?? `${AGENT_NODE_OPTIONS} ${AGENT_V8_FLAGS}`;
+    const args = [...flags.split(" ").filter(Boolean), "--import", import.meta.resolve("tsx"), join(import.meta.dirname, "download-agent.ts")];
+    this.child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
+    this.child.stdin.on("error", () => {}); // a process that died: its exit says so
+    createInterface({ input: this.child.stdout }).on("line", (line) => {
+      if (this.waiting) this.waiting(line);
+      else this.lines.push(line);
+    });
+    this.child.once("exit", () => {
+      this.exited = true;
+      this.waiting?.(undefined);
+    });
+  }
+
+  private async next(): Promise<string> {
+    const line = this.lines.shift() ?? (this.exited ? undefined : await new Promise<string | undefined>((r) => (this.waiting = r)));
+    this.waiting = undefined;
+    if (line === undefined) throw new Error("the benchmark's agent process exited");
+    return line;
+  }
+
+  async ready(): Promise<void> {
+    const line = await this.next();
+    if (line !== "ready") throw new Error(`the benchmark's agent process said ${JSON.stringify(line)}`);
+  }
+
+  /** Runs one download; resolves with the CPU seconds the process spent on it. */
+  async fetch(job: DownloadJob): Promise<number> {
+    this.child.stdin.write(`${JSON.stringify(job)}\n`);
+    const done = JSON.parse(await this.next()) as DownloadDone;
+    if (done.error !== undefined) throw new Error(`the agent's download failed: ${done.error}`);
+    return done.cpuS!;
+  }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    this.child.stdin.end();
+    await once(this.child, "exit");
+  }
+}
+
 export async function measureDownloads(log: (line: string) => void): Promise<DownloadResult> {
   const sizeMB = setting("size-mb", "BENCH_DOWNLOAD_SIZE_MB", 300);
   const n = Math.round(setting("concurrent", "BENCH_DOWNLOAD_CONCURRENT", 50));
@@ -193,20 +247,14 @@ export async function measureDownloads(log: (line: string) => void): Promise<Dow
     const conn = await connect(enrollment.url, enrollment.pin, await loadIdentity(join(stateDir, "agent.key")));
     const http = { url: enrollment.url, pin: enrollment.pin, token: conn.session.sessionToken };
     try {
+      // One agent process per download of the many at once (the single download uses the first).
+      const agents = Array.from({ length: n }, () => new AgentProcess());
+      sb.onCleanup(() => Promise.all(agents.map((a) => a.close())).then(() => undefined));
+      await Promise.all(agents.map((a) => a.ready()));
       /** The agent's production path for one release into its own directory: verify, then download. */
-      const agentFetch = async (name: string, dir: string) => {
+      const agentFetch = (agent: AgentProcess, name: string, dir: string) => {
         const r = releases[name]!;
-        const v = await verifyRelease({ http, metadataDir: join(dir, "tuf"), name, targetPath: r.targetPath, installed: undefined, arch: "bench" });
-        const file = await downloadTarget({
-          http,
-          target: { path: v.path, sha256: v.sha256, length: v.length },
-          staging: join(dir, "staging"),
-          bytesPerSecond: 0,
-          signal: new AbortController().signal,
-          progress: () => {},
-          verifying: () => {},
-        });
-        if ((await stat(file)).size !== r.length) throw new Error(`the agent downloaded ${file} with the wrong size`);
+        return agent.fetch({ http, name, targetPath: r.targetPath, length: r.length, dir });
       };
       const urlOf = (name: string) => {
         const r = releases[name]!;
@@ -226,9 +274,8 @@ export async function measureDownloads(log: (line: string) => void): Promise<Dow
           await fresh(list);
           const gb = bytes / 1e9;
           const t0 = performance.now();
-          const cpu0 = ownCpuSeconds();
-          await Promise.all(list.map((d) => agentFetch(name, d)));
-          r.agentCpu.push((ownCpuSeconds() - cpu0) / gb);
+          const cpu = await Promise.all(list.map((d, i) => agentFetch(agents[i]!, name, d)));
+          r.agentCpu.push(cpu.reduce((a, b) => a + b, 0) / gb);
           r.agent.push(bytes / MB / ((performance.now() - t0) / 1000));
           await fresh(list);
           let c0 = await childrenCpuSeconds();
