@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { onAbort, type HealthSpec } from "@flotilla/protocol/agent";
+import { httpCheck, HttpCheckError } from "../http-check.ts";
 import { stopGroup } from "./process-group.ts";
 import type { Supervisor } from "./supervisor.ts";
 
@@ -68,13 +69,11 @@ function runCommand(command: string, cwd: string, env: Record<string, string>, t
 
 async function getStatus(url: string, timeoutMs: number, signal: AbortSignal): Promise<Failure | undefined> {
   try {
-    const res = await fetch(url, { signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), redirect: "manual" });
-    await res.body?.cancel();
-    return res.status >= 200 && res.status < 300 ? undefined : { reason: `GET ${url} answered ${res.status}`, timedOut: false };
+    const { status } = await httpCheck(url, AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]), false);
+    return status >= 200 && status < 300 ? undefined : { reason: `GET ${url} answered ${status}`, timedOut: false };
   } catch (err) {
-    if ((err as Error).name === "TimeoutError") return { reason: `GET ${url} timed out after ${timeoutMs} ms`, timedOut: true };
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    return { reason: `GET ${url} failed: ${cause?.code ?? cause?.message ?? (err as Error).message}`, timedOut: false };
+    if (err instanceof HttpCheckError && err.timedOut) return { reason: `GET ${url} timed out after ${timeoutMs} ms`, timedOut: true };
+    return { reason: `GET ${url} failed: ${(err as Error).message}`, timedOut: false };
   }
 }
 

@@ -1,4 +1,5 @@
 import { sleep, type HealthSpec } from "@flotilla/protocol/agent";
+import { httpCheck } from "../http-check.ts";
 import { runProgram } from "./run.ts";
 
 const RETRY_MS = 1000;
@@ -43,9 +44,8 @@ export async function runHealthChecks(spec: HealthSpec | undefined, env: NodeJS.
       until(
         `health URL ${url}`,
         async () => {
-          const res = await fetch(url, { signal });
-          await res.body?.cancel();
-          return res.ok ? undefined : `HTTP ${res.status}`;
+          const { status } = await httpCheck(url, signal, true);
+          return status >= 200 && status < 300 ? undefined : `HTTP ${status}`;
         },
         signal,
       ),
