@@ -59,14 +59,14 @@ describe("health URLs", () => {
   });
 
   it("a NixOS release's checks pass once the URL answers 2xx, after redirects and retries", async () => {
-    await runHealthChecks({ http: `${base}/ok` }, undefined, AbortSignal.timeout(10_000));
-    await runHealthChecks({ http: `${base}/moved` }, undefined, AbortSignal.timeout(10_000));
-    await runHealthChecks({ http: `${base}/flaky`, command: "true" }, undefined, AbortSignal.timeout(10_000));
+    await runHealthChecks({ windowSeconds: 60, http: `${base}/ok` }, undefined, AbortSignal.timeout(10_000));
+    await runHealthChecks({ windowSeconds: 60, http: `${base}/moved` }, undefined, AbortSignal.timeout(10_000));
+    await runHealthChecks({ windowSeconds: 60, http: `${base}/flaky`, command: "true" }, undefined, AbortSignal.timeout(10_000));
     expect(flaky).toBe(3);
   });
 
   it("a NixOS release's checks fail with the last answer when the window ends", async () => {
-    await expect(runHealthChecks({ http: `${base}/broken` }, undefined, AbortSignal.timeout(1_500))).rejects.toThrow(`health URL ${base}/broken did not pass: HTTP 500`);
-    await expect(runHealthChecks({ command: "exit 3" }, undefined, AbortSignal.timeout(1_500))).rejects.toThrow(/health command "exit 3" did not pass: exit 3/);
+    await expect(runHealthChecks({ windowSeconds: 60, http: `${base}/broken` }, undefined, AbortSignal.timeout(1_500))).rejects.toThrow(`health URL ${base}/broken did not pass: HTTP 500`);
+    await expect(runHealthChecks({ windowSeconds: 60, command: "exit 3" }, undefined, AbortSignal.timeout(1_500))).rejects.toThrow(/health command "exit 3" did not pass: exit 3/);
   });
 });
