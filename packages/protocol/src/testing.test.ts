@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
 import { useTempDir } from "./testing-hooks.ts";
 import { spawn } from "node:child_process";
-import { freePort, Proc, waitFor } from "./testing.ts";
+import { FREE_PORT_RANGE, freePort, Proc, waitFor } from "./testing.ts";
 
 describe("test helpers", () => {
   it("waitFor resolves with the first truthy value, treating a throw as not yet", async () => {
@@ -23,8 +23,10 @@ describe("test helpers", () => {
     }, 30, 5)).rejects.toThrow(/timed out after 30 ms waiting for the impossible: Error: still no/);
   });
 
-  it("freePort gives a port a server can listen on", async () => {
+  it("freePort gives a port a server can listen on, outside the kernel's ephemeral range", async () => {
     const port = await freePort();
+    expect(port).toBeGreaterThanOrEqual(FREE_PORT_RANGE.from);
+    expect(port).toBeLessThanOrEqual(FREE_PORT_RANGE.to);
     const server = createServer();
     await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
     expect((server.address() as { port: number }).port).toBe(port);

@@ -57,12 +57,32 @@ export async function waitFor<T>(
   }
 }
 
+/** Ports freePort picks from: below Linux's default ephemeral range (32768-60999). */
+export const FREE_PORT_RANGE = { from: 20_000, to: 32_767 } as const;
+
+/** Whether a server can listen on 127.0.0.1:`port` now. */
+function bindable(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const s = createServer();
+    s.once("error", () => res(false));
+    s.listen(port, "127.0.0.1", () => s.close(() => res(true)));
+  });
+}
+
 /**
  * A free loopback TCP port, for processes that must keep their port across restarts or be
  * told it before they start. Another process may take it in between: where the server is ours,
- * listen on port 0 instead.
+ * listen on port 0 instead. The port is picked at random below the kernel's ephemeral range,
+ * from which both `listen(0)` and the source ports of outgoing connections are assigned: a port
+ * from that range was often taken by a connection (to PostgreSQL, say) in the second before the
+ * process it was meant for bound it.
  */
-export function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = FREE_PORT_RANGE.from + Math.floor(Math.random() * (FREE_PORT_RANGE.to - FREE_PORT_RANGE.from + 1));
+    if (await bindable(port)) return port;
+  }
+  // Fifty taken in a row: the kernel's choice, then.
   return new Promise((res, rej) => {
     const s = createServer();
     s.once("error", rej);

@@ -28,7 +28,17 @@ export class Fleet {
 
   async start(): Promise<this> {
     await this.prepare();
-    await this.startCoordinator();
+    // The port may be taken between freePort and the coordinator's bind. Nothing refers to it
+    // before this first start, so another is as good.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.startCoordinator();
+        break;
+      } catch (err) {
+        if (attempt === 3 || !String(err).includes("EADDRINUSE")) throw err;
+        this.port = await freePort();
+      }
+    }
     await this.loginAsOwner();
     return this;
   }
