@@ -21,15 +21,12 @@
  *   npm run bench -- download --size-mb 100 --concurrent 20 --concurrent-size-mb 10 --rounds 3 --plain
  *   (or BENCH_DOWNLOAD_SIZE_MB, BENCH_DOWNLOAD_CONCURRENT, BENCH_DOWNLOAD_CONCURRENT_SIZE_MB, BENCH_DOWNLOAD_ROUNDS)
  */
-import { spawn, type ChildProcessByStdio } from "node:child_process";
-import { once } from "node:events";
-import { createInterface } from "node:readline";
+import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
-import type { Readable, Writable } from "node:stream";
 import { pathToFileURL } from "node:url";
 import { connect, targetUrlPath } from "@flotilla/agent/testing";
 import { AGENT_NODE_OPTIONS, AGENT_V8_FLAGS, loadIdentity } from "@flotilla/protocol";
@@ -37,6 +34,7 @@ import { freePort, waitFor } from "@flotilla/protocol/testing";
 import { Fleet } from "../test/e2e/support/fleet.ts";
 import { createRelease } from "../test/e2e/support/releases.ts";
 import type { DownloadDone, DownloadJob } from "./download-agent.ts";
+import { LineChild } from "./line-child.ts";
 import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
 
 /** A numeric setting from `--name N` (or `--name=N`), else the environment variable, else `fallback`. */
@@ -164,50 +162,28 @@ async function curlAll(url: string, token: string, files: string[], http1: boole
  * the sandbox's output), and N downloads at once are N processes, as N devices are.
  */
 class AgentProcess {
-  private readonly child: ChildProcessByStdio<Writable, Readable, null>;
-  private readonly lines: string[] = [];
-  private waiting: ((line: string | undefined) => void) | undefined;
-  private exited = false;
+  private readonly child: LineChild;
 
   constructor() {
     const flags = process.env.BENCH_DOWNLOAD_AGENT_FLAGS ?? `${AGENT_NODE_OPTIONS} ${AGENT_V8_FLAGS}`;
-    const args = [...flags.split(" ").filter(Boolean), "--import", import.meta.resolve("tsx"), join(import.meta.dirname, "download-agent.ts")];
-    this.child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
-    this.child.stdin.on("error", () => {}); // a process that died: its exit says so
-    createInterface({ input: this.child.stdout }).on("line", (line) => {
-      if (this.waiting) this.waiting(line);
-      else this.lines.push(line);
-    });
-    this.child.once("exit", () => {
-      this.exited = true;
-      this.waiting?.(undefined);
-    });
-  }
-
-  private async next(): Promise<string> {
-    const line = this.lines.shift() ?? (this.exited ? undefined : await new Promise<string | undefined>((r) => (this.waiting = r)));
-    this.waiting = undefined;
-    if (line === undefined) throw new Error("the benchmark's agent process exited");
-    return line;
+    this.child = new LineChild("download-agent.ts", [], flags.split(" ").filter(Boolean));
   }
 
   async ready(): Promise<void> {
-    const line = await this.next();
+    const line = await this.child.next();
     if (line !== "ready") throw new Error(`the benchmark's agent process said ${JSON.stringify(line)}`);
   }
 
   /** Runs one download; resolves with the CPU seconds the process spent on it. */
   async fetch(job: DownloadJob): Promise<number> {
-    this.child.stdin.write(`${JSON.stringify(job)}\n`);
-    const done = JSON.parse(await this.next()) as DownloadDone;
+    this.child.send(job);
+    const done = JSON.parse(await this.child.next()) as DownloadDone;
     if (done.error !== undefined) throw new Error(`the agent's download failed: ${done.error}`);
     return done.cpuS!;
   }
 
-  async close(): Promise<void> {
-    if (this.exited) return;
-    this.child.stdin.end();
-    await once(this.child, "exit");
+  close(): Promise<void> {
+    return this.child.close();
   }
 }
 

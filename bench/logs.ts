@@ -6,7 +6,6 @@
  * (bench/logs-coordinator.ts), as it does for agents. The sides take turns, ROUNDS times each,
  * so a machine whose load (or disk) changes during the run weighs on all alike.
  */
-import { spawn } from "node:child_process";
 import { gzipSync } from "node:zlib";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -16,6 +15,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { agentv1, coordinatorTransport, newId, retryAfterMs } from "@flotilla/protocol";
 import { tempDir } from "@flotilla/protocol/testing";
 import { openSqliteStore } from "@flotilla/coordinator/testing";
+import { LineChild } from "./line-child.ts";
 
 const BATCH = 1000;
 const ROUNDS = 3;
@@ -56,19 +56,8 @@ function buildBatches(): Uint8Array[] {
  * each shipping its own stream with one batch in flight, as agents do.
  */
 async function viaCoordinator(batches: Uint8Array[], devices: number): Promise<Side & { shed(): number }> {
-  const args = [...(process.env.BENCH_LOGS_CHILD_ARGS?.split(" ") ?? []), "--import", import.meta.resolve("tsx"), join(import.meta.dirname, "logs-coordinator.ts"), String(devices)];
-  const child = spawn(process.execPath, args, { stdio: ["pipe", "pipe", "inherit"] });
-  child.stdin.on("error", () => {}); // a child that died already: its exit says so
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  const first = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString("utf8");
-      const nl = out.indexOf("\n");
-      if (nl >= 0) resolve(out.slice(0, nl));
-    });
-    child.once("exit", (code) => reject(new Error(`the benchmark's coordinator exited (${code}) before it was ready`)));
-  });
+  const child = new LineChild("logs-coordinator.ts", [String(devices)], process.env.BENCH_LOGS_CHILD_ARGS?.split(" ") ?? []);
+  const first = await child.next();
   const { url, headers } = JSON.parse(first) as { url: string; headers: Record<string, string>[] };
   const clients = await Promise.all(
     headers.map(async (h) => {
@@ -113,8 +102,7 @@ async function viaCoordinator(batches: Uint8Array[], devices: number): Promise<S
     },
     async close() {
       for (const c of clients) c.tr.close();
-      child.stdin.end();
-      await exited;
+      await child.close();
     },
   };
 }
