@@ -160,6 +160,8 @@ describe("web console", () => {
   });
 
   it("sets a label on the selected devices at once", async () => {
+    // The page reads its rows once the status stream is open; until then there is nothing to select.
+    await page.locator(`tr[data-device="${pending.name}"]`).waitFor();
     await page.getByLabel("Select every device on this page").check();
     const bulk = page.getByRole("form", { name: "Labels of the selected devices" });
     await bulk.getByLabel("Label key").fill("tier");

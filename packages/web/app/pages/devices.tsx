@@ -337,7 +337,7 @@ export function DevicesPage() {
             <tr aria-rowindex={1}>
               {mayWrite && (
                 <th scope="col">
-                  <input type="checkbox" aria-label="Select every device on this page" checked={allShown} onChange={() => setSelected(allShown ? new Set() : new Set(rows.map((d) => d.id)))} />
+                  <input type="checkbox" aria-label="Select every device on this page" checked={allShown} disabled={rows.length === 0} onChange={() => setSelected(allShown ? new Set() : new Set(rows.map((d) => d.id)))} />
                 </th>
               )}
               {header("name", "Name")}
