@@ -18,7 +18,7 @@ const gzip = promisify(gzipCb);
 type ShipCall = (
   req: { stream: string; compression: agentv1.Compression; payload: Uint8Array; drops: agentv1.DropReport },
   opts: { signal: AbortSignal; timeoutMs: number },
-) => Promise<{ ackedSeq: bigint }>;
+) => Promise<{ ackedSeq: bigint; unsettledHeld?: bigint }>;
 
 /** What the agent's telemetry needs of its configuration (config.ts documents each option). */
 export type TelemetryOptions = Pick<
@@ -105,7 +105,7 @@ export class AgentTelemetry {
       async (records, drops, signal) => {
         const payload = await gzip(encode(records), { level: 3 });
         const res = await ship({ stream, compression: agentv1.Compression.GZIP, payload, drops: dropReport(drops) }, { signal, timeoutMs: 30_000 });
-        return Number(res.ackedSeq);
+        return { acked: Number(res.ackedSeq), ...(res.unsettledHeld === undefined ? {} : { unsettledHeld: Number(res.unsettledHeld) }) };
       };
     this.logShipper.connect(
       sender(LOG_STREAM, (req, o) => client.shipLogs(req, o), (records) => toBinary(agentv1.LogRecordsSchema, create(agentv1.LogRecordsSchema, { records: records.map(toLogRecord) }))),
@@ -147,7 +147,11 @@ export class AgentTelemetry {
 }
 
 function dropReport(d: DropStats): agentv1.DropReport {
-  return create(agentv1.DropReportSchema, { droppedThrough: BigInt(d.droppedThrough), droppedTotal: BigInt(d.droppedTotal) });
+  return create(agentv1.DropReportSchema, {
+    droppedThrough: BigInt(d.droppedThrough),
+    droppedTotal: BigInt(d.droppedTotal),
+    unsettled: (d.unsettled ?? []).map((r) => ({ firstSeq: BigInt(r.from), lastSeq: BigInt(r.to) })),
+  });
 }
 
 function toLogRecord(r: BufferedRecord): agentv1.LogRecord {

@@ -105,22 +105,61 @@ describe("SegmentBuffer", () => {
     await b.close();
   });
 
-  it("counts records that were out with a failed batch as dropped once it reads again, and across a restart", async () => {
+  it("leaves records that were out with an unanswered batch unsettled (after a read again, and across a restart) until an answer says how many the coordinator holds", async () => {
     for (const retry of ["read", "restart"] as const) {
-      let b = await SegmentBuffer.open(join(dir.path, retry), { maxBytes: 32 * 1024, segmentBytes: 4096 });
-      await b.append(items(1, 100, 60));
-      expect(await b.read(0, 100, 1 << 30)).toHaveLength(100);
-      for (let i = 101; i <= 1100; i += 50) await b.append(items(i, 50, 60));
-      if (retry === "restart") {
+      for (const held of [0, 40, 100, undefined]) {
+        const at = join(dir.path, `${retry}-${held}`);
+        let b = await SegmentBuffer.open(at, { maxBytes: 32 * 1024, segmentBytes: 4096 });
+        await b.append(items(1, 100, 60));
+        expect(await b.read(0, 100, 1 << 30)).toHaveLength(100);
+        for (let i = 101; i <= 1100; i += 50) await b.append(items(i, 50, 60));
+        if (retry === "restart") {
+          await b.close();
+          b = await SegmentBuffer.open(at, { maxBytes: 32 * 1024, segmentBytes: 4096 });
+        }
+        // No answer came: the shipper reads again from the acknowledged seq. Seqs 1..100 are
+        // gone from disk, and whether the coordinator holds them only it can say.
+        const left = await b.read(b.acked, 10_000, 1 << 30);
+        const before = b.drops();
+        expect(before.unsettled).toEqual([{ from: 1, to: 100 }]);
+        expect(before.droppedTotal + 100 + left.length).toBe(1100);
+        expect(left.at(-1)!.seq).toBe(1100);
+        // The next batch's answer says how many of them it holds (undefined: an older coordinator
+        // that does not say, so none count as held); the others count as dropped.
+        await b.ack(left.at(-1)!.seq, { ranges: before.unsettled!, held });
+        const after = b.drops();
+        expect(after.unsettled).toBeUndefined();
+        expect(after.droppedTotal).toBe(before.droppedTotal + 100 - (held ?? 0));
         await b.close();
-        b = await SegmentBuffer.open(join(dir.path, retry), { maxBytes: 32 * 1024, segmentBytes: 4096 });
+        // Settled for good: a restart neither brings the range back nor counts it again.
+        b = await SegmentBuffer.open(at, { maxBytes: 32 * 1024, segmentBytes: 4096 });
+        expect(b.drops()).toEqual(after);
+        await b.close();
       }
-      // The batch failed: the shipper reads again from the acknowledged seq.
-      const left = await b.read(b.acked, 10_000, 1 << 30);
-      expect(b.drops().droppedTotal + left.length).toBe(1100);
-      expect(left.at(-1)!.seq).toBe(1100);
-      await b.close();
     }
+  });
+
+  it("keeps at most 16 unsettled ranges, counting the oldest beyond them as dropped", async () => {
+    const b = await SegmentBuffer.open(dir.path, { maxBytes: 16 * 1024, segmentBytes: 4096 });
+    let next = 1;
+    const append = async (n: number) => {
+      await b.append(items(next, n, 60));
+      next += n;
+    };
+    for (let round = 0; round < 20; round++) {
+      await append(10);
+      const batch = await b.read(b.acked, 10, 1 << 30);
+      expect(batch).toHaveLength(10);
+      // The batch goes unanswered while enough is written to drop it from disk.
+      for (let i = 0; i < 10; i++) await append(50);
+      await b.read(b.acked, 0, 0);
+    }
+    const d = b.drops();
+    expect(d.unsettled).toHaveLength(16);
+    const unsettled = d.unsettled!.reduce((n, r) => n + r.to - r.from + 1, 0);
+    const left = await b.read(b.acked, 100_000, 1 << 30);
+    expect(d.droppedTotal + unsettled + left.length).toBe(next - 1);
+    await b.close();
   });
 
   it("counts records before damage in an older segment as dropped, so shipping is never stuck behind a hole", async () => {

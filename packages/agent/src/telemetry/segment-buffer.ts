@@ -1,10 +1,10 @@
 import { mkdir, open, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { fsyncDir } from "../durable.ts";
-import { dropBeforeGaps, readRange, readSegmentDir, writeState, type BufferState, type DropStats, type Segment } from "./segment-dir.ts";
+import { dropBeforeGaps, MAX_UNSETTLED, readRange, readSegmentDir, writeState, type BufferState, type DropStats, type Segment, type SeqRange } from "./segment-dir.ts";
 import { encodeRecord, parseRecords, RecordKind, segmentName } from "./segment-file.ts";
 
-export type { DropStats } from "./segment-dir.ts";
+export type { DropStats, SeqRange } from "./segment-dir.ts";
 
 /** A record handed back for shipping. */
 export interface BufferedRecord {
@@ -33,9 +33,10 @@ export interface SegmentBufferOptions {
  * counters and capture cursors, so seqs never go back after a restart. A segment is deleted
  * once everything in it is acknowledged, or, when the files would exceed `maxBytes`, the oldest
  * one is dropped unshipped and counted. Records that a read() handed out before their segment
- * was dropped may still reach the coordinator: they count as dropped only once the batch is known
- * to have failed (the next ack does not cover them, or the next read starts before them). A batch
- * that arrived but whose answer was lost, or a crash while it was out, counts them as dropped.
+ * was dropped may still reach the coordinator: the batch's answer settles them as delivered. When
+ * no answer comes (the next read starts before them, or the agent stopped while they were out),
+ * only the coordinator knows whether it holds them: they become an unsettled range, which goes
+ * with the drop report until an answer says how many of them the coordinator holds (see ack).
  *
  * Durability: append() resolves once the data is written to the operating system, so a killed
  * agent (SIGKILL, crash) loses nothing appended. fsync runs at most `fsyncIntervalMs` later
@@ -97,7 +98,9 @@ export class SegmentBuffer {
   }
 
   drops(): DropStats {
-    return { droppedThrough: this.state.droppedThrough, droppedTotal: this.state.droppedTotal };
+    const d: DropStats = { droppedThrough: this.state.droppedThrough, droppedTotal: this.state.droppedTotal };
+    if (this.state.unsettled?.length) d.unsettled = this.state.unsettled.map((r) => ({ ...r }));
+    return d;
   }
 
   /** The cursor a capture source stored with its last records (see append). */
@@ -173,7 +176,7 @@ export class SegmentBuffer {
    */
   read(afterSeq: number, maxRecords: number, maxBytes: number): Promise<BufferedRecord[]> {
     return this.serial(async () => {
-      if (this.settleInFlight(afterSeq)) await writeState(this.dir, this.state);
+      if (this.settleInFlight(afterSeq, false)) await writeState(this.dir, this.state);
       const out = await this.readRecords(afterSeq, maxRecords, maxBytes);
       this.handedOut = out.at(-1)?.seq ?? 0;
       return out;
@@ -199,25 +202,58 @@ export class SegmentBuffer {
   }
 
   /**
-   * Counts the records dropped from disk while they were out with a batch and not delivered
-   * through `deliveredThrough` as dropped after all; true when the state changed.
+   * Settles the records dropped from disk while they were out with a batch: delivered when the
+   * batch was answered, else (beyond `deliveredThrough`) unsettled, for the coordinator to count.
+   * True when the state changed.
    */
-  private settleInFlight(deliveredThrough: number): boolean {
+  private settleInFlight(deliveredThrough: number, answered: boolean): boolean {
     const f = this.state.inFlightDropped;
     if (!f) return false;
-    this.state.droppedTotal += Math.max(0, f.to - Math.max(f.from - 1, deliveredThrough));
     delete this.state.inFlightDropped;
+    const from = Math.max(f.from, deliveredThrough + 1);
+    if (answered || from > f.to) return true;
+    const list = this.state.unsettled ?? [];
+    const prev = list.at(-1);
+    if (prev && prev.to + 1 >= from) prev.to = Math.max(prev.to, f.to);
+    else list.push({ from, to: f.to });
+    // Beyond the bound, the oldest count as dropped, as if the coordinator held none of them.
+    while (list.length > MAX_UNSETTLED) {
+      const r = list.shift()!;
+      this.state.droppedTotal += r.to - r.from + 1;
+    }
+    this.state.unsettled = list;
     return true;
   }
 
-  /** Records that every seq up to `seq` was delivered; deletes segments holding only such data. */
-  ack(seq: number): Promise<void> {
+  /**
+   * Takes `ranges` (sent with a batch) out of the unsettled ones and counts those of their seqs
+   * that the coordinator does not hold (all but `held`) as dropped; true when the state changed.
+   */
+  private settleUnsettled(ranges: readonly SeqRange[], held: number): boolean {
+    const list = this.state.unsettled ?? [];
+    const sent = ranges.filter((r) => list.some((x) => x.from === r.from && x.to === r.to));
+    if (sent.length === 0) return false;
+    const seqs = sent.reduce((n, r) => n + r.to - r.from + 1, 0);
+    this.state.droppedTotal += Math.max(0, seqs - held);
+    const left = list.filter((x) => !sent.some((r) => r.from === x.from && r.to === x.to));
+    if (left.length > 0) this.state.unsettled = left;
+    else delete this.state.unsettled;
+    return true;
+  }
+
+  /**
+   * Records that every seq up to `seq` was delivered; deletes segments holding only such data.
+   * `settled`: the unsettled ranges that went with the answered batch, and how many of their
+   * seqs the coordinator said it holds (undefined: it did not say, so none count as held).
+   */
+  ack(seq: number, settled?: { ranges: readonly SeqRange[]; held: number | undefined }): Promise<void> {
     return this.serial(async () => {
       const upTo = Math.min(seq, this.nextSeq - 1);
-      const settled = this.settleInFlight(upTo);
+      let changed = this.settleInFlight(upTo, true);
+      if (settled && settled.ranges.length > 0) changed = this.settleUnsettled(settled.ranges, settled.held ?? 0) || changed;
       this.handedOut = 0;
       if (upTo <= this.state.acked) {
-        if (settled) await writeState(this.dir, this.state);
+        if (changed) await writeState(this.dir, this.state);
         return;
       }
       this.state.acked = upTo;
@@ -323,7 +359,7 @@ export class SegmentBuffer {
     const found = await readSegmentDir(this.dir);
     this.state = found.state;
     // A batch out when the agent stopped: its answer is lost with the process.
-    this.settleInFlight(this.state.acked);
+    this.settleInFlight(this.state.acked, false);
     this.segments = found.segments;
     this.corrupted += found.corrupted;
     this.nextSeq = Math.max(this.state.acked, this.state.droppedThrough, ...this.segments.map((s) => s.lastSeq)) + 1;

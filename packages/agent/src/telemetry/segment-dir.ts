@@ -7,12 +7,26 @@ import { join } from "node:path";
 import { writeFileDurable } from "../durable.ts";
 import { parseRecords, RecordKind, segmentIndex } from "./segment-file.ts";
 
+/** Seqs `from..to`, both included. */
+export interface SeqRange {
+  from: number;
+  to: number;
+}
+
+/** At most this many unsettled ranges wait for the coordinator's word; older ones count as dropped. */
+export const MAX_UNSETTLED = 16;
+
 /** What the buffer dropped unshipped to hold its size bound. */
 export interface DropStats {
   /** Every seq up to this one was acknowledged or dropped; 0 when nothing was dropped. */
   droppedThrough: number;
-  /** Records dropped before they were acknowledged, ever. */
+  /** Records dropped before they were acknowledged, ever; the unsettled ones are not in it. */
   droppedTotal: number;
+  /**
+   * Seqs that went out in a batch whose answer never came and were dropped from disk since: only
+   * the coordinator knows whether it holds them. Ascending, disjoint, at most MAX_UNSETTLED.
+   */
+  unsettled?: SeqRange[];
 }
 
 /** One segment file and the data it holds. */
@@ -33,7 +47,7 @@ export interface BufferState extends DropStats {
    * Seqs `from..to` were dropped from disk while a batch holding them was on its way to the
    * coordinator: they count as dropped only if that batch is not acknowledged.
    */
-  inFlightDropped?: { from: number; to: number };
+  inFlightDropped?: SeqRange;
 }
 
 const STATE = "state.json";
@@ -148,13 +162,22 @@ async function readState(dir: string): Promise<{ state: BufferState; damaged: bo
     return { state: fresh(), damaged: true };
   }
   if (typeof s !== "object" || s === null || Array.isArray(s)) return { state: fresh(), damaged: true };
-  const { acked, droppedThrough, droppedTotal, cursors, inFlightDropped } = s as Record<string, unknown>;
+  const { acked, droppedThrough, droppedTotal, cursors, inFlightDropped, unsettled } = s as Record<string, unknown>;
   const count = (v: unknown): number => (typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : 0);
   const strings = typeof cursors === "object" && cursors !== null && !Array.isArray(cursors) ? Object.entries(cursors).filter(([, v]) => typeof v === "string") : [];
   const state: BufferState = { acked: count(acked), droppedThrough: count(droppedThrough), droppedTotal: count(droppedTotal), cursors: Object.fromEntries(strings) as Record<string, string> };
-  if (typeof inFlightDropped === "object" && inFlightDropped !== null) {
-    const { from, to } = inFlightDropped as Record<string, unknown>;
-    if (count(from) > 0 && count(to) >= count(from)) state.inFlightDropped = { from: count(from), to: count(to) };
+  const range = (v: unknown): SeqRange | undefined => {
+    if (typeof v !== "object" || v === null) return undefined;
+    const { from, to } = v as Record<string, unknown>;
+    return count(from) > 0 && count(to) >= count(from) ? { from: count(from), to: count(to) } : undefined;
+  };
+  const f = range(inFlightDropped);
+  if (f) state.inFlightDropped = f;
+  if (Array.isArray(unsettled)) {
+    // Kept only as written: ascending, disjoint, within what was dropped.
+    const ranges = unsettled.map(range).filter((r): r is SeqRange => r !== undefined && r.to <= state.droppedThrough);
+    const ordered = ranges.every((r, i) => i === 0 || r.from > ranges[i - 1]!.to);
+    if (ordered && ranges.length > 0) state.unsettled = ranges.slice(-MAX_UNSETTLED);
   }
   return { state, damaged: false };
 }

@@ -2,20 +2,28 @@ import { afterEach, describe, expect, it } from "vitest";
 import { silentLogger } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
 import { useTempDir } from "@flotilla/protocol/testing/hooks";
-import { SegmentBuffer } from "./segment-buffer.ts";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { SegmentBuffer, type DropStats } from "./segment-buffer.ts";
 import { Shipper, type SendBatch } from "./shipper.ts";
 
 const dir = useTempDir("flotilla-shipper-");
 
 const record = (time: number) => ({ time, body: Buffer.from(`sample at ${time}`) });
 
-/** A shipper over a fresh buffer whose coordinator acknowledges everything and remembers each batch's seqs. */
-async function setup(opts: { batchRecords: number; lingerMs: number }) {
+/**
+ * A shipper over a fresh buffer whose coordinator acknowledges everything, holds `held` of any
+ * unsettled seqs, and remembers each batch's seqs and drop report.
+ */
+async function setup(opts: { batchRecords: number; lingerMs: number; held?: number }) {
   const buffer = await SegmentBuffer.open(dir.path, { maxBytes: 1 << 20 });
   const batches: number[][] = [];
-  const send: SendBatch = async (records) => {
+  const reports: DropStats[] = [];
+  const send: SendBatch = async (records, drops) => {
     batches.push(records.map((r) => r.seq));
-    return records.at(-1)!.seq;
+    reports.push(drops);
+    const acked = Math.max(records.at(-1)?.seq ?? 0, drops.droppedThrough);
+    return drops.unsettled ? { acked, unsettledHeld: opts.held ?? 0 } : { acked };
   };
   const shipper = new Shipper(buffer, "metrics", { batchRecords: opts.batchRecords, batchBytes: 1 << 20, backoffMinMs: 10, backoffMaxMs: 100, lingerMs: opts.lingerMs }, silentLogger);
   const stop = new AbortController();
@@ -27,7 +35,7 @@ async function setup(opts: { batchRecords: number; lingerMs: number }) {
     shipper.close();
     await buffer.close();
   });
-  return { buffer, batches };
+  return { buffer, batches, reports };
 }
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -66,5 +74,17 @@ describe("Shipper with a linger", () => {
     await buffer.append([record(Date.now())]);
     await waitFor("the second record shipped", () => batches.length === 2, 5000);
     expect(batches).toEqual([[1], [2]]);
+  });
+});
+
+describe("Shipper and unsettled seqs", () => {
+  it("asks the coordinator about unsettled seqs with a batch of none when nothing else waits, and counts what it does not hold", async () => {
+    // The agent stopped while seqs 4..8 were out, after dropping them from disk: they come back unsettled.
+    await writeFile(join(dir.path, "state.json"), JSON.stringify({ acked: 3, droppedThrough: 8, droppedTotal: 0, cursors: {}, unsettled: [{ from: 4, to: 8 }] }));
+    const { buffer, batches, reports } = await setup({ batchRecords: 100, lingerMs: 0, held: 2 });
+    await waitFor("the unsettled seqs settled", () => buffer.drops().unsettled === undefined, 5000);
+    expect(batches).toEqual([[]]);
+    expect(reports[0]!.unsettled).toEqual([{ from: 4, to: 8 }]);
+    expect(buffer.drops().droppedTotal).toBe(3);
   });
 });

@@ -3,8 +3,11 @@ import { retryDelay, Wakeup, type Logger } from "@flotilla/protocol/agent";
 import { describeError } from "../exit.ts";
 import type { BufferedRecord, DropStats, SegmentBuffer } from "./segment-buffer.ts";
 
-/** Sends one batch; resolves with the highest contiguous seq the coordinator acknowledged. */
-export type SendBatch = (records: BufferedRecord[], drops: DropStats, signal: AbortSignal) => Promise<number>;
+/**
+ * Sends one batch; resolves with the highest contiguous seq the coordinator acknowledged and, when
+ * the drop report had unsettled ranges, how many of their seqs it holds (undefined if it did not say).
+ */
+export type SendBatch = (records: BufferedRecord[], drops: DropStats, signal: AbortSignal) => Promise<{ acked: number; unsettledHeld?: number }>;
 
 export interface ShipperOptions {
   batchRecords: number;
@@ -60,21 +63,23 @@ export class Shipper {
         continue;
       }
       const records = await this.buffer.read(this.buffer.acked, this.opts.batchRecords, this.opts.batchBytes);
-      if (records.length === 0) {
+      const drops = this.buffer.drops();
+      // Nothing to ship, but seqs only the coordinator can settle: a batch of none asks it.
+      if (records.length === 0 && !drops.unsettled) {
         await this.wake.wait(signal);
         continue;
       }
-      const linger = this.lingerFor(records);
+      const linger = records.length === 0 ? 0 : this.lingerFor(records);
       if (linger > 0 && failures === 0) {
         // An append wakes the loop early; it reads again and waits for what is left.
         await this.wake.wait(signal, linger);
         continue;
       }
       try {
-        const acked = await send(records, this.buffer.drops(), signal);
+        const { acked, unsettledHeld } = await send(records, drops, signal);
         const before = this.buffer.acked;
-        await this.buffer.ack(acked);
-        if (this.buffer.acked > before) {
+        await this.buffer.ack(acked, drops.unsettled && { ranges: drops.unsettled, held: unsettledHeld });
+        if (this.buffer.acked > before || records.length === 0) {
           failures = 0;
           continue;
         }

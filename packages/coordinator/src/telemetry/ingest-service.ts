@@ -93,12 +93,12 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
           if (time !== claimed) rec.claimedTime = claimed;
           input[i] = rec;
         }
-        const { ackedSeq, added } = await store.telemetry.ingestLogs(row.orgId, row.id, req.stream, input, drops, receivedAt);
+        const { ackedSeq, added, unsettledHeld } = await store.telemetry.ingestLogs(row.orgId, row.id, req.stream, input, drops, receivedAt);
         deps.counters.logBatches++;
         deps.counters.logLines += added.length;
         deps.counters.logLinesDuplicate += input.length - added.length;
         if (added.length > 0 && deps.feed.wants(row.orgId)) deps.feed.publish(row.orgId, fed(added, row.name));
-        return { ackedSeq: BigInt(ackedSeq) };
+        return { ackedSeq: BigInt(ackedSeq), ...held(unsettledHeld) };
       }),
 
     shipMetrics: (req, hctx) =>
@@ -122,11 +122,16 @@ export function ingestService(ctx: ServiceContext, deps: IngestDeps): ServiceImp
           });
           return { seq: seqs[i]!, ...claim(s.timeUnixMs, receivedAt), points };
         });
-        const { ackedSeq, added } = await store.telemetry.ingestMetrics(row.orgId, row.id, req.stream, input, drops, receivedAt);
+        const { ackedSeq, added, unsettledHeld } = await store.telemetry.ingestMetrics(row.orgId, row.id, req.stream, input, drops, receivedAt);
         deps.counters.metricBatches++;
         deps.counters.metricSamples += added.length;
         deps.otlp?.enqueue(row, added);
-        return { ackedSeq: BigInt(ackedSeq) };
+        return { ackedSeq: BigInt(ackedSeq), ...held(unsettledHeld) };
       }),
   };
+}
+
+/** The response's unsettled_held: present only when the request had unsettled ranges. */
+function held(n: number | undefined): { unsettledHeld?: bigint } {
+  return n === undefined ? {} : { unsettledHeld: BigInt(n) };
 }

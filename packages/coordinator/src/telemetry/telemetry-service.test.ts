@@ -100,7 +100,16 @@ describe("the telemetry services", () => {
     expect(await ship(Buffer.from("not gzip"))).toBe(Code.InvalidArgument);
     expect(await ship(BOMB)).toBe(Code.ResourceExhausted);
     expect(await codeOf(s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([5]), drops: { droppedThrough: 2n ** 60n, droppedTotal: 1n } }, s.device))).toBe(Code.InvalidArgument);
+    const unsettled = (ranges: [bigint, bigint][], droppedThrough = 100n) =>
+      codeOf(s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([101]), drops: { droppedThrough, droppedTotal: 1n, unsettled: ranges.map(([firstSeq, lastSeq]) => ({ firstSeq, lastSeq })) } }, s.device));
+    expect(await unsettled([[5n, 4n]])).toBe(Code.InvalidArgument);
+    expect(await unsettled([[5n, 9n], [9n, 12n]])).toBe(Code.InvalidArgument);
+    expect(await unsettled([[5n, 9n], [1n, 2n]])).toBe(Code.InvalidArgument);
+    expect(await unsettled([[0n, 2n]])).toBe(Code.InvalidArgument);
+    expect(await unsettled([[90n, 101n]])).toBe(Code.InvalidArgument);
+    expect(await unsettled(Array.from({ length: 17 }, (_, i): [bigint, bigint] => [BigInt(i * 2 + 1), BigInt(i * 2 + 1)]))).toBe(Code.InvalidArgument);
     expect((await s.query.queryLogs({ filter: {} }, s.owner)).lines).toEqual([]);
+    expect((await s.query.getMetrics({ device: "box" }, s.owner)).logsDropped).toBe(0n);
   });
 
   it("counts records dropped while their batch was on its way as delivered", async () => {
@@ -108,6 +117,16 @@ describe("the telemetry services", () => {
     const res = await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2, 3]), drops: { droppedThrough: 5n, droppedTotal: 5n } }, s.device);
     expect(res.ackedSeq).toBe(5n);
     expect((await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([6]), drops: { droppedThrough: 5n, droppedTotal: 5n } }, s.device)).ackedSeq).toBe(6n);
+    expect((await s.query.getMetrics({ device: "box" }, s.owner)).logsDropped).toBe(5n);
+  });
+
+  it("settles unsettled seqs: says how many it holds, counts the rest as dropped, and answers without the field when none were sent", async () => {
+    const s = await setup();
+    const plain = await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([1, 2, 3]) }, s.device);
+    expect(plain.unsettledHeld).toBeUndefined();
+    const res = await s.ship.shipLogs({ stream: "logs", compression: GZIP, payload: batch([9]), drops: { droppedThrough: 8n, droppedTotal: 3n, unsettled: [{ firstSeq: 1n, lastSeq: 5n }] } }, s.device);
+    expect(res.unsettledHeld).toBe(3n);
+    expect(res.ackedSeq).toBe(9n);
     expect((await s.query.getMetrics({ device: "box" }, s.owner)).logsDropped).toBe(5n);
   });
 

@@ -66,15 +66,31 @@ export function checkSeqs(seqs: bigint[]): number[] {
   return out;
 }
 
+/** Unsettled ranges one drop report may carry (the agent keeps at most as many). */
+export const MAX_UNSETTLED_RANGES = 16;
+
 /**
  * The drop report, in range. dropped_through may reach into or beyond the batch: the buffer may
  * drop records while a batch of them is on its way; those seqs then count as delivered.
+ * Unsettled ranges must be ascending, disjoint and at or below dropped_through.
  */
-export function checkDrops(d: agentv1.DropReport | undefined): { droppedThrough: number; droppedTotal: number } {
+export function checkDrops(d: agentv1.DropReport | undefined): { droppedThrough: number; droppedTotal: number; unsettled?: { from: number; to: number }[] } {
   const through = Number(d?.droppedThrough ?? 0n);
   const total = Number(d?.droppedTotal ?? 0n);
   if (!Number.isSafeInteger(through) || !Number.isSafeInteger(total)) throw bad("drop counts out of range");
-  return { droppedThrough: through, droppedTotal: total };
+  const ranges = d?.unsettled ?? [];
+  if (ranges.length === 0) return { droppedThrough: through, droppedTotal: total };
+  if (ranges.length > MAX_UNSETTLED_RANGES) throw bad(`at most ${MAX_UNSETTLED_RANGES} unsettled ranges`);
+  const unsettled: { from: number; to: number }[] = [];
+  let prev = 0n;
+  for (const r of ranges) {
+    if (r.firstSeq <= prev || r.lastSeq < r.firstSeq || r.lastSeq > BigInt(through)) {
+      throw bad("unsettled ranges must be ascending, disjoint and at or below dropped_through");
+    }
+    unsettled.push({ from: Number(r.firstSeq), to: Number(r.lastSeq) });
+    prev = r.lastSeq;
+  }
+  return { droppedThrough: through, droppedTotal: total, unsettled };
 }
 
 /**

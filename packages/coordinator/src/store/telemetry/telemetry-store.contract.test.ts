@@ -64,6 +64,31 @@ for (const backend of backends) {
       expect(await store.telemetry.droppedTotals()).toEqual({ logs: 10 });
     });
 
+    it("counts the unsettled seqs it does not hold as dropped, says how many it holds, and counts them once however often they are sent", async () => {
+      // Seqs 1..10 went out in a batch whose answer the agent never heard; 1..6 arrived.
+      await store.telemetry.ingestLogs("org1", "dev1", "logs", [1, 2, 3, 4, 5, 6].map((s) => rec(s)), none);
+      // Meanwhile the agent dropped 1..20 from disk (20 - 10 of them never sent: its total says 10).
+      const drops = { droppedThrough: 20, droppedTotal: 10, unsettled: [{ from: 1, to: 10 }] };
+      const r = await store.telemetry.ingestLogs("org1", "dev1", "logs", [21, 22].map((s) => rec(s)), drops);
+      expect(r.unsettledHeld).toBe(6);
+      expect(r.ackedSeq).toBe(22);
+      expect(await store.telemetry.dropped("org1", "dev1")).toEqual({ logs: 14 });
+      // The answer was lost again: the same report comes with the next batch, and counts the same.
+      const again = await store.telemetry.ingestLogs("org1", "dev1", "logs", [23].map((s) => rec(s)), drops);
+      expect(again.unsettledHeld).toBe(6);
+      expect(await store.telemetry.dropped("org1", "dev1")).toEqual({ logs: 14 });
+      // Settled: the agent's own total now holds the 4, and no range goes with it.
+      const settled = await store.telemetry.ingestLogs("org1", "dev1", "logs", [24].map((s) => rec(s)), { droppedThrough: 20, droppedTotal: 14 });
+      expect(settled.unsettledHeld).toBeUndefined();
+      expect(await store.telemetry.dropped("org1", "dev1")).toEqual({ logs: 14 });
+      // Metric samples are counted against their own table.
+      const point = { name: "system.cpu.utilization", value: 0.5, attributes: {}, unit: "1", monotonic: false };
+      await store.telemetry.ingestMetrics("org1", "dev1", "metrics", [1, 2].map((seq) => ({ seq, time: T0 + seq, points: [point] })), none);
+      const m = await store.telemetry.ingestMetrics("org1", "dev1", "metrics", [], { droppedThrough: 5, droppedTotal: 2, unsettled: [{ from: 1, to: 3 }] });
+      expect(m.unsettledHeld).toBe(2);
+      expect(await store.telemetry.dropped("org1", "dev1")).toEqual({ logs: 14, metrics: 3 });
+    });
+
     it("queries by organization, device, unit, time and text, the newest lines oldest first", async () => {
       await store.telemetry.ingestLogs("org1", "dev1", "logs", [rec(1, "Error: disk"), rec(2, "ok", "db"), rec(3, "100%_done"), rec(4, "error again")], none);
       await store.telemetry.ingestLogs("org1", "dev2", "logs", [rec(1, "error elsewhere")], none);

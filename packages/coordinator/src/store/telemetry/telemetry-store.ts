@@ -49,6 +49,16 @@ export interface MetricSampleRow extends MetricSampleInput {
 export interface Drops {
   droppedThrough: number;
   droppedTotal: number;
+  /** Seqs the agent cannot settle itself (their batch's answer was lost): counted here, see DropReport. */
+  unsettled?: { from: number; to: number }[];
+}
+
+/** What one ingest did: the stream's contiguous seq, the new records, and how many unsettled seqs it holds. */
+export interface Ingested<T> {
+  ackedSeq: number;
+  added: T[];
+  /** Set when the drop report had unsettled ranges. */
+  unsettledHeld?: number;
 }
 
 /** What an organization's devices have stored, in approximate bytes. */
@@ -91,10 +101,12 @@ export interface TelemetryStore {
    * contiguous seq (counting seqs the agent reports dropped) and the records that were new.
    * `records` must be in ascending seq order. `receivedAt` (the coordinator's clock, ms) is what
    * retention counts from. Costs O(records): the stream's own row counts the bytes stored.
+   * Unsettled seqs in `drops` that the stream does not hold count as dropped (an index range
+   * count, at most 16 ranges).
    */
-  ingestLogs(orgId: string, deviceId: string, stream: string, records: LogRecordInput[], drops: Drops, receivedAt?: number): Promise<{ ackedSeq: number; added: LogLineRow[] }>;
+  ingestLogs(orgId: string, deviceId: string, stream: string, records: LogRecordInput[], drops: Drops, receivedAt?: number): Promise<Ingested<LogLineRow>>;
   /** The same for metric samples. */
-  ingestMetrics(orgId: string, deviceId: string, stream: string, samples: MetricSampleInput[], drops: Drops, receivedAt?: number): Promise<{ ackedSeq: number; added: MetricSampleRow[] }>;
+  ingestMetrics(orgId: string, deviceId: string, stream: string, samples: MetricSampleInput[], drops: Drops, receivedAt?: number): Promise<Ingested<MetricSampleRow>>;
   queryLogs(orgId: string, q: LogQuery): Promise<LogLineRow[]>;
   /** The newest `limit` samples of a device, oldest first. */
   recentMetrics(orgId: string, deviceId: string, limit: number): Promise<MetricSampleRow[]>;
@@ -210,9 +222,34 @@ export class KyselyTelemetryStore implements TelemetryStore {
     return acked;
   }
 
+  /**
+   * How many seqs of `drops.unsettled` the stream holds in `table`, and the drop report with those
+   * it does not hold counted in droppedTotal.
+   */
+  private async settle(trx: Transaction<Database>, table: TelemetryTable, deviceId: string, stream: string, drops: Drops): Promise<{ drops: Drops; held?: number }> {
+    const ranges = drops.unsettled ?? [];
+    if (ranges.length === 0) return { drops };
+    let held = 0;
+    let seqs = 0;
+    for (const r of ranges) {
+      const row = await trx
+        .selectFrom(table)
+        .select((eb) => eb.fn.countAll<number | string | bigint>().as("n"))
+        .where("device_id", "=", deviceId)
+        .where("stream", "=", stream)
+        .where("seq", ">=", r.from)
+        .where("seq", "<=", r.to)
+        .executeTakeFirstOrThrow();
+      held += num(row.n);
+      seqs += r.to - r.from + 1;
+    }
+    return { drops: { ...drops, droppedTotal: drops.droppedTotal + seqs - held }, held };
+  }
+
   ingestLogs(orgId: string, deviceId: string, stream: string, records: LogRecordInput[], drops: Drops, receivedAt = Date.now()) {
-    return this.ingests.run(async (trx) => {
-      const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, drops);
+    return this.ingests.run(async (trx): Promise<Ingested<LogLineRow>> => {
+      const settled = await this.settle(trx, "log_records", deviceId, stream, drops);
+      const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, settled.drops);
       const start = Math.max(acked, drops.droppedThrough);
       const fresh = records.filter((r) => r.seq > acked);
       const stored = await this.adapter.insertLogLines(trx, { orgId, deviceId, stream, receivedAt, records: fresh });
@@ -229,13 +266,14 @@ export class KyselyTelemetryStore implements TelemetryStore {
         bytes += logBytes(r);
       }
       const ackedSeq = await this.endStream(trx, deviceId, stream, start, records.map((r) => r.seq), droppedTotal, { table: "log_records", bytes });
-      return { ackedSeq, added };
+      return { ackedSeq, added, ...(settled.held === undefined ? {} : { unsettledHeld: settled.held }) };
     }, records.length);
   }
 
   ingestMetrics(orgId: string, deviceId: string, stream: string, samples: MetricSampleInput[], drops: Drops, receivedAt = Date.now()) {
-    return this.ingests.run(async (trx) => {
-      const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, drops);
+    return this.ingests.run(async (trx): Promise<Ingested<MetricSampleRow>> => {
+      const settled = await this.settle(trx, "metric_samples", deviceId, stream, drops);
+      const { acked, droppedTotal } = await this.beginStream(trx, orgId, deviceId, stream, settled.drops);
       const start = Math.max(acked, drops.droppedThrough);
       const fresh = samples.filter((s) => s.seq > acked);
       const inserted = new Map<number, number>();
@@ -254,7 +292,8 @@ export class KyselyTelemetryStore implements TelemetryStore {
       }
       const bytes = [...inserted.values()].reduce((n, b) => n + b, 0);
       const ackedSeq = await this.endStream(trx, deviceId, stream, start, samples.map((s) => s.seq), droppedTotal, { table: "metric_samples", bytes });
-      return { ackedSeq, added: fresh.filter((s) => inserted.has(s.seq)).map((s) => ({ ...s, orgId, deviceId })) };
+      const added = fresh.filter((s) => inserted.has(s.seq)).map((s) => ({ ...s, orgId, deviceId }));
+      return { ackedSeq, added, ...(settled.held === undefined ? {} : { unsettledHeld: settled.held }) };
     }, samples.length);
   }
 

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file flotilla/agent/v1/telemetry.proto.
  */
 export const file_flotilla_agent_v1_telemetry: GenFile = /*@__PURE__*/
-  fileDesc("CiFmbG90aWxsYS9hZ2VudC92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFnZW50LnYxIjwKCkRyb3BSZXBvcnQSFwoPZHJvcHBlZF90aHJvdWdoGAEgASgEEhUKDWRyb3BwZWRfdG90YWwYAiABKAQilQEKD1NoaXBMb2dzUmVxdWVzdBIOCgZzdHJlYW0YASABKAkSMwoLY29tcHJlc3Npb24YAiABKA4yHi5mbG90aWxsYS5hZ2VudC52MS5Db21wcmVzc2lvbhIPCgdwYXlsb2FkGAMgASgMEiwKBWRyb3BzGAQgASgLMh0uZmxvdGlsbGEuYWdlbnQudjEuRHJvcFJlcG9ydCI7CgpMb2dSZWNvcmRzEi0KB3JlY29yZHMYASADKAsyHC5mbG90aWxsYS5hZ2VudC52MS5Mb2dSZWNvcmQiWgoJTG9nUmVjb3JkEgsKA3NlcRgBIAEoBBIUCgx0aW1lX3VuaXhfbXMYAiABKAMSDAoEdW5pdBgDIAEoCRIOCgZzb3VyY2UYBCABKAkSDAoEbGluZRgFIAEoCSIlChBTaGlwTG9nc1Jlc3BvbnNlEhEKCWFja2VkX3NlcRgBIAEoBCKYAQoSU2hpcE1ldHJpY3NSZXF1ZXN0Eg4KBnN0cmVhbRgBIAEoCRIzCgtjb21wcmVzc2lvbhgCIAEoDjIeLmZsb3RpbGxhLmFnZW50LnYxLkNvbXByZXNzaW9uEg8KB3BheWxvYWQYAyABKAwSLAoFZHJvcHMYBCABKAsyHS5mbG90aWxsYS5hZ2VudC52MS5Ecm9wUmVwb3J0IkEKDU1ldHJpY1NhbXBsZXMSMAoHc2FtcGxlcxgBIAMoCzIfLmZsb3RpbGxhLmFnZW50LnYxLk1ldHJpY1NhbXBsZSJhCgxNZXRyaWNTYW1wbGUSCwoDc2VxGAEgASgEEhQKDHRpbWVfdW5peF9tcxgCIAEoAxIuCgZwb2ludHMYAyADKAsyHi5mbG90aWxsYS5hZ2VudC52MS5NZXRyaWNQb2ludCLCAQoLTWV0cmljUG9pbnQSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoARJCCgphdHRyaWJ1dGVzGAMgAygLMi4uZmxvdGlsbGEuYWdlbnQudjEuTWV0cmljUG9pbnQuQXR0cmlidXRlc0VudHJ5EgwKBHVuaXQYBCABKAkSEQoJbW9ub3RvbmljGAUgASgIGjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIigKE1NoaXBNZXRyaWNzUmVzcG9uc2USEQoJYWNrZWRfc2VxGAEgASgEKkAKC0NvbXByZXNzaW9uEhsKF0NPTVBSRVNTSU9OX1VOU1BFQ0lGSUVEEAASFAoQQ09NUFJFU1NJT05fR1pJUBABMsUBChBUZWxlbWV0cnlTZXJ2aWNlElMKCFNoaXBMb2dzEiIuZmxvdGlsbGEuYWdlbnQudjEuU2hpcExvZ3NSZXF1ZXN0GiMuZmxvdGlsbGEuYWdlbnQudjEuU2hpcExvZ3NSZXNwb25zZRJcCgtTaGlwTWV0cmljcxIlLmZsb3RpbGxhLmFnZW50LnYxLlNoaXBNZXRyaWNzUmVxdWVzdBomLmZsb3RpbGxhLmFnZW50LnYxLlNoaXBNZXRyaWNzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("CiFmbG90aWxsYS9hZ2VudC92MS90ZWxlbWV0cnkucHJvdG8SEWZsb3RpbGxhLmFnZW50LnYxImwKCkRyb3BSZXBvcnQSFwoPZHJvcHBlZF90aHJvdWdoGAEgASgEEhUKDWRyb3BwZWRfdG90YWwYAiABKAQSLgoJdW5zZXR0bGVkGAMgAygLMhsuZmxvdGlsbGEuYWdlbnQudjEuU2VxUmFuZ2UiLwoIU2VxUmFuZ2USEQoJZmlyc3Rfc2VxGAEgASgEEhAKCGxhc3Rfc2VxGAIgASgEIpUBCg9TaGlwTG9nc1JlcXVlc3QSDgoGc3RyZWFtGAEgASgJEjMKC2NvbXByZXNzaW9uGAIgASgOMh4uZmxvdGlsbGEuYWdlbnQudjEuQ29tcHJlc3Npb24SDwoHcGF5bG9hZBgDIAEoDBIsCgVkcm9wcxgEIAEoCzIdLmZsb3RpbGxhLmFnZW50LnYxLkRyb3BSZXBvcnQiOwoKTG9nUmVjb3JkcxItCgdyZWNvcmRzGAEgAygLMhwuZmxvdGlsbGEuYWdlbnQudjEuTG9nUmVjb3JkIloKCUxvZ1JlY29yZBILCgNzZXEYASABKAQSFAoMdGltZV91bml4X21zGAIgASgDEgwKBHVuaXQYAyABKAkSDgoGc291cmNlGAQgASgJEgwKBGxpbmUYBSABKAkiVQoQU2hpcExvZ3NSZXNwb25zZRIRCglhY2tlZF9zZXEYASABKAQSGwoOdW5zZXR0bGVkX2hlbGQYAiABKARIAIgBAUIRCg9fdW5zZXR0bGVkX2hlbGQimAEKElNoaXBNZXRyaWNzUmVxdWVzdBIOCgZzdHJlYW0YASABKAkSMwoLY29tcHJlc3Npb24YAiABKA4yHi5mbG90aWxsYS5hZ2VudC52MS5Db21wcmVzc2lvbhIPCgdwYXlsb2FkGAMgASgMEiwKBWRyb3BzGAQgASgLMh0uZmxvdGlsbGEuYWdlbnQudjEuRHJvcFJlcG9ydCJBCg1NZXRyaWNTYW1wbGVzEjAKB3NhbXBsZXMYASADKAsyHy5mbG90aWxsYS5hZ2VudC52MS5NZXRyaWNTYW1wbGUiYQoMTWV0cmljU2FtcGxlEgsKA3NlcRgBIAEoBBIUCgx0aW1lX3VuaXhfbXMYAiABKAMSLgoGcG9pbnRzGAMgAygLMh4uZmxvdGlsbGEuYWdlbnQudjEuTWV0cmljUG9pbnQiwgEKC01ldHJpY1BvaW50EgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAESQgoKYXR0cmlidXRlcxgDIAMoCzIuLmZsb3RpbGxhLmFnZW50LnYxLk1ldHJpY1BvaW50LkF0dHJpYnV0ZXNFbnRyeRIMCgR1bml0GAQgASgJEhEKCW1vbm90b25pYxgFIAEoCBoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJYChNTaGlwTWV0cmljc1Jlc3BvbnNlEhEKCWFja2VkX3NlcRgBIAEoBBIbCg51bnNldHRsZWRfaGVsZBgCIAEoBEgAiAEBQhEKD191bnNldHRsZWRfaGVsZCpACgtDb21wcmVzc2lvbhIbChdDT01QUkVTU0lPTl9VTlNQRUNJRklFRBAAEhQKEENPTVBSRVNTSU9OX0daSVAQATLFAQoQVGVsZW1ldHJ5U2VydmljZRJTCghTaGlwTG9ncxIiLmZsb3RpbGxhLmFnZW50LnYxLlNoaXBMb2dzUmVxdWVzdBojLmZsb3RpbGxhLmFnZW50LnYxLlNoaXBMb2dzUmVzcG9uc2USXAoLU2hpcE1ldHJpY3MSJS5mbG90aWxsYS5hZ2VudC52MS5TaGlwTWV0cmljc1JlcXVlc3QaJi5mbG90aWxsYS5hZ2VudC52MS5TaGlwTWV0cmljc1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * What the agent's buffer dropped to stay within its size bound, for one stream.
@@ -26,11 +26,23 @@ export type DropReport = Message<"flotilla.agent.v1.DropReport"> & {
   droppedThrough: bigint;
 
   /**
-   * How many records the buffer dropped unshipped, ever. Only grows.
+   * How many records the buffer dropped unshipped, ever. Only grows. Records in `unsettled` are
+   * not in it.
    *
    * @generated from field: uint64 dropped_total = 2;
    */
   droppedTotal: bigint;
+
+  /**
+   * Seqs that went out in a batch whose answer never came (a lost connection, a time-out, the
+   * agent stopped) and that the buffer has dropped since: the agent cannot tell whether the
+   * coordinator holds them. The coordinator counts those it does not hold as dropped and says
+   * how many it holds (`unsettled_held` of the response). At most 16 ranges, ascending, each
+   * at or below dropped_through.
+   *
+   * @generated from field: repeated flotilla.agent.v1.SeqRange unsettled = 3;
+   */
+  unsettled: SeqRange[];
 };
 
 /**
@@ -39,6 +51,30 @@ export type DropReport = Message<"flotilla.agent.v1.DropReport"> & {
  */
 export const DropReportSchema: GenMessage<DropReport> = /*@__PURE__*/
   messageDesc(file_flotilla_agent_v1_telemetry, 0);
+
+/**
+ * The seqs first_seq..last_seq, both included.
+ *
+ * @generated from message flotilla.agent.v1.SeqRange
+ */
+export type SeqRange = Message<"flotilla.agent.v1.SeqRange"> & {
+  /**
+   * @generated from field: uint64 first_seq = 1;
+   */
+  firstSeq: bigint;
+
+  /**
+   * @generated from field: uint64 last_seq = 2;
+   */
+  lastSeq: bigint;
+};
+
+/**
+ * Describes the message flotilla.agent.v1.SeqRange.
+ * Use `create(SeqRangeSchema)` to create a new message.
+ */
+export const SeqRangeSchema: GenMessage<SeqRange> = /*@__PURE__*/
+  messageDesc(file_flotilla_agent_v1_telemetry, 1);
 
 /**
  * @generated from message flotilla.agent.v1.ShipLogsRequest
@@ -74,7 +110,7 @@ export type ShipLogsRequest = Message<"flotilla.agent.v1.ShipLogsRequest"> & {
  * Use `create(ShipLogsRequestSchema)` to create a new message.
  */
 export const ShipLogsRequestSchema: GenMessage<ShipLogsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 1);
+  messageDesc(file_flotilla_agent_v1_telemetry, 2);
 
 /**
  * The payload of ShipLogsRequest.
@@ -95,7 +131,7 @@ export type LogRecords = Message<"flotilla.agent.v1.LogRecords"> & {
  * Use `create(LogRecordsSchema)` to create a new message.
  */
 export const LogRecordsSchema: GenMessage<LogRecords> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 2);
+  messageDesc(file_flotilla_agent_v1_telemetry, 3);
 
 /**
  * @generated from message flotilla.agent.v1.LogRecord
@@ -142,7 +178,7 @@ export type LogRecord = Message<"flotilla.agent.v1.LogRecord"> & {
  * Use `create(LogRecordSchema)` to create a new message.
  */
 export const LogRecordSchema: GenMessage<LogRecord> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 3);
+  messageDesc(file_flotilla_agent_v1_telemetry, 4);
 
 /**
  * @generated from message flotilla.agent.v1.ShipLogsResponse
@@ -154,6 +190,14 @@ export type ShipLogsResponse = Message<"flotilla.agent.v1.ShipLogsResponse"> & {
    * @generated from field: uint64 acked_seq = 1;
    */
   ackedSeq: bigint;
+
+  /**
+   * How many seqs of the request's `drops.unsettled` ranges the coordinator holds; set when the
+   * request had such ranges. The others it has counted as dropped.
+   *
+   * @generated from field: optional uint64 unsettled_held = 2;
+   */
+  unsettledHeld?: bigint | undefined;
 };
 
 /**
@@ -161,7 +205,7 @@ export type ShipLogsResponse = Message<"flotilla.agent.v1.ShipLogsResponse"> & {
  * Use `create(ShipLogsResponseSchema)` to create a new message.
  */
 export const ShipLogsResponseSchema: GenMessage<ShipLogsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 4);
+  messageDesc(file_flotilla_agent_v1_telemetry, 5);
 
 /**
  * @generated from message flotilla.agent.v1.ShipMetricsRequest
@@ -197,7 +241,7 @@ export type ShipMetricsRequest = Message<"flotilla.agent.v1.ShipMetricsRequest">
  * Use `create(ShipMetricsRequestSchema)` to create a new message.
  */
 export const ShipMetricsRequestSchema: GenMessage<ShipMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 5);
+  messageDesc(file_flotilla_agent_v1_telemetry, 6);
 
 /**
  * The payload of ShipMetricsRequest.
@@ -218,7 +262,7 @@ export type MetricSamples = Message<"flotilla.agent.v1.MetricSamples"> & {
  * Use `create(MetricSamplesSchema)` to create a new message.
  */
 export const MetricSamplesSchema: GenMessage<MetricSamples> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 6);
+  messageDesc(file_flotilla_agent_v1_telemetry, 7);
 
 /**
  * Every metric the agent read at one moment.
@@ -247,7 +291,7 @@ export type MetricSample = Message<"flotilla.agent.v1.MetricSample"> & {
  * Use `create(MetricSampleSchema)` to create a new message.
  */
 export const MetricSampleSchema: GenMessage<MetricSample> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 7);
+  messageDesc(file_flotilla_agent_v1_telemetry, 8);
 
 /**
  * One value, named after the OpenTelemetry system metrics conventions (e.g. system.cpu.utilization).
@@ -292,7 +336,7 @@ export type MetricPoint = Message<"flotilla.agent.v1.MetricPoint"> & {
  * Use `create(MetricPointSchema)` to create a new message.
  */
 export const MetricPointSchema: GenMessage<MetricPoint> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 8);
+  messageDesc(file_flotilla_agent_v1_telemetry, 9);
 
 /**
  * @generated from message flotilla.agent.v1.ShipMetricsResponse
@@ -302,6 +346,13 @@ export type ShipMetricsResponse = Message<"flotilla.agent.v1.ShipMetricsResponse
    * @generated from field: uint64 acked_seq = 1;
    */
   ackedSeq: bigint;
+
+  /**
+   * As in ShipLogsResponse.
+   *
+   * @generated from field: optional uint64 unsettled_held = 2;
+   */
+  unsettledHeld?: bigint | undefined;
 };
 
 /**
@@ -309,7 +360,7 @@ export type ShipMetricsResponse = Message<"flotilla.agent.v1.ShipMetricsResponse
  * Use `create(ShipMetricsResponseSchema)` to create a new message.
  */
 export const ShipMetricsResponseSchema: GenMessage<ShipMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_flotilla_agent_v1_telemetry, 9);
+  messageDesc(file_flotilla_agent_v1_telemetry, 10);
 
 /**
  * How a batch's payload is encoded.
