@@ -25,13 +25,14 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { AGENT_NODE_OPTIONS } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
 import { Fleet } from "../test/e2e/support/fleet.ts";
 import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
+import { writeResult } from "./results.ts";
 
 const IDLE_S = Number(process.env.BENCH_AGENT_IDLE_S ?? 60);
 
@@ -196,10 +197,7 @@ export async function benchAgent(print: (line: string) => void): Promise<void> {
   row("baseline: node + HTTP/2 connection", r.http2Node);
   print(`  agent / node + HTTP/2 (RSS)                        ${r.ratio.toFixed(2)}`);
   print(`  native addons mapped                               ${[...new Set([...r.agent.mapped, ...r.installed.mapped, ...(r.executable?.mapped ?? [])])].join(", ") || "none"}`);
-  const dir = join(repoRoot, "bench", "results");
-  await mkdir(dir, { recursive: true });
-  const file = join(dir, `agent-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), ...r }, null, 2) + "\n");
+  const file = await writeResult("agent", { ...r });
   print(`  written to ${file}`);
 }
 

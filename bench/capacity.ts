@@ -33,7 +33,8 @@ import { waitFor } from "@flotilla/protocol/testing";
 import { cpuSeconds, tree, treeCpuSeconds } from "./fleet.ts";
 import { reportWindow, startReporting, type ReportWindow } from "./report.ts";
 import { Fleet, freshPostgresDatabase } from "../test/e2e/support/fleet.ts";
-import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
+import { Sandbox } from "../test/e2e/support/sandbox.ts";
+import { writeResult } from "./results.ts";
 
 const CORES = Number(process.env.BENCH_CAPACITY_CORES ?? 0.4);
 const DEVICES = Number(process.env.BENCH_CAPACITY_DEVICES ?? 1000);
@@ -418,9 +419,6 @@ export async function benchCapacity(print: (line: string) => void): Promise<void
   const results: CapacityResult[] = [];
   for (const n of [1, 2]) results.push(await measure(n, print));
   for (const line of capacityTable(results)) print(line);
-  const dir = join(repoRoot, "bench", "results");
-  await mkdir(dir, { recursive: true });
-  const file = join(dir, `capacity-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), cores: CORES, devices: DEVICES, concurrency: CONCURRENCY, windowSeconds: WINDOW_S, idleWindowSeconds: IDLE_S, results }, null, 2) + "\n");
+  const file = await writeResult("capacity", { cores: CORES, devices: DEVICES, concurrency: CONCURRENCY, windowSeconds: WINDOW_S, idleWindowSeconds: IDLE_S, results });
   print(`  written to ${file}`);
 }

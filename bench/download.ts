@@ -24,7 +24,7 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -35,7 +35,8 @@ import { Fleet } from "../test/e2e/support/fleet.ts";
 import { createRelease } from "../test/e2e/support/releases.ts";
 import type { DownloadDone, DownloadJob } from "./download-agent.ts";
 import { LineChild } from "./line-child.ts";
-import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
+import { Sandbox } from "../test/e2e/support/sandbox.ts";
+import { writeResult } from "./results.ts";
 
 /** A numeric setting from `--name N` (or `--name=N`), else the environment variable, else `fallback`. */
 function setting(name: string, envName: string, fallback: number, argv = process.argv.slice(2)): number {
@@ -303,10 +304,7 @@ export async function benchDownload(print: (line: string) => void): Promise<void
   const r = await measureDownloads(print);
   print(`  transport: ${r.transport}; the agent speaks HTTP/1.1; MB/s are medians of ${r.rounds} rounds`);
   for (const line of downloadTable(r)) print(line);
-  const dir = join(repoRoot, "bench", "results");
-  await mkdir(dir, { recursive: true });
-  const file = join(dir, `download-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), ...r }, null, 2) + "\n");
+  const file = await writeResult("download", { ...r });
   print(`  written to ${file}`);
 }
 

@@ -22,6 +22,7 @@
  *   npm run bench -- fleet                          # 200 and 1000 devices
  *   npm run bench -- fleet --devices 1000,10000     # or BENCH_FLEET_DEVICES=1000,10000
  *   BENCH_FLEET_IDLE_S=120                          # idle measuring window (default 60 s, the agents' metric shipping interval)
+ *   BENCH_FLEET_ENROLL_MIN=60                       # how long enrolling and connecting every device may take (default 30 minutes)
  *   npm run bench -- fleet --devices 19000 --idle-only   # enroll and idle only (BENCH_FLEET_IDLE_ONLY=1)
  *   BENCH_FLEET_ROLLOUT_S=1800                      # give up waiting for a rollout after (default 900 s)
  *   npm run bench -- fleet --devices 1000 --replicas 1,2   # on PostgreSQL (FLOTILLA_TEST_POSTGRES_URL):
@@ -31,14 +32,17 @@
  * number of processes), and CPU and RSS are those of the coordinator and its replica workers.
  */
 import { spawnSync } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
 import { pathToFileURL } from "node:url";
 import { Fleet, freshPostgresDatabase } from "../test/e2e/support/fleet.ts";
 import { publish } from "../test/e2e/support/rollouts.ts";
-import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
+import { Sandbox } from "../test/e2e/support/sandbox.ts";
+import { writeResult } from "./results.ts";
+import { benchTargets } from "./targets.ts";
 
 const CLK_TCK = 100; // Linux USER_HZ
+/** How long enrolling and connecting the whole fleet may take (`BENCH_FLEET_ENROLL_MIN`, default 30). */
+const ENROLL_DEADLINE_MS = Number(process.env.BENCH_FLEET_ENROLL_MIN ?? 30) * 60_000;
 // At least a minute: agents ship their metric samples once a minute.
 const IDLE_S = Number(process.env.BENCH_FLEET_IDLE_S ?? 60);
 const ROLLOUT_S = Number(process.env.BENCH_FLEET_ROLLOUT_S ?? 900);
@@ -237,7 +241,10 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     // The simulator's latest status line once a minute, so a long enrollment shows its progress.
     const progress = setInterval(() => log(`    ${sim.stdout.trimEnd().split("\n").at(-1) ?? ""}`), 60_000);
     try {
-      await sim.waitForOutput(new RegExp(`sim: all ${devices} devices online`), 30 * 60_000);
+      await sim.waitForOutput(new RegExp(`sim: all ${devices} devices online`), ENROLL_DEADLINE_MS);
+    } catch {
+      const last = sim.stdout.trimEnd().split("\n").at(-1) ?? "";
+      throw new Error(`not every device online after ${ENROLL_DEADLINE_MS / 60_000} minutes; the simulator's last status: ${last.replace(/^sim: /, "")}`);
     } finally {
       clearInterval(progress);
     }
@@ -435,19 +442,26 @@ export async function benchFleet(print: (line: string) => void): Promise<void> {
   const where = replicas.length > 0 ? `PostgreSQL, ${replicas.join(" then ")} coordinator process(es)` : "SQLite";
   print(`fleet scale: coordinator (${where}, keep-alive 15 s) with flotilla sim (metrics sampled every 10 s and shipped every 60 s, logs every 30 s, step delay 50 ms), sizes ${sizes.join(", ")}`);
   const results: FleetResult[] = [];
-  // A size that fails (a deadline, a refused call) is reported, and the sizes measured still print.
+  const failed: { devices: number; replicas: number; error: string }[] = [];
+  // A size that fails (a deadline, a refused call) is reported and recorded, and the sizes
+  // measured still print.
   const attempt = async (n: number, r?: number) => {
     try {
       results.push(await measure(n, print, r));
     } catch (err) {
-      print(`  ${n} devices${r ? `, ${r} processes` : ""}: FAILED: ${err instanceof Error ? err.message : String(err)}`);
+      const error = err instanceof Error ? err.message : String(err);
+      failed.push({ devices: n, replicas: r ?? 0, error });
+      print(`  ${n} devices${r ? `, ${r} processes` : ""}: FAILED: ${error}`);
     }
   };
   for (const n of sizes) {
     if (replicas.length === 0) await attempt(n);
     for (const r of replicas) await attempt(n, r);
   }
-  if (results.length === 0) throw new Error("no fleet size was measured");
+  if (results.length === 0) {
+    await writeResult("fleet", { idleWindowSeconds: IDLE_S, results, failed });
+    throw new Error("no fleet size was measured");
+  }
   for (const line of fleetTable(results)) print(line);
   for (const r of results) {
     if (r.failure) print(`  ${r.devices} devices: ended early: ${r.failure}`);
@@ -457,11 +471,11 @@ export async function benchFleet(print: (line: string) => void): Promise<void> {
     const errs = Object.entries(r.simErrorsDuringRollout).filter(([k]) => k !== "total");
     if (errs.length > 0) print(`  ${r.devices} devices: simulated device call errors during the rollout (top kinds): ${errs.map(([k, v]) => `${k} ${v}`).join(", ")}`);
   }
-  const dir = join(repoRoot, "bench", "results");
-  await mkdir(dir, { recursive: true });
-  const file = join(dir, `fleet-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), idleWindowSeconds: IDLE_S, results }, null, 2) + "\n");
+  const file = await writeResult("fleet", { idleWindowSeconds: IDLE_S, results, ...(failed.length > 0 ? { failed } : {}) });
   print(`  written to ${file}`);
+  // Every target's figure in one place: this run's, and the newest of the other benchmarks.
+  print("");
+  await benchTargets(print);
 }
 
 // Runnable on its own as well: `npx tsx bench/fleet.ts --devices 200`.

@@ -11,6 +11,7 @@ import { benchFleet } from "./fleet.ts";
 import { benchLogs } from "./logs.ts";
 import { benchReport } from "./report.ts";
 import { benchRollout } from "./rollout.ts";
+import { benchTargets } from "./targets.ts";
 import { benchTunnel } from "./tunnel.ts";
 import { benchWeb } from "./web.ts";
 
@@ -32,6 +33,9 @@ const benchmarks: [string, (print: (line: string) => void) => Promise<void>][] =
   ["enroll", benchEnroll],
   // Not in a plain `npm run bench` either: it needs root (cgroup CPU budgets) and PostgreSQL. `npm run bench -- capacity`.
   ["capacity", benchCapacity],
+  // Reads bench/results only: the scale targets beside the newest figure of each. Last, so a plain
+  // `npm run bench` ends with the targets table of what it just measured. `npm run bench -- targets`.
+  ["targets", benchTargets],
 ];
 const explicitOnly = new Set(["fleet", "rollout", "web", "enroll", "report", "capacity"]);
 

@@ -16,6 +16,7 @@ import { agentv1, coordinatorTransport, newId, retryAfterMs } from "@flotilla/pr
 import { tempDir } from "@flotilla/protocol/testing";
 import { openSqliteStore } from "@flotilla/coordinator/testing";
 import { LineChild } from "./line-child.ts";
+import { writeResult } from "./results.ts";
 
 const BATCH = 1000;
 const ROUNDS = 3;
@@ -183,4 +184,14 @@ export async function benchLogs(print: (line: string) => void): Promise<void> {
   // Waits as advised are in the figure: a machine stalled for a second sheds, as it would agents.
   const shed = one.shed() + fleet.shed();
   if (shed > 0) print(`  (batches the coordinator shed as overloaded, then took: ${shed})`);
+  const file = await writeResult("logs", {
+    batchLines: BATCH,
+    devices: FLEET,
+    rounds: ROUNDS,
+    oneDevice: { linesPerSecond: rate(c), ratio: rate(c) / rate(b) },
+    devicesAtOnce: { linesPerSecond: rate(f), ratio: rate(f) / rate(b) },
+    direct: { linesPerSecond: rate(b) },
+    shed,
+  });
+  print(`  written to ${file}`);
 }

@@ -23,8 +23,6 @@
 import { once } from "node:events";
 import { createServer, type Http2Server } from "node:http2";
 import type { AddressInfo } from "node:net";
-import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { createClient } from "@connectrpc/connect";
@@ -33,7 +31,8 @@ import { agentv1 } from "@flotilla/protocol";
 import { latency, type Latency } from "./fleet.ts";
 import type { Proc } from "@flotilla/protocol/testing";
 import { Fleet } from "../test/e2e/support/fleet.ts";
-import { repoRoot, Sandbox } from "../test/e2e/support/sandbox.ts";
+import { Sandbox } from "../test/e2e/support/sandbox.ts";
+import { writeResult } from "./results.ts";
 
 const DEVICES = Number(process.env.BENCH_REPORT_DEVICES ?? 1000);
 const CONCURRENCY = Number(process.env.BENCH_REPORT_CONCURRENCY ?? 200);
@@ -185,9 +184,6 @@ export async function benchReport(print: (line: string) => void): Promise<void> 
   print(`  paced (${CONCURRENCY} callers, each a call every ${intervalMs} ms: ${Math.round(PACED_SHARE * 100)} % of the coordinator's rate above):`);
   print(`    bare node:http2:                                ${f(bp.callsPerSecond)} calls/s, p50 ${f(bp.p50Ms)} ms, p99 ${f(bp.p99Ms)} ms`);
   print(`    coordinator Report:                             ${f(cp.callsPerSecond)} calls/s, p50 < ${f(cp.p50Ms)} ms, p99 < ${f(cp.p99Ms)} ms; call errors: ${cp.errors}`);
-  const dir = join(repoRoot, "bench", "results");
-  await mkdir(dir, { recursive: true });
-  const file = join(dir, `report-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), devices: DEVICES, concurrency: CONCURRENCY, windowSeconds: WINDOW_S, bare: b, coordinator: c, paced: { intervalMs, share: PACED_SHARE, bare: bp, coordinator: cp } }, null, 2) + "\n");
+  const file = await writeResult("report", { devices: DEVICES, concurrency: CONCURRENCY, windowSeconds: WINDOW_S, bare: b, coordinator: c, paced: { intervalMs, share: PACED_SHARE, bare: bp, coordinator: cp } });
   print(`  written to ${file}`);
 }

@@ -35,6 +35,7 @@ import { openSqliteStore } from "@flotilla/coordinator/testing";
 import { advance, onStep } from "../packages/coordinator/src/rollouts/decide.ts";
 import type { RolloutDeviceRow, RolloutRow, Store } from "../packages/coordinator/src/store/index.ts";
 import { repoRoot } from "../test/e2e/support/sandbox.ts";
+import { writeResult } from "./results.ts";
 
 const ORG = "org_bench";
 const OFFLINE_AFTER = 3_600_000;
@@ -289,17 +290,12 @@ export async function benchRollout(print: (line: string) => void): Promise<void>
     const b = results.find((r) => r.path === p && r.devices === ns[ns.length - 1]);
     return a && b ? { storeMs: b.stepsMsPerDevice / a.stepsMsPerDevice, cpuMs: b.stepsCpuMsPerDevice / a.stepsCpuMsPerDevice } : null;
   };
-  const dir = join(repoRoot, "bench", "results");
-  await mkdir(dir, { recursive: true });
-  const file = join(dir, `rollout-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  const summary = {
-    date: new Date().toISOString(),
+  const file = await writeResult("rollout", {
     baselineRef: BASELINE,
     ...(baseline ? { baselineUnavailable: baseline } : {}),
     growth: Object.fromEntries([...new Set(results.map((r) => r.path))].map((p) => [p, growth(p)])),
     results,
-  };
-  await writeFile(file, JSON.stringify(summary, null, 2) + "\n");
+  });
   print(`written to ${relative(repoRoot, file)}`);
 }
 

@@ -12,6 +12,7 @@ import { pathToFileURL } from "node:url";
 import { waitFor } from "@flotilla/protocol/testing";
 import { Fleet } from "../test/e2e/support/fleet.ts";
 import { Sandbox } from "../test/e2e/support/sandbox.ts";
+import { writeResult } from "./results.ts";
 
 const MiB = 1024 * 1024;
 const totalBytes = Number(process.env.BENCH_TUNNEL_MB ?? 128) * MiB;
@@ -82,6 +83,8 @@ export async function benchTunnel(print: (line: string) => void): Promise<void> 
     print(`  direct loopback TCP   ${d.toFixed(0).padStart(6)} MB/s`);
     print(`  through a tunnel      ${t.toFixed(0).padStart(6)} MB/s`);
     print(`  ratio tunnel/direct   ${(t / d).toFixed(3)}`);
+    const file = await writeResult("tunnel", { bytesPerRun: totalBytes, directMBps: d, tunnelMBps: t, ratio: t / d, runs: { direct, tunnel } });
+    print(`  written to ${file}`);
   } finally {
     await sb.cleanup();
     await src.close();
