@@ -212,7 +212,7 @@ describe("isLoopback", () => {
 });
 
 describe("listen queue", () => {
-  it("asks the kernel for a listen queue a reconnecting fleet fits in, not Node's default of 511", async () => {
+  it("asks the kernel for the listen queue it chose (1,024), not Node's default of 511", async () => {
     const listener = await start();
     // For a listening socket, ss shows the queue's size as Send-Q.
     const line = execFileSync("ss", ["-Hltn", `sport = :${listener.port}`], { encoding: "utf8" }).trim();

