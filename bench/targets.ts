@@ -6,6 +6,10 @@
  * date. A target with no run on record says which command measures it.
  */
 import { pathToFileURL } from "node:url";
+import type { AgentFootprint } from "./agent.ts";
+import type { DownloadResult } from "./download.ts";
+import type { FleetResult } from "./fleet.ts";
+import type { Figures, ReportWindow } from "./report.ts";
 import { readResults, type StoredResult } from "./results.ts";
 
 /** One target's row: what it asks, the figure, whether it is met, and where the figure is from. */
@@ -17,7 +21,32 @@ export interface TargetRow {
   source: string;
 }
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/**
+ * The figures of each kind as their benchmarks write them. Written by older versions too, so
+ * every figure may be missing, and JSON writes a NaN (not measured) as null: each is checked
+ * with `known` before use.
+ */
+interface FleetRun {
+  results?: FleetResult[];
+  failed?: { devices: number; replicas: number; error: string }[];
+}
+interface ReportRun {
+  devices?: number;
+  bare: Figures;
+  coordinator: ReportWindow;
+  paced?: { coordinator?: ReportWindow };
+}
+interface LogsRun {
+  devices: number;
+  oneDevice: { linesPerSecond: number; ratio: number };
+  devicesAtOnce: { linesPerSecond: number; ratio: number };
+}
+interface TunnelRun {
+  directMBps: number;
+  tunnelMBps: number;
+  ratio: number;
+}
+type Run<T> = StoredResult & { data: T };
 
 /** A figure worth printing: a finite number (JSON writes NaN as null). */
 const known = (x: unknown): x is number => typeof x === "number" && Number.isFinite(x);
@@ -25,18 +54,18 @@ const fmt = (x: number, digits = 0) => x.toLocaleString("en", { minimumFractionD
 const from = (r: StoredResult) => `${r.date.slice(0, 16).replace("T", " ")} ${r.file}`;
 
 /** The newest fleet run with a result for `devices` devices (one process) that has `has`. */
-function fleetAt(runs: StoredResult[], devices: number, has: (r: Json) => boolean): { run: StoredResult; r: Json } | undefined {
+function fleetAt(runs: Run<FleetRun>[], devices: number, has: (r: FleetResult) => boolean): { run: StoredResult; r: FleetResult } | undefined {
   for (const run of runs) {
-    const r = ((run.data.results as Json[] | undefined) ?? []).find((x) => x.devices === devices && !x.replicas && has(x));
+    const r = (run.data.results ?? []).find((x) => x.devices === devices && !x.replicas && has(x));
     if (r) return { run, r };
   }
   return undefined;
 }
 
 /** The newest fleet run that tried `devices` devices and recorded why that size failed. */
-function fleetFailureAt(runs: StoredResult[], devices: number): { run: StoredResult; error: string } | undefined {
+function fleetFailureAt(runs: Run<FleetRun>[], devices: number): { run: StoredResult; error: string } | undefined {
   for (const run of runs) {
-    const f = ((run.data.failed as Json[] | undefined) ?? []).find((x) => x.devices === devices && !x.replicas);
+    const f = (run.data.failed ?? []).find((x) => x.devices === devices && !x.replicas);
     if (f) return { run, error: String(f.error) };
   }
   return undefined;
@@ -46,8 +75,15 @@ const missing = (target: string, goal: string, command: string): TargetRow => ({
 
 /** The targets table from the result files in `dir` (default bench/results). */
 export async function targetRows(dir?: string): Promise<TargetRow[]> {
-  const read = (kind: string) => readResults(kind, dir);
-  const [fleet, report, download, logs, tunnel, agent] = await Promise.all([read("fleet"), read("report"), read("download"), read("logs"), read("tunnel"), read("agent")]);
+  const read = <T>(kind: string) => readResults(kind, dir) as Promise<Run<T>[]>;
+  const [fleet, report, download, logs, tunnel, agent] = await Promise.all([
+    read<FleetRun>("fleet"),
+    read<ReportRun>("report"),
+    read<DownloadResult>("download"),
+    read<LogsRun>("logs"),
+    read<TunnelRun>("tunnel"),
+    read<AgentFootprint>("agent"),
+  ]);
   const rows: TargetRow[] = [];
 
   // 20,000 idle devices: this machine's open-file limit (20,000) allows about 19,000; the
@@ -55,15 +91,15 @@ export async function targetRows(dir?: string): Promise<TargetRow[]> {
   {
     const target = "idle: 20,000 devices, one process, SQLite";
     const goal = "RSS < 1.5 GB, CPU < 25 % of a core";
-    let best: { run: StoredResult; r: Json } | undefined;
+    let best: { run: StoredResult; r: FleetResult } | undefined;
     for (const run of fleet) {
-      for (const r of (run.data.results as Json[] | undefined) ?? []) {
+      for (const r of run.data.results ?? []) {
         if (r.replicas || !known(r.idle?.rssMiB)) continue;
         if (!best || r.devices > best.r.devices) best = { run, r };
       }
     }
     const failedLarger = fleet
-      .flatMap((run) => ((run.data.failed as Json[] | undefined) ?? []).map((f) => ({ run, f })))
+      .flatMap((run) => (run.data.failed ?? []).map((f) => ({ run, f })))
       .filter(({ f }) => !f.replicas && (!best || f.devices > best.r.devices))
       .sort((a, b) => b.f.devices - a.f.devices)[0];
     if (!best) rows.push(missing(target, goal, "npm run bench -- fleet --devices 19000 --idle-only"));
@@ -112,7 +148,7 @@ export async function targetRows(dir?: string): Promise<TargetRow[]> {
       const { r, run } = at;
       const done = r.rollout.finished ? "finished" : `unfinished: ${fmt(r.rollout.healthy)} healthy, ${fmt(r.rollout.failed)} failed`;
       rows.push({ target, goal: "< 60 s", figure: `${fmt(r.rollout.wallSeconds, 1)} s (${done})`, met: r.rollout.finished && r.rollout.wallSeconds < 60, source: from(run) });
-      const small = ((run.data.results as Json[]) ?? []).find((x) => x.devices === 1000 && !x.replicas && known(x.rollout?.cpuMsPerDevice));
+      const small = ((run as Run<FleetRun>).data.results ?? []).find((x) => x.devices === 1000 && !x.replicas && known(x.rollout?.cpuMsPerDevice));
       if (small) {
         const g = r.rollout.cpuMsPerDevice / small.rollout.cpuMsPerDevice;
         const above = known(r.rollout.cpuMsPerDeviceAboveIdle) && known(small.rollout.cpuMsPerDeviceAboveIdle) && small.rollout.cpuMsPerDeviceAboveIdle > 0
@@ -158,7 +194,7 @@ export async function targetRows(dir?: string): Promise<TargetRow[]> {
     const target = "Report RPC at 10,000 devices, beside bare node:http2";
     if (!run) rows.push(missing(target, "≥ 0.5, p99 < 50 ms", "BENCH_REPORT_DEVICES=10000 npm run bench -- report"));
     else {
-      const d = run.data as Json;
+      const d = run.data;
       const ratio = d.coordinator.callsPerSecond / d.bare.callsPerSecond;
       const p99 = d.paced?.coordinator?.p99Ms;
       rows.push({
@@ -174,14 +210,14 @@ export async function targetRows(dir?: string): Promise<TargetRow[]> {
   // Artifact download: one agent, and 50 at once (the newest run that did 50).
   {
     const one = download[0];
-    const fifty = download.find((x) => (x.data as Json).concurrent?.downloads >= 50);
+    const fifty = download.find((x) => (x.data.concurrent?.downloads ?? 0) >= 50);
     const target = "artifact download, beside curl plus fsync";
     if (!one) rows.push(missing(target, "≥ 0.8", "npm run bench -- download"));
     else {
-      const d = one.data as Json;
+      const d = one.data;
       rows.push({ target: `${target}: one agent`, goal: "≥ 0.8", figure: `${fmt(d.single.ratio, 2)} (${fmt(d.single.agentMBps)} MB/s; curl ${fmt(d.single.curlMBps)})`, met: d.single.ratio >= 0.8, source: from(one) });
       if (fifty) {
-        const c = (fifty.data as Json).concurrent;
+        const c = fifty.data.concurrent;
         rows.push({ target: `${target}: ${c.downloads} at once`, goal: "≥ 0.8", figure: `${fmt(c.ratio, 2)} (${fmt(c.agentMBps)} MB/s; curl ${fmt(c.curlMBps)})`, met: c.ratio >= 0.8, source: from(fifty) });
       }
     }
@@ -193,13 +229,13 @@ export async function targetRows(dir?: string): Promise<TargetRow[]> {
     const target = "log ingestion through ShipLogs, beside direct inserts";
     if (!run) rows.push(missing(target, "≥ 0.5 and ≥ 100,000 lines/s", "npm run bench -- logs"));
     else {
-      const d = run.data as Json;
-      const best = [d.oneDevice, d.devicesAtOnce].sort((a, b) => b.linesPerSecond - a.linesPerSecond)[0];
+      const d = run.data;
       rows.push({
         target,
         goal: "≥ 0.5 and ≥ 100,000 lines/s",
         figure: `one device ${fmt(d.oneDevice.ratio, 2)} (${fmt(d.oneDevice.linesPerSecond)}/s), ${d.devices} at once ${fmt(d.devicesAtOnce.ratio, 2)} (${fmt(d.devicesAtOnce.linesPerSecond)}/s)`,
-        met: best.ratio >= 0.5 && best.linesPerSecond >= 100_000,
+        // From one device or from several at once: either meeting both goals meets the target.
+        met: [d.oneDevice, d.devicesAtOnce].some((x) => x.ratio >= 0.5 && x.linesPerSecond >= 100_000),
         source: from(run),
       });
     }
@@ -209,7 +245,7 @@ export async function targetRows(dir?: string): Promise<TargetRow[]> {
     const target = "tunnel throughput, beside direct loopback TCP";
     if (!run) rows.push(missing(target, "≥ 0.5", "npm run bench -- tunnel"));
     else {
-      const d = run.data as Json;
+      const d = run.data;
       rows.push({ target, goal: "≥ 0.5", figure: `${fmt(d.ratio, 2)} (${fmt(d.tunnelMBps)} of ${fmt(d.directMBps)} MB/s)`, met: d.ratio >= 0.5, source: from(run) });
     }
   }
@@ -220,7 +256,7 @@ export async function targetRows(dir?: string): Promise<TargetRow[]> {
     const target = "idle agent RSS";
     if (!run) rows.push(missing(target, "≤ 50 MB", "npm run build && npm run bench -- agent"));
     else {
-      const d = run.data as Json;
+      const d = run.data;
       const mb = (d.agent.rssMiB * 1024 * 1024) / 1e6;
       rows.push({ target, goal: "≤ 50 MB", figure: `${fmt(mb, 1)} MB (bare node ${fmt((d.bareNode.rssMiB * 1024 * 1024) / 1e6, 1)} MB)`, met: mb <= 50, source: from(run) });
     }
