@@ -242,9 +242,10 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     const progress = setInterval(() => log(`    ${sim.stdout.trimEnd().split("\n").at(-1) ?? ""}`), 60_000);
     try {
       await sim.waitForOutput(new RegExp(`sim: all ${devices} devices online`), ENROLL_DEADLINE_MS);
-    } catch {
+    } catch (err) {
+      // A deadline, or the simulator exited: either way, how far it got.
       const last = sim.stdout.trimEnd().split("\n").at(-1) ?? "";
-      throw new Error(`not every device online after ${ENROLL_DEADLINE_MS / 60_000} minutes; the simulator's last status: ${last.replace(/^sim: /, "")}`);
+      throw new Error(`not every device online (${err instanceof Error ? err.message : String(err)}); the simulator's last status: ${last.replace(/^sim: /, "")}`);
     } finally {
       clearInterval(progress);
     }
