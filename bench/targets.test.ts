@@ -41,6 +41,18 @@ describe("the scale targets table", () => {
     expect(row(rows, "idle: 20,000").source).toContain("--devices 19000 --idle-only");
   });
 
+  it("prints a figure an older or damaged result file lacks as -, and goes on", async () => {
+    const rows = await targetRows(
+      await resultsDir({
+        "tunnel-2026-12-02T00-00-00-000Z.json": { date: "2026-12-02T00:00:00.000Z", directMBps: 1000, tunnelMBps: null, ratio: null },
+        "agent-2026-12-02T00-00-00-000Z.json": { date: "2026-12-02T00:00:00.000Z", agent: { rssMiB: 45 }, bareNode: {} },
+      }),
+    );
+    expect(row(rows, "tunnel").figure).toBe("- (- of 1,000 MB/s)");
+    expect(row(rows, "tunnel").met).toBe(false);
+    expect(row(rows, "idle agent RSS").figure).toBe("47.2 MB (bare node - MB)");
+  });
+
   it("takes each figure from the newest run that measured it, and judges it against its target", async () => {
     const rows = await targetRows(
       await resultsDir({

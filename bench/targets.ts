@@ -50,7 +50,8 @@ type Run<T> = StoredResult & { data: T };
 
 /** A figure worth printing: a finite number (JSON writes NaN as null). */
 const known = (x: unknown): x is number => typeof x === "number" && Number.isFinite(x);
-const fmt = (x: number, digits = 0) => x.toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+/** A figure as printed; "-" for one an older or damaged result file lacks. */
+const fmt = (x: number, digits = 0) => (known(x) ? x.toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "-");
 const from = (r: StoredResult) => `${r.date.slice(0, 16).replace("T", " ")} ${r.file}`;
 
 /** The newest fleet run with a result for `devices` devices (one process) that has `has`. */

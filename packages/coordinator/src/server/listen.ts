@@ -42,7 +42,7 @@ const CLOSE_GRACE_MS = 1000;
  * a few hundred connections a second, and a queue of thousands then hands it connections whose
  * agents gave up seconds ago, each costing a handshake for nothing. A SYN the kernel drops at a
  * full queue costs the coordinator nothing; the agent's kernel sends it again after 1, 3 and 7 s.
- * Measured by restarting a coordinator under 10,000 simulated devices (README, "Idle fleets"):
+ * Measured by restarting a coordinator under 10,000 simulated devices (README, "Restarting under 10,000 devices"):
  * all were online again after 112 to 165 s (median 153) with 1,024, 161 to 275 s (median 171)
  * with 4,096 (the kernel's cap, net.core.somaxconn, here), 1,024 ahead in each of four
  * alternating pairs; Node's default of 511, once, 164 s.
