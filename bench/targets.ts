@@ -213,13 +213,15 @@ export async function targetRows(dir?: string): Promise<TargetRow[]> {
     const one = download[0];
     const fifty = download.find((x) => (x.data.concurrent?.downloads ?? 0) >= 50);
     const target = "artifact download, beside curl plus fsync";
+    // The ratio is to the faster curl (HTTP/2 or HTTP/1.1; files before 2026-12-02 have only the first).
+    const curl = (f: { curlMBps: number; curlHttp1MBps?: number }) => fmt(Math.max(f.curlMBps, f.curlHttp1MBps ?? 0));
     if (!one) rows.push(missing(target, "≥ 0.8", "npm run bench -- download"));
     else {
       const d = one.data;
-      rows.push({ target: `${target}: one agent`, goal: "≥ 0.8", figure: `${fmt(d.single.ratio, 2)} (${fmt(d.single.agentMBps)} MB/s; curl ${fmt(d.single.curlMBps)})`, met: d.single.ratio >= 0.8, source: from(one) });
+      rows.push({ target: `${target}: one agent`, goal: "≥ 0.8", figure: `${fmt(d.single.ratio, 2)} (${fmt(d.single.agentMBps)} MB/s; curl ${curl(d.single)})`, met: d.single.ratio >= 0.8, source: from(one) });
       if (fifty) {
         const c = fifty.data.concurrent;
-        rows.push({ target: `${target}: ${c.downloads} at once`, goal: "≥ 0.8", figure: `${fmt(c.ratio, 2)} (${fmt(c.agentMBps)} MB/s; curl ${fmt(c.curlMBps)})`, met: c.ratio >= 0.8, source: from(fifty) });
+        rows.push({ target: `${target}: ${c.downloads} at once`, goal: "≥ 0.8", figure: `${fmt(c.ratio, 2)} (${fmt(c.agentMBps)} MB/s; curl ${curl(c)})`, met: c.ratio >= 0.8, source: from(fifty) });
       }
     }
   }
