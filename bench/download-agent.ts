@@ -3,12 +3,17 @@
  * one JSON job per line from standard input, runs the agent's production path for it (TUF
  * verification of the release, then the streaming download: verifyRelease and downloadTarget)
  * and answers one JSON line with the CPU seconds this process spent on it. Stops when its
- * standard input ends.
+ * standard input ends. It sets the agent's V8 flags on itself as `flotilla agent` does
+ * (applyAgentV8Flags, before it loads the agent's modules), so that the download turns V8's
+ * optimising compiler on and off as an agent's does.
  */
 import { createInterface } from "node:readline";
 import { stat } from "node:fs/promises";
 import { join } from "node:path";
-import { downloadTarget, verifyRelease } from "@flotilla/agent/testing";
+import { applyAgentV8Flags } from "@flotilla/protocol/agent-flags";
+
+applyAgentV8Flags();
+const { downloadTarget, verifyRelease } = await import("@flotilla/agent/testing");
 
 export interface DownloadJob {
   http: { url: string; pin: string; token: string };

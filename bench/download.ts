@@ -29,7 +29,7 @@ import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { connect, targetUrlPath } from "@flotilla/agent/testing";
-import { AGENT_NODE_OPTIONS, AGENT_V8_FLAGS, loadIdentity } from "@flotilla/protocol";
+import { AGENT_NODE_OPTIONS, loadIdentity } from "@flotilla/protocol";
 import { freePort, waitFor } from "@flotilla/protocol/testing";
 import { Fleet } from "../test/e2e/support/fleet.ts";
 import { createRelease } from "../test/e2e/support/releases.ts";
@@ -158,15 +158,16 @@ async function curlAll(url: string, token: string, files: string[], http1: boole
 }
 
 /**
- * An agent's side in a process of its own (bench/download-agent.ts), with the agent's V8 flags,
- * as an installed agent runs: its CPU time is its own, not the benchmark's (whose heap holds
+ * An agent's side in a process of its own (bench/download-agent.ts), with the agent's NODE_OPTIONS
+ * on its command line (BENCH_DOWNLOAD_AGENT_FLAGS replaces them) and its V8 flags set as the agent
+ * sets them, as an installed agent runs: its CPU time is its own, not the benchmark's (whose heap holds
  * the sandbox's output), and N downloads at once are N processes, as N devices are.
  */
 class AgentProcess {
   private readonly child: LineChild;
 
   constructor() {
-    const flags = process.env.BENCH_DOWNLOAD_AGENT_FLAGS ?? `${AGENT_NODE_OPTIONS} ${AGENT_V8_FLAGS}`;
+    const flags = process.env.BENCH_DOWNLOAD_AGENT_FLAGS ?? AGENT_NODE_OPTIONS;
     this.child = new LineChild("download-agent.ts", [], flags.split(" ").filter(Boolean));
   }
 

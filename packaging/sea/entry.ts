@@ -1,7 +1,6 @@
 // The entry of the single executable (scripts/package.mjs): packages/cli/src/entry.ts without
 // top-level await, which the CommonJS bundle that Node 20's SEA runs cannot have.
-import { setFlagsFromString } from "node:v8";
-import { AGENT_V8_FLAGS } from "@flotilla/protocol/agent-flags";
+import { applyAgentV8Flags } from "@flotilla/protocol/agent-flags";
 
 // A SEA sees itself twice: argv is [executable, executable, ...arguments]. The program's own
 // children (`flotilla sim` workers, `tunnel ssh`'s ProxyCommand) start it as
@@ -10,7 +9,7 @@ const argv = process.argv.slice(2);
 if (argv[0] === process.execPath) argv.shift();
 const role = argv.find((a) => !a.startsWith("-"));
 // The agent's own V8 flags, set before the modules that run code as they load (as in entry.ts).
-if (role === "agent") setFlagsFromString(AGENT_V8_FLAGS);
+if (role === "agent") applyAgentV8Flags();
 Promise.all([import("./main.ts"), import("./safety-net.ts")])
   .then(([{ main }, { installSafetyNet }]) => {
     installSafetyNet(() => role === "agent" || role === "coordinator" || role === "up" || role === "sim");

@@ -1,5 +1,4 @@
-import { setFlagsFromString } from "node:v8";
-import { AGENT_V8_FLAGS } from "@flotilla/protocol/agent-flags";
+import { applyAgentV8Flags } from "@flotilla/protocol/agent-flags";
 import { installLightHeaders } from "@flotilla/protocol/light-headers";
 
 const argv = process.argv.slice(2);
@@ -8,7 +7,7 @@ const role = argv.find((a) => !a.startsWith("-"));
 // are imported below, not above, for that reason).
 // And its own Headers class, before anything loads Node's (and undici with it, 6 MiB).
 if (role === "agent") {
-  setFlagsFromString(AGENT_V8_FLAGS);
+  applyAgentV8Flags();
   installLightHeaders();
 }
 const { main } = await import("./main.ts");

@@ -1,3 +1,5 @@
+import { setFlagsFromString } from "node:v8";
+
 /**
  * The V8 flags of the agent process, through NODE_OPTIONS (which node and the single executable
  * both read at start; a running process cannot change them): the agent's systemd units (the one
@@ -14,13 +16,44 @@ export const AGENT_NODE_OPTIONS = "--max-semi-space-size=1";
 
 /**
  * V8 flags that `flotilla agent` (the launcher and the agent it runs) sets on itself as it starts,
- * before it loads its modules (packages/cli/src/entry.ts, with v8.setFlagsFromString): Node does
- * not accept them in NODE_OPTIONS. `--no-opt` leaves V8's optimising compiler (TurboFan) off:
- * its first use pages some 4 MiB of the node executable's compiler code into the process, and
- * what an agent runs hot enough for it (protobuf-es decoding the message descriptors at start)
- * runs once. Code still runs in V8's baseline compiler (Sparkplug). What costs an agent CPU
- * (TLS, sha256 and file writes while it downloads) is native code: a 200 MiB download over TLS,
- * hashed and copied into 1 MiB buffers as the agent does, took 0.65 to 0.67 s of CPU with the
- * flag and 0.75 to 0.77 s without. bench/agent.ts prints the agent's CPU time beside its memory.
+ * before it loads its modules (packages/cli/src/entry.ts, through {@link applyAgentV8Flags}):
+ * Node does not accept them in NODE_OPTIONS. `--no-opt` leaves V8's optimising compiler
+ * (TurboFan) off while the agent idles: its first use pages some 4 MiB of the node executable's
+ * compiler code into the process, and what an idle agent runs (keep-alives, a report a minute,
+ * log batches) is not hot enough to gain from it. Code still runs in V8's baseline compiler
+ * (Sparkplug).
+ *
+ * A download is the exception: there every 16 KiB TLS record passes through Node's stream and
+ * HTTP code, in JavaScript, and without TurboFan that costs more than the TLS and the sha256
+ * together (`npm run bench -- download`, 300 MB over TLS, 2026-12-03: 6.9 CPU seconds per GB
+ * with `--no-opt`, 4.5 without, against 2.4 for curl). So {@link withOptimizingCompiler} turns it
+ * on for as long as a download runs.
  */
 export const AGENT_V8_FLAGS = "--no-opt";
+
+/** Whether this process set AGENT_V8_FLAGS on itself (and so may turn TurboFan on and off again). */
+let lean = false;
+/** Downloads running with TurboFan turned on for them. */
+let optimizing = 0;
+
+/** Sets {@link AGENT_V8_FLAGS} on this process: the agent's first step, before it loads its modules. */
+export function applyAgentV8Flags(): void {
+  setFlagsFromString(AGENT_V8_FLAGS);
+  lean = true;
+}
+
+/**
+ * Runs `work` (a download) with V8's optimising compiler on, in a process that turned it off
+ * with {@link applyAgentV8Flags}; it goes off again when the last such work ends. V8 reads the flag
+ * each time it decides whether to optimise a function, so this takes effect at once; code it
+ * optimised meanwhile stays optimised. In any other process this only runs `work`.
+ */
+export async function withOptimizingCompiler<T>(work: () => Promise<T>): Promise<T> {
+  if (!lean) return work();
+  if (optimizing++ === 0) setFlagsFromString("--opt");
+  try {
+    return await work();
+  } finally {
+    if (--optimizing === 0) setFlagsFromString(AGENT_V8_FLAGS);
+  }
+}

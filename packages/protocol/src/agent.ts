@@ -18,6 +18,7 @@ export * from "./release.ts";
 export * from "./tunnel.ts";
 export * from "./tunnel-stream.ts";
 export * from "./http-request.ts";
+export * from "./raw-get.ts";
 export * from "./tuf-key.ts";
 export * from "./wakeup.ts";
 export * from "./nix-closure.ts";

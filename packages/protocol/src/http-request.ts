@@ -24,7 +24,8 @@ export interface PinnedRequest {
 
 const tlsCache = new Map<string, { ca: string[]; checkServerIdentity: () => undefined } | undefined>();
 
-async function tlsOptions(url: URL, pin: string | undefined) {
+/** The TLS options that pin `url`'s certificate to `pin` (cached per origin and pin); undefined over http or without a pin. */
+export async function tlsOptions(url: URL, pin: string | undefined) {
   if (url.protocol !== "https:" || !pin) return undefined;
   const key = `${url.origin}|${pin}`;
   if (!tlsCache.has(key)) {

@@ -13,6 +13,10 @@
  *   open ones carry on;
  * - latency and a bandwidth cap apply in `pass` mode, each direction on its own.
  *
+ * In `pass` mode a side that closes its connection (FIN) has its bytes still in the link
+ * delivered first, then the close passed on, as a real link does: an HTTP server that answers and
+ * closes is read to the last byte, however slow the link.
+ *
  * Every timer and socket it owns ends with `close()`.
  */
 import { createServer, connect, type Server, type Socket } from "node:net";
@@ -38,6 +42,8 @@ class Lane {
   private queued = 0;
   private timer: NodeJS.Timeout | undefined;
   private nextFree = 0;
+  /** The source closed its side: end `out` once the queue is delivered. */
+  private ending = false;
 
   constructor(
     private readonly proxy: FaultProxy,
@@ -88,12 +94,23 @@ class Lane {
         this.write(data);
       }
       if (this.queued <= this.limit / 2 && this.proxy.mode !== "blackhole") this.source.resume();
+      this.endIfDone();
       this.schedule();
     }, delay);
   }
 
   private write(data: Buffer): void {
     if (!this.out.destroyed) this.out.write(data);
+  }
+
+  /** The source sent its last byte (FIN or closed): pass the close on after what is still in the link. */
+  finish(): void {
+    this.ending = true;
+    this.endIfDone();
+  }
+
+  private endIfDone(): void {
+    if (this.ending && this.queue.length === 0 && !this.out.destroyed) this.out.end();
   }
 
   close(): void {
@@ -161,7 +178,8 @@ export class FaultProxy {
   }
 
   private listen(): Promise<void> {
-    const server = createServer((client) => this.accept(client));
+    // Half-open: a side's FIN ends only its direction (Lane.finish), as on a real link.
+    const server = createServer({ allowHalfOpen: true }, (client) => this.accept(client));
     this.server = server;
     return new Promise((res, rej) => {
       server.once("error", rej);
@@ -189,7 +207,7 @@ export class FaultProxy {
       client.resetAndDestroy();
       return;
     }
-    const upstream = connect(this.opts.target.port, this.opts.target.host);
+    const upstream = connect({ port: this.opts.target.port, host: this.opts.target.host, allowHalfOpen: true });
     upstream.on("error", () => {});
     const toUpstream = new Lane(this, client, upstream);
     const toClient = new Lane(this, upstream, client);
@@ -197,13 +215,26 @@ export class FaultProxy {
     this.pipes.add(pipe);
     client.on("data", (d: Buffer) => toUpstream.push(d));
     upstream.on("data", (d: Buffer) => toClient.push(d));
-    const end = () => {
+    // A side that is done sending (FIN, or gone): what it sent still crosses the link, then its
+    // close. A side that is gone receives nothing more. The pipe is dropped once both are gone.
+    // In a blackhole the close still passes at once and ends both sides: a simplification (a real
+    // blackhole would drop the FIN too) that the tests of how soon the coordinator notices a
+    // vanished agent are written against.
+    const dropNow = () => {
       toUpstream.close();
       toClient.close();
       this.drop(pipe, false);
     };
-    client.on("close", end);
-    upstream.on("close", end);
+    client.on("end", () => (this.mode === "blackhole" ? dropNow() : toUpstream.finish()));
+    upstream.on("end", () => (this.mode === "blackhole" ? dropNow() : toClient.finish()));
+    const gone = (toIt: Lane, fromIt: Lane) => () => {
+      if (this.mode === "blackhole") return dropNow();
+      toIt.close();
+      fromIt.finish();
+      if (client.destroyed && upstream.destroyed) this.drop(pipe, false);
+    };
+    client.on("close", gone(toClient, toUpstream));
+    upstream.on("close", gone(toUpstream, toClient));
   }
 
   private drop(pipe: Pipe, reset: boolean): void {

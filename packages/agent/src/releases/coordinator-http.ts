@@ -3,7 +3,7 @@ import { join } from "node:path";
 import type { Fetcher } from "tuf-js";
 // tuf-js stops walking root versions only on its own DownloadHTTPError (404/403).
 import { DownloadHTTPError } from "tuf-js/dist/error.js";
-import { pinnedRequest, readBody, tufRootDigest, TUF_METADATA_PATH } from "@flotilla/protocol/agent";
+import { pinnedRequest, rawGet, readBody, tufRootDigest, TUF_METADATA_PATH, type RawResponse } from "@flotilla/protocol/agent";
 
 /** Where and how to reach the coordinator over plain HTTP: its URL, key pin and a session token. */
 export interface CoordinatorHttp {
@@ -33,6 +33,28 @@ export async function get(http: CoordinatorHttp, path: string, headers: Record<s
     const status = res.statusCode ?? 0;
     if (status === 401 || status === 429 || status >= 500) {
       res.resume();
+      if (status === 401) http.onUnauthorized?.();
+      throw new TransientError(`coordinator answered HTTP ${status} for ${path}`);
+    }
+    return res;
+  } catch (err) {
+    if (err instanceof TransientError) throw err;
+    if (signal?.aborted) throw err;
+    throw new TransientError(`cannot reach the coordinator: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/**
+ * As {@link get}, for a large body: rawGet (one connection, read into one reused buffer, no
+ * stream machinery per chunk). The same failures are TransientError; a response without
+ * Content-Length is one too.
+ */
+export async function getRaw(http: CoordinatorHttp, path: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<RawResponse> {
+  try {
+    const res = await rawGet({ url: `${http.url}${path}`, pin: http.pin, headers: { authorization: `Bearer ${http.token}`, ...headers }, signal, timeoutMs: 30_000 });
+    const status = res.statusCode;
+    if (status === 401 || status === 429 || status >= 500) {
+      res.destroy();
       if (status === 401) http.onUnauthorized?.();
       throw new TransientError(`coordinator answered HTTP ${status} for ${path}`);
     }

@@ -1,10 +1,11 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, open, rename, rm, stat, statfs, type FileHandle } from "node:fs/promises";
-import type { IncomingMessage } from "node:http";
 import { dirname, join } from "node:path";
 import { TUF_TARGETS_PATH } from "@flotilla/protocol/agent";
-import { get, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
+import { withOptimizingCompiler } from "@flotilla/protocol/agent-flags";
+import type { RawResponse } from "@flotilla/protocol/agent";
+import { getRaw, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
 
 /** A download or hash refusal: the artifact is not what was signed. */
 export class ArtifactRefused extends Error {
@@ -90,12 +91,12 @@ async function writeAll(file: FileHandle, buf: Buffer): Promise<void> {
  * `h`: chunks are copied into buffers of WRITE_BYTES that are reused for the whole download (a
  * fresh 1 MiB buffer per write costs page faults and garbage collection, more than the copy),
  * each hashed as it is handed to the disk, one write in flight while the next is gathered; the
- * response is paused while two are (and while the rate cap says to wait). 'data' events rather
- * than async iteration: a chunk costs one callback, not a promise. Resolves with the bytes
- * received once every write is done.
+ * response is paused while two are (and while the rate cap says to wait). A chunk is only valid
+ * during its 'data' event (rawGet reuses its read buffer): it is copied at once. Resolves with the
+ * bytes received once every write is done.
  */
 function receive(
-  res: IncomingMessage,
+  res: RawResponse,
   file: FileHandle,
   h: Hash,
   opts: { offset: number; target: DownloadTarget; bytesPerSecond: number; progress(done: number): void },
@@ -210,9 +211,15 @@ function receive(
  * sha256 are checked with no second read of the file. A download that broke off resumes
  * (HTTP Range) by appending to `<sha256>.part`: the bytes already there are read and hashed
  * once, before the rest arrives. A mismatch deletes the part and throws ArtifactRefused.
- * `bytesPerSecond` (0: unlimited) caps the rate.
+ * `bytesPerSecond` (0: unlimited) caps the rate. Runs with V8's optimising compiler on
+ * (withOptimizingCompiler: the agent idles without it, and a download's per-chunk JavaScript
+ * costs half again as much CPU without it).
  */
-export async function downloadTarget(opts: {
+export function downloadTarget(opts: DownloadOptions): Promise<string> {
+  return withOptimizingCompiler(() => download(opts));
+}
+
+export interface DownloadOptions {
   http: CoordinatorHttp;
   target: DownloadTarget;
   staging: string;
@@ -220,7 +227,9 @@ export async function downloadTarget(opts: {
   signal: AbortSignal;
   progress(done: number, total: number): void;
   verifying(): void;
-}): Promise<string> {
+}
+
+async function download(opts: DownloadOptions): Promise<string> {
   const { target } = opts;
   const final = join(opts.staging, target.sha256);
   const part = `${final}.part`;
@@ -239,14 +248,14 @@ export async function downloadTarget(opts: {
     await hashPrefix(h, part, offset);
   } else {
     await ensureSpace(opts.staging, target.length - offset, target.path, offset);
-    const res = await get(opts.http, targetUrlPath(target), offset > 0 ? { range: `bytes=${offset}-` } : {}, opts.signal);
+    const res = await getRaw(opts.http, targetUrlPath(target), offset > 0 ? { range: `bytes=${offset}-` } : {}, opts.signal);
     if (res.statusCode === 404) {
-      res.resume();
+      res.destroy();
       throw new ArtifactRefused(`the coordinator does not have the artifact of ${target.path}`);
     }
     if (res.statusCode === 200 && offset > 0) offset = 0; // the server ignored the range: start over
     else if (res.statusCode !== 200 && res.statusCode !== 206) {
-      res.resume();
+      res.destroy();
       throw new TransientError(`coordinator answered HTTP ${res.statusCode} for ${target.path}`);
     }
     if (offset > 0) {
