@@ -5,16 +5,20 @@
 
 /**
  * A level-triggered wake-up for a single waiter: notify() before wait() is not lost. Lets a
- * loop sleep until there is work, instead of polling. A second concurrent wait() takes the
- * place of the first (use Broadcast for several waiters).
+ * loop sleep until there is work, instead of polling. A second wait() while one is pending takes
+ * its place: the first resolves at once (a spurious wake-up, which a loop that looks again
+ * absorbs) and leaves nothing behind. That matters to a loop that races two wake-ups
+ * (`Promise.race([a.wait(signal), b.wait(signal)])`): the loser of each round is replaced in the
+ * next, and before this it kept its abort listener and timer for good, one more per round.
  */
 export class Wakeup {
   private pending = false;
-  private waiter: (() => void) | undefined;
+  /** Ends the pending wait: `woken` (notify, time-out, abort) consumes a pending notify. */
+  private current: ((woken: boolean) => void) | undefined;
 
   notify(): void {
     this.pending = true;
-    this.waiter?.();
+    this.current?.(true);
   }
 
   /** Resolves on notify(), after `timeoutMs`, or when `signal` aborts, whichever is first. */
@@ -23,17 +27,19 @@ export class Wakeup {
       this.pending = false;
       return Promise.resolve();
     }
+    this.current?.(false);
     return new Promise((resolve) => {
-      const done = () => {
+      const finish = (woken: boolean) => {
         clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        this.waiter = undefined;
-        this.pending = false;
+        signal.removeEventListener("abort", onAbort);
+        if (this.current === finish) this.current = undefined;
+        if (woken) this.pending = false;
         resolve();
       };
-      const timer = setTimeout(done, timeoutMs);
-      signal.addEventListener("abort", done);
-      this.waiter = done;
+      const onAbort = () => finish(true);
+      const timer = setTimeout(() => finish(true), timeoutMs);
+      signal.addEventListener("abort", onAbort);
+      this.current = finish;
     });
   }
 }
