@@ -19,20 +19,24 @@ export class TransientError extends Error {
   override name = "TransientError";
 }
 
-/** GETs `path` from the coordinator with the device's session; throws TransientError for retryable failures. */
-export async function get(http: CoordinatorHttp, path: string, headers: Record<string, string> = {}, signal?: AbortSignal) {
+/**
+ * Sends a GET of `path` with the device's session through `send` and returns the response,
+ * unless it is one to retry: 401 (the session expired: `onUnauthorized`), 429 and 5xx are
+ * discarded and thrown as TransientError, as is a failure to reach the coordinator at all.
+ */
+async function retryable<R extends { statusCode?: number }>(
+  http: CoordinatorHttp,
+  path: string,
+  signal: AbortSignal | undefined,
+  send: (url: string, headers: Record<string, string>) => Promise<R>,
+  discard: (res: R) => void,
+  headers: Record<string, string>,
+): Promise<R> {
   try {
-    const res = await pinnedRequest({
-      method: "GET",
-      url: `${http.url}${path}`,
-      pin: http.pin,
-      headers: { authorization: `Bearer ${http.token}`, ...headers },
-      signal,
-      timeoutMs: 30_000,
-    });
+    const res = await send(`${http.url}${path}`, { authorization: `Bearer ${http.token}`, ...headers });
     const status = res.statusCode ?? 0;
     if (status === 401 || status === 429 || status >= 500) {
-      res.resume();
+      discard(res);
       if (status === 401) http.onUnauthorized?.();
       throw new TransientError(`coordinator answered HTTP ${status} for ${path}`);
     }
@@ -44,26 +48,25 @@ export async function get(http: CoordinatorHttp, path: string, headers: Record<s
   }
 }
 
+/** GETs `path` from the coordinator with the device's session; throws TransientError for retryable failures. */
+export function get(http: CoordinatorHttp, path: string, headers: Record<string, string> = {}, signal?: AbortSignal) {
+  return retryable(
+    http,
+    path,
+    signal,
+    (url, h) => pinnedRequest({ method: "GET", url, pin: http.pin, headers: h, signal, timeoutMs: 30_000 }),
+    (res) => res.resume(),
+    headers,
+  );
+}
+
 /**
  * As {@link get}, for a large body: rawGet (one connection, read into one reused buffer, no
  * stream machinery per chunk). The same failures are TransientError; a response without
  * Content-Length is one too.
  */
-export async function getRaw(http: CoordinatorHttp, path: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<RawResponse> {
-  try {
-    const res = await rawGet({ url: `${http.url}${path}`, pin: http.pin, headers: { authorization: `Bearer ${http.token}`, ...headers }, signal, timeoutMs: 30_000 });
-    const status = res.statusCode;
-    if (status === 401 || status === 429 || status >= 500) {
-      res.destroy();
-      if (status === 401) http.onUnauthorized?.();
-      throw new TransientError(`coordinator answered HTTP ${status} for ${path}`);
-    }
-    return res;
-  } catch (err) {
-    if (err instanceof TransientError) throw err;
-    if (signal?.aborted) throw err;
-    throw new TransientError(`cannot reach the coordinator: ${err instanceof Error ? err.message : String(err)}`);
-  }
+export function getRaw(http: CoordinatorHttp, path: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<RawResponse> {
+  return retryable(http, path, signal, (url, h) => rawGet({ url, pin: http.pin, headers: h, signal, timeoutMs: 30_000 }), (res) => res.destroy(), headers);
 }
 
 /**
