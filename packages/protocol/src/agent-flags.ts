@@ -23,11 +23,13 @@ export const AGENT_NODE_OPTIONS = "--max-semi-space-size=1";
  * log batches) is not hot enough to gain from it. Code still runs in V8's baseline compiler
  * (Sparkplug).
  *
- * A download is the exception: there every 16 KiB TLS record passes through Node's stream and
- * HTTP code, in JavaScript, and without TurboFan that costs more than the TLS and the sha256
- * together (`npm run bench -- download`, 300 MB over TLS, 2026-12-03: 6.9 CPU seconds per GB
- * with `--no-opt`, 4.5 without, against 2.4 for curl). So {@link withOptimizingCompiler} turns it
- * on for as long as a download runs.
+ * A large download is the exception: its per-record JavaScript (rawGet's read callback, the copy
+ * into write buffers, the hash and write calls) runs hot for seconds. `npm run bench -- download`,
+ * 300 MB over TLS, 2026-12-03: through Node's HTTP client 6.1 and 5.0 CPU seconds per GB with
+ * `--no-opt` against 4.5 without; through rawGet 4.4 against 3.6 (curl: 2.0 to 2.4). So
+ * {@link withOptimizingCompiler} turns it on for as long as a download runs. For small
+ * downloads it is a wash: 50 agents fetching 20 MB each spent 6.7 s/GB with it, 6.1 without
+ * (each process compiles once for little data).
  */
 export const AGENT_V8_FLAGS = "--no-opt";
 

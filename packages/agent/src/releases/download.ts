@@ -2,9 +2,8 @@ import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, open, rename, rm, stat, statfs, type FileHandle } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { TUF_TARGETS_PATH } from "@flotilla/protocol/agent";
+import { TUF_TARGETS_PATH, type RawResponse } from "@flotilla/protocol/agent";
 import { withOptimizingCompiler } from "@flotilla/protocol/agent-flags";
-import type { RawResponse } from "@flotilla/protocol/agent";
 import { getRaw, TransientError, type CoordinatorHttp } from "./coordinator-http.ts";
 
 /** A download or hash refusal: the artifact is not what was signed. */
@@ -212,8 +211,8 @@ function receive(
  * (HTTP Range) by appending to `<sha256>.part`: the bytes already there are read and hashed
  * once, before the rest arrives. A mismatch deletes the part and throws ArtifactRefused.
  * `bytesPerSecond` (0: unlimited) caps the rate. Runs with V8's optimising compiler on
- * (withOptimizingCompiler: the agent idles without it, and a download's per-chunk JavaScript
- * costs half again as much CPU without it).
+ * (withOptimizingCompiler: the agent idles without it, and a large download's per-chunk
+ * JavaScript costs a fifth more CPU without it).
  */
 export function downloadTarget(opts: DownloadOptions): Promise<string> {
   return withOptimizingCompiler(() => download(opts));
