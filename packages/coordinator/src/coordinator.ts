@@ -27,6 +27,7 @@ import { DatabaseLeases, soleLeases } from "./server/lease.ts";
 import { fileLimitWarning } from "./server/file-limit.ts";
 import { LoadShedder } from "./server/load-shedding.ts";
 import { ShutdownSignal } from "./server/shutdown-signal.ts";
+import { deviceStreamRoute } from "./server/device-streams.ts";
 import { storeErrorInterceptor } from "./server/store-errors.ts";
 import { openStore, type Store } from "./store/index.ts";
 import { telemetryFeature } from "./telemetry/index.ts";
@@ -152,7 +153,10 @@ export async function startCoordinator(
           .set(remoteAddressKey, req.socket.remoteAddress ?? "")
           .set(cookieHeaderKey, typeof req.headers.cookie === "string" ? req.headers.cookie : ""),
     });
-    const routes = features.flatMap((f) => (f.http ? [f.http] : []));
+    const routes = [
+      deviceStreamRoute({ store, shutdown, maxMessageBytes: config.maxMessageBytes }, features.flatMap((f) => f.deviceStreams ?? [])),
+      ...features.flatMap((f) => (f.http ? [f.http] : [])),
+    ];
     const handler: RequestHandler = (req, res) => {
       if (!routes.some((route) => route(req, res))) connect(req, res);
     };

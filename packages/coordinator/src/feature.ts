@@ -6,6 +6,7 @@
  */
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, MethodImpl, ServiceImpl } from "@connectrpc/connect";
+import type { DeviceStream } from "./server/device-streams.ts";
 import type { HttpRequest, HttpResponse } from "./server/http.ts";
 
 /** A part of the coordinator, started and ready to be hosted. */
@@ -14,6 +15,11 @@ export interface Feature {
   readonly name: string;
   /** Registers its Connect services (or its share of a service's methods, see {@link serveMethods}). */
   routes?(router: ConnectRouter): void;
+  /**
+   * Server streams every connected device holds open, served for agents beside Connect with less
+   * machinery per stream (server/device-streams.ts); they must also be among its Connect routes.
+   */
+  readonly deviceStreams?: readonly DeviceStream[];
   /** Answers its plain-HTTP paths and returns true; returns false for any other path. */
   http?(req: HttpRequest, res: HttpResponse): boolean;
   /** The type names of the services it serves, which the health service reports as SERVING. */

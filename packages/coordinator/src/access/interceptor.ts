@@ -4,7 +4,7 @@ import { auditDetail, auditTarget, type Auditor } from "../audit/auditor.ts";
 import type { Store } from "../store/index.ts";
 import { REPLICA_AUTH_HEADER } from "../tunnel/replica-auth.ts";
 import { checkCsrf, CSRF_HEADER, readCookie, SESSION_COOKIE } from "./cookies.ts";
-import { cookieHeaderKey, principalKey, remoteAddressKey, type Principal } from "./principal.ts";
+import { cookieHeaderKey, principalKey, remoteAddressKey, type DevicePrincipal, type Principal } from "./principal.ts";
 import { isAuditedWhenRefused, isChange, rolePermissions, ruleFor } from "./policy.ts";
 
 /** API tokens read `flt_<id>.<secret>`; anything else after "Bearer" is a session token. */
@@ -35,12 +35,11 @@ export function authorizationInterceptor(
       return next(req);
     }
     const principal = await resolvePrincipal(store, req.header.get(AUTHORIZATION_HEADER), req.contextValues.get(cookieHeaderKey), req.header.get(CSRF_HEADER));
-    if (!principal) throw new ConnectError("not logged in, or the session expired", Code.Unauthenticated);
     if (rule === "device") {
-      if (principal.kind !== "device") throw new ConnectError("only agents may call this", Code.PermissionDenied);
-      req.contextValues.set(principalKey, principal);
+      req.contextValues.set(principalKey, requireDevice(principal));
       return next(req);
     }
+    if (!principal) throw new ConnectError("not logged in, or the session expired", Code.Unauthenticated);
     if (principal.kind !== "admin") throw new ConnectError("only admins may call this", Code.PermissionDenied);
 
     const record = (outcome: string) =>
@@ -69,6 +68,13 @@ export function authorizationInterceptor(
       throw err;
     }
   };
+}
+
+/** The caller of a call only devices may make: a device session, else the refusal. */
+export function requireDevice(principal: Principal | undefined): DevicePrincipal {
+  if (!principal) throw new ConnectError("not logged in, or the session expired", Code.Unauthenticated);
+  if (principal.kind !== "device") throw new ConnectError("only agents may call this", Code.PermissionDenied);
+  return principal;
 }
 
 /**

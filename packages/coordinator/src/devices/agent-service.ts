@@ -1,4 +1,4 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import {
@@ -11,7 +11,7 @@ import {
   splitJoinSecret,
   verifySignature,
 } from "@flotilla/protocol";
-import { deviceOf } from "../access/principal.ts";
+import { deviceOf, type DevicePrincipal } from "../access/principal.ts";
 import { openSession } from "../access/sessions.ts";
 import type { ServiceContext } from "../context.ts";
 import { desiredReleases, recordReleaseProgress, toDesiredReleases } from "../releases/progress.ts";
@@ -67,9 +67,65 @@ function desiredOf(row: DeviceRow): agentv1.DesiredState {
   });
 }
 
+/**
+ * A device's Watch stream: its desired state at once and whenever it changes (the hub says when),
+ * and a keep-alive when it has been quiet for a while. Served by Connect and, for agents, by the
+ * lean device-stream route (server/device-streams.ts), which both call this.
+ */
+export function watchStream(ctx: ServiceContext, hub: Hub, presence: Presence) {
+  const { store } = ctx;
+  return async function* watch(device: DevicePrincipal, req: agentv1.WatchRequest, signal: AbortSignal): AsyncGenerator<MessageInitShape<typeof agentv1.WatchResponseSchema>> {
+    const { orgId, deviceId } = device;
+    if (req.agentVersion.length > 64 || req.capabilities.length > 64) {
+      throw new ConnectError("agent version or capabilities too long", Code.InvalidArgument);
+    }
+    const sub = hub.subscribe(deviceId);
+    presence.connect(orgId, deviceId);
+    try {
+      // Read once per stream: a move ends the stream (the old organization's session is gone).
+      const moved = await movedInto(store, orgId, deviceId);
+      let sent = -1;
+      let look = true;
+      let quiet = 0;
+      while (!signal.aborted) {
+        if (look) {
+          // The hub hands most wake-ups their state, read for a whole batch of devices at once;
+          // the first look, a periodic re-check and a wake-up without one read the store here.
+          const snapshot = sub.take();
+          const fresh = snapshot && snapshot.device.orgId === orgId && snapshot.device.generation >= sent ? snapshot : undefined;
+          const row = fresh ? fresh.device : await store.devices.getDevice(orgId, deviceId);
+          if (!row) return;
+          if (row.generation !== sent) {
+            sent = row.generation;
+            const desired = desiredOf(row);
+            desired.releases = fresh ? toDesiredReleases(fresh.releases) : await desiredReleases(store, row);
+            desired.organizationId = orgId;
+            desired.moveEndorsement = moved;
+            yield { event: { case: "desired", value: desired } };
+          }
+        }
+        const r = await sub.wait(signal, keepaliveWaitMs(ctx.keepaliveMs));
+        // The hub says when to look again; a keep-alive reads nothing, but every
+        // RECHECK_KEEPALIVES-th one looks anyway, in case a notification was lost (a
+        // PostgreSQL listener reconnecting).
+        quiet = r === "changed" ? 0 : quiet + 1;
+        look = r === "changed" || quiet % RECHECK_KEEPALIVES === 0;
+        if (r === "timeout") {
+          presence.seen(orgId, deviceId);
+          yield { event: { case: "keepalive", value: timestampNow() } };
+        }
+      }
+    } finally {
+      sub.close();
+      presence.disconnect(orgId, deviceId);
+    }
+  };
+}
+
 /** The AgentService: enrollment, device sessions, the desired-state stream and the outbox. */
 export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence, status?: DeviceStatusFeed): ServiceImpl<typeof agentv1.AgentService> {
   const { store, challenges, log } = ctx;
+  const watch = watchStream(ctx, hub, presence);
 
   return {
     hello(req) {
@@ -132,52 +188,7 @@ export function agentService(ctx: ServiceContext, hub: Hub, presence: Presence, 
       };
     },
 
-    async *watch(req, hctx) {
-      const { orgId, deviceId } = deviceOf(hctx);
-      if (req.agentVersion.length > 64 || req.capabilities.length > 64) {
-        throw new ConnectError("agent version or capabilities too long", Code.InvalidArgument);
-      }
-      const sub = hub.subscribe(deviceId);
-      presence.connect(orgId, deviceId);
-      try {
-        // Read once per stream: a move ends the stream (the old organization's session is gone).
-        const moved = await movedInto(store, orgId, deviceId);
-        let sent = -1;
-        let look = true;
-        let quiet = 0;
-        while (!hctx.signal.aborted) {
-          if (look) {
-            // The hub hands most wake-ups their state, read for a whole batch of devices at once;
-            // the first look, a periodic re-check and a wake-up without one read the store here.
-            const snapshot = sub.take();
-            const fresh = snapshot && snapshot.device.orgId === orgId && snapshot.device.generation >= sent ? snapshot : undefined;
-            const row = fresh ? fresh.device : await store.devices.getDevice(orgId, deviceId);
-            if (!row) return;
-            if (row.generation !== sent) {
-              sent = row.generation;
-              const desired = desiredOf(row);
-              desired.releases = fresh ? toDesiredReleases(fresh.releases) : await desiredReleases(store, row);
-              desired.organizationId = orgId;
-              desired.moveEndorsement = moved;
-              yield { event: { case: "desired", value: desired } };
-            }
-          }
-          const r = await sub.wait(hctx.signal, keepaliveWaitMs(ctx.keepaliveMs));
-          // The hub says when to look again; a keep-alive reads nothing, but every
-          // RECHECK_KEEPALIVES-th one looks anyway, in case a notification was lost (a
-          // PostgreSQL listener reconnecting).
-          quiet = r === "changed" ? 0 : quiet + 1;
-          look = r === "changed" || quiet % RECHECK_KEEPALIVES === 0;
-          if (r === "timeout") {
-            presence.seen(orgId, deviceId);
-            yield { event: { case: "keepalive", value: timestampNow() } };
-          }
-        }
-      } finally {
-        sub.close();
-        presence.disconnect(orgId, deviceId);
-      }
-    },
+    watch: (req, hctx) => watch(deviceOf(hctx), req, hctx.signal),
 
     async report(req, hctx) {
       // The authorization interceptor read the device for this call: its lifecycle is current.

@@ -3,7 +3,8 @@ import { adminv1, agentv1 } from "@flotilla/protocol";
 import type { CoordinatorConfig } from "../config.ts";
 import type { ServiceContext } from "../context.ts";
 import { serveMethods, type Feature } from "../feature.ts";
-import { agentService } from "./agent-service.ts";
+import { agentService, watchStream } from "./agent-service.ts";
+import { deviceStream } from "../server/device-streams.ts";
 import { deviceMethods } from "./devices.ts";
 import { Hub } from "./hub.ts";
 import { joinTokenMethods } from "./join-tokens.ts";
@@ -40,6 +41,7 @@ export function devicesFeature(ctx: ServiceContext, config?: Pick<CoordinatorCon
       router.service(agentv1.AgentService, agentService(ctx, hub, presence, status));
       serveMethods(router, adminv1.AdminService, { ...deviceMethods(ctx, presence, status), ...joinTokenMethods(ctx), ...moveMethods(ctx, currentRoot) });
     },
+    deviceStreams: [deviceStream(agentv1.AgentService.method.watch, watchStream(ctx, hub, presence))],
     serviceNames: [agentv1.AgentService.typeName, adminv1.AdminService.typeName],
     async close() {
       hub.close();

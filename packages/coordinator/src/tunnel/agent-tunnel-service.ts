@@ -1,8 +1,8 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { agentv1 } from "@flotilla/protocol";
-import { deviceOf } from "../access/principal.ts";
+import { deviceOf, type DevicePrincipal } from "../access/principal.ts";
 import type { ServiceContext } from "../context.ts";
 import type { Frame } from "./frame-queue.ts";
 import type { TunnelRegistry } from "./registry.ts";
@@ -31,24 +31,33 @@ function refusal(start: agentv1.AttachStart, port: number): ConnectError {
 }
 
 /**
+ * A device's Listen stream: the tunnel requests for it, and a keep-alive when there were none for
+ * a while. Served by Connect and, for agents, by the lean device-stream route
+ * (server/device-streams.ts), which both call this.
+ */
+export function listenStream(ctx: ServiceContext, tunnels: TunnelRegistry) {
+  return async function* listen(device: DevicePrincipal, _req: agentv1.ListenRequest, signal: AbortSignal): AsyncGenerator<MessageInitShape<typeof agentv1.ListenResponseSchema>> {
+    const listener = tunnels.listen(device.deviceId);
+    try {
+      while (!signal.aborted) {
+        const request = await listener.next(signal, ctx.keepaliveMs);
+        if (request) yield { event: { case: "tunnel", value: request } };
+        else if (!signal.aborted) yield { event: { case: "keepalive", value: timestampNow() } };
+      }
+    } finally {
+      tunnels.failUndelivered(listener.close());
+    }
+  };
+}
+
+/**
  * The agent side of tunnels: Listen hands an agent the tunnel requests for its device, and
  * Attach carries one tunnel's bytes. An agent can only attach to its own device's tunnels.
  */
 export function agentTunnelService(ctx: ServiceContext, tunnels: TunnelRegistry): ServiceImpl<typeof agentv1.AgentTunnelService> {
+  const listen = listenStream(ctx, tunnels);
   return {
-    async *listen(_req, hctx) {
-      const { deviceId } = deviceOf(hctx);
-      const listener = tunnels.listen(deviceId);
-      try {
-        while (!hctx.signal.aborted) {
-          const request = await listener.next(hctx.signal, ctx.keepaliveMs);
-          if (request) yield { event: { case: "tunnel", value: request } };
-          else if (!hctx.signal.aborted) yield { event: { case: "keepalive", value: timestampNow() } };
-        }
-      } finally {
-        tunnels.failUndelivered(listener.close());
-      }
-    },
+    listen: (req, hctx) => listen(deviceOf(hctx), req, hctx.signal),
 
     async *attach(reqs, hctx) {
       const { deviceId } = deviceOf(hctx);

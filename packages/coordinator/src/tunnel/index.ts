@@ -1,7 +1,8 @@
 import { adminv1, agentv1, internalv1 } from "@flotilla/protocol";
 import type { ServiceContext } from "../context.ts";
 import type { Feature } from "../feature.ts";
-import { agentTunnelService } from "./agent-tunnel-service.ts";
+import { agentTunnelService, listenStream } from "./agent-tunnel-service.ts";
+import { deviceStream } from "../server/device-streams.ts";
 import type { TunnelRegistry } from "./registry.ts";
 import { replicaTunnelService, type ReplicaTunnels } from "./replicas.ts";
 import { tunnelByteRoutes } from "./byte-path.ts";
@@ -27,6 +28,7 @@ export function tunnelFeature(ctx: ServiceContext, tunnels: TunnelRegistry, repl
       router.service(internalv1.ReplicaTunnelService, replicaTunnelService(tunnels));
       router.service(agentv1.AgentTunnelService, agentTunnelService(ctx, tunnels));
     },
+    deviceStreams: [deviceStream(agentv1.AgentTunnelService.method.listen, listenStream(ctx, tunnels))],
     serviceNames: [adminv1.TunnelService.typeName, agentv1.AgentTunnelService.typeName, internalv1.ReplicaTunnelService.typeName],
     async close() {
       tunnels.close();
