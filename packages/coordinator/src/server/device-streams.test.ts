@@ -1,6 +1,7 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { encodeEnvelope } from "@connectrpc/connect/protocol";
 import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -101,13 +102,8 @@ function rawWatch(headers: Record<string, string>, body: Buffer): Promise<{ stat
   });
 }
 
-function envelope(flags: number, data: Uint8Array): Buffer {
-  const out = Buffer.alloc(5 + data.length);
-  out[0] = flags;
-  out.writeUInt32BE(data.length, 1);
-  out.set(data, 5);
-  return out;
-}
+/** A message in Connect's envelope (Connect's own encoder), as a Buffer to cut and join. */
+const envelope = (flags: number, data: Uint8Array) => Buffer.from(encodeEnvelope(flags, data));
 
 /** The end-of-stream message of a Connect stream body (the last envelope, flag 2), parsed. */
 function endOf(body: Buffer): { error?: { code: string; message: string } } {

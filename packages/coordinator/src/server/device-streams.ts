@@ -20,6 +20,7 @@
  */
 import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMethodServerStreaming, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { encodeEnvelope } from "@connectrpc/connect/protocol";
 import { contentTypeStreamProto, endStreamFlag, endStreamToJson, parseTimeout } from "@connectrpc/connect/protocol-connect";
 import { promisify } from "node:util";
 import { gzip as gzipCallback } from "node:zlib";
@@ -62,19 +63,10 @@ export interface DeviceStreamOptions {
   maxMessageBytes: number;
 }
 
-/** The envelope of one message: flags, the length (big-endian), the bytes. */
-function envelope(flags: number, data: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + data.byteLength);
-  out[0] = flags;
-  out.writeUInt32BE(data.byteLength, 1);
-  out.set(data, 5);
-  return out;
-}
-
 /** The end of a stream: Connect's end-stream message, with the error if the stream failed. */
-function endStream(error: ConnectError | undefined): Buffer {
+function endStream(error: ConnectError | undefined): Uint8Array {
   // The error's own metadata goes in as the stream's trailers.
-  return envelope(endStreamFlag, Buffer.from(JSON.stringify(endStreamToJson(new Headers(), error, undefined))));
+  return encodeEnvelope(endStreamFlag, Buffer.from(JSON.stringify(endStreamToJson(new Headers(), error, undefined))));
 }
 
 /**
@@ -192,7 +184,7 @@ export function deviceStreamRoute(opts: DeviceStreamOptions, streams: readonly D
           flags = 1;
         }
         // A device that does not read its stream holds back only its own generator.
-        if (!res.write(envelope(flags, bytes))) await drained(stream);
+        if (!res.write(encodeEnvelope(flags, bytes))) await drained(stream);
       }
       // The stream ended because it was aborted: say why, as Connect would.
       if (ac.signal.aborted) error = ConnectError.from(ac.signal.reason);
