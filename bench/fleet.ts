@@ -133,6 +133,11 @@ export interface FleetResult {
     deviceLsIdle: Latency;
     deviceLsDuringRollout: Latency;
     rolloutShowDuringRollout: Latency;
+    /**
+     * The admin calls during the rollout that took longer than {@link SLOW_ADMIN_MS}, slowest
+     * first (at most 10), with what the CLI said on stderr meanwhile (a retry says why).
+     */
+    slowDuringRollout?: SlowCall[];
   };
   /** Calls of simulated devices that failed while the rollout ran, by kind. */
   simErrorsDuringRollout: Record<string, number>;
@@ -158,6 +163,15 @@ export interface FleetResult {
   };
   /** The admin call that failed and ended the run early (its figures after it are NaN). */
   failure?: string;
+}
+
+/** Admin calls slower than this are recorded with their stderr. */
+const SLOW_ADMIN_MS = 5000;
+
+export interface SlowCall {
+  command: string;
+  ms: number;
+  stderr: string;
 }
 
 export interface Latency {
@@ -292,18 +306,24 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
       const show: number[] = [];
       let lsFailed = 0;
       let showFailed = 0;
+      const slow: SlowCall[] = [];
+      const call = async (args: string[]) => {
+        const t = performance.now();
+        const r = await fleet.admin(args);
+        const ms = performance.now() - t;
+        if (ms > SLOW_ADMIN_MS) slow.push({ command: args.slice(0, 2).join(" "), ms: Math.round(ms), stderr: r.stderr.trim().slice(-2000) });
+        return { ok: r.code === 0, ms };
+      };
       for (let i = 0; i < 200 && running; i++) {
-        let t = performance.now();
-        const a = await fleet.admin(["device", "ls", "--selector", probe]);
-        if (a.code === 0) ls.push(performance.now() - t);
+        const a = await call(["device", "ls", "--selector", probe]);
+        if (a.ok) ls.push(a.ms);
         else lsFailed++;
-        t = performance.now();
-        const b = await fleet.admin(["rollout", "show", id]);
-        if (b.code === 0) show.push(performance.now() - t);
+        const b = await call(["rollout", "show", id]);
+        if (b.ok) show.push(b.ms);
         else showFailed++;
         await new Promise((r) => setTimeout(r, 1000));
       }
-      return { ls: latency(ls, lsFailed), show: latency(show, showFailed) };
+      return { ls: latency(ls, lsFailed), show: latency(show, showFailed), slow: slow.sort((x, y) => y.ms - x.ms).slice(0, 10) };
     })();
     // Polls the rollout list (waves' counts, no device rows) until it finished or the deadline.
     const shedBefore = (fleet.coordinator.output.match(/shedding load/g) ?? []).length;
@@ -338,7 +358,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
       empty: { cpuCores: empty.coordinatorCpu, rssMiB: empty.rssMiB },
       enrollSeconds,
       labelFanOutSeconds,
-      admin: { cliStartup, deviceLsIdle, deviceLsDuringRollout: admin.ls, rolloutShowDuringRollout: admin.show },
+      admin: { cliStartup, deviceLsIdle, deviceLsDuringRollout: admin.ls, rolloutShowDuringRollout: admin.show, slowDuringRollout: admin.slow },
       simErrorsDuringRollout,
       simStallMsDuringRollout: Math.max(0, ...[...sim.stdout.slice(simOutAt).matchAll(/simulator stalled up to (\d+) ms/g)].map((m) => Number(m[1]))),
       idle: idleFigures(devices, empty, idle),
@@ -471,6 +491,10 @@ export async function benchFleet(print: (line: string) => void): Promise<void> {
     print(`  ${r.devices} devices: rollout ${how}: ${r.rollout.healthy} healthy, ${r.rollout.failed} failed; coordinator shed load ${r.rollout.shedWarnings} times`);
     const errs = Object.entries(r.simErrorsDuringRollout).filter(([k]) => k !== "total");
     if (errs.length > 0) print(`  ${r.devices} devices: simulated device call errors during the rollout (top kinds): ${errs.map(([k, v]) => `${k} ${v}`).join(", ")}`);
+    for (const c of r.admin.slowDuringRollout?.slice(0, 3) ?? []) {
+      const said = c.stderr ? c.stderr.split("\n").slice(-3).join(" | ") : "nothing on stderr";
+      print(`  ${r.devices} devices: slow admin call in the rollout: ${c.command} ${c.ms} ms; the CLI said: ${said}`);
+    }
   }
   const file = await writeResult("fleet", { idleWindowSeconds: IDLE_S, results, ...(failed.length > 0 ? { failed } : {}) });
   print(`  written to ${file}`);
