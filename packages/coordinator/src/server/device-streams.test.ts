@@ -223,6 +223,30 @@ describe("device streams beside Connect", () => {
     expect(endOf(bad.body).error?.code).toBe("invalid_argument");
   });
 
+  it("holds back the stream of a device that reads nothing, and still ends it at its deadline", async () => {
+    let yielded = 0;
+    behaviour = async function* (signal) {
+      while (!signal.aborted) {
+        yielded++;
+        yield create(agentv1.WatchResponseSchema, { event: { case: "desired", value: { name: "x".repeat(32 * 1024) } } });
+      }
+    };
+    const session = http2.connect(url);
+    session.on("error", () => {});
+    const stream = session.request({ ":method": "POST", ":path": "/flotilla.agent.v1.AgentService/Watch", ...device.headers, ...connectStream, "connect-timeout-ms": "500" });
+    stream.on("error", () => {});
+    stream.end(watchRequest());
+    // Nothing reads the answer: HTTP/2 flow control fills, writes wait, and the deadline ends it.
+    try {
+      await waitFor("the stream's generator to end at the deadline", () => calls[0]?.ended, 10_000);
+      expect(yielded).toBeGreaterThan(0);
+      expect(yielded).toBeLessThan(20); // 32 KiB each: a 64 KiB window and one stream buffer, not a flood
+    } finally {
+      stream.close();
+      session.destroy();
+    }
+  });
+
   it("answers a store outage during the stream with Unavailable and retry advice", async () => {
     behaviour = async function* () {
       yield keepalive();

@@ -114,6 +114,22 @@ function readBody(stream: http2.ServerHttp2Stream, maxBytes: number, signal: Abo
   });
 }
 
+/**
+ * Waits until `stream` takes more after a write returned false, or is gone, or the call ended
+ * (its deadline, shutdown): a device that reads nothing is not waited for past its call's end.
+ */
+function writable(stream: http2.ServerHttp2Stream, signal: AbortSignal): Promise<void> {
+  if (stream.destroyed || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    signal.addEventListener("abort", done, { once: true });
+    void drained(stream).then(done);
+  });
+}
+
 /** Whether this request is the form served here; any other is left to Connect. */
 function isLeanForm(req: HttpRequest): boolean {
   if (req.httpVersionMajor !== 2 || req.method !== "POST") return false;
@@ -172,7 +188,6 @@ export function deviceStreamRoute(opts: DeviceStreamOptions, streams: readonly D
       }
       ac.signal.throwIfAborted();
       for await (const message of s.serve(device, input, ac.signal)) {
-        if (stream.destroyed || ac.signal.aborted) break;
         const output = s.method.output;
         let bytes: Uint8Array = toBinary(output, isMessage(message, output) ? message : create(output, message));
         if (bytes.byteLength > opts.maxMessageBytes) {
@@ -183,8 +198,10 @@ export function deviceStreamRoute(opts: DeviceStreamOptions, streams: readonly D
           bytes = await gzip(bytes);
           flags = 1;
         }
+        // Checked after the compression, which waits: a write to a closed stream drains never.
+        if (stream.destroyed || ac.signal.aborted) break;
         // A device that does not read its stream holds back only its own generator.
-        if (!res.write(encodeEnvelope(flags, bytes))) await drained(stream);
+        if (!res.write(encodeEnvelope(flags, bytes))) await writable(stream, ac.signal);
       }
       // The stream ended because it was aborted: say why, as Connect would.
       if (ac.signal.aborted) error = ConnectError.from(ac.signal.reason);
