@@ -58,9 +58,10 @@ export class Fleet {
     if (login.code !== 0) throw new Error(`login failed: ${login.stderr}`);
   }
 
-  async startCoordinator(): Promise<Proc> {
+  /** Starts (or restarts) the coordinator, with the fleet's extra flags unless others are given. */
+  async startCoordinator(extraArgs: string[] = this.extraArgs): Promise<Proc> {
     this.coordinator = this.sandbox.spawn(
-      ["coordinator", "--data-dir", this.dataDir, "--listen", `127.0.0.1:${this.port}`, ...fastCoordinatorFlags, ...this.extraArgs],
+      ["coordinator", "--data-dir", this.dataDir, "--listen", `127.0.0.1:${this.port}`, ...fastCoordinatorFlags, ...extraArgs],
       {},
       "coordinator",
       this.bins.coordinator,
