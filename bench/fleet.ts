@@ -138,6 +138,13 @@ export interface FleetResult {
      * first (at most 10), with what the CLI said on stderr meanwhile (a retry says why).
      */
     slowDuringRollout?: SlowCall[];
+    /**
+     * The same admin calls as the coordinator timed them (its "slow calls" log lines during the
+     * rollout): the slowest ListDevices and GetRollout, from reaching Connect to the handler's
+     * return, with the part before the handler. A CLI call much slower than these lost its time
+     * outside the coordinator's handlers (starting up, connecting, a busy machine).
+     */
+    coordinatorSlowest?: string[];
   };
   /** Calls of simulated devices that failed while the rollout ran, by kind. */
   simErrorsDuringRollout: Record<string, number>;
@@ -199,6 +206,23 @@ async function timed(call: () => Promise<{ code: number | null }>, n: number, un
     else failed++;
   }
   return latency(ms, failed);
+}
+
+/** The admin methods the benchmark calls, as the coordinator's "slow calls" lines name them. */
+const ADMIN_METHODS = ["AdminService/ListDevices", "RolloutService/GetRollout"];
+
+/** The slowest call of each admin method in the coordinator's "slow calls" log lines. */
+export function slowestAdminCalls(output: string): string[] {
+  const slowest = new Map<string, { ms: number; text: string }>();
+  for (const m of output.matchAll(/ slow calls .*?slowest=("(?:[^"\\]|\\.)*"|\S+)/g)) {
+    const value = m[1]!.startsWith('"') ? (JSON.parse(m[1]!) as string) : m[1]!;
+    for (const part of value.split("; ")) {
+      const method = ADMIN_METHODS.find((x) => part.startsWith(`${x} `));
+      const ms = Number(/^\S+ (\d+) ms/.exec(part)?.[1] ?? NaN);
+      if (method && !((slowest.get(method)?.ms ?? -1) >= ms)) slowest.set(method, { ms, text: part });
+    }
+  }
+  return [...slowest.values()].sort((a, b) => b.ms - a.ms).map((x) => x.text);
 }
 
 /** The simulator's call errors by kind, from its last status line. */
@@ -327,6 +351,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     })();
     // Polls the rollout list (waves' counts, no device rows) until it finished or the deadline.
     const shedBefore = (fleet.coordinator.output.match(/shedding load/g) ?? []).length;
+    const coordinatorOutAt = fleet.coordinator.output.length;
     let last: { status: string; waves: { healthy: number; failed: number }[] } | undefined;
     const deadline = Date.now() + ROLLOUT_S * 1000;
     while (Date.now() < deadline) {
@@ -358,7 +383,14 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
       empty: { cpuCores: empty.coordinatorCpu, rssMiB: empty.rssMiB },
       enrollSeconds,
       labelFanOutSeconds,
-      admin: { cliStartup, deviceLsIdle, deviceLsDuringRollout: admin.ls, rolloutShowDuringRollout: admin.show, slowDuringRollout: admin.slow },
+      admin: {
+        cliStartup,
+        deviceLsIdle,
+        deviceLsDuringRollout: admin.ls,
+        rolloutShowDuringRollout: admin.show,
+        slowDuringRollout: admin.slow,
+        coordinatorSlowest: slowestAdminCalls(fleet.coordinator.output.slice(coordinatorOutAt)),
+      },
       simErrorsDuringRollout,
       simStallMsDuringRollout: Math.max(0, ...[...sim.stdout.slice(simOutAt).matchAll(/simulator stalled up to (\d+) ms/g)].map((m) => Number(m[1]))),
       idle: idleFigures(devices, empty, idle),
@@ -495,6 +527,7 @@ export async function benchFleet(print: (line: string) => void): Promise<void> {
       const said = c.stderr ? c.stderr.split("\n").slice(-3).join(" | ") : "nothing on stderr";
       print(`  ${r.devices} devices: slow admin call in the rollout: ${c.command} ${c.ms} ms; the CLI said: ${said}`);
     }
+    for (const c of r.admin.coordinatorSlowest ?? []) print(`  ${r.devices} devices: the coordinator's slowest in the rollout: ${c}`);
   }
   const file = await writeResult("fleet", { idleWindowSeconds: IDLE_S, results, ...(failed.length > 0 ? { failed } : {}) });
   print(`  written to ${file}`);

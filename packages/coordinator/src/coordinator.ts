@@ -26,6 +26,7 @@ import { isLoopback, listen, type Listener, type RequestHandler } from "./server
 import { DatabaseLeases, soleLeases } from "./server/lease.ts";
 import { fileLimitWarning } from "./server/file-limit.ts";
 import { LoadShedder } from "./server/load-shedding.ts";
+import { arrivedAtKey, SlowCalls } from "./server/slow-calls.ts";
 import { ShutdownSignal } from "./server/shutdown-signal.ts";
 import { deviceStreamRoute } from "./server/device-streams.ts";
 import { storeErrorInterceptor } from "./server/store-errors.ts";
@@ -133,6 +134,8 @@ export async function startCoordinator(
   let setupCode: string | undefined;
   const shedder = new LoadShedder({ maxCalls: config.maxAgentCalls, maxLagMs: config.shedLagMs, log });
   features.push({ name: "load-shedding", serviceNames: [], close: () => shedder.close() });
+  const slowCalls = new SlowCalls(log);
+  features.push({ name: "slow-calls", serviceNames: [], close: () => slowCalls.close() });
   try {
     for (const start of featureList(config, tls !== undefined, tunnels, replicaTunnels)) features.push(await start(ctx));
     const connect: RequestHandler = connectNodeAdapter({
@@ -140,16 +143,17 @@ export async function startCoordinator(
         for (const f of features) f.routes?.(router);
         router.service(healthv1.Health, healthService(features.flatMap((f) => f.serviceNames)));
       },
-      // Load is shed first, before any work. The store's errors are mapped inside, so the
+      // Slow calls are timed around everything else. Load is shed first, before any work. The store's errors are mapped inside, so the
       // authorization interceptor audits their codes, and outside, for the store calls
       // authorization itself makes (a session look-up while the database is down answers
       // `unavailable`, not `unknown`).
-      interceptors: [shedder.interceptor(), storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor, (token) => verifyReplicaToken(identity.publicKey, replicaTunnels.id, token)), storeErrorInterceptor()],
+      interceptors: [slowCalls.interceptor(), shedder.interceptor(), storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor, (token) => verifyReplicaToken(identity.publicKey, replicaTunnels.id, token)), storeErrorInterceptor()],
       readMaxBytes: config.maxMessageBytes,
       writeMaxBytes: config.maxMessageBytes,
       shutdownSignal: shutdown.asAbortSignal(),
       contextValues: (req) =>
         createContextValues()
+          .set(arrivedAtKey, performance.now())
           .set(remoteAddressKey, req.socket.remoteAddress ?? "")
           .set(cookieHeaderKey, typeof req.headers.cookie === "string" ? req.headers.cookie : ""),
     });

@@ -1,0 +1,36 @@
+import { Code, ConnectError, createContextValues, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
+import { createLogger } from "@flotilla/protocol";
+import { describe, expect, it } from "vitest";
+import { arrivedAtKey, SlowCalls } from "../packages/coordinator/src/server/slow-calls.ts";
+import { slowestAdminCalls } from "./fleet.ts";
+
+const request = (service: string, method: string, waitedMs: number) =>
+  ({
+    stream: false,
+    service: { typeName: service },
+    method: { name: method },
+    contextValues: createContextValues().set(arrivedAtKey, performance.now() - waitedMs),
+  }) as unknown as UnaryRequest;
+
+describe("the fleet benchmark's reading of the coordinator's slow calls", () => {
+  it("finds the slowest ListDevices and GetRollout in the lines the coordinator writes, across lines", async () => {
+    let output = "";
+    const slow = new SlowCalls(createLogger({ role: "coordinator" }, (line) => (output += line)), 2000);
+    const ok = slow.interceptor()(async () => ({ stream: false }) as unknown as UnaryResponse);
+    const refused = slow.interceptor()(async () => {
+      throw new ConnectError("busy", Code.Unavailable);
+    });
+    await ok(request("flotilla.admin.v1.RolloutService", "GetRollout", 9000));
+    await expect(refused(request("flotilla.agent.v1.AgentService", "Report", 20_000))).rejects.toThrow("busy");
+    slow.close(); // writes the first line
+    await ok(request("flotilla.admin.v1.RolloutService", "GetRollout", 31_000));
+    await ok(request("flotilla.admin.v1.AdminService", "ListDevices", 3000));
+    slow.close(); // and the second
+    expect(output.trim().split("\n")).toHaveLength(2);
+    const found = slowestAdminCalls(output);
+    expect(found).toHaveLength(2);
+    expect(found[0]).toMatch(/^RolloutService\/GetRollout 310\d\d ms \(310\d\d ms before the handler, ok, 1 slow\)$/);
+    expect(found[1]).toMatch(/^AdminService\/ListDevices 3\d\d\d ms /);
+    expect(slowestAdminCalls("no such lines\n")).toEqual([]);
+  });
+});
