@@ -143,10 +143,10 @@ export async function startCoordinator(
         for (const f of features) f.routes?.(router);
         router.service(healthv1.Health, healthService(features.flatMap((f) => f.serviceNames)));
       },
-      // Slow calls are timed around everything else. Load is shed first, before any work. The store's errors are mapped inside, so the
-      // authorization interceptor audits their codes, and outside, for the store calls
-      // authorization itself makes (a session look-up while the database is down answers
-      // `unavailable`, not `unknown`).
+      // Slow calls are timed around everything else. Load is shed first, before any work. The
+      // store's errors are mapped inside, so the authorization interceptor audits their codes,
+      // and outside, for the store calls authorization itself makes (a session look-up while the
+      // database is down answers `unavailable`, not `unknown`).
       interceptors: [slowCalls.interceptor(), shedder.interceptor(), storeErrorInterceptor(), authorizationInterceptor(store, ctx.auditor, (token) => verifyReplicaToken(identity.publicKey, replicaTunnels.id, token)), storeErrorInterceptor()],
       readMaxBytes: config.maxMessageBytes,
       writeMaxBytes: config.maxMessageBytes,
