@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { linesAt, numbered } from "./support/faults.ts";
 import { freePort, tempDir, waitFor } from "@flotilla/protocol/testing";
 import { type Fleet } from "./support/fleet.ts";
-import { Sandbox } from "./support/sandbox.ts";
+import { killProcessesUnder, Sandbox } from "./support/sandbox.ts";
 import { bundleAgent, bundleTarball, createRelease, deviceReleases, served, serverFlags, signedFleet, waitForEnd } from "./support/releases.ts";
 
 const canMount = process.getuid?.() === 0;
@@ -28,6 +28,8 @@ describe.skipIf(!canMount)("the agent's disk full", () => {
     await mkdir(stateDir);
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", stateDir]);
     sandbox.onCleanup(async () => {
+      // The release's app first: once the tmpfs is gone its working directory no longer names it.
+      await killProcessesUnder(stateDir);
       execFileSync("umount", ["-l", stateDir]);
       await rm(mountDir, { recursive: true, force: true });
     });

@@ -3,7 +3,7 @@
  * loopback sockets, all torn down after each test. Nothing of Flotilla's own is mocked.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { readdir, readlink, rm } from "node:fs/promises";
+import { readdir, readFile, readlink, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { Proc, tempDir } from "@flotilla/protocol/testing";
 
@@ -82,7 +82,10 @@ export class Sandbox {
   async cleanup(): Promise<void> {
     const procs = this.procs.splice(0);
     await Promise.all(procs.map((p) => p.stop("SIGKILL")));
-    await Promise.all(this.dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+    const dirs = this.dirs.splice(0);
+    // What a release started in one of the test's folders goes with them.
+    if (dirs.length > 0) await killProcessesUnder(...dirs);
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
     for (const fn of this.cleanups.splice(0)) await fn();
     const crashed = procs.filter((p) => this.flotilla.has(p) && UNCAUGHT.test(p.output));
     if (crashed.length > 0) {
@@ -92,14 +95,21 @@ export class Sandbox {
 }
 
 /**
- * Kills what a test's releases left running: every process whose working directory is under
- * `dir` (the services an agent starts outlive it by design; a test's must not outlive the test).
+ * Kills what a test's releases left running: every process whose working directory is under one
+ * of `dirs`, or whose environment names a release or data folder under one (the services an agent
+ * starts outlive it by design; a test's must not outlive the test). The environment catches a
+ * service whose folder is on a file system the test has already unmounted, where its working
+ * directory no longer reads as the test's path.
  */
-export async function killProcessesUnder(dir: string): Promise<void> {
+export async function killProcessesUnder(...dirs: string[]): Promise<void> {
+  const under = (path: string) => dirs.some((d) => path === d || path.startsWith(`${d}/`));
+  const named = /^FLOTILLA_(?:RELEASE|DATA)_DIR=(.*)$/;
   for (const pid of await readdir("/proc").catch(() => [] as string[])) {
-    if (!/^\d+$/.test(pid)) continue;
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
     const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
-    if (cwd.startsWith(dir)) {
+    const environ = under(cwd) ? "" : await readFile(`/proc/${pid}/environ`, "latin1").catch(() => "");
+    const hit = under(cwd) || environ.split("\0").some((v) => under(named.exec(v)?.[1] ?? ""));
+    if (hit) {
       try {
         process.kill(Number(pid), "SIGKILL");
       } catch {
