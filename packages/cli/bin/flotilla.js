@@ -5,6 +5,13 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { setFlagsFromString } from "node:v8";
+
+// The agent keeps V8's optimising compiler off (AGENT_V8_FLAGS in @flotilla/protocol, which
+// src/entry.ts sets in full). Off from here, before bundleIsFresh's walk over the sources: that
+// loop, hot for a moment, was enough for TurboFan to compile it and page some 3.4 MiB of the node
+// executable's compiler code into every agent for good (bench/agent.ts).
+if (process.argv.slice(2).find((a) => !a.startsWith("-")) === "agent") setFlagsFromString("--no-opt");
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bundle = join(cli, "dist", "flotilla.mjs");
