@@ -31,7 +31,22 @@ export interface CoordinatorTransportOptions {
   pingTimeoutMs?: number;
   /** How often a connection with calls out is pinged (default {@link PING_INTERVAL_MS}). */
   pingIntervalMs?: number;
+  /**
+   * HTTP/2 flow-control windows this client opens for what the coordinator sends: each stream's
+   * (SETTINGS_INITIAL_WINDOW_SIZE) and, twice that, the connection's. HTTP/2's default is 64 KiB
+   * for both, so an answer larger than that (a page of a thousand devices is about 150 KiB) stops
+   * at 64 KiB until this client's WINDOW_UPDATE reaches the coordinator, a round trip through
+   * its event loop for every 64 KiB: under load, seconds each. Unset: the defaults.
+   */
+  receiveWindowBytes?: number;
 }
+
+/**
+ * The receive window of admin clients (the CLI): larger than any answer they accept (4 MiB), so
+ * a coordinator writes a whole answer at once. A window is only a
+ * permission; nothing is allocated ahead.
+ */
+export const ADMIN_RECEIVE_WINDOW_BYTES = 8 * 1024 * 1024;
 
 /** How often an agent's (or admin's) connection with calls out pings the coordinator. */
 export const PING_INTERVAL_MS = 10_000;
@@ -55,7 +70,7 @@ export interface ClosableTransport {
  */
 export async function coordinatorTransport(opts: CoordinatorTransportOptions): Promise<ClosableTransport> {
   const url = new URL(opts.url);
-  let nodeOptions: { ca?: string[]; checkServerIdentity?: () => undefined; localAddress?: string } = {};
+  let nodeOptions: { ca?: string[]; checkServerIdentity?: () => undefined; localAddress?: string; settings?: { initialWindowSize: number } } = {};
   let presentedPin: string | undefined;
   if (url.protocol === "https:" && opts.pin) {
     try {
@@ -76,8 +91,10 @@ export async function coordinatorTransport(opts: CoordinatorTransportOptions): P
     }
   }
   if (opts.localAddress) nodeOptions = { ...nodeOptions, localAddress: opts.localAddress };
+  if (opts.receiveWindowBytes) nodeOptions = { ...nodeOptions, settings: { initialWindowSize: opts.receiveWindowBytes } };
   // Pings find a dead connection (a coordinator killed, a NAT that forgot us) within seconds.
   const sessionManager = new GuardedSessionManager(opts.url, { pingIntervalMs: opts.pingIntervalMs ?? PING_INTERVAL_MS, pingTimeoutMs: opts.pingTimeoutMs ?? 10_000 }, nodeOptions);
+  if (opts.receiveWindowBytes) sessionManager.connectionWindowBytes = 2 * opts.receiveWindowBytes;
   const transport = createConnectTransport({
     baseUrl: opts.url,
     httpVersion: "2",
@@ -134,12 +151,26 @@ const guarded = new WeakSet<Http2Session>();
  * fails the session's streams, and callers see it there as `unavailable`.
  */
 export class GuardedSessionManager extends Http2SessionManager {
+  /**
+   * The connection-level receive window to open on each new session (HTTP/2 has no setting for
+   * it: a WINDOW_UPDATE right after the session's first request, which it follows on the wire,
+   * ahead of any answer). Unset: HTTP/2's 64 KiB.
+   */
+  connectionWindowBytes?: number;
+
   override async request(...args: Parameters<Http2SessionManager["request"]>): Promise<ClientHttp2Stream> {
     const stream = await super.request(...args);
     const session = stream.session;
     if (session && !guarded.has(session)) {
       guarded.add(session);
       session.on("error", () => {});
+      if (this.connectionWindowBytes && !session.destroyed) {
+        try {
+          session.setLocalWindowSize(this.connectionWindowBytes);
+        } catch {
+          // a session closing meanwhile: its streams fail on their own
+        }
+      }
     }
     return stream;
   }

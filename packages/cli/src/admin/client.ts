@@ -1,6 +1,7 @@
 import type { DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import {
+  ADMIN_RECEIVE_WINDOW_BYTES,
   adminv1,
   bearerInterceptor,
   certificatePublicKey,
@@ -55,7 +56,7 @@ export async function login(
   const signer = await creds.loginSigner();
   let opened: ClosableTransport;
   try {
-    opened = await coordinatorTransport({ url, pin: known?.pin ?? (await firstUsePin(url)), allowRotation: true });
+    opened = await coordinatorTransport({ url, pin: known?.pin ?? (await firstUsePin(url)), allowRotation: true, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
   } catch (err) {
     signer.close();
     throw err;
@@ -147,7 +148,7 @@ export async function authenticatedTransport(target: AdminTarget): Promise<{ tra
   const s = await adminSession(target);
   if (target.apiToken) {
     // CI: the token is the credential; no key, no login.
-    const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, bearerInterceptor(() => target.apiToken), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS });
+    const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, bearerInterceptor(() => target.apiToken), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
     openConnections.add(close);
     return { transport, token: () => target.apiToken };
   }
@@ -164,13 +165,13 @@ export async function authenticatedTransport(target: AdminTarget): Promise<{ tra
   };
   let opened: ClosableTransport;
   try {
-    opened = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS });
+    opened = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
   } catch (err) {
     if (!(err instanceof CoordinatorKeyMismatchError)) throw err;
     // The certificate's key changed: log in again, which accepts only an endorsed rotation.
     const again = await s.relogin();
     token = again.token;
-    opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS });
+    opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
   }
   openConnections.add(opened.close);
   return { transport: opened.transport, token: () => token };
