@@ -1,8 +1,10 @@
 import { Code, ConnectError, createContextValues, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
 import { createLogger } from "@flotilla/protocol";
+import { waitFor } from "@flotilla/protocol/testing";
 import { describe, expect, it } from "vitest";
+import { LoadShedder } from "../packages/coordinator/src/server/load-shedding.ts";
 import { arrivedAtKey, SlowCalls } from "../packages/coordinator/src/server/slow-calls.ts";
-import { slowestAdminCalls } from "./fleet.ts";
+import { maxShedLagMs, slowestAdminCalls } from "./fleet.ts";
 
 const request = (service: string, method: string, waitedMs: number) =>
   ({
@@ -32,5 +34,28 @@ describe("the fleet benchmark's reading of the coordinator's slow calls", () => 
     expect(found[0]).toMatch(/^RolloutService\/GetRollout 310\d\d ms \(310\d\d ms before the handler, ok, 1 slow\)$/);
     expect(found[1]).toMatch(/^AdminService\/ListDevices 3\d\d\d ms /);
     expect(slowestAdminCalls("no such lines\n")).toEqual([]);
+  });
+});
+
+describe("the fleet benchmark's reading of the coordinator's load shedding", () => {
+  it("finds the largest event-loop lag in the lines the load shedder writes", async () => {
+    let output = "";
+    const shedder = new LoadShedder({ maxCalls: 100, maxLagMs: 100, log: createLogger({ role: "coordinator" }, (line) => (output += line)) });
+    try {
+      const report = shedder.interceptor()(async () => ({ stream: false }) as unknown as UnaryResponse);
+      // The event loop turns freely for 100 ms (the delay monitor measures from its second tick
+      // on), then is stuck for 400 ms: the next Report is shed, and the shedder's next sample says
+      // how late the loop was.
+      await new Promise((r) => setTimeout(r, 100));
+      const end = Date.now() + 400;
+      while (Date.now() < end);
+      await expect(report(request("flotilla.agent.v1.AgentService", "Report", 0))).rejects.toThrow("busy");
+      await waitFor("the shedder's line", () => /shedding load/.test(output) || undefined, 5000, 20);
+      expect(maxShedLagMs(output)).toBeGreaterThanOrEqual(300);
+      expect(maxShedLagMs(output)).toBeLessThan(5000);
+      expect(maxShedLagMs("no such lines\n")).toBe(0);
+    } finally {
+      shedder.close();
+    }
   });
 });

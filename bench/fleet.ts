@@ -32,6 +32,7 @@
  * number of processes), and CPU and RSS are those of the coordinator and its replica workers.
  */
 import { spawnSync } from "node:child_process";
+import { connect as http2Connect, type ClientHttp2Session } from "node:http2";
 import { readFile } from "node:fs/promises";
 import { pathToFileURL } from "node:url";
 import { Fleet, freshPostgresDatabase } from "../test/e2e/support/fleet.ts";
@@ -145,6 +146,13 @@ export interface FleetResult {
      * outside the coordinator's handlers (starting up, connecting, a busy machine).
      */
     coordinatorSlowest?: string[];
+    /**
+     * How long the coordinator took to answer an HTTP/2 PING on an idle connection of the
+     * benchmark's own, one after another through the rollout: the wait for a turn of its event
+     * loop, which each round trip of an admin call (TLS handshake, request, each 64 KiB of an
+     * answer) pays once. Absent in results before 2026-12-03 evening.
+     */
+    pingDuringRollout?: Latency & { maxMs: number };
   };
   /** Calls of simulated devices that failed while the rollout ran, by kind. */
   simErrorsDuringRollout: Record<string, number>;
@@ -167,6 +175,8 @@ export interface FleetResult {
     failed: number;
     /** "shedding load" warnings the coordinator logged during the rollout. */
     shedWarnings: number;
+    /** The largest event-loop lag (ms) those warnings gave. */
+    maxShedLagMs?: number;
   };
   /** The admin call that failed and ended the run early (its figures after it are NaN). */
   failure?: string;
@@ -206,6 +216,44 @@ async function timed(call: () => Promise<{ code: number | null }>, n: number, un
     else failed++;
   }
   return latency(ms, failed);
+}
+
+/**
+ * PINGs the coordinator at `url` over an HTTP/2 connection of its own, the next 250 ms after each
+ * answer, until `running()` says stop: the round-trip times in ms, and how many pings failed (the
+ * connection is opened again after a failure).
+ */
+async function pingProbe(url: string, running: () => boolean): Promise<{ ms: number[]; failed: number }> {
+  const ms: number[] = [];
+  let failed = 0;
+  let session: ClientHttp2Session | undefined;
+  while (running()) {
+    try {
+      if (!session || session.destroyed || session.closed) {
+        // A measuring client: the coordinator's certificate is the fleet's own, self-signed.
+        session = http2Connect(url, { rejectUnauthorized: false });
+        session.on("error", () => {});
+      }
+      const s = session;
+      ms.push(await new Promise<number>((resolve, reject) => {
+        const t0 = performance.now();
+        const sent = s.ping((err) => (err ? reject(err) : resolve(performance.now() - t0)));
+        if (!sent) reject(new Error("ping not sent"));
+      }));
+    } catch {
+      failed++;
+      session?.destroy();
+      session = undefined;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  session?.destroy();
+  return { ms, failed };
+}
+
+/** The largest event-loop lag the coordinator's "shedding load" warnings in `output` gave, in ms (0: none). */
+export function maxShedLagMs(output: string): number {
+  return Math.max(0, ...[...output.matchAll(/shedding load.*?lagMs=(\d+)/g)].map((m) => Number(m[1])));
 }
 
 /** The admin methods the benchmark calls, as the coordinator's "slow calls" lines name them. */
@@ -325,6 +373,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     const id = (JSON.parse(started.stdout) as { id: string }).id;
     // Admin calls while it runs: one after another until it ends (at most 200 of each).
     let running = true;
+    const pings = pingProbe(fleet.url, () => running);
     const during = (async () => {
       const ls: number[] = [];
       const show: number[] = [];
@@ -366,6 +415,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
     const cpu = (await treeCpuSeconds(coord)) - c0;
     running = false;
     const admin = await during;
+    const pinged = await pings;
     // The simulator's status lines are cumulative: the difference is what the rollout saw.
     const simAfter = simErrors(sim.stdout);
     const simErrorsDuringRollout = Object.fromEntries(
@@ -390,6 +440,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
         rolloutShowDuringRollout: admin.show,
         slowDuringRollout: admin.slow,
         coordinatorSlowest: slowestAdminCalls(fleet.coordinator.output.slice(coordinatorOutAt)),
+        pingDuringRollout: { ...latency(pinged.ms, pinged.failed), maxMs: Math.max(0, ...pinged.ms) },
       },
       simErrorsDuringRollout,
       simStallMsDuringRollout: Math.max(0, ...[...sim.stdout.slice(simOutAt).matchAll(/simulator stalled up to (\d+) ms/g)].map((m) => Number(m[1]))),
@@ -404,6 +455,7 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
         healthy,
         failed,
         shedWarnings: shed,
+        maxShedLagMs: maxShedLagMs(fleet.coordinator.output.slice(coordinatorOutAt)),
       },
     };
     const code = await sim.stop("SIGTERM");
@@ -477,6 +529,10 @@ export function fleetTable(results: FleetResult[]): string[] {
     ["admin: rollout show in rollout p50 (ms)", (r) => r.admin.rolloutShowDuringRollout.p50, 0],
     ["admin: rollout show in rollout p99 (ms)", (r) => r.admin.rolloutShowDuringRollout.p99, 0],
     ["admin: calls failed in rollout", (r) => r.admin.deviceLsDuringRollout.failed + r.admin.rolloutShowDuringRollout.failed, 0],
+    ["coordinator: PING answered in rollout p50 (ms)", (r) => r.admin.pingDuringRollout?.p50 ?? NaN, 0],
+    ["coordinator: PING answered in rollout p99 (ms)", (r) => r.admin.pingDuringRollout?.p99 ?? NaN, 0],
+    ["coordinator: PING answered in rollout, slowest (ms)", (r) => r.admin.pingDuringRollout?.maxMs ?? NaN, 0],
+    ["coordinator: largest lag it shed load at (ms)", (r) => r.rollout.maxShedLagMs ?? NaN, 0],
     ["sim: device call errors in rollout", (r) => r.simErrorsDuringRollout.total ?? 0, 0],
     ["sim: longest simulator stall in rollout (ms)", (r) => r.simStallMsDuringRollout ?? NaN, 0],
   ];
