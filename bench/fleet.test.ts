@@ -1,10 +1,12 @@
 import { Code, ConnectError, createContextValues, type UnaryRequest, type UnaryResponse } from "@connectrpc/connect";
 import { createLogger } from "@flotilla/protocol";
 import { waitFor } from "@flotilla/protocol/testing";
+import { createServer } from "node:http2";
+import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import { LoadShedder } from "../packages/coordinator/src/server/load-shedding.ts";
 import { arrivedAtKey, SlowCalls } from "../packages/coordinator/src/server/slow-calls.ts";
-import { maxShedLagMs, slowestAdminCalls } from "./fleet.ts";
+import { maxShedLagMs, pingProbe, slowestAdminCalls } from "./fleet.ts";
 
 const request = (service: string, method: string, waitedMs: number) =>
   ({
@@ -56,6 +58,24 @@ describe("the fleet benchmark's reading of the coordinator's load shedding", () 
       expect(maxShedLagMs("no such lines\n")).toBe(0);
     } finally {
       shedder.close();
+    }
+  });
+});
+
+describe("the fleet benchmark's ping probe", () => {
+  it("times HTTP/2 PINGs to a server, one after another, until told to stop", async () => {
+    const server = createServer();
+    server.on("sessionError", () => {});
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    try {
+      // running() is asked before each ping: three pings, then stop.
+      let asked = 0;
+      const result = await pingProbe(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, () => ++asked <= 3);
+      expect(result.failed).toBe(0);
+      expect(result.ms).toHaveLength(3);
+      for (const ms of result.ms) expect(ms).toBeGreaterThan(0);
+    } finally {
+      server.close();
     }
   });
 });

@@ -223,7 +223,7 @@ async function timed(call: () => Promise<{ code: number | null }>, n: number, un
  * answer, until `running()` says stop: the round-trip times in ms, and how many pings failed (the
  * connection is opened again after a failure).
  */
-async function pingProbe(url: string, running: () => boolean): Promise<{ ms: number[]; failed: number }> {
+export async function pingProbe(url: string, running: () => boolean): Promise<{ ms: number[]; failed: number }> {
   const ms: number[] = [];
   let failed = 0;
   let session: ClientHttp2Session | undefined;
@@ -231,8 +231,14 @@ async function pingProbe(url: string, running: () => boolean): Promise<{ ms: num
     try {
       if (!session || session.destroyed || session.closed) {
         // A measuring client: the coordinator's certificate is the fleet's own, self-signed.
-        session = http2Connect(url, { rejectUnauthorized: false });
-        session.on("error", () => {});
+        const opening = http2Connect(url, { rejectUnauthorized: false });
+        session = opening;
+        opening.on("error", () => {});
+        // A ping is only sent on a connected session.
+        await new Promise<void>((resolve, reject) => {
+          opening.once("connect", () => resolve());
+          opening.once("close", () => reject(new Error("closed before it connected")));
+        });
       }
       const s = session;
       ms.push(await new Promise<number>((resolve, reject) => {
