@@ -56,10 +56,12 @@ interface Runs {
   curlHttp1: number[];
   /** CPU seconds per GB: the agent processes while they download, the curl processes (and their sync) */
   agentCpu: number[];
+  /** The part of agentCpu spent verifying the release (TUF metadata) before downloading it */
+  agentVerifyCpu: number[];
   curlCpu: number[];
   curlHttp1Cpu: number[];
 }
-const emptyRuns = (): Runs => ({ agent: [], curl: [], curlHttp1: [], agentCpu: [], curlCpu: [], curlHttp1Cpu: [] });
+const emptyRuns = (): Runs => ({ agent: [], curl: [], curlHttp1: [], agentCpu: [], agentVerifyCpu: [], curlCpu: [], curlHttp1Cpu: [] });
 
 const CLK_TCK = 100; // Linux USER_HZ
 
@@ -81,6 +83,8 @@ export interface DownloadFigures {
   ratio: number;
   /** CPU seconds per GB downloaded (medians): a figure a loaded machine changes less than MB/s. */
   agentCpuPerGB: number;
+  /** Of agentCpuPerGB, the TUF verification before the download (absent in results before 2026-12-03 evening) */
+  agentVerifyCpuPerGB?: number;
   curlCpuPerGB: number;
   curlHttp1CpuPerGB: number;
   runs: Runs;
@@ -106,6 +110,7 @@ function summary(runs: Runs, what: { downloads: number; bytesEach: number }): Do
     curlHttp1MBps,
     ratio: agentMBps / Math.max(curlMBps, curlHttp1MBps),
     agentCpuPerGB: median(runs.agentCpu),
+    agentVerifyCpuPerGB: median(runs.agentVerifyCpu),
     curlCpuPerGB: median(runs.curlCpu),
     curlHttp1CpuPerGB: median(runs.curlHttp1Cpu),
     runs,
@@ -176,12 +181,12 @@ class AgentProcess {
     if (line !== "ready") throw new Error(`the benchmark's agent process said ${JSON.stringify(line)}`);
   }
 
-  /** Runs one download; resolves with the CPU seconds the process spent on it. */
-  async fetch(job: DownloadJob): Promise<number> {
+  /** Runs one download; resolves with the CPU seconds the process spent on it, and on verifying it. */
+  async fetch(job: DownloadJob): Promise<{ cpuS: number; verifyCpuS: number }> {
     this.child.send(job);
     const done = JSON.parse(await this.child.next()) as DownloadDone;
     if (done.error !== undefined) throw new Error(`the agent's download failed: ${done.error}`);
-    return done.cpuS!;
+    return { cpuS: done.cpuS!, verifyCpuS: done.verifyCpuS! };
   }
 
   close(): Promise<void> {
@@ -253,7 +258,8 @@ export async function measureDownloads(log: (line: string) => void): Promise<Dow
           const gb = bytes / 1e9;
           const t0 = performance.now();
           const cpu = await Promise.all(list.map((d, i) => agentFetch(agents[i]!, name, d)));
-          r.agentCpu.push(cpu.reduce((a, b) => a + b, 0) / gb);
+          r.agentCpu.push(cpu.reduce((a, b) => a + b.cpuS, 0) / gb);
+          r.agentVerifyCpu.push(cpu.reduce((a, b) => a + b.verifyCpuS, 0) / gb);
           r.agent.push(bytes / MB / ((performance.now() - t0) / 1000));
           await fresh(list);
           let c0 = await childrenCpuSeconds();
@@ -296,6 +302,8 @@ export function downloadTable(r: DownloadResult): string[] {
   const cpu = (label: string, f: DownloadFigures) => [label, f.agentCpuPerGB.toFixed(2), f.curlCpuPerGB.toFixed(2), f.curlHttp1CpuPerGB.toFixed(2), (f.agentCpuPerGB / Math.min(f.curlCpuPerGB, f.curlHttp1CpuPerGB)).toFixed(2)];
   rows.push(["CPU seconds per GB", "agent", "curl", "curl HTTP/1.1", "agent / the leaner curl"]);
   rows.push(cpu("  one download", r.single), cpu(`  ${r.concurrent.downloads} at once`, r.concurrent));
+  const verify = (label: string, f: DownloadFigures) => [label, f.agentVerifyCpuPerGB === undefined ? "-" : f.agentVerifyCpuPerGB.toFixed(2), "", "", ""];
+  rows.push(verify("    of which TUF verification", r.single), verify(`    of which TUF verification, ${r.concurrent.downloads} at once`, r.concurrent));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((x) => x[i]!.length)));
   return rows.map((x) => `  ${x.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")}`);
 }
