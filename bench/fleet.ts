@@ -136,7 +136,8 @@ export interface FleetResult {
     rolloutShowDuringRollout: Latency;
     /**
      * The admin calls during the rollout that took longer than {@link SLOW_ADMIN_MS}, slowest
-     * first (at most 10), with what the CLI said on stderr meanwhile (a retry says why).
+     * first (at most 10), with what the CLI said on stderr meanwhile (a retry says why), its
+     * FLOTILLA_TIMING marks among it.
      */
     slowDuringRollout?: SlowCall[];
     /**
@@ -388,7 +389,8 @@ async function measure(devices: number, log: (line: string) => void, replicas = 
       const slow: SlowCall[] = [];
       const call = async (args: string[]) => {
         const t = performance.now();
-        const r = await fleet.admin(args);
+        // Each step of the command on its stderr (FLOTILLA_TIMING), kept for the slow ones.
+        const r = await fleet.admin(args, { FLOTILLA_TIMING: "1" });
         const ms = performance.now() - t;
         if (ms > SLOW_ADMIN_MS) slow.push({ command: args.slice(0, 2).join(" "), ms: Math.round(ms), stderr: r.stderr.trim().slice(-2000) });
         return { ok: r.code === 0, ms };
@@ -586,8 +588,12 @@ export async function benchFleet(print: (line: string) => void): Promise<void> {
     const errs = Object.entries(r.simErrorsDuringRollout).filter(([k]) => k !== "total");
     if (errs.length > 0) print(`  ${r.devices} devices: simulated device call errors during the rollout (top kinds): ${errs.map(([k, v]) => `${k} ${v}`).join(", ")}`);
     for (const c of r.admin.slowDuringRollout?.slice(0, 3) ?? []) {
-      const said = c.stderr ? c.stderr.split("\n").slice(-3).join(" | ") : "nothing on stderr";
-      print(`  ${r.devices} devices: slow admin call in the rollout: ${c.command} ${c.ms} ms; the CLI said: ${said}`);
+      const lines = c.stderr.split("\n").filter(Boolean);
+      // FLOTILLA_TIMING's marks, in ms since the CLI started, apart from what else it said.
+      const steps = lines.map((l) => /^flotilla timing: (\d+) ms (.*)$/.exec(l)).filter((m) => m !== null).map((m) => `${m[1]} ${m[2]}`);
+      const other = lines.filter((l) => !l.startsWith("flotilla timing: "));
+      const said = other.length > 0 ? other.slice(-3).join(" | ") : "nothing else on stderr";
+      print(`  ${r.devices} devices: slow admin call in the rollout: ${c.command} ${c.ms} ms; steps (ms since its start): ${steps.join(", ") || "none marked"}; the CLI said: ${said}`);
     }
     for (const c of r.admin.coordinatorSlowest ?? []) print(`  ${r.devices} devices: the coordinator's slowest in the rollout: ${c}`);
   }

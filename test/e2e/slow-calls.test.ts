@@ -1,7 +1,8 @@
 /**
  * The coordinator tells slow calls in its log: a real coordinator process and a client on a real
  * HTTP/2 connection that sends a call's headers at once and its body 2.5 s later (a slow link).
- * The log line must name the call and put the time before the handler, where it went.
+ * The log line must name the call and put the time before the handler, where it went. And the
+ * CLI's side: FLOTILLA_TIMING=1 marks each step of an admin command on stderr.
  */
 import { connect, constants } from "node:http2";
 import { once } from "node:events";
@@ -49,5 +50,18 @@ describe("slow calls in the coordinator's log", () => {
     const [total, before] = [Number(m![1]), Number(m![2])];
     expect(before).toBeGreaterThanOrEqual(2400);
     expect(total).toBeGreaterThanOrEqual(before);
+  }, 60_000);
+
+  it("the CLI with FLOTILLA_TIMING=1 says on stderr when each step of a command happened, and prints its answer as ever", async () => {
+    const fleet = await new Fleet(sb).start();
+    const r = await fleet.admin(["device", "ls", "--json"], { FLOTILLA_TIMING: "1" });
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([]);
+    const steps = [...r.stderr.matchAll(/^flotilla timing: (\d+) ms (.*)$/gm)].map((m) => ({ ms: Number(m[1]), what: m[2]! }));
+    expect(steps.map((x) => x.what)).toEqual(["session ready", "certificate checked", "ListDevices sent", "ListDevices answered"]);
+    for (let i = 1; i < steps.length; i++) expect(steps[i]!.ms).toBeGreaterThanOrEqual(steps[i - 1]!.ms);
+    // Without it, nothing of the kind.
+    const quiet = await fleet.admin(["device", "ls", "--json"]);
+    expect(quiet.stderr).not.toMatch(/flotilla timing/);
   }, 60_000);
 });

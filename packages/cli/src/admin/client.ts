@@ -146,10 +146,12 @@ export async function adminTransport(target: AdminTarget): Promise<Transport> {
  */
 export async function authenticatedTransport(target: AdminTarget): Promise<{ transport: Transport; token(): string | undefined }> {
   const s = await adminSession(target);
+  mark("session ready");
   if (target.apiToken) {
     // CI: the token is the credential; no key, no login.
-    const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, bearerInterceptor(() => target.apiToken), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
+    const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, bearerInterceptor(() => target.apiToken), uncompressedTunnels, timed], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
     openConnections.add(close);
+    mark("certificate checked");
     return { transport, token: () => target.apiToken };
   }
   let token = s.token;
@@ -165,15 +167,16 @@ export async function authenticatedTransport(target: AdminTarget): Promise<{ tra
   };
   let opened: ClosableTransport;
   try {
-    opened = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
+    opened = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels, timed], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
   } catch (err) {
     if (!(err instanceof CoordinatorKeyMismatchError)) throw err;
     // The certificate's key changed: log in again, which accepts only an endorsed rotation.
     const again = await s.relogin();
     token = again.token;
-    opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
+    opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels, timed], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
   }
   openConnections.add(opened.close);
+  mark("certificate checked");
   return { transport: opened.transport, token: () => token };
 }
 
@@ -211,6 +214,29 @@ async function adminSession(target: AdminTarget): Promise<{
 }
 
 const openConnections = new Set<() => void>();
+
+/**
+ * FLOTILLA_TIMING=1: each step of an admin command as one line on stderr, in ms since the process
+ * started (docs/failure-behaviour.md, "Where an admin command's time goes"): the session ready,
+ * the coordinator's certificate checked, and each attempt of each call sent and answered (the
+ * first call's time includes the TLS handshake and HTTP/2 set-up of its connection).
+ */
+function mark(what: string): void {
+  if (process.env.FLOTILLA_TIMING === "1") process.stderr.write(`flotilla timing: ${performance.now().toFixed(0)} ms ${what}\n`);
+}
+
+/** Marks each attempt of a call (innermost, so a retried call shows each attempt). */
+const timed: Interceptor = (next) => async (req) => {
+  mark(`${req.method.name} sent`);
+  try {
+    const res = await next(req);
+    mark(`${req.method.name} answered`);
+    return res;
+  } catch (err) {
+    mark(`${req.method.name} failed (${Code[ConnectError.from(err).code]})`);
+    throw err;
+  }
+};
 
 /** Retry-safe calls are sent again when the connection broke under them, saying so on stderr. */
 const retrying = retryBrokenCalls({
