@@ -43,8 +43,8 @@ export interface CoordinatorTransportOptions {
 
 /**
  * The receive window of admin clients (the CLI): larger than any answer they accept (4 MiB), so
- * a coordinator writes a whole answer at once. A window is only a
- * permission; nothing is allocated ahead.
+ * a coordinator writes a whole answer at once. A window is only a permission; nothing is
+ * allocated ahead.
  */
 export const ADMIN_RECEIVE_WINDOW_BYTES = 8 * 1024 * 1024;
 

@@ -151,7 +151,7 @@ export async function authenticatedTransport(target: AdminTarget): Promise<{ tra
     // CI: the token is the credential; no key, no login.
     const { transport, close } = await coordinatorTransport({ url: s.url, pin: s.pin, interceptors: [retrying, bearerInterceptor(() => target.apiToken), uncompressedTunnels, timed], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
     openConnections.add(close);
-    mark("certificate checked");
+    mark("transport ready");
     return { transport, token: () => target.apiToken };
   }
   let token = s.token;
@@ -176,7 +176,7 @@ export async function authenticatedTransport(target: AdminTarget): Promise<{ tra
     opened = await coordinatorTransport({ url: s.url, pin: again.pin, interceptors: [retrying, relogin(), bearerInterceptor(() => token), uncompressedTunnels, timed], pingTimeoutMs: ADMIN_PING_TIMEOUT_MS, receiveWindowBytes: ADMIN_RECEIVE_WINDOW_BYTES });
   }
   openConnections.add(opened.close);
-  mark("certificate checked");
+  mark("transport ready");
   return { transport: opened.transport, token: () => token };
 }
 
@@ -218,8 +218,9 @@ const openConnections = new Set<() => void>();
 /**
  * FLOTILLA_TIMING=1: each step of an admin command as one line on stderr, in ms since the process
  * started (docs/failure-behaviour.md, "Where an admin command's time goes"): the session ready,
- * the coordinator's certificate checked, and each attempt of each call sent and answered (the
- * first call's time includes the TLS handshake and HTTP/2 set-up of its connection).
+ * the transport ready (over https, the coordinator's certificate fetched and checked against the
+ * pin), and each attempt of each call sent and answered (the first call's time includes the TLS
+ * handshake and HTTP/2 set-up of its connection).
  */
 function mark(what: string): void {
   if (process.env.FLOTILLA_TIMING === "1") process.stderr.write(`flotilla timing: ${performance.now().toFixed(0)} ms ${what}\n`);
