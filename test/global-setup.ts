@@ -2,11 +2,12 @@ import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { releaseFolders } from "./e2e/support/sandbox.ts";
 
 /** Processes that a test's release started: their environment names a release folder under the temporary directory. */
 function releaseProcesses(): { pid: number; releaseDir: string }[] {
   const found: { pid: number; releaseDir: string }[] = [];
-  const marker = `FLOTILLA_RELEASE_DIR=${tmpdir()}/flotilla-`;
+  const tests = `${tmpdir()}/flotilla-`;
   for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
     let environ = "";
     try {
@@ -14,8 +15,8 @@ function releaseProcesses(): { pid: number; releaseDir: string }[] {
     } catch {
       continue; // gone, or not ours to read
     }
-    const entry = environ.split("\0").find((v) => v.startsWith(marker));
-    if (entry) found.push({ pid: Number(pid), releaseDir: entry.slice("FLOTILLA_RELEASE_DIR=".length) });
+    const releaseDir = releaseFolders(environ).find((d) => d.startsWith(tests));
+    if (releaseDir) found.push({ pid: Number(pid), releaseDir });
   }
   return found;
 }

@@ -95,6 +95,14 @@ export class Sandbox {
 }
 
 /**
+ * The folders a process's environment (/proc/<pid>/environ) names as a release's own: the agent
+ * gives each service of a release FLOTILLA_RELEASE_DIR and FLOTILLA_DATA_DIR.
+ */
+export function releaseFolders(environ: string): string[] {
+  return environ.split("\0").flatMap((v) => /^FLOTILLA_(?:RELEASE|DATA)_DIR=(.+)$/.exec(v)?.[1] ?? []);
+}
+
+/**
  * Kills what a test's releases left running: every process whose working directory is under one
  * of `dirs`, or whose environment names a release or data folder under one (the services an agent
  * starts outlive it by design; a test's must not outlive the test). The environment catches a
@@ -103,12 +111,11 @@ export class Sandbox {
  */
 export async function killProcessesUnder(...dirs: string[]): Promise<void> {
   const under = (path: string) => dirs.some((d) => path === d || path.startsWith(`${d}/`));
-  const named = /^FLOTILLA_(?:RELEASE|DATA)_DIR=(.*)$/;
   for (const pid of await readdir("/proc").catch(() => [] as string[])) {
     if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
     const cwd = await readlink(`/proc/${pid}/cwd`).catch(() => "");
     const environ = under(cwd) ? "" : await readFile(`/proc/${pid}/environ`, "latin1").catch(() => "");
-    const hit = under(cwd) || environ.split("\0").some((v) => under(named.exec(v)?.[1] ?? ""));
+    const hit = under(cwd) || releaseFolders(environ).some(under);
     if (hit) {
       try {
         process.kill(Number(pid), "SIGKILL");
